@@ -1,0 +1,83 @@
+"""Metrics, in fp32 whatever the model's dtype: KL (nats), top-k overlap, argmax match, target
+probability, recovery, selectivity, and bootstrap confidence intervals over prompts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def kl_divergence(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(ref || other) per row, in nats, from log-probabilities over the last dimension."""
+    ref_logp, logp = ref_logp.float(), logp.float()
+    kl = F.kl_div(logp, ref_logp, reduction="none", log_target=True).sum(-1)
+    return kl.clamp_min(0.0)  # rounding can give -1e-7 for identical rows
+
+
+def topk_overlap(ref_logp: torch.Tensor, logp: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """|top-k(ref) ∩ top-k(other)| / k per row."""
+    a = ref_logp.topk(k, dim=-1).indices
+    b = logp.topk(k, dim=-1).indices
+    return (a[..., :, None] == b[..., None, :]).any(-1).float().mean(-1)
+
+
+def argmax_match(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    return ref_logp.argmax(-1) == logp.argmax(-1)
+
+
+def target_prob(logp: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    return logp.float().gather(-1, target_ids[..., None]).squeeze(-1).exp()
+
+
+def recovery(patched: np.ndarray | float, base: np.ndarray | float, target: np.ndarray | float):
+    """Fraction of the gap from ``base`` to ``target`` that the patched run closes (1 = all of it)."""
+    return (np.asarray(patched) - base) / (np.asarray(target) - base)
+
+
+def kl_recovery(kl_patched: np.ndarray, kl_base: np.ndarray) -> np.ndarray:
+    """1 - KL(target||patched) / KL(target||base): 1 when patching reproduces the target run."""
+    kl_base = np.asarray(kl_base, dtype=np.float64)
+    return 1.0 - np.asarray(kl_patched, dtype=np.float64) / np.where(kl_base > 0, kl_base, np.nan)
+
+
+def selectivity(skill_drop: float, nonskill_drop: float, eps: float = 1e-12) -> float:
+    """How much more the skill drops than the non-skill items (the study's ratio)."""
+    return float(skill_drop / (nonskill_drop if abs(nonskill_drop) > eps else np.copysign(eps, nonskill_drop or 1)))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic over prompts with its bootstrap confidence interval."""
+
+    value: float
+    lo: float
+    hi: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".3f"
+        return f"{self.value:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
+
+
+def bootstrap(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int = 1000,
+              level: float = 0.95, seed: int = 0) -> Estimate:
+    """Percentile bootstrap over the first axis (prompts)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.shape[0] == 0:
+        raise ValueError("bootstrap over an empty set")
+    point = float(stat(x))
+    if x.shape[0] == 1:
+        return Estimate(point, point, point, 1)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))
+    stats = np.array([stat(x[i]) for i in idx])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
+    return Estimate(point, float(lo), float(hi), int(x.shape[0]))

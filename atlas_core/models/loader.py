@@ -1,0 +1,216 @@
+"""``load(name_or_path)``: one entry point that puts a stock HF causal LM, its tokenizer and its facts
+in front of every experiment.
+
+Sources, tried in this order: ``tiny-qwen2``; a registered offline model (fetched and cached once);
+a ``.gguf`` file; a local Hugging Face directory; a hub id (local HF cache first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atlas_core import AtlasError
+from atlas_core.models import offline
+from atlas_core.models.adapters import check_supported, text_config
+from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL, known_names
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str  # synthetic | offline-registry | gguf | local-dir | hub
+    weights_sha256: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_model: int
+    vocab_size: int
+    dtype: str
+    device: str
+    path: str | None = None
+    load_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+
+    def __iter__(self):  # ``model, tokenizer, info = load(...)``
+        return iter((self.model, self.tokenizer, self.info))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AtlasError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise AtlasError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}") from None
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(paths):
+        with open(p, "rb") as fh:
+            while block := fh.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash_state(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _info(name: str, source: str, sha: str, model, path: str | None, t0: float) -> ModelInfo:
+    cfg = text_config(model)
+    n_heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+    param = next(model.parameters())
+    return ModelInfo(
+        name=name,
+        source=source,
+        weights_sha256=sha,
+        architecture=cfg.model_type,
+        n_layers=cfg.num_hidden_layers,
+        n_heads=n_heads,
+        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
+        head_dim=head_dim,
+        d_model=cfg.hidden_size,
+        vocab_size=cfg.vocab_size,
+        dtype=str(param.dtype).removeprefix("torch."),
+        device=str(param.device),
+        path=path,
+        load_seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def _finish(model, tokenizer, device, dtype):
+    model = model.to(device=device, dtype=dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _load_hf_dir(path: str, dtype: torch.dtype, **kwargs):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    check_supported(config)  # before any weights are read
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    return model, tokenizer
+
+
+def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype | None = None,
+         progress: bool = True) -> LoadedModel:
+    """Load a model with its tokenizer and ``ModelInfo``. Weights are frozen, the model is in eval mode."""
+    if not name_or_path:
+        raise AtlasError(f"no model given; known models: {', '.join(known_names())}")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+
+    if name_or_path == TINY_MODEL:
+        from atlas_core.models.tiny import build_tiny_qwen2
+
+        model, tok = build_tiny_qwen2()
+        model, tok = _finish(model, tok, dev, dt)
+        return LoadedModel(model, tok, _info(TINY_MODEL, "synthetic", _hash_state(model), model, None, t0))
+
+    if name_or_path in OFFLINE_MODELS:
+        path = offline.fetch(name_or_path, progress=progress)
+        marker = offline.read_marker(name_or_path)
+        model, tok = _finish(*_load_hf_dir(str(path), dt), dev, dt)
+        return LoadedModel(model, tok, _info(name_or_path, "offline-registry", marker["gguf_sha256"], model,
+                                             str(path), t0))
+
+    p = Path(name_or_path).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise AtlasError(f"GGUF file {p} does not exist")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dt)
+        check_supported(model.config)
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        model, tok = _finish(model, tok, dev, dt)
+        return LoadedModel(model, tok, _info(p.stem, "gguf", offline.sha256_file(p), model, str(p), t0))
+
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise AtlasError(f"{p} is a folder but not a Hugging Face model directory (no config.json)")
+        model, tok = _finish(*_load_hf_dir(str(p), dt), dev, dt)
+        weights = list(p.glob("*.safetensors")) or list(p.glob("*.bin"))
+        return LoadedModel(model, tok, _info(p.name, "local-dir", _hash_files(weights), model, str(p), t0))
+
+    if "/" in name_or_path and not p.exists() and not name_or_path.startswith((".", "/", "~")):
+        return _load_hub(name_or_path, dev, dt, t0)
+
+    raise AtlasError(
+        f"unknown model {name_or_path!r}; known models: {', '.join(known_names())} "
+        "(or pass a local Hugging Face directory, a hub id like Qwen/Qwen2.5-1.5B, or a .gguf path)"
+    )
+
+
+def _load_hub(hub_id: str, dev, dt, t0) -> LoadedModel:
+    """A hub id: the local HF cache first; the network only where the environment allows it."""
+    hub_offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    attempts = [{"local_files_only": True}] + ([] if hub_offline else [{}])
+    last: Exception | None = None
+    for kwargs in attempts:
+        try:
+            model, tok = _finish(*_load_hf_dir(hub_id, dt, **kwargs), dev, dt)
+        except AtlasError:
+            raise
+        except (OSError, ValueError) as exc:
+            last = exc
+            continue
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(hub_id, local_files_only=True))
+        weights = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
+        return LoadedModel(model, tok, _info(hub_id, "hub", _hash_files(weights), model, str(folder), t0))
+    raise AtlasError(
+        f"could not load hub model {hub_id!r}: not in the local Hugging Face cache and the hub is not "
+        f"reachable ({type(last).__name__}: {str(last)[:200]}). Download it where you have network and pass "
+        f"the local directory instead, e.g. --model /path/to/{hub_id.split('/')[-1]}"
+    )
+
+
+def describe(info: ModelInfo) -> str:
+    return json.dumps(info.to_dict(), indent=2)

@@ -1,0 +1,366 @@
+"""The sweep runner: last-position log-probabilities for every (variant, prompt), fast.
+
+- One clean pass per prompt set caches the residual entering every layer and the clean
+  log-probabilities (fp32).
+- Variants are batched: one forward carries many variants, each row with its own intervention, in
+  chunks sized to a memory budget; prompts are left-padded with attention masks and position ids so
+  that batched results equal one-at-a-time results.
+- Clean-prefix reuse: a variant whose first touched layer is L starts from the cached residual
+  entering L and runs only layers L and up (the stock forward over a layer window).
+- Only the last position reaches the LM head.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from atlas_core import AtlasError
+from atlas_core.hooks import hooked
+from atlas_core.interventions import (
+    Ablate, ExitAt, Intervention, Variant, exit_layer, first_layer, hook_specs, intervene, validate,
+)
+from atlas_core.metrics import argmax_match, kl_divergence, topk_overlap
+from atlas_core.models.adapters import decoder, embeddings, final_norm, layer_window, layers, lm_head, text_config
+from atlas_core.sites import Site, dims, site_hook, validate_site
+
+
+@dataclass
+class Encoded:
+    """Prompts tokenized and left-padded to one length."""
+
+    input_ids: torch.Tensor  # [P, T]
+    attention_mask: torch.Tensor  # [P, T]
+    position_ids: torch.Tensor  # [P, T]
+    lengths: list[int]
+
+    @property
+    def n(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def seq(self) -> int:
+        return self.input_ids.shape[1]
+
+
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    prompts = list(prompts)
+    if not prompts:
+        raise AtlasError("empty prompt set: pass at least one prompt (check the task family selection)")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p:
+            raise AtlasError(f"prompt {i} is empty or not a string: {p!r}")
+    return prompts
+
+
+def encode(tokenizer, prompts: Sequence[str], device: torch.device | str = "cpu") -> Encoded:
+    prompts = check_prompts(prompts)
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    for p, row in zip(prompts, ids):
+        if not row:
+            raise AtlasError(f"prompt {p!r} tokenizes to nothing")
+    seq = max(map(len, ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(ids), seq), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), seq), dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, seq - len(row):] = torch.tensor(row)
+        mask[i, seq - len(row):] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return Encoded(input_ids.to(device), mask.to(device), position_ids.to(device), [len(r) for r in ids])
+
+
+def _logits_to_logprobs(model: nn.Module, hidden_last: torch.Tensor) -> torch.Tensor:
+    logits = lm_head(model)(hidden_last).float()
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.log_softmax(logits, dim=-1)
+
+
+def plain_logprobs(model: nn.Module, enc: Encoded) -> torch.Tensor:
+    """The stock CausalLM forward, all positions, last position's log-probs (the reference path)."""
+    with torch.inference_mode():
+        out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids,
+                    use_cache=False)
+    return F.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+
+def naive_logprobs(model: nn.Module, tokenizer, prompts: Sequence[str], variants: Sequence[Variant]) -> torch.Tensor:
+    """The baseline a sweep replaces: one hooked stock forward per variant over all positions."""
+    enc = encode(tokenizer, prompts, next(model.parameters()).device)
+    return torch.stack([_naive_one(model, enc, v) for v in variants])
+
+
+def _naive_one(model, enc, variant):
+    with intervene(model, variant.interventions):
+        return plain_logprobs(model, enc)
+
+
+@dataclass
+class SweepStats:
+    """Per (variant, prompt) metrics of a sweep against a reference distribution (default: clean)."""
+
+    names: list[str]
+    kl: np.ndarray  # [V, P] nats
+    argmax_match: np.ndarray  # [V, P] bool
+    topk_overlap: np.ndarray  # [V, P] in [0, 1]
+    target_prob: np.ndarray | None  # [V, P]
+    ref_target_prob: np.ndarray | None  # [P]
+    argmax: np.ndarray  # [V, P] token ids
+
+
+class Runner:
+    """Sweeps over one prompt set on one model. Construct once; the clean pass is cached."""
+
+    def __init__(self, model: nn.Module, tokenizer, prompts: Sequence[str], *, memory_mb: int = 1024,
+                 reference_prompts: Sequence[str] | None = None, seed: int = 0, progress: bool = False):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompts = check_prompts(prompts)
+        self.device = next(model.parameters()).device
+        self.dims = dims(model)
+        self.enc = encode(tokenizer, self.prompts, self.device)
+        self.memory_mb = memory_mb
+        self.seed = seed
+        self.progress = progress
+        self._reference_prompts = check_prompts(reference_prompts) if reference_prompts is not None else None
+        self._reference: Runner | None = None
+        self._resid_in: torch.Tensor | None = None
+        self._clean: torch.Tensor | None = None
+        self._acts: dict[Site, torch.Tensor] = {}
+        self._means: dict[Site, torch.Tensor] = {}
+
+    # ---- the clean pass -------------------------------------------------------------------------
+    def _clean_pass(self) -> None:
+        n = self.dims.n_layers
+        resid = []
+        logps = []
+        for p0, p1 in self._prompt_blocks():
+            store: dict[int, torch.Tensor] = {}
+
+            def keep(idx):
+                def fn(act):
+                    store[idx] = act.detach().clone()
+                    return None
+                return fn
+
+            specs = [(embeddings(self.model), "forward", lambda m, a, k, out: store.__setitem__(-1, out.detach().clone()))]
+            specs += [site_hook(self.model, Site("resid", layer), keep(layer)) for layer in range(n)]
+            with torch.inference_mode(), hooked(specs):
+                hidden = decoder(self.model)(
+                    input_ids=self.enc.input_ids[p0:p1], attention_mask=self.enc.attention_mask[p0:p1],
+                    position_ids=self.enc.position_ids[p0:p1], use_cache=False,
+                ).last_hidden_state[:, -1]
+                logps.append(_logits_to_logprobs(self.model, hidden))
+            resid.append(torch.stack([store[-1]] + [store[layer] for layer in range(n)]))
+        self._resid_in = torch.cat(resid, dim=1)  # [n_layers + 1, P, T, d]: entering layer L = index L
+        self._clean = torch.cat(logps)
+
+    @property
+    def clean_logprobs(self) -> torch.Tensor:
+        if self._clean is None:
+            self._clean_pass()
+        return self._clean
+
+    @property
+    def residuals(self) -> torch.Tensor:
+        """[n_layers + 1, P, T, d]: index L is the residual entering layer L (index n: after the last)."""
+        if self._resid_in is None:
+            self._clean_pass()
+        return self._resid_in
+
+    def record(self, sites: Sequence[Site]) -> dict[Site, torch.Tensor]:
+        """Clean activations at ``sites``, each [P, T, width] in this runner's padded layout."""
+        missing = [s for s in sites if s not in self._acts]
+        for s in missing:
+            validate_site(s, self.dims)
+        if missing:
+            if all(s.kind == "resid" for s in missing):
+                for s in missing:
+                    self._acts[s] = self.residuals[s.layer + 1]
+            else:
+                chunks: dict[Site, list[torch.Tensor]] = defaultdict(list)
+                for p0, p1 in self._prompt_blocks():
+                    def keep(site):
+                        def fn(act):
+                            chunks[site].append(act.detach().clone())
+                            return None
+                        return fn
+                    with torch.inference_mode(), hooked([site_hook(self.model, s, keep(s)) for s in missing]):
+                        decoder(self.model)(
+                            input_ids=self.enc.input_ids[p0:p1], attention_mask=self.enc.attention_mask[p0:p1],
+                            position_ids=self.enc.position_ids[p0:p1], use_cache=False,
+                        )
+                for s in missing:
+                    self._acts[s] = torch.cat(chunks[s])
+        return {s: self._acts[s] for s in sites}
+
+    def last_residual(self, layer: int) -> torch.Tensor:
+        """[P, d] residual after ``layer`` at each prompt's last token, fp32."""
+        return self.residuals[layer + 1][:, -1].float()
+
+    def mean_activation(self, site: Site) -> torch.Tensor:
+        """Mean over every real (non-pad) token of the reference prompts at ``site``: [width]."""
+        if site not in self._means:
+            ref = self.reference
+            acts = ref.record([site])[site].float()
+            mask = ref.enc.attention_mask.bool()
+            self._means[site] = acts[mask].mean(0).to(acts.dtype)
+        return self._means[site]
+
+    @property
+    def reference(self) -> "Runner":
+        if self._reference_prompts is None:
+            return self
+        if self._reference is None:
+            self._reference = Runner(self.model, self.tokenizer, self._reference_prompts,
+                                     memory_mb=self.memory_mb, seed=self.seed)
+        return self._reference
+
+    def resample_donors(self, site: Site) -> torch.Tensor:
+        """[P, T, width]: for each prompt, the activations of a different reference prompt (seeded),
+        right-aligned to this run's positions; donor pad positions hold the reference mean."""
+        ref = self.reference
+        acts = ref.record([site])[site].clone()
+        mean = self.mean_activation(site)
+        acts[~ref.enc.attention_mask.bool()] = mean.to(acts.dtype)
+        rng = np.random.default_rng(self.seed)
+        r = ref.enc.n
+        if ref is self and r > 1:
+            donors = (np.arange(r) + rng.integers(1, r, size=r)) % r  # never a prompt's own activations
+        else:
+            donors = rng.integers(0, r, size=self.enc.n)
+        picked = acts[torch.as_tensor(donors, device=acts.device)]
+        t, tr = self.enc.seq, ref.enc.seq
+        if tr >= t:
+            return picked[:, tr - t:]
+        pad = mean.to(acts.dtype).expand(picked.shape[0], t - tr, -1)
+        return torch.cat([pad, picked], dim=1)
+
+    # ---- variants -------------------------------------------------------------------------------
+    def resolve(self, variant: Variant) -> Variant:
+        """Fill in mean vectors and resample donors; validate everything."""
+        ivs = []
+        for iv in variant.interventions:
+            if isinstance(iv, Ablate) and iv.value is None and iv.mode in ("mean", "resample"):
+                validate_site(iv.site, self.dims)
+                value = self.mean_activation(iv.site) if iv.mode == "mean" else self.resample_donors(iv.site)
+                iv = Ablate(iv.site, iv.mode, value)
+            validate(iv, self.dims, self.enc.n)
+            ivs.append(iv)
+        exit_layer(tuple(ivs))
+        return Variant(variant.name, tuple(ivs))
+
+    def _window(self, variant: Variant) -> tuple[int, int]:
+        stop = exit_layer(variant.interventions)
+        end = self.dims.n_layers if stop is None else stop + 1
+        starts = [s for s in (first_layer(iv) for iv in variant.interventions) if s is not None and s < end]
+        return (min(starts) if starts else end), end
+
+    def _bytes_per_row(self) -> int:
+        cfg = text_config(self.model)
+        inter = getattr(cfg, "intermediate_size", 4 * self.dims.d_model)
+        act = self.enc.seq * (8 * self.dims.d_model + 3 * inter) * 4
+        return act + 4 * cfg.vocab_size * 4
+
+    def _rows_per_chunk(self) -> int:
+        return max(1, (self.memory_mb << 20) // self._bytes_per_row())
+
+    def _prompt_blocks(self) -> list[tuple[int, int]]:
+        step = self._rows_per_chunk()
+        return [(p0, min(p0 + step, self.enc.n)) for p0 in range(0, self.enc.n, step)]
+
+    def logprobs(self, variants: Sequence[Variant], progress: bool | None = None) -> torch.Tensor:
+        """[len(variants), P, vocab] fp32 last-position log-probabilities."""
+        out = torch.empty((len(variants), self.enc.n, self.clean_logprobs.shape[-1]), dtype=torch.float32,
+                          device=self.device)
+        for vi, p0, p1, lp in self._run(variants, progress):
+            out[vi, p0:p1] = lp
+        return out
+
+    def sweep(self, variants: Sequence[Variant], targets: Sequence[int] | None = None, k: int = 5,
+              reference_logprobs: torch.Tensor | None = None, progress: bool | None = None) -> SweepStats:
+        """Metrics per (variant, prompt) without keeping full distributions."""
+        ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
+        if ref.shape[0] != self.enc.n:
+            raise AtlasError(f"reference log-probs cover {ref.shape[0]} prompts; the run has {self.enc.n}")
+        if targets is not None and len(targets) != self.enc.n:
+            raise AtlasError(f"{len(targets)} targets for {self.enc.n} prompts")
+        nv, p = len(variants), self.enc.n
+        kl = np.zeros((nv, p), np.float64)
+        am = np.zeros((nv, p), bool)
+        tk = np.zeros((nv, p), np.float64)
+        arg = np.zeros((nv, p), np.int64)
+        tp = np.zeros((nv, p), np.float64) if targets is not None else None
+        tid = torch.as_tensor(list(targets), device=self.device) if targets is not None else None
+        for vi, p0, p1, lp in self._run(variants, progress):
+            r = ref[p0:p1]
+            kl[vi, p0:p1] = kl_divergence(r, lp).cpu().numpy()
+            am[vi, p0:p1] = argmax_match(r, lp).cpu().numpy()
+            tk[vi, p0:p1] = topk_overlap(r, lp, k).cpu().numpy()
+            arg[vi, p0:p1] = lp.argmax(-1).cpu().numpy()
+            if tp is not None:
+                tp[vi, p0:p1] = lp.gather(-1, tid[p0:p1, None]).squeeze(-1).exp().cpu().numpy()
+        ref_tp = None
+        if tid is not None:
+            ref_tp = ref.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
+        return SweepStats([v.name for v in variants], kl, am, tk, tp, ref_tp, arg)
+
+    def _run(self, variants: Sequence[Variant], progress: bool | None):
+        """Yield (variant index, p0, p1, [p1-p0, vocab] log-probs) for every variant and prompt."""
+        if not variants:
+            raise AtlasError("no variants to run")
+        resolved = [self.resolve(v) for v in variants]  # every check before any forward
+        resid = self.residuals
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, v in enumerate(resolved):
+            groups[self._window(v)].append(i)
+        per_chunk = self._rows_per_chunk()
+        total = len(variants) * self.enc.n
+        bar = tqdm(total=total, desc="sweep", unit="row", disable=not (self.progress if progress is None else progress),
+                   leave=False)
+        for (start, end), idxs in sorted(groups.items()):
+            segments = [(vi, p0, p1) for vi in idxs for p0, p1 in self._prompt_blocks()]
+            chunk: list[tuple[int, int, int]] = []
+            rows = 0
+            for seg in segments + [None]:
+                if seg is not None and rows + seg[2] - seg[1] <= per_chunk:
+                    chunk.append(seg)
+                    rows += seg[2] - seg[1]
+                    continue
+                if chunk:
+                    lp = self._forward_chunk(resolved, chunk, start, end, resid)
+                    r0 = 0
+                    for vi, p0, p1 in chunk:
+                        yield vi, p0, p1, lp[r0:r0 + p1 - p0]
+                        r0 += p1 - p0
+                    bar.update(rows)
+                chunk, rows = ([seg], seg[2] - seg[1]) if seg is not None else ([], 0)
+        bar.close()
+
+    def _forward_chunk(self, resolved, chunk, start, end, resid) -> torch.Tensor:
+        enc = self.enc
+        x = torch.cat([resid[start, p0:p1] for _, p0, p1 in chunk])
+        if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
+            with torch.inference_mode():
+                return _logits_to_logprobs(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
+        mask = torch.cat([enc.attention_mask[p0:p1] for _, p0, p1 in chunk])
+        pos = torch.cat([enc.position_ids[p0:p1] for _, p0, p1 in chunk])
+        specs = []
+        r0 = 0
+        for vi, p0, p1 in chunk:
+            ivs = tuple(iv for iv in resolved[vi].interventions if not isinstance(iv, ExitAt))
+            specs += hook_specs(self.model, ivs, rows=slice(r0, r0 + p1 - p0), prompts=slice(p0, p1))
+            r0 += p1 - p0
+        with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs):
+            hidden = decoder(self.model)(inputs_embeds=x, attention_mask=mask, position_ids=pos,
+                                         use_cache=False).last_hidden_state[:, -1]
+            return _logits_to_logprobs(self.model, hidden)
