@@ -1,0 +1,156 @@
+"""The ``atlas`` command: models, info, run, report, compare, claims."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from atlas_core import AtlasError
+
+INFO_PROMPTS = ("The capital of Italy is", "The capital of France is", "def add(a, b):\n    return a")
+
+
+def _models_list(args) -> int:
+    from atlas_core.models import OFFLINE_MODELS, TINY_MODEL, is_cached
+    from atlas_core.models.registry import DEFAULT_MODEL
+
+    for name, spec in OFFLINE_MODELS.items():
+        state = "cached" if is_cached(name) else "not fetched"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name:32s} {state:12s} {spec.description}{default}")
+    print(f"{TINY_MODEL:32s} {'built-in':12s} deterministic random Qwen2 of the real architecture, for tests")
+    return 0
+
+
+def _models_fetch(args) -> int:
+    from atlas_core.models import cache_dir, fetch
+
+    fetch(args.name, progress=True)
+    print(f"{args.name}: cached at {cache_dir(args.name)}")
+    return 0
+
+
+def _info(args) -> int:
+    import torch
+
+    from atlas_core.models import load
+    from atlas_core.models.loader import describe
+    from atlas_core.runner import Runner
+
+    lm = load(args.model, device=args.device, dtype=args.dtype)
+    print(describe(lm.info))
+    runner = Runner(lm.model, lm.tokenizer, list(INFO_PROMPTS))
+    top = runner.clean_logprobs.topk(3, dim=-1)
+    for prompt, vals, ids in zip(INFO_PROMPTS, top.values, top.indices):
+        preds = ", ".join(f"{lm.tokenizer.decode([int(i)])!r} {float(torch.exp(v)):.3f}" for v, i in zip(vals, ids))
+        print(f"{prompt!r} -> {preds}")
+    return 0
+
+
+def _run(args) -> int:
+    from atlas_core.orchestrate import RunPlan, run_plan
+
+    families = [f.strip() for f in args.families.split(",")] if args.families else None
+    out = args.out or f"reports/runs/{args.model.replace('/', '_')}-{args.profile}"
+    store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
+                             seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
+                             families=families, report=not args.no_report))
+    print(f"results: {store.root}")
+    return 0
+
+
+def _report(args) -> int:
+    from atlas_core import report
+
+    if args.compare:
+        path = report.write_comparison(args.compare[0], args.compare[1], out=args.out)
+    elif args.replication:
+        path = report.write_replication(args.replication, out=args.out)
+    else:
+        if not args.run_dir:
+            raise AtlasError("give a run folder (atlas report RUN_DIR) or --compare RUN_A RUN_B")
+        path = report.write_report(args.run_dir, out=args.out)
+    print(path)
+    return 0
+
+
+def _compare(args) -> int:
+    from atlas_core.claims import compare_runs, format_comparison
+
+    rows = compare_runs(args.run_a, args.run_b)
+    print(format_comparison(rows))
+    return 1 if any(r.drifted for r in rows) else 0
+
+
+def _claims_write(args) -> int:
+    from atlas_core.claims import write_claims
+
+    path = write_claims(args.runs, args.out, label=args.label)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from atlas_core.models.registry import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="atlas", description="A causal-intervention atlas of transformer LMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list or fetch the offline models").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="registered models and whether they are cached").set_defaults(fn=_models_list)
+    f = models.add_parser("fetch", help="download, verify, convert and cache a registered model")
+    f.add_argument("name")
+    f.set_defaults(fn=_models_fetch)
+
+    def model_args(sp):
+        sp.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name, local dir, hub id or .gguf (default {DEFAULT_MODEL})")
+        sp.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if present)")
+        sp.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
+
+    i = sub.add_parser("info", help="load a model, print its facts and a few predictions")
+    model_args(i)
+    i.set_defaults(fn=_info)
+
+    r = sub.add_parser("run", help="run experiments and store results")
+    model_args(r)
+    r.add_argument("--experiments", default="all", help="all, or a comma list")
+    r.add_argument("--profile", default="ci", help="smoke | ci | full")
+    r.add_argument("--out", default=None, help="run folder (default reports/runs/MODEL-PROFILE)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=int, default=1, help="repeat seed-dependent experiments with N seeds")
+    r.add_argument("--families", default=None, help="comma list of task families (default: all eight)")
+    r.add_argument("--no-report", action="store_true", help="skip writing atlas.html at the end")
+    r.set_defaults(fn=_run)
+
+    rep = sub.add_parser("report", help="write the HTML atlas for a run, a comparison or the replication")
+    rep.add_argument("run_dir", nargs="?")
+    rep.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"))
+    rep.add_argument("--replication", default=None, metavar="BASELINES_DIR")
+    rep.add_argument("--out", default=None)
+    rep.set_defaults(fn=_report)
+
+    c = sub.add_parser("compare", help="compare every finding of two runs; exit 1 on drift")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.set_defaults(fn=_compare)
+
+    cl = sub.add_parser("claims", help="claims files").add_subparsers(dest="action", required=True)
+    w = cl.add_parser("write", help="write a claims file from stored runs, tolerances from bootstrap intervals")
+    w.add_argument("runs", nargs="+")
+    w.add_argument("--out", required=True)
+    w.add_argument("--label", default=None)
+    w.set_defaults(fn=_claims_write)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except AtlasError as exc:
+        print(f"atlas: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

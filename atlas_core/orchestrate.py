@@ -1,0 +1,122 @@
+"""``atlas run``: validate everything, load the model once, run the selected experiments in order,
+write each result atomically as it finishes, skip those already done with the same config hash."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from atlas_core import AtlasError
+from atlas_core.experiments import module, parse_experiments
+from atlas_core.experiments.context import Context
+from atlas_core.models import known_names, load
+from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL
+from atlas_core.profiles import get_profile
+from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
+from atlas_core.tasks import load_families
+
+
+@dataclass
+class RunPlan:
+    model: str
+    experiments: list[str]
+    profile: str
+    out: Path
+    seed: int = 0
+    seeds: int = 1
+    device: str | None = None
+    dtype: str | None = None
+    families: list[str] | None = None
+    progress: bool = True
+    report: bool = True
+    log: list[str] = field(default_factory=list)
+
+
+def check_model_name(name: str) -> None:
+    """Fail before any work on a name that is neither registered nor a path nor a hub id."""
+    p = Path(name).expanduser()
+    if name in OFFLINE_MODELS or name == TINY_MODEL or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
+        return
+    raise AtlasError(
+        f"unknown model {name!r}; known models: {', '.join(known_names())} "
+        "(or pass a local Hugging Face directory, a hub id, or a .gguf path)"
+    )
+
+
+def experiment_config(name: str, ctx: Context, seed: int) -> dict:
+    info = ctx.lm.info
+    mod = module(name)
+    extra = mod.config(ctx) if hasattr(mod, "config") else {}
+    return {
+        "experiment": name,
+        "model": info.name,
+        "weights_sha256": info.weights_sha256,
+        "dtype": info.dtype,
+        "device_type": info.device.split(":")[0],
+        "profile": ctx.profile.to_dict(),
+        "families": {n: f.sha256 for n, f in ctx.families.items()},
+        "n_items": ctx.profile.n_items,
+        "seed": seed,
+        "base_seed": ctx.seed,
+        "extra": extra,
+    }
+
+
+def run_plan(plan: RunPlan) -> RunStore:
+    names = parse_experiments(plan.experiments)
+    profile = get_profile(plan.profile)
+    check_model_name(plan.model)
+    families = load_families(plan.families, n_items=profile.n_items)
+    if plan.seeds < 1:
+        raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
+    store = RunStore(plan.out)
+    store.root.mkdir(parents=True, exist_ok=True)
+
+    lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
+    ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
+    manifest = store.manifest() or {"created": now()}
+    manifest.update({"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
+                     "families": {n: f.sha256 for n, f in families.items()}, "updated": now()})
+    manifest.setdefault("experiments", {})
+    store.write_manifest(manifest)
+
+    for name in names:
+        mod = module(name)
+        seeds = [plan.seed + i for i in range(plan.seeds)] if getattr(mod, "SEED_DEPENDENT", False) else [plan.seed]
+        for seed in seeds:
+            key = record_key(name, seed, plan.seed)
+            run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
+                                                              progress=plan.progress)
+            cfg = experiment_config(name, run_ctx, seed)
+            chash = config_hash(cfg)
+            if store.is_done(key, chash):
+                _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
+                continue
+            _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
+            t0 = time.perf_counter()
+            result = mod.run(run_ctx)
+            wall = time.perf_counter() - t0
+            prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
+                    "task_sha256": {n: f.sha256 for n, f in families.items()}, "wall_seconds": round(wall, 3),
+                    "finished": now()}
+            store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
+            manifest["experiments"][key] = {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}
+            store.write_manifest(manifest)
+            _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
+    if plan.report:
+        try:
+            from atlas_core.report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            path = write_report(store.root)
+            _say(plan, f"[atlas] report: {path}")
+    return store
+
+
+def _say(plan: RunPlan, msg: str) -> None:
+    plan.log.append(msg)
+    if plan.progress:
+        print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,150 @@
+"""Result records and the run store.
+
+A run folder holds one JSON file per experiment (``<experiment>.json``, or ``<experiment>.seed<N>.json``
+for repeated seeds) plus ``manifest.json``. Each file is written atomically (temporary file in the
+same folder, then ``os.replace``) when its experiment finishes, so an interrupted run loses nothing
+already finished and a re-run skips every experiment whose config hash matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = 1
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, numpy arrays and scalars, tuples and paths into plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(canonical(config).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("atlas-interp", "torch", "transformers", "peft", "safetensors", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class ExperimentRecord:
+    experiment: str
+    seed: int
+    config: dict
+    config_hash: str
+    provenance: dict
+    result: dict
+    schema: int = SCHEMA
+
+    @property
+    def key(self) -> str:
+        return record_key(self.experiment, self.seed, self.config.get("base_seed", self.seed))
+
+    def to_dict(self) -> dict:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def record_key(experiment: str, seed: int, base_seed: int) -> str:
+    return experiment if seed == base_seed else f"{experiment}.seed{seed}"
+
+
+class RunStore:
+    """One run folder: atomic per-experiment records, resumable by config hash."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def load(self, key: str) -> ExperimentRecord | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        return ExperimentRecord.from_dict(json.loads(p.read_text()))
+
+    def is_done(self, key: str, chash: str) -> bool:
+        rec = self.load(key)
+        return rec is not None and rec.config_hash == chash
+
+    def write(self, record: ExperimentRecord) -> Path:
+        p = self.path(record.key)
+        atomic_write_text(p, json.dumps(record.to_dict(), indent=1))
+        return p
+
+    def records(self) -> dict[str, ExperimentRecord]:
+        out = {}
+        for p in sorted(self.root.glob("*.json")):
+            if p.name == "manifest.json":
+                continue
+            rec = ExperimentRecord.from_dict(json.loads(p.read_text()))
+            out[rec.key] = rec
+        return out
+
+    def manifest(self) -> dict:
+        p = self.root / "manifest.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_text(self.root / "manifest.json", json.dumps(to_jsonable(manifest), indent=1))
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
