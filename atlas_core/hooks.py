@@ -30,6 +30,18 @@ def hooked(specs: list[HookSpec]) -> Iterator[None]:
             handle.remove()
 
 
-def count_hooks(model: nn.Module) -> int:
-    """All forward and forward-pre hooks on any submodule (the leak guard compares this to zero)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+def _is_library_hook(fn: Callable) -> bool:
+    """transformers (5.x) installs its own output-capturing forward hooks, once and for good, the first time a
+    model runs with ``output_hidden_states``/``output_attentions``; they are inert otherwise and not Atlas's."""
+    return (getattr(fn, "__module__", None) or "").startswith("transformers.")
+
+
+def count_hooks(model: nn.Module, include_library: bool = False) -> int:
+    """Forward and forward-pre hooks on any submodule (the leak guard compares this to zero). Hooks that
+    transformers itself keeps installed are left out unless ``include_library``."""
+    return sum(
+        1
+        for m in model.modules()
+        for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
+        if include_library or not _is_library_hook(fn)
+    )

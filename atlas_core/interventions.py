@@ -106,8 +106,22 @@ def exit_layer(ivs: tuple[Intervention, ...]) -> int | None:
     return exits[0] if exits else None
 
 
-def validate(iv: Intervention, d: Dims, n_prompts: int | None = None) -> None:
-    """Every check that can fail, before any forward runs."""
+def _check_values(iv: Intervention, what: str, value, w: int, n_prompts: int | None, seq: int | None) -> None:
+    """A per-prompt [prompts, seq, width] value: its width always; its prompt count and positions where the
+    run is known (the Runner passes them)."""
+    if not isinstance(value, torch.Tensor) or value.dim() != 3 or value.shape[-1] != w:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise AtlasError(f"{what} at {iv.site} needs [prompts, seq, {w}] activations, got {shape}")
+    if n_prompts is not None and value.shape[0] != n_prompts:
+        raise AtlasError(f"{what} at {iv.site} holds {value.shape[0]} prompts; the run has {n_prompts}")
+    if seq is not None and value.shape[1] < seq:
+        raise AtlasError(f"{what} at {iv.site} covers {value.shape[1]} positions; the run's prompts are padded to "
+                         f"{seq} (record the activations on prompts at least as long, in the runner's layout)")
+
+
+def validate(iv: Intervention, d: Dims, n_prompts: int | None = None, seq: int | None = None) -> None:
+    """Every check that can fail, before any forward runs (``n_prompts``/``seq``: the run's prompt count and
+    padded length, where known)."""
     if isinstance(iv, Skip):
         if not iv.layers:
             raise AtlasError("Skip needs at least one layer")
@@ -124,11 +138,17 @@ def validate(iv: Intervention, d: Dims, n_prompts: int | None = None) -> None:
     if isinstance(iv, Ablate):
         if iv.mode not in ABLATION_MODES:
             raise AtlasError(f"unknown ablation mode {iv.mode!r}; modes are {', '.join(ABLATION_MODES)}")
-        if iv.mode == "mean" and (iv.value is None or tuple(iv.value.shape) != (w,)):
+        if iv.mode == "mean" and (not isinstance(iv.value, torch.Tensor) or tuple(iv.value.shape) != (w,)):
             raise AtlasError(f"mean ablation at {iv.site} needs a [{w}] mean vector (the Runner computes it)")
-        if iv.mode == "resample" and (iv.value is None or iv.value.dim() != 3 or iv.value.shape[-1] != w):
-            raise AtlasError(f"resample ablation at {iv.site} needs [prompts, seq, {w}] donor activations")
+        if iv.mode == "resample":
+            if iv.value is None:
+                raise AtlasError(f"resample ablation at {iv.site} needs [prompts, seq, {w}] donor activations "
+                                 "(the Runner draws them)")
+            _check_values(iv, "resample ablation", iv.value, w, n_prompts, seq)
     if isinstance(iv, Steer):
+        if not isinstance(iv.direction, torch.Tensor):
+            raise AtlasError(f"steering direction must be a torch.Tensor of shape [{d.d_model}], "
+                             f"got {type(iv.direction).__name__}")
         if iv.direction.dim() != 1 or iv.direction.shape[0] != d.d_model:
             raise AtlasError(
                 f"steering direction has shape {tuple(iv.direction.shape)}; the residual is [{d.d_model}] wide"
@@ -136,10 +156,7 @@ def validate(iv: Intervention, d: Dims, n_prompts: int | None = None) -> None:
         if iv.positions not in POSITIONS:
             raise AtlasError(f"unknown positions {iv.positions!r}; use {', '.join(POSITIONS)}")
     if isinstance(iv, Patch):
-        if iv.value.dim() != 3 or iv.value.shape[-1] != w:
-            raise AtlasError(f"patch at {iv.site} needs [prompts, seq, {w}] activations, got {tuple(iv.value.shape)}")
-        if n_prompts is not None and iv.value.shape[0] != n_prompts:
-            raise AtlasError(f"patch at {iv.site} holds {iv.value.shape[0]} prompts; the run has {n_prompts}")
+        _check_values(iv, "patch", iv.value, w, n_prompts, seq)
         if iv.positions not in POSITIONS:
             raise AtlasError(f"unknown positions {iv.positions!r}; use {', '.join(POSITIONS)}")
 
@@ -208,10 +225,13 @@ def intervene(model: nn.Module, interventions: list[Intervention] | tuple[Interv
     for iv in ivs:
         validate(iv, d)
     stop = exit_layer(ivs)
+    # hooks are addressed before the window narrows the layer list (an intervention above the exit layer
+    # then simply never fires, as in the Runner)
+    specs = hook_specs(model, ivs)
     with ExitStack() as stack:
         if stop is not None:
             stack.enter_context(layer_window(model, 0, stop + 1))
-        stack.enter_context(hooked(hook_specs(model, ivs)))
+        stack.enter_context(hooked(specs))
         yield model
 
 

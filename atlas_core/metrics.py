@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atlas_core import AtlasError
+
 
 def kl_divergence(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     """KL(ref || other) per row, in nats, from log-probabilities over the last dimension."""
@@ -71,7 +73,7 @@ def bootstrap(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int
     """Percentile bootstrap over the first axis (prompts)."""
     x = np.asarray(values, dtype=np.float64)
     if x.shape[0] == 0:
-        raise ValueError("bootstrap over an empty set")
+        raise AtlasError("bootstrap over an empty set: pass at least one value (one per prompt)")
     point = float(stat(x))
     if x.shape[0] == 1:
         return Estimate(point, point, point, 1)

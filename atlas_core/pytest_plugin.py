@@ -1,15 +1,49 @@
-"""The Atlas pytest plugin: shared model fixtures and the hook-leak guard.
+"""The Atlas pytest plugin: options, claims-driven parametrization, the run-store session, model
+fixtures and the hook-leak guard.
 
-Model fixtures load through the project's own ``load`` (real models are fetched and cached on first
-use), once per session. After every test, the guard checks that no intervention hook is left on any
-model a fixture handed out.
+Options::
+
+    --atlas-model NAME          one model under test (its finding claims; the regression candidate)
+    --atlas-pair SMALL LARGE    the pair for hypothesis claims (default: the Qwen2.5-Coder pair,
+                                unless --atlas-model is given alone)
+    --atlas-profile NAME        smoke | ci | full (default ci; with --atlas-baseline, the baseline's)
+    --atlas-device DEVICE       cpu | cuda | cuda:N (default: the loader's choice)
+    --atlas-claims FILE         claims file (repeatable). Default: every file in fixtures/claims/,
+                                each claim running only where its models and profile are the
+                                session's (the others are skipped with a reason saying what to pass).
+                                Files given here apply to the session's models whatever their names.
+    --atlas-runs DIR            the run store (default reports/runs; one folder per model and profile,
+                                named as ``atlas run`` names them)
+    --atlas-baseline RUN_DIR    regression: check every finding of --atlas-model against this run
+
+Hypothesis and finding tests take a ``claim`` argument; ``pytest_generate_tests`` parametrizes it
+with the claims whose group matches the test's marker (``h003`` -> claims on H003, ``finding_hub``
+-> ``hub.*`` claims). The ``atlas`` session fixture computes, through ``orchestrate.run_plan`` and the
+run store, only the experiments the selected (not deselected, not skipped) tests need, once per
+session per model, reusing stored results whose config hash matches.
 """
 
 from __future__ import annotations
 
+import gc
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
 from atlas_core.hooks import count_hooks
+
+# pytester: the suite's own tests run the real test modules in a subprocess; the html hooks add the
+# atlas columns and plots to pytest-html reports (all optional hooks: harmless without pytest-html).
+pytest_plugins = ["pytester", "atlas_core.report.pytest_html_hooks"]
+
+DEFAULT_PAIR = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+DEFAULT_PROFILE = "ci"
+REPO = Path(__file__).resolve().parent.parent
+BASELINES_DIR = REPO / "fixtures" / "baselines"
+GROUP_MARKERS = tuple(f"h00{i}" for i in range(1, 9)) + tuple(
+    f"finding_{f}" for f in ("hub", "heads", "steering", "knockout", "transfer", "mlp"))
 
 _LOADED: dict[tuple, object] = {}
 
@@ -53,12 +87,301 @@ def _no_hook_leaks():
         assert left == 0, f"{left} hook(s) left on {name} after the test: an intervention did not clean up"
 
 
+# ----------------------------------------------------------------------------------------------
+# options
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("atlas", "Atlas hypothesis suite")
+    g.addoption("--atlas-model", default=None, metavar="NAME",
+                help="model under test: registered name, local folder, hub id or .gguf (its finding claims; "
+                     "the regression candidate)")
+    g.addoption("--atlas-pair", nargs=2, default=None, metavar=("SMALL", "LARGE"),
+                help=f"model pair for the hypotheses, small then large (default: {' '.join(DEFAULT_PAIR)})")
+    g.addoption("--atlas-profile", default=None, help=f"smoke | ci | full (default {DEFAULT_PROFILE})")
+    g.addoption("--atlas-device", default=None, help="cpu | cuda | cuda:N (default: cuda if present)")
+    g.addoption("--atlas-claims", action="append", default=None, metavar="FILE",
+                help="claims file (repeatable; default: every file in fixtures/claims, each claim run "
+                     "only for its own models and profile)")
+    g.addoption("--atlas-runs", default="reports/runs", metavar="DIR", help="run store (default reports/runs)")
+    g.addoption("--atlas-baseline", default=None, metavar="RUN_DIR",
+                help="regression: check every finding of --atlas-model against this stored run")
+
+
+@dataclass(frozen=True)
+class ResolvedClaim:
+    """A claim bound to the session's model names, or with the reason it cannot run here."""
+
+    claim: object  # atlas_core.claims.Claim
+    file: str
+    models: tuple[str, ...] | None
+    skip: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{self.file}:{self.claim.id}"
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """One statistic of the baseline run to compare with the candidate's."""
+
+    statistic: str
+    candidate: str
+
+    def __repr__(self) -> str:
+        return self.statistic
+
+
+class AtlasSession:
+    """What the options select: models, profile, claims; and the runs, computed once on demand."""
+
+    def __init__(self, config):
+        from atlas_core import AtlasError
+
+        opt = config.getoption
+        self.config = config
+        self.model: str | None = opt("atlas_model")
+        pair = opt("atlas_pair")
+        self.pair: tuple[str, str] | None = tuple(pair) if pair else (None if self.model else DEFAULT_PAIR)
+        self.device = opt("atlas_device")
+        runs = Path(opt("atlas_runs")).expanduser()
+        self.runs_dir = runs if runs.is_absolute() else Path(config.rootpath) / runs
+        self.baseline = None
+        profile = opt("atlas_profile")
+        if opt("atlas_baseline"):
+            from atlas_core.claims import load_run
+
+            if not self.model:
+                raise pytest.UsageError("--atlas-baseline RUN_DIR needs --atlas-model CANDIDATE (the model to check)")
+            try:
+                self.baseline = load_run(opt("atlas_baseline"))
+            except AtlasError as exc:
+                raise pytest.UsageError(f"--atlas-baseline: {exc}") from None
+            if profile and profile != self.baseline.profile:
+                raise pytest.UsageError(f"--atlas-profile {profile} differs from the baseline's profile "
+                                        f"{self.baseline.profile}: a regression compares like with like")
+            profile = self.baseline.profile
+        self.profile = profile or DEFAULT_PROFILE
+        from atlas_core.profiles import get_profile
+
+        try:
+            get_profile(self.profile)
+        except AtlasError as exc:
+            raise pytest.UsageError(f"--atlas-profile: {exc}") from None
+        self.explicit_claims = opt("atlas_claims") is not None
+        self._claim_paths = [Path(p) for p in (opt("atlas_claims") or [])]
+        self._claims = None
+        self._done: dict[str, dict] = {}
+        self.timings: dict[str, float] = {}
+
+    # -- models and claims ------------------------------------------------------------------
+
+    @property
+    def models(self) -> list[str]:
+        out = list(self.pair or ())
+        if self.model and self.model not in out:
+            out.append(self.model)
+        return out
+
+    def claims_files(self):
+        if self._claims is None:
+            from atlas_core.claims import default_claims_files, load_claims
+
+            paths = self._claim_paths or default_claims_files()
+            self._claims = [load_claims(p) for p in paths]
+        return self._claims
+
+    def resolve(self, cf, claim) -> ResolvedClaim:
+        """Bind a claim to the session's models, or say why it cannot run in this session."""
+        from atlas_core.claims import same_model
+
+        name = cf.name
+        if self.explicit_claims:  # the user asked for these claims on the models in front of us
+            if claim.hypothesis:
+                if not self.pair:
+                    return ResolvedClaim(claim, name, None, f"{claim.id} is about a model pair; pass --atlas-pair SMALL LARGE")
+                return ResolvedClaim(claim, name, tuple(self.pair))
+            if self.model:
+                return ResolvedClaim(claim, name, (self.model,))
+            roles = list(cf.models)
+            for m in self.models:
+                if same_model(claim.models[0], m):
+                    return ResolvedClaim(claim, name, (m,))
+            if claim.models[0] in roles and self.pair and len(roles) == 2:
+                return ResolvedClaim(claim, name, (self.pair[roles.index(claim.models[0])],))
+            return ResolvedClaim(claim, name, None, f"claims for {claim.models[0]}; pass --atlas-model NAME to "
+                                                    "check them on another model")
+        if cf.profile not in ("any", self.profile):
+            return ResolvedClaim(claim, name, None, f"claims of the {cf.profile} profile ({name}); "
+                                                    f"pass --atlas-profile {cf.profile} to run them")
+        if claim.hypothesis:
+            if self.pair and all(same_model(c, m) for c, m in zip(claim.models, self.pair)):
+                return ResolvedClaim(claim, name, tuple(self.pair))
+            hint = " ".join(f"/path/to/{_base(m)}" for m in claim.models)
+            return ResolvedClaim(claim, name, None, f"claims for the pair {' and '.join(claim.models)}; "
+                                                    f"pass --atlas-pair {hint} to run them")
+        for m in self.models:
+            if same_model(claim.models[0], m):
+                return ResolvedClaim(claim, name, (m,))
+        return ResolvedClaim(claim, name, None, f"claims for {claim.models[0]}; pass --atlas-model "
+                                                f"/path/to/{_base(claim.models[0])} to run them")
+
+    def params_for(self, group: str) -> list:
+        out = []
+        for cf in self.claims_files():
+            for claim in cf.claims:
+                if claim.group != group:
+                    continue
+                rc = self.resolve(cf, claim)
+                marks = [pytest.mark.skip(reason=rc.skip)] if rc.skip else []
+                out.append(pytest.param(rc, id=f"{cf.name}:{claim.id}", marks=marks))
+        return out
+
+    def thresholds(self, file: str) -> dict:
+        return next(cf.thresholds for cf in self.claims_files() if cf.name == file)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def run_dir(self, model: str) -> Path:
+        """Named as ``atlas run`` names its default output folder."""
+        return self.runs_dir / f"{model.replace('/', '_')}-{self.profile}"
+
+    def needed(self) -> dict[str, set[str]]:
+        """model -> experiments, for the selected tests that will run (deselected/skipped ones excluded)."""
+        from atlas_core.experiments import module
+
+        need: dict[str, set[str]] = {}
+        for item in getattr(self.config, "_atlas_items", []):
+            if item.get_closest_marker("skip"):
+                continue
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            rc, drift = params.get("claim"), params.get("drift")
+            if isinstance(rc, ResolvedClaim) and rc.models:
+                for m in rc.models:
+                    need.setdefault(m, set()).update(rc.claim.experiments)
+            if isinstance(drift, DriftCheck) and self.baseline is not None:
+                need.setdefault(drift.candidate, set()).update(self.baseline.results)
+        for exps in need.values():  # what the experiments reuse from one another within a run
+            todo = list(exps)
+            while todo:
+                for req in getattr(module(todo.pop()), "REQUIRES", ()):
+                    if req not in exps:
+                        exps.add(req)
+                        todo.append(req)
+        return need
+
+    def ensure(self, model: str) -> dict:
+        """The finding statistics of ``model``, after computing (once) whatever the selected tests need."""
+        if model in self._done:
+            return self._done[model]
+        import time
+
+        from atlas_core.claims import load_run
+        from atlas_core.orchestrate import RunPlan, run_plan
+
+        exps = sorted(self.needed().get(model, set()))
+        out = self.run_dir(model)
+        if exps:
+            _seed_from_baselines(out)
+            t0 = time.perf_counter()
+            run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device,
+                             report=False, progress=True))
+            self.timings[model] = time.perf_counter() - t0
+            gc.collect()
+        self._done[model] = load_run(out).stats if exps else {}
+        return self._done[model]
+
+    def evaluate(self, rc: ResolvedClaim):
+        """Check a bound claim against the session's runs (computing what is missing)."""
+        from atlas_core.claims import evaluate
+
+        if rc.models is None:
+            pytest.skip(rc.skip or "claim not bound to a model")
+        stats = [self.ensure(m) for m in rc.models]
+        return evaluate(rc.claim, stats, rc.models, self.thresholds(rc.file))
+
+    def drift(self, check: DriftCheck):
+        """The comparison row of one baseline statistic against the candidate's run."""
+        from atlas_core.claims import ComparisonRow, compare_stats
+
+        cand = self.ensure(check.candidate)
+        base = self.baseline
+        rows = compare_stats({check.statistic: base.stats[check.statistic]},
+                             {k: v for k, v in cand.items() if k == check.statistic},
+                             model_a=f"{base.model} ({base.root})", model_b=check.candidate)
+        if not rows:  # a ranking statistic: compared through the top layer
+            return ComparisonRow(check.statistic, check.statistic.split(".")[0], base.stats[check.statistic],
+                                 cand.get(check.statistic), None, None, False, base.model, check.candidate)
+        return rows[0]
+
+
+def _base(name: str) -> str:
+    return Path(str(name).rstrip("/")).name
+
+
+def _seed_from_baselines(run_dir: Path) -> None:
+    """Copy committed result records (fixtures/baselines/<run folder name>/) into an empty run
+    folder; ``run_plan`` then reuses those whose config hash matches this model and code, and
+    recomputes the rest."""
+    src = BASELINES_DIR / run_dir.name
+    if not src.is_dir():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for p in src.glob("*.json"):
+        if p.name != "manifest.json" and not (run_dir / p.name).exists():
+            shutil.copy2(p, run_dir / p.name)
+
+
+def pytest_configure(config):
+    config._atlas = AtlasSession(config)
+
+
+def pytest_generate_tests(metafunc):
+    session: AtlasSession = metafunc.config._atlas
+    if "claim" in metafunc.fixturenames:
+        groups = [m.name for m in metafunc.definition.iter_markers() if m.name in GROUP_MARKERS]
+        if len(groups) != 1:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a claims test carries exactly one of the "
+                                    f"markers {', '.join(GROUP_MARKERS)} (found {groups or 'none'})")
+        metafunc.parametrize("claim", session.params_for(groups[0]))
+    if "drift" in metafunc.fixturenames:
+        base = session.baseline
+        if base is None:
+            metafunc.parametrize("drift", [pytest.param(None, id="no-baseline", marks=pytest.mark.skip(
+                reason="regression check: pass --atlas-model CANDIDATE --atlas-baseline RUN_DIR"))])
+            return
+        params = []
+        for name, stat in base.stats.items():
+            if stat.kind == "ranking":
+                continue
+            group = name.split(".")[0]
+            marks = [getattr(pytest.mark, f"finding_{group}")] if f"finding_{group}" in GROUP_MARKERS else []
+            params.append(pytest.param(DriftCheck(name, session.model), id=name, marks=marks))
+        metafunc.parametrize("drift", params)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    config._atlas_items = items  # the selected items (the mark/keyword plugins deselect before us)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine (runs where one exists)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def atlas(pytestconfig) -> AtlasSession:
+    """The session's models, claims and runs (experiments computed once, on first need)."""
+    return pytestconfig._atlas
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_atlas", None)
+    if session and session.timings:
+        terminalreporter.write_sep("-", "atlas runs")
+        for model, secs in session.timings.items():
+            terminalreporter.write_line(f"{model}: experiments ready in {secs:.1f}s -> {session.run_dir(model)}")

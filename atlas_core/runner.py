@@ -228,6 +228,7 @@ class Runner:
     def resample_donors(self, site: Site) -> torch.Tensor:
         """[P, T, width]: for each prompt, the activations of a different reference prompt (seeded),
         right-aligned to this run's positions; donor pad positions hold the reference mean."""
+        self._check_resample()
         ref = self.reference
         acts = ref.record([site])[site].clone()
         mean = self.mean_activation(site)
@@ -245,7 +246,30 @@ class Runner:
         pad = mean.to(acts.dtype).expand(picked.shape[0], t - tr, -1)
         return torch.cat([pad, picked], dim=1)
 
+    def _check_resample(self) -> None:
+        if self._reference_prompts is None and self.enc.n < 2:
+            raise AtlasError("resample ablation draws each prompt's donor from the other prompts: with one prompt "
+                             "and no reference_prompts there is none (pass reference_prompts or more prompts)")
+
     # ---- variants -------------------------------------------------------------------------------
+    def check(self, variants: Sequence[Variant]) -> None:
+        """Every check on ``variants`` that needs no forward (mean vectors and resample donors are drawn
+        later): bad input fails here, before the clean pass or any sweep forward runs."""
+        if not variants:
+            raise AtlasError("no variants to run: pass at least one Variant")
+        for v in variants:
+            if not isinstance(v, Variant):
+                raise AtlasError(f"expected a Variant, got {type(v).__name__}: wrap interventions as "
+                                 "Variant(name, (intervention, ...))")
+            for iv in v.interventions:
+                if isinstance(iv, Ablate) and iv.value is None and iv.mode in ("mean", "resample"):
+                    validate_site(iv.site, self.dims)
+                    if iv.mode == "resample":
+                        self._check_resample()
+                else:
+                    validate(iv, self.dims, self.enc.n, self.enc.seq)
+            exit_layer(tuple(v.interventions))
+
     def resolve(self, variant: Variant) -> Variant:
         """Fill in mean vectors and resample donors; validate everything."""
         ivs = []
@@ -254,7 +278,7 @@ class Runner:
                 validate_site(iv.site, self.dims)
                 value = self.mean_activation(iv.site) if iv.mode == "mean" else self.resample_donors(iv.site)
                 iv = Ablate(iv.site, iv.mode, value)
-            validate(iv, self.dims, self.enc.n)
+            validate(iv, self.dims, self.enc.n, self.enc.seq)
             ivs.append(iv)
         exit_layer(tuple(ivs))
         return Variant(variant.name, tuple(ivs))
@@ -280,6 +304,7 @@ class Runner:
 
     def logprobs(self, variants: Sequence[Variant], progress: bool | None = None) -> torch.Tensor:
         """[len(variants), P, vocab] fp32 last-position log-probabilities."""
+        self.check(variants)
         out = torch.empty((len(variants), self.enc.n, self.clean_logprobs.shape[-1]), dtype=torch.float32,
                           device=self.device)
         for vi, p0, p1, lp in self._run(variants, progress):
@@ -289,11 +314,17 @@ class Runner:
     def sweep(self, variants: Sequence[Variant], targets: Sequence[int] | None = None, k: int = 5,
               reference_logprobs: torch.Tensor | None = None, progress: bool | None = None) -> SweepStats:
         """Metrics per (variant, prompt) without keeping full distributions."""
-        ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
-        if ref.shape[0] != self.enc.n:
-            raise AtlasError(f"reference log-probs cover {ref.shape[0]} prompts; the run has {self.enc.n}")
+        self.check(variants)
         if targets is not None and len(targets) != self.enc.n:
             raise AtlasError(f"{len(targets)} targets for {self.enc.n} prompts")
+        if targets is not None:
+            vocab = lm_head(self.model).weight.shape[0]
+            bad = [t for t in targets if not 0 <= int(t) < vocab]
+            if bad:
+                raise AtlasError(f"target token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
+        if reference_logprobs is not None and reference_logprobs.shape[0] != self.enc.n:
+            raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
+        ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
         nv, p = len(variants), self.enc.n
         kl = np.zeros((nv, p), np.float64)
         am = np.zeros((nv, p), bool)
@@ -316,9 +347,8 @@ class Runner:
 
     def _run(self, variants: Sequence[Variant], progress: bool | None):
         """Yield (variant index, p0, p1, [p1-p0, vocab] log-probs) for every variant and prompt."""
-        if not variants:
-            raise AtlasError("no variants to run")
-        resolved = [self.resolve(v) for v in variants]  # every check before any forward
+        self.check(variants)  # every check before any forward
+        resolved = [self.resolve(v) for v in variants]
         resid = self.residuals
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, v in enumerate(resolved):
@@ -348,6 +378,8 @@ class Runner:
 
     def _forward_chunk(self, resolved, chunk, start, end, resid) -> torch.Tensor:
         enc = self.enc
+        if start == end == self.dims.n_layers:  # nothing touched: the clean run itself, bit for bit
+            return torch.cat([self.clean_logprobs[p0:p1] for _, p0, p1 in chunk])
         x = torch.cat([resid[start, p0:p1] for _, p0, p1 in chunk])
         if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
             with torch.inference_mode():

@@ -142,6 +142,10 @@ def fetch(name: str, progress: bool = True, _attempts: int = 2) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = cache_dir(name)
     with FileLock(str(root / f".{name}.lock")):
+        # A fetch killed mid-way (SIGKILL, power loss) leaves its temporary folder behind, up to several
+        # GB. Holding the lock means no live fetch of this name owns one, so any left is debris.
+        for stale in root.glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if is_cached(name):
             return final
         if final.exists():  # a folder without a marker is debris from an older layout: never load it

@@ -1,0 +1,80 @@
+"""Experiment 5, skill knockout: negative steering with the factual-recall skill direction at each
+layer, measuring how much it lowers the skill's own target probabilities against every other family's.
+
+Per layer: ``skill_drop`` = mean over the skill family's prompts of (clean - knocked-out) target
+probability; ``nonskill_drop`` = the same over every other family's prompts (each with its own
+target); ``selectivity = skill_drop / nonskill_drop`` (the study's ratio). Signs are kept: a knockout
+can raise a probability (the study's table has negative drops and negative selectivities). The best
+layer is the one with the highest selectivity.
+
+Strength: ``STRENGTH = -1.0``, i.e. the raw (unnormalised) direction is subtracted once, removing the
+mean item-vs-contrast difference at that layer. The study does not state its knockout strength; -1
+is the natural "remove the skill direction" choice and is a config knob (it enters the config hash).
+All layers' variants go through one batched sweep over every family's prompts (``ctx.runner``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from atlas_core import AtlasError
+from atlas_core.experiments.context import Context
+from atlas_core.experiments.directions import check_family, direction_norm, skill_direction
+from atlas_core.experiments.schema import KnockoutLayer, KnockoutResult
+from atlas_core.experiments.steering import steer_grid
+from atlas_core.metrics import selectivity
+from atlas_core.profiles import sample_layers
+
+NAME = "knockout"
+SEED_DEPENDENT = False
+REQUIRES = ()
+
+FAMILY = "factual_recall"  # the study's knocked-out skill
+STRENGTH = -1.0  # times the raw skill direction
+
+
+def knockout_layers(ctx: Context) -> list[int]:
+    return sample_layers(ctx.lm.info.n_layers, ctx.profile.steer_layers)
+
+
+def config(ctx: Context) -> dict:
+    return {
+        "family": FAMILY,
+        "strength": STRENGTH,
+        "layers": knockout_layers(ctx),
+        "direction": "mean last-token residual after the layer, items - contrast, unnormalised",
+        "positions": "all",
+    }
+
+
+def _check(ctx: Context, family: str, strength: float) -> None:
+    check_family(ctx, family)
+    if len(ctx.families) < 2:
+        raise AtlasError(f"knockout compares {family!r} with other families, but only {family!r} is loaded; "
+                         f"run it with at least one more task family")
+    if not math.isfinite(strength):
+        raise AtlasError(f"knockout strength {strength} is not finite; use a negative finite value such as -1.0")
+
+
+def run(ctx: Context, family: str = FAMILY, strength: float = STRENGTH) -> KnockoutResult:
+    _check(ctx, family, strength)
+    layers = knockout_layers(ctx)
+    targets = ctx.targets  # tokenized before any forward
+    directions = {layer: skill_direction(ctx, family, layer) for layer in layers}
+    grid = steer_grid(ctx.runner, targets, layers, [strength], directions, progress=ctx.progress)
+    drop = grid.clean_prob - grid.target_prob[:, 0, :]  # [L, P], positive = the knockout lowered it
+
+    skill = np.zeros(drop.shape[1], bool)
+    skill[ctx.family_slices[family]] = True
+    out = []
+    for li, layer in enumerate(layers):
+        s_drop, n_drop = ctx.estimate(drop[li, skill]), ctx.estimate(drop[li, ~skill])
+        out.append(KnockoutLayer(layer=layer, direction_norm=direction_norm(ctx, family, layer), skill_drop=s_drop,
+                                 nonskill_drop=n_drop, selectivity=selectivity(s_drop.value, n_drop.value)))
+    best = max(out, key=lambda k: k.selectivity)
+    result = KnockoutResult(family=family, strength=float(strength), layers=out, best_layer=best.layer,
+                            best_selectivity=best.selectivity)
+    ctx.shared[NAME] = result
+    return result

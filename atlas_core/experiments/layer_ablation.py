@@ -1,0 +1,107 @@
+"""Layer ablation: ablate each layer in turn and measure how far the last-position distribution moves
+(KL from the clean run, nats), per family, for every ablation mode of the profile.
+
+Two targets, both reported:
+- ``resid``: the layer's whole output hidden state is replaced (the study's definition: its 5.4 to
+  13.7 nats per layer come from wiping the residual stream itself);
+- ``delta``: the layer's write (output minus input) is replaced, so the residual it received flows on;
+  zeroing it is exactly skipping the layer.
+
+``layer_sweep`` is shared with the MLP ablation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from atlas_core import AtlasError
+from atlas_core.experiments.clean import check_families
+from atlas_core.experiments.context import Context
+from atlas_core.experiments.schema import LayerAblationResult, LayerSweep
+from atlas_core.interventions import ABLATION_MODES, Ablate, Variant
+from atlas_core.sites import Site
+
+NAME = "layer_ablation"
+SEED_DEPENDENT = False  # resample donors are drawn with ctx.seed, which is part of the config hash
+REQUIRES = ()
+TARGETS = ("resid", "delta")
+PRIMARY = "resid/zero"
+
+
+def check_modes(modes) -> list[str]:
+    modes = list(modes)
+    if not modes:
+        raise AtlasError(f"the profile selects no ablation modes; use some of {', '.join(ABLATION_MODES)}")
+    bad = [m for m in modes if m not in ABLATION_MODES]
+    if bad:
+        raise AtlasError(f"unknown ablation mode(s) {', '.join(bad)}; modes are {', '.join(ABLATION_MODES)}")
+    return modes
+
+
+def layer_sweep(ctx: Context, kind: str, mode: str, layers: list[int] | None = None) -> LayerSweep:
+    """Ablate ``Site(kind, L)`` with ``mode`` for each layer L (default: every layer), one batched sweep."""
+    runner = ctx.runner
+    layers = list(range(runner.dims.n_layers)) if layers is None else list(layers)
+    sites = [Site(kind, layer) for layer in layers]
+    if mode in ("mean", "resample"):
+        runner.reference.record(sites)  # one clean pass records every site, not one pass per layer
+    variants = [Variant(f"{kind}/{mode}/L{s.layer}", (Ablate(s, mode),)) for s in sites]
+    stats = runner.sweep(variants, progress=ctx.progress)
+    kl = stats.kl  # [layers, prompts]
+    per_family = {name: kl[:, sl].mean(axis=1) for name, sl in ctx.family_slices.items()}
+    family_mean = np.mean(np.stack(list(per_family.values())), axis=0)
+    ranking = np.argsort(-family_mean, kind="stable")
+    return LayerSweep(
+        target=kind,
+        mode=mode,
+        layers=layers,
+        kl={name: [float(v) for v in vals] for name, vals in per_family.items()},
+        mean_kl=[ctx.estimate(kl[i]) for i in range(len(layers))],
+        family_mean_kl=[float(v) for v in family_mean],
+        argmax_match=[float(v) for v in stats.argmax_match.mean(axis=1)],
+        ranking=[layers[i] for i in ranking],
+    )
+
+
+def run_sweeps(ctx: Context, targets: tuple[str, ...], desc: str) -> list[LayerSweep]:
+    check_families(ctx)
+    modes = check_modes(ctx.profile.ablation_modes)
+    jobs = [(t, m) for t in targets for m in modes]
+    out = []
+    for target, mode in tqdm(jobs, desc=desc, unit="sweep", disable=not ctx.progress):
+        out.append(layer_sweep(ctx, target, mode))
+    return out
+
+
+def find_sweep(sweeps: list[LayerSweep], key: str) -> LayerSweep | None:
+    """The sweep named ``"<target>/<mode>"``, or None."""
+    return next((s for s in sweeps if f"{s.target}/{s.mode}" == key), None)
+
+
+def _range(sweep: LayerSweep | None) -> str:
+    if sweep is None:
+        return "not run"
+    v = sweep.family_mean_kl
+    return f"{min(v):.2f} to {max(v):.2f} nats (strongest L{sweep.ranking[0]})"
+
+
+def config(ctx: Context) -> dict:
+    return {"targets": list(TARGETS), "modes": list(ctx.profile.ablation_modes), "primary": PRIMARY}
+
+
+def run(ctx: Context) -> LayerAblationResult:
+    sweeps = run_sweeps(ctx, TARGETS, "layer ablation")
+    resid, delta = find_sweep(sweeps, "resid/zero"), find_sweep(sweeps, "delta/zero")
+    notes = (
+        "Two ablation targets per layer. 'resid': the layer's whole output hidden state is replaced, so "
+        "everything written to the residual stream up to and including that layer is lost (the study's "
+        "definition; its 5.4 to 13.7 nats per layer match this target, not the other). 'delta': only the "
+        "layer's write (output minus input) is replaced, so the residual it received flows on; zeroing it is "
+        "exactly skipping the layer. Measured mean KL across families, zero mode: "
+        f"resid {_range(resid)}; delta {_range(delta)}. Primary (the replication): {PRIMARY}."
+    )
+    result = LayerAblationResult(n_layers=ctx.runner.dims.n_layers, families=list(ctx.families),
+                                 sweeps=sweeps, primary=PRIMARY, notes=notes)
+    ctx.shared[NAME] = result
+    return result

@@ -1,0 +1,208 @@
+"""Experiment 6, LoRA training perturbation: train a LoRA adapter (r 8, alpha 16, q/k/v/o projections,
+gradient checkpointing, batch size 1, as in the study) on every family's prompt -> target pairs until
+the running mean loss over the last epoch is below the profile's target (the study: 0.0098), then
+measure how far the trained model moved: KL(base || trained) at the last position, per family.
+
+The adapter is trained on the shared model inside :func:`atlas_core.adapters_lora.new_adapter`, saved
+to ``<out>/lora_adapter_seed<seed>`` (with ``atlas_meta.json`` saying what it was trained on) and
+unloaded, so the base model every other experiment sees is bitwise unchanged. ``transfer`` and
+``adapter_ablation`` re-attach it from there (:func:`ensure_adapter`).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from atlas_core import AtlasError
+from atlas_core.adapters_lora import (
+    LoraSpec, attached_adapter, new_adapter, read_meta, save_adapter, spec_for, training_mode,
+)
+from atlas_core.experiments.context import Context
+from atlas_core.experiments.schema import LoraResult
+from atlas_core.metrics import kl_divergence
+from atlas_core.results import config_hash
+from atlas_core.runner import Runner
+
+NAME = "lora_training"
+SEED_DEPENDENT = True
+REQUIRES: tuple[str, ...] = ()
+
+LEARNING_RATE = 1e-3
+MAX_GRAD_NORM = 1.0
+BATCH_SIZE = 1  # the study's (VRAM-bound on its 8 GB card); kept for comparability
+
+
+def config(ctx: Context) -> dict:
+    """Everything the trained adapter depends on (beyond model, profile, families and seed)."""
+    spec = spec_for(ctx.lm.model)
+    return {"lora": spec.to_dict(), "learning_rate": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM,
+            "batch_size": BATCH_SIZE, "optimizer": "adamw", "weight_decay": 0.0, "checkpointing": True,
+            "loss_window": "epoch", "lora_items": ctx.profile.lora_items,
+            "max_steps": ctx.profile.lora_max_steps, "target_loss": ctx.profile.lora_target_loss}
+
+
+def adapter_key(ctx: Context) -> str:
+    """What identifies a trained adapter: model weights, seed, training config, training data."""
+    return config_hash({"model": ctx.lm.info.weights_sha256, "dtype": ctx.lm.info.dtype, "seed": ctx.seed,
+                        "config": config(ctx), "families": {n: f.sha256 for n, f in ctx.families.items()},
+                        "items": {n: len(f.items) for n, f in ctx.families.items()}})
+
+
+def adapter_dir(ctx: Context) -> Path:
+    """``<out>/lora_adapter_seed<seed>``; without an out dir, a temporary folder kept for the run."""
+    if ctx.out_dir is not None:
+        return Path(ctx.out_dir) / f"lora_adapter_seed{ctx.seed}"
+    tmp = ctx.shared.get("_lora_tmp")
+    if tmp is None:
+        tmp = ctx.shared["_lora_tmp"] = tempfile.mkdtemp(prefix="atlas-lora-")
+    return Path(tmp) / f"lora_adapter_seed{ctx.seed}"
+
+
+def training_pairs(ctx: Context) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) for the first ``profile.lora_items`` items of every family. The prompt
+    is tokenized exactly as the runner does; the target without special tokens."""
+    tok = ctx.lm.tokenizer
+    n = ctx.profile.lora_items
+    pairs = []
+    for fam in ctx.families.values():
+        for item in (fam.items if n is None else fam.items[:n]):
+            p = list(tok(item.prompt)["input_ids"])
+            t = list(tok(item.target, add_special_tokens=False)["input_ids"])
+            if not p or not t:
+                raise AtlasError(f"{fam.name}: item {item.id or item.prompt!r} tokenizes to an empty prompt or target")
+            pairs.append((p, t))
+    if not pairs:
+        raise AtlasError("no training pairs: select at least one family with items")
+    return pairs
+
+
+def make_batch(prompt_ids: list[int], target_ids: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training row: ``input_ids`` = prompt + target; ``labels`` -100 on the prompt (no loss there)."""
+    ids = torch.tensor([list(prompt_ids) + list(target_ids)], device=device)
+    labels = torch.tensor([[-100] * len(prompt_ids) + list(target_ids)], device=device)
+    return ids, labels
+
+
+def pair_losses(model, pairs: list[tuple[list[int], list[int]]]) -> np.ndarray:
+    """Per pair, the mean cross-entropy of the target tokens given the prompt (the training objective,
+    computed independently of the training loop), in fp32 without gradients."""
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for p, t in pairs:
+            ids, _ = make_batch(p, t, device)
+            logits = model(input_ids=ids, use_cache=False).logits[0, len(p) - 1:-1].float()
+            out.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(t, device=device))))
+    return np.asarray(out)
+
+
+def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr: float, max_steps: int,
+          target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM,
+          progress: bool = False) -> tuple[list[float], bool]:
+    """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
+    tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` or after
+    ``max_steps``. Returns the per-step loss curve and whether it converged."""
+    device = next(peft_model.parameters()).device
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    if not params:
+        raise AtlasError("the adapter has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    batches = [make_batch(p, t, device) for p, t in pairs]
+    losses: list[float] = []
+    order: list[int] = []
+    bar = tqdm(total=max_steps, desc="lora", unit="step", disable=not progress, leave=False)
+    converged = False
+    try:
+        for step in range(max_steps):
+            if not order:
+                order = list(rng.permutation(len(batches)))
+            ids, labels = batches[order.pop(0)]
+            out = peft_model(input_ids=ids, labels=labels, use_cache=False)
+            loss = out.loss
+            if not torch.isfinite(loss):
+                raise AtlasError(f"LoRA training diverged at step {step} (loss {loss.item()}); lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            if len(losses) >= window:
+                running = float(np.mean(losses[-window:]))
+                bar.set_postfix(loss=f"{running:.4f}")
+                if running < target_loss:
+                    converged = True
+                    break
+    finally:
+        bar.close()
+        opt.zero_grad(set_to_none=True)
+    return losses, converged
+
+
+def run(ctx: Context) -> LoraResult:
+    model, tok = ctx.lm.model, ctx.lm.tokenizer
+    spec: LoraSpec = spec_for(model)
+    prof = ctx.profile
+    if prof.lora_max_steps < 1 or not prof.lora_target_loss > 0:
+        raise AtlasError(f"profile {prof.name}: lora_max_steps must be >= 1 and lora_target_loss > 0")
+    pairs = training_pairs(ctx)
+    window = len(pairs)  # one epoch at batch size 1
+    base_logp = ctx.runner.clean_logprobs  # the base model's, computed before any adapter is attached
+    out_dir = adapter_dir(ctx)
+
+    with new_adapter(model, spec, ctx.seed) as peft_model:
+        t0 = time.perf_counter()
+        with training_mode(peft_model):
+            losses, converged = train(peft_model, pairs, seed=ctx.seed, lr=LEARNING_RATE, max_steps=prof.lora_max_steps,
+                                      target_loss=prof.lora_target_loss, window=window, progress=ctx.progress)
+        train_seconds = time.perf_counter() - t0
+        meta = {"key": adapter_key(ctx), "model": ctx.lm.info.name, "weights_sha256": ctx.lm.info.weights_sha256,
+                "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged}
+        save_adapter(peft_model, out_dir, meta)
+        trained_logp = Runner(peft_model, tok, ctx.prompts, memory_mb=prof.memory_mb, seed=ctx.seed,
+                              progress=ctx.progress).clean_logprobs
+
+    kl = kl_divergence(base_logp, trained_logp).cpu().numpy()
+    final = float(np.mean(losses[-window:])) if losses else math.nan
+    result = LoraResult(
+        rank=spec.rank, alpha=spec.alpha, targets=list(spec.targets), batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
+        steps=len(losses), final_loss=final, target_loss=prof.lora_target_loss, converged=converged,
+        loss_curve=losses, kl_per_family={name: ctx.estimate(v) for name, v in ctx.per_family(kl).items()},
+        adapter_dir=str(out_dir), train_seconds=round(train_seconds, 3), seed=ctx.seed,
+    )
+    ctx.shared[NAME] = result
+    ctx.shared["lora_adapter_dir"] = str(out_dir)
+    return result
+
+
+def ensure_adapter(ctx: Context) -> Path:
+    """The trained adapter for this context: the one trained earlier in this run, else one saved in the
+    out dir by an earlier run with the same model, seed, config and data, else train it now."""
+    key = adapter_key(ctx)
+    for candidate in (ctx.shared.get("lora_adapter_dir"), adapter_dir(ctx) if ctx.out_dir is not None else None):
+        if candidate is not None:
+            meta = read_meta(candidate)
+            if meta is not None and meta.get("key") == key:
+                return Path(candidate)
+    run(ctx)
+    return Path(ctx.shared["lora_adapter_dir"])
+
+
+def trained_runner(ctx: Context, peft_model) -> Runner:
+    """A runner over the context's prompts on the adapter-carrying model (same tokenizer and padding as
+    ``ctx.runner``, so activations line up position for position)."""
+    return Runner(peft_model, ctx.lm.tokenizer, ctx.prompts, memory_mb=ctx.profile.memory_mb, seed=ctx.seed,
+                  progress=ctx.progress)
+
+
+__all__ = ["NAME", "SEED_DEPENDENT", "REQUIRES", "config", "run", "ensure_adapter", "attached_adapter",
+           "adapter_dir", "adapter_key", "training_pairs", "make_batch", "pair_losses", "train", "trained_runner"]

@@ -1,0 +1,155 @@
+"""Experiment 4, the steering sweep: add ``strength x`` the factual-recall direction to the residual
+after a layer (every position) and measure the target-token probability, its boost over the clean run
+and KL(clean || steered), for every (layer, strength).
+
+The study steered at L2 only (of 28 layers); this sweeps the profile's sampled layers (every layer at
+the full profile) and always includes the study's layer scaled to depth, ``round(2 * n_layers / 28)``.
+The direction is the raw mean difference of :mod:`directions` (unnormalised, like the study's
+"sv_norm 9.625"). All (layer, strength) variants go through one batched sweep over the family's
+prompts. A zero-strength steer is the identity, so its cells are the clean run itself (no forward):
+boost and KL are exactly 0 there. "Best" is over the whole grid, zero strength included, so a model
+that no steering helps reports a best boost of 0 at strength 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from atlas_core import AtlasError
+from atlas_core.experiments.context import Context
+from atlas_core.experiments.directions import (
+    check_direction, check_family, direction_norm, family_runner, skill_direction, study_layer,
+)
+from atlas_core.experiments.schema import SteeringPrompt, SteeringResult
+from atlas_core.interventions import Steer, Variant
+from atlas_core.profiles import sample_layers
+from atlas_core.runner import Runner
+from atlas_core.sites import check_layer
+from atlas_core.tasks import target_token_id
+
+NAME = "steering"
+SEED_DEPENDENT = False
+REQUIRES = ()
+
+FAMILY = "factual_recall"  # the study's factual recall direction
+STUDY_PROMPT_IDS = ("study_italy", "study_spain")  # "The capital of Italy is ", "The capital of Spain is "
+
+
+def steer_layers(ctx: Context) -> list[int]:
+    """The profile's sampled layers plus the study's layer (scaled to depth), ascending."""
+    n = ctx.lm.info.n_layers
+    return sorted(set(sample_layers(n, ctx.profile.steer_layers)) | {study_layer(n)})
+
+
+def config(ctx: Context) -> dict:
+    return {
+        "family": FAMILY,
+        "layers": steer_layers(ctx),
+        "strengths": list(ctx.profile.steer_strengths),
+        "study_layer": study_layer(ctx.lm.info.n_layers),
+        "direction": "mean last-token residual after the layer, items - contrast, unnormalised",
+        "positions": "all",
+    }
+
+
+@dataclass
+class SteerGrid:
+    """Per (layer, strength, prompt) measurements of one steering sweep."""
+
+    layers: list[int]
+    strengths: list[float]
+    clean_prob: np.ndarray  # [P] clean target probability
+    target_prob: np.ndarray  # [L, S, P] steered target probability
+    kl: np.ndarray  # [L, S, P] KL(clean || steered), nats
+
+    @property
+    def boost(self) -> np.ndarray:
+        """[L, S, P] steered - clean target probability."""
+        return self.target_prob - self.clean_prob
+
+
+def steer_grid(runner: Runner, targets: Sequence[int], layers: Sequence[int], strengths: Sequence[float],
+               directions: Mapping[int, torch.Tensor], progress: bool = False) -> SteerGrid:
+    """Steer every layer in ``layers`` with ``directions[layer]`` at every strength, over the runner's
+    prompts, in one batched sweep. Every input is checked before any forward runs."""
+    layers, strengths = list(layers), [float(s) for s in strengths]
+    if not layers or not strengths:
+        raise AtlasError("steering needs at least one layer and one strength (check the profile)")
+    for s in strengths:
+        if not math.isfinite(s):
+            raise AtlasError(f"steering strength {s} is not finite; use finite strengths such as -4..4")
+    for layer in layers:
+        check_layer(layer, runner.dims, "steering layer")
+        if layer not in directions:
+            raise AtlasError(f"no steering direction for layer {layer}; compute one with skill_direction")
+        check_direction(directions[layer], runner.dims.d_model, f"steering direction at layer {layer}")
+    if len(targets) != runner.enc.n:
+        raise AtlasError(f"{len(targets)} targets for {runner.enc.n} prompts")
+
+    cells = [(li, si) for li in range(len(layers)) for si, s in enumerate(strengths) if s != 0.0]
+    variants = [Variant(f"L{layers[li]}/{strengths[si]:+g}",
+                        (Steer(layers[li], directions[layers[li]], strengths[si]),)) for li, si in cells]
+    p = runner.enc.n
+    clean = runner.clean_logprobs
+    tid = torch.as_tensor(list(targets), device=clean.device)
+    clean_prob = clean.gather(-1, tid[:, None]).squeeze(-1).exp().double().cpu().numpy()
+    target_prob = np.broadcast_to(clean_prob, (len(layers), len(strengths), p)).copy()
+    kl = np.zeros((len(layers), len(strengths), p), np.float64)
+    if variants:
+        stats = runner.sweep(variants, targets, progress=progress)
+        for vi, (li, si) in enumerate(cells):
+            target_prob[li, si] = stats.target_prob[vi]
+            kl[li, si] = stats.kl[vi]
+    return SteerGrid(layers, strengths, clean_prob, target_prob, kl)
+
+
+def run(ctx: Context, family: str = FAMILY) -> SteeringResult:
+    check_family(ctx, family)
+    fam = ctx.families[family]
+    layers = steer_layers(ctx)
+    strengths = [float(s) for s in ctx.profile.steer_strengths]
+    targets = [target_token_id(ctx.lm.tokenizer, it.target) for it in fam.items]  # before any forward
+    runner = family_runner(ctx, family)
+    directions = {layer: skill_direction(ctx, family, layer) for layer in layers}
+    grid = steer_grid(runner, targets, layers, strengths, directions, progress=ctx.progress)
+
+    boost = grid.boost
+    mean_boost = boost.mean(-1)  # [L, S]
+    li, si = np.unravel_index(int(np.argmax(mean_boost)), mean_boost.shape)
+    s_layer = study_layer(ctx.lm.info.n_layers)
+    sl = layers.index(s_layer)
+    ss = int(np.argmax(mean_boost[sl]))
+
+    prompts = []
+    for pi, it in enumerate(fam.items):
+        if it.id not in STUDY_PROMPT_IDS:
+            continue
+        per = grid.target_prob[:, :, pi]
+        bl, bs = np.unravel_index(int(np.argmax(per)), per.shape)
+        prompts.append(SteeringPrompt(prompt=it.prompt, target=it.target, baseline_prob=float(grid.clean_prob[pi]),
+                                      best_prob=float(per[bl, bs]), best_strength=strengths[bs],
+                                      best_layer=layers[bl]))
+
+    result = SteeringResult(
+        family=family,
+        layers=layers,
+        strengths=strengths,
+        direction_norm=[direction_norm(ctx, family, layer) for layer in layers],
+        baseline_prob=float(grid.clean_prob.mean()),
+        target_prob=grid.target_prob.mean(-1).tolist(),
+        boost=mean_boost.tolist(),
+        kl=grid.kl.mean(-1).tolist(),
+        best_layer=layers[li],
+        best_strength=strengths[si],
+        best_boost=ctx.estimate(boost[li, si]),
+        study_layer=s_layer,
+        study_layer_best_boost=ctx.estimate(boost[sl, ss]),
+        prompts=prompts,
+    )
+    ctx.shared[NAME] = result
+    return result

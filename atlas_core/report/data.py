@@ -1,0 +1,225 @@
+"""A stored run as the report reads it, and the numbers it prints.
+
+Every number a page shows is a :class:`Num`: its value comes straight from a stored JSON file and it
+renders as ``<span class="n" data-value="EXACT" data-src="KEY#/json/pointer">SHOWN</span>``, so a test
+(or a reader) can resolve ``data-src`` in the run folder and check that the page says what the JSON
+says. Numbers the report derives (relative depth, ratios, deltas) carry ``data-derived`` instead of
+``data-src``. All display formatting goes through :func:`fmt` (three significant digits).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from atlas_core import AtlasError
+from atlas_core.results import ExperimentRecord
+
+
+def fmt(value: Any, kind: str = "auto") -> str:
+    """How the report shows a number. ``kind``: auto (ints as ints, floats to 3 significant digits,
+    thousands with separators, tiny values in scientific notation) | pct (a fraction as a percentage,
+    3 significant digits) | x (a ratio, ``12.3×``)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) and kind == "auto":
+        return str(value) if abs(value) < 10000 else f"{value:,}"
+    v = float(value)
+    if not math.isfinite(v):
+        return "—"
+    if kind == "pct":
+        return _g(100.0 * v) + "%"
+    if kind == "x":
+        return _g(v) + "×"
+    return _g(v)
+
+
+def _g(v: float) -> str:
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a < 1e-3:
+        return f"{v:.2e}"
+    return f"{v:.3g}"
+
+
+def exact(value: Any) -> str:
+    """The exact value as written in ``data-value`` (``repr`` of a float round-trips)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class Num:
+    """One number on the page, with where it came from."""
+
+    value: Any
+    src: str | None = None  # "<record key or manifest>#/json/pointer" in the run folder
+    run: str | None = None  # which run of a comparison ("a", "b", ...)
+    kind: str = "auto"
+    derived: str | None = None  # how a derived number was computed (no src)
+    cls: str = ""
+
+    @property
+    def text(self) -> str:
+        return fmt(self.value, self.kind)
+
+    def __html__(self) -> str:
+        attrs = [f'class="n{(" " + self.cls) if self.cls else ""}"', f'data-value="{exact(self.value)}"']
+        if self.kind != "auto":
+            attrs.append(f'data-fmt="{self.kind}"')
+        if self.src:
+            attrs.append(f'data-src="{escape(self.src)}"')
+        if self.derived:
+            attrs.append(f'data-derived="{escape(self.derived)}"')
+        if self.run:
+            attrs.append(f'data-run="{escape(self.run)}"')
+        title = exact(self.value) if self.src else f"{exact(self.value)} ({self.derived})" if self.derived else exact(self.value)
+        attrs.append(f'title="{escape(title)}"')
+        return Markup(f"<span {' '.join(attrs)}>{escape(self.text)}</span>")
+
+    def __float__(self) -> float:
+        return float("nan") if self.value is None else float(self.value)
+
+
+@dataclass(frozen=True)
+class Est:
+    """An ``Estimate`` (value, bootstrap interval, n) as three Nums."""
+
+    value: Num
+    lo: Num
+    hi: Num
+    n: int | None = None
+
+    def __html__(self) -> str:
+        return Markup(f'<span class="est">{self.value.__html__()} '
+                      f'<span class="ci">[{self.lo.__html__()}, {self.hi.__html__()}]</span></span>')
+
+    def disjoint(self, other: "Est") -> bool:
+        """True when the two intervals do not overlap (a difference beyond the intervals)."""
+        a_lo, a_hi, b_lo, b_hi = float(self.lo), float(self.hi), float(other.lo), float(other.hi)
+        if any(math.isnan(v) for v in (a_lo, a_hi, b_lo, b_hi)):
+            return False
+        return a_hi < b_lo or b_hi < a_lo
+
+
+def derived(value: Any, how: str, kind: str = "auto", run: str | None = None) -> Num:
+    return Num(value, derived=how, kind=kind, run=run)
+
+
+def pointer(*path: Any) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def resolve(doc: Any, ptr: str) -> Any:
+    """Follow a JSON pointer (RFC 6901) into ``doc``."""
+    cur = doc
+    for part in ptr.lstrip("/").split("/") if ptr not in ("", "/") else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
+    return cur
+
+
+class Run:
+    """One run folder: the manifest and every stored record, as the JSON on disk."""
+
+    def __init__(self, root: str | Path, label: str | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise AtlasError(f"run folder {self.root} does not exist; make one with "
+                             f"`atlas run --out {self.root}` (or pass the folder a run wrote)")
+        self.label = label
+        self.manifest: dict = _read_json(self.root / "manifest.json") if (self.root / "manifest.json").is_file() else {}
+        self.docs: dict[str, dict] = {}
+        for p in sorted(self.root.glob("*.json")):
+            if p.name == "manifest.json":
+                continue
+            doc = _read_json(p)
+            if not isinstance(doc, dict) or "experiment" not in doc or "result" not in doc:
+                continue  # not an experiment record (a claims export, say)
+            self.docs[ExperimentRecord.from_dict(doc).key] = doc
+        if not self.docs and not self.manifest:
+            raise AtlasError(f"{self.root} holds no atlas results (no manifest.json, no experiment records); "
+                             f"run `atlas run --out {self.root}` first")
+
+    # -- facts -------------------------------------------------------------------------------------
+    @property
+    def model(self) -> dict:
+        if self.manifest.get("model"):
+            return self.manifest["model"]
+        for doc in self.docs.values():
+            if doc.get("provenance", {}).get("model"):
+                return doc["provenance"]["model"]
+        return {}
+
+    @property
+    def name(self) -> str:
+        return str(self.model.get("name") or self.root.name)
+
+    @property
+    def n_layers(self) -> int | None:
+        n = self.model.get("n_layers")
+        if n is None and self.has("layer_ablation"):
+            n = self.result("layer_ablation").get("n_layers")
+        return int(n) if n is not None else None
+
+    def depth(self, layer: Any) -> float | None:
+        """Relative depth layer / (n_layers - 1): 0 is the first layer, 1 the last."""
+        n = self.n_layers
+        if layer is None or n is None:
+            return None
+        return float(layer) / (n - 1) if n > 1 else 0.0
+
+    def has(self, key: str) -> bool:
+        return key in self.docs
+
+    def result(self, key: str) -> dict:
+        return self.docs[key]["result"]
+
+    def extra_seeds(self, experiment: str) -> list[str]:
+        return sorted(k for k in self.docs if k.startswith(experiment + ".seed"))
+
+    # -- numbers with provenance -------------------------------------------------------------------
+    def doc(self, key: str) -> Any:
+        return self.manifest if key == "manifest" else self.docs[key]
+
+    def num(self, key: str, *path: Any, kind: str = "auto", cls: str = "") -> Num:
+        """A number of record ``key`` at ``path`` (``"manifest"`` for the manifest); ``path`` starts
+        at the record's top level, so result fields are ``("result", ...)``."""
+        ptr = pointer(*path)
+        return Num(resolve(self.doc(key), ptr), src=f"{key}#{ptr}", run=self.label, kind=kind, cls=cls)
+
+    def rnum(self, key: str, *path: Any, kind: str = "auto", cls: str = "") -> Num:
+        """A number inside ``result``."""
+        return self.num(key, "result", *path, kind=kind, cls=cls)
+
+    def est(self, key: str, *path: Any, kind: str = "auto") -> Est:
+        """An Estimate inside ``result`` at ``path``."""
+        e = resolve(self.result(key), pointer(*path))
+        return Est(self.rnum(key, *path, "value", kind=kind), self.rnum(key, *path, "lo", kind=kind),
+                   self.rnum(key, *path, "hi", kind=kind), e.get("n"))
+
+    def depth_num(self, layer: Any) -> Num:
+        n = self.n_layers
+        return derived(self.depth(layer), f"layer / (n_layers - 1), n_layers = {n}", kind="pct", run=self.label)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AtlasError(f"{path} is not valid JSON ({exc}); re-run the experiment that wrote it") from None

@@ -1,0 +1,438 @@
+"""The sections of one run's atlas: each builder turns a stored result into what the template shows
+(tables of :class:`~atlas_core.report.data.Num` and inline SVG plots), or ``None`` when the run does not
+hold that experiment (the page then says "not run")."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from matplotlib import colormaps
+
+from atlas_core.report import plots
+from atlas_core.report.data import Est, Num, Run, derived
+
+# (section id, experiment key, title, what it shows)
+SECTIONS: tuple[tuple[str, str | None, str, str], ...] = (
+    ("model", None, "Model card", "the model, its weights, the run's profile, versions and wall times"),
+    ("clean", "clean", "Clean accuracy", "which skills the model has before any intervention"),
+    ("layer_ablation", "layer_ablation", "Layer ablation", "KL (nats) from ablating each layer, per family"),
+    ("mlp_ablation", "mlp_ablation", "MLP ablation", "KL from ablating each layer's MLP output"),
+    ("head_ablation", "head_ablation", "Head ablation", "KL from zeroing one attention head at a time"),
+    ("steering", "steering", "Steering", "dose-response of adding the factual-recall direction at each layer"),
+    ("knockout", "knockout", "Skill knockout", "negative steering: skill drop vs non-skill drop per layer"),
+    ("lora_training", "lora_training", "LoRA training", "the trained perturbation the next two experiments use"),
+    ("transfer", "transfer", "Cross-model transfer", "patching trained activations into the base model"),
+    ("adapter_ablation", "adapter_ablation", "Adapter ablation", "adapter weight norm vs its functional effect"),
+    ("efficiency", "efficiency", "Skipping and early exit", "layer-skip configurations and early exit"),
+    ("hypotheses", None, "Hypotheses", "H001–H008 of the study: the evidence, and the verdict where two models are compared"),
+)
+
+HYPOTHESES: tuple[tuple[str, str, str, str], ...] = (
+    # id, hypothesis (the study's wording), the study's published status, marker
+    ("H001", "Universal hub persists at same relative depth", "REJECTED — migrates from L2 (8%) to L26 (93%)", "h001"),
+    ("H002", "Specialist attention heads emerge at scale", "SUPPORTED — max head KL 22× stronger (0.046 → 1.02)", "h002"),
+    ("H003", "Steering leverage scales with capacity", "REJECTED — collapses 70× (0.213 → 0.003)", "h003"),
+    ("H004", "Skill knockout selectivity preserved at scale", "REJECTED — drops ~48,000× (11,654× → 0.24×)", "h004"),
+    ("H005", "Cross-model transfer zone defined by relative depth", "SUPPORTED — final ~10% at both scales", "h005"),
+    ("H006", "MLP dominance scales with parameters", "REJECTED — MLP effects weaken 3× despite 3× params", "h006"),
+    ("H007", "Mid-layer redundancy emerges at scale", "PARTIALLY SUPPORTED — skip_mid_5 gives 10% overlap", "h007"),
+    ("H008", "Adapter norm predicts functional impact", "WEAKENED — correlation drops 0.85 → 0.54", "h008"),
+)
+
+TOP_K = 5
+
+
+def L(layer: Any) -> str:
+    return f"L{layer}"
+
+
+def _depth_cmap(n: int) -> list[str]:
+    cmap = colormaps["viridis"]
+    return [_hex(cmap(0.9 * i / max(n - 1, 1))) for i in range(n)]
+
+
+def _hex(rgba) -> str:
+    return "#" + "".join(f"{int(round(c * 255)):02x}" for c in rgba[:3])
+
+
+# --------------------------------------------------------------------------------------------------
+def model_card(run: Run) -> dict:
+    m = run.model
+    man = run.manifest
+    src = ("manifest", ("model",)) if man.get("model") else next(
+        ((k, ("provenance", "model")) for k, d in run.docs.items() if d.get("provenance", {}).get("model")), None)
+    facts = []
+    for k in ("architecture", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_model", "vocab_size", "dtype",
+              "device", "source", "load_seconds"):
+        if k not in m:
+            continue
+        numeric = isinstance(m[k], (int, float)) and not isinstance(m[k], bool)
+        facts.append((k, run.num(src[0], *src[1], k) if numeric and src else m[k]))
+    walls, total = [], 0.0
+    for key, info in (man.get("experiments") or {}).items():
+        walls.append((key, run.num("manifest", "experiments", key, "wall_seconds"), info.get("finished", "")))
+        total += float(info.get("wall_seconds") or 0.0)
+    if not walls:  # no manifest: fall back on each record's provenance
+        for key, doc in run.docs.items():
+            if "wall_seconds" in doc.get("provenance", {}):
+                walls.append((key, run.num(key, "provenance", "wall_seconds"), doc["provenance"].get("finished", "")))
+                total += float(doc["provenance"]["wall_seconds"] or 0.0)
+    profile = man.get("profile") or {}
+    prof = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in profile.items() if k != "name"]
+    return {
+        "name": run.name, "facts": facts, "sha": m.get("weights_sha256", "—"), "path": m.get("path"),
+        "profile": profile.get("name") or next((d["provenance"].get("profile") for d in run.docs.values()
+                                                if "profile" in d.get("provenance", {})), "—"),
+        "profile_items": prof, "versions": sorted((man.get("versions") or {}).items()),
+        "walls": walls, "total": derived(round(total, 3), "sum of the experiments' wall_seconds", run=run.label),
+        "created": man.get("created", ""), "updated": man.get("updated", ""), "root": str(run.root),
+        "families": list((man.get("families") or {}).keys()),
+    }
+
+
+def clean(run: Run) -> dict | None:
+    if not run.has("clean"):
+        return None
+    r = run.result("clean")
+    fams = [f["family"] for f in r["families"]]
+    rows = [{"family": f["family"], "n": run.rnum("clean", "families", i, "n"),
+             "acc": run.est("clean", "families", i, "top1_accuracy", kind="pct"),
+             "prob": run.est("clean", "families", i, "target_prob")} for i, f in enumerate(r["families"])]
+    acc = [f["top1_accuracy"] for f in r["families"]]
+    prob = [f["target_prob"] for f in r["families"]]
+    plot_acc = plots.bars(fams, [{"name": run.name, "values": [a["value"] for a in acc],
+                                  "lo": [a["lo"] for a in acc], "hi": [a["hi"] for a in acc]}],
+                          "top-1 accuracy", "clean top-1 accuracy per family (95% CI)", ylim=(0, 1.05))
+    plot_prob = plots.bars(fams, [{"name": run.name, "values": [a["value"] for a in prob],
+                                   "lo": [a["lo"] for a in prob], "hi": [a["hi"] for a in prob],
+                                   "color": plots.RUN_COLORS[2]}],
+                           "target probability", "clean target-token probability (95% CI)", ylim=(0, 1.05))
+    prompts = [{"family": p["family"], "prompt": p["prompt"], "target": p["target"], "predicted": p["predicted"],
+                "prob": run.rnum("clean", "prompts", i, "target_prob"), "correct": p["correct"]}
+               for i, p in enumerate(r["prompts"])]
+    return {"rows": rows, "overall": run.est("clean", "overall_accuracy", kind="pct"), "plots": [plot_acc, plot_prob],
+            "prompts": prompts}
+
+
+def _sweep_index(r: dict) -> int:
+    keys = [f"{s['target']}/{s['mode']}" for s in r["sweeps"]]
+    return keys.index(r.get("primary")) if r.get("primary") in keys else 0
+
+
+def sweeps(run: Run, key: str) -> dict | None:
+    """Layer or MLP ablation: heatmaps (layer x family) per target with the modes side by side on one
+    colour scale, mean-KL-per-layer curves of every sweep, the top layers of the primary sweep."""
+    if not run.has(key):
+        return None
+    r = run.result(key)
+    fams = r["families"]
+    p = _sweep_index(r)
+    heat = []
+    for target in dict.fromkeys(s["target"] for s in r["sweeps"]):
+        idx = [i for i, s in enumerate(r["sweeps"]) if s["target"] == target]
+        panels = [{"title": f"{target} / {r['sweeps'][i]['mode']}", "z": [r["sweeps"][i]["kl"][f] for f in fams],
+                   "x": [L(l) for l in r["sweeps"][i]["layers"]], "y": fams} for i in idx]
+        heat.append({"target": target, "modes": [r["sweeps"][i]["mode"] for i in idx],
+                     "svg": plots.heatmaps(panels, "layer", "family", "mean KL (nats)", panel_w=3.4)})
+    cols = _depth_cmap(len(r["sweeps"]))
+    curves = plots.lines(
+        [{"name": f"{s['target']}/{s['mode']}" + (" (primary)" if i == p else ""), "x": s["layers"],
+          "y": s["family_mean_kl"], "lw": 2.4 if i == p else 1.1, "color": plots.RUN_COLORS[0] if i == p else cols[i],
+          "style": "-" if s["target"] == r["sweeps"][p]["target"] else "--"}
+         for i, s in enumerate(r["sweeps"])],
+        "layer", "mean KL across families (nats)", "mean KL per layer, every sweep", yscale="log" if key == "mlp_ablation" else "linear",
+        legend_out=True, width=6.4)
+    summary = []
+    for i, s in enumerate(r["sweeps"]):
+        j = s["layers"].index(s["ranking"][0]) if s["ranking"] and s["ranking"][0] in s["layers"] else None
+        finite = [v for v in s["family_mean_kl"] if v is not None]
+        lo_j = int(np.argmin(finite)) if finite else None
+        summary.append({
+            "sweep": f"{s['target']}/{s['mode']}", "primary": i == p,
+            "top": run.rnum(key, "sweeps", i, "ranking", 0) if s["ranking"] else None,
+            "depth": run.depth_num(s["ranking"][0]) if s["ranking"] else None,
+            "top_kl": run.rnum(key, "sweeps", i, "family_mean_kl", j) if j is not None else None,
+            "min_layer": run.rnum(key, "sweeps", i, "layers", lo_j) if lo_j is not None else None,
+            "min_kl": run.rnum(key, "sweeps", i, "family_mean_kl", lo_j) if lo_j is not None else None,
+        })
+    s = r["sweeps"][p]
+    top = []
+    for rank, layer in enumerate(s["ranking"][:TOP_K]):
+        j = s["layers"].index(layer)
+        top.append({"rank": rank + 1, "layer": run.rnum(key, "sweeps", p, "ranking", rank), "depth": run.depth_num(layer),
+                    "fmkl": run.rnum(key, "sweeps", p, "family_mean_kl", j), "mkl": run.est(key, "sweeps", p, "mean_kl", j),
+                    "argmax": run.rnum(key, "sweeps", p, "argmax_match", j, kind="pct")})
+    full = [{"layer": run.rnum(key, "sweeps", p, "layers", j), "cells": [run.rnum(key, "sweeps", p, "kl", f, j) for f in fams],
+             "fmkl": run.rnum(key, "sweeps", p, "family_mean_kl", j)} for j in range(len(s["layers"]))]
+    return {"primary": r.get("primary"), "families": fams, "heat": heat, "curves": curves, "summary": summary,
+            "top": top, "full": full, "notes": r.get("notes", "")}
+
+
+def heads(run: Run) -> dict | None:
+    if not run.has("head_ablation"):
+        return None
+    r = run.result("head_ablation")
+    fams = r["families"]
+    panels = [{"title": f, "z": r["kl"][f], "x": [f"H{h}" for h in range(r["n_heads"])],
+               "y": [L(l) for l in r["layers"]]} for f in fams]
+    ncols = min(4, len(fams)) or 1
+    grid = plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=ncols, panel_w=2.5,
+                          panel_h=min(3.0, max(1.5, 0.1 * len(r["layers"]) + 1.0)), log=True)
+    top = [{"family": t["family"], "layer": run.rnum("head_ablation", "top", i, "layer"),
+            "head": run.rnum("head_ablation", "top", i, "head"), "kl": run.rnum("head_ablation", "top", i, "kl"),
+            "depth": run.depth_num(t["layer"])} for i, t in enumerate(r["top"][:10])]
+    mh = r["max_head"]
+    gap = None
+    if r.get("max_layer_kl") and mh.get("kl"):
+        gap = derived(r["max_layer_kl"] / mh["kl"], "max_layer_kl / max_head.kl", kind="x", run=run.label)
+    return {"grid": grid, "top": top, "mode": r["mode"], "layers": r["layers"], "n_heads": r["n_heads"],
+            "max": {"family": mh["family"], "layer": run.rnum("head_ablation", "max_head", "layer"),
+                    "head": run.rnum("head_ablation", "max_head", "head"), "kl": run.rnum("head_ablation", "max_head", "kl")},
+            "max_layer_kl": run.rnum("head_ablation", "max_layer_kl") if r.get("max_layer_kl") is not None else None,
+            "gap": gap}
+
+
+def steering(run: Run) -> dict | None:
+    if not run.has("steering"):
+        return None
+    r = run.result("steering")
+    layers, strengths = r["layers"], r["strengths"]
+    cols = _depth_cmap(len(layers))
+    many = len(layers) > 10
+    dose = plots.lines(
+        [{"name": None if many and j not in (0, len(layers) - 1) else L(l), "x": strengths, "y": r["target_prob"][j],
+          "color": cols[j], "lw": 2.2 if l == r["study_layer"] else 1.1} for j, l in enumerate(layers)],
+        "steering strength", "target probability", f"dose-response per layer ({r['family']}; colour = depth)",
+        hlines=[(r["baseline_prob"], "clean baseline")], legend_out=True, width=5.6)
+    kl = plots.lines(
+        [{"name": None if many and j not in (0, len(layers) - 1) else L(l), "x": strengths, "y": r["kl"][j],
+          "color": cols[j]} for j, l in enumerate(layers)],
+        "steering strength", "KL(clean ‖ steered) (nats)", "KL per layer", legend_out=True, width=5.0)
+    boost = plots.heatmaps([{"title": "boost over clean", "z": r["boost"], "x": [f"{s:g}" for s in strengths],
+                             "y": [L(l) for l in layers]}], "strength", "layer", "target-prob boost", panel_w=4.2,
+                           panel_h=min(3.4, max(1.6, 0.12 * len(layers) + 1.0)))
+    bi = layers.index(r["best_layer"]) if r["best_layer"] in layers else None
+    per_layer = [{"layer": run.rnum("steering", "layers", j), "depth": run.depth_num(l),
+                  "norm": run.rnum("steering", "direction_norm", j),
+                  "best": run.rnum("steering", "boost", j, int(np.nanargmax(plots.arr(r["boost"][j])))),
+                  "at": strengths[int(np.nanargmax(plots.arr(r["boost"][j])))]}
+                 for j, l in enumerate(layers)]
+    prompts = [{"prompt": p["prompt"], "target": p["target"], "base": run.rnum("steering", "prompts", i, "baseline_prob"),
+                "best": run.rnum("steering", "prompts", i, "best_prob"),
+                "strength": run.rnum("steering", "prompts", i, "best_strength"),
+                "layer": run.rnum("steering", "prompts", i, "best_layer")} for i, p in enumerate(r.get("prompts") or [])]
+    return {"family": r["family"], "plots": [dose, kl], "boost": boost, "per_layer": per_layer, "prompts": prompts,
+            "baseline": run.rnum("steering", "baseline_prob"), "best_layer": run.rnum("steering", "best_layer"),
+            "best_depth": run.depth_num(r["best_layer"]), "best_strength": run.rnum("steering", "best_strength"),
+            "best_boost": run.est("steering", "best_boost"), "study_layer": run.rnum("steering", "study_layer"),
+            "study_boost": run.est("steering", "study_layer_best_boost"), "bi": bi}
+
+
+def knockout(run: Run) -> dict | None:
+    if not run.has("knockout"):
+        return None
+    r = run.result("knockout")
+    ls = r["layers"]
+    x = [k["layer"] for k in ls]
+    sel = plots.lines([{"name": "selectivity", "x": x, "y": [k["selectivity"] for k in ls]}], "layer",
+                      "selectivity (skill drop / non-skill drop)", "knockout selectivity per layer", yscale="symlog",
+                      hlines=[(1.0, "1× (not selective)"), (0.0, "")], width=5.0)
+    drops = plots.lines(
+        [{"name": "skill drop", "x": x, "y": [k["skill_drop"]["value"] for k in ls],
+          "lo": [k["skill_drop"]["lo"] for k in ls], "hi": [k["skill_drop"]["hi"] for k in ls]},
+         {"name": "non-skill drop", "x": x, "y": [k["nonskill_drop"]["value"] for k in ls],
+          "lo": [k["nonskill_drop"]["lo"] for k in ls], "hi": [k["nonskill_drop"]["hi"] for k in ls],
+          "color": plots.RUN_COLORS[1]}],
+        "layer", "target-probability drop", "drops with 95% CI", hlines=[(0.0, "")], width=5.0)
+    rows = [{"layer": run.rnum("knockout", "layers", i, "layer"), "depth": run.depth_num(k["layer"]),
+             "sel": run.rnum("knockout", "layers", i, "selectivity"),
+             "skill": run.est("knockout", "layers", i, "skill_drop"),
+             "nonskill": run.est("knockout", "layers", i, "nonskill_drop"),
+             "norm": run.rnum("knockout", "layers", i, "direction_norm"), "best": k["layer"] == r["best_layer"]}
+            for i, k in enumerate(ls)]
+    return {"family": r["family"], "strength": run.rnum("knockout", "strength"), "plots": [sel, drops], "rows": rows,
+            "best_layer": run.rnum("knockout", "best_layer"), "best_sel": run.rnum("knockout", "best_selectivity"),
+            "best_depth": run.depth_num(r["best_layer"])}
+
+
+def lora(run: Run) -> dict | None:
+    if not run.has("lora_training"):
+        return None
+    r = run.result("lora_training")
+    curve = r["loss_curve"]
+    loss = plots.lines([{"name": "training loss", "x": list(range(1, len(curve) + 1)), "y": curve}], "step", "loss",
+                       "LoRA loss curve", yscale="log", hlines=[(r["target_loss"], "target loss")], markers=False,
+                       width=5.0)
+    fams = list(r["kl_per_family"])
+    order = sorted(fams, key=lambda f: -(r["kl_per_family"][f]["value"] or 0))
+    klbar = plots.bars(order, [{"name": run.name, "values": [r["kl_per_family"][f]["value"] for f in order],
+                                "lo": [r["kl_per_family"][f]["lo"] for f in order],
+                                "hi": [r["kl_per_family"][f]["hi"] for f in order], "color": plots.RUN_COLORS[3]}],
+                       "KL (nats)", "base → trained KL per family (95% CI)")
+    params = [("rank", run.rnum("lora_training", "rank")), ("alpha", run.rnum("lora_training", "alpha")),
+              ("targets", ", ".join(r["targets"])), ("batch size", run.rnum("lora_training", "batch_size")),
+              ("learning rate", run.rnum("lora_training", "learning_rate")), ("steps", run.rnum("lora_training", "steps")),
+              ("final loss", run.rnum("lora_training", "final_loss")),
+              ("target loss", run.rnum("lora_training", "target_loss")), ("converged", "yes" if r["converged"] else "no"),
+              ("train seconds", run.rnum("lora_training", "train_seconds")), ("seed", run.rnum("lora_training", "seed")),
+              ("adapter", r["adapter_dir"])]
+    rows = [{"family": f, "kl": run.est("lora_training", "kl_per_family", f)} for f in order]
+    return {"plots": [loss, klbar], "params": params, "rows": rows, "converged": r["converged"],
+            "seeds": run.extra_seeds("lora_training")}
+
+
+def transfer(run: Run) -> dict | None:
+    if not run.has("transfer"):
+        return None
+    r = run.result("transfer")
+    layers, fams = r["layers"], r["families"]
+    series = [{"name": f, "x": layers, "y": r["recovery"][f], "lw": 0.9, "color": c, "style": "-"}
+              for f, c in zip(fams, _depth_cmap(len(fams)))]
+    series.append({"name": "mean (95% CI)", "x": layers, "y": [e["value"] for e in r["mean_recovery"]],
+                   "lo": [e["lo"] for e in r["mean_recovery"]], "hi": [e["hi"] for e in r["mean_recovery"]],
+                   "lw": 2.4, "color": plots.RUN_COLORS[1]})
+    spans = [(min(r["zone"]) - 0.5, max(r["zone"]) + 0.5, f"zone (≥ {r['zone_threshold']:g})")] if r["zone"] else []
+    plot = plots.lines(series, "layer patched", "KL recovery (1 = trained output restored)",
+                       "transfer recovery per layer", hlines=[(r["zone_threshold"], "")], vspans=spans,
+                       legend_out=True, width=6.4)
+    top = []
+    for i, layer in enumerate(r["top_layers"][:TOP_K]):
+        j = layers.index(layer)
+        top.append({"layer": run.rnum("transfer", "top_layers", i), "depth": run.depth_num(layer),
+                    "rec": run.est("transfer", "mean_recovery", j, kind="pct")})
+    base = [{"family": f, "kl": run.rnum("transfer", "base_kl", f)} for f in fams if f in r["base_kl"]]
+    zone = [run.rnum("transfer", "zone", i) for i in range(len(r["zone"]))]
+    zd = run.depth_num(min(r["zone"])) if r["zone"] else None
+    return {"plot": plot, "top": top, "base": base, "zone": zone, "zone_depth": zd,
+            "threshold": run.rnum("transfer", "zone_threshold"), "seeds": run.extra_seeds("transfer")}
+
+
+def adapter(run: Run) -> dict | None:
+    if not run.has("adapter_ablation"):
+        return None
+    r = run.result("adapter_ablation")
+    layers = r["layers"]
+    kl = [e["value"] for e in r["kl"]]
+    sc = plots.scatter([{"name": run.name, "x": r["norm"], "y": kl, "labels": [L(l) for l in layers]}],
+                       "adapter weight norm", "KL when disabled (nats)",
+                       f"norm vs effect (Pearson r = {r['pearson']:.3g})" if r["pearson"] is not None else "norm vs effect")
+    per = plots.lines([{"name": "KL when disabled", "x": layers, "y": kl, "lo": [e["lo"] for e in r["kl"]],
+                        "hi": [e["hi"] for e in r["kl"]]}], "layer", "KL (nats)", "adapter ablation per layer", width=5.0)
+    rows = [{"layer": run.rnum("adapter_ablation", "layers", j), "depth": run.depth_num(l),
+             "kl": run.est("adapter_ablation", "kl", j), "norm": run.rnum("adapter_ablation", "norm", j),
+             "top": l in r["top_layers"][:TOP_K]} for j, l in enumerate(layers)]
+    ci = r.get("pearson_ci") or [None, None]
+    return {"plots": [sc, per], "rows": rows, "pearson": run.rnum("adapter_ablation", "pearson"),
+            "ci": [run.rnum("adapter_ablation", "pearson_ci", i) for i in range(len(ci))],
+            "top": [run.rnum("adapter_ablation", "top_layers", i) for i in range(min(TOP_K, len(r["top_layers"])))],
+            "seeds": run.extra_seeds("adapter_ablation")}
+
+
+def efficiency(run: Run) -> dict | None:
+    if not run.has("efficiency"):
+        return None
+    r = run.result("efficiency")
+    skips = [{"name": c["name"], "layers": ", ".join(L(x) for x in c["layers"]),
+              "kl": run.est("efficiency", "skip_configs", i, "mean_kl"),
+              "top5": run.est("efficiency", "skip_configs", i, "top5_overlap", kind="pct"),
+              "argmax": run.est("efficiency", "skip_configs", i, "argmax_match", kind="pct")}
+             for i, c in enumerate(r["skip_configs"])]
+    exits = [{"layer": run.rnum("efficiency", "exits", i, "layer"), "skipped": run.rnum("efficiency", "exits", i, "layers_skipped"),
+              "kl": run.est("efficiency", "exits", i, "mean_kl"),
+              "argmax": run.est("efficiency", "exits", i, "argmax_match", kind="pct"),
+              "top5": run.est("efficiency", "exits", i, "top5_overlap", kind="pct"),
+              "seconds": run.rnum("efficiency", "exits", i, "seconds"),
+              "speedup": run.rnum("efficiency", "exits", i, "speedup", kind="x")} for i, e in enumerate(r["exits"])]
+    n = len(r["single_skip_kl"])
+    single = plots.lines([{"name": "skip one layer", "x": list(range(n)), "y": r["single_skip_kl"]}], "layer skipped",
+                         "KL (nats)", "skipping a single layer", width=5.0)
+    ex = r["exits"]
+    exit_plot = plots.lines([{"name": "mean KL", "x": [e["layer"] for e in ex], "y": [e["mean_kl"]["value"] for e in ex],
+                              "lo": [e["mean_kl"]["lo"] for e in ex], "hi": [e["mean_kl"]["hi"] for e in ex]}],
+                            "exit layer", "KL vs full depth (nats)", "early exit", width=5.0) if ex else None
+    return {"skips": skips, "exits": exits, "plots": [p for p in (single, exit_plot) if p is not None],
+            "notes": r.get("notes", "")}
+
+
+# --------------------------------------------------------------------------------------------------
+# finding statistics and hypotheses: computed by atlas_core.verdicts (the same numbers claims read)
+
+# the statistics shown as each hypothesis's evidence, in order
+EVIDENCE: dict[str, tuple[str, ...]] = {
+    "H001": ("hub.top_layer", "hub.top_layer_depth", "hub.top_layer_kl"),
+    "H002": ("heads.max_kl", "heads.max_layer_depth", "heads.layer_head_gap"),
+    "H003": ("steering.best_boost", "steering.study_layer_best_boost"),
+    "H004": ("knockout.best_selectivity", "knockout.best_layer_depth"),
+    "H005": ("transfer.top_final_fraction", "transfer.zone_final_fraction", "transfer.final_recovery"),
+    "H006": ("mlp.max_kl", "mlp.max_layer", "mlp.share_of_top_layer"),
+    "H007": ("efficiency.best_top5_overlap", "efficiency.best_exit_argmax"),
+    "H008": ("adapter.pearson",),
+}
+EXTRA_STATS = ("clean.accuracy", "lora.final_loss")
+PCT_STATS = ("_depth", "final_fraction", "share_of_top_layer", "recovery", "top5_overlap", "argmax", "accuracy")
+RATIO_STATS = ("layer_head_gap",)
+
+
+def verdicts_module():
+    """``atlas_core.verdicts`` when importable (it holds the decision rules), else ``None``."""
+    try:
+        from atlas_core import verdicts
+    except ImportError:
+        return None
+    return verdicts if hasattr(verdicts, "model_statistics") else None
+
+
+def base_results(run: Run) -> dict[str, dict]:
+    """Each experiment's base-seed result (what the statistics are computed from)."""
+    return {doc["experiment"]: doc["result"] for key, doc in run.docs.items() if key == doc["experiment"]}
+
+
+def statistics(run: Run) -> dict:
+    """``verdicts.model_statistics`` of the run (name -> verdicts.Stat), ``{}`` without the module."""
+    v = verdicts_module()
+    if v is None or run.n_layers is None:
+        return {}
+    return v.model_statistics(base_results(run), run.n_layers)
+
+
+def stat_kind(name: str) -> str:
+    if any(k in name for k in RATIO_STATS):
+        return "x"
+    return "pct" if any(k in name for k in PCT_STATS) else "auto"
+
+
+def stat_view(run: Run, name: str, stat) -> dict:
+    """One statistic as Nums (derived: recomputable with ``verdicts.model_statistics``)."""
+    kind = "auto" if stat.kind == "index" else stat_kind(name)
+    how = f"atlas_core.verdicts.model_statistics: {name}"
+    value = int(stat.value) if stat.kind in ("index", "ranking") and stat.value is not None else stat.value
+    v = derived(value, how, kind=kind, run=run.label)
+    est = None
+    if stat.lo is not None and stat.hi is not None:
+        est = Est(v, derived(stat.lo, how + " (lo)", kind=kind, run=run.label),
+                  derived(stat.hi, how + " (hi)", kind=kind, run=run.label), stat.n)
+    return {"name": name, "value": v, "est": est, "label": stat.label or "", "kind": stat.kind}
+
+
+def hypothesis_rows(run: Run) -> list[dict]:
+    stats = statistics(run)
+    rows = []
+    for hid, text, study, marker in HYPOTHESES:
+        ev = [stat_view(run, n, stats[n]) for n in EVIDENCE[hid] if n in stats and stats[n].value is not None]
+        rows.append({"id": hid, "text": text, "study": study, "marker": marker, "evidence": ev})
+    return rows
+
+
+BUILDERS: dict[str, Callable[[Run], dict | None]] = {
+    "clean": clean,
+    "layer_ablation": lambda run: sweeps(run, "layer_ablation"),
+    "mlp_ablation": lambda run: sweeps(run, "mlp_ablation"),
+    "head_ablation": heads,
+    "steering": steering,
+    "knockout": knockout,
+    "lora_training": lora,
+    "transfer": transfer,
+    "adapter_ablation": adapter,
+    "efficiency": efficiency,
+}

@@ -1,0 +1,112 @@
+"""The ``atlas`` command: models list/fetch, info, and ``run`` refusing bad input before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from atlas_core import orchestrate
+from atlas_core.cli import INFO_PROMPTS, main
+from atlas_core.models import OFFLINE_MODELS, known_names
+from atlas_core.models.offline import MARKER
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "atlas-cache"
+    monkeypatch.setenv("ATLAS_CACHE", str(root))
+    return root
+
+
+def test_models_list_names_every_model(cache, capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == len(known_names())
+    for name in known_names():
+        assert sum(line.split()[0] == name for line in lines) == 1
+    for name in OFFLINE_MODELS:
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert "not fetched" in row
+    assert "(default)" in next(line for line in lines if line.startswith("qwen2.5-coder-0.5b-instruct "))
+    assert "built-in" in next(line for line in lines if line.startswith("tiny-qwen2 "))
+
+
+def test_models_list_shows_cached_entries(cache, capsys):
+    entry = cache / "gemma-3-270m"
+    entry.mkdir(parents=True)
+    (entry / MARKER).write_text("{}")
+    (cache / "qwen2.5-coder-0.5b-instruct").mkdir()  # no marker: an incomplete entry is not "cached"
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = {line.split()[0]: line for line in lines}
+    assert " cached " in row["gemma-3-270m"]
+    assert "not fetched" in row["qwen2.5-coder-0.5b-instruct"]
+
+
+def test_models_fetch_unknown_name_exits_2(cache, capsys):
+    assert main(["models", "fetch", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'nope'" in err and all(n in err for n in OFFLINE_MODELS)
+    assert not cache.exists()
+
+
+def test_info_prints_facts_and_predictions(capsys):
+    assert main(["info", "--model", "tiny-qwen2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    facts = json.loads(out[: out.index("}\n") + 1])
+    assert facts["name"] == "tiny-qwen2" and facts["source"] == "synthetic"
+    assert (facts["n_layers"], facts["n_heads"], facts["n_kv_heads"], facts["d_model"]) == (4, 4, 2, 64)
+    assert (facts["dtype"], facts["device"]) == ("float32", "cpu")
+    pred_lines = out[out.index("}\n") + 2:].strip().splitlines()
+    assert len(pred_lines) == len(INFO_PROMPTS)
+    for prompt, line in zip(INFO_PROMPTS, pred_lines):
+        assert line.startswith(repr(prompt) + " -> ")
+        probs = [float(part.rsplit(" ", 1)[1]) for part in line.split(" -> ", 1)[1].split(", ")]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.001
+
+
+def test_info_bad_dtype_exits_2(capsys):
+    assert main(["info", "--model", "tiny-qwen2", "--dtype", "float8"]) == 2
+    assert "unknown dtype 'float8'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """``atlas run`` must reject bad input before it loads anything."""
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the input was validated")
+
+    monkeypatch.setattr(orchestrate, "load", refuse)
+
+
+@pytest.mark.parametrize("extra, fix", [
+    (["--model", "nope"], ["unknown model 'nope'", "qwen2.5-coder-0.5b-instruct", "tiny-qwen2", "local"]),
+    (["--model", "./no/such/dir"], ["unknown model", "known models"]),
+    (["--model", "tiny-qwen2", "--experiments", "nope"], ["unknown experiment(s) nope", "choose from", "layer_ablation"]),
+    (["--model", "tiny-qwen2", "--experiments", "clean,steerin"], ["steerin", "steering"]),
+    (["--model", "tiny-qwen2", "--experiments", ","], ["no experiments selected"]),
+    (["--model", "tiny-qwen2", "--profile", "nope"], ["unknown profile 'nope'", "smoke", "ci", "full"]),
+    (["--model", "tiny-qwen2", "--families", "nope"], ["'nope'", "known families"]),
+    (["--model", "tiny-qwen2", "--seeds", "0"], ["--seeds must be at least 1"]),
+])
+def test_run_rejects_bad_input_and_writes_nothing(extra, fix, tmp_path, capsys, no_load, cache):
+    out = tmp_path / "run"
+    profile = [] if "--profile" in extra else ["--profile", "smoke"]
+    assert main(["run", *extra, *profile, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("atlas: error: ")
+    for word in fix:
+        assert word in err
+    assert not out.exists()
+    assert not cache.exists()
+
+
+def test_run_usage_errors_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--seeds", "many", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert "invalid int value" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,19 @@
+"""Headline finding: MLP weakening.
+
+MLP-output ablation: the study's max MLP KL is 2.58 (L0) at 1.5B, 19% of the top layer's effect
+(8.12 and 42% at 0.5B). Claims: the max MLP KL, the top MLP layer's rank, the MLP share.
+
+One test per claim in the claims files, per model; measured values with their bootstrap intervals
+are checked against the claims' tolerances, ranks or thresholds.
+"""
+
+import pytest
+
+pytestmark = [pytest.mark.finding_mlp, pytest.mark.real_model]
+
+
+def test_mlp(claim, atlas, record_property):
+    ev = atlas.evaluate(claim)
+    record_property("atlas", ev.row())
+    passed = ev.passed  # the message names the claim, the measured value with its interval, the threshold and the model
+    assert passed, ev.message

@@ -1,0 +1,21 @@
+"""H003: steering leverage scales with capacity.
+
+The study: REJECTED, best steering boost 0.213 -> 0.003 (70x weaker).
+Rule (atlas_core.verdicts.h003): best-boost ratio large/small >= min_ratio supports it,
+< reject_below rejects it, in between weakens it.
+
+One test per claim on H003 in the claims files (the verdict, and the decisive statistic with its
+tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for
+models this session does not run are skipped with the option that would run them.
+"""
+
+import pytest
+
+pytestmark = [pytest.mark.h003, pytest.mark.real_model]
+
+
+def test_h003(claim, atlas, record_property):
+    ev = atlas.evaluate(claim)
+    record_property("atlas", ev.row())
+    passed = ev.passed  # the message names the claim, the measured value with its interval, the threshold and the model
+    assert passed, ev.message

@@ -1,0 +1,21 @@
+"""H005: the cross-model transfer zone is defined by relative depth.
+
+The study: SUPPORTED, the top transfer layers are the final ~10% at both scales.
+Rule (atlas_core.verdicts.h005): the top 3 transfer layers occupy the final <= max_fraction of
+depth at both scales, the two fractions within tolerance.
+
+One test per claim on H005 in the claims files (the verdict, and the decisive statistic with its
+tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for
+models this session does not run are skipped with the option that would run them.
+"""
+
+import pytest
+
+pytestmark = [pytest.mark.h005, pytest.mark.real_model]
+
+
+def test_h005(claim, atlas, record_property):
+    ev = atlas.evaluate(claim)
+    record_property("atlas", ev.row())
+    passed = ev.passed  # the message names the claim, the measured value with its interval, the threshold and the model
+    assert passed, ev.message

@@ -1,0 +1,21 @@
+"""H007: mid-layer redundancy emerges at scale.
+
+The study: PARTIALLY SUPPORTED, skip_mid_5 keeps 10% top-5 overlap at 1.5B (0% at 0.5B).
+Rule (atlas_core.verdicts.h007): the large model's best top-5 overlap among skip configurations:
+> threshold supports it, in (floor, threshold] partially, <= floor rejects it.
+
+One test per claim on H007 in the claims files (the verdict, and the decisive statistic with its
+tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for
+models this session does not run are skipped with the option that would run them.
+"""
+
+import pytest
+
+pytestmark = [pytest.mark.h007, pytest.mark.real_model]
+
+
+def test_h007(claim, atlas, record_property):
+    ev = atlas.evaluate(claim)
+    record_property("atlas", ev.row())
+    passed = ev.passed  # the message names the claim, the measured value with its interval, the threshold and the model
+    assert passed, ev.message

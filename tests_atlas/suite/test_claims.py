@@ -1,0 +1,202 @@
+"""Claims files, claim evaluation, claims writing and run comparison (atlas_core.claims), on a stored
+``tiny-qwen2`` smoke run and on hand-made claims.
+
+- Loading validates every claim and names the file, the claim and the fix on bad input.
+- A failing claim's message names the claim, the measured value with its interval, the threshold
+  and the model; rank claims report the rank.
+- ``write_claims`` on stored runs writes a file that loads back, whose claims pass on those runs.
+- ``compare_runs`` finds no drift between a run and its copy, and flags exactly a perturbed statistic;
+  ``atlas compare`` prints the table and exits 1 on drift.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from atlas_core import AtlasError
+from atlas_core.claims import (
+    CLAIMS_DIR, compare_runs, default_claims_files, evaluate, format_comparison, load_claims, load_run,
+    parse_claim, same_model, write_claims,
+)
+from atlas_core.cli import main
+from atlas_core.orchestrate import RunPlan, run_plan
+from atlas_core.verdicts import Stat
+
+EXPERIMENTS = ["layer_ablation", "mlp_ablation", "steering"]
+META = {"models": ["small-model", "large-model"], "source": "measured"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny-qwen2-smoke"
+    run_plan(RunPlan(model="tiny-qwen2", experiments=EXPERIMENTS, profile="smoke", out=out, report=False,
+                     progress=False))
+    return out
+
+
+def test_committed_claims_files_load():
+    files = default_claims_files()
+    assert CLAIMS_DIR / "study-qwen2.5-1.5b.toml" in files
+    for p in files:
+        cf = load_claims(p)
+        assert cf.claims, p
+        assert {c.source for c in cf.claims} <= {"published", "measured"}
+    study = load_claims(CLAIMS_DIR / "study-qwen2.5-1.5b.toml")
+    assert {c.source for c in study.claims} == {"published"}
+    assert study.models == ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B")
+    verdicts = {c.statistic: c.expected_verdict for c in study.claims if c.kind == "verdict"}
+    assert verdicts == {"H001": "rejected", "H002": "supported", "H003": "rejected", "H004": "rejected",
+                        "H005": "supported", "H006": "rejected", "H007": "partially supported", "H008": "weakened"}
+    rank = next(c for c in study.claims if c.id == "Qwen2.5-1.5B:hub.rank.L26")
+    assert (rank.layer, rank.max_rank, rank.expectation()) == (26, 3, "layer 26 ranks <= 3")
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"statistic": "hub.top_layer_kl", "model": "m", "expected": 1.0, "tolerance": 0.1}, "lacks a string 'id'"),
+    ({"id": "x", "statistic": "hub.nope", "model": "m", "kind": "at_least", "threshold": 1}, None),
+    ({"id": "x", "statistic": "bogus.stat", "model": "m"}, "unknown statistic 'bogus.stat'"),
+    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "expected": 1.0}, "needs a number 'tolerance'"),
+    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "guess"}, "unknown kind 'guess'"),
+    ({"id": "x", "statistic": "hub.top_layer_kl", "expected": 1.0, "tolerance": 0.1}, "names its 'model'"),
+    ({"id": "x", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 3}, "integer 'layer' and 'max_rank'"),
+    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
+     "'.ranking' statistic"),
+    ({"id": "x", "statistic": "H003", "expected_verdict": "maybe"}, "unknown verdict 'maybe'"),
+    ({"id": "x", "statistic": "H003", "kind": "verdict", "models": ["a"], "expected_verdict": "rejected"},
+     "needs two models"),
+    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "expected": "big", "tolerance": 1}, "must be a number"),
+])
+def test_bad_claims_are_clear_errors(entry, match):
+    if match is None:  # an unknown statistic under a known group parses; it fails at evaluation as 'not measured'
+        c = parse_claim(entry, META)
+        ev = evaluate(c, [{}], ["m"])
+        assert not ev.passed and "n/a (not measured)" in ev.message
+        return
+    with pytest.raises(AtlasError, match=match):
+        parse_claim(entry, META, "f.toml")
+
+
+def test_claims_file_level_errors(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[meta]\nmodels = ["a", "b"]\n[[claim]]\nid = "H003"\nstatistic = "H003"\nexpected_verdict = "rejected"\n')
+    with pytest.raises(AtlasError, match=r"needs \[thresholds.H003\] with min_ratio, reject_below"):
+        load_claims(p)
+    p.write_text('[[claim]]\nid = "a"\nstatistic = "mlp.max_kl"\nmodel = "m"\nkind = "at_least"\nthreshold = 1\n' * 2)
+    with pytest.raises(AtlasError, match="duplicate claim id 'a'"):
+        load_claims(p)
+    p.write_text("[meta\n")
+    with pytest.raises(AtlasError, match="not valid TOML"):
+        load_claims(p)
+    with pytest.raises(AtlasError, match="does not exist"):
+        load_claims(tmp_path / "missing.toml")
+
+
+def test_failure_message_names_claim_value_interval_threshold_and_model():
+    c = parse_claim({"id": "m:hub.top_layer_kl", "statistic": "hub.top_layer_kl", "model": "m", "expected": 13.7,
+                     "tolerance": 2.0}, META)
+    ev = evaluate(c, [{"hub.top_layer_kl": Stat(9.5, 9.1, 9.9, kind="estimate", label="L3")}], ["tiny-qwen2"])
+    assert not ev.passed
+    for part in ("claim m:hub.top_layer_kl", "tiny-qwen2", "9.5 [9.1, 9.9]", "13.7 ± 2", "FAIL"):
+        assert part in ev.message, (part, ev.message)
+    row = ev.row()
+    assert row == {"claim": "m:hub.top_layer_kl", "models": ["tiny-qwen2"], "statistic": "hub.top_layer_kl",
+                   "value": 9.5, "lo": 9.1, "hi": 9.9, "threshold": "13.7 ± 2", "verdict": None,
+                   "expected_verdict": None, "series": None}
+    ok = evaluate(c, [{"hub.top_layer_kl": Stat(12.0, 11.0, 13.0, kind="estimate")}], ["m"])
+    assert ok.passed
+
+
+def test_rank_and_verdict_claims():
+    rank = parse_claim({"id": "r", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 26,
+                        "max_rank": 3}, META)
+    stats = {"hub.ranking": Stat(6.0, kind="ranking", ranking=(6, 14, 26, 5))}
+    assert evaluate(rank, [stats], ["m"]).passed
+    stats = {"hub.ranking": Stat(6.0, kind="ranking", ranking=(6, 14, 5, 26))}
+    ev = evaluate(rank, [stats], ["m"])
+    assert not ev.passed and "layer 26 rank 4 of 4" in ev.message and "expected rank <= 3" in ev.message
+    ev = evaluate(rank, [{"hub.ranking": Stat(0.0, kind="ranking", ranking=(0, 1, 2, 3))}], ["tiny"])
+    assert not ev.passed and "layer 26 not among the 4 layers measured" in ev.message
+
+    verdict = parse_claim({"id": "H003", "statistic": "H003", "expected_verdict": "REJECTED"}, META)
+    th = {"H003": {"min_ratio": 1.0, "reject_below": 0.5}}
+    small, large = {"steering.best_boost": Stat(0.2)}, {"steering.best_boost": Stat(0.003)}
+    ev = evaluate(verdict, [small, large], ["s", "l"], th)
+    assert ev.passed and ev.verdict == "rejected" and ev.value == pytest.approx(0.015)
+    ev = evaluate(verdict, [small, {"steering.best_boost": Stat(0.3)}], ["s", "l"], th)
+    assert not ev.passed and "H003 verdict SUPPORTED, expected REJECTED" in ev.message and "on s vs l" in ev.message
+
+
+def test_same_model_matches_hub_ids_and_folders():
+    assert same_model("Qwen/Qwen2.5-1.5B", "/data/models/Qwen2.5-1.5B/")
+    assert same_model("Qwen/Qwen2.5-1.5B", "Qwen/Qwen2.5-1.5B")
+    assert not same_model("Qwen/Qwen2.5-1.5B", "qwen2.5-coder-1.5b-instruct")
+
+
+def test_write_claims_round_trip(tiny_run, tmp_path):
+    other = tmp_path / "other-smoke"
+    shutil.copytree(tiny_run, other)
+    man = json.loads((other / "manifest.json").read_text())
+    man["model"]["name"] = "tiny-qwen2-copy"
+    (other / "manifest.json").write_text(json.dumps(man))
+    out = write_claims([tiny_run, other], tmp_path / "claims.toml", label="tiny pair")
+    cf = load_claims(out)
+    assert cf.meta["source"] == "measured" and cf.profile == "smoke" and cf.models == ("tiny-qwen2", "tiny-qwen2-copy")
+    prov = cf.meta["provenance"]["tiny-qwen2"]
+    assert len(prov["weights_sha256"]) == 64 and prov["profile"] == "smoke"
+    groups = {c.group for c in cf.claims}
+    assert {"finding_hub", "finding_mlp", "finding_steering", "h001", "h003", "h006"} <= groups
+    assert "h002" not in groups  # head ablation was not run: no claim on it
+    runs = {"tiny-qwen2": load_run(tiny_run).stats, "tiny-qwen2-copy": load_run(other).stats}
+    for c in cf.claims:  # the claims hold on the runs they were written from
+        stats = [runs[m] for m in c.models]
+        ev = evaluate(c, stats, c.models, cf.thresholds)
+        assert ev.passed, ev.message
+        if c.kind == "value":
+            assert c.tolerance >= 0.01
+    with pytest.raises(AtlasError, match="both runs are of tiny-qwen2"):
+        write_claims([tiny_run, tiny_run], tmp_path / "x.toml")
+
+
+def _perturb(run_dir, factor=3.0):
+    """Scale the hub layer's KL (its point value and interval) in a stored layer-ablation result."""
+    p = run_dir / "layer_ablation.json"
+    rec = json.loads(p.read_text())
+    for sw in rec["result"]["sweeps"]:
+        top = sw["ranking"][0]
+        i = sw["layers"].index(top)
+        sw["family_mean_kl"][i] *= factor
+        for k in ("value", "lo", "hi"):
+            sw["mean_kl"][i][k] *= factor
+        for fam in sw["kl"]:
+            sw["kl"][fam][i] *= factor
+    p.write_text(json.dumps(rec))
+
+
+def test_compare_runs_flags_exactly_the_perturbed_statistics(tiny_run, tmp_path, capsys):
+    same = tmp_path / "same"
+    shutil.copytree(tiny_run, same)
+    rows = compare_runs(tiny_run, same)
+    assert rows and not any(r.drifted for r in rows)
+    assert {"hub.top_layer_kl", "mlp.max_kl", "steering.best_boost", "hub.top_layer"} <= {r.statistic for r in rows}
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run, bad)
+    _perturb(bad)
+    rows = compare_runs(tiny_run, bad)
+    drifted = {r.statistic for r in rows if r.drifted}
+    assert "hub.top_layer_kl" in drifted
+    assert drifted <= {"hub.top_layer_kl", "mlp.share_of_top_layer"} | {r.statistic for r in rows
+                                                                         if r.statistic.startswith("hub.family_kl.")}
+    row = next(r for r in rows if r.statistic == "hub.top_layer_kl")
+    assert "hub.top_layer_kl drifted: baseline tiny-qwen2" in row.message() and "candidate tiny-qwen2" in row.message()
+    table = format_comparison(rows)
+    assert "DRIFT" in table and f"{len(drifted)} of {len(rows)} statistics drifted" in table
+
+    assert main(["compare", str(tiny_run), str(bad)]) == 1
+    assert "DRIFT" in capsys.readouterr().out
+    assert main(["compare", str(tiny_run), str(same)]) == 0
+    assert main(["compare", str(tiny_run), str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

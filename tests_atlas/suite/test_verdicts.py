@@ -1,0 +1,189 @@
+"""The decision rules and finding statistics (atlas_core.verdicts), without any model.
+
+- With the study's own numbers and the thresholds of its claims file, the rules give the study's
+  eight verdicts (so the thresholds in the file are consistent with what the study concluded).
+- Each rule's boundaries and its monotonicity in the decisive statistic (property-based).
+- ``model_statistics`` on results built from the schema dataclasses reads the right fields.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atlas_core import AtlasError
+from atlas_core.claims import CLAIMS_DIR, load_claims
+from atlas_core.experiments.schema import (
+    AdapterAblationResult, EfficiencyResult, HeadAblationResult, HeadScore, KnockoutLayer, KnockoutResult,
+    LayerAblationResult, LayerSweep, MLPAblationResult, SkipConfig, SteeringResult, TransferResult,
+)
+from atlas_core.metrics import Estimate
+from atlas_core.results import to_jsonable
+from atlas_core.verdicts import (
+    PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, decide, final_fraction, h001, h002, h003, h004,
+    h005, h006, h007, h008, model_statistics, relative_depth,
+)
+
+STUDY = CLAIMS_DIR / "study-qwen2.5-1.5b.toml"
+ORDER = {REJECTED: 0, WEAKENED: 1, PARTIAL: 2, SUPPORTED: 3}
+
+
+def _study_stats(s: dict) -> dict[str, Stat]:
+    """The study's published numbers as the statistics the rules read."""
+    n = s["n_layers"]
+    return {
+        "hub.top_layer": Stat(float(s["hub_layer"]), kind="index"),
+        "hub.top_layer_depth": Stat(relative_depth(s["hub_layer"], n)),
+        "heads.max_kl": Stat(s["max_head_kl"]),
+        "steering.best_boost": Stat(s["best_boost"]),
+        "steering.study_layer_best_boost": Stat(s["best_boost"]),
+        "knockout.best_selectivity": Stat(s["best_selectivity"]),
+        "transfer.top_final_fraction": Stat(final_fraction(s["top_transfer_layers"], n)),
+        "mlp.max_kl": Stat(s["max_mlp_kl"]),
+        "efficiency.best_top5_overlap": Stat(s["best_top5_overlap"]),
+        "adapter.pearson": Stat(s["adapter_pearson"]),
+    }
+
+
+@pytest.mark.parametrize("hid", [f"H00{i}" for i in range(1, 9)])
+def test_study_numbers_give_study_verdicts(hid):
+    data = tomllib.loads(STUDY.read_text())
+    cf = load_claims(STUDY)
+    small, large = _study_stats(data["study"]["small"]), _study_stats(data["study"]["large"])
+    expected = next(c.expected_verdict for c in cf.claims if c.statistic == hid and c.kind == "verdict")
+    v = decide(hid, small, large, cf.thresholds[hid])
+    assert v.verdict == expected, f"{hid}: {v.verdict} from the study's numbers, the study says {expected} ({v.rule})"
+    for c in cf.claims:  # the file's statistic claims agree with the study's own numbers
+        if c.statistic == hid and c.kind == "value":
+            assert abs(v.value - c.expected) <= c.tolerance, f"{c.id}: {v.value} vs {c.expected}"
+        elif c.statistic == hid and c.kind == "at_least":
+            assert v.value >= c.threshold
+        elif c.statistic == hid and c.kind == "at_most":
+            assert v.value <= c.threshold
+
+
+def test_depth_helpers():
+    assert relative_depth(0, 28) == 0.0 and relative_depth(27, 28) == 1.0
+    assert final_fraction([27, 26, 25], 28) == pytest.approx(3 / 28)
+    assert final_fraction([23, 22, 21], 24) == pytest.approx(0.125)
+
+
+def test_rule_boundaries():
+    assert h001(0.5, 0.6, tolerance=0.1).verdict == SUPPORTED
+    assert h001(0.5, 0.61, tolerance=0.1).verdict == REJECTED
+    assert h002(0.1, 0.2, min_ratio=2.0).verdict == SUPPORTED
+    assert h002(0.1, 0.15, min_ratio=2.0).verdict == PARTIAL
+    assert h002(0.1, 0.05, min_ratio=2.0).verdict == REJECTED
+    assert h003(0.2, 0.2, min_ratio=1.0, reject_below=0.5).verdict == SUPPORTED
+    assert h003(0.2, 0.15, min_ratio=1.0, reject_below=0.5).verdict == WEAKENED
+    assert h003(0.2, 0.05, min_ratio=1.0, reject_below=0.5).verdict == REJECTED
+    assert h004(-1.0, 2.0, min_ratio=0.5, reject_below=0.1).verdict == SUPPORTED  # nothing to preserve; large selective
+    assert h004(-1.0, -2.0, min_ratio=0.5, reject_below=0.1).verdict == REJECTED
+    assert h005(0.1, 0.12, max_fraction=0.15, tolerance=0.05).verdict == SUPPORTED
+    assert h005(0.1, 0.3, max_fraction=0.15, tolerance=0.05).verdict == PARTIAL
+    assert h005(0.4, 0.3, max_fraction=0.15, tolerance=0.05).verdict == REJECTED
+    assert h006(2.0, 1.0, min_ratio=1.0, reject_below=1.0).verdict == REJECTED
+    assert h006(2.0, 2.5, min_ratio=1.0, reject_below=1.0).verdict == SUPPORTED
+    assert h007(0.0, threshold=0.5).verdict == REJECTED
+    assert h007(0.5, threshold=0.5).verdict == PARTIAL
+    assert h007(0.51, threshold=0.5).verdict == SUPPORTED
+    assert h008(0.9, 0.85, high=0.7, low=0.3, drop_tolerance=0.2).verdict == SUPPORTED
+    assert h008(0.9, 0.6, high=0.7, low=0.3, drop_tolerance=0.2).verdict == WEAKENED
+    assert h008(0.6, 0.5, high=0.7, low=0.3, drop_tolerance=0.2).verdict == PARTIAL
+    assert h008(0.9, 0.2, high=0.7, low=0.3, drop_tolerance=0.2).verdict == REJECTED
+
+
+def test_bad_thresholds_are_clear_errors():
+    with pytest.raises(AtlasError, match="reject_below"):
+        h003(0.2, 0.1, min_ratio=0.5, reject_below=1.0)
+    with pytest.raises(AtlasError, match=r"thresholds.H003.*reject_below"):
+        decide("H003", {"steering.best_boost": Stat(0.1)}, {"steering.best_boost": Stat(0.1)}, {"min_ratio": 1.0})
+    with pytest.raises(AtlasError, match="heads.max_kl of the large model is missing"):
+        decide("H002", {"heads.max_kl": Stat(0.1)}, {}, {"min_ratio": 2.0})
+    with pytest.raises(AtlasError, match="unknown hypothesis"):
+        decide("H009", {}, {}, {})
+
+
+ratios = st.floats(0.001, 1000, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(small=ratios, a=ratios, b=ratios, lo=st.floats(0.01, 1.0), span=st.floats(0.0, 5.0))
+def test_ratio_rules_monotone_in_the_large_model(small, a, b, lo, span):
+    """More of the statistic at the large scale never gives a worse verdict (H002, H003, H004, H006)."""
+    a, b = sorted((a, b))
+    hi = lo + span
+    for fn, kw in ((h003, dict(min_ratio=hi, reject_below=lo)), (h004, dict(min_ratio=hi, reject_below=lo)),
+                   (h006, dict(min_ratio=hi, reject_below=lo)), (h002, dict(min_ratio=hi))):
+        va, vb = fn(small, a, **kw), fn(small, b, **kw)
+        assert va.verdict in VERDICTS and vb.verdict in VERDICTS
+        assert ORDER[va.verdict] <= ORDER[vb.verdict], (fn.__name__, small, a, b, kw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(small=st.floats(-1, 1), large=st.floats(-1, 1))
+def test_h008_total(small, large):
+    v = h008(small, large, high=0.7, low=0.3, drop_tolerance=0.2)
+    assert v.verdict in VERDICTS
+    assert (v.verdict == REJECTED) == (large < 0.3)
+
+
+def _est(v, half=0.1):
+    return Estimate(v, v - half, v + half, 8)
+
+
+def _sweep(target, values, families=("arithmetic", "copying")):
+    layers = list(range(len(values)))
+    ranking = sorted(layers, key=lambda i: -values[i])
+    return LayerSweep(target=target, mode="zero", layers=layers, kl={f: list(values) for f in families},
+                      mean_kl=[_est(v) for v in values], family_mean_kl=list(values),
+                      argmax_match=[0.5] * len(values), ranking=ranking)
+
+
+def test_model_statistics_read_the_schema_fields():
+    n = 6
+    results = {
+        "layer_ablation": LayerAblationResult(n, ["arithmetic", "copying"],
+                                              [_sweep("delta", [9, 1, 1, 1, 1, 1]),
+                                               _sweep("resid", [5, 6, 7, 12, 8, 9])]),
+        "mlp_ablation": MLPAblationResult(n, ["arithmetic", "copying"], [_sweep("mlp", [3, 1, 1, 1, 1, 2])]),
+        "head_ablation": HeadAblationResult(n, 2, [0, 5], ["arithmetic"], "zero",
+                                            {"arithmetic": [[0.1, 0.7], [0.2, 0.3]]},
+                                            HeadScore("arithmetic", 0, 1, 0.7), [], max_layer_kl=12.0),
+        "steering": SteeringResult("factual_recall", [0, 3], [-1.0, 1.0], [1.0, 2.0], 0.1,
+                                   [[0.1, 0.2], [0.1, 0.4]], [[0.0, 0.1], [0.0, 0.3]], [[0, 0], [0, 0]],
+                                   best_layer=3, best_strength=1.0, best_boost=_est(0.3, 0.05), study_layer=0,
+                                   study_layer_best_boost=_est(0.1, 0.05)),
+        "knockout": KnockoutResult("factual_recall", -4.0,
+                                   [KnockoutLayer(2, 1.0, _est(0.2), _est(0.1), 2.0),
+                                    KnockoutLayer(4, 1.0, _est(0.1), _est(0.2), 0.5)], best_layer=2,
+                                   best_selectivity=2.0),
+        "transfer": TransferResult(list(range(n)), ["arithmetic"], {"arithmetic": [0, .2, .5, .9, .97, 1.0]},
+                                   [_est(v, 0.01) for v in [0, .2, .5, .9, .97, 1.0]], {"arithmetic": 1.0},
+                                   top_layers=[5, 4, 3, 2, 1, 0], zone=[4, 5], zone_threshold=0.95),
+        "adapter_ablation": AdapterAblationResult([0, 1, 2], [_est(1), _est(2), _est(3)], [1, 2, 3], 1.0,
+                                                  [0.9, 1.0], [2, 1, 0]),
+        "efficiency": EfficiencyResult([SkipConfig("a", [1], _est(1), _est(0.0, 0), _est(0)),
+                                        SkipConfig("b", [2, 3], _est(2), _est(0.2, 0.05), _est(0))], [], [0.1] * n),
+    }
+    s = model_statistics({k: to_jsonable(v) for k, v in results.items()}, n)
+    assert s["hub.top_layer"].value == 3 and s["hub.ranking"].ranking[:2] == (3, 5)  # the primary sweep (resid)
+    assert s["hub.top_layer_kl"].text() == "12 [11.9, 12.1] (L3)"
+    assert s["hub.top_layer_depth"].value == pytest.approx(0.6)
+    assert s["mlp.max_kl"].value == 3 and s["mlp.max_layer"].value == 0
+    assert s["mlp.share_of_top_layer"].value == pytest.approx(0.25)
+    assert s["heads.max_kl"].value == 0.7 and s["heads.layer_head_gap"].value == pytest.approx(12 / 0.7)
+    assert s["heads.family_max_kl.arithmetic"].label == "L0 H1"
+    assert s["steering.best_boost"].value == 0.3 and s["steering.best_boost"].series["y"] == [0.0, 0.3]
+    assert s["steering.study_layer_best_boost"].value == 0.1
+    assert s["knockout.best_selectivity"].value == 2.0 and s["knockout.skill_drop"].value == 0.2
+    assert s["transfer.final_recovery"].value == 1.0
+    assert s["transfer.top_final_fraction"].value == pytest.approx(3 / 6)
+    assert s["transfer.zone_final_fraction"].value == pytest.approx(2 / 6)
+    assert s["adapter.pearson"].lo == 0.9
+    assert s["efficiency.best_top5_overlap"].value == 0.2 and s["efficiency.best_top5_overlap"].label == "b"
+    assert not math.isnan(s["hub.family_kl.copying"].value)
