@@ -8,16 +8,21 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from atlas_core import AtlasError
 
 
 def kl_divergence(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """KL(ref || other) per row, in nats, from log-probabilities over the last dimension."""
-    ref_logp, logp = ref_logp.float(), logp.float()
-    kl = F.kl_div(logp, ref_logp, reduction="none", log_target=True).sum(-1)
-    return kl.clamp_min(0.0)  # rounding can give -1e-7 for identical rows
+    """KL(ref || other) per row, in nats (fp32), from log-probabilities over the last dimension.
+
+    Both rows are renormalised in float64 first: fp32 log-probs sum to 1 only within ~1e-7, an error that
+    would otherwise enter the KL to first order (a ~1e-7 nat floor under every near-identical pair).
+    Tokens the reference gives probability 0 (log-prob -inf) contribute 0."""
+    r, q = ref_logp.double(), logp.double()
+    r = r - r.logsumexp(-1, keepdim=True)
+    q = q - q.logsumexp(-1, keepdim=True)
+    terms = torch.where(torch.isneginf(r), torch.zeros_like(r), r.exp() * (r - q))
+    return terms.sum(-1).clamp_min(0.0).float()  # clamp: a last rounding can give -1e-17
 
 
 def topk_overlap(ref_logp: torch.Tensor, logp: torch.Tensor, k: int = 5) -> torch.Tensor:

@@ -71,10 +71,9 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
-    store = RunStore(plan.out)
-    store.root.mkdir(parents=True, exist_ok=True)
-
     lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
+    store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
+    store.root.mkdir(parents=True, exist_ok=True)
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
     manifest = store.manifest() or {"created": now()}
     manifest.update({"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),

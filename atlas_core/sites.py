@@ -11,6 +11,7 @@ Sites, all at decoder layer ``layer``:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,8 +51,13 @@ def dims(model: nn.Module) -> Dims:
     return Dims(len(layers(model)), cfg.num_attention_heads, head_dim, cfg.hidden_size)
 
 
+def _is_index(x) -> bool:
+    """An integer index (numpy integers included, e.g. from ``argmax``; booleans excluded)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 def check_layer(layer: int, d: Dims, what: str = "layer") -> None:
-    if not isinstance(layer, int) or not 0 <= layer < d.n_layers:
+    if not _is_index(layer) or not 0 <= layer < d.n_layers:
         raise AtlasError(f"{what} {layer!r} out of range: the model has layers 0..{d.n_layers - 1}")
 
 
@@ -60,7 +66,7 @@ def validate_site(site: Site, d: Dims) -> None:
         raise AtlasError(f"unknown site {site.kind!r}; sites are {', '.join(SITE_KINDS)}")
     check_layer(site.layer, d)
     if site.kind == "head":
-        if site.head is None or not 0 <= site.head < d.n_heads:
+        if not _is_index(site.head) or not 0 <= site.head < d.n_heads:
             raise AtlasError(f"head {site.head!r} out of range at {site}: the model has heads 0..{d.n_heads - 1}")
     elif site.head is not None:
         raise AtlasError(f"site {site.kind!r} takes no head (got head={site.head}); use kind 'head'")

@@ -59,6 +59,18 @@ def skip_configs(single_skip_kl: list[float]) -> list[tuple[str, list[int]]]:
     ]
 
 
+def reuse_single_skips(shared: dict, n_layers: int) -> list[float] | None:
+    """Zeroing a layer's write is the same intervention as skipping it: when the layer ablation already
+    ran its delta/zero sweep over every layer in this run, its mean KL per layer is the single-skip KL."""
+    res = shared.get("layer_ablation")
+    if res is None or isinstance(res, dict):
+        return None
+    sweep = next((s for s in res.sweeps if (s.target, s.mode) == ("delta", "zero")), None)
+    if sweep is None or sweep.layers != list(range(n_layers)):
+        return None
+    return [float(e.value) for e in sweep.mean_kl]
+
+
 def _timing_batch(ctx: Context) -> dict:
     enc = ctx.runner.enc
     idx = np.unique(np.linspace(0, enc.n - 1, min(TIMING_PROMPTS, enc.n)).round().astype(int))
@@ -102,9 +114,11 @@ def run(ctx: Context) -> EfficiencyResult:
         skip_configs([0.0] * n)  # raises the clear error before any work
     runner = ctx.runner
 
-    single = runner.sweep([Variant(f"skip/L{layer}", (Skip((layer,)),)) for layer in range(n)], k=TOP_K,
-                          progress=ctx.progress)
-    single_skip_kl = [float(v) for v in single.kl.mean(axis=1)]
+    single_skip_kl = reuse_single_skips(ctx.shared, n)
+    if single_skip_kl is None:
+        single = runner.sweep([Variant(f"skip/L{layer}", (Skip((layer,)),)) for layer in range(n)], k=TOP_K,
+                              progress=ctx.progress)
+        single_skip_kl = [float(v) for v in single.kl.mean(axis=1)]
 
     named = skip_configs(single_skip_kl)
     stats = runner.sweep([Variant(name, (Skip(tuple(layers)),)) for name, layers in named], k=TOP_K,

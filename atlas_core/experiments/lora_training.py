@@ -28,7 +28,8 @@ from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
 from atlas_core.metrics import kl_divergence
 from atlas_core.results import config_hash
-from atlas_core.runner import Runner
+from atlas_core.models.adapters import decoder
+from atlas_core.runner import Runner, _logits_to_logprobs
 
 NAME = "lora_training"
 SEED_DEPENDENT = True
@@ -103,6 +104,18 @@ def pair_losses(model, pairs: list[tuple[list[int], list[int]]]) -> np.ndarray:
     return np.asarray(out)
 
 
+def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (target) tokens of a batch.
+
+    Only the positions that predict a labelled token reach the LM head (the head is 151,936 wide on
+    Qwen: running it over the prompt positions would be most of a step's work for nothing); the
+    logits go through the same final soft-capping as the runner's."""
+    keep = labels[:, 1:] != -100  # position i predicts token i + 1
+    hidden = decoder(model)(input_ids=ids, use_cache=False).last_hidden_state[:, :-1][keep]
+    logp = _logits_to_logprobs(model, hidden)  # [n_target, vocab] fp32
+    return -logp.gather(-1, labels[:, 1:][keep][:, None]).mean()
+
+
 def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr: float, max_steps: int,
           target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM,
           progress: bool = False) -> tuple[list[float], bool]:
@@ -125,8 +138,7 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
             if not order:
                 order = list(rng.permutation(len(batches)))
             ids, labels = batches[order.pop(0)]
-            out = peft_model(input_ids=ids, labels=labels, use_cache=False)
-            loss = out.loss
+            loss = target_loss_of(peft_model, ids, labels)
             if not torch.isfinite(loss):
                 raise AtlasError(f"LoRA training diverged at step {step} (loss {loss.item()}); lower the learning rate")
             opt.zero_grad(set_to_none=True)
@@ -205,4 +217,4 @@ def trained_runner(ctx: Context, peft_model) -> Runner:
 
 
 __all__ = ["NAME", "SEED_DEPENDENT", "REQUIRES", "config", "run", "ensure_adapter", "attached_adapter",
-           "adapter_dir", "adapter_key", "training_pairs", "make_batch", "pair_losses", "train", "trained_runner"]
+           "adapter_dir", "adapter_key", "training_pairs", "make_batch", "pair_losses", "target_loss_of", "train", "trained_runner"]

@@ -103,7 +103,7 @@ def _overlay(sid: str, runs: list[Run]) -> list:
             r = run.result(sid)
             for f in fams:
                 panels.append({"title": f"{run.label.upper()} · {f}", "z": r["kl"].get(f),
-                               "x": [f"H{h}" for h in range(r["n_heads"])], "y": [f"L{l}" for l in r["layers"]]})
+                               "x": [str(h) for h in range(r["n_heads"])], "y": [f"L{l}" for l in r["layers"]]})
         out.append(plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7,
                                   log=True))
         series = []

@@ -159,9 +159,10 @@ def bars(labels: Sequence[str], series: Sequence[dict], ylabel: str, title: str 
 @_styled
 def heatmaps(panels: Sequence[dict], xlabel: str, ylabel: str, cbar_label: str, ncols: int | None = None,
              shared_scale: bool = True, panel_w: float = 3.6, panel_h: float | None = None,
-             log: bool = False, title: str = "") -> Markup:
+             log: bool = False, title: str = "", diverging: bool = False) -> Markup:
     """Side-by-side heatmaps. Each panel ``{"title", "z" (rows x cols), "x" (column labels),
-    "y" (row labels)}``; one colour scale for all panels when ``shared_scale`` (so they compare)."""
+    "y" (row labels)}``; one colour scale for all panels when ``shared_scale`` (so they compare);
+    ``diverging``: a signed quantity, blue below zero and red above, zero white."""
     k = len(panels)
     ncols = ncols or k
     nrows = -(-k // ncols)
@@ -173,7 +174,7 @@ def heatmaps(panels: Sequence[dict], xlabel: str, ylabel: str, cbar_label: str, 
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey="row")
     norm = None
     if shared_scale and finite.size:
-        norm = _norm(finite, log)
+        norm = _norm(finite, log, diverging)
     im = None
     for idx, (ax, p, z) in enumerate(zip(axes.ravel(), panels, zs)):
         if z.size == 0:  # this run lacks the panel: say so, draw nothing
@@ -181,11 +182,12 @@ def heatmaps(panels: Sequence[dict], xlabel: str, ylabel: str, cbar_label: str, 
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="#888")
             ax.set_axis_off()
             continue
-        pnorm = norm or (_norm(z[np.isfinite(z)], log) if np.isfinite(z).any() else None)
-        im = ax.imshow(np.ma.masked_invalid(z), aspect="auto", interpolation="nearest", cmap="magma_r", norm=pnorm)
+        pnorm = norm or (_norm(z[np.isfinite(z)], log, diverging) if np.isfinite(z).any() else None)
+        im = ax.imshow(np.ma.masked_invalid(z), aspect="auto", interpolation="nearest",
+                       cmap="RdBu_r" if diverging else "magma_r", norm=pnorm)
         ax.set_title(p["title"])
         ax.grid(False)
-        _ticks(ax.set_xticks, p["x"], max_labels=14)
+        _ticks(ax.set_xticks, p["x"], max_labels=max(3, int(panel_w * 2.4)))
         if idx % ncols == 0:
             _ticks(ax.set_yticks, p["y"], max_labels=30)
             ax.set_ylabel(ylabel)
@@ -206,9 +208,12 @@ def _plain_cbar(cb) -> None:
     cb.ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _norm(values: np.ndarray, log: bool):
+def _norm(values: np.ndarray, log: bool, diverging: bool = False):
     if values.size == 0:
         return None
+    if diverging:
+        m = float(np.max(np.abs(values))) or 1e-9
+        return Normalize(vmin=-m, vmax=m)
     if log:
         pos = values[values > 0]
         if pos.size:

@@ -174,7 +174,7 @@ def heads(run: Run) -> dict | None:
         return None
     r = run.result("head_ablation")
     fams = r["families"]
-    panels = [{"title": f, "z": r["kl"][f], "x": [f"H{h}" for h in range(r["n_heads"])],
+    panels = [{"title": f, "z": r["kl"][f], "x": [str(h) for h in range(r["n_heads"])],
                "y": [L(l) for l in r["layers"]]} for f in fams]
     ncols = min(4, len(fams)) or 1
     grid = plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=ncols, panel_w=2.5,
@@ -211,7 +211,7 @@ def steering(run: Run) -> dict | None:
         "steering strength", "KL(clean ‖ steered) (nats)", "KL per layer", legend_out=True, width=5.0)
     boost = plots.heatmaps([{"title": "boost over clean", "z": r["boost"], "x": [f"{s:g}" for s in strengths],
                              "y": [L(l) for l in layers]}], "strength", "layer", "target-prob boost", panel_w=4.2,
-                           panel_h=min(3.4, max(1.6, 0.12 * len(layers) + 1.0)))
+                           panel_h=min(3.4, max(1.6, 0.12 * len(layers) + 1.0)), diverging=True)
     bi = layers.index(r["best_layer"]) if r["best_layer"] in layers else None
     per_layer = [{"layer": run.rnum("steering", "layers", j), "depth": run.depth_num(l),
                   "norm": run.rnum("steering", "direction_norm", j),

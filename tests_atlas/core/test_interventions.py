@@ -349,6 +349,9 @@ def _bad_interventions(d):
         "head out of range": Ablate(Site("head", 0, d.n_heads)),
         "head site without head": Ablate(Site("head", 0)),
         "head on a non-head site": Ablate(Site("resid", 0, 1)),
+        "fractional head": Ablate(Site("head", 0, 1.5)),
+        "boolean layer": Noop(Site("resid", True)),
+        "fractional layer": Noop(Site("resid", 1.0)),
         "unknown site kind": Ablate(Site("residual", 0)),
         "unknown mode": Ablate(Site("resid", 0), "mean-ish"),
         "mean without a vector": Ablate(Site("resid", 0), "mean"),
@@ -382,6 +385,18 @@ def test_bad_intervention_raises_before_any_forward(tiny, case):
         assert calls == [], f"a forward ran before the error ({case})"
     assert len(str(err.value)) > 20
     assert count_hooks(tiny.model) == 0
+
+
+def test_numpy_integer_layers_and_heads_are_accepted(tiny):
+    """Indices straight from numpy (argmax over a sweep) address the same site as Python ints."""
+    import numpy as np
+
+    enc = encode(tiny.tokenizer, ["hello", "ab"])
+    with intervene(tiny.model, [Ablate(Site("head", np.int64(2), np.int64(1))), Steer(np.int32(1), torch.ones(64), 1.0)]):
+        a = logits(tiny.model, enc)
+    with intervene(tiny.model, [Ablate(Site("head", 2, 1)), Steer(1, torch.ones(64), 1.0)]):
+        b = logits(tiny.model, enc)
+    assert torch.equal(a, b)
 
 
 def test_two_exits_rejected(tiny):

@@ -66,6 +66,23 @@ def test_kl_is_positive_for_different_distributions(seed, vocab, scale, i, bump)
         assert got == pytest.approx(want, rel=1e-3, abs=1e-6)
 
 
+@FEW
+@given(seed=SEEDS, vocab=st.integers(2, 300), scale=st.floats(0.01, 20.0), eps=st.floats(1e-7, 1e-5))
+def test_kl_has_no_fp32_normalisation_floor(seed, vocab, scale, eps):
+    """Log-probs that differ by fp32 rounding (here a constant offset: the same distribution, unnormalised
+    by eps) have KL ~0, not ~eps."""
+    lp = F.log_softmax(rand_logits(seed, 2, vocab, scale), -1)
+    assert torch.all(kl_divergence(lp, lp + eps) <= 1e-12)
+    assert torch.all(kl_divergence(lp - eps, lp) <= 1e-12)
+
+
+def test_kl_with_zero_probability_tokens():
+    ref = torch.tensor([[0.5, 0.5, 0.0]]).log()  # log 0 = -inf: contributes nothing
+    other = torch.tensor([[0.25, 0.25, 0.5]]).log()
+    assert kl_divergence(ref, other).item() == pytest.approx(np.log(2), rel=1e-6)
+    assert torch.isinf(kl_divergence(other, ref)).all()  # the reference puts mass where the other has none
+
+
 def test_kl_is_computed_in_fp32_from_bf16_inputs():
     a, b = rand_logits(0, 2, 50, 3.0), rand_logits(1, 2, 50, 3.0)
     la, lb = F.log_softmax(a, -1), F.log_softmax(b, -1)

@@ -236,10 +236,11 @@ def test_patching_a_run_with_its_own_activations_recovers_it_fully(tiny, data, p
     assert max_diff(lp[0], r.clean_logprobs) <= ATOL
     stats = r.sweep([patched, ablated])
     rec = kl_recovery(stats.kl[0], stats.kl[1])
-    # fp32 KL has a rounding floor of ~1e-7 nats (batch-shape noise in the log-probs, summed over the
-    # vocabulary), so the ratio is held to 1e-6 where the ablation moved the distribution by > 0.1 nats
-    ok = stats.kl[1] > 0.1
-    assert np.all(stats.kl[0] <= 1e-6)
+    # the patched rows differ from the clean ones only by batch-shape rounding (~1e-6 in log-probs), i.e. a
+    # KL of order 1e-12: the ratio is held to 1e-6 wherever the ablation moved the distribution at all
+    ok = stats.kl[1] > 1e-4
+    assert ok.any() or site.kind in ("head", "attn"), "zero ablation changed nothing: the test shows nothing"
+    assert np.all(stats.kl[0] <= 1e-9)
     assert np.all(np.abs(rec[ok] - 1) <= 1e-6), rec
 
 

@@ -147,6 +147,18 @@ def test_skip_matches_its_single_layer_sweep(smoke):
     assert w.mean_kl.value == pytest.approx(min(r.single_skip_kl[1:-1]), rel=1e-5)
 
 
+def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny):
+    """After the layer ablation in the same run, the single-skip KL comes from its delta/zero sweep (the
+    same intervention) and equals a fresh skip sweep."""
+    _, fresh = smoke
+    ctx = smoke_ctx(tiny)
+    layer_ablation.run(ctx)
+    assert efficiency.reuse_single_skips(ctx.shared, len(fresh.single_skip_kl)) is not None
+    r = efficiency.run(ctx)
+    np.testing.assert_allclose(r.single_skip_kl, fresh.single_skip_kl, rtol=1e-5, atol=1e-7)
+    assert [c.layers for c in r.skip_configs] == [c.layers for c in fresh.skip_configs]
+
+
 def test_json_serialisable(smoke):
     _, r = smoke
     data = as_json(r)

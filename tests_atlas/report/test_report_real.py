@@ -16,7 +16,7 @@ from atlas_core.report.data import Run
 from atlas_core.verdicts import model_statistics
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-EXPERIMENTS = ("clean", "layer_ablation", "steering")
+EXPERIMENTS = ("clean", "steering", "knockout")  # the per-layer curves; < 60 s on a 2-core CPU
 FAMILIES = ["factual_recall", "arithmetic"]
 
 pytestmark = pytest.mark.real_model
@@ -40,19 +40,24 @@ def test_real_model_atlas(real_run):
     checked, problems = verify_numbers(page, {None: real_run})
     assert problems == [] and checked >= 150, (checked, problems[:5])
     assert external_references(page) == []
-    # the layer ablation swept all 24 layers and the page shows the primary sweep's 24 x 2 grid
-    la = run.result("layer_ablation")
+    # every swept layer of steering and knockout is in the page, traced to its JSON entry
     srcs = {n.src for n in numbers(page) if n.src}
-    for f in FAMILIES:
-        for j in range(24):
-            p = la["primary"]
-            i = [f"{s['target']}/{s['mode']}" for s in la["sweeps"]].index(p)
-            assert f"layer_ablation#/result/sweeps/{i}/kl/{f}/{j}" in srcs
+    steer, knock = run.result("steering"), run.result("knockout")
+    assert len(steer["layers"]) >= 6 and len(knock["layers"]) >= 6
+    for j in range(len(steer["layers"])):
+        assert {f"steering#/result/direction_norm/{j}", f"steering#/result/layers/{j}"} <= srcs
+    for i in range(len(knock["layers"])):
+        assert {f"knockout#/result/layers/{i}/selectivity", f"knockout#/result/layers/{i}/skill_drop/value"} <= srcs
+    assert section_svgs(page, "steering") >= 3 and section_svgs(page, "knockout") >= 2
     stats = model_statistics(S.base_results(run), 24)
     shown = {n.derived.split(": ", 1)[1]: float(n.value) for n in numbers(page)
              if (n.derived or "").startswith("atlas_core.verdicts.model_statistics: ") and "(" not in n.derived}
-    assert shown["hub.top_layer_kl"] == stats["hub.top_layer_kl"].value
     assert shown["steering.best_boost"] == stats["steering.best_boost"].value
+    assert shown["knockout.best_selectivity"] == stats["knockout.best_selectivity"].value
     # rewriting from the stored JSON gives the same numbers
     again = write_report(real_run, out=real_run / "again.html").read_text()
     assert [(n.src, n.value) for n in numbers(again)] == [(n.src, n.value) for n in numbers(page)]
+
+
+def section_svgs(page: str, sid: str) -> int:
+    return re.search(rf'<section id="{sid}".*?</section>', page, flags=re.S).group(0).count("<svg")
