@@ -37,9 +37,12 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", n_items=4, head_layers=2, ablation_modes=("zero", "mean", "resample"),
                      steer_strengths=(-2.0, 0.0, 2.0), steer_layers=2, lora_items=2, lora_max_steps=20,
                      lora_target_loss=0.01, n_boot=200, memory_mb=256, timing_repeats=1),
-    "ci": Profile("ci", n_items=6, head_layers=4, ablation_modes=("zero", "mean", "resample"),
-                  steer_strengths=(-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0), steer_layers=6, lora_items=3,
-                  lora_max_steps=150, lora_target_loss=0.01, n_boot=500, memory_mb=1024, timing_repeats=2),
+    # Sized for CI (a 2-core CPU, both Coder models, 90 minutes in all): a sweep row of the 1.5B model costs
+    # ~0.25 s there, so the ci profile keeps ~6k rows per model: zero ablation only (mean and resample run
+    # at the full profile), three prompts per family, three head layers.
+    "ci": Profile("ci", n_items=3, head_layers=3, ablation_modes=("zero",),
+                  steer_strengths=(-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0), steer_layers=6, lora_items=2,
+                  lora_max_steps=80, lora_target_loss=0.01, n_boot=500, memory_mb=1024, timing_repeats=1),
     "full": Profile("full", n_items=None, head_layers=None, ablation_modes=("zero", "mean", "resample"),
                     steer_strengths=_STRENGTHS, steer_layers=None, lora_items=None, lora_max_steps=2000,
                     lora_target_loss=0.01, n_boot=1000, memory_mb=2048, timing_repeats=5),

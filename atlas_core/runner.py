@@ -6,7 +6,8 @@
   chunks sized to a memory budget; prompts are left-padded with attention masks and position ids so
   that batched results equal one-at-a-time results.
 - Clean-prefix reuse: a variant whose first touched layer is L starts from the cached residual
-  entering L and runs only layers L and up (the stock forward over a layer window).
+  entering L and runs only layers L and up (the stock forward over a layer window); when only residual
+  interventions touch L, they are applied to the cached residual after L and the run starts at L + 1.
 - Only the last position reaches the LM head.
 """
 
@@ -25,7 +26,8 @@ from tqdm.auto import tqdm
 from atlas_core import AtlasError
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
-    Ablate, ExitAt, Intervention, Variant, exit_layer, first_layer, hook_specs, intervene, validate,
+    Ablate, ExitAt, Intervention, Noop, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
+    validate,
 )
 from atlas_core.metrics import argmax_match, kl_divergence, topk_overlap
 from atlas_core.models.adapters import decoder, embeddings, final_norm, layer_window, layers, lm_head, text_config
@@ -283,11 +285,26 @@ class Runner:
         exit_layer(tuple(ivs))
         return Variant(variant.name, tuple(ivs))
 
-    def _window(self, variant: Variant) -> tuple[int, int]:
+    def _plan(self, variant: Variant) -> tuple[int, int, tuple[Intervention, ...], tuple[Intervention, ...]]:
+        """(start, end, pre, hooks) for a resolved variant: run layers ``start..end-1`` from the cached clean
+        residual entering ``start``. When only residual-stream interventions touch the first touched layer L,
+        that layer's output is the clean one, which is cached: ``pre`` applies them to it directly and the
+        run starts at L + 1. ``hooks``: the interventions hooked on the layers that run."""
         stop = exit_layer(variant.interventions)
         end = self.dims.n_layers if stop is None else stop + 1
-        starts = [s for s in (first_layer(iv) for iv in variant.interventions) if s is not None and s < end]
-        return (min(starts) if starts else end), end
+        live = [(iv, first_layer(iv)) for iv in variant.interventions if not isinstance(iv, ExitAt)]
+        live = [(iv, layer) for iv, layer in live if layer is not None and layer < end]
+        if not live:
+            return end, end, (), ()
+        first = min(layer for _, layer in live)
+        at_first = [iv for iv, layer in live if layer == first]
+        if all(isinstance(iv, (Ablate, Steer, Patch, Noop)) and iv.site.kind == "resid" for iv in at_first):
+            return first + 1, end, tuple(at_first), tuple(iv for iv, layer in live if layer != first)
+        return first, end, (), tuple(iv for iv, _ in live)
+
+    def _window(self, variant: Variant) -> tuple[int, int]:
+        """The decoder layers ``[start, end)`` a resolved variant runs (see ``_plan``)."""
+        return self._plan(variant)[:2]
 
     def _bytes_per_row(self) -> int:
         cfg = text_config(self.model)
@@ -350,14 +367,15 @@ class Runner:
         self.check(variants)  # every check before any forward
         resolved = [self.resolve(v) for v in variants]
         resid = self.residuals
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, v in enumerate(resolved):
-            groups[self._window(v)].append(i)
+        plans = [self._plan(v) for v in resolved]
+        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+        for i, (start, end, pre, hooks) in enumerate(plans):
+            groups[(start, end, not pre and not hooks)].append(i)
         per_chunk = self._rows_per_chunk()
         total = len(variants) * self.enc.n
         bar = tqdm(total=total, desc="sweep", unit="row", disable=not (self.progress if progress is None else progress),
                    leave=False)
-        for (start, end), idxs in sorted(groups.items()):
+        for (start, end, untouched), idxs in sorted(groups.items()):
             segments = [(vi, p0, p1) for vi in idxs for p0, p1 in self._prompt_blocks()]
             chunk: list[tuple[int, int, int]] = []
             rows = 0
@@ -367,7 +385,7 @@ class Runner:
                     rows += seg[2] - seg[1]
                     continue
                 if chunk:
-                    lp = self._forward_chunk(resolved, chunk, start, end, resid)
+                    lp = self._forward_chunk(plans, chunk, start, end, resid, untouched)
                     r0 = 0
                     for vi, p0, p1 in chunk:
                         yield vi, p0, p1, lp[r0:r0 + p1 - p0]
@@ -376,21 +394,26 @@ class Runner:
                 chunk, rows = ([seg], seg[2] - seg[1]) if seg is not None else ([], 0)
         bar.close()
 
-    def _forward_chunk(self, resolved, chunk, start, end, resid) -> torch.Tensor:
+    def _forward_chunk(self, plans, chunk, start, end, resid, untouched: bool) -> torch.Tensor:
         enc = self.enc
-        if start == end == self.dims.n_layers:  # nothing touched: the clean run itself, bit for bit
+        if untouched and end == self.dims.n_layers:  # nothing touched: the clean run itself, bit for bit
             return torch.cat([self.clean_logprobs[p0:p1] for _, p0, p1 in chunk])
-        x = torch.cat([resid[start, p0:p1] for _, p0, p1 in chunk])
-        if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
-            with torch.inference_mode():
+        with torch.inference_mode():
+            x = torch.cat([resid[start, p0:p1] for _, p0, p1 in chunk])
+            r0 = 0
+            for vi, p0, p1 in chunk:  # residual interventions after layer start-1, on its cached output
+                for iv in plans[vi][2]:
+                    new = _op(iv, slice(r0, r0 + p1 - p0), slice(p0, p1))(x)
+                    x = x if new is None else new
+                r0 += p1 - p0
+            if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
                 return _logits_to_logprobs(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
         mask = torch.cat([enc.attention_mask[p0:p1] for _, p0, p1 in chunk])
         pos = torch.cat([enc.position_ids[p0:p1] for _, p0, p1 in chunk])
         specs = []
         r0 = 0
         for vi, p0, p1 in chunk:
-            ivs = tuple(iv for iv in resolved[vi].interventions if not isinstance(iv, ExitAt))
-            specs += hook_specs(self.model, ivs, rows=slice(r0, r0 + p1 - p0), prompts=slice(p0, p1))
+            specs += hook_specs(self.model, plans[vi][3], rows=slice(r0, r0 + p1 - p0), prompts=slice(p0, p1))
             r0 += p1 - p0
         with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs):
             hidden = decoder(self.model)(inputs_embeds=x, attention_mask=mask, position_ids=pos,

@@ -71,6 +71,17 @@ def reuse_single_skips(shared: dict, n_layers: int) -> list[float] | None:
     return [float(e.value) for e in sweep.mean_kl]
 
 
+def _zeroed_range(shared: dict) -> str:
+    res = shared.get("layer_ablation")
+    if res is None or isinstance(res, dict):
+        return ""
+    sweep = next((s for s in res.sweeps if (s.target, s.mode) == ("resid", "zero")), None)
+    if sweep is None or len(sweep.family_mean_kl) < 3:
+        return ""
+    mid = sweep.family_mean_kl[1:-1]
+    return f": {min(mid):.2f} to {max(mid):.2f} nats over the middle layers in this run"
+
+
 def _timing_batch(ctx: Context) -> dict:
     enc = ctx.runner.enc
     idx = np.unique(np.linspace(0, enc.n - 1, min(TIMING_PROMPTS, enc.n)).round().astype(int))
@@ -145,10 +156,10 @@ def run(ctx: Context) -> EfficiencyResult:
         f"Measured KL of skipping one layer alone: {min(single_skip_kl):.3f} to {max(single_skip_kl):.3f} nats "
         f"over all layers, {min(middle):.3f} to {max(middle):.3f} nats over the middle layers (first and last "
         "excluded). The study's 9.5 nats for skipping one middle layer (L15 of 28) is far above what a clean "
-        "skip gives; a figure of that size comes from wiping the layer's whole output (layer_ablation, target "
-        "'resid'), which a skip does not do. This result does not imitate it. Timings: median of "
-        f"{max(1, ctx.profile.timing_repeats)} stock forwards over {int(_timing_batch(ctx)['input_ids'].shape[0])} "
-        "prompts, truncated to the exit depth, last-position logits."
+        "skip gives; figures of that size are what zeroing a layer's whole output gives (layer_ablation, "
+        f"target 'resid'{_zeroed_range(ctx.shared)}), which a skip does not do. This result does not imitate it. "
+        f"Timings: median of {max(1, ctx.profile.timing_repeats)} stock forwards over "
+        f"{int(_timing_batch(ctx)['input_ids'].shape[0])} prompts, truncated to the exit depth, last-position logits."
     )
     result = EfficiencyResult(skip_configs=configs, exits=exits, single_skip_kl=single_skip_kl, notes=notes)
     ctx.shared[NAME] = result

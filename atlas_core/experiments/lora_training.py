@@ -37,6 +37,11 @@ REQUIRES: tuple[str, ...] = ()
 
 LEARNING_RATE = 1e-3
 MAX_GRAD_NORM = 1.0
+SCHEDULES = {  # learning-rate factor at step i of n
+    "constant": lambda i, n: 1.0,
+    "linear": lambda i, n: max(0.0, 1.0 - i / n),
+    "cosine": lambda i, n: 0.5 * (1.0 + math.cos(math.pi * min(i, n) / n)),
+}
 BATCH_SIZE = 1  # the study's (VRAM-bound on its 8 GB card); kept for comparability
 
 
@@ -51,8 +56,10 @@ def config(ctx: Context) -> dict:
 
 def adapter_key(ctx: Context) -> str:
     """What identifies a trained adapter: model weights, seed, training config, training data."""
-    return config_hash({"model": ctx.lm.info.weights_sha256, "dtype": ctx.lm.info.dtype, "seed": ctx.seed,
-                        "config": config(ctx), "families": {n: f.sha256 for n, f in ctx.families.items()},
+    info = ctx.lm.info
+    return config_hash({"model": info.weights_sha256, "dtype": info.dtype, "device_type": info.device.split(":")[0],
+                        "seed": ctx.seed, "config": config(ctx),
+                        "families": {n: f.sha256 for n, f in ctx.families.items()},
                         "items": {n: len(f.items) for n, f in ctx.families.items()}})
 
 
@@ -117,7 +124,7 @@ def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr: float, max_steps: int,
-          target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM,
+          target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM, schedule: str = "constant",
           progress: bool = False) -> tuple[list[float], bool]:
     """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
     tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` or after
@@ -127,6 +134,9 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
     if not params:
         raise AtlasError("the adapter has no trainable parameters")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if schedule not in SCHEDULES:
+        raise AtlasError(f"unknown learning-rate schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: SCHEDULES[schedule](i, max_steps))
     rng = np.random.default_rng(seed)
     batches = [make_batch(p, t, device) for p, t in pairs]
     losses: list[float] = []
@@ -146,6 +156,7 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
             if max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
+            sched.step()
             losses.append(float(loss.detach()))
             bar.update(1)
             if len(losses) >= window:

@@ -57,11 +57,11 @@ def row_cells(props: dict | None) -> list[str]:
         stat += f" [{escape(_num(props['lo']))}, {escape(_num(props['hi']))}]"
     threshold = props.get("threshold")
     claim = props.get("claim")
-    thr = escape(_num(threshold)) if threshold is not None else ""
+    thr = str(escape(_num(threshold))) if threshold is not None else ""
     if claim:
         thr = f"{thr}<br><small>{escape(str(claim))}</small>" if thr else escape(str(claim))
     verdict, expected = props.get("verdict"), props.get("expected_verdict")
-    v = escape(str(verdict)) if verdict is not None else ""
+    v = str(escape(str(verdict))) if verdict is not None else ""
     if expected is not None and expected != verdict:
         v += f" <small>(expected {escape(str(expected))})</small>"
     return [f'<td class="col-atlas_models">{escape(models)}</td>',

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from atlas_core import AtlasError
 from atlas_core.adapters_lora import (
-    adapter_disabled_at, adapter_norms, attached_adapter, lora_modules, new_adapter, spec_for, training_mode,
+    adapter_disabled_at, attached_adapter, lora_modules, new_adapter, spec_for, training_mode,
 )
 from atlas_core.experiments import adapter_ablation, lora_training, transfer
 from atlas_core.experiments.context import Context

@@ -38,7 +38,7 @@ def test_real_model_atlas(real_run):
     run = Run(real_run)
     assert run.n_layers == 24 and run.name == MODEL
     checked, problems = verify_numbers(page, {None: real_run})
-    assert problems == [] and checked >= 150, (checked, problems[:5])
+    assert problems == [] and checked >= 100, (checked, problems[:5])
     assert external_references(page) == []
     # every swept layer of steering and knockout is in the page, traced to its JSON entry
     srcs = {n.src for n in numbers(page) if n.src}
