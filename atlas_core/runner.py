@@ -7,7 +7,8 @@
   that batched results equal one-at-a-time results.
 - Clean-prefix reuse: a variant whose first touched layer is L starts from the cached residual
   entering L and runs only layers L and up (the stock forward over a layer window); when only residual
-  interventions touch L, they are applied to the cached residual after L and the run starts at L + 1.
+  ablations/steers/patches touch L, they are applied to the cached residual after L and the run starts at
+  L + 1.
 - Only the last position reaches the LM head.
 """
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from atlas_core import AtlasError
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
-    Ablate, ExitAt, Intervention, Noop, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
+    Ablate, ExitAt, Intervention, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
     validate,
 )
 from atlas_core.metrics import argmax_match, kl_divergence, topk_overlap
@@ -287,9 +288,11 @@ class Runner:
 
     def _plan(self, variant: Variant) -> tuple[int, int, tuple[Intervention, ...], tuple[Intervention, ...]]:
         """(start, end, pre, hooks) for a resolved variant: run layers ``start..end-1`` from the cached clean
-        residual entering ``start``. When only residual-stream interventions touch the first touched layer L,
-        that layer's output is the clean one, which is cached: ``pre`` applies them to it directly and the
-        run starts at L + 1. ``hooks``: the interventions hooked on the layers that run."""
+        residual entering ``start``. When only residual-stream ablations, steers or patches touch the first
+        touched layer L, that layer's output is the clean one, which is cached: ``pre`` applies them to it
+        directly and the run starts at L + 1. ``hooks``: the interventions hooked on the layers that run.
+        A ``Noop`` is never pre-applied: it exists to hook the stock layer as it runs (identity and overhead
+        checks, or starting a run at L on a model changed outside the runner, as adapter ablation does)."""
         stop = exit_layer(variant.interventions)
         end = self.dims.n_layers if stop is None else stop + 1
         live = [(iv, first_layer(iv)) for iv in variant.interventions if not isinstance(iv, ExitAt)]
@@ -298,7 +301,7 @@ class Runner:
             return end, end, (), ()
         first = min(layer for _, layer in live)
         at_first = [iv for iv, layer in live if layer == first]
-        if all(isinstance(iv, (Ablate, Steer, Patch, Noop)) and iv.site.kind == "resid" for iv in at_first):
+        if all(isinstance(iv, (Ablate, Steer, Patch)) and iv.site.kind == "resid" for iv in at_first):
             return first + 1, end, tuple(at_first), tuple(iv for iv, layer in live if layer != first)
         return first, end, (), tuple(iv for iv, _ in live)
 

@@ -27,8 +27,8 @@ from atlas_core.adapters_lora import (
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
 from atlas_core.metrics import kl_divergence
-from atlas_core.results import config_hash
 from atlas_core.models.adapters import decoder
+from atlas_core.results import config_hash
 from atlas_core.runner import Runner, _logits_to_logprobs
 
 NAME = "lora_training"
@@ -36,6 +36,7 @@ SEED_DEPENDENT = True
 REQUIRES: tuple[str, ...] = ()
 
 LEARNING_RATE = 1e-3
+SCHEDULE = "linear"  # decays to 0 at the profile's lora_max_steps (see SCHEDULES)
 MAX_GRAD_NORM = 1.0
 SCHEDULES = {  # learning-rate factor at step i of n
     "constant": lambda i, n: 1.0,
@@ -48,7 +49,7 @@ BATCH_SIZE = 1  # the study's (VRAM-bound on its 8 GB card); kept for comparabil
 def config(ctx: Context) -> dict:
     """Everything the trained adapter depends on (beyond model, profile, families and seed)."""
     spec = spec_for(ctx.lm.model)
-    return {"lora": spec.to_dict(), "learning_rate": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM,
+    return {"lora": spec.to_dict(), "learning_rate": LEARNING_RATE, "schedule": SCHEDULE, "max_grad_norm": MAX_GRAD_NORM,
             "batch_size": BATCH_SIZE, "optimizer": "adamw", "weight_decay": 0.0, "checkpointing": True,
             "loss_window": "epoch", "lora_items": ctx.profile.lora_items,
             "max_steps": ctx.profile.lora_max_steps, "target_loss": ctx.profile.lora_target_loss}
@@ -99,16 +100,11 @@ def make_batch(prompt_ids: list[int], target_ids: list[int], device) -> tuple[to
 
 
 def pair_losses(model, pairs: list[tuple[list[int], list[int]]]) -> np.ndarray:
-    """Per pair, the mean cross-entropy of the target tokens given the prompt (the training objective,
-    computed independently of the training loop), in fp32 without gradients."""
+    """Per pair, the mean cross-entropy of its target tokens given its prompt (the training objective)
+    for the model as it is now, without gradients."""
     device = next(model.parameters()).device
-    out = []
     with torch.inference_mode():
-        for p, t in pairs:
-            ids, _ = make_batch(p, t, device)
-            logits = model(input_ids=ids, use_cache=False).logits[0, len(p) - 1:-1].float()
-            out.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(t, device=device))))
-    return np.asarray(out)
+        return np.asarray([float(target_loss_of(model, *make_batch(p, t, device))) for p, t in pairs])
 
 
 def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -127,8 +123,9 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
           target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM, schedule: str = "constant",
           progress: bool = False) -> tuple[list[float], bool]:
     """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
-    tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` or after
-    ``max_steps``. Returns the per-step loss curve and whether it converged."""
+    tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` and a
+    pass over every pair confirms it, or after ``max_steps``. Returns the per-step loss curve and
+    whether it converged."""
     device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
@@ -162,13 +159,25 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
             if len(losses) >= window:
                 running = float(np.mean(losses[-window:]))
                 bar.set_postfix(loss=f"{running:.4f}")
-                if running < target_loss:
+                # each step's loss is measured before its update, and later updates can undo earlier
+                # pairs (batch size 1): confirm on every pair with the adapter as it is now
+                if running < target_loss and _eval_loss(peft_model, pairs) < target_loss:
                     converged = True
                     break
     finally:
         bar.close()
         opt.zero_grad(set_to_none=True)
     return losses, converged
+
+
+def _eval_loss(peft_model, pairs) -> float:
+    """Mean target loss over every pair, evaluated in eval mode (no dropout, no checkpointing)."""
+    was = peft_model.training
+    peft_model.eval()
+    try:
+        return float(pair_losses(peft_model, pairs).mean())
+    finally:
+        peft_model.train(was)
 
 
 def run(ctx: Context) -> LoraResult:
@@ -186,16 +195,18 @@ def run(ctx: Context) -> LoraResult:
         t0 = time.perf_counter()
         with training_mode(peft_model):
             losses, converged = train(peft_model, pairs, seed=ctx.seed, lr=LEARNING_RATE, max_steps=prof.lora_max_steps,
-                                      target_loss=prof.lora_target_loss, window=window, progress=ctx.progress)
+                                      target_loss=prof.lora_target_loss, window=window, schedule=SCHEDULE,
+                                      progress=ctx.progress)
         train_seconds = time.perf_counter() - t0
+        final = float(pair_losses(peft_model, pairs).mean())  # the trained adapter on every pair
         meta = {"key": adapter_key(ctx), "model": ctx.lm.info.name, "weights_sha256": ctx.lm.info.weights_sha256,
-                "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged}
+                "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged,
+                "final_loss": final}
         save_adapter(peft_model, out_dir, meta)
         trained_logp = Runner(peft_model, tok, ctx.prompts, memory_mb=prof.memory_mb, seed=ctx.seed,
                               progress=ctx.progress).clean_logprobs
 
     kl = kl_divergence(base_logp, trained_logp).cpu().numpy()
-    final = float(np.mean(losses[-window:])) if losses else math.nan
     result = LoraResult(
         rank=spec.rank, alpha=spec.alpha, targets=list(spec.targets), batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
         steps=len(losses), final_loss=final, target_loss=prof.lora_target_loss, converged=converged,

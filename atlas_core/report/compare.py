@@ -238,6 +238,36 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
     return rows, info
 
 
+def card_rows(runs: list[Run], cards: list[dict]) -> list[dict]:
+    """The model cards as one table (property x run), rows whose values differ flagged."""
+    rows: list[dict] = []
+
+    def add(group: str, label: str, values: list, mono: bool = False):
+        texts = {getattr(v, "text", None) or str(v) for v in values if v is not None}
+        rows.append({"group": group, "label": label, "cells": values, "mono": mono,
+                     "differs": len(texts) > 1 or (len(texts) == 1 and any(v is None for v in values))})
+
+    facts = [dict(c["facts"]) for c in cards]
+    for k in dict.fromkeys(k for f in facts for k in f):
+        add("model", k, [f.get(k) for f in facts])
+    add("model", "weights sha256", [c["sha"] for c in cards], mono=True)
+    add("run", "profile", [c["profile"] for c in cards])
+    add("run", "families", [", ".join(c["families"]) or "—" for c in cards])
+    add("run", "run folder", [c["root"] for c in cards], mono=True)
+    add("run", "created", [c["created"] or "—" for c in cards])
+    walls = [{key: secs for key, secs, _ in c["walls"]} for c in cards]
+    for k in dict.fromkeys(k for w in walls for k in w):
+        add("wall seconds", k, [w.get(k) for w in walls])
+    add("wall seconds", "total", [c["total"] for c in cards])
+    profs = [dict(c["profile_items"]) for c in cards]
+    for k in dict.fromkeys(k for p in profs for k in p):
+        add("profile", k, [p.get(k) for p in profs])
+    vers = [dict(c["versions"]) for c in cards]
+    for k in dict.fromkeys(k for v in vers for k in v):
+        add("versions", k, [v.get(k) for v in vers], mono=True)
+    return rows
+
+
 def render(env: Environment, common: dict, runs: list[Run], replication: bool = False) -> str:
     stats = [S.statistics(run) for run in runs]
     cards = [S.model_card(run) for run in runs]
@@ -250,6 +280,6 @@ def render(env: Environment, common: dict, runs: list[Run], replication: bool = 
         toc.append({"id": sid, "key": key, "title": title, "what": what, "present": any(d is not None for d in per_run),
                     "per_run": per_run, "overlay": overlay(sid, runs), "deltas": delta_rows(sid, runs, stats)})
     hyp, hinfo = verdict_rows(runs, stats)
-    ctx = dict(common, runs=runs, cards=cards, toc=toc, hyp=hyp, hinfo=hinfo, pair=len(runs) == 2,
+    ctx = dict(common, runs=runs, cards=cards, card_rows=card_rows(runs, cards), toc=toc, hyp=hyp, hinfo=hinfo, pair=len(runs) == 2,
                replication=replication, colors=[_color(i) for i in range(len(runs))])
     return env.get_template("compare.html").render(**ctx)

@@ -69,7 +69,7 @@ def to_svg(fig: Figure, css_class: str = "plot", label: str = "") -> Markup:
     if m:
         w, h = float(m.group(2)), float(m.group(3))
         text = (f'<svg class="{css_class}" role="img" aria-label="{_attr(label)}" '
-                f'style="max-width:{w * 4 / 3:.0f}px"' + m.group(1) + text[m.end():])
+                f'style="max-width:{w * 4 / 3 * 1.3:.0f}px"' + m.group(1) + text[m.end():])
     return Markup(text.strip())
 
 

@@ -63,7 +63,7 @@ def row_cells(props: dict | None) -> list[str]:
     verdict, expected = props.get("verdict"), props.get("expected_verdict")
     v = str(escape(str(verdict))) if verdict is not None else ""
     if expected is not None and expected != verdict:
-        v += f" <small>(expected {escape(str(expected))})</small>"
+        v = f'<b style="color:#b3261e">{v}</b> <small>(expected {escape(str(expected))})</small>'
     return [f'<td class="col-atlas_models">{escape(models)}</td>',
             f'<td class="col-atlas_statistic">{stat}</td>',
             f'<td class="col-atlas_threshold">{thr}</td>',

@@ -1,20 +1,30 @@
 """Benchmarks on Qwen2.5-Coder-0.5B, CPU fp32, 40 short prompts. Every ratio is measured in this process,
-in the same test, and stored in ``benchmark.extra_info`` (speed is reported, never asserted; the
-results are checked for agreement so a fast wrong path cannot pass).
+in the same test, and stored in ``benchmark.extra_info`` (speed is reported, never asserted; the results
+are checked for agreement so that a fast wrong path cannot pass).
 
 1. Hook path overhead: the stock forward with a no-op hook on every layer's residual vs the plain stock
    forward over the same batch (aim: <= 1.03x).
-2. Full layer-ablation sweep (zero-ablate the residual after every layer): ``Runner`` (clean pass +
-   batched, prefix-reusing, last-position-only sweep) vs the naive loop (one hooked stock forward per
-   variant over all positions, plus a clean forward for the reference) (aim: >= 3x).
+2. Full layer-ablation sweep (zero-ablate the residual after every layer): ``Runner`` (clean pass, then
+   prefix-reusing, last-position-only forwards) vs the naive loop (one hooked stock forward per variant
+   over all positions, plus a clean forward for the reference) (aim: >= 3x).
 3. The same sweep with nnsight (optional: skipped when it is not installed), one trace per variant
    zeroing ``model.model.layers[L].output``.
+
+Measurement design for a shared CPU: the paths being compared are interleaved in small steps (one
+forward, or one layer's variant, at a time, the order alternating), so a burst of load from another
+process hits both alike; each path's time is the sum of its steps. For the sweep, each layer variant
+has its own layer window, so ``Runner.sweep`` runs exactly one forward per variant either way: timing
+``runner.sweep([v])`` per variant measures the same work as one ``runner.sweep(all variants)`` call.
+``benchmark`` times one whole interleaved round (both paths); the per-path seconds and the ratio are in
+``extra_info``, with the load average and thread count seen.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,9 +47,24 @@ def layer_variants(n_layers: int) -> list[Variant]:
     return [Variant(f"L{layer}", (Ablate(Site("resid", layer)),)) for layer in range(n_layers)]
 
 
+def _environment() -> dict:
+    return {"torch_threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def _interleave(steps: list[dict[str, callable]]) -> dict[str, list[float]]:
+    """Run each step's callables back to back, alternating their order step by step; seconds per call."""
+    times: dict[str, list[float]] = {name: [] for name in steps[0]}
+    for i, step in enumerate(steps):
+        items = list(step.items())
+        for name, fn in (items if i % 2 == 0 else items[::-1]):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def test_bench_hook_overhead(benchmark, coder05):
-    """A no-op hook on every layer vs the plain forward, interleaved round by round (order alternating)
-    so that load drift on a shared CPU hits both alike."""
+    """A no-op hook on every layer's residual vs the plain stock forward, 40 prompts."""
     model, enc = coder05.model, encode(coder05.tokenizer, PROMPTS)
     n = dims(model).n_layers
     noops = [Noop(Site("resid", layer)) for layer in range(n)]
@@ -52,71 +77,86 @@ def test_bench_hook_overhead(benchmark, coder05):
             return plain_logprobs(model, enc)
 
     assert torch.equal(plain(), hooked())  # warm-up, and the hooks change nothing
-    times: dict[str, list[float]] = {"plain": [], "hooked": []}
-    flip = [False]
-
-    def one_round():
-        order = [("hooked", hooked), ("plain", plain)] if flip[0] else [("plain", plain), ("hooked", hooked)]
-        flip[0] = not flip[0]
-        for name, fn in order:
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-
-    benchmark.group = "hook-overhead"
-    benchmark.pedantic(one_round, rounds=6, iterations=1)
+    rounds = 10
+    env0 = _environment()
+    times = benchmark.pedantic(lambda: _interleave([{"plain": plain, "hooked": hooked}] * rounds),
+                               rounds=1, iterations=1)
+    ratios = [h / p for h, p in zip(times["hooked"], times["plain"])]
     p_min, h_min = min(times["plain"]), min(times["hooked"])
-    p_med, h_med = statistics.median(times["plain"]), statistics.median(times["hooked"])
+    benchmark.group = "hook-overhead"
     benchmark.extra_info.update({
-        "prompts": len(PROMPTS), "layers_hooked": n, "rounds": len(times["plain"]),
-        "plain_min_s": round(p_min, 4), "hooked_min_s": round(h_min, 4),
-        "plain_median_s": round(p_med, 4), "hooked_median_s": round(h_med, 4),
-        "overhead_ratio_min": round(h_min / p_min, 4), "overhead_ratio_median": round(h_med / p_med, 4),
-        "aim": "<= 1.03",
+        "prompts": len(PROMPTS), "layers_hooked": n, "pairs": rounds,
+        "plain_s": [round(t, 4) for t in times["plain"]], "hooked_s": [round(t, 4) for t in times["hooked"]],
+        "overhead_ratio_median_of_pairs": round(statistics.median(ratios), 4),
+        "overhead_ratio_of_mins": round(h_min / p_min, 4),
+        "overhead_ratio_of_sums": round(sum(times["hooked"]) / sum(times["plain"]), 4),
+        "aim": "<= 1.03", "before": env0, "after": _environment(),
     })
-    print(f"\nhook overhead: plain {p_min:.3f}s hooked {h_min:.3f}s (min of {len(times['plain'])}); "
-          f"ratio min {h_min / p_min:.3f}, median {h_med / p_med:.3f}")
+    print(f"\nhook overhead over {rounds} interleaved pairs: plain min {p_min:.3f}s, hooked min {h_min:.3f}s; "
+          f"ratio median-of-pairs {statistics.median(ratios):.3f}, of mins {h_min / p_min:.3f}, "
+          f"of sums {sum(times['hooked']) / sum(times['plain']):.3f}")
 
 
-def _runner_sweep(model, tokenizer, variants):
-    runner = Runner(model, tokenizer, PROMPTS)
-    stats = runner.sweep(variants)
-    return runner, stats
+class _RunnerPath:
+    """The runner's sweep, split per variant so it can be interleaved (same work; see module docstring)."""
+
+    def __init__(self, model, tok, variants):
+        self.model, self.tok, self.variants = model, tok, variants
+        self.runner: Runner | None = None
+        self.kl: dict[int, np.ndarray] = {}
+
+    def clean(self):
+        self.runner = Runner(self.model, self.tok, PROMPTS)
+        self.runner.clean_logprobs  # the clean pass: residuals at every layer + clean log-probs
+
+    def variant(self, i):
+        return lambda: self.kl.__setitem__(i, self.runner.sweep([self.variants[i]]).kl[0])
+
+
+def _sweep_steps(runner_path: _RunnerPath, other_clean, other_variant, n, other="naive"):
+    steps = [{"runner": runner_path.clean, other: other_clean}]
+    steps += [{"runner": runner_path.variant(i), other: other_variant(i)} for i in range(n)]
+    return steps
 
 
 def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
     model, tok = coder05.model, coder05.tokenizer
-    variants = layer_variants(dims(model).n_layers)
+    n = dims(model).n_layers
+    variants = layer_variants(n)
+    enc = encode(tok, PROMPTS)
+    runner_path = _RunnerPath(model, tok, variants)
+    naive: dict = {"lp": {}, "kl": {}}
 
-    # the naive loop: a clean forward for the reference + one hooked full forward per variant
-    t0 = time.perf_counter()
-    clean = plain_logprobs(model, encode(tok, PROMPTS))
-    naive = naive_logprobs(model, tok, PROMPTS, variants)
-    naive_kl = torch.stack([kl_divergence(clean, lp) for lp in naive])
-    naive_s = time.perf_counter() - t0
+    def naive_clean():
+        naive["clean"] = plain_logprobs(model, enc)
 
-    runner_times: list[float] = []
+    def naive_variant(i):
+        def run():
+            lp = naive_logprobs(model, tok, PROMPTS, [variants[i]])[0]
+            naive["lp"][i], naive["kl"][i] = lp, kl_divergence(naive["clean"], lp).numpy()
+        return run
 
-    def timed():
-        t = time.perf_counter()
-        out = _runner_sweep(model, tok, variants)
-        runner_times.append(time.perf_counter() - t)
-        return out
+    env0 = _environment()
+    times = benchmark.pedantic(lambda: _interleave(_sweep_steps(runner_path, naive_clean, naive_variant, n)),
+                               rounds=1, iterations=1)
+    runner_s, naive_s = sum(times["runner"]), sum(times["naive"])
+
+    spot = list(range(0, n, 6))
+    swept = runner_path.runner.logprobs([variants[i] for i in spot])  # agreement, outside the timing
+    assert (swept.exp() - torch.stack([naive["lp"][i] for i in spot]).exp()).abs().max().item() <= P_ATOL
+    runner_kl = np.stack([runner_path.kl[i] for i in range(n)])
+    naive_kl = np.stack([naive["kl"][i] for i in range(n)])
+    assert np.abs(runner_kl - naive_kl).max() <= 1e-3 * max(1.0, naive_kl.max())
 
     benchmark.group = "layer-sweep"
-    runner, stats = benchmark.pedantic(timed, rounds=2, iterations=1)
-    runner_s = min(runner_times)
-
-    swept = runner.logprobs(variants[::6])  # spot-check agreement (outside the timing)
-    assert (swept.exp() - naive[::6].exp()).abs().max().item() <= P_ATOL
-    assert abs(stats.kl - naive_kl.numpy()).max() <= 1e-3 * max(1.0, float(naive_kl.max()))
-
     benchmark.extra_info.update({
-        "prompts": len(PROMPTS), "variants": len(variants), "naive_s": round(naive_s, 3),
-        "runner_min_s": round(runner_s, 3), "runner_rounds_s": [round(t, 3) for t in runner_times],
-        "speedup_vs_naive": round(naive_s / runner_s, 3), "aim": ">= 3",
+        "prompts": len(PROMPTS), "variants": n, "runner_s": round(runner_s, 3), "naive_s": round(naive_s, 3),
+        "runner_clean_pass_s": round(times["runner"][0], 3), "naive_clean_forward_s": round(times["naive"][0], 3),
+        "runner_per_layer_s": [round(t, 3) for t in times["runner"][1:]],
+        "naive_per_layer_s": [round(t, 3) for t in times["naive"][1:]],
+        "speedup_vs_naive": round(naive_s / runner_s, 3), "aim": ">= 3", "before": env0, "after": _environment(),
     })
-    print(f"\nlayer sweep ({len(variants)} layers x {len(PROMPTS)} prompts): naive {naive_s:.2f}s, "
+    print(f"\nlayer sweep ({n} layers x {len(PROMPTS)} prompts, interleaved): naive {naive_s:.2f}s, "
           f"runner {runner_s:.2f}s, speedup {naive_s / runner_s:.2f}x")
 
 
@@ -130,43 +170,39 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
     enc = encode(tok, PROMPTS)
     inputs = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "position_ids": enc.position_ids}
     wrapped = TransformersModel(model, task="text-generation", tokenizer=tok)
+    runner_path = _RunnerPath(model, tok, variants)
+    nns: dict = {"lp": {}, "kl": {}}
 
-    def nnsight_sweep() -> torch.Tensor:
-        clean = plain_logprobs(model, enc)
-        out = []
-        with torch.inference_mode():
-            for layer in range(n):
-                with wrapped.trace(inputs, use_cache=False):
-                    wrapped.model.layers[layer].output[:] = 0
-                    last = wrapped.output.logits[:, -1].save()
-                out.append(torch.log_softmax(last.float(), -1))
-        lps = torch.stack(out)
-        kl_divergence(clean[None], lps)
-        return lps
+    def nnsight_clean():
+        with torch.inference_mode(), wrapped.trace(inputs, use_cache=False):
+            last = wrapped.output.logits[:, -1].save()
+        nns["clean"] = torch.log_softmax(last.float(), -1)
 
-    nnsight_times: list[float] = []
+    def nnsight_variant(layer):
+        def run():
+            with torch.inference_mode(), wrapped.trace(inputs, use_cache=False):
+                wrapped.model.layers[layer].output[:] = 0
+                last = wrapped.output.logits[:, -1].save()
+            lp = torch.log_softmax(last.float(), -1)
+            nns["lp"][layer], nns["kl"][layer] = lp, kl_divergence(nns["clean"], lp).numpy()
+        return run
 
-    def timed():
-        t = time.perf_counter()
-        lps = nnsight_sweep()
-        nnsight_times.append(time.perf_counter() - t)
-        return lps
+    env0 = _environment()
+    times = benchmark.pedantic(
+        lambda: _interleave(_sweep_steps(runner_path, nnsight_clean, nnsight_variant, n, other="nnsight")),
+        rounds=1, iterations=1)
+    runner_s, nnsight_s = sum(times["runner"]), sum(times["nnsight"])
+
+    spot = list(range(0, n, 6))
+    check = runner_path.runner.logprobs([variants[i] for i in spot])
+    got = torch.stack([nns["lp"][i] for i in spot])
+    assert (check.exp() - got.exp()).abs().max().item() <= P_ATOL, "nnsight and the runner disagree"
 
     benchmark.group = "layer-sweep"
-    lps = benchmark.pedantic(timed, rounds=1, iterations=1)
-    nnsight_s = min(nnsight_times)
-
-    t0 = time.perf_counter()
-    runner, _ = _runner_sweep(model, tok, variants)
-    runner_s = time.perf_counter() - t0
-
-    check = runner.logprobs(variants[::6])
-    assert (check.exp() - lps[::6].exp()).abs().max().item() <= P_ATOL, "nnsight and the runner disagree"
-
     benchmark.extra_info.update({
         "nnsight_version": nnsight.__version__, "prompts": len(PROMPTS), "variants": n,
-        "nnsight_s": round(nnsight_s, 3), "runner_s": round(runner_s, 3),
-        "speedup_vs_nnsight": round(nnsight_s / runner_s, 3),
+        "runner_s": round(runner_s, 3), "nnsight_s": round(nnsight_s, 3),
+        "speedup_vs_nnsight": round(nnsight_s / runner_s, 3), "before": env0, "after": _environment(),
     })
-    print(f"\nlayer sweep: nnsight {nnsight.__version__} {nnsight_s:.2f}s, runner {runner_s:.2f}s, "
+    print(f"\nlayer sweep (interleaved): nnsight {nnsight.__version__} {nnsight_s:.2f}s, runner {runner_s:.2f}s, "
           f"speedup {nnsight_s / runner_s:.2f}x")

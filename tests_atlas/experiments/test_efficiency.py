@@ -157,6 +157,9 @@ def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny):
     r = efficiency.run(ctx)
     np.testing.assert_allclose(r.single_skip_kl, fresh.single_skip_kl, rtol=1e-5, atol=1e-7)
     assert [c.layers for c in r.skip_configs] == [c.layers for c in fresh.skip_configs]
+    assert "over the middle layers in this run" in r.notes
+    stored = {"layer_ablation": as_json(ctx.shared["layer_ablation"])}  # a result read back from the store
+    assert efficiency.reuse_single_skips(stored, len(r.single_skip_kl)) == r.single_skip_kl
 
 
 def test_json_serialisable(smoke):

@@ -197,7 +197,7 @@ def test_training_reduces_loss(tiny, smoke):
     first = int(np.random.default_rng(ctx.seed).permutation(len(pairs))[0])
     assert res.loss_curve[0] == pytest.approx(base[first], rel=1e-4)  # B = 0 at init: step 1 sees the base model
     assert res.steps == len(res.loss_curve) == SMOKE.lora_max_steps and not res.converged
-    assert res.final_loss == pytest.approx(np.mean(res.loss_curve[-len(pairs):]))
+    assert res.final_loss == pytest.approx(trained.mean(), rel=1e-5)  # the saved adapter over every pair
     assert (res.rank, res.alpha, res.batch_size, res.targets) == (8, 16, 1, ["q_proj", "k_proj", "v_proj", "o_proj"])
     assert res.train_seconds > 0 and res.seed == 0
 
@@ -245,7 +245,8 @@ def test_training_stops_at_the_target_loss(tiny, tmp_path, monkeypatch):
     profile = dataclasses.replace(SMOKE, lora_items=1, lora_max_steps=300, lora_target_loss=2.5)
     res = lora_training.run(make_ctx(tiny, out_dir=tmp_path, profile=profile, families=["arithmetic", "copying"]))
     assert res.converged and res.steps < profile.lora_max_steps
-    assert res.final_loss < 2.5 and res.final_loss == pytest.approx(np.mean(res.loss_curve[-2:]))
+    assert np.mean(res.loss_curve[-2:]) < 2.5  # the running mean over the last epoch triggered the stop
+    assert res.final_loss < 2.5  # and a pass over every pair with the final adapter confirmed it
     assert np.mean(res.loss_curve[-2:]) < np.mean(res.loss_curve[:2])
     assert res.learning_rate == 1e-2
 
@@ -284,7 +285,10 @@ def test_transfer_last_layer_recovers_exactly(smoke):
     assert res.mean_recovery[-1].value == pytest.approx(1.0, abs=1e-5)
     for fam, rec in res.recovery.items():
         assert len(rec) == n
-        assert rec[-1] == pytest.approx(1.0, abs=1e-5) or (np.isnan(rec[-1]) and res.base_kl[fam] < 1e-3)
+        if res.base_kl[fam] >= transfer.MIN_BASE_KL:
+            assert rec[-1] == pytest.approx(1.0, abs=1e-5)
+        else:
+            assert all(np.isnan(rec))
     vals = np.array([e.value for e in res.mean_recovery])
     assert np.all(vals <= 1.0 + 1e-9)  # KL >= 0: nothing recovers more than all of it
     assert vals[0] < 1.0 - 1e-6  # patching after layer 0 leaves the later layers' adapter out
@@ -306,9 +310,12 @@ def test_transfer_recovery_matches_a_direct_patch(tiny, smoke):
     with intervene(tiny.model, [Patch(Site("resid", 1), resid)]):
         patched = plain_logprobs(tiny.model, enc)
     base_kl = kl_divergence(trained, before.logprobs).numpy()
-    rec = 1 - kl_divergence(trained, patched).numpy() / base_kl
-    keep = base_kl >= transfer.MIN_BASE_KL
-    assert results["transfer"].mean_recovery[1].value == pytest.approx(rec[keep].mean(), abs=1e-3)
+    patched_kl = kl_divergence(trained, patched).numpy()
+    res: TransferResult = results["transfer"]
+    assert res.mean_recovery[1].value == pytest.approx(1 - patched_kl.mean() / base_kl.mean(), abs=1e-4)
+    for name, sl in ctx.family_slices.items():
+        assert res.recovery[name][1] == pytest.approx(1 - patched_kl[sl].mean() / base_kl[sl].mean(), abs=1e-3)
+        assert res.base_kl[name] == pytest.approx(base_kl[sl].mean(), rel=1e-3, abs=1e-7)
 
 
 # ---- adapter ablation -----------------------------------------------------------------------------

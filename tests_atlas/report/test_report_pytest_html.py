@@ -70,7 +70,7 @@ def test_rows_carry_the_figures_and_a_plot(tmp_path):
     plots = [e for e in row["test_h003_ratio"]["extras"] if e["format_type"] == "html"]
     assert len(plots) == 1 and "<svg" in plots[0]["content"] and "http" not in plots[0]["content"]
     mismatch = " ".join(row["test_h008_mismatch"]["resultsTableRow"])
-    assert "partially supported <small>(expected weakened)</small>" in mismatch
+    assert '<b style="color:#b3261e">partially supported</b> <small>(expected weakened)</small>' in mismatch
     assert "pearson r = 0.61" in mismatch and "[" not in mismatch.split("pearson r = 0.61")[1][:3]
     assert not [e for e in row["test_h008_mismatch"]["extras"] if e["format_type"] == "html"]  # no series
     plain = row["test_plain"]["resultsTableRow"]
