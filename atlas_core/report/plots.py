@@ -259,7 +259,11 @@ def lines(series: Sequence[dict], xlabel: str, ylabel: str, title: str = "", ysc
         _plain_y(ax)
     elif yscale == "log":
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ys = np.concatenate([arr(s["y"]) for s in series]) if series else np.zeros(0)
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        decades = np.log10(ys.max() / ys.min()) if ys.size else 0.0
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)) if decades <= 2
+                                   else LogLocator(base=10, numticks=8))
         _plain_y(ax)
     if xlim:
         ax.set_xlim(*xlim)

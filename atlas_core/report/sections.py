@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from atlas_core.report import plots
-from atlas_core.report.data import Est, Num, Run, derived
+from atlas_core.report.data import Est, Run, derived
 
 # (section id, experiment key, title, what it shows)
 SECTIONS: tuple[tuple[str, str | None, str, str], ...] = (
@@ -261,9 +261,16 @@ def lora(run: Run) -> dict | None:
         return None
     r = run.result("lora_training")
     curve = r["loss_curve"]
-    loss = plots.lines([{"name": "training loss", "x": list(range(1, len(curve) + 1)), "y": curve}], "step", "loss",
-                       "LoRA loss curve", yscale="log", hlines=[(r["target_loss"], "target loss")], markers=False,
-                       width=5.0)
+    steps = list(range(1, len(curve) + 1))
+    series = [{"name": "training loss (per step)", "x": steps, "y": curve, "lw": 0.8, "color": "#9ab8d8"}]
+    k = max(1, len(curve) // 15)
+    if k > 1:  # batch size 1 makes the per-step loss jumpy; a running geometric mean shows the trend
+        logs = np.log(np.clip(plots.arr(curve), 1e-12, None))
+        smooth = np.exp(np.convolve(logs, np.ones(k) / k, mode="valid"))
+        series.append({"name": f"running geometric mean ({k} steps)", "x": steps[k - 1:], "y": list(smooth),
+                       "lw": 2.0, "color": plots.RUN_COLORS[0]})
+    loss = plots.lines(series, "step", "loss", "LoRA loss curve", yscale="log",
+                       hlines=[(r["target_loss"], "target loss")], markers=False, width=5.0)
     fams = list(r["kl_per_family"])
     order = sorted(fams, key=lambda f: -(r["kl_per_family"][f]["value"] or 0))
     klbar = plots.bars(order, [{"name": run.name, "values": [r["kl_per_family"][f]["value"] for f in order],

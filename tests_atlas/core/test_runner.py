@@ -205,7 +205,10 @@ def test_one_row_chunks_split_the_clean_pass_too(tiny):
     small = Runner(tiny.model, tiny.tokenizer, prompts, memory_mb=0)
     assert small._rows_per_chunk() == 1 and len(small._prompt_blocks()) == 4
     big = Runner(tiny.model, tiny.tokenizer, prompts)
-    assert max_diff(small.residuals, big.residuals) <= ATOL
+    # residuals reach |x| ~ 12 on tiny-qwen2: fp32 batch-shape rounding is relative, so compare relative to scale
+    scale = max(1.0, big.residuals.abs().max().item())
+    assert max_diff(small.residuals, big.residuals) <= ATOL * scale
+    assert max_diff(small.clean_logprobs, big.clean_logprobs) <= ATOL
 
 
 # ---- clean-prefix reuse ------------------------------------------------------------------------------
