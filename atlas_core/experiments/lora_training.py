@@ -1,7 +1,15 @@
 """Experiment 6, LoRA training perturbation: train a LoRA adapter (r 8, alpha 16, q/k/v/o projections,
-gradient checkpointing, batch size 1, as in the study) on every family's prompt -> target pairs until
-the running mean loss over the last epoch is below the profile's target (the study: 0.0098), then
-measure how far the trained model moved: KL(base || trained) at the last position, per family.
+no dropout, gradient checkpointing, batch size 1, as in the study) on every family's prompt -> target
+pairs until the loss is below the profile's target (the study: 0.0098), then measure how far the
+trained model moved: KL(base || trained) at the last position, per family.
+
+Training: AdamW, learning rate 1e-3 decaying linearly to 0 at the profile's ``lora_max_steps`` (at a
+constant 1e-3, batch size 1 kept undoing memorised pairs: on Coder-0.5B at the ci profile single steps
+jumped back to 6-10 nats and 150 steps did not converge; with the decay it converged in 73 steps),
+gradient norm clipped at 1, the pairs in a seeded order reshuffled each epoch, loss on the target
+tokens only. It stops when the mean step loss over the last epoch is below the target *and* a pass
+over every pair with the adapter as it is confirms it; ``final_loss`` is that pass's mean for the
+saved adapter, and ``converged`` says whether it is below the target.
 
 The adapter is trained on the shared model inside :func:`atlas_core.adapters_lora.new_adapter`, saved
 to ``<out>/lora_adapter_seed<seed>`` (with ``atlas_meta.json`` saying what it was trained on) and
@@ -140,6 +148,7 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
     order: list[int] = []
     bar = tqdm(total=max_steps, desc="lora", unit="step", disable=not progress, leave=False)
     converged = False
+    last_check = -window
     try:
         for step in range(max_steps):
             if not order:
@@ -160,10 +169,13 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
                 running = float(np.mean(losses[-window:]))
                 bar.set_postfix(loss=f"{running:.4f}")
                 # each step's loss is measured before its update, and later updates can undo earlier
-                # pairs (batch size 1): confirm on every pair with the adapter as it is now
-                if running < target_loss and _eval_loss(peft_model, pairs) < target_loss:
-                    converged = True
-                    break
+                # pairs (batch size 1): confirm on every pair with the adapter as it is now, at most
+                # once an epoch (a confirmation pass costs an epoch's forwards)
+                if running < target_loss and step - last_check >= window:
+                    last_check = step
+                    if _eval_loss(peft_model, pairs) < target_loss:
+                        converged = True
+                        break
     finally:
         bar.close()
         opt.zero_grad(set_to_none=True)
@@ -199,6 +211,7 @@ def run(ctx: Context) -> LoraResult:
                                       progress=ctx.progress)
         train_seconds = time.perf_counter() - t0
         final = float(pair_losses(peft_model, pairs).mean())  # the trained adapter on every pair
+        converged = converged or final < prof.lora_target_loss  # also when the budget ran out on the way down
         meta = {"key": adapter_key(ctx), "model": ctx.lm.info.name, "weights_sha256": ctx.lm.info.weights_sha256,
                 "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged,
                 "final_loss": final}
