@@ -65,7 +65,16 @@ def _report(args) -> int:
     if args.compare:
         path = report.write_comparison(args.compare[0], args.compare[1], out=args.out)
     elif args.replication:
+        if args.doc:
+            from atlas_core.report.replication import write_replication_doc
+
+            print(write_replication_doc(args.replication, args.doc))
+            if not args.out:  # the Markdown alone: no replication.html inside the committed baselines
+                return 0
         path = report.write_replication(args.replication, out=args.out)
+    elif args.doc:
+        raise AtlasError("--doc writes the replication document: give the baselines too, "
+                         "e.g. atlas report --replication fixtures/baselines --doc docs/REPLICATION.md")
     else:
         if not args.run_dir:
             raise AtlasError("give a run folder (atlas report RUN_DIR) or --compare RUN_A RUN_B")
@@ -114,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run experiments and store results")
     model_args(r)
     r.add_argument("--experiments", default="all", help="all, or a comma list")
-    r.add_argument("--profile", default="ci", help="smoke | ci | full")
+    r.add_argument("--profile", default="ci", help="smoke | ci | full | exhaustive")
     r.add_argument("--out", default=None, help="run folder (default reports/runs/MODEL-PROFILE)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--seeds", type=int, default=1, help="repeat seed-dependent experiments with N seeds")
@@ -126,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", nargs="?")
     rep.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"))
     rep.add_argument("--replication", default=None, metavar="BASELINES_DIR")
-    rep.add_argument("--out", default=None)
+    rep.add_argument("--out", default=None, help="HTML output path")
+    rep.add_argument("--doc", default=None, metavar="MARKDOWN",
+                     help="with --replication: write the replication document (docs/REPLICATION.md) there; "
+                          "the HTML too only when --out is given")
     rep.set_defaults(fn=_report)
 
     c = sub.add_parser("compare", help="compare every finding of two runs; exit 1 on drift")

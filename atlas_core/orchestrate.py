@@ -90,7 +90,10 @@ def run_plan(plan: RunPlan) -> RunStore:
                                                               progress=plan.progress)
             cfg = experiment_config(name, run_ctx, seed)
             chash = config_hash(cfg)
-            if store.is_done(key, chash):
+            done = store.load(key)
+            if done is not None and done.config_hash == chash:
+                if seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
+                    ctx.shared.setdefault(name, done.result)
                 _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
                 continue
             _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
@@ -102,6 +105,7 @@ def run_plan(plan: RunPlan) -> RunStore:
                     "finished": now()}
             store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
             manifest["experiments"][key] = {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}
+            manifest["updated"] = now()
             store.write_manifest(manifest)
             _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
     if plan.report:

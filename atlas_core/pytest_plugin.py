@@ -6,7 +6,7 @@ Options::
     --atlas-model NAME          one model under test (its finding claims; the regression candidate)
     --atlas-pair SMALL LARGE    the pair for hypothesis claims (default: the Qwen2.5-Coder pair,
                                 unless --atlas-model is given alone)
-    --atlas-profile NAME        smoke | ci | full (default ci; with --atlas-baseline, the baseline's)
+    --atlas-profile NAME        smoke | ci | full | exhaustive (default ci; with --atlas-baseline, the baseline's)
     --atlas-device DEVICE       cpu | cuda | cuda:N (default: the loader's choice)
     --atlas-claims FILE         claims file (repeatable). Default: every file in fixtures/claims/,
                                 each claim running only where its models and profile are the
@@ -98,7 +98,7 @@ def pytest_addoption(parser):
                      "the regression candidate)")
     g.addoption("--atlas-pair", nargs=2, default=None, metavar=("SMALL", "LARGE"),
                 help=f"model pair for the hypotheses, small then large (default: {' '.join(DEFAULT_PAIR)})")
-    g.addoption("--atlas-profile", default=None, help=f"smoke | ci | full (default {DEFAULT_PROFILE})")
+    g.addoption("--atlas-profile", default=None, help=f"smoke | ci | full | exhaustive (default {DEFAULT_PROFILE})")
     g.addoption("--atlas-device", default=None, help="cpu | cuda | cuda:N (default: cuda if present)")
     g.addoption("--atlas-claims", action="append", default=None, metavar="FILE",
                 help="claims file (repeatable; default: every file in fixtures/claims, each claim run "

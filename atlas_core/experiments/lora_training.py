@@ -193,7 +193,7 @@ def _eval_loss(peft_model, pairs) -> float:
 
 
 def run(ctx: Context) -> LoraResult:
-    model, tok = ctx.lm.model, ctx.lm.tokenizer
+    model = ctx.lm.model
     spec: LoraSpec = spec_for(model)
     prof = ctx.profile
     if prof.lora_max_steps < 1 or not prof.lora_target_loss > 0:
@@ -216,8 +216,7 @@ def run(ctx: Context) -> LoraResult:
                 "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged,
                 "final_loss": final}
         save_adapter(peft_model, out_dir, meta)
-        trained_logp = Runner(peft_model, tok, ctx.prompts, memory_mb=prof.memory_mb, seed=ctx.seed,
-                              progress=ctx.progress).clean_logprobs
+        trained_logp = trained_runner(ctx, peft_model).clean_logprobs
 
     kl = kl_divergence(base_logp, trained_logp).cpu().numpy()
     result = LoraResult(

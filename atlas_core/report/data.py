@@ -32,8 +32,10 @@ def fmt(value: Any, kind: str = "auto") -> str:
     if isinstance(value, int) and kind == "auto":
         return str(value) if abs(value) < 10000 else f"{value:,}"
     v = float(value)
-    if not math.isfinite(v):
+    if math.isnan(v):
         return "—"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
     if kind == "pct":
         return _g(100.0 * v) + "%"
     if kind == "x":

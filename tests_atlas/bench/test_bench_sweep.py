@@ -1,4 +1,4 @@
-"""Benchmarks on Qwen2.5-Coder-0.5B, CPU fp32, 40 short prompts. Every ratio is measured in this process,
+"""Benchmarks on Qwen2.5-Coder-0.5B, CPU fp32, 40 task-family prompts. Every ratio is measured in this process,
 in the same test, and stored in ``benchmark.extra_info`` (speed is reported, never asserted; the results
 are checked for agreement so that a fast wrong path cannot pass).
 
@@ -32,13 +32,13 @@ from atlas_core.interventions import Ablate, Noop, Variant, intervene
 from atlas_core.metrics import kl_divergence
 from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
 from atlas_core.sites import Site, dims
+from atlas_core.tasks import load_families
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
-_SUBJECTS = ["France", "Italy", "Spain", "Japan", "Egypt", "Canada", "Brazil", "Kenya"]
-_TEMPLATES = ["The capital of {} is", "{} is a country in", "The language of {} is", "People from {} are",
-              "The flag of {} has"]
-PROMPTS = [t.format(s) for t in _TEMPLATES for s in _SUBJECTS]  # 40 prompts, 5-7 tokens each
+# The atlas's own workload: the first five prompts of each of the eight task families (4-20 tokens; a
+# sweep pads them, or with the runner's length buckets does not).
+PROMPTS = [item.prompt for fam in load_families(n_items=5).values() for item in fam.items]
 assert len(PROMPTS) == 40
 P_ATOL = 1e-5  # probabilities agree across paths in fp32 (see tests_atlas/core/test_properties_real.py)
 

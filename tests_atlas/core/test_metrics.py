@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from atlas_core import AtlasError
 from atlas_core.metrics import (
@@ -53,12 +53,13 @@ def test_kl_is_zero_for_identical_distributions(seed, vocab, scale, shift):
 @given(seed=SEEDS, vocab=st.integers(2, 300), scale=st.floats(0.5, 20.0), i=st.integers(0, 299),
        bump=st.floats(0.5, 10.0))
 def test_kl_is_positive_for_different_distributions(seed, vocab, scale, i, bump):
-    """Moving one token's logit by >= 0.5 changes the distribution; KL sees it in both directions."""
+    """Moving one token's logit by >= 0.5 changes the distribution; KL sees it in both directions (unless the
+    token's probability is so small, ~1e-30, that fp32 probabilities do not change at all)."""
     a = rand_logits(seed, 1, vocab, scale)
     b = a.clone()
     b[0, i % vocab] += bump
     pa, pb = F.log_softmax(a, -1), F.log_softmax(b, -1)
-    assert (pa.exp() - pb.exp()).abs().max() > 0
+    assume(bool((pa.exp() - pb.exp()).abs().max() > 0))
     want = kl64(a, b)[0]
     got = kl_divergence(pa, pb)[0].item()
     if want > 1e-5:  # above the fp32 rounding floor
@@ -78,14 +79,16 @@ def test_kl_has_no_fp32_normalisation_floor(seed, vocab, scale, eps):
 
 
 @FEW
-@given(seed=SEEDS, vocab=st.integers(2, 2000), noise=st.floats(1e-7, 1e-2))
+@given(seed=SEEDS, vocab=st.integers(2, 2000), noise=st.floats(1e-7, 3e-2))
 def test_small_kl_is_accurate(seed, vocab, noise):
     """Near-identical distributions (the regime of identity checks and own-activation patches): the KL
-    matches float64 to 1e-11 absolute / 1e-3 relative."""
+    matches float64 (on the logits) to 1e-10 absolute below metrics.SMALL_KL (1e-3 nats): the fp32
+    log-softmax inputs themselves carry ~5e-7 of rounding, which moves a KL of ~1e-9 by ~1e-11. Above it
+    the plain fp32 sum's rounding floor (~1e-7, up to ~5e-7 seen) is at most ~0.05% (hence rtol 1e-3)."""
     a = rand_logits(seed, 3, vocab, 3.0)
     b = a + noise * torch.randn(a.shape, generator=torch.Generator().manual_seed(seed + 1))
     got = kl_divergence(F.log_softmax(a, -1), F.log_softmax(b, -1)).double().numpy()
-    np.testing.assert_allclose(got, kl64(a, b), rtol=1e-3, atol=1e-11)
+    np.testing.assert_allclose(got, kl64(a, b), rtol=1e-3, atol=1e-10)
 
 
 def test_kl_with_zero_probability_tokens():

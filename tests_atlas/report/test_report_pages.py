@@ -295,7 +295,7 @@ def test_browser_opens_pages_without_console_errors(full_run, full_page, compare
 
 @pytest.mark.parametrize("value, kind, shown", [
     (13.70, "auto", "13.7"), (11654.3, "auto", "11,654"), (0.000919, "auto", "9.19e-04"), (0.24, "x", "0.24×"),
-    (0.9286, "pct", "92.9%"), (None, "auto", "—"), (float("nan"), "auto", "—"), (True, "auto", "yes"),
+    (0.9286, "pct", "92.9%"), (None, "auto", "—"), (float("nan"), "auto", "—"), (float("inf"), "x", "∞"), (True, "auto", "yes"),
     (151936, "auto", "151,936"), (26, "auto", "26"), (-1.6189, "auto", "-1.62"), (0.0, "auto", "0"),
 ])
 def test_number_format(value, kind, shown):

@@ -1,0 +1,73 @@
+"""`atlas run` as a resumable job: finished experiments are skipped by config hash (and still hand their
+results to later experiments), an interrupted run keeps what finished, a changed config reruns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from atlas_core.experiments import module
+from atlas_core.experiments.head_ablation import max_layer_kl
+from atlas_core.orchestrate import RunPlan, run_plan
+from atlas_core.results import RunStore
+
+
+def plan(out, experiments, seed=0) -> RunPlan:
+    return RunPlan(model="tiny-qwen2", experiments=experiments, profile="smoke", out=out, seed=seed,
+                   device="cpu", families=["copying", "arithmetic"], progress=False, report=False)
+
+
+def snapshot(out) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(out.glob("*.json")) if p.name != "manifest.json"}
+
+
+def test_rerun_skips_finished_experiments_and_feeds_their_results_forward(tmp_path):
+    out = tmp_path / "run"
+    first = run_plan(plan(out, ["clean", "layer_ablation"]))
+    before = snapshot(out)
+    assert set(before) == {"clean.json", "layer_ablation.json"}
+
+    p = plan(out, ["clean", "layer_ablation", "head_ablation"])
+    run_plan(p)
+    assert [m for m in p.log if "skipped" in m] == [m for m in p.log if "clean" in m or "layer_ablation" in m]
+    assert sum("head_ablation: running" in m for m in p.log) == 1
+    after = snapshot(out)
+    assert {k: after[k] for k in before} == before  # finished results untouched
+    # the head ablation read the stored layer ablation (the layer/head gap needs it)
+    head = json.loads(after["head_ablation.json"])["result"]
+    stored_layer = first.load("layer_ablation").result
+    assert head["max_layer_kl"] is not None
+    assert head["max_layer_kl"] == pytest.approx(max_layer_kl({"layer_ablation": stored_layer}))
+    manifest = RunStore(out).manifest()
+    assert set(manifest["experiments"]) == {"clean", "layer_ablation", "head_ablation"}
+    assert manifest["updated"] >= manifest["experiments"]["head_ablation"]["finished"]
+
+
+def test_interrupted_run_keeps_finished_results_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    mlp = module("mlp_ablation")
+
+    def boom(ctx):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C in the middle of the second experiment
+
+    monkeypatch.setattr(mlp, "run", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan(out, ["clean", "mlp_ablation"]))
+    assert set(snapshot(out)) == {"clean.json"}  # the finished one is kept, nothing partial written
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    kept = snapshot(out)
+
+    monkeypatch.undo()
+    p = plan(out, ["clean", "mlp_ablation"])
+    run_plan(p)
+    assert any("clean: done already" in m for m in p.log) and any("mlp_ablation: running" in m for m in p.log)
+    assert snapshot(out)["clean.json"] == kept["clean.json"]
+
+
+def test_changed_config_reruns_the_experiment(tmp_path):
+    out = tmp_path / "run"
+    run_plan(plan(out, ["clean"]))
+    p = plan(out, ["clean"], seed=1)
+    run_plan(p)
+    assert any("clean: running" in m for m in p.log) and not any("skipped" in m for m in p.log)
