@@ -77,8 +77,9 @@ def _overlay(sid: str, runs: list[Run]) -> list:
                     panels.append({"title": f"{run.label.upper()} · {target} / {mode}",
                                    "z": [s["kl"][f] for f in r["families"]] if s else None,
                                    "x": [f"L{l}" for l in s["layers"]] if s else [""], "y": r["families"] if s else [""]})
+            # a row per run, a column per mode; with one mode the runs sit side by side instead
             out.append(plots.heatmaps(panels, "layer (axis spans each model's depth)", "family", "mean KL (nats)",
-                                      ncols=len(modes), panel_w=3.6))
+                                      ncols=len(modes) if len(modes) > 1 else len(have), panel_w=3.6))
         series = []
         for i, run in have:
             s = _primary(run.result(sid))

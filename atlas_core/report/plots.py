@@ -151,8 +151,8 @@ def bars(labels: Sequence[str], series: Sequence[dict], ylabel: str, title: str 
         ax.set_ylim(*ylim)
     if title:
         ax.set_title(title)
-    if n > 1:
-        ax.legend(loc="best")
+    if n > 1:  # above the axes: inside, "best" still covers bars that reach the top (accuracies of 1)
+        fig.legend(loc="outside upper center", ncol=min(n, 3))
     return to_svg(fig, label=title or ylabel)
 
 
