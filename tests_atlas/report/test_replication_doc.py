@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from atlas_core.cli import main
+from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.report.data import fmt
 from atlas_core.report.replication import REGENERATE, render_replication_doc
 from atlas_core.verdicts import relative_depth
@@ -21,7 +22,6 @@ from atlas_core.verdicts import relative_depth
 REPO = Path(__file__).resolve().parents[2]
 BASELINES = REPO / "fixtures" / "baselines"
 DOC = REPO / "docs" / "REPLICATION.md"
-STORED = REPO / "reports" / "runs"  # local runs (not in git): used until fixtures/baselines/ exists
 HEADINGS = (
     "# Replication of “Qwen2.5-1.5B: Scaling the Atlas”", "## What was run", "## Run timings",
     "## Layer ablation: top layers", "## Mean and resample ablation (missing from the study)",
@@ -37,14 +37,6 @@ EXPERIMENT_SECTIONS = {  # experiment -> the section whose first table has a col
 }
 
 
-def _source_runs() -> list[Path]:
-    for root in (BASELINES, STORED):
-        runs = sorted({p.parent for p in root.rglob("manifest.json")}) if root.is_dir() else []
-        if runs:
-            return runs
-    return []
-
-
 def _copy_runs(runs: list[Path], dest: Path) -> Path:
     """A baselines folder of JSON copies (no adapters, no HTML), one folder per run."""
     for run in runs:
@@ -56,10 +48,15 @@ def _copy_runs(runs: list[Path], dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory) -> Path:
-    runs = _source_runs()
-    if not runs:
-        pytest.skip("no stored runs to copy: commit baselines under fixtures/baselines/ or run `atlas run`")
-    return _copy_runs(runs, tmp_path_factory.mktemp("repl") / "baselines")
+    """The committed baselines when they exist; else every experiment of tiny-qwen2 at the smoke profile, run
+    here (never whatever happens to lie in reports/runs: the tests must not depend on local state)."""
+    dest = tmp_path_factory.mktemp("repl") / "baselines"
+    runs = sorted({p.parent for p in BASELINES.rglob("manifest.json")}) if BASELINES.is_dir() else []
+    if runs:
+        return _copy_runs(runs, dest)
+    run_plan(RunPlan(model="tiny-qwen2", experiments="all", profile="smoke", out=dest / "tiny-qwen2-smoke",
+                     report=False, progress=False))
+    return dest
 
 
 @pytest.fixture(scope="module")
