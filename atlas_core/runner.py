@@ -448,7 +448,7 @@ class Runner:
             return _logits_to_logprobs(self.model, hidden)
 
 
-def length_buckets(lengths: Sequence[int], block: int, slack: float = 1.25) -> list[list[int]]:
+def length_buckets(lengths: Sequence[int], block: int, slack: float = SLACK) -> list[list[int]]:
     """Prompt indices grouped by token length, shortest first: a group closes at ``block`` prompts or when the
     next prompt is more than ``slack`` times its group's shortest, so no group pads its rows by more than that
     factor (prompts of 5-15 tokens padded to one length waste ~45% of a sweep's compute otherwise)."""
