@@ -206,3 +206,33 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
     })
     print(f"\nlayer sweep (interleaved): nnsight {nnsight.__version__} {nnsight_s:.2f}s, runner {runner_s:.2f}s, "
           f"speedup {nnsight_s / runner_s:.2f}x")
+
+
+def test_bench_length_buckets(benchmark, coder05, monkeypatch):
+    """The whole 24-layer sweep in one ``Runner.sweep`` call, chunks cut by prompt length (``SLACK`` 1.25:
+    less padding, smaller batches) vs the default (cut only by the memory budget), alternating, one runner."""
+    import atlas_core.runner as runner_mod
+
+    model, tok = coder05.model, coder05.tokenizer
+    variants = layer_variants(dims(model).n_layers)
+    runner = Runner(model, tok, PROMPTS)
+    runner.clean_logprobs
+    out: dict = {}
+
+    def sweep(slack):
+        def run():
+            monkeypatch.setattr(runner_mod, "SLACK", slack)
+            out[slack] = runner.sweep(variants).kl
+        return run
+
+    on, off = 1.25, runner_mod.SLACK
+    env0 = _environment()
+    times = benchmark.pedantic(lambda: _interleave([{"buckets": sweep(on), "padded": sweep(off)}] * 2),
+                               rounds=1, iterations=1)
+    np.testing.assert_allclose(out[on], out[off], rtol=1e-3, atol=1e-4)  # same sweep, other batch shapes
+    b, p = sum(times["buckets"]), sum(times["padded"])
+    benchmark.group = "length-buckets"
+    benchmark.extra_info.update({"prompts": len(PROMPTS), "variants": len(variants), "buckets_s": round(b, 3),
+                                 "padded_s": round(p, 3), "speedup": round(p / b, 3), "before": env0,
+                                 "after": _environment()})
+    print(f"\nlength-cut chunks, whole sweep x2: default {p:.2f}s, cut at 1.25x {b:.2f}s, ratio {p / b:.2f}x")

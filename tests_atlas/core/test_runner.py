@@ -540,3 +540,19 @@ def test_sweep_rows_skip_padding_columns_no_prompt_needs(tiny):
     with hooked([(mlp, "forward", lambda m, args, kwargs, out: widths.append(out.shape[1]))]):
         r.logprobs([Variant("z", (Ablate(Site("resid", 0)), Ablate(Site("mlp", 1))))])
     assert sorted(widths) == sorted(r.enc.lengths) and max(r.enc.lengths) > min(r.enc.lengths)
+
+
+def test_chunks_cut_by_length_change_nothing(tiny, monkeypatch):
+    """``SLACK`` (cut chunks by prompt length) is a speed knob only: the sweep's results stay the same."""
+    import atlas_core.runner as runner_mod
+
+    prompts = ["a", "hello world", "x = 1 + 2 + 3 + 4 + 5", "(())", "def f(x): return x", "ab"]
+    direction = torch.randn(dims(tiny.model).d_model, generator=torch.Generator().manual_seed(3))
+    variants = [Variant("resid1", (Ablate(Site("resid", 1)),)), Variant("head", (Ablate(Site("head", 2, 1)),)),
+                Variant("mlp-resample", (Ablate(Site("mlp", 0), "resample"),)),
+                Variant("steer", (Steer(2, direction, 2.0),)), Variant("exit", (ExitAt(1),))]
+    default = Runner(tiny.model, tiny.tokenizer, prompts).logprobs(variants)
+    monkeypatch.setattr(runner_mod, "SLACK", 1.25)
+    cut = Runner(tiny.model, tiny.tokenizer, prompts)
+    assert len({seg[2] for seg in cut._buckets()}) > 1  # the prompts really fall in several length classes
+    assert_lp_close(cut.logprobs(variants), default)
