@@ -68,7 +68,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` to a temp file beside ``path`` and rename it over ``path``: a reader sees the old file or
     the whole new one, never a part. The file gets the usual mode (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
@@ -85,6 +85,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
 @dataclass
@@ -128,10 +129,6 @@ class RunStore:
         if not p.is_file():
             return None
         return ExperimentRecord.from_dict(json.loads(p.read_text()))
-
-    def is_done(self, key: str, chash: str) -> bool:
-        rec = self.load(key)
-        return rec is not None and rec.config_hash == chash
 
     def write(self, record: ExperimentRecord) -> Path:
         p = self.path(record.key)

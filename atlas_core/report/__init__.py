@@ -26,11 +26,6 @@ from atlas_core.results import atomic_write_text
 __all__ = ["write_report", "write_comparison", "write_replication", "render_report", "render_comparison"]
 
 
-def _write(path: Path, html: str) -> Path:
-    atomic_write_text(path, html)
-    return path
-
-
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("atlas_core.report", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
@@ -76,7 +71,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     Sections whose experiment the run lacks say "not run"; a folder without any result is an error."""
     html = render_report(run_dir)
-    return _write(Path(out) if out else Path(run_dir) / "atlas.html", html)
+    return atomic_write_text(Path(out) if out else Path(run_dir) / "atlas.html", html)
 
 
 def render_comparison(run_dirs: list[str | Path], title: str | None = None, replication: bool = False) -> str:
@@ -95,7 +90,7 @@ def write_comparison(run_a: str | Path, run_b: str | Path, out: str | Path | Non
     candidate) with relative depth on a shared axis and the headline deltas highlighted; default
     output ``RUN_B/compare-<name of RUN_A>.html``."""
     html = render_comparison([run_a, run_b])
-    return _write(Path(out) if out else Path(run_b) / f"compare-{Path(run_a).resolve().name}.html", html)
+    return atomic_write_text(Path(out) if out else Path(run_b) / f"compare-{Path(run_a).resolve().name}.html", html)
 
 
 def baseline_runs(baselines_dir: str | Path) -> list[Path]:
@@ -123,4 +118,4 @@ def write_replication(baselines_dir: str | Path, out: str | Path | None = None) 
     else:
         html = render_comparison(runs, title="Atlas replication · " + ", ".join(Run(r).name for r in runs),
                                  replication=True)
-    return _write(Path(out) if out else Path(baselines_dir) / "replication.html", html)
+    return atomic_write_text(Path(out) if out else Path(baselines_dir) / "replication.html", html)
