@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atlas_core import AtlasError
+from atlas_core.checkpoints import checkpointing
 from atlas_core.experiments import module, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.models import known_names, load
@@ -97,16 +98,22 @@ def run_plan(plan: RunPlan) -> RunStore:
                 _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
                 continue
             _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
+            partial = store.partial_dir(key, chash)
+            store.clear_partial(key, keep=partial)
+            if partial.is_dir():
+                _say(plan, f"[atlas] {key}: resuming from the sweeps saved in {partial}")
             t0 = time.perf_counter()
-            result = mod.run(run_ctx)
-            wall = time.perf_counter() - t0
+            with checkpointing(partial) as ck:
+                result = mod.run(run_ctx)
+            wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
             prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
                     "task_sha256": {n: f.sha256 for n, f in families.items()}, "wall_seconds": round(wall, 3),
-                    "finished": now()}
+                    "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
             store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
             manifest["experiments"][key] = {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}
             manifest["updated"] = now()
             store.write_manifest(manifest)
+            store.clear_partial(key)
             _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
     if plan.report:
         try:

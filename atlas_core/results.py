@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -123,6 +124,19 @@ class RunStore:
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"
+
+    def partial_dir(self, key: str, config_hash: str) -> Path:
+        """Where an unfinished experiment keeps its sweep checkpoints (see ``atlas_core.checkpoints``)."""
+        return self.root / ".partial" / f"{key}-{config_hash}"
+
+    def clear_partial(self, key: str, keep: Path | None = None) -> None:
+        """Remove ``key``'s checkpoint folders (all but ``keep``: those of an older config are stale)."""
+        base = self.root / ".partial"
+        for d in base.glob(f"{key}-*") if base.is_dir() else ():
+            if d != keep and d.name[len(key) + 1:].isalnum():
+                shutil.rmtree(d, ignore_errors=True)
+        if base.is_dir() and not any(base.iterdir()):
+            base.rmdir()
 
     def load(self, key: str) -> ExperimentRecord | None:
         p = self.path(key)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError
+from atlas_core import AtlasError, checkpoints
+from atlas_core.checkpoints import Slot
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
     Ablate, ExitAt, Intervention, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
@@ -366,15 +368,21 @@ class Runner:
             raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
         ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
         nv, p = len(variants), self.enc.n
-        kl = np.zeros((nv, p), np.float64)
-        am = np.zeros((nv, p), bool)
-        tk = np.zeros((nv, p), np.float64)
-        arg = np.zeros((nv, p), np.int64)
-        tp = np.zeros((nv, p), np.float64) if targets is not None else None
+        arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
+                  "topk_overlap": np.zeros((nv, p), np.float64), "argmax": np.zeros((nv, p), np.int64),
+                  "done": np.zeros((nv, p), np.uint8)}
+        if targets is not None:
+            arrays["target_prob"] = np.zeros((nv, p), np.float64)
+        slot = self._slot(variants, targets, k, reference_logprobs)
+        if slot is not None:
+            arrays = slot.load({name: a.shape for name, a in arrays.items()}) or arrays
+        kl, am, tk, arg, tp, done = (arrays["kl"], arrays["argmax_match"], arrays["topk_overlap"], arrays["argmax"],
+                                     arrays.get("target_prob"), arrays["done"])
+        todo = [i for i in range(nv) if not done[i].all()]  # a resumed sweep redoes only unfinished variants
         tid = torch.as_tensor(list(targets), device=self.device) if targets is not None else None
         ref_arg, ref_top = ref.argmax(-1), ref.topk(k, dim=-1).indices  # once, not per chunk
-        for vi, idx, lp in self._run(variants, progress):
-            at, ii = idx.to(self.device), idx.numpy()
+        for ti, idx, lp in self._run([variants[i] for i in todo], progress) if todo else ():
+            vi, at, ii = todo[ti], idx.to(self.device), idx.numpy()
             kl[vi, ii] = kl_divergence(ref[at], lp).cpu().numpy()
             lp_arg = lp.argmax(-1)  # as metrics.argmax_match / topk_overlap, with the reference's part cached
             am[vi, ii] = (ref_arg[at] == lp_arg).cpu().numpy()
@@ -383,10 +391,27 @@ class Runner:
             arg[vi, ii] = lp_arg.cpu().numpy()
             if tp is not None:
                 tp[vi, ii] = lp.gather(-1, tid[at, None]).squeeze(-1).exp().cpu().numpy()
+            done[vi, ii] = 1
+            if slot is not None:
+                slot.save(arrays)
+        if slot is not None and todo:
+            slot.save(arrays, force=True)
         ref_tp = None
         if tid is not None:
             ref_tp = ref.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
-        return SweepStats([v.name for v in variants], kl, am, tk, tp, ref_tp, arg)
+        return SweepStats([v.name for v in variants], kl, am.astype(bool), tk, tp, ref_tp, arg)
+
+    def _slot(self, variants, targets, k, reference_logprobs) -> Slot | None:
+        """This sweep's checkpoint slot when it runs inside ``checkpoints.checkpointing`` (``atlas run``)."""
+        ck = checkpoints.current()
+        if ck is None:
+            return None
+        ref = "clean"
+        if reference_logprobs is not None:
+            ref = hashlib.sha256(reference_logprobs.detach().float().cpu().numpy().tobytes()).hexdigest()
+        return ck.slot({"variants": checkpoints.digest_strings([v.name for v in variants]),
+                        "prompts": checkpoints.digest_strings(self.prompts),
+                        "targets": None if targets is None else [int(t) for t in targets], "k": k, "reference": ref})
 
     def _run(self, variants: Sequence[Variant], progress: bool | None):
         """Yield (variant index, prompt indices [CPU long tensor], [len(indices), vocab] log-probs) until every

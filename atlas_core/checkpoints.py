@@ -1,0 +1,120 @@
+"""Partial sweep results, saved while an experiment runs, so an interrupted run resumes mid-experiment.
+
+A run's results are written per experiment, and one experiment of a full profile can take hours on a CPU
+(the 1.5B head ablation is ~32k sweep rows). ``atlas run`` therefore opens ``checkpointing(dir)`` around
+each experiment: every ``Runner.sweep`` inside takes the next slot (its position in the experiment, plus a
+digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
+``interval`` seconds, and on a rerun reloads them and computes only the variants not yet finished. The
+folder is removed once the experiment's record is written.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from atlas_core.results import atomic_write_text
+
+_ACTIVE: contextvars.ContextVar["Checkpoints | None"] = contextvars.ContextVar("atlas_checkpoints", default=None)
+
+
+class Slot:
+    """One sweep's partial metrics in one file, written atomically (temp file + rename)."""
+
+    def __init__(self, path: Path, digest: str, interval: float, owner: "Checkpoints"):
+        self.path = path
+        self.digest = digest
+        self.interval = interval
+        self.owner = owner
+        self._last = time.monotonic()
+
+    def load(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+        """The saved arrays, or None when there are none or they belong to another sweep."""
+        if not self.path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="numpy") as fh:
+                if (fh.metadata() or {}).get("digest") != self.digest:
+                    return None
+                arrays = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception:  # a file that cannot be read is recomputed, never trusted
+            return None
+        if {k: tuple(v.shape) for k, v in arrays.items()} != shapes:
+            return None
+        return arrays
+
+    def save(self, arrays: dict[str, np.ndarray], force: bool = False) -> bool:
+        """Write the arrays if ``interval`` seconds passed since the last write (or ``force``)."""
+        if not force and time.monotonic() - self._last < self.interval:
+            return False
+        from safetensors.numpy import save_file
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"digest": self.digest})
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        self._last = time.monotonic()
+        self.owner.save_elapsed()
+        return True
+
+
+class Checkpoints:
+    """The slots of one experiment run, handed out in call order."""
+
+    def __init__(self, directory: Path, interval: float):
+        self.directory = Path(directory)
+        self.interval = interval
+        self._count = 0
+        self._t0 = time.monotonic()
+        try:  # compute time spent by earlier, interrupted attempts (up to their last save)
+            self.prior_seconds = float((self.directory / "elapsed.txt").read_text())
+        except (OSError, ValueError):
+            self.prior_seconds = 0.0
+
+    def slot(self, identity: dict) -> Slot:
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        self._count += 1
+        return Slot(self.directory / f"sweep-{self._count:03d}.safetensors", digest, self.interval, self)
+
+    def save_elapsed(self) -> None:
+        atomic_write_text(self.directory / "elapsed.txt", f"{self.prior_seconds + time.monotonic() - self._t0:.3f}")
+
+
+@contextmanager
+def checkpointing(directory: str | Path, interval: float = 30.0) -> Iterator[Checkpoints]:
+    """Save and resume the sweeps run inside this block under ``directory`` (the caller removes it when the
+    work it belongs to is stored)."""
+    token = _ACTIVE.set(Checkpoints(Path(directory), interval))
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current() -> Checkpoints | None:
+    return _ACTIVE.get()
+
+
+def digest_strings(items: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for s in items:
+        h.update(s.encode())
+        h.update(b"\0")
+    return h.hexdigest()
