@@ -20,6 +20,7 @@ unloaded, so the base model every other experiment sees is bitwise unchanged. ``
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError
+from atlas_core import AtlasError, checkpoints
 from atlas_core.adapters_lora import (
     LoraSpec, attached_adapter, new_adapter, read_meta, save_adapter, spec_for, training_mode,
 )
@@ -129,11 +130,17 @@ def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr: float, max_steps: int,
           target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM, schedule: str = "constant",
-          progress: bool = False) -> tuple[list[float], bool]:
+          progress: bool = False, checkpoint: Path | None = None, checkpoint_every: float = 60.0,
+          checkpoint_key: str = "") -> tuple[list[float], bool]:
     """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
     tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` and a
     pass over every pair confirms it, or after ``max_steps``. Returns the per-step loss curve and
-    whether it converged."""
+    whether it converged.
+
+    With ``checkpoint``, the whole training state (LoRA weights, AdamW moments, schedule, shuffling RNG,
+    the epoch's remaining order, the loss curve) is saved there every ``checkpoint_every`` seconds, and a
+    call that finds a state saved under the same ``checkpoint_key`` continues from it: the result equals
+    an uninterrupted run's bit for bit on CPU."""
     device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
@@ -146,11 +153,22 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
     batches = [make_batch(p, t, device) for p, t in pairs]
     losses: list[float] = []
     order: list[int] = []
-    bar = tqdm(total=max_steps, desc="lora", unit="step", disable=not progress, leave=False)
     converged = False
     last_check = -window
+    start = 0
+    saved = _load_state(checkpoint, checkpoint_key) if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            for p, v in zip(params, saved["params"], strict=True):
+                p.copy_(v)
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        rng.bit_generator.state = saved["rng"]
+        order, losses, last_check, start = list(saved["order"]), list(saved["losses"]), saved["last_check"], saved["step"]
+    last_save = time.monotonic()
+    bar = tqdm(total=max_steps, initial=start, desc="lora", unit="step", disable=not progress, leave=False)
     try:
-        for step in range(max_steps):
+        for step in range(start, max_steps):
             if not order:
                 order = list(rng.permutation(len(batches)))
             ids, labels = batches[order.pop(0)]
@@ -176,10 +194,43 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
                     if _eval_loss(peft_model, pairs) < target_loss:
                         converged = True
                         break
+            if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
+                _save_state(checkpoint, {"key": checkpoint_key, "step": step + 1, "params": [p.detach().clone() for p in params],
+                                         "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                                         "order": [int(i) for i in order], "losses": losses, "last_check": last_check})
+                last_save = time.monotonic()
     finally:
         bar.close()
         opt.zero_grad(set_to_none=True)
     return losses, converged
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """torch.save (the AdamW state is nested, which safetensors does not hold) to a temp file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    ck = checkpoints.current()
+    if ck is not None:
+        ck.save_elapsed()
+
+
+def _load_state(path: Path, key: str) -> dict | None:
+    """A saved training state for ``key``; None when absent, unreadable or from other training."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a state that cannot be read is retrained, never trusted
+        return None
+    return state if isinstance(state, dict) and state.get("key") == key else None
 
 
 def _eval_loss(peft_model, pairs) -> float:
@@ -205,11 +256,13 @@ def run(ctx: Context) -> LoraResult:
 
     with new_adapter(model, spec, ctx.seed) as peft_model:
         t0 = time.perf_counter()
+        ck = checkpoints.current()  # inside `atlas run`: training resumes where an interrupted run left it
+        state = None if ck is None else ck.directory / f"lora_train_seed{ctx.seed}.pt"
         with training_mode(peft_model):
             losses, converged = train(peft_model, pairs, seed=ctx.seed, lr=LEARNING_RATE, max_steps=prof.lora_max_steps,
                                       target_loss=prof.lora_target_loss, window=window, schedule=SCHEDULE,
-                                      progress=ctx.progress)
-        train_seconds = time.perf_counter() - t0
+                                      progress=ctx.progress, checkpoint=state, checkpoint_key=adapter_key(ctx))
+        train_seconds = time.perf_counter() - t0 + (ck.prior_seconds if ck is not None else 0.0)
         final = float(pair_losses(peft_model, pairs).mean())  # the trained adapter on every pair
         converged = converged or final < prof.lora_target_loss  # also when the budget ran out on the way down
         meta = {"key": adapter_key(ctx), "model": ctx.lm.info.name, "weights_sha256": ctx.lm.info.weights_sha256,

@@ -157,6 +157,48 @@ def test_crash_mid_training_restores_everything(tiny, tmp_path, monkeypatch):
     assert "lora_training" not in ctx.shared
 
 
+@pytest.mark.parametrize("stop_after", [1, 4, 9])
+def test_interrupted_training_resumes_bit_for_bit(tiny, tmp_path, monkeypatch, stop_after):
+    """Training stopped after ``stop_after`` steps and run again from its saved state gives the same loss
+    curve and the same adapter weights as one uninterrupted run (AdamW moments, schedule, shuffling RNG and
+    the epoch's order all come back)."""
+    ctx = make_ctx(tiny)
+    pairs = lora_training.training_pairs(ctx)
+    kw = dict(seed=3, lr=1e-3, max_steps=12, target_loss=1e-9, window=len(pairs), schedule="linear")
+
+    def trained(checkpoint=None, crash_at=None, key="k"):
+        real = lora_training.target_loss_of
+        calls = {"n": 0}
+
+        def counted(*a, **k):
+            calls["n"] += 1
+            if crash_at is not None and calls["n"] > crash_at:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        with new_adapter(tiny.model, spec_for(tiny.model), 0) as peft_model, training_mode(peft_model):
+            with monkeypatch.context() as m:
+                m.setattr(lora_training, "target_loss_of", counted)
+                losses, _ = lora_training.train(peft_model, pairs, checkpoint=checkpoint, checkpoint_every=0,
+                                                checkpoint_key=key, **kw)
+            return losses, [p.detach().clone() for p in peft_model.parameters() if p.requires_grad], calls["n"]
+
+    whole, weights, _ = trained()
+    state = tmp_path / "train.pt"
+    with pytest.raises(KeyboardInterrupt):
+        trained(state, crash_at=stop_after)
+    assert torch.load(state, weights_only=True)["step"] == stop_after
+    resumed, resumed_weights, steps = trained(state)
+    assert steps == kw["max_steps"] - stop_after  # only the rest was trained
+    assert resumed == whole
+    assert all(torch.equal(a, b) for a, b in zip(weights, resumed_weights, strict=True))
+    other, _, steps = trained(state, key="other training")  # a state saved for other training is not used
+    assert other == whole and steps == kw["max_steps"]
+    state.write_bytes(b"not a checkpoint")  # nor one that cannot be read
+    again, _, steps = trained(state)
+    assert again == whole and steps == kw["max_steps"]
+
+
 def test_training_mode_restores_after_exception(tiny):
     before = snapshot(tiny, ["x = 1"])
     with pytest.raises(ValueError):
