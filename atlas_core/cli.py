@@ -91,6 +91,13 @@ def _compare(args) -> int:
     return 1 if any(r.drifted for r in rows) else 0
 
 
+def _baseline(args) -> int:
+    from atlas_core.baselines import BASELINES_DIR, export_baseline
+
+    print(export_baseline(args.run_dir, args.into or BASELINES_DIR))
+    return 0
+
+
 def _claims_write(args) -> int:
     from atlas_core.claims import write_claims
 
@@ -145,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_a")
     c.add_argument("run_b")
     c.set_defaults(fn=_compare)
+
+    b = sub.add_parser("baseline", help="export a finished run's records, compact, as a committed baseline")
+    b.add_argument("run_dir")
+    b.add_argument("--into", default=None, help="baselines folder (default fixtures/baselines)")
+    b.set_defaults(fn=_baseline)
 
     cl = sub.add_parser("claims", help="claims files").add_subparsers(dest="action", required=True)
     w = cl.add_parser("write", help="write a claims file from stored runs, tolerances from bootstrap intervals")

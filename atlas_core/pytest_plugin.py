@@ -14,6 +14,8 @@ Options::
                                 Files given here apply to the session's models whatever their names.
     --atlas-runs DIR            the run store (default reports/runs; one folder per model and profile,
                                 named as ``atlas run`` names them)
+    --atlas-baselines DIR       committed records that seed an empty run store (default
+                                fixtures/baselines; ``none``: compute everything)
     --atlas-baseline RUN_DIR    regression: check every finding of --atlas-model against this run
 
 Hypothesis and finding tests take a ``claim`` argument; ``pytest_generate_tests`` parametrizes it
@@ -26,7 +28,6 @@ session per model, reusing stored results whose config hash matches.
 from __future__ import annotations
 
 import gc
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,6 @@ pytest_plugins = ["pytester", "atlas_core.report.pytest_html_hooks"]
 
 DEFAULT_PAIR = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 DEFAULT_PROFILE = "ci"
-REPO = Path(__file__).resolve().parent.parent
-BASELINES_DIR = REPO / "fixtures" / "baselines"
 GROUP_MARKERS = tuple(f"h00{i}" for i in range(1, 9)) + tuple(
     f"finding_{f}" for f in ("hub", "heads", "steering", "knockout", "transfer", "mlp"))
 
@@ -104,6 +103,9 @@ def pytest_addoption(parser):
                 help="claims file (repeatable; default: every file in fixtures/claims, each claim run "
                      "only for its own models and profile)")
     g.addoption("--atlas-runs", default="reports/runs", metavar="DIR", help="run store (default reports/runs)")
+    g.addoption("--atlas-baselines", default=None, metavar="DIR",
+                help="committed baseline records that seed an empty run store (default fixtures/baselines; "
+                     "'none' to compute everything)")
     g.addoption("--atlas-baseline", default=None, metavar="RUN_DIR",
                 help="regression: check every finding of --atlas-model against this stored run")
 
@@ -146,6 +148,11 @@ class AtlasSession:
         self.device = opt("atlas_device")
         runs = Path(opt("atlas_runs")).expanduser()
         self.runs_dir = runs if runs.is_absolute() else Path(config.rootpath) / runs
+        from atlas_core.baselines import BASELINES_DIR
+
+        seeds = opt("atlas_baselines")
+        self.baselines_dir = (None if seeds == "none" else
+                              BASELINES_DIR if seeds is None else Path(seeds).expanduser().resolve())
         self.baseline = None
         profile = opt("atlas_profile")
         if opt("atlas_baseline"):
@@ -276,13 +283,14 @@ class AtlasSession:
             return self._done[model]
         import time
 
+        from atlas_core.baselines import seed_run
         from atlas_core.claims import load_run
         from atlas_core.orchestrate import RunPlan, run_plan
 
         exps = sorted(self.needed().get(model, set()))
         out = self.run_dir(model)
         if exps:
-            _seed_from_baselines(out)
+            seed_run(out, self.baselines_dir)
             t0 = time.perf_counter()
             run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device,
                              report=False, progress=True))
@@ -317,19 +325,6 @@ class AtlasSession:
 
 def _base(name: str) -> str:
     return Path(str(name).rstrip("/")).name
-
-
-def _seed_from_baselines(run_dir: Path) -> None:
-    """Copy committed result records (fixtures/baselines/<run folder name>/) into an empty run
-    folder; ``run_plan`` then reuses those whose config hash matches this model and code, and
-    recomputes the rest."""
-    src = BASELINES_DIR / run_dir.name
-    if not src.is_dir():
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for p in src.glob("*.json"):
-        if p.name != "manifest.json" and not (run_dir / p.name).exists():
-            shutil.copy2(p, run_dir / p.name)
 
 
 def pytest_configure(config):

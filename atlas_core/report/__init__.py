@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from atlas_core import AtlasError
+from atlas_core.baselines import baseline_runs
 from atlas_core.report.data import Run
 from atlas_core.results import atomic_write_text
 
@@ -93,24 +94,10 @@ def write_comparison(run_a: str | Path, run_b: str | Path, out: str | Path | Non
     return atomic_write_text(Path(out) if out else Path(run_b) / f"compare-{Path(run_a).resolve().name}.html", html)
 
 
-def baseline_runs(baselines_dir: str | Path) -> list[Path]:
-    """Run folders under ``baselines_dir``: every folder (itself included) holding a manifest.json."""
-    root = Path(baselines_dir)
-    if not root.is_dir():
-        raise AtlasError(f"baselines folder {root} does not exist; pass the folder holding the committed runs "
-                         "(for example fixtures/baselines)")
-    found = sorted({p.parent for p in root.rglob("manifest.json")})
-    if not found:
-        raise AtlasError(f"{root} holds no run folders (no manifest.json below it); commit runs there first")
-    return found
-
-
 def write_replication(baselines_dir: str | Path, out: str | Path | None = None) -> Path:
     """Every committed baseline run under ``baselines_dir`` side by side: model cards, the finding
     statistics of each run in one table, per-layer curves on relative depth, and each run's sections.
-
-    A minimal version until the replication document (issue 7, ``docs/REPLICATION.md``) exists: it
-    renders the baselines, not the study's tables beside them. Default output
+    The study's figures beside them are in the Markdown document (``report.replication``). Default output
     ``BASELINES_DIR/replication.html``."""
     runs = baseline_runs(baselines_dir)
     if len(runs) == 1:

@@ -1,7 +1,7 @@
 """``docs/REPLICATION.md``: the study's tables beside the committed baseline runs, as Markdown.
 
 One job: a baselines folder (run folders written by ``atlas run``, see
-:func:`atlas_core.report.baseline_runs`) in, one deterministic Markdown document out (no render time,
+:func:`atlas_core.baselines.baseline_runs`) in, one deterministic Markdown document out (no render time,
 no absolute paths: the same JSON gives the same bytes wherever the folder lies). Regenerate with
 :data:`REGENERATE`; ``tests_atlas/report/test_replication_doc.py`` checks the committed copy.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from atlas_core import AtlasError
+from atlas_core.baselines import baseline_runs
 from atlas_core.claims import CLAIMS_DIR, load_claims
 from atlas_core.profiles import PROFILES
-from atlas_core.report import baseline_runs
 from atlas_core.report import compare as C
 from atlas_core.report import sections as S
 from atlas_core.report.data import Run, fmt

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from atlas_core.baselines import export_baseline
 from atlas_core.cli import main
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.report.data import fmt
@@ -37,15 +38,6 @@ EXPERIMENT_SECTIONS = {  # experiment -> the section whose first table has a col
 }
 
 
-def _copy_runs(runs: list[Path], dest: Path) -> Path:
-    """A baselines folder of JSON copies (no adapters, no HTML), one folder per run."""
-    for run in runs:
-        (dest / run.name).mkdir(parents=True)
-        for f in run.glob("*.json"):
-            shutil.copy2(f, dest / run.name / f.name)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory) -> Path:
     """The committed baselines when they exist; else every experiment of tiny-qwen2 at the smoke profile, run
@@ -53,7 +45,9 @@ def baselines(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("repl") / "baselines"
     runs = sorted({p.parent for p in BASELINES.rglob("manifest.json")}) if BASELINES.is_dir() else []
     if runs:
-        return _copy_runs(runs, dest)
+        for run in runs:
+            export_baseline(run, dest)
+        return dest
     run_plan(RunPlan(model="tiny-qwen2", experiments="all", profile="smoke", out=dest / "tiny-qwen2-smoke",
                      report=False, progress=False))
     return dest

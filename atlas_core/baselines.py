@@ -1,0 +1,81 @@
+"""Committed baselines: the compact result records of reference runs under ``fixtures/baselines/<run>/``.
+
+``export_baseline`` copies a finished run's manifest and experiment records there as compact JSON (no
+adapter weights, no HTML, no checkpoints), so the repository carries every number of the replication
+(``atlas report --replication``) and the Coder-pair claims. ``seed_run`` copies them into an empty run
+folder of the same name: ``atlas run`` then reuses each record whose config hash matches this code and
+these weights, and recomputes the rest, so the hypothesis suite checks the baselines in CI without
+redoing hours of CPU work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from atlas_core import AtlasError
+from atlas_core.results import RunStore, atomic_write_text
+
+REPO = Path(__file__).resolve().parent.parent
+BASELINES_DIR = REPO / "fixtures" / "baselines"
+
+
+def _compact(doc: dict) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=False) + "\n"
+
+
+def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Path:
+    """Write ``into/<run folder name>/``: the manifest and every experiment record of ``run_dir``, compact.
+    Records are read back through ``RunStore`` first, so a damaged run fails here, not in CI."""
+    store = RunStore(run_dir)
+    if not store.root.is_dir():
+        raise AtlasError(f"run folder {store.root} does not exist; make one with `atlas run --out {store.root}`")
+    manifest = store.manifest()
+    records = store.records()
+    if not manifest or not records:
+        raise AtlasError(f"run folder {store.root} holds no manifest or no experiment results; "
+                         f"finish it with `atlas run --out {store.root}` first")
+    missing = sorted(set(manifest.get("experiments", {})) - set(records))
+    if missing:
+        raise AtlasError(f"run folder {store.root}: the manifest lists {', '.join(missing)} but their records are "
+                         "missing; rerun `atlas run` on it")
+    dest = Path(into) / store.root.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob("*.json"):  # an older export's records of experiments no longer in the run
+        if stale.name != "manifest.json" and stale.stem not in records:
+            stale.unlink()
+    for key, rec in records.items():
+        atomic_write_text(dest / f"{key}.json", _compact(rec.to_dict()))
+    atomic_write_text(dest / "manifest.json", _compact(manifest))
+    return dest
+
+
+def seed_run(run_dir: str | Path, baselines: str | Path | None = BASELINES_DIR) -> list[str]:
+    """Copy the committed records of ``baselines/<run folder name>/`` into ``run_dir`` where it has none of
+    its own; returns the record keys copied."""
+    if baselines is None:
+        return []
+    src = Path(baselines) / Path(run_dir).name
+    if not src.is_dir():
+        return []
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for p in sorted(src.glob("*.json")):
+        if p.name != "manifest.json" and not (run_dir / p.name).exists():
+            shutil.copy2(p, run_dir / p.name)
+            copied.append(p.stem)
+    return copied
+
+
+def baseline_runs(baselines_dir: str | Path) -> list[Path]:
+    """Run folders under ``baselines_dir``: every folder (itself included) holding a manifest.json."""
+    root = Path(baselines_dir)
+    if not root.is_dir():
+        raise AtlasError(f"baselines folder {root} does not exist; pass the folder holding the committed runs "
+                         "(for example fixtures/baselines)")
+    found = sorted({p.parent for p in root.rglob("manifest.json")})
+    if not found:
+        raise AtlasError(f"{root} holds no run folders (no manifest.json below it); commit runs there first")
+    return found
