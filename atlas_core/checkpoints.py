@@ -4,7 +4,7 @@ A run's results are written per experiment, and one experiment of a full profile
 (the 1.5B head ablation is ~32k sweep rows). ``atlas run`` therefore opens ``checkpointing(dir)`` around
 each experiment: every ``Runner.sweep`` inside takes the next slot (its position in the experiment, plus a
 digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
-``interval`` seconds, and on a rerun reloads them and computes only the variants not yet finished. The
+``INTERVAL`` seconds, and on a rerun reloads them and computes only the variants not yet finished. The
 folder is removed once the experiment's record is written.
 """
 
@@ -23,6 +23,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from atlas_core.results import atomic_write_text
+
+INTERVAL = 30.0  # seconds between saves: the most work an interruption loses
 
 _ACTIVE: contextvars.ContextVar["Checkpoints | None"] = contextvars.ContextVar("atlas_checkpoints", default=None)
 
@@ -98,10 +100,10 @@ class Checkpoints:
 
 
 @contextmanager
-def checkpointing(directory: str | Path, interval: float = 30.0) -> Iterator[Checkpoints]:
-    """Save and resume the sweeps run inside this block under ``directory`` (the caller removes it when the
-    work it belongs to is stored)."""
-    token = _ACTIVE.set(Checkpoints(Path(directory), interval))
+def checkpointing(directory: str | Path, interval: float | None = None) -> Iterator[Checkpoints]:
+    """Save and resume the sweeps (and LoRA training) run inside this block under ``directory``, every
+    ``interval`` seconds (default ``INTERVAL``); the caller removes the folder when its work is stored."""
+    token = _ACTIVE.set(Checkpoints(Path(directory), INTERVAL if interval is None else interval))
     try:
         yield _ACTIVE.get()
     finally:

@@ -261,7 +261,8 @@ def run(ctx: Context) -> LoraResult:
         with training_mode(peft_model):
             losses, converged = train(peft_model, pairs, seed=ctx.seed, lr=LEARNING_RATE, max_steps=prof.lora_max_steps,
                                       target_loss=prof.lora_target_loss, window=window, schedule=SCHEDULE,
-                                      progress=ctx.progress, checkpoint=state, checkpoint_key=adapter_key(ctx))
+                                      progress=ctx.progress, checkpoint=state, checkpoint_key=adapter_key(ctx),
+                                      checkpoint_every=ck.interval if ck is not None else 0.0)
         train_seconds = time.perf_counter() - t0 + (ck.prior_seconds if ck is not None else 0.0)
         final = float(pair_losses(peft_model, pairs).mean())  # the trained adapter on every pair
         converged = converged or final < prof.lora_target_loss  # also when the budget ran out on the way down

@@ -1,7 +1,8 @@
-"""Sweep checkpoints: a sweep interrupted part way and run again inside the same checkpoint folder gives the
-same metrics as one uninterrupted sweep and recomputes only the variants that had not finished; a checkpoint
-of another sweep is never used; ``atlas run`` resumes an interrupted experiment from its saved sweeps and
-removes them once the experiment's record is written."""
+"""Checkpoints inside an experiment: a sweep interrupted part way and run again inside the same checkpoint
+folder gives the same metrics as one uninterrupted sweep and recomputes only the variants that had not
+finished; a checkpoint of another sweep is never used; ``atlas run`` resumes an interrupted experiment
+from its saved sweeps, and an interrupted LoRA training from its saved state (same loss curve as an
+uninterrupted run), and removes them once the experiment's record is written."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
+from atlas_core import checkpoints
 from atlas_core.checkpoints import checkpointing, current
-from atlas_core.experiments import module
+from atlas_core.experiments import lora_training
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.results import RunStore
@@ -134,7 +137,6 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
         return RunPlan(model="tiny-qwen2", experiments=["clean", "layer_ablation"], profile="smoke", out=out,
                        device="cpu", families=["copying", "arithmetic"], progress=False, report=False)
 
-    sweeps = module("layer_ablation")
     real_sweep = Runner.sweep
     calls = {"n": 0}
 
@@ -181,7 +183,6 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
     assert json.dumps(a["primary"]) == json.dumps(b["primary"])
     for sa, sb in zip(a["sweeps"], b["sweeps"]):
         np.testing.assert_allclose(sa["family_mean_kl"], sb["family_mean_kl"], atol=1e-5, rtol=1e-5)
-    assert sweeps.NAME == "layer_ablation"
 
 
 def test_a_changed_config_drops_the_stale_checkpoints(tmp_path):
@@ -194,3 +195,48 @@ def test_a_changed_config_drops_the_stale_checkpoints(tmp_path):
     keep = store.partial_dir("layer_ablation", "aaaaaaaaaaaaaaaa")
     store.clear_partial("layer_ablation", keep=keep)
     assert not stale.exists() and other.exists()
+
+
+def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch):
+
+    def plan(out):
+        return RunPlan(model="tiny-qwen2", experiments=["lora_training"], profile="smoke", out=out, device="cpu",
+                       families=["copying", "arithmetic"], progress=False, report=False)
+
+    out = tmp_path / "run"
+    real = lora_training.target_loss_of
+    calls = {"n": 0}
+
+    def stop_after_seven_steps(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise Interrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints, "INTERVAL", 0.0)  # save after every step
+        m.setattr(lora_training, "target_loss_of", stop_after_seven_steps)
+        with pytest.raises(Interrupt):
+            run_plan(plan(out))
+    (state,) = (out / ".partial").glob("lora_training-*/lora_train_seed0.pt")
+    assert torch.load(state, weights_only=True)["step"] == 7
+
+    steps = {"n": 0}
+
+    def counted(*args, **kwargs):
+        steps["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lora_training, "target_loss_of", counted)
+    p = plan(out)
+    run_plan(p)
+    assert any("resuming" in msg for msg in p.log) and not (out / ".partial").exists()
+    resumed = RunStore(out).load("lora_training").result
+    trained_after_resume = steps["n"]
+
+    steps["n"] = 0
+    run_plan(plan(tmp_path / "fresh"))
+    fresh = RunStore(tmp_path / "fresh").load("lora_training").result
+    assert trained_after_resume == steps["n"] - 7  # the seven saved steps were not trained again
+    assert resumed["loss_curve"] == fresh["loss_curve"] and resumed["steps"] == fresh["steps"]
+    assert resumed["final_loss"] == fresh["final_loss"]
