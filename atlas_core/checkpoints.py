@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from atlas_core.results import atomic_write_text
+from atlas_core.results import atomic_write, atomic_write_text
 
 INTERVAL = 30.0  # seconds between saves: the most work an interruption loses
 
@@ -62,16 +60,8 @@ class Slot:
             return False
         from safetensors.numpy import save_file
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"digest": self.digest})
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        atomic_write(self.path, lambda tmp: save_file(arrays, tmp, metadata={"digest": self.digest}))
         self._last = time.monotonic()
         self.owner.save_elapsed()
         return True

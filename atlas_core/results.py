@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,24 +69,30 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path`` and rename it over ``path``: a reader sees the old file or
-    the whole new one, never a part. The file gets the usual mode (0666 less the umask), not mkstemp's 0600."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Have ``write(tmp)`` fill a temp file beside ``path``, then rename it over ``path``: a reader sees the old
+    file or the whole new one, never a part. The file gets the usual mode (0666 less the umask), not mkstemp's
+    0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """``atomic_write`` of a text file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 @dataclass

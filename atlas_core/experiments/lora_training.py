@@ -20,7 +20,6 @@ unloaded, so the base model every other experiment sees is bitwise unchanged. ``
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
 from atlas_core.metrics import kl_divergence
 from atlas_core.models.adapters import decoder
-from atlas_core.results import config_hash
+from atlas_core.results import atomic_write, config_hash
 from atlas_core.runner import Runner, _logits_to_logprobs
 
 NAME = "lora_training"
@@ -206,17 +205,8 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
 
 
 def _save_state(path: Path, state: dict) -> None:
-    """torch.save (the AdamW state is nested, which safetensors does not hold) to a temp file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save (the AdamW state is nested, which safetensors does not hold), written atomically."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     ck = checkpoints.current()
     if ck is not None:
         ck.save_elapsed()

@@ -7,6 +7,8 @@ uninterrupted run), and removes them once the experiment's record is written."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from atlas_core.checkpoints import checkpointing, current
 from atlas_core.experiments import lora_training
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.results import RunStore
+from atlas_core.results import RunStore, atomic_write, atomic_write_text
 from atlas_core.runner import Runner
 from atlas_core.sites import Site, dims
 
@@ -240,3 +242,19 @@ def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch)
     assert trained_after_resume == steps["n"] - 7  # the seven saved steps were not trained again
     assert resumed["loss_curve"] == fresh["loss_curve"] and resumed["steps"] == fresh["steps"]
     assert resumed["final_loss"] == fresh["final_loss"]
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path):
+    target = tmp_path / "record.json"
+    atomic_write_text(target, "old")
+
+    def half_then_crash(tmp):
+        Path(tmp).write_text("half")
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        atomic_write(target, half_then_crash)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # the usual mode, not mkstemp's 0600
