@@ -101,7 +101,7 @@ def run_plan(plan: RunPlan) -> RunStore:
             partial = store.partial_dir(key, chash)
             store.clear_partial(key, keep=partial)
             if partial.is_dir():
-                _say(plan, f"[atlas] {key}: resuming from the sweeps saved in {partial}")
+                _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
             t0 = time.perf_counter()
             with checkpointing(partial) as ck:
                 result = mod.run(run_ctx)

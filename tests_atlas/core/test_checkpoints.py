@@ -170,7 +170,7 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
     p = plan()
     run_plan(p)
     resumed_rows = sum(forwarded)
-    assert any("resuming from the sweeps saved" in m for m in p.log)
+    assert any("resuming from the sweeps and training state saved" in m for m in p.log)
     assert not (out / ".partial").exists()  # removed once the record is written
     resumed = store.load("layer_ablation")
     assert resumed.provenance["resumed_after_seconds"] > 0
