@@ -189,7 +189,7 @@ def heatmaps(panels: Sequence[dict], xlabel: str, ylabel: str, cbar_label: str, 
         ax.grid(False)
         _ticks(ax.set_xticks, p["x"], max_labels=max(3, int(panel_w * 2.4)))
         if idx % ncols == 0:
-            _ticks(ax.set_yticks, p["y"], max_labels=30)
+            _ticks(ax.set_yticks, p["y"], max_labels=max(3, int((panel_h - 0.8) / 0.14)))  # ~0.14 in a label
             ax.set_ylabel(ylabel)
         ax.set_xlabel(xlabel)
         if not shared_scale:
