@@ -1,11 +1,12 @@
-"""Partial sweep results, saved while an experiment runs, so an interrupted run resumes mid-experiment.
+"""Partial work saved while an experiment runs, so an interrupted run resumes mid-experiment.
 
 A run's results are written per experiment, and one experiment of a full profile can take hours on a CPU
 (the 1.5B head ablation is ~32k sweep rows). ``atlas run`` therefore opens ``checkpointing(dir)`` around
 each experiment: every ``Runner.sweep`` inside takes the next slot (its position in the experiment, plus a
 digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
-``INTERVAL`` seconds, and on a rerun reloads them and computes only the variants not yet finished. The
-folder is removed once the experiment's record is written.
+``INTERVAL`` seconds, and on a rerun reloads them and computes only the variants not yet finished; LoRA
+training saves its state in the same folder (``lora_training.train``). The folder is removed once the
+experiment's record is written.
 """
 
 from __future__ import annotations
@@ -30,10 +31,9 @@ _ACTIVE: contextvars.ContextVar["Checkpoints | None"] = contextvars.ContextVar("
 class Slot:
     """One sweep's partial metrics in one file, written atomically (temp file + rename)."""
 
-    def __init__(self, path: Path, digest: str, interval: float, owner: "Checkpoints"):
+    def __init__(self, path: Path, digest: str, owner: "Checkpoints"):
         self.path = path
         self.digest = digest
-        self.interval = interval
         self.owner = owner
         self._last = time.monotonic()
 
@@ -55,8 +55,8 @@ class Slot:
         return arrays
 
     def save(self, arrays: dict[str, np.ndarray], force: bool = False) -> bool:
-        """Write the arrays if ``interval`` seconds passed since the last write (or ``force``)."""
-        if not force and time.monotonic() - self._last < self.interval:
+        """Write the arrays if the owner's ``interval`` passed since the last write (or ``force``)."""
+        if not force and time.monotonic() - self._last < self.owner.interval:
             return False
         from safetensors.numpy import save_file
 
@@ -83,7 +83,7 @@ class Checkpoints:
     def slot(self, identity: dict) -> Slot:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         self._count += 1
-        return Slot(self.directory / f"sweep-{self._count:03d}.safetensors", digest, self.interval, self)
+        return Slot(self.directory / f"sweep-{self._count:03d}.safetensors", digest, self)
 
     def save_elapsed(self) -> None:
         atomic_write_text(self.directory / "elapsed.txt", f"{self.prior_seconds + time.monotonic() - self._t0:.3f}")
