@@ -15,14 +15,14 @@ import shutil
 from pathlib import Path
 
 from atlas_core import AtlasError
-from atlas_core.results import RunStore, atomic_write_text
+from atlas_core.results import RunStore, atomic_write, atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES_DIR = REPO / "fixtures" / "baselines"
 
 
 def _compact(doc: dict) -> str:
-    return json.dumps(doc, separators=(",", ":"), sort_keys=False) + "\n"
+    return json.dumps(doc, separators=(",", ":")) + "\n"
 
 
 def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Path:
@@ -64,7 +64,7 @@ def seed_run(run_dir: str | Path, baselines: str | Path | None = BASELINES_DIR) 
     copied = []
     for p in sorted(src.glob("*.json")):
         if p.name != "manifest.json" and not (run_dir / p.name).exists():
-            shutil.copy2(p, run_dir / p.name)
+            atomic_write(run_dir / p.name, lambda tmp, src=p: shutil.copyfile(src, tmp))  # never half a record
             copied.append(p.stem)
     return copied
 
