@@ -289,7 +289,8 @@ def lines(series: Sequence[dict], xlabel: str, ylabel: str, title: str = "", ysc
 @_styled
 def scatter(groups: Sequence[dict], xlabel: str, ylabel: str, title: str = "", width: float = 4.6,
             height: float = 3.0) -> Markup:
-    """Scatter; each group ``{"name", "x", "y", "labels"?, "color"?}`` (point labels annotate points)."""
+    """Scatter; each group ``{"name", "x", "y", "labels"?, "color"?}`` (point labels annotate points; an
+    empty label leaves its point unlabelled)."""
     fig = _figure(width, height)
     ax = fig.add_subplot()
     for i, g in enumerate(groups):
@@ -297,7 +298,7 @@ def scatter(groups: Sequence[dict], xlabel: str, ylabel: str, title: str = "", w
         color = g.get("color", RUN_COLORS[i % len(RUN_COLORS)])
         ax.scatter(x, y, s=18, color=color, label=g.get("name"), zorder=3)
         for xi, yi, lab in zip(x, y, g.get("labels") or []):
-            if np.isfinite(xi) and np.isfinite(yi):
+            if lab != "" and np.isfinite(xi) and np.isfinite(yi):
                 ax.annotate(str(lab), (xi, yi), xytext=(3, 2), textcoords="offset points", fontsize=6.5,
                             color="#444")
         ok = np.isfinite(x) & np.isfinite(y)

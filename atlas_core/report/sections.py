@@ -321,14 +321,15 @@ def adapter(run: Run) -> dict | None:
     r = run.result("adapter_ablation")
     layers = r["layers"]
     kl = [e["value"] for e in r["kl"]]
-    sc = plots.scatter([{"name": run.name, "x": r["norm"], "y": kl, "labels": [L(l) for l in layers]}],
+    top = set(r["top_layers"][:TOP_K])  # labelling every point piles the weak layers' labels on each other
+    sc = plots.scatter([{"name": run.name, "x": r["norm"], "y": kl, "labels": [L(l) if l in top else "" for l in layers]}],
                        "adapter weight norm", "KL when disabled (nats)",
                        f"norm vs effect (Pearson r = {r['pearson']:.3g})" if r["pearson"] is not None else "norm vs effect")
     per = plots.lines([{"name": "KL when disabled", "x": layers, "y": kl, "lo": [e["lo"] for e in r["kl"]],
                         "hi": [e["hi"] for e in r["kl"]]}], "layer", "KL (nats)", "adapter ablation per layer", width=5.0)
     rows = [{"layer": run.rnum("adapter_ablation", "layers", j), "depth": run.depth_num(l),
              "kl": run.est("adapter_ablation", "kl", j), "norm": run.rnum("adapter_ablation", "norm", j),
-             "top": l in r["top_layers"][:TOP_K]} for j, l in enumerate(layers)]
+             "top": l in top} for j, l in enumerate(layers)]
     ci = r.get("pearson_ci") or [None, None]
     return {"plots": [sc, per], "rows": rows, "pearson": run.rnum("adapter_ablation", "pearson"),
             "ci": [run.rnum("adapter_ablation", "pearson_ci", i) for i in range(len(ci))],
