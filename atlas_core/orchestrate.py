@@ -32,6 +32,7 @@ class RunPlan:
     families: list[str] | None = None
     progress: bool = True
     report: bool = True
+    compute: bool = True  # False: stored results only; a missing or stale one is an error, nothing runs
     log: list[str] = field(default_factory=list)
 
 
@@ -74,14 +75,8 @@ def run_plan(plan: RunPlan) -> RunStore:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
     lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
-    store.root.mkdir(parents=True, exist_ok=True)
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
-    manifest = store.manifest() or {"created": now()}
-    manifest.update({"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
-                     "families": {n: f.sha256 for n, f in families.items()}, "updated": now()})
-    manifest.setdefault("experiments", {})
-    store.write_manifest(manifest)
-
+    jobs = []  # (experiment, seed, record key, context, config, config hash, stored record)
     for name in names:
         mod = module(name)
         seeds = [plan.seed + i for i in range(plan.seeds)] if getattr(mod, "SEED_DEPENDENT", False) else [plan.seed]
@@ -90,31 +85,44 @@ def run_plan(plan: RunPlan) -> RunStore:
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
                                                               progress=plan.progress)
             cfg = experiment_config(name, run_ctx, seed)
-            chash = config_hash(cfg)
-            done = store.load(key)
-            if done is not None and done.config_hash == chash:
-                if seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
-                    ctx.shared.setdefault(name, done.result)
-                _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
-                continue
-            _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
-            partial = store.partial_dir(key, chash)
-            store.clear_partial(key, keep=partial)
-            if partial.is_dir():
-                _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
-            t0 = time.perf_counter()
-            with checkpointing(partial) as ck:
-                result = mod.run(run_ctx)
-            wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
-            prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
-                    "task_sha256": {n: f.sha256 for n, f in families.items()}, "wall_seconds": round(wall, 3),
-                    "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
-            store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
-            manifest["experiments"][key] = {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}
-            manifest["updated"] = now()
-            store.write_manifest(manifest)
-            store.clear_partial(key)
-            _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
+            jobs.append((name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
+    if not plan.compute:
+        stale = [(name, key, cfg, done) for name, _, key, _, cfg, chash, done in jobs
+                 if done is None or done.config_hash != chash]
+        if stale:
+            raise AtlasError(_stored_only_error(plan, store.root, stale))
+    store.root.mkdir(parents=True, exist_ok=True)
+    manifest = store.manifest() or {"created": now()}
+    manifest.update({"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
+                     "families": {n: f.sha256 for n, f in families.items()}, "updated": now()})
+    manifest.setdefault("experiments", {})
+    store.write_manifest(manifest)
+
+    for name, seed, key, run_ctx, cfg, chash, done in jobs:
+        mod = module(name)
+        if done is not None and done.config_hash == chash:
+            if seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
+                ctx.shared.setdefault(name, done.result)
+            _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
+            continue
+        _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
+        partial = store.partial_dir(key, chash)
+        store.clear_partial(key, keep=partial)
+        if partial.is_dir():
+            _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
+        t0 = time.perf_counter()
+        with checkpointing(partial) as ck:
+            result = mod.run(run_ctx)
+        wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
+        prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
+                "task_sha256": {n: f.sha256 for n, f in families.items()}, "wall_seconds": round(wall, 3),
+                "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
+        store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
+        manifest["experiments"][key] = {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}
+        manifest["updated"] = now()
+        store.write_manifest(manifest)
+        store.clear_partial(key)
+        _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
     if plan.report:
         try:
             from atlas_core.report import write_report
@@ -124,6 +132,32 @@ def run_plan(plan: RunPlan) -> RunStore:
             path = write_report(store.root)
             _say(plan, f"[atlas] report: {path}")
     return store
+
+
+def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two experiment configs (nested dicts walked)."""
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        a, b = stored.get(k), current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _stored_only_error(plan: RunPlan, root: Path, stale: list[tuple]) -> str:
+    lines = []
+    for _, key, cfg, done in stale:
+        if done is None:
+            lines.append(f"  {key}: no stored result")
+        else:
+            diff = config_diff(done.config, to_jsonable(cfg))  # tuples as the stored JSON lists
+            lines.append(f"  {key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})")
+    exps = ",".join(dict.fromkeys(name for name, *_ in stale))
+    return (f"stored results only, and {len(stale)} of the needed results in {root} cannot be reused:\n"
+            + "\n".join(lines) + f"\ncompute them with `atlas run --model {plan.model} --profile {plan.profile} "
+            f"--experiments {exps} --out {root}`")
 
 
 def _say(plan: RunPlan, msg: str) -> None:

@@ -17,6 +17,9 @@ Options::
     --atlas-baselines DIR       committed records that seed an empty run store (default
                                 fixtures/baselines; ``none``: compute everything)
     --atlas-baseline RUN_DIR    regression: check every finding of --atlas-model against this run
+    --atlas-no-compute          stored results only: a test whose experiment has no stored (or seeded)
+                                result matching this code and these weights fails, naming it, instead
+                                of computing it (a stale baseline fails in seconds, not after hours)
 
 Hypothesis and finding tests take a ``claim`` argument; ``pytest_generate_tests`` parametrizes it
 with the claims whose group matches the test's marker (``h003`` -> claims on H003, ``finding_hub``
@@ -108,6 +111,9 @@ def pytest_addoption(parser):
                      "'none' to compute everything)")
     g.addoption("--atlas-baseline", default=None, metavar="RUN_DIR",
                 help="regression: check every finding of --atlas-model against this stored run")
+    g.addoption("--atlas-no-compute", action="store_true", default=False,
+                help="stored results only: fail a test whose experiment has no matching stored result "
+                     "instead of computing it")
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,9 @@ class AtlasSession:
         self.explicit_claims = opt("atlas_claims") is not None
         self._claim_paths = [Path(p) for p in (opt("atlas_claims") or [])]
         self._claims = None
+        self.compute = not opt("atlas_no_compute")
         self._done: dict[str, dict] = {}
+        self._failed: dict[str, str] = {}
         self.timings: dict[str, float] = {}
 
     # -- models and claims ------------------------------------------------------------------
@@ -281,8 +289,11 @@ class AtlasSession:
         """The finding statistics of ``model``, after computing (once) whatever the selected tests need."""
         if model in self._done:
             return self._done[model]
+        if model in self._failed:  # once per session: the other tests needing it fail with the same message
+            pytest.fail(self._failed[model], pytrace=False)
         import time
 
+        from atlas_core import AtlasError
         from atlas_core.baselines import seed_run
         from atlas_core.claims import load_run
         from atlas_core.orchestrate import RunPlan, run_plan
@@ -292,8 +303,14 @@ class AtlasSession:
         if exps:
             seed_run(out, self.baselines_dir)
             t0 = time.perf_counter()
-            run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device,
-                             report=False, progress=True))
+            try:
+                run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device,
+                                 report=False, progress=True, compute=self.compute))
+            except AtlasError as exc:
+                if self.compute:
+                    raise
+                self._failed[model] = f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"
+                pytest.fail(self._failed[model], pytrace=False)
             self.timings[model] = time.perf_counter() - t0
             gc.collect()
         self._done[model] = load_run(out).stats if exps else {}

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from atlas_core import AtlasError
 from atlas_core.experiments import module
 from atlas_core.experiments.head_ablation import max_layer_kl
 from atlas_core.orchestrate import RunPlan, run_plan
@@ -71,3 +72,31 @@ def test_changed_config_reruns_the_experiment(tmp_path):
     p = plan(out, ["clean"], seed=1)
     run_plan(p)
     assert any("clean: running" in m for m in p.log) and not any("skipped" in m for m in p.log)
+
+
+def test_stored_only_runs_nothing_and_names_what_is_missing_or_stale(tmp_path):
+    out = tmp_path / "run"
+
+    def stored_only(experiments, seed=0) -> RunPlan:
+        p = plan(out, experiments, seed=seed)
+        p.compute = False
+        return p
+
+    with pytest.raises(AtlasError, match=r"(?s)clean: no stored result.*atlas run --model tiny-qwen2 --profile smoke "
+                                         r"--experiments clean"):
+        run_plan(stored_only(["clean"]))
+    assert not out.exists()  # checked before any work: no folder, no manifest
+
+    run_plan(plan(out, ["clean"]))
+    before = snapshot(out), (out / "manifest.json").read_text()
+    with pytest.raises(AtlasError) as exc:
+        run_plan(stored_only(["clean", "steering"], seed=1))
+    msg = str(exc.value)
+    assert "clean: the stored result is stale (its config differs in base_seed, seed)" in msg
+    assert "steering: no stored result" in msg and "--experiments clean,steering" in msg
+    assert (snapshot(out), (out / "manifest.json").read_text()) == before  # nothing written
+
+    p = stored_only(["clean"])
+    run_plan(p)
+    assert p.log == ["[atlas] clean: done already (config %s), skipped" % RunStore(out).load("clean").config_hash]
+    assert snapshot(out) == before[0]

@@ -98,12 +98,37 @@ def test_the_suite_passes_on_baselines_without_recomputing(pytester, tiny_run, t
     claims = write_claims([tiny_run], tmp_path / "tiny-claims.toml")
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(
-        pytester, [FINDINGS], ["--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims)],
-        baselines, runs)
+        pytester, [FINDINGS], ["--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims),
+                               "--atlas-no-compute"], baselines, runs)
     assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 10, result.stdout.str()[-3000:]
     out = result.stdout.str() + result.stderr.str()
     assert "done already" in out and "running on" not in out
     assert _assert_reused(runs, baselines) >= 5
+
+
+def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pytester, tiny_run, tmp_path):
+    """``--atlas-no-compute``: a baseline that lacks a record, or holds one made by other code or weights,
+    fails the tests that need it within seconds, naming the record, what differs and the command that
+    makes it; nothing is computed and the run store gets nothing new."""
+    baselines = tmp_path / "baselines"
+    dest = export_baseline(tiny_run, baselines)
+    (dest / "steering.json").unlink()
+    rec = json.loads((dest / "mlp_ablation.json").read_text())
+    rec["config"]["extra"]["modes"], rec["config_hash"] = ["zero"], "0" * 16  # as if from code with another config
+    (dest / "mlp_ablation.json").write_text(json.dumps(rec))
+    claims = write_claims([tiny_run], tmp_path / "tiny-claims.toml")
+    runs = tmp_path / "runs"
+    result, outcomes = _suite_from_baselines(
+        pytester, [FINDINGS], ["--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims),
+                               "--atlas-no-compute"], baselines, runs)
+    out = result.stdout.str() + result.stderr.str()
+    assert outcomes.get("failed", 0) >= 10 and outcomes.get("passed", 0) == 0, out[-3000:]
+    assert "running on" not in out
+    assert "steering: no stored result" in out
+    assert "mlp_ablation: the stored result is stale (its config differs in extra.modes)" in out
+    assert "atlas run --model tiny-qwen2 --profile smoke --experiments" in out
+    run = runs / "tiny-qwen2-smoke"
+    assert not (run / "manifest.json").exists() and not (run / "steering.json").exists()
 
 
 @pytest.mark.real_model
@@ -114,8 +139,8 @@ def test_the_suite_passes_on_baselines_without_recomputing(pytester, tiny_run, t
 def test_the_hypothesis_suite_passes_on_the_committed_coder_baselines(pytester, tmp_path):
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(
-        pytester, [HYPOTHESES, FINDINGS], ["--atlas-profile", "full", "--atlas-claims", str(CODER_FULL)],
-        BASELINES_DIR, runs)
+        pytester, [HYPOTHESES, FINDINGS], ["--atlas-profile", "full", "--atlas-claims", str(CODER_FULL),
+                                           "--atlas-no-compute"], BASELINES_DIR, runs)
     assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 16, result.stdout.str()[-3000:]
     assert "running on" not in result.stdout.str() + result.stderr.str()
     assert _assert_reused(runs, BASELINES_DIR) >= 8
