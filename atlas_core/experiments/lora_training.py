@@ -82,19 +82,23 @@ def adapter_dir(ctx: Context) -> Path:
     return Path(tmp) / f"lora_adapter_seed{ctx.seed}"
 
 
-def training_pairs(ctx: Context) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids) for the first ``profile.lora_items`` items of every family. The prompt
-    is tokenized exactly as the runner does; the target without special tokens."""
-    tok = ctx.lm.tokenizer
+def training_items(ctx: Context) -> list[tuple[str, object]]:
+    """(family name, item) for the first ``profile.lora_items`` items of every family, in training order."""
     n = ctx.profile.lora_items
+    return [(fam.name, item) for fam in ctx.families.values() for item in (fam.items if n is None else fam.items[:n])]
+
+
+def training_pairs(ctx: Context) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) for ``training_items``. The prompt is tokenized exactly as the runner
+    does; the target without special tokens."""
+    tok = ctx.lm.tokenizer
     pairs = []
-    for fam in ctx.families.values():
-        for item in (fam.items if n is None else fam.items[:n]):
-            p = list(tok(item.prompt)["input_ids"])
-            t = list(tok(item.target, add_special_tokens=False)["input_ids"])
-            if not p or not t:
-                raise AtlasError(f"{fam.name}: item {item.id or item.prompt!r} tokenizes to an empty prompt or target")
-            pairs.append((p, t))
+    for family, item in training_items(ctx):
+        p = list(tok(item.prompt)["input_ids"])
+        t = list(tok(item.target, add_special_tokens=False)["input_ids"])
+        if not p or not t:
+            raise AtlasError(f"{family}: item {item.id or item.prompt!r} tokenizes to an empty prompt or target")
+        pairs.append((p, t))
     if not pairs:
         raise AtlasError("no training pairs: select at least one family with items")
     return pairs
@@ -254,7 +258,8 @@ def run(ctx: Context) -> LoraResult:
                                       progress=ctx.progress, checkpoint=state, checkpoint_key=adapter_key(ctx),
                                       checkpoint_every=ck.interval if ck is not None else 0.0)
         train_seconds = time.perf_counter() - t0 + (ck.prior_seconds if ck is not None else 0.0)
-        final = float(pair_losses(peft_model, pairs).mean())  # the trained adapter on every pair
+        per_pair = pair_losses(peft_model, pairs)  # the trained adapter on every pair
+        final = float(per_pair.mean())
         converged = converged or final < prof.lora_target_loss  # also when the budget ran out on the way down
         meta = {"key": adapter_key(ctx), "model": ctx.lm.info.name, "weights_sha256": ctx.lm.info.weights_sha256,
                 "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged,
@@ -268,10 +273,17 @@ def run(ctx: Context) -> LoraResult:
         steps=len(losses), final_loss=final, target_loss=prof.lora_target_loss, converged=converged,
         loss_curve=losses, kl_per_family={name: ctx.estimate(v) for name, v in ctx.per_family(kl).items()},
         adapter_dir=str(out_dir), train_seconds=round(train_seconds, 3), seed=ctx.seed,
+        above_target=_above_target(training_items(ctx), per_pair, prof.lora_target_loss),
     )
     ctx.shared[NAME] = result
     ctx.shared["lora_adapter_dir"] = str(out_dir)
     return result
+
+
+def _above_target(items: list[tuple[str, object]], losses: np.ndarray, target: float) -> list[dict]:
+    above = [{"family": fam, "prompt": item.prompt, "target": item.target, "loss": float(loss)}
+             for (fam, item), loss in zip(items, losses) if loss >= target]
+    return sorted(above, key=lambda d: -d["loss"])
 
 
 def ensure_adapter(ctx: Context) -> Path:
@@ -295,4 +307,4 @@ def trained_runner(ctx: Context, peft_model) -> Runner:
 
 
 __all__ = ["NAME", "SEED_DEPENDENT", "REQUIRES", "config", "run", "ensure_adapter", "attached_adapter",
-           "adapter_dir", "adapter_key", "training_pairs", "make_batch", "pair_losses", "target_loss_of", "train", "trained_runner"]
+           "adapter_dir", "adapter_key", "training_items", "training_pairs", "make_batch", "pair_losses", "target_loss_of", "train", "trained_runner"]

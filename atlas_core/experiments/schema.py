@@ -154,6 +154,9 @@ class LoraResult:
     adapter_dir: str
     train_seconds: float
     seed: int
+    # the pairs the trained adapter still gets wrong (final loss above the target), worst first: which
+    # prompts keep a run from converging ({"family", "prompt", "target", "loss"})
+    above_target: list[dict] = field(default_factory=list)
 
 
 @dataclass

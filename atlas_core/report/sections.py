@@ -41,6 +41,7 @@ HYPOTHESES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 TOP_K = 5
+UNFIT_ROWS = 10  # LoRA pairs above the target loss listed (worst first)
 
 
 def L(layer: Any) -> str:
@@ -285,7 +286,11 @@ def lora(run: Run) -> dict | None:
               ("train seconds", run.rnum("lora_training", "train_seconds")), ("seed", run.rnum("lora_training", "seed")),
               ("adapter", r["adapter_dir"])]
     rows = [{"family": f, "kl": run.est("lora_training", "kl_per_family", f)} for f in order]
-    return {"plots": [loss, klbar], "params": params, "rows": rows, "converged": r["converged"],
+    above = r.get("above_target")  # absent from records written before it was stored
+    unfit = None if above is None else {
+        "n": len(above), "rows": [{"family": a["family"], "prompt": a["prompt"], "target": a["target"],
+                  "loss": run.rnum("lora_training", "above_target", j, "loss")} for j, a in enumerate(above[:UNFIT_ROWS])]}
+    return {"plots": [loss, klbar], "params": params, "rows": rows, "converged": r["converged"], "unfit": unfit,
             "seeds": run.extra_seeds("lora_training")}
 
 

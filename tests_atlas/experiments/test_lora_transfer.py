@@ -242,6 +242,15 @@ def test_training_reduces_loss(tiny, smoke):
     assert res.final_loss == pytest.approx(trained.mean(), rel=1e-5)  # the saved adapter over every pair
     assert (res.rank, res.alpha, res.batch_size, res.targets) == (8, 16, 1, ["q_proj", "k_proj", "v_proj", "o_proj"])
     assert res.train_seconds > 0 and res.seed == 0
+    # the pairs still above the target loss, named and worst first
+    items = lora_training.training_items(ctx)
+    above = [j for j in range(len(pairs)) if trained[j] >= res.target_loss]
+    assert above and len(res.above_target) == len(above)
+    assert [a["loss"] for a in res.above_target] == sorted((a["loss"] for a in res.above_target), reverse=True)
+    want = sorted(((items[j][0], items[j][1].prompt, items[j][1].target, trained[j]) for j in above), key=lambda t: -t[3])
+    for a, (fam, prompt, target, loss) in zip(res.above_target, want):
+        assert (a["family"], a["prompt"], a["target"]) == (fam, prompt, target)
+        assert a["loss"] == pytest.approx(loss, rel=1e-5)
 
 
 def test_loss_is_on_the_target_tokens_only(tiny):

@@ -89,6 +89,11 @@ def test_every_section_present(full_page, full_run):
         row = re.search(rf'<tr data-hypothesis="{hid}">.*?</tr>', hyp, flags=re.S).group(0)
         assert 'data-stat="' in row, f"{hid} shows no evidence"
     assert Run(full_run).name in full_page and "smoke" in full_page
+    # the LoRA pairs still above the target loss are named (smoke training is too short to fit them all)
+    above = json.loads((full_run / "lora_training.json").read_text())["result"]["above_target"]
+    lora = section_html(full_page, "lora_training")
+    assert above and f"Pairs above the target loss after training ({len(above)}" in lora
+    assert lora.count('data-src="lora_training#/result/above_target/') == min(len(above), S.UNFIT_ROWS)
 
 
 def test_missing_experiments_say_not_run_and_atlas_run_writes_the_page(partial_run):
