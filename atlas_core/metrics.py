@@ -112,6 +112,19 @@ class Estimate:
         return f"{self.value:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
 
 
+TIE_RTOL = 1e-3
+
+
+def is_tie(values, rtol: float = TIE_RTOL) -> bool:
+    """Whether every finite value is the same within ``rtol`` of the largest: a ranking over them is
+    then a tie in index order, not an order by effect (zeroing the whole residual of a model without
+    biases, such as Gemma, leaves its later layers nothing to compute from: the output is the same
+    whichever layer is zeroed)."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    return len(v) >= 2 and float(np.ptp(v)) <= rtol * float(np.abs(v).max())
+
+
 def bootstrap(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int = 1000,
               level: float = 0.95, seed: int = 0) -> Estimate:
     """Percentile bootstrap over the first axis (prompts)."""

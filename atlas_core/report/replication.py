@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from atlas_core import AtlasError
 from atlas_core.baselines import baseline_runs
 from atlas_core.claims import CLAIMS_DIR, load_claims
+from atlas_core.metrics import is_tie
 from atlas_core.profiles import PROFILES
 from atlas_core.report import compare as C
 from atlas_core.report import sections as S
@@ -415,7 +416,14 @@ def _sweep_top(b: Baseline, key: str, target: str, mode: str, k: int = S.TOP_K) 
     s = _sweep(b, key, target, mode)
     if s is None:
         return [f"{NOT_RUN} at this profile"]
+    if is_tie(s["family_mean_kl"]):
+        return [_tie(s)]
     return [f"{b.layer(layer)} {_est(s['mean_kl'][s['layers'].index(layer)])}" for layer in s["ranking"][:k]]
+
+
+def _tie(s: dict) -> str:
+    """A sweep whose layers all give the same KL: no ranking to show."""
+    return f"all {len(s['layers'])} layers tie at {_est(s['mean_kl'][0])}: no layer stands out (see below)"
 
 
 def _study_top(rows: Sequence[tuple], role: str, study: Study) -> list[str]:
@@ -437,6 +445,14 @@ def layer_ablation(doc: Doc) -> list[str]:
     lo = st.get("layer_min", "large")
     lines += [f"Lowest layer: study {st.name('large')} {st.layer(lo[0], 'large')} {fmt(lo[1])}; "
               + "; ".join(f"{b.label} {_sweep_min(b, 'layer_ablation', 'resid', 'zero')}" for b in doc.baselines), ""]
+    ties = [b.label for b in doc.baselines if b.has("layer_ablation") and (t := _sweep(b, "layer_ablation", "resid", "zero"))
+            and is_tie(t["family_mean_kl"])]
+    if ties:
+        lines += [f"{', '.join(ties)}: every layer gives the same KL when its whole output is zeroed, so this target "
+                  "ranks nothing there. A model without biases (Gemma has none) computes nothing from a zero residual: "
+                  "every later layer's attention and MLP output is zero and the logits are uniform, whichever layer "
+                  "was zeroed. Its layers are told apart by the `delta` target and by the mean and resample modes "
+                  "below.", ""]
     lines += ["Target `delta`, mode `zero`: only the layer's write (output − input) is zeroed and the residual it "
               "received flows on; zeroing it is exactly skipping the layer. The study did not measure this target.", ""]
     lines += _grid(labels, [("study", ["not measured"])], doc.baselines, "layer_ablation",
@@ -449,6 +465,8 @@ def _sweep_min(b: Baseline, key: str, target: str, mode: str) -> str:
     if s is None:
         return NOT_RUN
     vals = s["family_mean_kl"]
+    if is_tie(vals):
+        return f"none (all layers tie at {fmt(vals[0])})"
     j = min((i for i, v in enumerate(vals) if v is not None), key=lambda i: vals[i], default=None)
     return NONE if j is None else f"{b.layer(s['layers'][j])} {fmt(vals[j])}"
 
@@ -481,6 +499,8 @@ def _mode_cell(b: Baseline, key: str, target: str, mode: str) -> str:
     s = _sweep(b, key, target, mode)
     if s is None:
         return f"{NOT_RUN} at this profile"
+    if is_tie(s["family_mean_kl"]):
+        return f"all layers tie · {_range(s['family_mean_kl'])}"
     return f"{', '.join(f'L{x}' for x in s['ranking'][:3])} · {_range(s['family_mean_kl'])}"
 
 

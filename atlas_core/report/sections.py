@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 from matplotlib import colormaps
 
+from atlas_core.metrics import is_tie
 from atlas_core.report import plots
 from atlas_core.report.data import Est, Run, derived
 
@@ -156,6 +157,7 @@ def sweeps(run: Run, key: str) -> dict | None:
             "top_kl": run.rnum(key, "sweeps", i, "family_mean_kl", j) if j is not None else None,
             "min_layer": run.rnum(key, "sweeps", i, "layers", lo_j) if lo_j is not None else None,
             "min_kl": run.rnum(key, "sweeps", i, "family_mean_kl", lo_j) if lo_j is not None else None,
+            "tie": is_tie(s["family_mean_kl"]),
         })
     s = r["sweeps"][p]
     top = []
@@ -167,7 +169,7 @@ def sweeps(run: Run, key: str) -> dict | None:
     full = [{"layer": run.rnum(key, "sweeps", p, "layers", j), "cells": [run.rnum(key, "sweeps", p, "kl", f, j) for f in fams],
              "fmkl": run.rnum(key, "sweeps", p, "family_mean_kl", j)} for j in range(len(s["layers"]))]
     return {"primary": r.get("primary"), "families": fams, "heat": heat, "curves": curves, "summary": summary,
-            "top": top, "full": full, "notes": r.get("notes", "")}
+            "top": top, "full": full, "notes": r.get("notes", ""), "tie": summary[p]["tie"]}
 
 
 def heads(run: Run) -> dict | None:

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings, strategies as st
 from atlas_core import AtlasError
 from atlas_core.metrics import (
     Estimate, argmax_match, bootstrap, kl_divergence, kl_recovery, recovery, selectivity, target_prob,
-    topk_overlap,
+    is_tie, topk_overlap,
 )
 
 FEW = settings(max_examples=60, deadline=None)
@@ -220,3 +220,14 @@ def test_bootstrap_edges_and_custom_statistic():
     est = Estimate(1.0, 0.5, 1.5, 10)
     assert est.to_dict() == {"value": 1.0, "lo": 0.5, "hi": 1.5, "n": 10}
     assert f"{est:.2f}" == "1.00 [0.50, 1.50]"
+
+
+@FEW
+@given(st.floats(0.01, 100), st.integers(2, 40), SEEDS)
+def test_a_tie_is_every_value_equal_within_the_tolerance(value, n, seed):
+    rng = np.random.default_rng(seed)
+    flat = list(value * (1 + rng.uniform(-4e-4, 4e-4, n)))  # spread under 0.1% of the largest
+    assert is_tie(flat) and is_tie(flat + [None, float("nan")])  # missing values are ignored
+    spread = flat[:-1] + [value * 1.01]
+    assert not is_tie(spread)
+    assert not is_tie([value]) and not is_tie([]) and not is_tie([value, None])  # one value ranks nothing either way

@@ -123,6 +123,29 @@ def test_numbers_equal_the_json(full_page, full_run, partial_run):
     assert problems == [] and checked >= 100
 
 
+def test_a_sweep_whose_layers_all_tie_is_flagged_not_ranked(full_run, full_page, tmp_path):
+    """Zeroing the whole residual of a bias-free model (Gemma; tiny-qwen2, whose random init leaves its
+    biases at zero) gives the same KL at every layer: the page says so instead of presenting the
+    tie-broken order as the top layers. A sweep that does rank its layers carries no such flag."""
+    from atlas_core.metrics import is_tie
+
+    sweeps = json.loads((full_run / "layer_ablation.json").read_text())["result"]["sweeps"]
+    tied = [s for s in sweeps if is_tie(s["family_mean_kl"])]
+    assert [(s["target"], s["mode"]) for s in tied] == [("resid", "zero")]  # bias-free: zero in, zero out
+    body = section_html(full_page, "layer_ablation")
+    assert body.count("(all layers tie)") == 1
+    assert "these ranks are a tie in layer order, not an order by effect" in body
+
+    copy = tmp_path / "run"
+    shutil.copytree(full_run, copy, ignore=shutil.ignore_patterns("lora_adapter*", "atlas.html"))
+    doc = json.loads((copy / "layer_ablation.json").read_text())
+    sweep = next(s for s in doc["result"]["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))
+    sweep["family_mean_kl"] = [1.0 + 0.5 * j for j in range(len(sweep["layers"]))]
+    (copy / "layer_ablation.json").write_text(json.dumps(doc))
+    body = section_html(write_report(copy).read_text(), "layer_ablation")
+    assert "all layers tie" not in body and "a tie in layer order" not in body
+
+
 def test_number_check_catches_a_changed_value(full_page, full_run, tmp_path):
     """The check can fail: change one stored value after rendering and it is reported."""
     copy = tmp_path / "run"
