@@ -334,14 +334,16 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
             ok = rank is not None and rank <= claim.max_rank
             top = ", ".join(f"L{x}" for x in ranking[: max(claim.max_rank, 3)])
             got = (f"rank {rank} of {len(ranking)}" if rank is not None else
-                   (f"layer {claim.layer} not among the {len(ranking)} layers measured" if ranking else "not measured"))
+                   (f"layer {claim.layer} not among the {len(ranking)} layers measured" if ranking else
+                    f"not ranked: {label}" if s is not None and s.tie else "not measured"))
             msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: layer {claim.layer} {got} "
                    f"(top: {top or 'n/a'}); expected rank <= {claim.max_rank}" + ("" if ok else " -> FAIL"))
             return Evaluation(claim, models, ok, f"rank of layer {claim.layer} by {claim.statistic}",
                               None if rank is None else float(rank), None, None, claim.expectation(), msg,
                               None, None, series, {})
     ok = _check(claim, value)
-    measured = _fmt(value, lo, hi) + (f" ({label})" if label else "")
+    tie = claim.hypothesis is None and s is not None and s.tie
+    measured = f"none: {label}" if tie else _fmt(value, lo, hi) + (f" ({label})" if label else "")
     msg = (f"claim {claim.id} ({claim.source}) on {who}: {name} measured {measured}; expected "
            f"{claim.expectation()}" + ("" if ok else " -> FAIL"))
     return Evaluation(claim, models, ok, name, value, lo, hi, claim.expectation(), msg, verdict, None, series, {})
@@ -459,7 +461,7 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
                              f"tolerance = {_n(tol)}",
                              f"description = {_q(f'{name} = {s.text()} on {r.model}')}", ""]
             for prefix in ("hub", "mlp"):
-                if finding == prefix and f"{prefix}.ranking" in r.stats:
+                if finding == prefix and f"{prefix}.ranking" in r.stats and not r.stats[f"{prefix}.ranking"].tie:
                     top = int(r.stats[f"{prefix}.ranking"].value)
                     what = "layer ablation" if prefix == "hub" else "MLP ablation"
                     body += ["[[claim]]", f"id = {_q(f'{r.model}:{prefix}.rank.L{top}')}", f"model = {_q(r.model)}",
@@ -570,7 +572,8 @@ def compare_stats(a: Mapping[str, Stat], b: Mapping[str, Stat], *, model_a: str 
         if va is None or vb is None or not (math.isfinite(va) and math.isfinite(vb)):
             same = (va is None and vb is None) or (va is not None and vb is not None and
                                                    (va == vb or (math.isnan(va) and math.isnan(vb))))
-            rows.append(ComparisonRow(name, group, sa, sb, None, None, not same, model_a, model_b, "not finite"))
+            note = "tie" if sa.tie or sb.tie else "not finite"
+            rows.append(ComparisonRow(name, group, sa, sb, None, None, not same, model_a, model_b, note))
             continue
         delta = vb - va
         if sa.kind == "index":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from atlas_core import AtlasError
+from atlas_core.metrics import is_tie
 
 SUPPORTED = "supported"
 PARTIAL = "partially supported"
@@ -83,6 +84,7 @@ class Stat:
     ranking: tuple[int, ...] | None = None
     label: str | None = None  # what the number refers to, e.g. "L26" or "arithmetic L0 H3"
     series: dict | None = field(default=None, compare=False)
+    tie: bool = False  # every candidate scored the same: there is no top item (``value`` is None)
 
     @property
     def half_width(self) -> float | None:
@@ -93,7 +95,7 @@ class Stat:
     def text(self, fmt: str = ".4g") -> str:
         """``value [lo, hi]`` (or the value alone when there is no interval)."""
         if self.value is None:
-            return "n/a"
+            return f"none ({self.label})" if self.tie else "n/a"
         v = f"{self.value:{fmt}}"
         if self.lo is not None and self.hi is not None:
             v += f" [{self.lo:{fmt}}, {self.hi:{fmt}}]"
@@ -180,22 +182,30 @@ def _primary(result: Mapping) -> Mapping:
 
 
 def _sweep_stats(prefix: str, sweep: Mapping, n_layers: int) -> dict[str, Stat]:
+    """The top layer of an ablation sweep, its KL, depth and rank order. When every layer gives the same
+    KL (:func:`atlas_core.metrics.is_tie`: zeroing the whole residual of a model without biases) there is
+    no top layer: the layer, depth and ranking are None with ``tie`` set, and the KL is the common value."""
     layers, fmk = list(sweep["layers"]), list(sweep["family_mean_kl"])
     ranking = tuple(int(v) for v in sweep["ranking"])
+    tie = is_tie(fmk)
     top = ranking[0]
     i = layers.index(top)
     est = sweep["mean_kl"][i]
     shift = fmk[i] - (est.get("value") or 0.0)  # interval of the all-prompt mean, centred on the family mean
     series = _series(layers, fmk, "layer", "mean KL over families (nats)")
+    label = f"all {len(layers)} layers tie" if tie else f"L{top}"
+    at = None if tie else float(top)
     out = {
-        f"{prefix}.ranking": Stat(float(top), kind="ranking", ranking=ranking, label=f"L{top}", series=series),
-        f"{prefix}.top_layer": Stat(float(top), kind="index", label=f"L{top}", series=series),
-        f"{prefix}.top_layer_depth": Stat(relative_depth(top, n_layers), label=f"L{top} of {n_layers}"),
+        f"{prefix}.ranking": Stat(at, kind="ranking", ranking=() if tie else ranking, label=label, series=series,
+                                  tie=tie),
+        f"{prefix}.top_layer": Stat(at, kind="index", label=label, series=series, tie=tie),
+        f"{prefix}.top_layer_depth": Stat(None if tie else relative_depth(top, n_layers),
+                                          label=label if tie else f"L{top} of {n_layers}", tie=tie),
         f"{prefix}.top_layer_kl": Stat(fmk[i], _shift(est.get("lo"), shift), _shift(est.get("hi"), shift),
-                                       est.get("n"), kind="estimate", label=f"L{top}", series=series),
+                                       est.get("n"), kind="estimate", label=label, series=series),
     }
     for fam, vals in sweep.get("kl", {}).items():
-        out[f"{prefix}.family_kl.{fam}"] = Stat(float(vals[i]), label=f"L{top}")
+        out[f"{prefix}.family_kl.{fam}"] = Stat(float(vals[i]), label=label)
     return out
 
 
@@ -390,12 +400,13 @@ def statistic_experiments(name: str) -> tuple[str, ...]:
 # decision rules (pure functions of numbers; thresholds are arguments)
 
 
-def h001(small_depth: float, large_depth: float, *, tolerance: float) -> Verdict:
-    """Supported if the top layer's relative depth differs by at most ``tolerance``, else rejected."""
-    diff = abs(large_depth - small_depth)
-    verdict = SUPPORTED if diff <= tolerance else REJECTED
+def h001(small_depth: float | None, large_depth: float | None, *, tolerance: float) -> Verdict:
+    """Supported if the top layer's relative depth differs by at most ``tolerance``, else rejected; rejected
+    too when a model has no hub (depth None: every layer's ablation gives the same KL)."""
+    diff = None if small_depth is None or large_depth is None else abs(large_depth - small_depth)
+    verdict = SUPPORTED if diff is not None and diff <= tolerance else REJECTED
     return Verdict("H001", verdict, "|hub relative depth large - small|", diff, None, None,
-                   f"supported if <= {tolerance:g}, else rejected",
+                   f"supported if <= {tolerance:g}, else rejected (also when a model has no hub: all layers tie)",
                    {"small_depth": small_depth, "large_depth": large_depth})
 
 
@@ -486,7 +497,7 @@ def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolera
 
 def _need(stats: Mapping[str, Stat], name: str, role: str) -> Stat:
     s = stats.get(name)
-    if s is None or s.value is None:
+    if s is None or (s.value is None and not s.tie):  # a tie is measured: it has no top item
         raise AtlasError(f"statistic {name} of the {role} model is missing: run its experiment "
                          f"({', '.join(statistic_experiments(name))}) for that model")
     return s

@@ -813,7 +813,9 @@ def _single(doc: Doc, b: Baseline, hid: str) -> str:
     parts = []
     for name in S.EVIDENCE[hid]:
         s = b.stats.get(name)
-        if s is not None and s.value is not None:
+        if s is not None and s.tie and s.kind == "index":
+            parts.append(f"{name.split('.', 1)[1]} none ({s.label})")
+        elif s is not None and s.value is not None:
             kind = "auto" if s.kind in ("index", "ranking") else "x" if "selectivity" in name else S.stat_kind(name)
             text = s.label if s.kind == "index" and s.label else _est(s, kind)
             parts.append(f"{name.split('.', 1)[1]} {text}")

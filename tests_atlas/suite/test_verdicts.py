@@ -187,3 +187,40 @@ def test_model_statistics_read_the_schema_fields():
     assert s["adapter.pearson"].lo == 0.9
     assert s["efficiency.best_top5_overlap"].value == 0.2 and s["efficiency.best_top5_overlap"].label == "b"
     assert not math.isnan(s["hub.family_kl.copying"].value)
+
+
+def test_a_tied_layer_ablation_has_no_hub():
+    """Zeroing the whole residual of a bias-free model gives every layer the same KL: no top layer, no
+    rank order, H001 rejected (a model without a hub cannot keep it at the same depth), and claims and
+    comparisons say "tie" rather than reading L0 from a ranking broken by layer order."""
+    from atlas_core.claims import compare_stats, evaluate, parse_claim
+
+    n = 6
+    tied = {"layer_ablation": to_jsonable(LayerAblationResult(n, ["arithmetic", "copying"],
+                                                              [_sweep("resid", [10.6] * n)]))}
+    ranked = {"layer_ablation": to_jsonable(LayerAblationResult(n, ["arithmetic", "copying"],
+                                                                [_sweep("resid", [5, 6, 7, 12, 8, 9])]))}
+    t, r = model_statistics(tied, n), model_statistics(ranked, n)
+    for name in ("hub.top_layer", "hub.top_layer_depth", "hub.ranking"):
+        assert t[name].value is None and t[name].tie and t[name].label == "all 6 layers tie", name
+    assert t["hub.ranking"].ranking == ()
+    assert t["hub.top_layer_kl"].value == pytest.approx(10.6) and not t["hub.top_layer_kl"].tie
+    assert t["hub.top_layer"].text() == "none (all 6 layers tie)"
+    assert not r["hub.top_layer"].tie and r["hub.top_layer"].value == 3
+
+    for small, large in ((t, r), (r, t), (t, t)):
+        v = decide("H001", small, large, {"tolerance": 1.0})  # any depth difference would pass
+        assert v.verdict == REJECTED and v.value is None and "no hub" in v.rule
+
+    rank = parse_claim({"id": "r", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 0,
+                        "max_rank": 3}, {"source": "measured"})
+    ev = evaluate(rank, [t], ["m"])
+    assert not ev.passed and "layer 0 not ranked: all 6 layers tie" in ev.message
+    depth = parse_claim({"id": "d", "statistic": "hub.top_layer_depth", "model": "m", "kind": "value",
+                         "expected": 0.0, "tolerance": 0.1}, {"source": "measured"})
+    ev = evaluate(depth, [t], ["m"])
+    assert not ev.passed and "measured none: all 6 layers tie" in ev.message
+
+    rows = {row.statistic: row for row in compare_stats(r, t)}
+    assert rows["hub.top_layer"].drifted and rows["hub.top_layer"].note == "tie"
+    assert not {row.statistic: row for row in compare_stats(t, t)}["hub.top_layer"].drifted
