@@ -25,6 +25,22 @@ def _compact(doc: dict) -> str:
     return json.dumps(doc, separators=(",", ":")) + "\n"
 
 
+def _portable(obj, run_root: Path):
+    """``obj`` with this machine's absolute paths made portable: a path inside the run folder relative to it
+    (the LoRA adapter), one under the home folder as ``~/...`` (the model cache). They are provenance only;
+    no number depends on them."""
+    if isinstance(obj, dict):
+        return {k: _portable(v, run_root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v, run_root) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        p = Path(obj)
+        for base, prefix in ((run_root.resolve(), ""), (Path.home().resolve(), "~/")):
+            if p.is_relative_to(base) and p != base:
+                return prefix + p.relative_to(base).as_posix()
+    return obj
+
+
 def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Path:
     """Write ``into/<run folder name>/``: the manifest and every experiment record of ``run_dir``, compact.
     Records are read back through ``RunStore`` first, so a damaged run fails here, not in CI."""
@@ -46,8 +62,8 @@ def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Pa
         if stale.name != "manifest.json" and stale.stem not in records:
             stale.unlink()
     for key, rec in records.items():
-        atomic_write_text(dest / f"{key}.json", _compact(rec.to_dict()))
-    atomic_write_text(dest / "manifest.json", _compact(manifest))
+        atomic_write_text(dest / f"{key}.json", _compact(_portable(rec.to_dict(), store.root)))
+    atomic_write_text(dest / "manifest.json", _compact(_portable(manifest, store.root)))
     return dest
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from atlas_core import AtlasError
-from atlas_core.baselines import BASELINES_DIR, baseline_runs, export_baseline, seed_run
+from atlas_core.baselines import BASELINES_DIR, _portable, baseline_runs, export_baseline, seed_run
 from atlas_core.claims import CLAIMS_DIR, write_claims
 from atlas_core.cli import main
 from atlas_core.orchestrate import RunPlan, run_plan
@@ -42,8 +42,11 @@ def test_export_writes_every_record_compactly_and_nothing_else(tiny_run, tmp_pat
     assert (tiny_run / "atlas.html").exists() and any(p.is_dir() for p in tiny_run.iterdir())
     for name in source:
         text = (dest / name).read_text()
-        assert json.loads(text) == json.loads((tiny_run / name).read_text())
+        assert json.loads(text) == _portable(json.loads((tiny_run / name).read_text()), tiny_run)
         assert "\n " not in text  # compact
+        assert str(tiny_run) not in text and f'"{Path.home()}/' not in text  # no path of this machine
+    lora = json.loads((dest / "lora_training.json").read_text())["result"]
+    assert lora["adapter_dir"] == "lora_adapter_seed0" and (tiny_run / lora["adapter_dir"]).is_dir()
     assert sum(p.stat().st_size for p in dest.iterdir()) < sum((tiny_run / n).stat().st_size for n in source)
     assert baseline_runs(tmp_path / "baselines") == [dest]
 
@@ -155,3 +158,13 @@ def main_out(argv: list[str]) -> str:
     with contextlib.redirect_stdout(buf):
         assert main(argv) == 0
     return buf.getvalue().strip()
+
+
+def test_exported_paths_are_portable(tmp_path):
+    run = tmp_path / "some-run"
+    home = Path.home()
+    doc = {"provenance": {"model": {"path": f"{home}/.cache/atlas/m", "name": "m"}},
+           "result": {"adapter_dir": str(run / "lora_adapter_seed0"), "others": ["/opt/elsewhere", "plain", 1.5]}}
+    assert _portable(doc, run) == {"provenance": {"model": {"path": "~/.cache/atlas/m", "name": "m"}},
+                                   "result": {"adapter_dir": "lora_adapter_seed0",
+                                              "others": ["/opt/elsewhere", "plain", 1.5]}}
