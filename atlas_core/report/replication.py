@@ -486,6 +486,14 @@ def ablation_modes(doc: Doc) -> list[str]:
     study = [("study " + st.name("large"), [study_zero] + ["not measured"] * (len(labels) - 1))]
     lines += _grid(labels, study, doc.baselines, "layer_ablation",
                    lambda b: [_mode_cell(b, "layer_ablation", *lab.split(" / ")) for lab in labels], "target / mode")
+    matched = [b for b in doc.baselines if b.role is not None]
+    if matched:
+        tops = " and ".join(f"{st.layer(st.get('layer_top', r)[0][0], r)} of {st.name(r)}"
+                            for r in ("large", "small") if any(b.role == r for b in matched))
+        lines += [f"Where the study's top layer ({tops}) ranks in each sweep of the run of the same architecture "
+                  "and depth (rank by the mean of the per-family means · its KL):", ""]
+        lines += _grid(labels, [], matched, "layer_ablation",
+                       lambda b: [_study_layer_rank(b, st, *lab.split(" / ")) for lab in labels], "target / mode")
     lines += ["The MLP output (the study: the top three MLPs and the largest KL; zero ablation only):", ""]
     mlp = [f"mlp / {m}" for m in ("zero", "mean", "resample")]
     top = st.get("mlp_top", "large")
@@ -493,6 +501,19 @@ def ablation_modes(doc: Doc) -> list[str]:
               + ["not measured"] * (len(mlp) - 1))]
     return lines + _grid(mlp, study, doc.baselines, "mlp_ablation",
                          lambda b: [_mode_cell(b, "mlp_ablation", *lab.split(" / ")) for lab in mlp], "target / mode")
+
+
+def _study_layer_rank(b: Baseline, study: Study, target: str, mode: str) -> str:
+    """``#3 of 28 · 14.3``: the rank in this sweep of the layer the study found strongest for ``b``'s role."""
+    s = _sweep(b, "layer_ablation", target, mode)
+    if s is None:
+        return f"{NOT_RUN} at this profile"
+    layer = study.get("layer_top", b.role)[0][0]
+    if layer not in s["layers"]:
+        return f"L{layer} not swept"
+    if is_tie(s["family_mean_kl"]):
+        return "all layers tie"
+    return f"#{list(s['ranking']).index(layer) + 1} of {len(s['ranking'])} · {fmt(s['family_mean_kl'][s['layers'].index(layer)])}"
 
 
 def _mode_cell(b: Baseline, key: str, target: str, mode: str) -> str:

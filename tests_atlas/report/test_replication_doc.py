@@ -127,6 +127,14 @@ def test_sampled_numbers_equal_the_json(baselines, doc):
                 want = f"all {n} layers tie at {est(s['mean_kl'][0])}: no layer stands out (see below)"
             assert column(doc, "## Layer ablation: top layers", label)[0] == want
             sampled += 1
+            study_top = {28: 26, 24: 2}.get(n) if manifest["model"]["architecture"] == "qwen2" else None
+            if study_top is not None and not is_tie(s["family_mean_kl"]):  # the study's strongest layer, ranked here
+                sec = section(doc, "## Mean and resample ablation (missing from the study)")
+                head, rows = first_table(sec[sec.index("Where the study's top layer"):])
+                rank = list(s["ranking"]).index(study_top) + 1
+                kl = fmt(s["family_mean_kl"][s["layers"].index(study_top)])
+                assert rows[0][0] == "resid / zero" and rows[0][head.index(label)] == f"#{rank} of {n} · {kl}"
+                sampled += 1
         if (run / "steering.json").exists():
             r = load(run, "steering")
             assert est(r["study_layer_best_boost"]) in column(doc, "## Steering", label)[2]
