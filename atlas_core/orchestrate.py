@@ -118,7 +118,10 @@ def run_plan(plan: RunPlan) -> RunStore:
                 "task_sha256": {n: f.sha256 for n, f in families.items()}, "wall_seconds": round(wall, 3),
                 "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
         store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
-        manifest["experiments"][key] = {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}
+        # re-read before writing: another `atlas run` may be running other experiments into this folder
+        manifest = {**manifest, **store.manifest()}
+        manifest["experiments"] = {**manifest.get("experiments", {}),
+                                   key: {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}}
         manifest["updated"] = now()
         store.write_manifest(manifest)
         store.clear_partial(key)

@@ -66,6 +66,25 @@ def test_interrupted_run_keeps_finished_results_and_resumes(tmp_path, monkeypatc
     assert snapshot(out)["clean.json"] == kept["clean.json"]
 
 
+def test_two_runs_into_one_folder_keep_each_others_manifest_entries(tmp_path, monkeypatch):
+    """Two `atlas run` processes with different experiments may share a run folder (a long LoRA training
+    beside the sweeps): each re-reads the manifest before adding its own entry, so neither drops the other's."""
+    out = tmp_path / "run"
+    run_plan(plan(out, ["clean"]))
+    mlp = module("mlp_ablation")
+    real = mlp.run
+
+    def with_a_neighbour(ctx):  # while this run's MLP ablation works, another process finishes a layer ablation
+        run_plan(plan(out, ["layer_ablation"]))
+        return real(ctx)
+
+    monkeypatch.setattr(mlp, "run", with_a_neighbour)
+    run_plan(plan(out, ["clean", "mlp_ablation"]))
+    manifest = RunStore(out).manifest()
+    assert set(manifest["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}
+    assert set(snapshot(out)) == {"clean.json", "layer_ablation.json", "mlp_ablation.json"}
+
+
 def test_changed_config_reruns_the_experiment(tmp_path):
     out = tmp_path / "run"
     run_plan(plan(out, ["clean"]))
