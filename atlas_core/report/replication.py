@@ -513,7 +513,8 @@ def _study_layer_rank(b: Baseline, study: Study, target: str, mode: str) -> str:
         return f"L{layer} not swept"
     if is_tie(s["family_mean_kl"]):
         return "all layers tie"
-    return f"#{list(s['ranking']).index(layer) + 1} of {len(s['ranking'])} · {fmt(s['family_mean_kl'][s['layers'].index(layer)])}"
+    rank = list(s["ranking"]).index(layer) + 1
+    return f"#{rank} of {len(s['ranking'])} · {fmt(s['family_mean_kl'][s['layers'].index(layer)])}"
 
 
 def _mode_cell(b: Baseline, key: str, target: str, mode: str) -> str:
