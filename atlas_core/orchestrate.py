@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import Timeout
 
 from atlas_core import AtlasError
 from atlas_core.checkpoints import checkpointing
@@ -92,40 +95,19 @@ def run_plan(plan: RunPlan) -> RunStore:
         if stale:
             raise AtlasError(_stored_only_error(plan, store.root, stale))
     store.root.mkdir(parents=True, exist_ok=True)
-    manifest = store.manifest() or {"created": now()}
-    manifest.update({"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
-                     "families": {n: f.sha256 for n, f in families.items()}, "updated": now()})
-    manifest.setdefault("experiments", {})
-    store.write_manifest(manifest)
+    with ExitStack() as held:
+        _lock_pending(plan, store, [(key, chash, done) for _, _, key, _, _, chash, done in jobs], held)
+        run_info = {"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
+                    "families": {n: f.sha256 for n, f in families.items()}}
 
-    for name, seed, key, run_ctx, cfg, chash, done in jobs:
-        mod = module(name)
-        if done is not None and done.config_hash == chash:
-            if seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
-                ctx.shared.setdefault(name, done.result)
-            _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
-            continue
-        _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
-        partial = store.partial_dir(key, chash)
-        store.clear_partial(key, keep=partial)
-        if partial.is_dir():
-            _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
-        t0 = time.perf_counter()
-        with checkpointing(partial) as ck:
-            result = mod.run(run_ctx)
-        wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
-        prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
-                "task_sha256": {n: f.sha256 for n, f in families.items()}, "wall_seconds": round(wall, 3),
-                "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
-        store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
-        # re-read before writing: another `atlas run` may be running other experiments into this folder
-        manifest = {**manifest, **store.manifest()}
-        manifest["experiments"] = {**manifest.get("experiments", {}),
-                                   key: {"config_hash": chash, "wall_seconds": round(wall, 3), "finished": now()}}
-        manifest["updated"] = now()
-        store.write_manifest(manifest)
-        store.clear_partial(key)
-        _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
+        def start(manifest: dict) -> None:
+            manifest.setdefault("created", now())
+            manifest.update({**run_info, "updated": now()})
+            manifest.setdefault("experiments", {})
+
+        store.update_manifest(start)
+        for name, seed, key, run_ctx, cfg, chash, done in jobs:
+            _run_job(plan, store, ctx, name, seed, key, run_ctx, cfg, chash, done)
     if plan.report:
         try:
             from atlas_core.report import write_report
@@ -136,6 +118,53 @@ def run_plan(plan: RunPlan) -> RunStore:
             _say(plan, f"[atlas] report: {path}")
     return store
 
+
+def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[tuple], held: ExitStack) -> None:
+    """Lock every experiment this run will compute, before any work: a second process asked to run one
+    of them in the same folder fails at once instead of duplicating hours of work or racing the write."""
+    for key, chash, done in jobs:
+        if done is not None and done.config_hash == chash:
+            continue
+        lock = store.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise AtlasError(f"{key} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); "
+                             f"wait for it to finish, or leave {key} out of --experiments") from None
+        held.callback(lock.release)
+
+
+def _run_job(plan: RunPlan, store: RunStore, ctx: Context, name: str, seed: int, key: str, run_ctx: Context,
+             cfg: dict, chash: str, done: ExperimentRecord | None) -> None:
+    """Run one experiment (or reuse its stored record), write its record and add it to the manifest."""
+    if done is not None and done.config_hash == chash:
+        if seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
+            ctx.shared.setdefault(name, done.result)
+        _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
+        return
+    lm, profile = run_ctx.lm, run_ctx.profile
+    _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
+    partial = store.partial_dir(key, chash)
+    store.clear_partial(key, keep=partial)
+    if partial.is_dir():
+        _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
+    t0 = time.perf_counter()
+    with checkpointing(partial) as ck:
+        result = module(name).run(run_ctx)
+    wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
+    prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
+            "task_sha256": {n: f.sha256 for n, f in run_ctx.families.items()}, "wall_seconds": round(wall, 3),
+            "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
+    store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
+
+    def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
+        manifest.setdefault("experiments", {})[key] = {"config_hash": chash, "wall_seconds": round(wall, 3),
+                                                       "finished": now()}
+        manifest["updated"] = now()
+
+    store.update_manifest(add_entry)
+    store.clear_partial(key)
+    _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
 
 def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two experiment configs (nested dicts walked)."""

@@ -4,6 +4,10 @@ A run folder holds one JSON file per experiment (``<experiment>.json``, or ``<ex
 for repeated seeds) plus ``manifest.json``. Each file is written atomically (temporary file in the
 same folder, then ``os.replace``) when its experiment finishes, so an interrupted run loses nothing
 already finished and a re-run skips every experiment whose config hash matches.
+
+Several ``atlas run`` processes may share a folder: each holds an OS file lock (``filelock``, released
+by the OS if the process dies, so no lock goes stale) on every experiment it is about to compute, and
+one on the manifest while it reads, merges and rewrites it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from filelock import FileLock
 
 SCHEMA = 1
 
@@ -163,6 +168,21 @@ class RunStore:
             rec = ExperimentRecord.from_dict(json.loads(p.read_text()))
             out[rec.key] = rec
         return out
+
+    def lock(self, name: str) -> FileLock:
+        """The folder's lock called ``name`` (``.locks/<name>.lock``); the caller acquires it."""
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(locks / f"{name}.lock"))
+
+    def update_manifest(self, update: Callable[[dict], None]) -> dict:
+        """Read the manifest, apply ``update`` to it and write it back, under the manifest lock, so two
+        processes adding entries at once keep both."""
+        with self.lock("manifest"):
+            manifest = self.manifest()
+            update(manifest)
+            self.write_manifest(manifest)
+        return manifest
 
     def manifest(self) -> dict:
         p = self.root / "manifest.json"

@@ -4,6 +4,8 @@ results to later experiments), an interrupted run keeps what finished, a changed
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -83,6 +85,30 @@ def test_two_runs_into_one_folder_keep_each_others_manifest_entries(tmp_path, mo
     manifest = RunStore(out).manifest()
     assert set(manifest["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}
     assert set(snapshot(out)) == {"clean.json", "layer_ablation.json", "mlp_ablation.json"}
+
+
+def test_an_experiment_another_process_is_computing_is_refused_before_any_work(tmp_path):
+    """A second `atlas run` asked for an experiment that another process holds fails at once, naming the
+    lock and the fix; other experiments in the same folder still run; the lock dies with its process."""
+    out = tmp_path / "run"
+    run_plan(plan(out, ["clean"]))
+    lock = RunStore(out).lock("mlp_ablation").lock_file
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; l = FileLock(sys.argv[1]); "
+                               "l.acquire(); print('held', flush=True); sys.stdin.read()", lock],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = plan(out, ["clean", "layer_ablation", "mlp_ablation"])
+        with pytest.raises(AtlasError, match=r"mlp_ablation is being computed by another atlas run.*"
+                                             r"leave mlp_ablation out of --experiments") as err:
+            run_plan(p)
+        assert lock in str(err.value)
+        assert not any("running" in m for m in p.log)  # nothing started, not even layer_ablation
+        run_plan(plan(out, ["layer_ablation"]))  # a different experiment is free to run beside it
+    finally:
+        holder.communicate("")
+    run_plan(plan(out, ["clean", "layer_ablation", "mlp_ablation"]))  # the OS released the lock with its holder
+    assert set(RunStore(out).manifest()["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}
 
 
 def test_changed_config_reruns_the_experiment(tmp_path):
