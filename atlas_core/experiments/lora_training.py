@@ -3,10 +3,13 @@ no dropout, gradient checkpointing, batch size 1, as in the study) on every fami
 pairs until the loss is below the profile's target (the study: 0.0098), then measure how far the
 trained model moved: KL(base || trained) at the last position, per family.
 
-Training: AdamW, learning rate 1e-3 decaying linearly to 0 at the profile's ``lora_max_steps`` (at a
-constant 1e-3, batch size 1 kept undoing memorised pairs: on Coder-0.5B at the ci profile single steps
-jumped back to 6-10 nats and 150 steps did not converge; with the decay it converged in 73 steps),
-gradient norm clipped at 1, the pairs in a seeded order reshuffled each epoch, loss on the target
+Training: AdamW, peak learning rate 3e-4 decaying linearly to 0 at the profile's ``lora_max_steps``,
+batch size 1. Both choices are measured: at a constant 1e-3, single steps kept undoing memorised pairs
+(Coder-0.5B, ci profile: steps jumped back to 6-10 nats and 150 steps did not converge; with the decay it
+converged in 73); at a 1e-3 peak with the decay, the full profile's 96 pairs diverged on Coder-1.5B (median
+step loss back to ~7 nats by step 530 of 2,000) and spiked on Coder-0.5B and Gemma-3-270M; at a 3e-4 peak
+the same Coder-1.5B training stayed stable (mean step loss over the last 38 of 426 steps 0.006).
+Gradient norm is clipped at 1, the pairs go in a seeded order reshuffled each epoch, loss on the target
 tokens only. It stops when the mean step loss over the last epoch is below the target *and* a pass
 over every pair with the adapter as it is confirms it; ``final_loss`` is that pass's mean for the
 saved adapter, and ``converged`` says whether it is below the target.
@@ -43,7 +46,7 @@ NAME = "lora_training"
 SEED_DEPENDENT = True
 REQUIRES: tuple[str, ...] = ()
 
-LEARNING_RATE = 1e-3
+LEARNING_RATE = 3e-4  # peak; 1e-3 diverged at batch size 1 on Coder-1.5B (see the docstring)
 SCHEDULE = "linear"  # decays to 0 at the profile's lora_max_steps (see SCHEDULES)
 MAX_GRAD_NORM = 1.0
 SCHEDULES = {  # learning-rate factor at step i of n

@@ -665,16 +665,16 @@ def lora(doc: Doc) -> list[str]:
     lines += _grid(fams, study, doc.baselines, "lora_training",
                    lambda b: [_est(b.result("lora_training")["kl_per_family"].get(f)) for f in fams], "family")
     params = st.get("lora", "large")
-    labels = ["rank / alpha", "batch size", "final loss", "steps (converged)"]
+    labels = ["rank / alpha", "batch size", "peak learning rate", "final loss", "steps (converged)"]
     study = [("study " + st.name("large"), [f"{params['rank']} / {params['alpha']}", fmt(params["batch_size"]),
-                                            fmt(params["final_loss"]), NONE])]
+                                            NONE, fmt(params["final_loss"]), NONE])]
     lines += _grid(labels, study, doc.baselines, "lora_training", _lora_cells, "")
     return lines
 
 
 def _lora_cells(b: Baseline) -> list[str]:
     r = b.result("lora_training")
-    return [f"{r['rank']} / {r['alpha']}", fmt(r["batch_size"]), fmt(r["final_loss"]),
+    return [f"{r['rank']} / {r['alpha']}", fmt(r["batch_size"]), fmt(r["learning_rate"]), fmt(r["final_loss"]),
             f"{r['steps']} ({'yes' if r['converged'] else 'no'})"]
 
 
