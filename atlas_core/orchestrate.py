@@ -39,6 +39,23 @@ class RunPlan:
     log: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Job:
+    """One experiment at one seed: its record key, context, config and the record stored for it, if any."""
+    name: str
+    seed: int
+    key: str
+    ctx: Context
+    config: dict
+    config_hash: str
+    stored: ExperimentRecord | None
+
+    @property
+    def done(self) -> bool:
+        """A stored record of this very config: reused, not recomputed."""
+        return self.stored is not None and self.stored.config_hash == self.config_hash
+
+
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
@@ -79,7 +96,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
-    jobs = []  # (experiment, seed, record key, context, config, config hash, stored record)
+    jobs: list[_Job] = []
     for name in names:
         mod = module(name)
         seeds = [plan.seed + i for i in range(plan.seeds)] if getattr(mod, "SEED_DEPENDENT", False) else [plan.seed]
@@ -88,15 +105,14 @@ def run_plan(plan: RunPlan) -> RunStore:
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
                                                               progress=plan.progress)
             cfg = experiment_config(name, run_ctx, seed)
-            jobs.append((name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
+            jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:
-        stale = [(name, key, cfg, done) for name, _, key, _, cfg, chash, done in jobs
-                 if done is None or done.config_hash != chash]
+        stale = [job for job in jobs if not job.done]
         if stale:
             raise AtlasError(_stored_only_error(plan, store.root, stale))
     store.root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as held:
-        _lock_pending(plan, store, [(key, chash, done) for _, _, key, _, _, chash, done in jobs], held)
+        _lock_pending(store, jobs, held)
         run_info = {"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
                     "families": {n: f.sha256 for n, f in families.items()}}
 
@@ -106,8 +122,8 @@ def run_plan(plan: RunPlan) -> RunStore:
             manifest.setdefault("experiments", {})
 
         store.update_manifest(start)
-        for name, seed, key, run_ctx, cfg, chash, done in jobs:
-            _run_job(plan, store, ctx, name, seed, key, run_ctx, cfg, chash, done)
+        for job in jobs:
+            _run_job(plan, store, ctx, job)
     if plan.report:
         try:
             from atlas_core.report import write_report
@@ -119,30 +135,30 @@ def run_plan(plan: RunPlan) -> RunStore:
     return store
 
 
-def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[tuple], held: ExitStack) -> None:
+def _lock_pending(store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
     """Lock every experiment this run will compute, before any work: a second process asked to run one
     of them in the same folder fails at once instead of duplicating hours of work or racing the write."""
-    for key, chash, done in jobs:
-        if done is not None and done.config_hash == chash:
+    for job in jobs:
+        if job.done:
             continue
-        lock = store.lock(key)
+        lock = store.lock(job.key)
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise AtlasError(f"{key} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); "
-                             f"wait for it to finish, or leave {key} out of --experiments") from None
+            raise AtlasError(f"{job.key} is being computed by another atlas run in {store.root} (it holds "
+                             f"{lock.lock_file}); wait for it to finish, or leave {job.key} out of --experiments") from None
         held.callback(lock.release)
 
 
-def _run_job(plan: RunPlan, store: RunStore, ctx: Context, name: str, seed: int, key: str, run_ctx: Context,
-             cfg: dict, chash: str, done: ExperimentRecord | None) -> None:
+def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     """Run one experiment (or reuse its stored record), write its record and add it to the manifest."""
-    if done is not None and done.config_hash == chash:
-        if seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
-            ctx.shared.setdefault(name, done.result)
+    key, chash = job.key, job.config_hash
+    if job.done:
+        if job.seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
+            ctx.shared.setdefault(job.name, job.stored.result)
         _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
         return
-    lm, profile = run_ctx.lm, run_ctx.profile
+    lm, profile = job.ctx.lm, job.ctx.profile
     _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
     partial = store.partial_dir(key, chash)
     store.clear_partial(key, keep=partial)
@@ -150,12 +166,12 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, name: str, seed: int,
         _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
     t0 = time.perf_counter()
     with checkpointing(partial) as ck:
-        result = module(name).run(run_ctx)
+        result = module(job.name).run(job.ctx)
     wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
-    prov = {"model": lm.info.to_dict(), "seed": seed, "profile": profile.name, "versions": versions(),
-            "task_sha256": {n: f.sha256 for n, f in run_ctx.families.items()}, "wall_seconds": round(wall, 3),
+    prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
+            "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),
             "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
-    store.write(ExperimentRecord(name, seed, cfg, chash, prov, to_jsonable(result)))
+    store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
         manifest.setdefault("experiments", {})[key] = {"config_hash": chash, "wall_seconds": round(wall, 3),
@@ -165,6 +181,7 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, name: str, seed: int,
     store.update_manifest(add_entry)
     store.clear_partial(key)
     _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
+
 
 def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two experiment configs (nested dicts walked)."""
@@ -178,15 +195,15 @@ def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _stored_only_error(plan: RunPlan, root: Path, stale: list[tuple]) -> str:
+def _stored_only_error(plan: RunPlan, root: Path, stale: list[_Job]) -> str:
     lines = []
-    for _, key, cfg, done in stale:
-        if done is None:
-            lines.append(f"  {key}: no stored result")
+    for job in stale:
+        if job.stored is None:
+            lines.append(f"  {job.key}: no stored result")
         else:
-            diff = config_diff(done.config, to_jsonable(cfg))  # tuples as the stored JSON lists
-            lines.append(f"  {key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})")
-    exps = ",".join(dict.fromkeys(name for name, *_ in stale))
+            diff = config_diff(job.stored.config, to_jsonable(job.config))  # tuples as the stored JSON lists
+            lines.append(f"  {job.key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})")
+    exps = ",".join(dict.fromkeys(job.name for job in stale))
     return (f"stored results only, and {len(stale)} of the needed results in {root} cannot be reused:\n"
             + "\n".join(lines) + f"\ncompute them with `atlas run --model {plan.model} --profile {plan.profile} "
             f"--experiments {exps} --out {root}`")
