@@ -997,14 +997,14 @@ def _lora_known(doc: Doc) -> list[str]:
     trained = [b for b in doc.baselines if b.has("lora_training")]
     if not trained:
         return []
-    runs = "; ".join(f"{b.label}: peak {fmt(b.result('lora_training')['learning_rate'])}, "
-                     f"{b.result('lora_training')['steps']} steps, final loss {fmt(b.result('lora_training')['final_loss'])}"
-                     for b in trained)
+    runs = "; ".join(f"{b.label}: peak {fmt(r['learning_rate'])}, {r['steps']} steps, final loss {fmt(r['final_loss'])}"
+                     for b in trained for r in [b.result("lora_training")])
     norms = "; ".join(f"{b.label} {fmt(min(b.result('adapter_ablation')['norm']))}–"
                       f"{fmt(max(b.result('adapter_ablation')['norm']))}" for b in trained if b.has("adapter_ablation"))
     lo, hi = doc.study.get("adapter", "large")["norm_range"]
     return [
-        "- LoRA training: the study gives rank, alpha, batch size 1 and its final loss (0.0098), not its learning rate, "
+        "- LoRA training: the study gives rank, alpha, batch size 1 and its final loss "
+        f"({fmt(doc.study.get('lora', 'large')['final_loss'])}), not its learning rate, "
         "schedule or step count. Atlas uses AdamW at a peak learning rate decaying linearly to 0 and trains until the "
         f"loss is under the target ({runs}). Per-layer adapter weight norms ({norms}) differ from the study's "
         f"{fmt(lo)}–{fmt(hi)}, so adapter-ablation KLs compare across studies by how they rank layers (Pearson r), "
