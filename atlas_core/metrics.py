@@ -3,6 +3,7 @@ probability, recovery, selectivity, and bootstrap confidence intervals over prom
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -140,3 +141,35 @@ def bootstrap(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
     return Estimate(point, float(lo), float(hi), int(x.shape[0]))
+
+
+def pearson(x, y) -> float:
+    """Pearson's r; NaN when either side is constant."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks from 0, tied values sharing the mean of the ranks they span (the convention of Spearman's rho)."""
+    x = np.asarray(x, np.float64)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (first + (counts - 1) / 2.0)[inverse]
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation: Pearson's r of the average ranks. Unlike r, one extreme point moves
+    it by at most one rank; NaN when either side is constant."""
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def correlation_ci(x, y, stat: Callable = pearson, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of a correlation over paired points (resamples with a constant
+    side give NaN and are left out)."""
+    pairs = np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est = bootstrap(pairs, stat=lambda a: stat(a[:, 0], a[:, 1]), n_boot=n_boot, seed=seed)
+    return [est.lo, est.hi]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from atlas_core import AtlasError
-from atlas_core.metrics import is_tie
+from atlas_core.metrics import correlation_ci, is_tie, spearman
 
 SUPPORTED = "supported"
 PARTIAL = "partially supported"
@@ -334,12 +334,20 @@ def efficiency_stats(result: Mapping) -> dict[str, Stat]:
 
 
 def adapter_stats(result: Mapping) -> dict[str, Stat]:
-    """Adapter ablation: Pearson correlation of adapter norm with ablation effect (H008)."""
+    """Adapter ablation: Pearson correlation of adapter norm with ablation effect (H008, the study's
+    statistic), and Spearman's rank correlation beside it (one layer far above the rest decides r alone;
+    its interval: a bootstrap over layers, 1000 resamples, seed 0, taken here from the stored means)."""
     ci = result.get("pearson_ci") or [None, None]
     top = (result.get("top_layers") or [None])[0]
-    series = _series(result["norm"], [k.get("value") for k in result["kl"]], "adapter norm", "ablation KL (nats)")
+    kl = [k.get("value") for k in result["kl"]]
+    series = _series(result["norm"], kl, "adapter norm", "ablation KL (nats)")
     out = {"adapter.pearson": Stat(_f(result["pearson"]), _f(ci[0]), _f(ci[1]), len(result["layers"]),
                                    kind="estimate" if None not in ci else "value", series=series)}
+    pts = [(n, k) for n, k in zip(result["norm"], kl) if n is not None and k is not None]
+    if len(pts) >= 2:
+        norm, eff = zip(*pts)
+        lo, hi = correlation_ci(norm, eff, spearman)
+        out["adapter.spearman"] = Stat(_f(spearman(norm, eff)), _f(lo), _f(hi), len(pts), kind="estimate", series=series)
     if top is not None:
         out["adapter.top_layer"] = Stat(float(top), kind="index", label=f"L{top}")
     return out
@@ -477,10 +485,12 @@ def h007(large_best_overlap: float, *, threshold: float, floor: float = 0.0,
                    {"large": v, "small": small_best_overlap})
 
 
-def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolerance: float, lo=None, hi=None) -> Verdict:
-    """Adapter norm vs ablation effect (Pearson r): rejected if the large model's r < ``low``;
+def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolerance: float, lo=None, hi=None,
+         small_rho: float | None = None, large_rho: float | None = None) -> Verdict:
+    """Adapter norm vs ablation effect (Pearson r, as the study): rejected if the large model's r < ``low``;
     weakened if r drops by more than ``drop_tolerance`` between scales; supported if >= ``high`` at
-    both; partially supported otherwise."""
+    both; partially supported otherwise. Spearman's rho, where given, is reported with the evidence
+    (it does not enter the rule: the study's verdict is about r)."""
     if large_r < low:
         verdict = REJECTED
     elif small_r - large_r > drop_tolerance:
@@ -492,7 +502,8 @@ def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolera
     return Verdict("H008", verdict, "Pearson r (adapter norm vs effect), large", large_r, lo, hi,
                    f"rejected if large r < {low:g}; weakened if r drops > {drop_tolerance:g}; "
                    f"supported if both >= {high:g}; else partially supported",
-                   {"small_r": small_r, "large_r": large_r, "drop": small_r - large_r})
+                   {"small_r": small_r, "large_r": large_r, "drop": small_r - large_r,
+                    **{k: v for k, v in (("small_rho", small_rho), ("large_rho", large_rho)) if v is not None}})
 
 
 def _need(stats: Mapping[str, Stat], name: str, role: str) -> Stat:
@@ -540,7 +551,9 @@ def decide(hid: str, small: Mapping[str, Stat], large: Mapping[str, Stat], thres
                     small_best_overlap=None if s is None else s.value, lo=l.lo, hi=l.hi)
     if hid == "H008":
         s, l = _need(small, "adapter.pearson", "small"), _need(large, "adapter.pearson", "large")
-        return h008(s.value, l.value, **_th(thresholds, hid, "high", "low", "drop_tolerance"), lo=l.lo, hi=l.hi)
+        rho = {f"{role}_rho": st["adapter.spearman"].value for role, st in (("small", small), ("large", large))
+               if "adapter.spearman" in st}
+        return h008(s.value, l.value, **_th(thresholds, hid, "high", "low", "drop_tolerance"), lo=l.lo, hi=l.hi, **rho)
     raise AtlasError(f"unknown hypothesis {hid!r}; hypotheses are {', '.join(HYPOTHESES)}")
 
 

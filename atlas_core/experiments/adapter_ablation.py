@@ -10,8 +10,6 @@ with peft's per-module disable flag set on layer L's LoRA modules.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -20,7 +18,7 @@ from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import AdapterAblationResult
 from atlas_core.interventions import Noop, Variant
-from atlas_core.metrics import bootstrap
+from atlas_core.metrics import correlation_ci, pearson
 from atlas_core.sites import Site
 
 NAME = "adapter_ablation"
@@ -32,23 +30,6 @@ N_TOP = 5  # the study's table lists the five strongest layers
 
 def config(ctx: Context) -> dict:
     return {"lora": lora_training.config(ctx), "n_top": N_TOP, "disable": "per-layer peft flag"}
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson's r; NaN when either side is constant."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def pearson_ci(norm: list[float], kl: list[float], n_boot: int, seed: int) -> list[float]:
-    """95% percentile bootstrap of Pearson's r over layers (resamples with a constant side are skipped)."""
-    pairs = np.stack([np.asarray(norm, np.float64), np.asarray(kl, np.float64)], axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        est = bootstrap(pairs, stat=lambda a: pearson(a[:, 0], a[:, 1]), n_boot=n_boot, seed=seed)
-    return [est.lo, est.hi]
 
 
 def run(ctx: Context) -> AdapterAblationResult:
@@ -73,7 +54,7 @@ def run(ctx: Context) -> AdapterAblationResult:
     r = pearson(norms, means)
     result = AdapterAblationResult(
         layers=layer_ids, kl=kl, norm=norms, pearson=r,
-        pearson_ci=pearson_ci(norms, list(means), ctx.profile.n_boot, ctx.seed),
+        pearson_ci=correlation_ci(norms, list(means), pearson, ctx.profile.n_boot, ctx.seed),
         top_layers=[layer_ids[i] for i in np.argsort(-means, kind="stable")[:N_TOP]],
     )
     ctx.shared[NAME] = result

@@ -19,6 +19,7 @@ is ``layer / (n_layers - 1)`` (:func:`atlas_core.verdicts.relative_depth`), as i
 
 from __future__ import annotations
 
+import statistics
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -709,14 +710,17 @@ def adapter(doc: Doc) -> list[str]:
     st = doc.study
     lines = ["## Adapter ablation", "",
              "The trained adapter switched off in one layer at a time: KL(trained ‖ adapter off at L) against the "
-             "adapter's weight norm per layer; Pearson r over layers with a bootstrap interval over layers.", ""]
-    labels = ["Pearson r (norm vs effect)", "norm range"] + [f"top {i + 1}: layer KL (norm)" for i in range(S.TOP_K)]
+             "adapter's weight norm per layer; Pearson r over layers with a bootstrap interval over layers (the "
+             "study's statistic), and Spearman's rank correlation ρ beside it, which one outlying layer cannot decide.",
+             ""]
+    labels = (["Pearson r (norm vs effect)", "Spearman ρ (norm vs effect)", "norm range"]
+              + [f"top {i + 1}: layer KL (norm)" for i in range(S.TOP_K)])
     study = []
     for role in ("large", "small"):
         a = st.get("adapter", role)
         top = [f"{st.layer(r[0], role)} {fmt(r[1])} ({fmt(r[2])})" for r in a.get("top", ())]
         rng = f"{fmt(a['norm_range'][0])}–{fmt(a['norm_range'][1])}" if "norm_range" in a else NONE
-        study.append((f"study {st.name(role)}", [fmt(a["pearson"]), rng] + top))
+        study.append((f"study {st.name(role)}", [fmt(a["pearson"]), NONE, rng] + top))
     return lines + _grid(labels, study, doc.baselines, "adapter_ablation", _adapter_cells, "")
 
 
@@ -724,7 +728,7 @@ def _adapter_cells(b: Baseline) -> list[str]:
     r = b.result("adapter_ablation")
     top = [f"{b.layer(x)} {_est(r['kl'][r['layers'].index(x)])} ({fmt(r['norm'][r['layers'].index(x)])})"
            for x in r["top_layers"][:S.TOP_K]]
-    return [b.stat("adapter.pearson"), _range(r["norm"])] + top
+    return [b.stat("adapter.pearson"), b.stat("adapter.spearman"), _range(r["norm"])] + top
 
 
 def skipping(doc: Doc) -> list[str]:
@@ -989,7 +993,7 @@ def _known(doc: Doc) -> list[str]:
         f"unchanged: the study's skip KLs of {_range(skip_kl)} nats are the size of zeroing a layer's whole output, "
         "which a skip does not do.",
         "- Statistics: Atlas reports 95% bootstrap intervals over prompts; the study ran one seed and gives none.",
-    ] + _lora_known(doc) + [""]
+    ] + _lora_known(doc) + _adapter_known(doc) + [""]
 
 
 def _lora_known(doc: Doc) -> list[str]:
@@ -1007,9 +1011,33 @@ def _lora_known(doc: Doc) -> list[str]:
         f"({fmt(doc.study.get('lora', 'large')['final_loss'])}), not its learning rate, "
         "schedule or step count. Atlas uses AdamW at a peak learning rate decaying linearly to 0 and trains until the "
         f"loss is under the target ({runs}). Per-layer adapter weight norms ({norms}) differ from the study's "
-        f"{fmt(lo)}–{fmt(hi)}, so adapter-ablation KLs compare across studies by how they rank layers (Pearson r), "
-        "not by size.",
+        f"{fmt(lo)}–{fmt(hi)}, so adapter-ablation KLs compare across studies by how they go with the norm over layers "
+        "(Pearson r, Spearman ρ), not by size.",
     ]
+
+
+OUTLIER_GAP = 0.3  # |Spearman rho - Pearson r| above which a run's r is reported as decided by its outliers
+
+
+def _adapter_known(doc: Doc) -> list[str]:
+    """Runs whose Pearson r and Spearman rho part ways: the layer that decides r, and how far it stands out."""
+    out = []
+    for b in doc.baselines:
+        r, rho = b.stats.get("adapter.pearson"), b.stats.get("adapter.spearman")
+        if r is None or rho is None or r.value is None or rho.value is None or abs(rho.value - r.value) <= OUTLIER_GAP:
+            continue
+        res = b.result("adapter_ablation")
+        kl = [e["value"] for e in res["kl"]]
+        j = max(range(len(kl)), key=kl.__getitem__)
+        e, mid = res["kl"][j], statistics.median(kl)
+        few = (f"; its interval reaches down to {fmt(e['lo'])}, the other layers' size, so a few prompts carry it"
+               if e.get("lo") is not None and e["lo"] <= 10 * mid else "")
+        out.append(
+            f"- Adapter ablation on {b.label}: Pearson r {fmt(r.value)}, Spearman ρ {fmt(rho.value)}. Switching the "
+            f"adapter off at {b.layer(res['layers'][j])} costs {_est(e)} nats, {fmt(kl[j] / mid)}× the median "
+            f"layer's {fmt(mid)}{few}. That one layer decides r, and with it the H008 verdict (the rule reads r, "
+            f"as the study did); ρ, where that layer is one rank among {len(kl)}, does not follow it.")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from hypothesis import assume, given, settings, strategies as st
 
 from atlas_core import AtlasError
 from atlas_core.metrics import (
-    Estimate, argmax_match, bootstrap, kl_divergence, kl_recovery, recovery, selectivity, target_prob,
-    is_tie, topk_overlap,
+    Estimate, argmax_match, average_ranks, bootstrap, correlation_ci, kl_divergence, kl_recovery, pearson,
+    recovery, selectivity, spearman, target_prob, is_tie, topk_overlap,
 )
 
 FEW = settings(max_examples=60, deadline=None)
@@ -231,3 +231,42 @@ def test_a_tie_is_every_value_equal_within_the_tolerance(value, n, seed):
     spread = flat[:-1] + [value * 1.01]
     assert not is_tie(spread)
     assert not is_tie([value]) and not is_tie([]) and not is_tie([value, None])  # one value ranks nothing either way
+
+
+# ---- correlations -------------------------------------------------------------------------------------
+def ranks_by_definition(x) -> list[float]:
+    """Each value's rank from 0: the number of smaller values, plus half the other values equal to it."""
+    return [sum(b < a for b in x) + (sum(b == a for b in x) - 1) / 2 for a in x]
+
+
+@FEW
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=30))
+def test_average_ranks_match_the_definition_with_ties(x):
+    assert average_ranks(x).tolist() == ranks_by_definition(x)
+
+
+@FEW
+@given(SEEDS, st.integers(3, 40))
+def test_spearman_is_pearson_of_ranks_and_ignores_monotone_rescaling(seed, n):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    rho = spearman(x, y)
+    assert rho == pytest.approx(np.corrcoef(ranks_by_definition(x), ranks_by_definition(y))[0, 1], abs=1e-12)
+    assert spearman(np.exp(3 * x), y ** 3) == pytest.approx(rho, abs=1e-12)  # strictly increasing maps keep ranks
+    assert spearman(x, -y) == pytest.approx(-rho, abs=1e-12)
+    assert spearman(x, 2 * x + 1) == pytest.approx(1.0) and pearson(x, 2 * x + 1) == pytest.approx(1.0)
+
+
+def test_one_outlier_decides_pearson_but_not_spearman():
+    """The adapter-ablation case: effect rising with norm, except one layer a thousand times the rest."""
+    norm = np.linspace(1.0, 3.0, 28)
+    kl = 1e-6 * norm
+    kl[0] = 1e-2
+    assert pearson(norm, kl) < 0 and spearman(norm, kl) > 0.75
+    lo, hi = correlation_ci(norm, kl, spearman, n_boot=300, seed=0)
+    assert 0.3 < lo <= spearman(norm, kl) <= hi <= 1.0  # no resample of layers turns the order around
+
+
+def test_correlations_of_a_constant_side_are_nan():
+    assert np.isnan(pearson([1, 1, 1], [1, 2, 3])) and np.isnan(spearman([1, 2, 3], [4, 4, 4]))
+    assert np.isnan(pearson([1.0], [2.0]))

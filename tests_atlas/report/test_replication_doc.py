@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atlas_core.baselines import export_baseline
@@ -85,6 +86,11 @@ def run_label(run: Path) -> str:
     return f"{m['model']['name']} ({m['profile']['name']})"
 
 
+def ranks(x) -> list[float]:
+    """Ranks from 0 by definition, ties sharing the mean rank (Spearman's convention)."""
+    return [sum(b < a for b in x) + (sum(b == a for b in x) - 1) / 2 for a in x]
+
+
 def load(run: Path, key: str) -> dict:
     return json.loads((run / f"{key}.json").read_text())["result"]
 
@@ -151,6 +157,15 @@ def test_sampled_numbers_equal_the_json(baselines, doc):
         if (run / "efficiency.json").exists():
             c = load(run, "efficiency")["skip_configs"][0]
             assert est(c["top5_overlap"], "pct") in column(doc, "## Layer skipping", label)[0]
+            sampled += 1
+        if (run / "adapter_ablation.json").exists():
+            r = load(run, "adapter_ablation")
+            kl = [e["value"] for e in r["kl"]]
+            rho = float(np.corrcoef(ranks(r["norm"]), ranks(kl))[0, 1])
+            col = column(doc, "## Adapter ablation", label)
+            assert col[0].startswith(f"{fmt(r['pearson'])} [") and col[1].startswith(f"{fmt(rho)} [")
+            outlier = f"- Adapter ablation on {label}: Pearson r {fmt(r['pearson'])}, Spearman ρ {fmt(rho)}."
+            assert (outlier in section(doc, "## What differs")) == (abs(rho - r["pearson"]) > 0.3)
             sampled += 1
     assert sampled >= 3
     assert "L26 (96.3%) 13.7" in section(doc, "## Layer ablation: top layers")  # the study's, from the claims file

@@ -95,6 +95,10 @@ def test_rule_boundaries():
     assert h008(0.9, 0.6, high=0.7, low=0.3, drop_tolerance=0.2).verdict == WEAKENED
     assert h008(0.6, 0.5, high=0.7, low=0.3, drop_tolerance=0.2).verdict == PARTIAL
     assert h008(0.9, 0.2, high=0.7, low=0.3, drop_tolerance=0.2).verdict == REJECTED
+    # Spearman's rho is evidence beside r, never the rule: r decides, as in the study
+    v = h008(0.86, -0.05, high=0.7, low=0.3, drop_tolerance=0.2, small_rho=0.82, large_rho=0.8)
+    assert v.verdict == REJECTED and v.evidence["large_rho"] == 0.8 and v.evidence["small_rho"] == 0.82
+    assert "large_rho" not in h008(0.9, 0.85, high=0.7, low=0.3, drop_tolerance=0.2).evidence
 
 
 def test_bad_thresholds_are_clear_errors():
@@ -185,6 +189,8 @@ def test_model_statistics_read_the_schema_fields():
     assert s["transfer.top_final_fraction"].value == pytest.approx(3 / 6)
     assert s["transfer.zone_final_fraction"].value == pytest.approx(2 / 6)
     assert s["adapter.pearson"].lo == 0.9
+    rho = s["adapter.spearman"]  # norms 1, 2, 3 against KLs 1, 2, 3: the same order
+    assert (rho.value, rho.kind, rho.n) == (pytest.approx(1.0), "estimate", 3) and rho.lo <= rho.value <= rho.hi
     assert s["efficiency.best_top5_overlap"].value == 0.2 and s["efficiency.best_top5_overlap"].label == "b"
     assert not math.isnan(s["hub.family_kl.copying"].value)
 
