@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from filelock import Timeout
 
 from atlas_core import AtlasError
@@ -170,7 +171,8 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
     prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
             "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),
-            "resumed_after_seconds": round(ck.prior_seconds, 3), "finished": now()}
+            "resumed_after_seconds": round(ck.prior_seconds, 3), "torch_threads": torch.get_num_threads(),
+            "finished": now()}
     store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile

@@ -399,7 +399,29 @@ def timings(doc: Doc) -> list[str]:
                              else NOT_RUN for b in doc.baselines])
     rows.append(["**total**"] + [f"**{fmt(b.card['total'].value)} s** ({fmt(b.card['total'].value / 60)} min)"
                                  for b in doc.baselines])
-    return lines + _table([""] + [b.label for b in doc.baselines], rows)
+    return lines + _table([""] + [b.label for b in doc.baselines], rows) + _timing_notes(doc)
+
+
+def _timing_notes(doc: Doc) -> list[str]:
+    """What the wall times include: sessions an experiment was resumed across, and the CPU threads it ran on."""
+    resumed, threads = [], []
+    for b in doc.baselines:
+        provs = {k: b.run.docs[k].get("provenance", {}) for k in (k for _, k, _, _ in S.SECTIONS if k) if b.has(k)}
+        back = [f"{k} ({fmt(p['resumed_after_seconds'])} s before its last session)"
+                for k, p in provs.items() if (p.get("resumed_after_seconds") or 0) > 0]
+        if back:
+            resumed.append(f"{b.label}: {', '.join(back)}")
+        used = sorted({p["torch_threads"] for p in provs.values() if p.get("torch_threads")})
+        if used:
+            threads.append(f"{b.label}: {', '.join(map(str, used))}")
+    out = []
+    if resumed:
+        out.append("Resumed from checkpoints across sessions (the wall time adds the earlier sessions, each up to its "
+                   "last checkpoint): " + "; ".join(resumed) + ".")
+    out.append("CPU threads of the session that finished each experiment: " + "; ".join(threads) + "." if threads else
+               "The records do not say how many CPU threads each session used (Atlas records it from this version "
+               "on); a run that shared its CPU with another ran slower than it would alone.")
+    return [x for line in out for x in (line, "")]
 
 
 def _wall(b: Baseline, key: str) -> float | None:

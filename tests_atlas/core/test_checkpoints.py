@@ -174,6 +174,7 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
     assert not (out / ".partial").exists()  # removed once the record is written
     resumed = store.load("layer_ablation")
     assert resumed.provenance["resumed_after_seconds"] > 0
+    assert resumed.provenance["torch_threads"] == torch.get_num_threads()  # what the wall time ran on
 
     forwarded.clear()
     fresh = tmp_path / "fresh"

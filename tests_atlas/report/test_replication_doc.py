@@ -124,6 +124,8 @@ def test_sampled_numbers_equal_the_json(baselines, doc):
         timings = section(doc, "## Run timings")
         for key, info in manifest["experiments"].items():
             assert f"{fmt(info['wall_seconds'])} s" in timings, key
+            before = load(run, key).get("provenance", {}).get("resumed_after_seconds") or 0
+            assert (f"{key} ({fmt(before)} s before its last session)" in timings) == (before > 0), key
         if (run / "layer_ablation.json").exists():
             r = load(run, "layer_ablation")
             s = next(s for s in r["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))
