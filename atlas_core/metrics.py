@@ -160,8 +160,8 @@ def average_ranks(x) -> np.ndarray:
 
 
 def spearman(x, y) -> float:
-    """Spearman's rank correlation: Pearson's r of the average ranks. Unlike r, one extreme point moves
-    it by at most one rank; NaN when either side is constant."""
+    """Spearman's rank correlation: Pearson's r of the average ranks. It reads only the order, so one
+    extreme value counts as one rank, where it can decide r alone; NaN when either side is constant."""
     return pearson(average_ranks(x), average_ranks(y))
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from atlas_core import AtlasError
 from atlas_core.baselines import baseline_runs
 from atlas_core.claims import CLAIMS_DIR, load_claims
-from atlas_core.metrics import is_tie
+from atlas_core.metrics import is_tie, pearson
 from atlas_core.profiles import PROFILES
 from atlas_core.report import compare as C
 from atlas_core.report import sections as S
@@ -1042,7 +1042,8 @@ OUTLIER_GAP = 0.3  # |Spearman rho - Pearson r| above which a run's r is reporte
 
 
 def _adapter_known(doc: Doc) -> list[str]:
-    """Runs whose Pearson r and Spearman rho part ways: the layer that decides r, and how far it stands out."""
+    """Runs whose Pearson r and Spearman rho part ways: the strongest layer, how far it stands out, and r
+    without it."""
     out = []
     for b in doc.baselines:
         r, rho = b.stats.get("adapter.pearson"), b.stats.get("adapter.spearman")
@@ -1054,11 +1055,13 @@ def _adapter_known(doc: Doc) -> list[str]:
         e, mid = res["kl"][j], statistics.median(kl)
         few = (f"; its interval reaches down to {fmt(e['lo'])}, the other layers' size, so a few prompts carry it"
                if e.get("lo") is not None and e["lo"] <= 10 * mid else "")
+        rest = [i for i in range(len(kl)) if i != j]
+        without = pearson([res["norm"][i] for i in rest], [kl[i] for i in rest])
         out.append(
             f"- Adapter ablation on {b.label}: Pearson r {fmt(r.value)}, Spearman ρ {fmt(rho.value)}. Switching the "
             f"adapter off at {b.layer(res['layers'][j])} costs {_est(e)} nats, {fmt(kl[j] / mid)}× the median "
-            f"layer's {fmt(mid)}{few}. That one layer decides r, and with it the H008 verdict (the rule reads r, "
-            f"as the study did); ρ, where that layer is one rank among {len(kl)}, does not follow it.")
+            f"layer's {fmt(mid)}{few}; without that layer r is {fmt(without)}. The H008 verdict follows r, as the "
+            f"study's did; ρ counts the layer as one rank among {len(kl)}.")
     return out
 
 

@@ -167,7 +167,12 @@ def test_sampled_numbers_equal_the_json(baselines, doc):
             col = column(doc, "## Adapter ablation", label)
             assert col[0].startswith(f"{fmt(r['pearson'])} [") and col[1].startswith(f"{fmt(rho)} [")
             outlier = f"- Adapter ablation on {label}: Pearson r {fmt(r['pearson'])}, Spearman ρ {fmt(rho)}."
-            assert (outlier in section(doc, "## What differs")) == (abs(rho - r["pearson"]) > 0.3)
+            differs = section(doc, "## What differs")
+            assert (outlier in differs) == (abs(rho - r["pearson"]) > 0.3)
+            if outlier in differs:  # r without the strongest layer, computed here
+                keep = [i for i in range(len(kl)) if i != int(np.argmax(kl))]
+                without = np.corrcoef([r["norm"][i] for i in keep], [kl[i] for i in keep])[0, 1]
+                assert f"without that layer r is {fmt(float(without))}." in differs
             sampled += 1
     assert sampled >= 3
     assert "L26 (96.3%) 13.7" in section(doc, "## Layer ablation: top layers")  # the study's, from the claims file
