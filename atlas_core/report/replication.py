@@ -385,6 +385,9 @@ def _rel(path: Path) -> str:
         return path.name
 
 
+_EXPERIMENTS = tuple(k for _, k, _, _ in S.SECTIONS if k is not None)  # in report order
+
+
 def timings(doc: Doc) -> list[str]:
     """Per run: device, dtype, profile, versions, wall seconds per experiment and in total."""
     lines = ["## Run timings", "",
@@ -394,7 +397,7 @@ def timings(doc: Doc) -> list[str]:
             for k in ("profile", "device", "dtype")]
     for pkg in ("torch", "transformers", "peft"):
         rows.append([pkg] + [str((b.run.manifest.get("versions") or {}).get(pkg, NONE)) for b in doc.baselines])
-    for key in (k for _, k, _, _ in S.SECTIONS if k is not None):
+    for key in _EXPERIMENTS:
         rows.append([key] + [f"{fmt(_wall(b, key))} s ({b.n_items(key) or 'all'} per family)" if b.has(key)
                              else NOT_RUN for b in doc.baselines])
     rows.append(["**total**"] + [f"**{fmt(b.card['total'].value)} s** ({fmt(b.card['total'].value / 60)} min)"
@@ -406,7 +409,7 @@ def _timing_notes(doc: Doc) -> list[str]:
     """What the wall times include: sessions an experiment was resumed across, and the CPU threads it ran on."""
     resumed, threads = [], []
     for b in doc.baselines:
-        provs = {k: b.run.docs[k].get("provenance", {}) for k in (k for _, k, _, _ in S.SECTIONS if k) if b.has(k)}
+        provs = {k: b.run.docs[k].get("provenance", {}) for k in _EXPERIMENTS if b.has(k)}
         back = [f"{k} ({fmt(p['resumed_after_seconds'])} s before its last session)"
                 for k, p in provs.items() if (p.get("resumed_after_seconds") or 0) > 0]
         if back:
@@ -1038,7 +1041,7 @@ def _lora_known(doc: Doc) -> list[str]:
     ]
 
 
-OUTLIER_GAP = 0.3  # |Spearman rho - Pearson r| above which a run's r is reported as decided by its outliers
+OUTLIER_GAP = 0.3  # |Spearman rho - Pearson r| above which a run's strongest adapter layer is reported
 
 
 def _adapter_known(doc: Doc) -> list[str]:
