@@ -1,4 +1,4 @@
-"""The ``atlas`` command: models, info, run, report, compare, claims."""
+"""The ``atlas`` command: models, info, run, report, compare, claims, golden."""
 
 from __future__ import annotations
 
@@ -106,6 +106,40 @@ def _claims_write(args) -> int:
     return 0
 
 
+def _golden(args) -> int:
+    """``atlas golden check`` recomputes the golden slice and lists every value that moved; ``write``
+    rewrites the record (a deliberate change of an experiment's definition: say why in the commit)."""
+    from atlas_core import golden
+    from atlas_core.models import load
+
+    path = golden.golden_path(args.model)
+    experiments = [e.strip() for e in args.experiments.split(",")] if args.experiments else None
+    lm = load(args.model, device="cpu", dtype="float32")  # the record is fp32 CPU numbers
+    if args.action == "check":
+        mismatches = golden.check(lm, path, experiments, progress=True)
+        for m in mismatches[:50]:
+            print(m)
+        if mismatches:
+            print(f"{len(mismatches)} value(s) differ from {path}", file=sys.stderr)
+            return 1
+        print(f"golden slice matches {path}")
+        return 0
+    new = golden.compute(lm, experiments, progress=True)
+    old = golden.read(path) if path.is_file() else {}
+    merged = {**old, **golden.merge_codes(old, new)}
+    if args.accept_unrecorded:
+        for s in merged.values():
+            if golden.UNRECORDED not in s.codes:
+                s.codes.append(golden.UNRECORDED)
+    golden.write(path, merged, lm.info.name)
+    for name in new:
+        state = ("new" if name not in old else "values changed: records made by earlier code are stale"
+                 if golden.compare_slice(name, old[name], new[name]) else "values unchanged")
+        print(f"{name}: {state} (codes {', '.join(merged[name].codes)})")
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from atlas_core.models.registry import DEFAULT_MODEL
 
@@ -164,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True)
     w.add_argument("--label", default=None)
     w.set_defaults(fn=_claims_write)
+
+    g = sub.add_parser("golden", help="check or rewrite the golden slice record (fixtures/golden)")
+    g.add_argument("action", choices=("check", "write"))
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"the record's model (default {DEFAULT_MODEL})")
+    g.add_argument("--experiments", default=None, help="comma list (default: all)")
+    g.add_argument("--accept-unrecorded", action="store_true",
+                   help="with write: let records that carry no code fingerprint (written before fingerprints "
+                        "existed) stand while the golden values hold")
+    g.set_defaults(fn=_golden)
     return p
 
 

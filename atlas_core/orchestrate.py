@@ -14,10 +14,12 @@ from filelock import Timeout
 
 from atlas_core import AtlasError
 from atlas_core.checkpoints import checkpointing
+from atlas_core.codehash import baseline_stands, fingerprint
 from atlas_core.experiments import module, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.models import known_names, load
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL
+from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
 from atlas_core.tasks import load_families
@@ -52,9 +54,24 @@ class _Job:
     stored: ExperimentRecord | None
 
     @property
+    def code_stale(self) -> str | None:
+        """Why the stored record's code no longer computes this experiment (None: it does; see codehash)."""
+        if self.stored is None:
+            return None
+        return baseline_stands(self.name, self.stored.provenance.get("code"), verified_codes(self.name))
+
+    @property
     def done(self) -> bool:
-        """A stored record of this very config: reused, not recomputed."""
-        return self.stored is not None and self.stored.config_hash == self.config_hash
+        """A stored record of this very config, made by code that computes what this code computes: reused."""
+        return self.stored is not None and self.stored.config_hash == self.config_hash and self.code_stale is None
+
+
+def verified_codes(experiment: str) -> list[str]:
+    """The code fingerprints the golden record lists as reproducing ``experiment`` (none without a record)."""
+    from atlas_core import golden
+
+    path = golden.golden_path()
+    return golden.read(path)[experiment].codes if path.is_file() and experiment in golden.read(path) else []
 
 
 def check_model_name(name: str) -> None:
@@ -94,7 +111,10 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
-    lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
+    if not plan.compute and plan.model in OFFLINE_MODELS:  # stored results only: the weights are not needed
+        lm = skeleton(plan.model, device=plan.device, dtype=plan.dtype)
+    else:
+        lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
     jobs: list[_Job] = []
@@ -172,7 +192,7 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
             "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),
             "resumed_after_seconds": round(ck.prior_seconds, 3), "torch_threads": torch.get_num_threads(),
-            "finished": now()}
+            "code": fingerprint(job.name), "finished": now()}
     store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
@@ -202,6 +222,8 @@ def _stored_only_error(plan: RunPlan, root: Path, stale: list[_Job]) -> str:
     for job in stale:
         if job.stored is None:
             lines.append(f"  {job.key}: no stored result")
+        elif job.stored.config_hash == job.config_hash:
+            lines.append(f"  {job.key}: the stored result is stale ({job.code_stale})")
         else:
             diff = config_diff(job.stored.config, to_jsonable(job.config))  # tuples as the stored JSON lists
             lines.append(f"  {job.key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})")

@@ -1,12 +1,25 @@
 """The Atlas pytest plugin: options, claims-driven parametrization, the run-store session, model
 fixtures and the hook-leak guard.
 
+Tiers (``--atlas-tier``, default ``default``; without ``-m`` the tier selects the tests, with ``-m`` the
+marker expression does and the tier only sets the claims' defaults)::
+
+    default   everything not marked ``pair`` or ``slow``: unit and property tests, real-model tests on
+              Coder-0.5B with the golden check, the hypothesis and finding suite checked against the
+              committed full-profile baselines of the Coder pair (stored results only, no recompute)
+    pair      the hypothesis and finding suite recomputed at the ci profile for both Coder models
+              (coder-pair-ci.toml), and the tests marked ``pair``
+    slow      the tests marked ``slow``: benchmarks and other runs of minutes
+
 Options::
 
+    --atlas-tier NAME           default | pair | slow (above)
     --atlas-model NAME          one model under test (its finding claims; the regression candidate)
     --atlas-pair SMALL LARGE    the pair for hypothesis claims (default: the Qwen2.5-Coder pair,
                                 unless --atlas-model is given alone)
-    --atlas-profile NAME        smoke | ci | full | exhaustive (default ci; with --atlas-baseline, the baseline's)
+    --atlas-profile NAME        smoke | ci | full | exhaustive (default: the tier's for the default pair, full
+                                in the default tier and ci in the pair tier; ci when models are named; with
+                                --atlas-baseline, the baseline's)
     --atlas-device DEVICE       cpu | cuda | cuda:N (default: the loader's choice)
     --atlas-claims FILE         claims file (repeatable). Default: every file in fixtures/claims/,
                                 each claim running only where its models and profile are the
@@ -44,8 +57,50 @@ pytest_plugins = ["pytester", "atlas_core.report.pytest_html_hooks"]
 
 DEFAULT_PAIR = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 DEFAULT_PROFILE = "ci"
-GROUP_MARKERS = tuple(f"h00{i}" for i in range(1, 9)) + tuple(
-    f"finding_{f}" for f in ("hub", "heads", "steering", "knockout", "transfer", "mlp"))
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A test tier: which tests it selects (by marker) and the claims profile of the default pair."""
+
+    name: str
+    markers: tuple[str, ...]  # the tier's own markers (empty: the tests carrying none of the other tiers')
+    profile: str
+    stored_only: bool  # the default pair's claims read committed baselines instead of recomputing
+    about: str
+
+
+TIERS = {t.name: t for t in (
+    Tier("default", (), "full", True, "unit and property tests, Coder-0.5B real-model tests and the golden check, "
+         "the hypothesis and finding suite against the committed full-profile Coder baselines (no recompute), reports"),
+    Tier("pair", ("pair",), "ci", False, "the hypothesis and finding suite recomputed at the ci profile for both "
+         "Coder models (coder-pair-ci.toml), and the tests marked pair"),
+    Tier("slow", ("slow",), DEFAULT_PROFILE, False, "benchmarks and other tests that take minutes"),
+)}
+FINDING_MARKERS = {
+    "finding_hub": "headline finding, the hub layer",
+    "finding_heads": "headline finding, specialist heads",
+    "finding_steering": "headline finding, steering collapse",
+    "finding_knockout": "headline finding, knockout selectivity",
+    "finding_transfer": "headline finding, the transfer zone",
+    "finding_mlp": "headline finding, MLP weakening",
+}
+
+
+def hypothesis_markers() -> dict[str, str]:
+    from atlas_core.verdicts import HYPOTHESES
+
+    return {hid.lower(): f"{hid} {text}" for hid, text in HYPOTHESES.items()}
+
+
+GROUP_MARKERS = tuple(hypothesis_markers()) + tuple(FINDING_MARKERS)
+MARKERS = {
+    "real_model": "loads a real pretrained model through the project's own fetch (runs on CPU in CI)",
+    "gpu": "needs a CUDA device; skipped where none exists",
+    "slow": "the slow tier: takes minutes on a 2-core CPU (benchmarks); run with --atlas-tier slow or -m slow",
+    "pair": "the pair tier: recomputes the Coder pair at the ci profile; run with --atlas-tier pair",
+    **hypothesis_markers(), **FINDING_MARKERS,
+}
 
 _LOADED: dict[tuple, object] = {}
 
@@ -95,6 +150,8 @@ def _no_hook_leaks():
 
 def pytest_addoption(parser):
     g = parser.getgroup("atlas", "Atlas hypothesis suite")
+    g.addoption("--atlas-tier", default="default", choices=tuple(TIERS),
+                help="test tier: " + "; ".join(f"{t.name}: {t.about}" for t in TIERS.values()))
     g.addoption("--atlas-model", default=None, metavar="NAME",
                 help="model under test: registered name, local folder, hub id or .gguf (its finding claims; "
                      "the regression candidate)")
@@ -148,6 +205,7 @@ class AtlasSession:
 
         opt = config.getoption
         self.config = config
+        self.tier = TIERS[opt("atlas_tier")]
         self.model: str | None = opt("atlas_model")
         pair = opt("atlas_pair")
         self.pair: tuple[str, str] | None = tuple(pair) if pair else (None if self.model else DEFAULT_PAIR)
@@ -174,7 +232,8 @@ class AtlasSession:
                 raise pytest.UsageError(f"--atlas-profile {profile} differs from the baseline's profile "
                                         f"{self.baseline.profile}: a regression compares like with like")
             profile = self.baseline.profile
-        self.profile = profile or DEFAULT_PROFILE
+        tier_default = profile is None and not self.model and not pair  # the default pair, as the tier runs it
+        self.profile = profile or (self.tier.profile if tier_default else DEFAULT_PROFILE)
         from atlas_core.profiles import get_profile
 
         try:
@@ -184,7 +243,7 @@ class AtlasSession:
         self.explicit_claims = opt("atlas_claims") is not None
         self._claim_paths = [Path(p) for p in (opt("atlas_claims") or [])]
         self._claims = None
-        self.compute = not opt("atlas_no_compute")
+        self.compute = not (opt("atlas_no_compute") or (tier_default and self.tier.stored_only))
         self._done: dict[str, dict] = {}
         self._failed: dict[str, str] = {}
         self.timings: dict[str, float] = {}
@@ -345,7 +404,17 @@ def _base(name: str) -> str:
 
 
 def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
     config._atlas = AtlasSession(config)
+
+
+def in_tier(item, tier: Tier) -> bool:
+    """Whether the tier selects ``item``: its markers, or for the pair tier also every claims test."""
+    if tier.markers:
+        return any(item.get_closest_marker(m) for m in tier.markers) or (
+            tier.name == "pair" and any(item.get_closest_marker(m) for m in GROUP_MARKERS))
+    return not any(item.get_closest_marker(m) for t in TIERS.values() for m in t.markers)
 
 
 def pytest_generate_tests(metafunc):
@@ -376,6 +445,12 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    if not config.option.markexpr:  # an explicit -m expression selects by itself
+        tier = config._atlas.tier
+        dropped = [item for item in items if not in_tier(item, tier)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if in_tier(item, tier)]
     config._atlas_items = items  # the selected items (the mark/keyword plugins deselect before us)
     if torch.cuda.is_available():
         return
@@ -393,6 +468,9 @@ def atlas(pytestconfig) -> AtlasSession:
 
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_atlas", None)
+    if session:
+        terminalreporter.write_line(f"atlas tier: {session.tier.name} ({session.tier.about}); claims profile "
+                                    f"{session.profile}{'' if session.compute else ', stored results only'}")
     if session and session.timings:
         terminalreporter.write_sep("-", "atlas runs")
         for model, secs in session.timings.items():

@@ -39,7 +39,7 @@ REAL = settings(max_examples=3, deadline=None, suppress_health_check=[HealthChec
 P_ATOL = 1e-5  # probabilities
 LP_ATOL = 2e-4  # log-probabilities, plus LP_RTOL x |log-prob| (see the module docstring)
 LP_RTOL = 1e-5
-MODELS = ["coder05", "gemma270"]
+MODELS = ["coder05", pytest.param("gemma270", marks=pytest.mark.pair)]  # gemma270: the pair tier
 
 _RUNNERS: dict[str, Runner] = {}
 

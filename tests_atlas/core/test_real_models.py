@@ -80,6 +80,7 @@ def test_coder05_cached_reload_is_identical(coder05):
         gc.collect()
 
 
+@pytest.mark.pair  # a second model family (Gemma 3's layout is conformance-tested on a tiny stock model)
 def test_gemma270_loads_and_predicts(gemma270):
     info = gemma270.info
     assert (info.name, info.source) == (GEMMA, "offline-registry")

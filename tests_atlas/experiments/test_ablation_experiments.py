@@ -246,6 +246,7 @@ def test_real_clean_accuracy(coder05):
 
 
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_real_layer_ablation(coder05):
     """Zeroing a layer's whole output is catastrophic at every depth (> 1 nat everywhere), while dropping a
     middle layer's write (a skip) barely matters; the first layer's write matters most."""
@@ -261,6 +262,7 @@ def test_real_layer_ablation(coder05):
 
 
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_real_mlp_ablation(coder05):
     """The first MLP matters: zeroing it moves the output by more than a nat, and more than a middle MLP."""
     r = mlp_ablation.run(real_ctx(coder05))
@@ -272,6 +274,7 @@ def test_real_mlp_ablation(coder05):
 
 
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_real_head_ablation(coder05):
     """One head is far weaker than a whole layer: the strongest head moves the output by less than a
     tenth of the weakest whole-layer (residual) ablation."""

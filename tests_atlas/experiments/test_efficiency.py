@@ -177,6 +177,7 @@ def test_deterministic_with_fixed_seed(tiny):
 
 # ---- the real 0.5B model ---------------------------------------------------------------------------
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_real_skip_and_exit(coder05):
     """A skipped middle layer passes the residual on: far less KL than zeroing that layer's output (the
     study's 9.5 nats came from the latter). Exiting at the last layer is the full model."""

@@ -438,6 +438,7 @@ def test_results_are_json(smoke):
 # ---- the real model ------------------------------------------------------------------------------
 
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_real_lora_transfer_coder05(coder05, tmp_path):
     """One family, two items, 30 steps at most: the loss falls and the last residual transfers exactly."""
     profile = dataclasses.replace(get_profile("ci"), n_items=2, lora_items=2, lora_max_steps=30, n_boot=200)

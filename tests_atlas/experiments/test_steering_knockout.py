@@ -261,6 +261,7 @@ def coder05_ctx(coder05):
 
 
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_coder05_steering(coder05_ctx):
     res = steering.run(coder05_ctx)
     assert res.study_layer == 2 and 2 in res.layers  # L2 of 28 scaled to 24 layers
@@ -282,6 +283,7 @@ def test_coder05_steering(coder05_ctx):
 
 
 @pytest.mark.real_model
+@pytest.mark.pair  # numbers covered in the default tier by the golden check
 def test_coder05_knockout(coder05_ctx):
     res = knockout.run(coder05_ctx)
     assert [k.layer for k in res.layers] == [0, 12, 23]

@@ -19,7 +19,7 @@ MODEL = "qwen2.5-coder-0.5b-instruct"
 EXPERIMENTS = ("clean", "steering", "knockout")  # the per-layer curves; < 60 s on a 2-core CPU
 FAMILIES = ["factual_recall", "arithmetic"]
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.pair]  # a ci-profile run (minutes): the pair tier
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,258 @@
+"""The golden check: a small fixed slice of every experiment on a real model, recomputed and compared
+value by value with a committed record.
+
+The slice is the nine experiments (and the clean pass) run through their own ``run`` functions at
+``GOLDEN_PROFILE``: one prompt per task family (so each family's mean is that prompt's value), two head
+layers, two steering strengths, every ablation mode, four seeded LoRA steps. While it runs, every
+``Runner.sweep`` is recorded per variant and prompt (KL, target probability, argmax), and the LoRA loss
+curve and each result's numbers are kept, so a changed definition shows up as the exact variant and
+prompt whose value moved.
+
+Rewrite the record (``atlas golden write``) only for a deliberate change of an experiment's definition,
+with the reason in the commit: the record is what "the experiments still compute what they computed"
+means. Each experiment's entry also lists the code fingerprints (:mod:`atlas_core.codehash`) known to
+reproduce it; the stale-baseline rule reads them (:func:`atlas_core.codehash.baseline_stands`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from contextlib import contextmanager
+from functools import lru_cache
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from atlas_core import AtlasError
+from atlas_core.codehash import UNRECORDED, fingerprint
+from atlas_core.profiles import Profile
+
+GOLDEN_MODEL = "qwen2.5-coder-0.5b-instruct"
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
+FORMAT = 1
+
+GOLDEN_PROFILE = Profile(
+    "golden", n_items=1, head_layers=2, ablation_modes=("zero", "mean", "resample"), steer_strengths=(-2.0, 0.0, 2.0),
+    steer_layers=2, lora_items=1, lora_max_steps=4, lora_target_loss=0.01, n_boot=50, memory_mb=512, timing_repeats=1,
+)
+
+# Tolerances (fp32 on a CPU). Inference values: relative 1e-4, plus an absolute floor below which two fp32
+# forwards of different batch shapes legitimately differ (KL of a near-identity variant is ~1e-7 nats, and
+# its relative error is meaningless). LoRA-derived values (the loss curve, transfer, adapter ablation) go
+# through four optimizer steps whose fp32 rounding compounds: relative 1e-3 there.
+REL = 1e-4
+ABS = {"kl": 1e-6, "target_prob": 1e-6}
+TRAINED = ("lora_training", "transfer", "adapter_ablation")
+TRAINED_REL = 1e-3
+# Result fields that are measurements of time or paths, not of the model.
+NOT_COMPARED = {"seconds", "speedup", "train_seconds", "adapter_dir", "notes", "load_seconds"}
+
+
+@dataclass
+class SweepRecord:
+    """One ``Runner.sweep`` call: its variants, prompts and per (variant, prompt) values."""
+
+    variants: list[str]
+    prompts: list[str]
+    kl: list[list[float]]
+    argmax: list[list[int]]
+    target_prob: list[list[float]] | None = None
+
+
+@dataclass
+class ExperimentSlice:
+    sweeps: list[SweepRecord]
+    result: dict
+    codes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def recording_sweeps() -> Iterator[list[SweepRecord]]:
+    """Record every ``Runner.sweep`` made inside the block (the class method is restored on exit)."""
+    from atlas_core.runner import Runner
+
+    original = Runner.sweep
+    log: list[SweepRecord] = []
+
+    def recorded(self, variants, *args, **kwargs):
+        stats = original(self, variants, *args, **kwargs)
+        log.append(SweepRecord(
+            variants=list(stats.names), prompts=list(self.prompts),
+            kl=_rounded(stats.kl), argmax=stats.argmax.astype(int).tolist(),
+            target_prob=None if stats.target_prob is None else _rounded(stats.target_prob)))
+        return stats
+
+    Runner.sweep = recorded
+    try:
+        yield log
+    finally:
+        Runner.sweep = original
+
+
+def _rounded(a) -> list:
+    return [[float(f"{v:.9g}") for v in row] for row in np.asarray(a, dtype=np.float64)]
+
+
+def compute(lm, experiments: list[str] | None = None, progress: bool = False) -> dict[str, ExperimentSlice]:
+    """Run the golden slice of ``experiments`` (default: all, in order) on a loaded model."""
+    from atlas_core.experiments import EXPERIMENTS, module, parse_experiments
+    from atlas_core.experiments.context import Context
+    from atlas_core.results import to_jsonable
+    from atlas_core.tasks import load_families
+
+    names = parse_experiments(experiments) if experiments else list(EXPERIMENTS)
+    families = load_families(n_items=GOLDEN_PROFILE.n_items)
+    out: dict[str, ExperimentSlice] = {}
+    with tempfile.TemporaryDirectory(prefix="atlas-golden-") as tmp:
+        ctx = Context(lm, families, GOLDEN_PROFILE, seed=0, out_dir=Path(tmp), progress=progress)
+        for name in names:
+            with recording_sweeps() as log:
+                result = module(name).run(ctx)
+            out[name] = ExperimentSlice(sweeps=log, result=to_jsonable(result), codes=[fingerprint(name)])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the record
+
+
+def golden_path(model: str = GOLDEN_MODEL, root: Path | None = None) -> Path:
+    return (root or GOLDEN_DIR) / f"{model}.json"
+
+
+def read(path: Path) -> dict[str, ExperimentSlice]:
+    """The record at ``path`` (cached while the file is unchanged)."""
+    if not path.is_file():
+        raise AtlasError(f"no golden record at {path}; write one with `atlas golden write`")
+    stat = path.stat()
+    return {name: ExperimentSlice(s.sweeps, s.result, list(s.codes))
+            for name, s in _read(path, stat.st_mtime_ns, stat.st_size).items()}
+
+
+@lru_cache(maxsize=4)
+def _read(path: Path, mtime_ns: int, size: int) -> dict[str, ExperimentSlice]:
+    if not path.is_file():
+        raise AtlasError(f"no golden record at {path}; write one with `atlas golden write`")
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+        return {name: ExperimentSlice(sweeps=[SweepRecord(**s) for s in e["sweeps"]], result=e["result"],
+                                      codes=list(e["codes"]))
+                for name, e in data["experiments"].items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AtlasError(f"golden record {path} is unreadable ({exc}); restore it from git "
+                         "(`git checkout -- fixtures/golden`) or rewrite it with `atlas golden write`") from None
+
+
+def write(path: Path, slices: dict[str, ExperimentSlice], model: str) -> Path:
+    from atlas_core.results import atomic_write_text, to_jsonable
+
+    data = {"format": FORMAT, "model": model, "profile": GOLDEN_PROFILE.to_dict(),
+            "experiments": {name: to_jsonable(s) for name, s in slices.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+
+
+def merge_codes(old: dict[str, ExperimentSlice], new: dict[str, ExperimentSlice]) -> dict[str, ExperimentSlice]:
+    """The new record, where each experiment whose values still match the old record keeps the old
+    record's list of code fingerprints (plus the current one): code that reproduces the same numbers is
+    the same experiment, so baselines made by any of it still stand."""
+    out = {}
+    for name, s in new.items():
+        prior = old.get(name)
+        if prior is not None and not compare_slice(name, prior, s):
+            s = ExperimentSlice(s.sweeps, s.result, list(dict.fromkeys(prior.codes + s.codes)))
+        out[name] = s
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# comparison
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    experiment: str
+    where: str  # "sweep 2 'resid/zero/L3' prompt 'The capital of...' kl", or a result field path
+    expected: object
+    got: object
+
+    def __str__(self) -> str:
+        return f"{self.experiment}: {self.where}: golden {self.expected!r}, now {self.got!r}"
+
+
+def _close(a: float, b: float, rel: float, abs_: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= rel * max(abs(a), abs(b)) + abs_
+
+
+def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice) -> list[Mismatch]:
+    rel = TRAINED_REL if name in TRAINED else REL
+    out: list[Mismatch] = []
+    if len(want.sweeps) != len(got.sweeps):
+        out.append(Mismatch(name, "number of sweeps", len(want.sweeps), len(got.sweeps)))
+    for si, (w, g) in enumerate(zip(want.sweeps, got.sweeps)):
+        if w.variants != g.variants or w.prompts != g.prompts:
+            out.append(Mismatch(name, f"sweep {si} variants/prompts", (w.variants[:4], w.prompts[:2]),
+                                (g.variants[:4], g.prompts[:2])))
+            continue
+        for metric in ("kl", "target_prob", "argmax"):
+            wm, gm = getattr(w, metric), getattr(g, metric)
+            if (wm is None) != (gm is None):
+                out.append(Mismatch(name, f"sweep {si} {metric} recorded", wm is not None, gm is not None))
+                continue
+            if wm is None:
+                continue
+            for vi, variant in enumerate(w.variants):
+                for pi, prompt in enumerate(w.prompts):
+                    a, b = wm[vi][pi], gm[vi][pi]
+                    ok = a == b if metric == "argmax" else _close(a, b, rel, ABS[metric])
+                    if not ok:
+                        out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b))
+    out += _compare_tree(name, "result", want.result, got.result, rel)
+    return out
+
+
+def _compare_tree(name: str, path: str, a, b, rel: float) -> list[Mismatch]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [Mismatch(name, f"{path} keys", sorted(a), sorted(b))]
+        return [m for k in a if k not in NOT_COMPARED for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel)]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [Mismatch(name, f"{path} length", len(a), len(b))]
+        return [m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel)]
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None or not _close(float(a), float(b), rel, 1e-6):
+            return [Mismatch(name, path, a, b)]
+        return []
+    return [] if a == b else [Mismatch(name, path, a, b)]
+
+
+def check(lm, path: Path | None = None, experiments: list[str] | None = None,
+          progress: bool = False) -> list[Mismatch]:
+    """Recompute the slice of ``experiments`` (default: every one in the record) and compare it with the
+    record; returns every mismatch (empty: the experiments compute what they computed)."""
+    want = read(path or golden_path(lm.info.name))
+    names = experiments or list(want)
+    missing = [n for n in names if n not in want]
+    if missing:
+        raise AtlasError(f"the golden record has no {', '.join(missing)}; rewrite it with `atlas golden write`")
+    got = compute(lm, names, progress=progress)
+    return [m for n in names for m in compare_slice(n, want[n], got[n])]
+
+
+def unverified_code(path: Path | None = None, model: str = GOLDEN_MODEL) -> dict[str, str]:
+    """Experiments whose current code fingerprint the record does not list: experiment -> fingerprint."""
+    want = read(path or golden_path(model))
+    return {n: fingerprint(n) for n, s in want.items() if fingerprint(n) not in s.codes}
+
+
+__all__ = ["GOLDEN_MODEL", "GOLDEN_PROFILE", "UNRECORDED", "Mismatch", "check", "compute", "compare_slice",
+           "golden_path", "merge_codes", "read", "recording_sweeps", "unverified_code", "write"]
