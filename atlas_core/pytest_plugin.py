@@ -45,7 +45,7 @@ pytest_plugins = ["pytester", "atlas_core.report.pytest_html_hooks"]
 DEFAULT_PAIR = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 DEFAULT_PROFILE = "ci"
 GROUP_MARKERS = tuple(f"h00{i}" for i in range(1, 9)) + tuple(
-    f"finding_{f}" for f in ("hub", "heads", "steering", "knockout", "transfer", "mlp"))
+    f"finding_{f}" for f in ("hub", "heads", "steering", "knockout", "transfer", "mlp", "lora", "efficiency"))
 
 _LOADED: dict[tuple, object] = {}
 
