@@ -102,3 +102,20 @@ def test_one_sided_hypothesis_claims_may_end_on_a_boundary_not_cross_one(kind, t
     c = parse_claim({"id": "H003.statistic", "statistic": "H003", "kind": kind, "threshold": threshold},
                     {"models": PAIR})
     assert (refusal(c, DEFAULT_THRESHOLDS) is not None) == refused
+
+
+def test_write_tightens_a_claim_to_its_interval_or_drops_it():
+    """``write_claims``'s writer: a value claim whose floor-or-relative tolerance admits no effect is
+    tightened to k x its bootstrap half-width when that excludes the null, and dropped when it does not."""
+    from atlas_core.claims import _Writer
+
+    w = _Writer(DEFAULT_THRESHOLDS, False, {"source": "measured", "profile": "full", "models": PAIR})
+    entry = {"id": "m:steering.best_boost", "model": M, "statistic": "steering.best_boost", "kind": "value",
+             "expected": 0.18, "tolerance": 0.2}
+    w.add(entry, tight=0.1)  # [0.08, 0.28] excludes 0: kept, tightened
+    w.add({**entry, "id": "m:other"}, tight=0.19)  # [-0.01, 0.37] still holds 0: dropped
+    w.add({**entry, "id": "m:fine", "tolerance": 0.05}, tight=0.02)  # falsifiable as written: kept as written
+    assert w.counts == {"kept": 2, "tightened": 1, "dropped": 1}
+    assert w.notes[0].startswith("tightened m:steering.best_boost: ± 0.2 -> ± 0.1 (accepts [-0.02, 0.38]")
+    assert w.notes[1].startswith("dropped m:other: accepts [-0.02, 0.38], which holds 0 (no effect)")
+    assert "tolerance = 0.1\n" in "\n".join(w.body) and "tolerance = 0.05\n" in "\n".join(w.body)
