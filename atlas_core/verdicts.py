@@ -460,8 +460,8 @@ def h003(small_boost: float, large_boost: float, *, min_ratio: float, reject_bel
     """Leverage ratio large / max(small, ``min_boost``): supported if >= ``min_ratio``, rejected if
     < ``reject_below``, weakened in between; rejected when neither model reaches ``min_boost``.
 
-    A small-scale boost below ``min_boost`` (the smallest boost the experiment resolves: one point of
-    target probability) means the small model has no steering leverage to scale from. It counts as
+    A small-scale boost below ``min_boost`` (default one point of target probability, a threshold the
+    claims file sets) means the small model has no steering leverage to scale from. It counts as
     ``min_boost``, so the ratio stays finite and says how far the large model's leverage rises above
     none (the former rule divided by it and called any large boost infinitely scaled)."""
     if reject_below > min_ratio:
@@ -472,8 +472,7 @@ def h003(small_boost: float, large_boost: float, *, min_ratio: float, reject_bel
         verdict = REJECTED  # no leverage at either scale: nothing scaled
     else:
         verdict = SUPPORTED if r >= min_ratio else (REJECTED if r < reject_below else WEAKENED)
-    return Verdict("H003", verdict, f"best steering boost ratio large/max(small, {min_boost:g})", r,
-                   None if lo is None else lo, None if hi is None else hi,
+    return Verdict("H003", verdict, f"best steering boost ratio large/max(small, {min_boost:g})", r, lo, hi,
                    f"supported if >= {min_ratio:g}, rejected if < {reject_below:g} or both boosts < {min_boost:g}, "
                    "else weakened", {"small": small_boost, "large": large_boost})
 
@@ -491,9 +490,8 @@ def h004(small_selectivity: float, large_selectivity: float, *, min_ratio: float
     rule = (f"rejected if small < {min_selectivity:g}x (not selective) or large < {min_selectivity:g}x or ratio < "
             f"{reject_below:g}; supported if ratio >= {min_ratio:g}; else weakened")
     if small_selectivity < min_selectivity:
-        return Verdict("H004", REJECTED, "best knockout selectivity ratio large/small", _ratio(large_selectivity,
-                       small_selectivity) if small_selectivity > 0 else float("nan"), None, None, rule,
-                       {**ev, "small_selective": 0.0})
+        r = _ratio(large_selectivity, small_selectivity) if small_selectivity > 0 else float("nan")
+        return Verdict("H004", REJECTED, "best knockout selectivity ratio large/small", r, None, None, rule, ev)
     r = large_selectivity / small_selectivity
     if large_selectivity < min_selectivity or r < reject_below:
         verdict = REJECTED
