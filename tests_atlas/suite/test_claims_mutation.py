@@ -4,7 +4,8 @@ reads is moved just past it, and still holds just inside.
 The committed full-profile baselines of the Coder pair are read (no model, no computation); one test per
 claim kind (a value with its tolerance, a rank, a hypothesis verdict, a hypothesis statistic) perturbs each
 claim of that kind in turn. Hypothesis claims are perturbed through the rule's inputs: the large model's
-statistic is set so that the rule's decisive number lands where the test wants it.
+statistic is set so that the rule's decisive number lands where the test wants it. One-sided claims
+(``at_least`` / ``at_most``; only the study's file holds them) are moved a hair past their threshold.
 """
 
 from __future__ import annotations
@@ -149,3 +150,21 @@ def test_verdict_claims_fail_across_a_decision_threshold(stats):
         assert flipped, f"{c.id}: no value of the decisive statistic around its thresholds changes the verdict"
         assert f"{c.hypothesis} verdict " in flipped and f"expected {c.expected_verdict.upper()}" in flipped
         print(flipped)
+
+
+def test_one_sided_claims_fail_just_past_their_threshold(stats):
+    """``at_least`` / ``at_most`` finding claims (the study file's; the Coder files hold none): at the
+    threshold they hold, a hair past it they fail by name."""
+    study = load_claims(CLAIMS_DIR / "study-qwen2.5-1.5b.toml")
+    coder = dict(zip(study.models, CLAIMS.models))
+    claims = [c for c in study.claims if c.kind in ("at_least", "at_most") and not c.hypothesis]
+    assert len(claims) >= 4
+    for c in claims:
+        model = coder[c.models[0]]
+        s = stats[model][c.statistic]
+        past = c.threshold + (EPS if c.kind == "at_most" else -EPS)
+        for value, holds in ((c.threshold, True), (past, False)):
+            ev = evaluate(c, [{c.statistic: replace(s, value=value, lo=None, hi=None)}], (model,))
+            assert ev.passed == holds, ev.message
+        assert ev.message.startswith(f"claim {c.id} (published) on {model}: ") and ev.message.endswith("-> FAIL")
+    print(ev.message)
