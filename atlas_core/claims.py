@@ -16,12 +16,16 @@ A claims file (TOML, under ``fixtures/claims/``) holds::
     statistic = "hub.ranking"     # a finding statistic (atlas_core.verdicts) or a hypothesis id "H003"
     kind = "rank"                 # value | at_least | at_most | rank | verdict
     model = "LARGE"               # finding claims: the model; hypothesis claims use meta.models
-    layer = 26                    # rank: the layer ...
+    layer = 26                    # rank: the layer (or family = "json_schema" for lora.ranking) ...
     max_rank = 3                  # ... must rank within the top 3
     expected = 13.70              # value: expected +- tolerance
     tolerance = 2.0
     threshold = 0.5               # at_least / at_most
     expected_verdict = "rejected" # verdict
+
+Every claim must be able to fail: ``load_claims`` refuses, naming it, a claim that
+``atlas_core.claim_hygiene`` finds true by construction or accepting both sides of a decision threshold or
+its statistic's whole plausible range; ``write_claims`` tightens or drops such claims and says which.
 
 ``evaluate`` checks one claim against the statistics of the runs; ``write_claims`` writes a claims
 file from stored runs (tolerances from their bootstrap intervals); ``compare_runs`` compares every
@@ -32,15 +36,18 @@ from __future__ import annotations
 
 import math
 import time
+from fnmatch import fnmatchcase
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from atlas_core import AtlasError
-from atlas_core.results import RunStore
+from atlas_core.claim_hygiene import refusal
+from atlas_core.profiles import PROFILES
+from atlas_core.results import RunStore, atomic_write_text
 from atlas_core.verdicts import (
-    DEFAULT_THRESHOLDS, FINDINGS, HYPOTHESES, Stat, check_verdict, decide, model_statistics,
+    CLAIM_GROUPS, DEFAULT_THRESHOLDS, FINDINGS, HYPOTHESES, Stat, check_verdict, decide, model_statistics,
     statistic_experiments,
 )
 
@@ -48,9 +55,9 @@ KINDS = ("value", "at_least", "at_most", "rank", "verdict")
 SOURCES = ("published", "measured")
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "claims"
 REQUIRED_THRESHOLDS = {
-    "H001": ("tolerance",), "H002": ("min_ratio",), "H003": ("min_ratio", "reject_below"),
-    "H004": ("min_ratio", "reject_below"), "H005": ("max_fraction", "tolerance"),
-    "H006": ("min_ratio", "reject_below"), "H007": ("threshold",), "H008": ("high", "low", "drop_tolerance"),
+    "H001": ("tolerance",), "H002": ("min_ratio",), "H003": ("min_ratio", "reject_below", "min_boost"),
+    "H004": ("min_ratio", "reject_below", "min_selectivity"), "H005": ("max_fraction", "tolerance"),
+    "H006": ("min_ratio", "reject_below"), "H007": ("threshold", "min_gain"), "H008": ("high", "low", "drop_tolerance"),
 }
 
 
@@ -72,6 +79,7 @@ class Claim:
     threshold: float | None = None
     layer: int | None = None
     max_rank: int | None = None
+    family: str | None = None  # rank claims on lora.ranking name a family instead of a layer
     expected_verdict: str | None = None
     description: str = ""
 
@@ -86,7 +94,12 @@ class Claim:
         if self.hypothesis:
             return self.hypothesis.lower()
         head = self.statistic.split(".")[0]
-        return f"finding_{head}" if head in FINDINGS else head
+        return f"finding_{head}" if head in CLAIM_GROUPS else head
+
+    @property
+    def ranked(self) -> str:
+        """What a rank claim ranks: ``layer 26`` or ``family json_schema``."""
+        return f"family {self.family}" if self.family is not None else f"layer {self.layer}"
 
     @property
     def experiments(self) -> tuple[str, ...]:
@@ -101,7 +114,7 @@ class Claim:
         if self.kind == "at_most":
             return f"<= {self.threshold:.4g}"
         if self.kind == "rank":
-            return f"layer {self.layer} ranks <= {self.max_rank}"
+            return f"{self.ranked} ranks <= {self.max_rank}"
         return f"verdict {self.expected_verdict}"
 
 
@@ -184,10 +197,14 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
     elif kind == "rank":
         if not stat.endswith(".ranking"):
             raise _bad(path, f"claim {cid!r}: rank claims read a '.ranking' statistic, not {stat!r}")
-        layer, max_rank = entry.get("layer"), entry.get("max_rank")
-        if not isinstance(layer, int) or not isinstance(max_rank, int) or max_rank < 1:
+        layer, family, max_rank = entry.get("layer"), entry.get("family"), entry.get("max_rank")
+        if stat == "lora.ranking":
+            if not isinstance(family, str) or not isinstance(max_rank, int) or max_rank < 1:
+                raise _bad(path, f"claim {cid!r}: rank claims on lora.ranking need a string 'family' and 'max_rank' >= 1")
+        elif not isinstance(layer, int) or not isinstance(max_rank, int) or max_rank < 1:
             raise _bad(path, f"claim {cid!r}: rank claims need an integer 'layer' and 'max_rank' >= 1")
-        c = _replace(c, layer=layer, max_rank=max_rank)
+        c = _replace(c, layer=layer if stat != "lora.ranking" else None, family=family if stat == "lora.ranking" else None,
+                     max_rank=max_rank)
     else:
         ev = entry.get("expected_verdict")
         if ev is None:
@@ -223,6 +240,12 @@ def load_claims(path: str | Path) -> ClaimsFile:
         if hid not in HYPOTHESES:
             raise _bad(path, f"[thresholds.{hid}]: unknown hypothesis; hypotheses are {', '.join(HYPOTHESES)}")
     claims = [parse_claim(e, meta, path) for e in data.get("claim", [])]
+    profile = PROFILES.get(str(meta.get("profile", "any")))
+    sampled = profile is not None and profile.head_layers is not None
+    for c in claims:
+        why = refusal(c, thresholds, sampled)
+        if why:
+            raise _bad(path, f"claim {c.id!r} cannot fail: {why}")
     seen: set[str] = set()
     for c in claims:
         if c.id in seen:
@@ -330,15 +353,17 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
             value, lo, hi, series, label = s.value, s.lo, s.hi, s.series, s.label or ""
         if claim.kind == "rank":
             ranking = list(s.ranking or ()) if s is not None else []
-            rank = ranking.index(claim.layer) + 1 if claim.layer in ranking else None
+            target = claim.family if claim.family is not None else claim.layer
+            rank = ranking.index(target) + 1 if target in ranking else None
             ok = rank is not None and rank <= claim.max_rank
-            top = ", ".join(f"L{x}" for x in ranking[: max(claim.max_rank, 3)])
+            top = ", ".join(str(x) if isinstance(x, str) else f"L{x}" for x in ranking[: max(claim.max_rank, 3)])
+            what = "families" if claim.family is not None else "layers"
             got = (f"rank {rank} of {len(ranking)}" if rank is not None else
-                   (f"layer {claim.layer} not among the {len(ranking)} layers measured" if ranking else
+                   (f"{claim.ranked} not among the {len(ranking)} {what} measured" if ranking else
                     f"not ranked: {label}" if s is not None and s.tie else "not measured"))
-            msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: layer {claim.layer} {got} "
+            msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: {claim.ranked} {got} "
                    f"(top: {top or 'n/a'}); expected rank <= {claim.max_rank}" + ("" if ok else " -> FAIL"))
-            return Evaluation(claim, models, ok, f"rank of layer {claim.layer} by {claim.statistic}",
+            return Evaluation(claim, models, ok, f"rank of {claim.ranked} by {claim.statistic}",
                               None if rank is None else float(rank), None, None, claim.expectation(), msg,
                               None, None, series, {})
     ok = _check(claim, value)
@@ -406,23 +431,66 @@ def _tolerance(s: Stat, k: float, floor: float, rel: float) -> float:
     return max(k * hw, floor, rel * abs(s.value or 0.0))
 
 
-# Statistics ``write_claims`` turns into claims, per finding (per-family ones expand to every family).
+# Statistics ``write_claims`` turns into claims, per claim group (per-family ones expand to every family).
+# Not here: transfer.final_recovery and the top-3 final fraction (true by construction, see claim_hygiene).
 CLAIM_STATISTICS: dict[str, tuple[str, ...]] = {
     "hub": ("hub.top_layer_kl", "hub.family_kl.*"),
     "heads": ("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
     "steering": ("steering.best_boost", "steering.study_layer_best_boost"),
     "knockout": ("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
-    "transfer": ("transfer.final_recovery", "transfer.top_final_fraction", "transfer.family_final_recovery.*"),
+    "transfer": ("transfer.zone_final_fraction",),
     "mlp": ("mlp.max_kl", "mlp.share_of_top_layer"),
+    "lora": ("lora.kl.*",),
+    "efficiency": ("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"),
 }
+RANKED = {"hub": ("hub.ranking", "layer ablation"), "mlp": ("mlp.ranking", "MLP ablation"),
+          "lora": ("lora.ranking", "base -> trained KL")}
+
+
+@dataclass
+class _Writer:
+    """Claims entries for ``write_claims``, each checked by the hygiene rules as it is added: a value claim
+    that cannot fail is tightened to ``k`` x its bootstrap half-width where that makes it falsifiable, and
+    dropped otherwise; ``notes`` say which and why."""
+
+    thresholds: Mapping[str, Mapping]
+    sampled: bool
+    meta: dict
+    body: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"kept": 0, "tightened": 0, "dropped": 0})
+
+    def add(self, entry: dict, tight: float | None = None) -> None:
+        claim = parse_claim(entry, self.meta)
+        why = refusal(claim, self.thresholds, self.sampled)
+        if why and claim.kind == "value" and tight is not None and 0 < tight < claim.tolerance:
+            looser = claim.tolerance
+            entry = {**entry, "tolerance": float(_n(tight))}
+            claim = parse_claim(entry, self.meta)
+            if refusal(claim, self.thresholds, self.sampled) is None:
+                self.counts["tightened"] += 1
+                self.notes.append(f"tightened {claim.id}: ± {looser:.4g} -> ± {claim.tolerance:.4g} "
+                                  f"({_first_clause(why)})")
+                why = None
+        if why:
+            self.counts["dropped"] += 1
+            self.notes.append(f"dropped {claim.id}: {why}")
+            return
+        self.counts["kept"] += 1
+        self.body += ["[[claim]]"] + [f"{key} = {_v(val)}" for key, val in entry.items()] + [""]
+
+
+def _first_clause(why: str) -> str:
+    return why.split(";")[0]
 
 
 def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
                  k: float = 2.0, floor: float = 0.01, rel: float = 0.1, rank: int = 3) -> Path:
     """Write a claims file from one run (finding claims) or two runs of a pair, small then large
     (finding claims for both plus a verdict and a statistic claim per hypothesis). Tolerance of a
-    value claim: ``max(k * half-width of its bootstrap interval, floor, rel * |value|)``; observed
-    verdicts become the expected verdicts; provenance records each run's weights, profile and date."""
+    value claim: ``max(k * half-width of its bootstrap interval, floor, rel * |value|)``, tightened to
+    ``k * half-width`` or dropped where the hygiene rules say it cannot fail (the file lists each);
+    observed verdicts become the expected verdicts; provenance records each run's weights, profile and date."""
     runs = [load_run(d) for d in run_dirs]
     if not 1 <= len(runs) <= 2:
         raise AtlasError(f"claims write takes one run or a pair (small then large), got {len(runs)}")
@@ -434,11 +502,53 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
     models = [r.model for r in runs]
     if len(set(models)) != len(models):
         raise AtlasError(f"both runs are of {models[0]}: a pair is two different models (small then large)")
+    thresholds = DEFAULT_THRESHOLDS
+    prof = PROFILES.get(profile)
+    w = _Writer(thresholds, prof is not None and prof.head_layers is not None,
+                {"source": "measured", "profile": profile, "models": models})
+    for r in runs:
+        for group, names in CLAIM_STATISTICS.items():
+            for pattern in names:
+                for name in _expand(pattern, r.stats):
+                    s = r.stats[name]
+                    if s.value is None or not math.isfinite(s.value):
+                        continue
+                    w.add({"id": f"{r.model}:{name}", "model": r.model, "statistic": name, "kind": "value",
+                           "expected": float(_n(s.value)), "tolerance": float(_n(_tolerance(s, k, floor, rel))),
+                           "description": f"{name} = {s.text()} on {r.model}"}, k * (s.half_width or 0.0))
+            if group in RANKED:
+                stat, what = RANKED[group]
+                st = r.stats.get(stat)
+                if st is None or st.tie or not st.ranking:
+                    continue
+                top, key = st.ranking[0], "family" if group == "lora" else "layer"
+                name = top if group == "lora" else f"L{top}"
+                w.add({"id": f"{r.model}:{group}.rank.{name}", "model": r.model, "statistic": stat, "kind": "rank",
+                       key: top, "max_rank": min(rank, len(st.ranking) - 1),
+                       "description": f"{name} ranks top-{min(rank, len(st.ranking) - 1)} by {what} on {r.model}"})
+    if len(runs) == 2:
+        small, large = runs
+        for hid in HYPOTHESES:
+            try:
+                v = decide(hid, small.stats, large.stats, thresholds[hid])
+            except AtlasError as exc:
+                w.notes.append(f"no {hid} claims: {exc}")
+                continue  # that experiment is not in both runs, or the profile cannot measure it
+            w.add({"id": hid, "statistic": hid, "kind": "verdict", "expected_verdict": v.verdict,
+                   "description": f"{HYPOTHESES[hid]}: {v.verdict} ({v.statistic} {_fmt(v.value, v.lo, v.hi)})"})
+            if v.value is not None and math.isfinite(v.value):
+                st = Stat(v.value, v.lo, v.hi)
+                w.add({"id": f"{hid}.statistic", "statistic": hid, "kind": "value", "expected": float(_n(v.value)),
+                       "tolerance": float(_n(_tolerance(st, k, floor, rel))),
+                       "description": f"{v.statistic} = {_fmt(v.value, v.lo, v.hi)}"}, k * (st.half_width or 0.0))
     lines = ["# Generated by `atlas claims write` from the suite's own runs; regenerate, do not hand-edit.",
-             "[meta]", f"label = {_q(label or ' vs '.join(models) + f' ({profile} profile)')}",
-             'source = "measured"', f"profile = {_q(profile)}", f"models = {_list(models)}",
-             f"generated = {_q(time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}",
-             f"tolerance_rule = {_q(f'max({k:g} * bootstrap half-width, {floor:g}, {rel:g} * |value|)')}", ""]
+             f"# Claim hygiene (atlas_core.claim_hygiene): {w.counts['kept']} claims kept "
+             f"({w.counts['tightened']} tightened to {k:g} x the bootstrap half-width), {w.counts['dropped']} dropped:"]
+    lines += [f"#   {n}" for n in w.notes]
+    lines += ["[meta]", f"label = {_q(label or ' vs '.join(models) + f' ({profile} profile)')}",
+              'source = "measured"', f"profile = {_q(profile)}", f"models = {_list(models)}",
+              f"generated = {_q(time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}",
+              f"tolerance_rule = {_q(f'max({k:g} * bootstrap half-width, {floor:g}, {rel:g} * |value|)')}", ""]
     for r in runs:
         versions = next(iter(r.provenance.values())).get("versions", {})
         lines += [f"[meta.provenance.{_q(r.model)}]", f"run = {_q(str(r.root))}",
@@ -447,57 +557,17 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
                   f"torch = {_q(versions.get('torch', ''))}", f"transformers = {_q(versions.get('transformers', ''))}",
                   "experiments = {" + ", ".join(f"{e} = {_q(p['config_hash'])}" for e, p in sorted(r.provenance.items()))
                   + "}", ""]
-    body: list[str] = []
-    for r in runs:
-        for finding, names in CLAIM_STATISTICS.items():
-            for pattern in names:
-                for name in _expand(pattern, r.stats):
-                    s = r.stats[name]
-                    if s.value is None or not math.isfinite(s.value):
-                        continue
-                    tol = _tolerance(s, k, floor, rel)
-                    body += ["[[claim]]", f"id = {_q(f'{r.model}:{name}')}", f"model = {_q(r.model)}",
-                             f"statistic = {_q(name)}", 'kind = "value"', f"expected = {_n(s.value)}",
-                             f"tolerance = {_n(tol)}",
-                             f"description = {_q(f'{name} = {s.text()} on {r.model}')}", ""]
-            for prefix in ("hub", "mlp"):
-                if finding == prefix and f"{prefix}.ranking" in r.stats and not r.stats[f"{prefix}.ranking"].tie:
-                    top = int(r.stats[f"{prefix}.ranking"].value)
-                    what = "layer ablation" if prefix == "hub" else "MLP ablation"
-                    body += ["[[claim]]", f"id = {_q(f'{r.model}:{prefix}.rank.L{top}')}", f"model = {_q(r.model)}",
-                             f"statistic = {_q(f'{prefix}.ranking')}", 'kind = "rank"', f"layer = {top}",
-                             f"max_rank = {rank}",
-                             f"description = {_q(f'layer {top} ranks top-{rank} by mean {what} KL on {r.model}')}", ""]
-    thresholds = DEFAULT_THRESHOLDS
-    if len(runs) == 2:
-        small, large = runs
-        for hid in HYPOTHESES:
-            th = thresholds[hid]
-            try:
-                v = decide(hid, small.stats, large.stats, th)
-            except AtlasError:
-                continue  # that experiment is not in both runs
-            body += ["[[claim]]", f"id = {_q(hid)}", f"statistic = {_q(hid)}", 'kind = "verdict"',
-                     f"expected_verdict = {_q(v.verdict)}",
-                     f"description = {_q(f'{HYPOTHESES[hid]}: {v.verdict} ({v.statistic} {_fmt(v.value, v.lo, v.hi)})')}", ""]
-            if v.value is not None and math.isfinite(v.value):
-                s = Stat(v.value, v.lo, v.hi)
-                body += ["[[claim]]", f"id = {_q(f'{hid}.statistic')}", f"statistic = {_q(hid)}", 'kind = "value"',
-                         f"expected = {_n(v.value)}", f"tolerance = {_n(_tolerance(s, k, floor, rel))}",
-                         f"description = {_q(f'{v.statistic} = {_fmt(v.value, v.lo, v.hi)}')}", ""]
     for hid, th in thresholds.items():
         lines += [f"[thresholds.{hid}]"] + [f"{key} = {_v(val)}" for key, val in th.items()] + [""]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines + body))
+    atomic_write_text(out, "\n".join(lines + w.body))
     load_claims(out)  # what was written must read back
     return out
 
 
 def _expand(pattern: str, stats: Mapping[str, Stat]) -> list[str]:
-    if pattern.endswith(".*"):
-        return sorted(n for n in stats if n.startswith(pattern[:-1]))
-    return [pattern] if pattern in stats else []
+    return sorted(n for n in stats if fnmatchcase(n, pattern))
 
 
 def _q(s: str) -> str:

@@ -84,6 +84,8 @@ FINDING_MARKERS = {
     "finding_knockout": "headline finding, knockout selectivity",
     "finding_transfer": "headline finding, the transfer zone",
     "finding_mlp": "headline finding, MLP weakening",
+    "finding_lora": "LoRA training, which families the adapter shifts most",
+    "finding_efficiency": "early exit and layer skipping",
 }
 
 

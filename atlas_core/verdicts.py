@@ -56,16 +56,19 @@ GROUP_EXPERIMENTS: dict[str, tuple[str, ...]] = {
 # Statistics that also need a second experiment.
 EXTRA_EXPERIMENTS: dict[str, tuple[str, ...]] = {"mlp.share_of_top_layer": ("layer_ablation",)}
 FINDINGS = ("hub", "heads", "steering", "knockout", "transfer", "mlp")
+# Groups whose finding claims a test runs: the headline findings, LoRA's per-family shift and early exit.
+CLAIM_GROUPS = FINDINGS + ("lora", "efficiency")
+EXIT_SKIPS = (1, 2, 4, 10)  # early exits the study tabulates, by layers skipped (efficiency.exit.skipN.*)
 
 # The defaults ``atlas claims write`` puts in a new claims file (a claims file may change them).
 DEFAULT_THRESHOLDS: dict[str, dict[str, Any]] = {
     "H001": {"tolerance": 0.1},
     "H002": {"min_ratio": 2.0},
-    "H003": {"min_ratio": 1.0, "reject_below": 0.5, "boost": "best_boost"},
-    "H004": {"min_ratio": 0.5, "reject_below": 0.1},
-    "H005": {"max_fraction": 0.15, "tolerance": 0.05},
+    "H003": {"min_ratio": 1.0, "reject_below": 0.5, "min_boost": 0.01, "boost": "best_boost"},
+    "H004": {"min_ratio": 0.5, "reject_below": 0.1, "min_selectivity": 1.0},
+    "H005": {"max_fraction": 0.5, "tolerance": 0.1},
     "H006": {"min_ratio": 1.0, "reject_below": 1.0},
-    "H007": {"threshold": 0.5, "floor": 0.0},
+    "H007": {"threshold": 0.5, "min_gain": 0.05},
     "H008": {"high": 0.7, "low": 0.3, "drop_tolerance": 0.2},
 }
 
@@ -240,6 +243,8 @@ def head_stats(result: Mapping, n_layers: int) -> dict[str, Stat]:
     per_layer = [max(max(g[i]) for g in grids) for i in range(len(layers))] if grids else []
     series = _series(layers, per_layer, "layer", "max head-ablation KL (nats)")
     out = {
+        # the share of layers whose heads were ablated: below 1 the strongest head may sit in a skipped layer
+        "heads.layer_coverage": Stat(len(layers) / n_layers, label=f"{len(layers)} of {n_layers} layers"),
         "heads.max_kl": Stat(float(mh["kl"]), label=label, series=series),
         "heads.max_layer": Stat(float(mh["layer"]), kind="index", label=label),
         "heads.max_head": Stat(float(mh["head"]), kind="index", label=label),
@@ -330,6 +335,10 @@ def efficiency_stats(result: Mapping) -> dict[str, Stat]:
     if exits:
         best = max(exits, key=lambda e: (e["argmax_match"].get("value") or 0.0))
         out["efficiency.best_exit_argmax"] = replace(_est(best["argmax_match"]), label=f"exit L{best['layer']}")
+    for e in exits:  # the exits the study tabulates (an exit after the last layer skips nothing: match 1)
+        if e["layers_skipped"] in EXIT_SKIPS:
+            out[f"efficiency.exit.skip{e['layers_skipped']}.argmax_match"] = replace(
+                _est(e["argmax_match"]), label=f"exit L{e['layer']}")
     return out
 
 
@@ -356,8 +365,14 @@ def adapter_stats(result: Mapping) -> dict[str, Stat]:
 def lora_stats(result: Mapping) -> dict[str, Stat]:
     """LoRA training: final loss and base -> trained KL per family."""
     out = {"lora.final_loss": Stat(_f(result["final_loss"]))}
-    for fam, est in result.get("kl_per_family", {}).items():
+    kl = {fam: est for fam, est in result.get("kl_per_family", {}).items() if est.get("value") is not None}
+    for fam, est in kl.items():
         out[f"lora.kl.{fam}"] = _est(est)
+    if kl:  # families by how far training moved them, most first (the study: json_schema 6.47 first)
+        order = tuple(sorted(kl, key=lambda f: -kl[f]["value"]))
+        series = _series(range(len(order)), [kl[f]["value"] for f in order], "family (" + ", ".join(order) + ")",
+                         "base -> trained KL (nats)")
+        out["lora.ranking"] = Stat(None, kind="ranking", ranking=order, label=order[0], series=series)
     return out
 
 
@@ -433,38 +448,70 @@ def _ratio_rule(hid: str, what: str, small: float, large: float, *, min_ratio: f
 
 def h002(small_max_head_kl: float, large_max_head_kl: float, *, min_ratio: float, lo=None, hi=None) -> Verdict:
     """Supported if the strongest head is at least ``min_ratio`` times stronger at the large scale;
-    partially supported if stronger but below that; rejected if not stronger."""
+    partially supported if stronger but below that; rejected if not stronger. Measurable only where the
+    head ablation swept every layer (``decide`` refuses otherwise): a max over sampled layers is a lower
+    bound, and the ci profile's three layers skip L1, where Coder-1.5B's strongest head is."""
     return _ratio_rule("H002", "max head KL", small_max_head_kl, large_max_head_kl, min_ratio=min_ratio,
                        reject_below=min(1.0, min_ratio), middle=PARTIAL, lo=lo, hi=hi)
 
 
-def h003(small_boost: float, large_boost: float, *, min_ratio: float, reject_below: float, lo=None, hi=None) -> Verdict:
-    """Supported if the large model's best steering boost is >= ``min_ratio`` x the small one's;
-    rejected if < ``reject_below`` x (much smaller); weakened in between."""
-    return _ratio_rule("H003", "best steering boost", small_boost, large_boost, min_ratio=min_ratio,
-                       reject_below=reject_below, middle=WEAKENED, lo=lo, hi=hi)
+def h003(small_boost: float, large_boost: float, *, min_ratio: float, reject_below: float, min_boost: float = 0.01,
+         lo=None, hi=None) -> Verdict:
+    """Leverage ratio large / max(small, ``min_boost``): supported if >= ``min_ratio``, rejected if
+    < ``reject_below``, weakened in between; rejected when neither model reaches ``min_boost``.
+
+    A small-scale boost below ``min_boost`` (default one point of target probability, a threshold the
+    claims file sets) means the small model has no steering leverage to scale from. It counts as
+    ``min_boost``, so the ratio stays finite and says how far the large model's leverage rises above
+    none (the former rule divided by it and called any large boost infinitely scaled)."""
+    if reject_below > min_ratio:
+        raise AtlasError(f"H003: reject_below ({reject_below}) must not exceed min_ratio ({min_ratio}) in the claims file")
+    den = max(small_boost, min_boost)
+    r = large_boost / den
+    if small_boost < min_boost and large_boost < min_boost:
+        verdict = REJECTED  # no leverage at either scale: nothing scaled
+    else:
+        verdict = SUPPORTED if r >= min_ratio else (REJECTED if r < reject_below else WEAKENED)
+    return Verdict("H003", verdict, f"best steering boost ratio large/max(small, {min_boost:g})", r, lo, hi,
+                   f"supported if >= {min_ratio:g}, rejected if < {reject_below:g} or both boosts < {min_boost:g}, "
+                   "else weakened", {"small": small_boost, "large": large_boost})
 
 
-def h004(small_selectivity: float, large_selectivity: float, *, min_ratio: float, reject_below: float) -> Verdict:
-    """Supported (preserved) if the best knockout selectivity ratio large/small is >= ``min_ratio``;
-    rejected if < ``reject_below``; weakened in between. A non-positive small-scale selectivity has
-    nothing to preserve: supported only if the large scale is selective."""
-    return _ratio_rule("H004", "best knockout selectivity", small_selectivity, large_selectivity,
-                       min_ratio=min_ratio, reject_below=reject_below, middle=WEAKENED)
+def h004(small_selectivity: float, large_selectivity: float, *, min_ratio: float, reject_below: float,
+         min_selectivity: float = 1.0) -> Verdict:
+    """Selectivity preserved: the small model must be selective first (best selectivity >=
+    ``min_selectivity``: the skill drops more than the rest), else rejected (nothing to preserve; the
+    former rule called two anti-selective models "preserved"). Then supported if the large model is
+    selective too and keeps >= ``min_ratio`` of the small one's selectivity; rejected if it is not
+    selective or keeps < ``reject_below``; weakened in between."""
+    if reject_below > min_ratio:
+        raise AtlasError(f"H004: reject_below ({reject_below}) must not exceed min_ratio ({min_ratio}) in the claims file")
+    ev = {"small": small_selectivity, "large": large_selectivity}
+    rule = (f"rejected if small < {min_selectivity:g}x (not selective) or large < {min_selectivity:g}x or ratio < "
+            f"{reject_below:g}; supported if ratio >= {min_ratio:g}; else weakened")
+    if small_selectivity < min_selectivity:
+        r = _ratio(large_selectivity, small_selectivity) if small_selectivity > 0 else float("nan")
+        return Verdict("H004", REJECTED, "best knockout selectivity ratio large/small", r, None, None, rule, ev)
+    r = large_selectivity / small_selectivity
+    if large_selectivity < min_selectivity or r < reject_below:
+        verdict = REJECTED
+    else:
+        verdict = SUPPORTED if r >= min_ratio else WEAKENED
+    return Verdict("H004", verdict, "best knockout selectivity ratio large/small", r, None, None, rule, ev)
 
 
 def h005(small_fraction: float, large_fraction: float, *, max_fraction: float, tolerance: float) -> Verdict:
-    """Supported if the top transfer layers occupy the final <= ``max_fraction`` of depth at both
-    scales and the two fractions agree within ``tolerance``; partially supported if only one of
-    those holds at one scale or the fractions disagree; rejected if neither scale's zone is final."""
-    inside = [f <= max_fraction for f in (small_fraction, large_fraction)]
-    agree = abs(large_fraction - small_fraction) <= tolerance
-    verdict = SUPPORTED if all(inside) and agree else (PARTIAL if any(inside) else REJECTED)
-    return Verdict("H005", verdict, "final fraction of depth holding the top transfer layers (max of both)",
-                   max(small_fraction, large_fraction), None, None,
-                   f"supported if both <= {max_fraction:g} and within {tolerance:g} of each other; "
-                   "partially if one is; else rejected",
-                   {"small_fraction": small_fraction, "large_fraction": large_fraction})
+    """The transfer zone (layers recovering >= the zone threshold) starts at the same relative depth:
+    supported if the final fractions of depth the two zones occupy differ by <= ``tolerance`` (H001's
+    notion of "same relative depth") and both zones are localised (non-empty, <= ``max_fraction`` of
+    depth); rejected otherwise. The former rule read the top three layers, which are the last three of
+    any model whose recovery rises with depth (and the last layer recovers 1 by construction)."""
+    diff = abs(large_fraction - small_fraction)
+    local = all(0 < f <= max_fraction for f in (small_fraction, large_fraction))
+    verdict = SUPPORTED if local and diff <= tolerance else REJECTED
+    return Verdict("H005", verdict, "|transfer-zone final fraction of depth large - small|", diff, None, None,
+                   f"supported if <= {tolerance:g} and both zones non-empty and <= {max_fraction:g} of depth, "
+                   "else rejected", {"small_fraction": small_fraction, "large_fraction": large_fraction})
 
 
 def h006(small_mlp_kl: float, large_mlp_kl: float, *, min_ratio: float, reject_below: float, lo=None, hi=None) -> Verdict:
@@ -474,15 +521,18 @@ def h006(small_mlp_kl: float, large_mlp_kl: float, *, min_ratio: float, reject_b
                        reject_below=reject_below, middle=WEAKENED, lo=lo, hi=hi)
 
 
-def h007(large_best_overlap: float, *, threshold: float, floor: float = 0.0,
-         small_best_overlap: float | None = None, lo=None, hi=None) -> Verdict:
-    """On the large model, the best top-5 overlap among skip configurations: supported if above
-    ``threshold``, partially supported if in (``floor``, ``threshold``], rejected if <= ``floor``."""
-    v = large_best_overlap
-    verdict = SUPPORTED if v > threshold else (PARTIAL if v > floor else REJECTED)
-    return Verdict("H007", verdict, "best top-5 overlap among skip configs (large)", v, lo, hi,
-                   f"supported if > {threshold:g}, partially if in ({floor:g}, {threshold:g}], else rejected",
-                   {"large": v, "small": small_best_overlap})
+def h007(small_best_overlap: float, large_best_overlap: float, *, threshold: float, min_gain: float,
+         lo=None, hi=None) -> Verdict:
+    """Redundancy *emerges at scale*: the best top-5 overlap among skip configurations must rise by
+    >= ``min_gain`` from the small model to the large one, else rejected (the former rule read the
+    large model alone: 91% on Coder-1.5B beside 90.2% on Coder-0.5B is no emergence). When it rises:
+    supported if the large model's overlap is above ``threshold``, partially supported if not (the
+    study: 0% -> 10%)."""
+    gain = large_best_overlap - small_best_overlap
+    verdict = REJECTED if gain < min_gain else (SUPPORTED if large_best_overlap > threshold else PARTIAL)
+    return Verdict("H007", verdict, "gain in best top-5 overlap among skip configs, large - small", gain, lo, hi,
+                   f"rejected if gain < {min_gain:g}; supported if the large overlap > {threshold:g}, else partially",
+                   {"small": small_best_overlap, "large": large_best_overlap})
 
 
 def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolerance: float, lo=None, hi=None,
@@ -528,27 +578,42 @@ def decide(hid: str, small: Mapping[str, Stat], large: Mapping[str, Stat], thres
         v = h001(s.value, l.value, **_th(thresholds, hid, "tolerance"))
         return replace(v, evidence={**v.evidence, "small_layer": _need(small, "hub.top_layer", "small").value,
                                     "large_layer": _need(large, "hub.top_layer", "large").value})
+    if hid == "H002":
+        for role, st in (("small", small), ("large", large)):
+            cov = st.get("heads.layer_coverage")
+            if cov is not None and cov.value is not None and cov.value < 1:
+                raise AtlasError(f"H002 is not measurable here: the {role} model's head ablation swept {cov.label} "
+                                 "(the strongest head may sit in a skipped layer); run head_ablation at the full "
+                                 "profile, which sweeps every layer")
     if hid in ("H002", "H003", "H006"):
         name = {"H002": "heads.max_kl", "H006": "mlp.max_kl",
                 "H003": "steering." + str(thresholds.get("boost", "best_boost"))}[hid]
         s, l = _need(small, name, "small"), _need(large, name, "large")
-        r = ratio_stat(l, s)
         if hid == "H002":
+            r = ratio_stat(l, s)
             return h002(s.value, l.value, **_th(thresholds, hid, "min_ratio"), lo=r.lo, hi=r.hi)
-        fn = h003 if hid == "H003" else h006
-        return fn(s.value, l.value, **_th(thresholds, hid, "min_ratio", "reject_below"), lo=r.lo, hi=r.hi)
+        if hid == "H003":
+            th = _th(thresholds, hid, "min_ratio", "reject_below", "min_boost")
+            floor = Stat(max(s.value, th["min_boost"]), None if s.lo is None else max(s.lo, th["min_boost"]),
+                         None if s.hi is None else max(s.hi, th["min_boost"]))
+            r = ratio_stat(l, floor)
+            return h003(s.value, l.value, **th, lo=r.lo, hi=r.hi)
+        r = ratio_stat(l, s)
+        return h006(s.value, l.value, **_th(thresholds, hid, "min_ratio", "reject_below"), lo=r.lo, hi=r.hi)
     if hid == "H004":
         s, l = _need(small, "knockout.best_selectivity", "small"), _need(large, "knockout.best_selectivity", "large")
-        return h004(s.value, l.value, **_th(thresholds, hid, "min_ratio", "reject_below"))
+        return h004(s.value, l.value, **_th(thresholds, hid, "min_ratio", "reject_below", "min_selectivity"))
     if hid == "H005":
-        name = "transfer.top_final_fraction"  # the top 3 transfer layers, as in the study
+        name = "transfer.zone_final_fraction"  # the layers recovering >= the zone threshold
         sf, lf = _need(small, name, "small"), _need(large, name, "large")
         return h005(sf.value, lf.value, **_th(thresholds, hid, "max_fraction", "tolerance"))
     if hid == "H007":
+        s = _need(small, "efficiency.best_top5_overlap", "small")
         l = _need(large, "efficiency.best_top5_overlap", "large")
-        s = small.get("efficiency.best_top5_overlap")
-        return h007(l.value, **_th(thresholds, hid, "threshold"), floor=float(thresholds.get("floor", 0.0)),
-                    small_best_overlap=None if s is None else s.value, lo=l.lo, hi=l.hi)
+        lo = hi = None
+        if None not in (s.lo, s.hi, l.lo, l.hi):  # conservative: the gain's extremes over both intervals
+            lo, hi = l.lo - s.hi, l.hi - s.lo
+        return h007(s.value, l.value, **_th(thresholds, hid, "threshold", "min_gain"), lo=lo, hi=hi)
     if hid == "H008":
         s, l = _need(small, "adapter.pearson", "small"), _need(large, "adapter.pearson", "large")
         rho = {f"{role}_rho": st["adapter.spearman"].value for role, st in (("small", small), ("large", large))

@@ -1,8 +1,9 @@
 """H005: the cross-model transfer zone is defined by relative depth.
 
 The study: SUPPORTED, the top transfer layers are the final ~10% at both scales.
-Rule (atlas_core.verdicts.h005): the top 3 transfer layers occupy the final <= max_fraction of
-depth at both scales, the two fractions within tolerance.
+Rule (atlas_core.verdicts.h005): the transfer zones (layers recovering >= 95%) occupy final fractions of
+depth within tolerance of each other, both non-empty and <= max_fraction (the top 3 layers are the last 3
+of any model whose recovery rises with depth, so the rule does not read them).
 
 One test per claim on H005 in the claims files (the verdict, and the decisive statistic with its
 tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for

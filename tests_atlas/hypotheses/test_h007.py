@@ -1,8 +1,9 @@
 """H007: mid-layer redundancy emerges at scale.
 
 The study: PARTIALLY SUPPORTED, skip_mid_5 keeps 10% top-5 overlap at 1.5B (0% at 0.5B).
-Rule (atlas_core.verdicts.h007): the large model's best top-5 overlap among skip configurations:
-> threshold supports it, in (floor, threshold] partially, <= floor rejects it.
+Rule (atlas_core.verdicts.h007): the best top-5 overlap among skip configurations must rise by
+>= min_gain from the small model to the large one, else rejected; then > threshold at the large scale
+supports it, below partially.
 
 One test per claim on H007 in the claims files (the verdict, and the decisive statistic with its
 tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for

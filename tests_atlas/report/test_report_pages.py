@@ -216,14 +216,16 @@ def test_comparison(compare_page, partial_run, full_run):
     # the runs' own sections side by side; B's extra experiments say "not run" in A's column
     knock = section_html(page, "knockout")
     assert 'data-run="a"' in knock and 'data-run="b"' in knock and "not run" in knock
-    # verdicts for the pair, or the reason there is none (A lacks the experiment)
+    # verdicts for the pair, or the reason there is none (A lacks the experiment; the smoke profile samples
+    # head layers, so H002 is not measurable)
     hyp = section_html(page, "hypotheses")
     verdicts = re.findall(r'data-verdict="([^"]*)"', hyp)
     assert len(verdicts) == 8
     for (hid, *_), v in zip(S.HYPOTHESES, verdicts):
         row = re.search(rf'<tr data-hypothesis="{hid}">.*?</tr>', hyp, flags=re.S).group(0)
-        assert v in VERDICTS or "missing: run its experiment" in row, (hid, v)
-    assert sum(v in VERDICTS for v in verdicts) >= 3  # H001, H002, H003 have both sides
+        assert v in VERDICTS or "missing: run its experiment" in row or (
+            hid == "H002" and "H002 is not measurable here" in row), (hid, v)
+    assert sum(v in VERDICTS for v in verdicts) >= 2  # H001 and H003 have both sides
 
 
 def test_comparison_deltas(partial_run, full_run, compare_page):

@@ -115,7 +115,7 @@ def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pyteste
     makes it; nothing is computed and the run store gets nothing new."""
     baselines = tmp_path / "baselines"
     dest = export_baseline(tiny_run, baselines)
-    (dest / "steering.json").unlink()
+    (dest / "knockout.json").unlink()  # (steering: a random model's boosts admit 0, so it has no claims)
     rec = json.loads((dest / "mlp_ablation.json").read_text())
     rec["config"]["extra"]["modes"], rec["config_hash"] = ["zero"], "0" * 16  # as if from code with another config
     (dest / "mlp_ablation.json").write_text(json.dumps(rec))
@@ -127,11 +127,11 @@ def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pyteste
     out = result.stdout.str() + result.stderr.str()
     assert outcomes.get("failed", 0) >= 10 and outcomes.get("passed", 0) == 0, out[-3000:]
     assert "running on" not in out
-    assert "steering: no stored result" in out
+    assert "knockout: no stored result" in out
     assert "mlp_ablation: the stored result is stale (its config differs in extra.modes)" in out
     assert "atlas run --model tiny-qwen2 --profile smoke --experiments" in out
     run = runs / "tiny-qwen2-smoke"
-    assert not (run / "manifest.json").exists() and not (run / "steering.json").exists()
+    assert not (run / "manifest.json").exists() and not (run / "knockout.json").exists()
 
 
 @pytest.mark.real_model

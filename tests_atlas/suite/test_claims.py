@@ -52,6 +52,9 @@ def test_committed_claims_files_load():
                         "H005": "supported", "H006": "rejected", "H007": "partially supported", "H008": "weakened"}
     rank = next(c for c in study.claims if c.id == "Qwen2.5-1.5B:hub.rank.L26")
     assert (rank.layer, rank.max_rank, rank.expectation()) == (26, 3, "layer 26 ranks <= 3")
+    lora = next(c for c in study.claims if c.id == "Qwen2.5-1.5B:lora.rank.json_schema")
+    assert (lora.family, lora.layer, lora.group, lora.expectation()) == (
+        "json_schema", None, "finding_lora", "family json_schema ranks <= 1")
 
 
 @pytest.mark.parametrize("entry, match", [
@@ -62,6 +65,8 @@ def test_committed_claims_files_load():
     ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "guess"}, "unknown kind 'guess'"),
     ({"id": "x", "statistic": "hub.top_layer_kl", "expected": 1.0, "tolerance": 0.1}, "names its 'model'"),
     ({"id": "x", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 3}, "integer 'layer' and 'max_rank'"),
+    ({"id": "x", "statistic": "lora.ranking", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
+     "string 'family'"),
     ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
      "'.ranking' statistic"),
     ({"id": "x", "statistic": "H003", "expected_verdict": "maybe"}, "unknown verdict 'maybe'"),
@@ -82,7 +87,7 @@ def test_bad_claims_are_clear_errors(entry, match):
 def test_claims_file_level_errors(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[meta]\nmodels = ["a", "b"]\n[[claim]]\nid = "H003"\nstatistic = "H003"\nexpected_verdict = "rejected"\n')
-    with pytest.raises(AtlasError, match=r"needs \[thresholds.H003\] with min_ratio, reject_below"):
+    with pytest.raises(AtlasError, match=r"needs \[thresholds.H003\] with min_ratio, reject_below, min_boost"):
         load_claims(p)
     p.write_text('[[claim]]\nid = "a"\nstatistic = "mlp.max_kl"\nmodel = "m"\nkind = "at_least"\nthreshold = 1\n' * 2)
     with pytest.raises(AtlasError, match="duplicate claim id 'a'"):
@@ -119,9 +124,15 @@ def test_rank_and_verdict_claims():
     assert not ev.passed and "layer 26 rank 4 of 4" in ev.message and "expected rank <= 3" in ev.message
     ev = evaluate(rank, [{"hub.ranking": Stat(0.0, kind="ranking", ranking=(0, 1, 2, 3))}], ["tiny"])
     assert not ev.passed and "layer 26 not among the 4 layers measured" in ev.message
+    fam = parse_claim({"id": "f", "statistic": "lora.ranking", "model": "m", "kind": "rank", "family": "json_schema",
+                       "max_rank": 1}, META)
+    shifts = ("factual_recall", "dead_code", "json_schema")
+    ev = evaluate(fam, [{"lora.ranking": Stat(None, kind="ranking", ranking=shifts)}], ["m"])
+    assert not ev.passed and "family json_schema rank 3 of 3 (top: factual_recall, dead_code, json_schema)" in ev.message
+    assert evaluate(fam, [{"lora.ranking": Stat(None, kind="ranking", ranking=shifts[::-1])}], ["m"]).passed
 
     verdict = parse_claim({"id": "H003", "statistic": "H003", "expected_verdict": "REJECTED"}, META)
-    th = {"H003": {"min_ratio": 1.0, "reject_below": 0.5}}
+    th = {"H003": {"min_ratio": 1.0, "reject_below": 0.5, "min_boost": 0.01}}
     small, large = {"steering.best_boost": Stat(0.2)}, {"steering.best_boost": Stat(0.003)}
     ev = evaluate(verdict, [small, large], ["s", "l"], th)
     assert ev.passed and ev.verdict == "rejected" and ev.value == pytest.approx(0.015)
@@ -147,7 +158,12 @@ def test_write_claims_round_trip(tiny_run, tmp_path):
     prov = cf.meta["provenance"]["tiny-qwen2"]
     assert len(prov["weights_sha256"]) == 64 and prov["profile"] == "smoke"
     groups = {c.group for c in cf.claims}
-    assert {"finding_hub", "finding_mlp", "finding_steering", "h001", "h003", "h006"} <= groups
+    assert {"finding_hub", "finding_mlp", "h001", "h003", "h006"} <= groups
+    header = out.read_text().split("[meta]")[0]
+    dropped = [line for line in header.splitlines() if line.startswith("#   dropped ")]
+    assert f"{len(cf.claims)} claims kept" in header and f"{len(dropped)} dropped" in header
+    for line in dropped:  # a random model's steering boosts are noise around 0: their claims cannot fail
+        assert "cannot tell the effect from none" in line or "decision threshold" in line, line
     assert "h002" not in groups  # head ablation was not run: no claim on it
     runs = {"tiny-qwen2": load_run(tiny_run).stats, "tiny-qwen2-copy": load_run(other).stats}
     for c in cf.claims:  # the claims hold on the runs they were written from

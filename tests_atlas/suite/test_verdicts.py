@@ -42,7 +42,7 @@ def _study_stats(s: dict) -> dict[str, Stat]:
         "steering.best_boost": Stat(s["best_boost"]),
         "steering.study_layer_best_boost": Stat(s["best_boost"]),
         "knockout.best_selectivity": Stat(s["best_selectivity"]),
-        "transfer.top_final_fraction": Stat(final_fraction(s["top_transfer_layers"], n)),
+        "transfer.zone_final_fraction": Stat(final_fraction(s["transfer_zone"], n)),
         "mlp.max_kl": Stat(s["max_mlp_kl"]),
         "efficiency.best_top5_overlap": Stat(s["best_top5_overlap"]),
         "adapter.pearson": Stat(s["adapter_pearson"]),
@@ -78,19 +78,27 @@ def test_rule_boundaries():
     assert h002(0.1, 0.2, min_ratio=2.0).verdict == SUPPORTED
     assert h002(0.1, 0.15, min_ratio=2.0).verdict == PARTIAL
     assert h002(0.1, 0.05, min_ratio=2.0).verdict == REJECTED
-    assert h003(0.2, 0.2, min_ratio=1.0, reject_below=0.5).verdict == SUPPORTED
-    assert h003(0.2, 0.15, min_ratio=1.0, reject_below=0.5).verdict == WEAKENED
-    assert h003(0.2, 0.05, min_ratio=1.0, reject_below=0.5).verdict == REJECTED
-    assert h004(-1.0, 2.0, min_ratio=0.5, reject_below=0.1).verdict == SUPPORTED  # nothing to preserve; large selective
-    assert h004(-1.0, -2.0, min_ratio=0.5, reject_below=0.1).verdict == REJECTED
-    assert h005(0.1, 0.12, max_fraction=0.15, tolerance=0.05).verdict == SUPPORTED
-    assert h005(0.1, 0.3, max_fraction=0.15, tolerance=0.05).verdict == PARTIAL
-    assert h005(0.4, 0.3, max_fraction=0.15, tolerance=0.05).verdict == REJECTED
+    h3 = dict(min_ratio=1.0, reject_below=0.5, min_boost=0.01)
+    assert h003(0.2, 0.2, **h3).verdict == SUPPORTED
+    assert h003(0.2, 0.15, **h3).verdict == WEAKENED
+    assert h003(0.2, 0.05, **h3).verdict == REJECTED
+    h4 = dict(min_ratio=0.5, reject_below=0.1, min_selectivity=1.0)
+    assert h004(4.0, 3.0, **h4).verdict == SUPPORTED
+    assert h004(4.0, 1.5, **h4).verdict == WEAKENED  # keeps 37.5%: selective, but less so
+    assert h004(4.0, 0.9, **h4).verdict == REJECTED  # the large model is not selective
+    assert h004(4.0, 0.3, **h4).verdict == REJECTED
+    h5 = dict(max_fraction=0.5, tolerance=0.1)
+    assert h005(0.125, 0.214, **h5).verdict == SUPPORTED  # the study's zones
+    assert h005(0.375, 0.25, **h5).verdict == REJECTED  # the Coder pair's zones
+    assert h005(0.0, 0.05, **h5).verdict == REJECTED  # no zone at the small scale
+    assert h005(0.6, 0.6, **h5).verdict == REJECTED  # a zone over most of the model is no zone
     assert h006(2.0, 1.0, min_ratio=1.0, reject_below=1.0).verdict == REJECTED
     assert h006(2.0, 2.5, min_ratio=1.0, reject_below=1.0).verdict == SUPPORTED
-    assert h007(0.0, threshold=0.5).verdict == REJECTED
-    assert h007(0.5, threshold=0.5).verdict == PARTIAL
-    assert h007(0.51, threshold=0.5).verdict == SUPPORTED
+    h7 = dict(threshold=0.5, min_gain=0.05)
+    assert h007(0.0, 0.10, **h7).verdict == PARTIAL  # the study: 0% -> 10%
+    assert h007(0.2, 0.9, **h7).verdict == SUPPORTED
+    assert h007(0.902, 0.910, **h7).verdict == REJECTED  # the Coder pair: 90.2% -> 91%, no emergence
+    assert h007(0.9, 0.5, **h7).verdict == REJECTED
     assert h008(0.9, 0.85, high=0.7, low=0.3, drop_tolerance=0.2).verdict == SUPPORTED
     assert h008(0.9, 0.6, high=0.7, low=0.3, drop_tolerance=0.2).verdict == WEAKENED
     assert h008(0.6, 0.5, high=0.7, low=0.3, drop_tolerance=0.2).verdict == PARTIAL
@@ -99,6 +107,36 @@ def test_rule_boundaries():
     v = h008(0.86, -0.05, high=0.7, low=0.3, drop_tolerance=0.2, small_rho=0.82, large_rho=0.8)
     assert v.verdict == REJECTED and v.evidence["large_rho"] == 0.8 and v.evidence["small_rho"] == 0.82
     assert "large_rho" not in h008(0.9, 0.85, high=0.7, low=0.3, drop_tolerance=0.2).evidence
+
+
+def test_h003_has_no_infinite_ratio():
+    """A small-scale boost of 0 (Coder-0.5B at L2) is no leverage: it counts as min_boost, so the ratio is
+    finite and grows with the large model's boost; no leverage at either scale is rejected."""
+    h3 = dict(min_ratio=1.0, reject_below=0.5, min_boost=0.01)
+    v = h003(0.0, 0.142, **h3)
+    assert math.isfinite(v.value) and v.value == pytest.approx(14.2) and v.verdict == SUPPORTED
+    assert h003(0.0, 0.004, **h3).verdict == REJECTED  # neither resolves a boost
+    assert h003(0.0, 0.008, **h3).verdict == REJECTED
+    assert h003(0.213, 0.003, **h3).verdict == REJECTED  # the study
+
+
+def test_h004_needs_a_selective_small_model():
+    """Two anti-selective models (the Coder pair at ci: 0.30x and 0.26x) preserve nothing: rejected,
+    where the former ratio rule said supported (0.26 / 0.30 = 0.84 >= 0.5)."""
+    h4 = dict(min_ratio=0.5, reject_below=0.1, min_selectivity=1.0)
+    v = h004(0.3049, 0.2574, **h4)
+    assert v.verdict == REJECTED and v.value == pytest.approx(0.2574 / 0.3049) and "not selective" in v.rule
+    assert h004(-1.0, 2.0, **h4).verdict == REJECTED  # selectivity appearing at scale is not preserved selectivity
+    assert h004(11654.0, 0.24, **h4).verdict == REJECTED  # the study
+
+
+def test_h002_is_not_measurable_on_sampled_head_layers():
+    small = {"heads.max_kl": Stat(0.9), "heads.layer_coverage": Stat(3 / 24, label="3 of 24 layers")}
+    large = {"heads.max_kl": Stat(0.3), "heads.layer_coverage": Stat(1.0, label="28 of 28 layers")}
+    with pytest.raises(AtlasError, match="H002 is not measurable here: the small model's head ablation swept 3 of 24"):
+        decide("H002", small, large, {"min_ratio": 2.0})
+    full = {**small, "heads.layer_coverage": Stat(1.0)}
+    assert decide("H002", full, large, {"min_ratio": 2.0}).verdict == REJECTED
 
 
 def test_bad_thresholds_are_clear_errors():
@@ -180,6 +218,7 @@ def test_model_statistics_read_the_schema_fields():
     assert s["hub.top_layer_depth"].value == pytest.approx(0.6)
     assert s["mlp.max_kl"].value == 3 and s["mlp.max_layer"].value == 0
     assert s["mlp.share_of_top_layer"].value == pytest.approx(0.25)
+    assert s["heads.layer_coverage"].value == pytest.approx(2 / 6)  # layers 0 and 5 of 6 swept
     assert s["heads.max_kl"].value == 0.7 and s["heads.layer_head_gap"].value == pytest.approx(12 / 0.7)
     assert s["heads.family_max_kl.arithmetic"].label == "L0 H1"
     assert s["steering.best_boost"].value == 0.3 and s["steering.best_boost"].series["y"] == [0.0, 0.3]
@@ -230,3 +269,23 @@ def test_a_tied_layer_ablation_has_no_hub():
     rows = {row.statistic: row for row in compare_stats(r, t)}
     assert rows["hub.top_layer"].drifted and rows["hub.top_layer"].note == "tie"
     assert not {row.statistic: row for row in compare_stats(t, t)}["hub.top_layer"].drifted
+
+
+@settings(max_examples=200, deadline=None)
+@given(small=st.floats(0, 1), a=st.floats(0, 1), b=st.floats(0, 1))
+def test_h007_compares_the_scales(small, a, b):
+    """More overlap at the large scale never gives a worse verdict; without a gain of min_gain over the
+    small model it is rejected, however high the large model's overlap."""
+    a, b = sorted((a, b))
+    va, vb = (h007(small, x, threshold=0.5, min_gain=0.05) for x in (a, b))
+    assert ORDER[va.verdict] <= ORDER[vb.verdict]
+    assert (va.verdict == REJECTED) == (a - small < 0.05)
+
+
+@settings(max_examples=200, deadline=None)
+@given(small=st.floats(0, 1), large=st.floats(0, 1))
+def test_h005_symmetric_in_the_scales(small, large):
+    kw = dict(max_fraction=0.5, tolerance=0.1)
+    assert h005(small, large, **kw).verdict == h005(large, small, **kw).verdict
+    assert (h005(small, large, **kw).verdict == SUPPORTED) == (
+        abs(small - large) <= 0.1 and 0 < small <= 0.5 and 0 < large <= 0.5)

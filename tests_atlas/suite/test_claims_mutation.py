@@ -1,0 +1,170 @@
+"""Mutation meta-test: every claim of ``coder-pair-full.toml`` fails, by name, when the statistic it
+reads is moved just past it, and still holds just inside.
+
+The committed full-profile baselines of the Coder pair are read (no model, no computation); one test per
+claim kind (a value with its tolerance, a rank, a hypothesis verdict, a hypothesis statistic) perturbs each
+claim of that kind in turn. Hypothesis claims are perturbed through the rule's inputs: the large model's
+statistic is set so that the rule's decisive number lands where the test wants it. One-sided claims
+(``at_least`` / ``at_most``; only the study's file holds them) are moved a hair past their threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from atlas_core.baselines import BASELINES_DIR
+from atlas_core.claim_hygiene import boundaries
+from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims, load_run
+from atlas_core.verdicts import Stat, decide
+
+CLAIMS = load_claims(CLAIMS_DIR / "coder-pair-full.toml")
+EPS = 1e-6
+
+
+@pytest.fixture(scope="module")
+def stats():
+    return {m: load_run(BASELINES_DIR / f"{m}-full").stats for m in CLAIMS.models}
+
+
+def _claims(kind: str, hypothesis: bool) -> list:
+    return [c for c in CLAIMS.claims if c.kind == kind and bool(c.hypothesis) == hypothesis]
+
+
+def _eval(claim, stats):
+    return evaluate(claim, [stats[m] for m in claim.models], claim.models, CLAIMS.thresholds)
+
+
+def _fails_by_name(claim, stats) -> str:
+    ev = _eval(claim, stats)
+    assert not ev.passed, f"{claim.id} still holds after the perturbation: {ev.message}"
+    assert ev.message.startswith(f"claim {claim.id} (measured) on ") and ev.message.endswith("-> FAIL"), ev.message
+    return ev.message
+
+
+def _with(stats, model: str, name: str, stat: Stat) -> dict:
+    return {**stats, model: {**stats[model], name: stat}}
+
+
+def test_every_kind_is_covered():
+    kinds = {(c.kind, bool(c.hypothesis)) for c in CLAIMS.claims}
+    assert kinds == {("value", False), ("rank", False), ("verdict", True), ("value", True)}
+
+
+def test_value_claims_fail_just_past_their_tolerance(stats):
+    claims = _claims("value", False)
+    assert len(claims) > 50
+    for c in claims:
+        model = c.models[0]
+        assert _eval(c, stats).passed, c.id
+        s = stats[model][c.statistic]
+        for sign in (1, -1):
+            edge = c.expected + sign * c.tolerance
+            inside = _with(stats, model, c.statistic, replace(s, value=edge - sign * EPS, lo=None, hi=None))
+            assert _eval(c, inside).passed, c.id
+            past = _with(stats, model, c.statistic, replace(s, value=edge + sign * EPS, lo=None, hi=None))
+            message = _fails_by_name(c, past)
+    print(message)
+
+
+def test_rank_claims_fail_one_rank_down(stats):
+    claims = _claims("rank", False)
+    assert {c.statistic for c in claims} == {"hub.ranking", "mlp.ranking", "lora.ranking"}
+    for c in claims:
+        model, target = c.models[0], c.family if c.family is not None else c.layer
+        assert _eval(c, stats).passed, c.id
+        s = stats[model][c.statistic]
+        rest = [x for x in s.ranking if x != target]
+        for rank, holds in ((c.max_rank, True), (c.max_rank + 1, False)):
+            order = tuple(rest[: rank - 1] + [target] + rest[rank - 1:])
+            moved = _with(stats, model, c.statistic, replace(s, ranking=order))
+            if holds:
+                assert _eval(c, moved).passed, c.id
+            else:
+                message = _fails_by_name(c, moved)
+                assert f"rank {c.max_rank + 1} of {len(order)}" in message
+    print(message)
+
+
+def _decisive(hid: str, small: dict, th: dict) -> tuple[str, float, float]:
+    """The large model's statistic the rule reads, and the map from the rule's decisive number to it
+    (as offset + scale * number)."""
+    if hid == "H001":
+        return "hub.top_layer_depth", small["hub.top_layer_depth"].value, 1.0
+    if hid in ("H002", "H004", "H006"):
+        name = {"H002": "heads.max_kl", "H004": "knockout.best_selectivity", "H006": "mlp.max_kl"}[hid]
+        return name, 0.0, small[name].value
+    if hid == "H003":
+        name = "steering." + th.get("boost", "best_boost")
+        return name, 0.0, max(small[name].value, th["min_boost"])
+    if hid == "H005":
+        return "transfer.zone_final_fraction", small["transfer.zone_final_fraction"].value, 1.0
+    if hid == "H007":
+        return "efficiency.best_top5_overlap", small["efficiency.best_top5_overlap"].value, 1.0
+    return "adapter.pearson", 0.0, 1.0  # H008 reads the large model's r
+
+
+def _set_decisive(stats, claim, number: float) -> dict:
+    """The pair's statistics with the large model's input set so that the rule's number is ``number``
+    (H001 and H005 read a distance: the large model moves above the small one's value)."""
+    small_m, large_m = claim.models
+    th = CLAIMS.thresholds[claim.hypothesis]
+    name, offset, scale = _decisive(claim.hypothesis, stats[small_m], th)
+    return _with(stats, large_m, name, Stat(offset + scale * number))
+
+
+def _number(stats, claim) -> float:
+    return decide(claim.hypothesis, *(stats[m] for m in claim.models), CLAIMS.thresholds[claim.hypothesis]).value
+
+
+def test_hypothesis_statistic_claims_fail_just_past_their_tolerance(stats):
+    claims = _claims("value", True)
+    assert len(claims) >= 4
+    for c in claims:
+        assert _eval(c, stats).passed, c.id
+        for sign in (1, -1):
+            edge = c.expected + sign * c.tolerance
+            inside = _set_decisive(stats, c, edge - sign * EPS)
+            assert _number(inside, c) == pytest.approx(edge - sign * EPS, abs=1e-9), c.id  # the map is exact
+            assert _eval(c, inside).passed, c.id
+            message = _fails_by_name(c, _set_decisive(stats, c, edge + sign * EPS))
+    print(message)
+
+
+def test_verdict_claims_fail_across_a_decision_threshold(stats):
+    claims = _claims("verdict", True)
+    assert {c.hypothesis for c in claims} == {f"H00{i}" for i in range(1, 9)}
+    for c in claims:
+        assert _eval(c, stats).passed, c.id
+        th = CLAIMS.thresholds[c.hypothesis]
+        flipped = None
+        for b in boundaries(c.hypothesis, th):
+            for number in (b - 1e-3, b + 1e-3):
+                ev = _eval(c, _set_decisive(stats, c, number))
+                if not ev.passed:
+                    flipped = _fails_by_name(c, _set_decisive(stats, c, number))
+                    break
+            if flipped:
+                break
+        assert flipped, f"{c.id}: no value of the decisive statistic around its thresholds changes the verdict"
+        assert f"{c.hypothesis} verdict " in flipped and f"expected {c.expected_verdict.upper()}" in flipped
+        print(flipped)
+
+
+def test_one_sided_claims_fail_just_past_their_threshold(stats):
+    """``at_least`` / ``at_most`` finding claims (the study file's; the Coder files hold none): at the
+    threshold they hold, a hair past it they fail by name."""
+    study = load_claims(CLAIMS_DIR / "study-qwen2.5-1.5b.toml")
+    coder = dict(zip(study.models, CLAIMS.models))
+    claims = [c for c in study.claims if c.kind in ("at_least", "at_most") and not c.hypothesis]
+    assert len(claims) >= 4
+    for c in claims:
+        model = coder[c.models[0]]
+        s = stats[model][c.statistic]
+        past = c.threshold + (EPS if c.kind == "at_most" else -EPS)
+        for value, holds in ((c.threshold, True), (past, False)):
+            ev = evaluate(c, [{c.statistic: replace(s, value=value, lo=None, hi=None)}], (model,))
+            assert ev.passed == holds, ev.message
+        assert ev.message.startswith(f"claim {c.id} (published) on {model}: ") and ev.message.endswith("-> FAIL")
+    print(ev.message)
