@@ -56,14 +56,14 @@ def _direction(model: nn.Module, seed: int = 0) -> torch.Tensor:
     return torch.randn(dims(model).d_model, generator=gen).to(device=p.device, dtype=p.dtype)
 
 
-def check_identity(model, tokenizer) -> float:
+def check_identity(model, tokenizer, atol: float) -> float:
     """The runner's clean pass equals the stock CausalLM forward, bit for bit."""
     r = Runner(model, tokenizer, PROMPTS)
     return _close("identity (runner clean pass vs stock forward)", r.clean_logprobs,
-                  plain_logprobs(model, r.enc), 0.0)
+                  plain_logprobs(model, r.enc), atol)
 
 
-def check_noop(model, tokenizer) -> float:
+def check_noop(model, tokenizer, atol: float) -> float:
     """Hooks that read every site of every layer and change nothing leave the stock forward bit for bit."""
     enc = encode(tokenizer, PROMPTS, next(model.parameters()).device)
     want = plain_logprobs(model, enc)
@@ -71,7 +71,7 @@ def check_noop(model, tokenizer) -> float:
            for layer in range(dims(model).n_layers) for kind in SITE_KINDS]
     with intervene(model, ivs):
         got = plain_logprobs(model, enc)
-    return _close("no-op hooks at every site vs the plain forward", got, want, 0.0)
+    return _close("no-op hooks at every site vs the plain forward", got, want, atol)
 
 
 def _variants(model) -> list[Variant]:
@@ -83,29 +83,29 @@ def _variants(model) -> list[Variant]:
             Variant("resid", (Ablate(Site("resid", 1 % d.n_layers)),)), Variant("exit", (ExitAt(mid),))]
 
 
-def check_batched(model, tokenizer) -> float:
+def check_batched(model, tokenizer, atol: float) -> float:
     """A batched sweep (left-padded prompts of different lengths) equals each prompt run on its own."""
     variants = _variants(model)
     got = Runner(model, tokenizer, PROMPTS).logprobs(variants)
     want = torch.cat([Runner(model, tokenizer, [p]).logprobs(variants) for p in PROMPTS], dim=1)
-    return _close("batched sweep vs one prompt at a time", got, want, ATOL)
+    return _close("batched sweep vs one prompt at a time", got, want, atol)
 
 
-def check_left_padding(model, tokenizer) -> float:
+def check_left_padding(model, tokenizer, atol: float) -> float:
     """The stock forward on left-padded prompts (mask and shifted positions, GPT-2's learned ones
     included) equals each prompt unpadded."""
     dev = next(model.parameters()).device
     got = plain_logprobs(model, encode(tokenizer, PROMPTS, dev))
     want = torch.cat([plain_logprobs(model, encode(tokenizer, [p], dev)) for p in PROMPTS])
-    return _close("left-padded batch vs each prompt unpadded", got, want, ATOL)
+    return _close("left-padded batch vs each prompt unpadded", got, want, atol)
 
 
-def check_prefix_reuse(model, tokenizer) -> float:
+def check_prefix_reuse(model, tokenizer, atol: float) -> float:
     """A sweep that starts from the cached clean residual equals the full hooked recompute."""
     variants = _variants(model)
     got = Runner(model, tokenizer, PROMPTS).logprobs(variants)
     want = naive_logprobs(model, tokenizer, PROMPTS, variants)
-    return _close("clean-prefix reuse vs full recompute", got, want, ATOL)
+    return _close("clean-prefix reuse vs full recompute", got, want, atol)
 
 
 def _head_term(o_proj: nn.Module, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -116,7 +116,7 @@ def _head_term(o_proj: nn.Module, x: torch.Tensor, lo: int, hi: int) -> torch.Te
     return F.linear(x[..., lo:hi], weight[:, lo:hi])
 
 
-def check_head_ablation(model, tokenizer) -> float:
+def check_head_ablation(model, tokenizer, atol: float) -> float:
     """Zeroing a head at the output projection's input equals subtracting that head's term, computed by
     hand from the projection's weight, from the projection's output."""
     d = dims(model)
@@ -137,7 +137,7 @@ def check_head_ablation(model, tokenizer) -> float:
             finally:
                 handle.remove()
             got = r.logprobs([Variant("h", (Ablate(Site("head", layer, head)),))])[0]
-            worst = max(worst, _close(f"head ablation L{layer}.H{head} vs its term removed by hand", got, want, ATOL))
+            worst = max(worst, _close(f"head ablation L{layer}.H{head} vs its term removed by hand", got, want, atol))
     return worst
 
 
@@ -158,7 +158,7 @@ def without_layer(model: nn.Module, layer: int) -> Iterator[None]:
             dec.config.layer_types = types
 
 
-def check_skip(model, tokenizer) -> float:
+def check_skip(model, tokenizer, atol: float) -> float:
     """Skip(L) equals zeroing both writes of L (attention and MLP) and equals the stock model without L."""
     r = Runner(model, tokenizer, PROMPTS)
     worst = 0.0
@@ -167,8 +167,8 @@ def check_skip(model, tokenizer) -> float:
                                    Variant("writes", (Ablate(Site("attn", layer)), Ablate(Site("mlp", layer))))])
         with without_layer(model, layer):
             removed = plain_logprobs(model, r.enc)
-        worst = max(worst, _close(f"Skip(L{layer}) vs zeroed attention and MLP writes", skip, writes, ATOL),
-                    _close(f"Skip(L{layer}) vs the stock model without layer {layer}", skip, removed, ATOL))
+        worst = max(worst, _close(f"Skip(L{layer}) vs zeroed attention and MLP writes", skip, writes, atol),
+                    _close(f"Skip(L{layer}) vs the stock model without layer {layer}", skip, removed, atol))
     return worst
 
 
@@ -181,7 +181,7 @@ def logit_lens(model: nn.Module, hidden_last: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits, dim=-1)
 
 
-def check_exit_at(model, tokenizer) -> float:
+def check_exit_at(model, tokenizer, atol: float) -> float:
     """ExitAt(L), in a sweep and through ``intervene``, equals the logit lens by hand on the stock
     layer's output (read with a plain torch hook)."""
     r = Runner(model, tokenizer, PROMPTS)
@@ -199,20 +199,20 @@ def check_exit_at(model, tokenizer) -> float:
         variant = Variant("exit", (ExitAt(layer),))
         got = r.logprobs([variant])[0]
         naive = naive_logprobs(model, tokenizer, PROMPTS, [variant])[0]
-        worst = max(worst, _close(f"ExitAt(L{layer}) in a sweep vs the logit lens by hand", got, want, ATOL),
-                    _close(f"ExitAt(L{layer}) through intervene vs the logit lens by hand", naive, want, ATOL))
+        worst = max(worst, _close(f"ExitAt(L{layer}) in a sweep vs the logit lens by hand", got, want, atol),
+                    _close(f"ExitAt(L{layer}) through intervene vs the logit lens by hand", naive, want, atol))
     return worst
 
 
-def check_steer_zero(model, tokenizer) -> float:
+def check_steer_zero(model, tokenizer, atol: float) -> float:
     """Steering at strength 0, at every layer, is the identity."""
     r = Runner(model, tokenizer, PROMPTS)
     n = dims(model).n_layers
     got = r.logprobs([Variant(f"L{layer}", (Steer(layer, _direction(model, layer), 0.0),)) for layer in range(n)])
-    return _close("steering at strength 0 vs clean", got, r.clean_logprobs.expand_as(got), 0.0)
+    return _close("steering at strength 0 vs clean", got, r.clean_logprobs.expand_as(got), atol)
 
 
-def check_writes(model, tokenizer) -> float:
+def check_writes(model, tokenizer, atol: float) -> float:
     """``delta = attn + mlp`` at every layer; ablating the attention changes what the MLP writes in a serial
     block and leaves it unchanged in a parallel one."""
     r = Runner(model, tokenizer, PROMPTS)
@@ -223,7 +223,7 @@ def check_writes(model, tokenizer) -> float:
         acts = r.record([Site(k, layer) for k in ("delta", "attn", "mlp")])
         delta, attn, mlp = (acts[Site(k, layer)][mask] for k in ("delta", "attn", "mlp"))
         scale = max(1.0, delta.abs().max().item())
-        worst = max(worst, _close(f"L{layer}: delta vs attn + mlp", delta, attn + mlp, ATOL * scale))
+        worst = max(worst, _close(f"L{layer}: delta vs attn + mlp", delta, attn + mlp, atol * scale))
         seen = {}
         spec = site_hook(model, Site("mlp", layer), lambda act: seen.__setitem__("mlp", act.clone()))
         with intervene(model, [Ablate(Site("attn", layer))]), hooked([spec]):
@@ -239,22 +239,28 @@ def check_writes(model, tokenizer) -> float:
 @dataclass(frozen=True)
 class Check:
     name: str
-    fn: Callable[[nn.Module, object], float]
+    fn: Callable[[nn.Module, object, float], float]
+    exact: bool  # bit for bit: the same stock computation, with hooks that change nothing or add zero
 
 
-CHECKS: tuple[Check, ...] = tuple(Check(name, fn) for name, fn in (
-    ("identity", check_identity), ("noop", check_noop), ("batched", check_batched),
-    ("left_padding", check_left_padding), ("prefix_reuse", check_prefix_reuse),
-    ("head_ablation", check_head_ablation), ("skip", check_skip), ("exit_at", check_exit_at),
-    ("steer_zero", check_steer_zero), ("writes", check_writes),
+CHECKS: tuple[Check, ...] = tuple(Check(name, fn, exact) for name, fn, exact in (
+    ("identity", check_identity, True), ("noop", check_noop, True), ("batched", check_batched, False),
+    ("left_padding", check_left_padding, False), ("prefix_reuse", check_prefix_reuse, False),
+    ("head_ablation", check_head_ablation, False), ("skip", check_skip, False), ("exit_at", check_exit_at, False),
+    ("steer_zero", check_steer_zero, True), ("writes", check_writes, False),
 ))
 CHECK_NAMES = tuple(c.name for c in CHECKS)
 
 
-def run_checks(model: nn.Module, tokenizer, names: tuple[str, ...] = CHECK_NAMES) -> dict[str, float]:
-    """Every named check on one model: {check: largest difference measured}; the first failure raises."""
+def run_checks(model: nn.Module, tokenizer, names: tuple[str, ...] = CHECK_NAMES, atol: float = ATOL,
+               exact: bool = True) -> dict[str, float]:
+    """The named checks on one model: {check: largest difference measured}; the first failure raises.
+
+    ``exact``: the exact checks allow no difference at all (true of the tiny fp32 models here; on a large
+    model the clean pass's last-position LM head rounds differently from the stock forward's full one, so
+    pass ``exact=False`` and an ``atol`` fitted to its logit scale)."""
     unknown = [n for n in names if n not in CHECK_NAMES]
     if unknown:
         raise AtlasError(f"unknown conformance checks {unknown}; checks are {', '.join(CHECK_NAMES)}")
     by_name = {c.name: c for c in CHECKS}
-    return {n: by_name[n].fn(model, tokenizer) for n in names}
+    return {n: by_name[n].fn(model, tokenizer, 0.0 if exact and by_name[n].exact else atol) for n in names}

@@ -140,8 +140,12 @@ def _with_hidden(args, kwargs, x):
 
 def entry_hook(model: nn.Module, fn) -> tuple[nn.Module, str, object]:
     """A hook spec that shows ``fn`` the residual entering layer 0 (after token and any learned position
-    embeddings, and Gemma's embedding scale): the input of the first decoder layer, in every family."""
-    return layers(model)[0], "pre", lambda module, args, kwargs: fn(hidden_arg(args, kwargs))
+    embeddings, and Gemma's embedding scale): the input of the first decoder layer, in every family. It only
+    reads: whatever ``fn`` returns is dropped."""
+    def hook(module, args, kwargs):
+        fn(hidden_arg(args, kwargs))
+
+    return layers(model)[0], "pre", hook
 
 
 @contextmanager
