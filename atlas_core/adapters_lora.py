@@ -149,6 +149,7 @@ def new_adapter(model: nn.Module, spec: LoraSpec, seed: int) -> Iterator[nn.Modu
     from peft import get_peft_model
 
     config = _lora_config(spec)
+    config.fan_in_fan_out = adapter_for(model).fan_in_fan_out
     device = next(model.parameters()).device
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 

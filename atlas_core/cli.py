@@ -11,14 +11,15 @@ INFO_PROMPTS = ("The capital of Italy is", "The capital of France is", "def add(
 
 
 def _models_list(args) -> int:
-    from atlas_core.models import OFFLINE_MODELS, TINY_MODEL, is_cached
-    from atlas_core.models.registry import DEFAULT_MODEL
+    from atlas_core.models import OFFLINE_MODELS, is_cached
+    from atlas_core.models.registry import DEFAULT_MODEL, TINY_FAMILIES
 
     for name, spec in OFFLINE_MODELS.items():
         state = "cached" if is_cached(name) else "not fetched"
         default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name:32s} {state:12s} {spec.description}{default}")
-    print(f"{TINY_MODEL:32s} {'built-in':12s} deterministic random Qwen2 of the real architecture, for tests")
+    for family in TINY_FAMILIES:
+        print(f"{'tiny-' + family:32s} {'built-in':12s} deterministic random stock {family} (4 layers), for tests")
     return 0
 
 

@@ -18,7 +18,7 @@ from atlas_core.codehash import baseline_stands, fingerprint
 from atlas_core.experiments import module, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.models import known_names, load
-from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL
+from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
@@ -77,7 +77,7 @@ def verified_codes(experiment: str) -> list[str]:
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
-    if name in OFFLINE_MODELS or name == TINY_MODEL or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
+    if name in OFFLINE_MODELS or name in TINY_MODELS or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
         return
     raise AtlasError(
         f"unknown model {name!r}; known models: {', '.join(known_names())} "

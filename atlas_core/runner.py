@@ -36,7 +36,7 @@ from atlas_core.interventions import (
     validate,
 )
 from atlas_core.metrics import kl_divergence
-from atlas_core.models.adapters import decoder, embeddings, final_norm, layer_window, layers, lm_head, text_config
+from atlas_core.models.adapters import decoder, entry_hook, final_norm, layer_window, lm_head, text_config
 from atlas_core.sites import Site, dims, site_hook, validate_site
 
 
@@ -168,7 +168,7 @@ class Runner:
                     return None
                 return fn
 
-            specs = [(embeddings(self.model), "forward", lambda m, a, k, out: store.__setitem__(-1, out.detach().clone()))]
+            specs = [entry_hook(self.model, lambda x: store.__setitem__(-1, x.detach().clone()))]
             specs += [site_hook(self.model, Site("resid", layer), keep(layer)) for layer in range(n)]
             with torch.inference_mode(), hooked(specs):
                 hidden = decoder(self.model)(

@@ -3,10 +3,27 @@
 Sites, all at decoder layer ``layer``:
 - ``resid``: the residual stream after the layer (the layer's whole output hidden state);
 - ``delta``: the block's write, its change to the residual (output minus input);
-- ``attn``: the attention's write to the residual (Gemma 3: after its post-attention norm);
-- ``mlp``: the MLP's write to the residual (Gemma 3: after its post-feedforward norm);
+- ``attn``: the attention's write to the residual;
+- ``mlp``: the MLP's write to the residual;
 - ``head``: one query head's output, at the input of the attention output projection, where each
-  query head owns a ``head_dim`` slice: exact under grouped-query attention.
+  query head owns a ``head_dim`` slice: exact under grouped-query attention and fused QKV.
+
+What each site is in each family (module paths inside a decoder layer; see ``models/adapters.py``):
+
+| family | block | ``attn`` | ``mlp`` | ``head`` (input slice of) |
+|---|---|---|---|---|
+| Qwen2, Llama, Mistral, Qwen3 | pre-norm, serial | ``self_attn`` output | ``mlp`` output | ``self_attn.o_proj`` |
+| Phi-3 | pre-norm, serial | ``resid_attn_dropout`` output | ``resid_mlp_dropout`` output | ``self_attn.o_proj`` |
+| Gemma 2, Gemma 3 | sandwich norms, serial | ``post_attention_layernorm`` output | ``post_feedforward_layernorm`` output | ``self_attn.o_proj`` |
+| OLMo 2 | post-norm, serial | ``post_attention_layernorm`` output | ``post_feedforward_layernorm`` output | ``self_attn.o_proj`` |
+| GPT-2 | pre-norm, serial | ``attn`` output | ``mlp`` output | ``attn.c_proj`` (Conv1D) |
+| GPT-NeoX / Pythia | pre-norm, parallel | ``post_attention_dropout`` output | ``post_mlp_dropout`` output | ``attention.dense`` |
+
+In a serial block ``delta = attn + mlp`` where the MLP reads the residual after the attention's write, so
+ablating ``attn`` also changes what the MLP sees. In a parallel block (GPT-NeoX with
+``use_parallel_residual``, as Pythia) attention and MLP both read the layer's input and one update adds
+both: ``delta = attn + mlp`` with neither seeing the other, so ablating ``attn`` leaves the MLP's write as
+it was. In every family zeroing both ``attn`` and ``mlp`` equals ``Skip`` (zeroing ``delta``).
 """
 
 from __future__ import annotations
@@ -19,7 +36,7 @@ import torch
 from torch import nn
 
 from atlas_core import AtlasError
-from atlas_core.models.adapters import adapter_for, layer_part, layers, text_config
+from atlas_core.models.adapters import hidden_arg, adapter_for, layer_part, layers, text_config
 
 SITE_KINDS = ("resid", "delta", "attn", "mlp", "head")
 
@@ -84,10 +101,6 @@ def _replace_first(output, new):
     return (new, *output[1:]) if isinstance(output, tuple) else new
 
 
-def _hidden_in(args, kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
 def site_hook(model: nn.Module, site: Site, fn: ActFn) -> tuple[nn.Module, str, Callable]:
     """A hook spec (module, kind, hook) that shows ``fn`` the site's activation and writes back what
     it returns. ``fn`` may modify its argument in place and return it."""
@@ -99,7 +112,7 @@ def site_hook(model: nn.Module, site: Site, fn: ActFn) -> tuple[nn.Module, str, 
         return layers(model)[site.layer], "forward", hook
     if site.kind == "delta":
         def hook(module, args, kwargs, output):
-            inp = _hidden_in(args, kwargs)
+            inp = hidden_arg(args, kwargs)
             out = _first(output)
             new = fn(out - inp)
             return None if new is None else _replace_first(output, inp + new)

@@ -1,7 +1,7 @@
 """``load(name_or_path)``: one entry point that puts a stock HF causal LM, its tokenizer and its facts
 in front of every experiment.
 
-Sources, tried in this order: ``tiny-qwen2``; a registered offline model (fetched and cached once);
+Sources, tried in this order: ``tiny-<family>`` (``tiny-qwen2`` and the other families); a registered offline model (fetched and cached once);
 a ``.gguf`` file; a local Hugging Face directory; a hub id (local HF cache first).
 """
 
@@ -20,7 +20,7 @@ import torch
 from atlas_core import AtlasError
 from atlas_core.models import offline
 from atlas_core.models.adapters import check_supported, text_config
-from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL, known_names
+from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS, known_names
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -145,12 +145,12 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
 
-    if name_or_path == TINY_MODEL:
-        from atlas_core.models.tiny import build_tiny_qwen2
+    if name_or_path in TINY_MODELS:
+        from atlas_core.models.tiny import build_tiny
 
-        model, tok = build_tiny_qwen2()
+        model, tok = build_tiny(name_or_path.removeprefix("tiny-"))
         model, tok = _finish(model, tok, dev, dt)
-        return LoadedModel(model, tok, _info(TINY_MODEL, "synthetic", _hash_state(model), model, None, t0))
+        return LoadedModel(model, tok, _info(name_or_path, "synthetic", _hash_state(model), model, None, t0))
 
     if name_or_path in OFFLINE_MODELS:
         path = offline.fetch(name_or_path, progress=progress)

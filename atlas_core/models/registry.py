@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 TINY_MODEL = "tiny-qwen2"
+# ``tiny-<family>``: random stock models of every supported family (atlas_core/models/tiny.py)
+TINY_FAMILIES = ("qwen2", "gpt2", "gpt-neox", "phi3", "gemma2", "gemma3", "olmo2", "llama", "mistral", "qwen3")
+TINY_MODELS = tuple(f"tiny-{family}" for family in TINY_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -78,4 +81,4 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 
 
 def known_names() -> list[str]:
-    return [*OFFLINE_MODELS, TINY_MODEL]
+    return [*OFFLINE_MODELS, *TINY_MODELS]

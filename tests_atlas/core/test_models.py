@@ -295,7 +295,8 @@ def test_empty_name_is_an_error():
 
 def test_known_names_cover_the_registry():
     assert set(known_names()) == {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m",
-                                  "tiny-qwen2"}
+                                  "tiny-qwen2", "tiny-gpt2", "tiny-gpt-neox", "tiny-phi3", "tiny-gemma2",
+                                  "tiny-gemma3", "tiny-olmo2", "tiny-llama", "tiny-mistral", "tiny-qwen3"}
     for spec in OFFLINE_MODELS.values():
         assert len(spec.sha256) == 64 and spec.parts == len(spec.wheel_requirements())
 
@@ -303,7 +304,8 @@ def test_known_names_cover_the_registry():
 def test_unsupported_architecture_fails_before_weights(tmp_path, monkeypatch):
     import transformers
 
-    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
+    transformers.OPTConfig(hidden_size=8, num_hidden_layers=1, ffn_dim=16, num_attention_heads=2,
+                           word_embed_proj_dim=8).save_pretrained(tmp_path)
 
     def no_weights(*a, **k):
         raise AssertionError("weights were read before the architecture check")
@@ -312,15 +314,18 @@ def test_unsupported_architecture_fails_before_weights(tmp_path, monkeypatch):
     with pytest.raises(AtlasError) as err:
         load(str(tmp_path))
     msg = str(err.value)
-    assert "'gpt2'" in msg and "qwen2" in msg and "gemma3" in msg and "ArchAdapter" in msg
+    assert "'opt'" in msg and "ArchAdapter" in msg
+    assert all(t in msg for t in ("qwen2", "gemma3", "gpt2", "gpt_neox", "phi3", "gemma2", "olmo2", "qwen3"))
 
 
 def test_check_supported_accepts_the_adapters():
     import transformers
 
     assert check_supported(transformers.Qwen2Config()).name == "llama-layout"
+    assert check_supported(transformers.GPT2Config()).name == "gpt2"
+    assert check_supported(transformers.GPTNeoXConfig()).parallel
     with pytest.raises(AtlasError, match="unsupported architecture"):
-        check_supported(transformers.GPT2Config())
+        check_supported(transformers.OPTConfig())
 
 
 def test_hub_id_offline_says_how_to_pass_a_directory(tmp_path, monkeypatch):
