@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,6 +67,36 @@ def read_json(path: str | Path, fix: str) -> Any:
         raise CorruptFile(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); {fix}") from None
 
 
+SEAL = "sha256"  # the key of a JSON document's own content hash
+
+
+def _doc_hash(doc: dict) -> str:
+    return sha256_bytes(json.dumps({k: v for k, v in doc.items() if k != SEAL}, sort_keys=True,
+                                   separators=(",", ":"), allow_nan=False).encode())
+
+
+def seal_doc(doc: dict) -> dict:
+    """``doc`` with a ``sha256`` of the rest of its content, for ``read_sealed_json``."""
+    return {**{k: v for k, v in doc.items() if k != SEAL}, SEAL: _doc_hash(doc)}
+
+
+def read_sealed_json(path: str | Path, fix: str) -> dict:
+    """A JSON object written with ``seal_doc``, its hash checked and removed (documents from before seals,
+    such as committed baselines, carry none and are only parsed); a mismatch is a ``CorruptFile``."""
+    doc = read_json(path, fix)
+    if not isinstance(doc, dict):
+        raise CorruptFile(f"{path} holds no JSON object; {fix}")
+    if SEAL in doc:
+        try:
+            ok = doc[SEAL] == _doc_hash(doc)
+        except ValueError:  # NaN or infinity: Atlas never writes them
+            ok = False
+        if not ok:
+            raise CorruptFile(f"{path}: content does not match the SHA-256 recorded when it was written; {fix}")
+        doc = {k: v for k, v in doc.items() if k != SEAL}
+    return doc
+
+
 def sealed(payload: bytes) -> bytes:
     """``payload`` prefixed by its SHA-256 (64 hex digits and a newline): see ``unseal``."""
     return sha256_bytes(payload).encode() + b"\n" + payload
@@ -107,7 +136,3 @@ def check_finite(values: np.ndarray, what: str, rows: Sequence[str], cols: Seque
         raise NonFiniteMetric(
             f"{what} is {values[r, c]} for variant {rows[r]!r}, prompt {cols[c]!r} ({len(bad)} non-finite value(s)); "
             "the model's output is not finite there: check the weights (atlas models verify) or the adapter")
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 from filelock import FileLock
 
-from atlas_core.integrity import CorruptFile, read_json
+from atlas_core.integrity import CorruptFile, read_sealed_json, seal_doc
 
 SCHEMA = 1
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
@@ -130,8 +130,8 @@ class ExperimentRecord:
     def read(cls, path: Path) -> "ExperimentRecord":
         """A record file, its fields' names and types checked: a damaged or foreign file is a
         ``CorruptFile`` naming it and the fix (delete it: the experiment is recomputed)."""
-        fix = f"delete it and rerun atlas run to recompute that experiment"
-        data = read_json(path, fix)
+        fix = "delete it and rerun atlas run to recompute that experiment"
+        data = read_sealed_json(path, fix)
         types = {"experiment": str, "seed": int, "config": dict, "config_hash": str, "provenance": dict, "result": dict}
         bad = [k for k, t in types.items() if not isinstance(data.get(k) if isinstance(data, dict) else None, t)
                or (t is int and isinstance(data.get(k), bool))]
@@ -183,7 +183,7 @@ class RunStore:
 
     def write(self, record: ExperimentRecord) -> Path:
         p = self.path(record.key)
-        atomic_write_text(p, json.dumps(record.to_dict(), indent=1))
+        atomic_write_text(p, json.dumps(seal_doc(record.to_dict()), indent=1))
         return p
 
     def records(self) -> dict[str, ExperimentRecord]:
@@ -219,7 +219,7 @@ class RunStore:
         if not p.is_file():
             return {}
         try:
-            manifest = read_json(p, "")
+            manifest = read_sealed_json(p, "")
             if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments", {}), dict):
                 raise CorruptFile(f"{p} is not an Atlas manifest")
             return manifest
@@ -239,7 +239,7 @@ class RunStore:
         return out
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_text(self.root / "manifest.json", json.dumps(to_jsonable(manifest), indent=1))
+        atomic_write_text(self.root / "manifest.json", json.dumps(seal_doc(to_jsonable(manifest)), indent=1))
 
 
 def now() -> str:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from atlas_core.models import offline
 from atlas_core.models.adapters import check_supported, text_config
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL, known_names
 
+LOADED_MODELS: "weakref.WeakSet" = weakref.WeakSet()  # every model ``load`` returned (the leak guard watches them)
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -151,6 +153,7 @@ def _info(name: str, source: str, sha: str, model, path: str | None, t0: float) 
 
 def _finish(model, tokenizer, device, dtype):
     model = model.to(device=device, dtype=dtype).eval()
+    LOADED_MODELS.add(model)
     for p in model.parameters():
         p.requires_grad_(False)
     if tokenizer.pad_token_id is None:

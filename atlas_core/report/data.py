@@ -18,7 +18,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from atlas_core import AtlasError
-from atlas_core.integrity import read_json
+from atlas_core.integrity import read_sealed_json
 from atlas_core.results import ExperimentRecord, RunStore
 
 
@@ -222,4 +222,4 @@ class Run:
 
 
 def _read_json(path: Path) -> Any:
-    return read_json(path, "delete it and rerun the experiment that wrote it (atlas run)")
+    return read_sealed_json(path, "delete it and rerun the experiment that wrote it (atlas run)")
