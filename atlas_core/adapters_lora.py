@@ -270,14 +270,17 @@ def adapter_norms(peft_model: nn.Module) -> list[float]:
 
 
 def save_adapter(peft_model: nn.Module, adapter_dir: str | Path, meta: dict) -> Path:
-    """Save the adapter (peft's format) plus ``atlas_meta.json`` atomically: written to a temporary
-    sibling folder, then renamed over ``adapter_dir``."""
+    """Save the adapter (peft's format) plus ``atlas_meta.json`` (``meta`` and each file's SHA-256, checked by
+    ``read_meta``) atomically: written to a temporary sibling folder, then renamed over ``adapter_dir``. Callers
+    sharing a folder with other processes hold its adapter lock (``lora_training``)."""
     import os
     import shutil
     import tempfile
 
     target = Path(adapter_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for debris in target.parent.glob(f".{target.name}.*"):  # of a save killed mid-way (callers hold the lock)
+        shutil.rmtree(debris, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         with _quiet():

@@ -103,19 +103,7 @@ def test_a_garbled_lora_state_is_refused_and_retrained(tmp_path):
 
 def test_an_interrupted_experiment_with_a_garbled_checkpoint_recomputes_to_the_identical_result(tmp_path, monkeypatch,
                                                                                                 reference):
-    out = tmp_path / "run"
-    real, calls = Runner.sweep, {"n": 0}
-
-    def stop_in_the_third(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Interrupt
-        return real(self, *args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(Runner, "sweep", stop_in_the_third)
-        with pytest.raises(Interrupt):
-            run_plan(plan(out, ["layer_ablation"]))
+    out = _interrupted(tmp_path, monkeypatch, reference, "layer_ablation")  # two sweeps saved
     (first, _) = sorted((out / ".partial").glob("*/sweep-*.safetensors"))
     start, _ = tensor_span(first, "argmax_match")
     data = bytearray(first.read_bytes())
@@ -259,8 +247,8 @@ def test_a_model_with_nan_weights_fails_at_its_clean_pass(tmp_path):
 FAKE = "gemma-3-270m"  # a registered name; the entry holds tiny-qwen2's weights (nothing is downloaded)
 
 
-@pytest.fixture
-def fake_cache(tmp_path, monkeypatch, tiny):
+def fake_entry(tmp_path: Path, monkeypatch, tiny) -> Path:
+    """A cache (``ATLAS_CACHE``) under ``tmp_path`` holding ``FAKE``: tiny-qwen2 saved with a marker of its hashes."""
     root = tmp_path / "cache"
     monkeypatch.setenv("ATLAS_CACHE", str(root))
     entry = root / FAKE
@@ -271,6 +259,11 @@ def fake_cache(tmp_path, monkeypatch, tiny):
     (entry / offline.MARKER).write_text(json.dumps({"name": FAKE, "gguf_sha256": "f" * 64, "files": files,
                                                     "safetensors_sha256": files["model.safetensors"]}))
     return entry
+
+
+@pytest.fixture
+def fake_cache(tmp_path, monkeypatch, tiny):
+    return fake_entry(tmp_path, monkeypatch, tiny)
 
 
 def test_a_damaged_cached_model_is_refused_naming_the_fix(fake_cache, monkeypatch):
@@ -430,15 +423,8 @@ def test_random_byte_flips_never_yield_a_stored_wrong_number(kind, seed, tmp_pat
     the file, or stores results identical to the uninterrupted reference run."""
     rng = random.Random(f"{kind}-{seed}")
     if kind == "cached-model":
-        root = tmp_path / "cache"
-        monkeypatch.setenv("ATLAS_CACHE", str(root))
-        entry = root / FAKE
-        entry.mkdir(parents=True)
-        tiny.model.save_pretrained(entry)
-        tiny.tokenizer.save_pretrained(entry)
-        files = {p.name: sha256_file(p) for p in sorted(entry.iterdir()) if p.is_file()}
-        (entry / offline.MARKER).write_text(json.dumps({"gguf_sha256": "f" * 64, "files": files}))
-        target = entry / rng.choice(sorted(files))
+        entry = fake_entry(tmp_path, monkeypatch, tiny)
+        target = entry / rng.choice(sorted(p.name for p in entry.iterdir() if p.name != offline.MARKER))
         flip(target, rng, n=rng.randint(1, 4))
         with pytest.raises(AtlasError) as err:
             load(FAKE)
@@ -465,3 +451,21 @@ def test_random_byte_flips_never_yield_a_stored_wrong_number(kind, seed, tmp_pat
         assert str(target) in str(exc) or str(target.parent) in str(exc), exc
         return
     assert {k: results(out)[k] for k in rerun} == {k: results(reference)[k] for k in rerun}
+
+
+def test_a_page_cannot_make_the_number_check_read_outside_its_run_folder(tmp_path):
+    from atlas_core.report.check import verify_numbers
+
+    (tmp_path / "secret.json").write_text('{"x": 1}')
+    (tmp_path / "run").mkdir()
+    html = '<span class="n" data-value="1" data-src="../secret#/x">1</span>'
+    checked, problems = verify_numbers(html, {None: tmp_path / "run"})
+    assert checked == 0 and problems == ["../secret#/x: '../secret' is not a record name"]
+
+
+def test_the_debris_of_an_adapter_save_killed_mid_way_is_removed_by_the_next_save(tmp_path):
+    out = tmp_path / "run"
+    (out / ".lora_adapter_seed0.old.k1ll3d" / "adapter").mkdir(parents=True)
+    run_plan(plan(out, ["lora_training"]))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".lora")) == []
+    assert lora_training.read_meta(out / "lora_adapter_seed0")["key"]

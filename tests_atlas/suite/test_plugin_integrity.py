@@ -19,11 +19,14 @@ PLUGIN = ["-p", "atlas_core.pytest_plugin", "-p", "no:cacheprovider"]
     (["--atlas-pair", "tiny-qwen2", "nope"], "unknown model 'nope'"),
     (["--atlas-claims", "nowhere.toml"], "--atlas-claims nowhere.toml: no such file"),
     (["--atlas-runs", "a-file"], "the run store"),
+    (["--atlas-model", "tiny-qwen2", "--atlas-baseline", "damaged-run"], "layer_ablation.json is damaged"),
 ])
 def test_bad_option_values_are_one_usage_error_at_start(option, message, pytester):
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     (pytester.path / "a-file").write_text("not a folder")
     (pytester.path / "empty.gguf").write_bytes(b"")
+    (pytester.path / "damaged-run").mkdir()
+    (pytester.path / "damaged-run" / "layer_ablation.json").write_text('{"experiment": "layer_abl')
     result = pytester.runpytest_inprocess(*PLUGIN, *option)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
