@@ -133,8 +133,7 @@ class ExperimentRecord:
         fix = "delete it and rerun atlas run to recompute that experiment"
         data = read_sealed_json(path, fix)
         types = {"experiment": str, "seed": int, "config": dict, "config_hash": str, "provenance": dict, "result": dict}
-        bad = [k for k, t in types.items() if not isinstance(data.get(k) if isinstance(data, dict) else None, t)
-               or (t is int and isinstance(data.get(k), bool))]
+        bad = [k for k, t in types.items() if not isinstance(data.get(k), t) or isinstance(data.get(k), bool)]
         if bad:
             raise CorruptFile(f"{path} is not an Atlas record (missing or mistyped: {', '.join(bad)}); {fix}")
         rec = cls.from_dict(data)
