@@ -307,7 +307,7 @@ def read_meta(adapter_dir: str | Path) -> dict | None:
     path = folder / "atlas_meta.json"
     if not path.is_file() or not (folder / ADAPTER_CONFIG).is_file():
         return None
-    fix = f"delete {folder} and rerun atlas run --experiments lora_training to train it again"
+    fix = f"delete {folder} and run again: the experiments that need the adapter train it again"
     meta = read_json(path, fix)
     files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict) or not files or not all(

@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except AtlasError as exc:
         print(f"atlas: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment: a full disk, a permission, a folder removed under us
+        print(f"atlas: error: {exc}; free the space or fix the permission and run the same command again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\natlas: interrupted; run the same command again to resume ({RESUME_NOTE})", file=sys.stderr)
         return 130

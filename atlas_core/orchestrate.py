@@ -15,7 +15,7 @@ from filelock import Timeout
 
 from atlas_core import AtlasError
 from atlas_core.checkpoints import checkpointing
-from atlas_core.experiments import module, parse_experiments
+from atlas_core.experiments import lora_training, module, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
@@ -153,12 +153,17 @@ def _preflight(plan: RunPlan, names: list[str]) -> None:
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
             if store.load(key) is None and plan.compute and store.root.is_dir():  # a damaged record raises here
-                lock = store.lock(key)
-                try:
-                    lock.acquire(timeout=0)
-                except Timeout:
-                    raise AtlasError(_locked(store, key, lock)) from None
-                lock.release()
+                locks = [(key, lambda lock, key=key: _locked(store, key, lock))]
+                if name == lora_training.NAME:  # the adapter this would train: another run may be training it
+                    locks.append((lora_training.adapter_lock_name(seed),
+                                  lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file)))
+                for lock_name, busy in locks:
+                    lock = store.lock(lock_name)
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        raise AtlasError(busy(lock)) from None
+                    lock.release()
 
 
 def check_writable_dir(path: Path, what: str) -> None:

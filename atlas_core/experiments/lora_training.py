@@ -321,6 +321,16 @@ def ensure_adapter(ctx: Context) -> Path:
     return found
 
 
+def adapter_lock_name(seed: int) -> str:
+    """The run folder's lock (``RunStore.lock``) held while the seed's adapter is trained and saved."""
+    return f"lora_adapter_seed{seed}"
+
+
+def adapter_busy(out_dir, seed: int, lock_file: str) -> str:
+    return (f"another atlas run in {out_dir} is training the seed-{seed} LoRA adapter (it holds {lock_file}); wait "
+            "for it to finish, or leave lora_training out of --experiments")
+
+
 @contextmanager
 def _adapter_lock(ctx: Context, wait: bool) -> Iterator[None]:
     """Hold the out dir's lock on this seed's adapter (nothing without an out dir): one run trains and
@@ -328,13 +338,12 @@ def _adapter_lock(ctx: Context, wait: bool) -> Iterator[None]:
     if ctx.out_dir is None:
         yield
         return
-    lock = RunStore(ctx.out_dir).lock(f"lora_adapter_seed{ctx.seed}")
+    lock = RunStore(ctx.out_dir).lock(adapter_lock_name(ctx.seed))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         if not wait:
-            raise AtlasError(f"another atlas run in {ctx.out_dir} is training the seed-{ctx.seed} LoRA adapter (it holds "
-                             f"{lock.lock_file}); wait for it to finish, or leave lora_training out of --experiments") from None
+            raise AtlasError(adapter_busy(ctx.out_dir, ctx.seed, lock.lock_file)) from None
         if ctx.progress:
             print(f"[atlas] waiting for another run to finish the LoRA adapter ({lock.lock_file})", file=sys.stderr, flush=True)
         lock.acquire()

@@ -155,3 +155,13 @@ def test_ctrl_c_prints_one_line_saying_how_to_resume(monkeypatch, capsys, tmp_pa
     assert main(["run", "--model", "tiny-qwen2", "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run the same command again to resume" in err
+
+
+def test_an_environment_failure_is_one_error_line(monkeypatch, capsys, tmp_path):
+    def disk_full(plan):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "layer_ablation.json"))
+
+    monkeypatch.setattr(orchestrate, "run_plan", disk_full)
+    assert main(["run", "--model", "tiny-qwen2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("atlas: error: [Errno 28] No space left on device") and err.count("\n") == 1

@@ -207,8 +207,11 @@ def test_a_damaged_adapter_is_refused_naming_the_fix(damage, tmp_path, reference
         (out / "lora_adapter_seed0" / "atlas_meta.json").write_text('{"key": ')
     with pytest.raises(CorruptFile) as err:
         run_plan(plan(out, ["transfer", "adapter_ablation"]))
-    assert "lora_adapter_seed0" in str(err.value) and "lora_training" in str(err.value)
+    assert f"delete {out / 'lora_adapter_seed0'} and run again" in str(err.value)
     assert not (out / "transfer.json").exists()
+    shutil.rmtree(out / "lora_adapter_seed0")  # the fix the message names works
+    run_plan(plan(out, ["transfer", "adapter_ablation"]))
+    assert results(out)["transfer"] == results(reference)["transfer"]
 
 
 # ---- non-finite metrics ------------------------------------------------------------------------------------
@@ -321,13 +324,26 @@ def _hold(lock_file: str, then: str = "pass") -> subprocess.Popen:
     return proc
 
 
+def make_ctx_for(out: Path):
+    from atlas_core.experiments.context import Context
+    from atlas_core.profiles import get_profile
+    from atlas_core.tasks import load_families
+
+    profile = get_profile("smoke")
+    return Context(load("tiny-qwen2", device="cpu"), load_families(FAMILIES, n_items=profile.n_items), profile,
+                   seed=0, out_dir=out, progress=False)
+
+
 def test_training_an_adapter_another_run_is_training_fails_at_once_naming_the_lock(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     holder = _hold(RunStore(out).lock("lora_adapter_seed0").lock_file)
     try:
         with pytest.raises(AtlasError, match=r"another atlas run .* is training the seed-0 LoRA adapter .*lora_adapter_seed0"):
-            run_plan(plan(out, ["lora_training"]))
+            run_plan(plan(out, ["lora_training"]))  # refused before the model loads
+        ctx = make_ctx_for(out)
+        with pytest.raises(AtlasError, match=r"is training the seed-0 LoRA adapter"):
+            lora_training.run(ctx)  # and by the training itself, for a caller that skipped the checks
     finally:
         holder.communicate("")
     assert not (out / "lora_adapter_seed0").exists()
