@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from atlas_core import AtlasError
+from atlas_core.integrity import CorruptFile, read_json, sha256_file
 from atlas_core.models.adapters import adapter_for, layers
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -177,6 +178,7 @@ def attached_adapter(model: nn.Module, adapter_dir: str | Path) -> Iterator[nn.M
     from peft import PeftModel
 
     path = check_adapter_dir(adapter_dir)
+    read_meta(path)  # its files as saved, or a CorruptFile
     with _peft_scope(model, lambda: PeftModel.from_pretrained(model, str(path), is_trainable=False)) as peft_model:
         peft_model.eval()
         yield peft_model
@@ -269,19 +271,23 @@ def adapter_norms(peft_model: nn.Module) -> list[float]:
 
 
 def save_adapter(peft_model: nn.Module, adapter_dir: str | Path, meta: dict) -> Path:
-    """Save the adapter (peft's format) plus ``atlas_meta.json`` atomically: written to a temporary
-    sibling folder, then renamed over ``adapter_dir``."""
+    """Save the adapter (peft's format) plus ``atlas_meta.json`` (``meta`` and each file's SHA-256, checked by
+    ``read_meta``) atomically: written to a temporary sibling folder, then renamed over ``adapter_dir``. Callers
+    sharing a folder with other processes hold its adapter lock (``lora_training``)."""
     import os
     import shutil
     import tempfile
 
     target = Path(adapter_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for debris in target.parent.glob(f".{target.name}.*"):  # of a save killed mid-way (callers hold the lock)
+        shutil.rmtree(debris, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         with _quiet():
             peft_model.save_pretrained(str(tmp))
-        (tmp / "atlas_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / "atlas_meta.json").write_text(json.dumps({**meta, "files": files}, indent=2, sort_keys=True))
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
             os.replace(target, old / "adapter")
@@ -296,10 +302,20 @@ def save_adapter(peft_model: nn.Module, adapter_dir: str | Path, meta: dict) -> 
 
 
 def read_meta(adapter_dir: str | Path) -> dict | None:
-    path = Path(adapter_dir) / "atlas_meta.json"
-    if not path.is_file() or not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
+    """The adapter's ``atlas_meta.json``; None when there is no saved adapter. A damaged one, or files that
+    no longer match the hashes it recorded at save, are a ``CorruptFile`` naming the fix."""
+    folder = Path(adapter_dir)
+    path = folder / "atlas_meta.json"
+    if not path.is_file() or not (folder / ADAPTER_CONFIG).is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    fix = f"delete {folder} and run again: the experiments that need the adapter train it again"
+    meta = read_json(path, fix)
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(k, str) and k == Path(k).name and not k.startswith(".") and isinstance(v, str) for k, v in files.items()):
+        raise CorruptFile(f"{path} records no valid file hashes; {fix}")
+    for name, expected in sorted(files.items()):
+        if not (folder / name).is_file() or sha256_file(folder / name) != expected:
+            raise CorruptFile(f"the LoRA adapter in {folder} is damaged: {name} does not match the SHA-256 recorded "
+                              f"when it was saved; {fix}")
+    return meta

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from atlas_core import AtlasError
+from atlas_core.integrity import seal_doc
 from atlas_core.results import RunStore, atomic_write, atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +23,8 @@ BASELINES_DIR = REPO / "fixtures" / "baselines"
 
 
 def _compact(doc: dict) -> str:
-    return json.dumps(doc, separators=(",", ":")) + "\n"
+    """Compact JSON, sealed with its content hash (``integrity.seal_doc``) as the run store writes records."""
+    return json.dumps(seal_doc(doc), separators=(",", ":")) + "\n"
 
 
 def _portable(obj, run_root: Path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from atlas_core.integrity import sha256_arrays
 from atlas_core.results import atomic_write, atomic_write_text
 
 INTERVAL = 30.0  # seconds between saves: the most work an interruption loses
@@ -38,19 +40,21 @@ class Slot:
         self._last = time.monotonic()
 
     def load(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
-        """The saved arrays, or None when there are none or they belong to another sweep."""
+        """The saved arrays, or None when there are none, they belong to another sweep, or their content no
+        longer matches the SHA-256 recorded at write (garbled bytes parse as valid floats: never trusted)."""
         if not self.path.is_file():
             return None
         from safetensors import safe_open
 
         try:
             with safe_open(str(self.path), framework="numpy") as fh:
-                if (fh.metadata() or {}).get("digest") != self.digest:
+                meta = fh.metadata() or {}
+                if meta.get("digest") != self.digest:
                     return None
                 arrays = {k: fh.get_tensor(k) for k in fh.keys()}
         except Exception:  # a file that cannot be read is recomputed, never trusted
             return None
-        if {k: tuple(v.shape) for k, v in arrays.items()} != shapes:
+        if {k: tuple(v.shape) for k, v in arrays.items()} != shapes or meta.get("sha256") != sha256_arrays(arrays):
             return None
         return arrays
 
@@ -61,7 +65,8 @@ class Slot:
         from safetensors.numpy import save_file
 
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        atomic_write(self.path, lambda tmp: save_file(arrays, tmp, metadata={"digest": self.digest}))
+        meta = {"digest": self.digest, "sha256": sha256_arrays(arrays)}
+        atomic_write(self.path, lambda tmp: save_file(arrays, tmp, metadata=meta))
         self._last = time.monotonic()
         self.owner.save_elapsed()
         return True
@@ -76,9 +81,10 @@ class Checkpoints:
         self._count = 0
         self._t0 = time.monotonic()
         try:  # compute time spent by earlier, interrupted attempts (up to their last save)
-            self.prior_seconds = float((self.directory / "elapsed.txt").read_text())
+            prior = float((self.directory / "elapsed.txt").read_text())
         except (OSError, ValueError):
-            self.prior_seconds = 0.0
+            prior = 0.0
+        self.prior_seconds = prior if math.isfinite(prior) and prior >= 0 else 0.0  # garbled: not counted
 
     def slot(self, identity: dict) -> Slot:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@ import sys
 
 from atlas_core import AtlasError
 
+RESUME_NOTE = "finished experiments, saved sweeps and LoRA training state are kept"
 INFO_PROMPTS = ("The capital of Italy is", "The capital of France is", "def add(a, b):\n    return a")
 
 
@@ -14,8 +15,17 @@ def _models_list(args) -> int:
     from atlas_core.models import OFFLINE_MODELS, is_cached
     from atlas_core.models.registry import DEFAULT_MODEL, TINY_FAMILIES
 
+    from atlas_core.integrity import CorruptFile
+    from atlas_core.models.offline import verify
+
     for name, spec in OFFLINE_MODELS.items():
-        state = "cached" if is_cached(name) else "not fetched"
+        state = "not fetched"
+        if is_cached(name):
+            try:
+                verify(name)
+                state = "cached"
+            except CorruptFile:
+                state = "damaged"
         default = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name:32s} {state:12s} {spec.description}{default}")
     for family in TINY_FAMILIES:
@@ -26,8 +36,21 @@ def _models_list(args) -> int:
 def _models_fetch(args) -> int:
     from atlas_core.models import cache_dir, fetch
 
-    fetch(args.name, progress=True)
+    fetch(args.name, progress=True, repair=True)
     print(f"{args.name}: cached at {cache_dir(args.name)}")
+    return 0
+
+
+def _models_verify(args) -> int:
+    from atlas_core.models import OFFLINE_MODELS, is_cached
+    from atlas_core.models.offline import spec_for, verify
+
+    names = [args.name] if args.name else [n for n in OFFLINE_MODELS if is_cached(n)]
+    for name in names:
+        spec_for(name)
+        if not is_cached(name):
+            raise AtlasError(f"{name} is not cached; fetch it with `atlas models fetch {name}`")
+        print(f"{name}: verified ({verify(name, full=True)})")
     return 0
 
 
@@ -152,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = models.add_parser("fetch", help="download, verify, convert and cache a registered model")
     f.add_argument("name")
     f.set_defaults(fn=_models_fetch)
+    v = models.add_parser("verify", help="hash every file of cached models against what was recorded at fetch")
+    v.add_argument("name", nargs="?", help="one registered model (default: every cached one)")
+    v.set_defaults(fn=_models_verify)
 
     def model_args(sp):
         sp.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name, local dir, hub id or .gguf (default {DEFAULT_MODEL})")
@@ -218,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     except AtlasError as exc:
         print(f"atlas: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment: a full disk, a permission, a folder removed under us
+        print(f"atlas: error: {exc}; free the space or fix the permission and run the same command again", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\natlas: interrupted; run the same command again to resume ({RESUME_NOTE})", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

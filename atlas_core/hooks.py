@@ -36,12 +36,39 @@ def _is_library_hook(fn: Callable) -> bool:
     return (getattr(fn, "__module__", None) or "").startswith("transformers.")
 
 
+_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_SIDE_TABLES = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+_GLOBAL_KINDS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+Hook = tuple[object, str, int]  # (owner: a module, or None for torch's global hooks; kind; handle id)
+
+
+def module_hooks(model: nn.Module, include_library: bool = False) -> list[Hook]:
+    """Every forward, forward-pre, backward and backward-pre hook on any submodule. Hooks that transformers
+    itself keeps installed are left out unless ``include_library``."""
+    return [(m, kind, key) for m in model.modules() for kind in _KINDS
+            for key, fn in getattr(m, kind).items() if include_library or not _is_library_hook(fn)]
+
+
+def global_hooks() -> list[Hook]:
+    """torch's global module hooks (``register_module_forward_hook`` and kin), which fire on every module."""
+    from torch.nn.modules import module as torch_module
+
+    return [(None, kind, key) for kind in _GLOBAL_KINDS for key in getattr(torch_module, kind)]
+
+
+def remove_hooks(hooks: list[Hook]) -> None:
+    """Remove the listed hooks (as their handles' ``remove`` would)."""
+    from torch.nn.modules import module as torch_module
+
+    for owner, kind, key in hooks:
+        target = vars(torch_module) if owner is None else vars(owner)
+        target[kind].pop(key, None)
+        for side in _SIDE_TABLES if owner is not None else ():
+            target.get(side, {}).pop(key, None)
+
+
 def count_hooks(model: nn.Module, include_library: bool = False) -> int:
-    """Forward and forward-pre hooks on any submodule (the leak guard compares this to zero). Hooks that
-    transformers itself keeps installed are left out unless ``include_library``."""
-    return sum(
-        1
-        for m in model.modules()
-        for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
-        if include_library or not _is_library_hook(fn)
-    )
+    """The number of ``module_hooks`` (the leak guard compares this to zero)."""
+    return len(module_hooks(model, include_library))

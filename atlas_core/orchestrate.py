@@ -3,6 +3,7 @@ write each result atomically as it finishes, skip those already done with the sa
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -15,9 +16,11 @@ from filelock import Timeout
 from atlas_core import AtlasError
 from atlas_core.checkpoints import checkpointing
 from atlas_core.codehash import baseline_stands, fingerprint
-from atlas_core.experiments import module, parse_experiments
+from atlas_core.experiments import lora_training, module, parse_experiments
 from atlas_core.experiments.context import Context
-from atlas_core.models import known_names, load
+from atlas_core.integrity import NonFiniteMetric
+from atlas_core.models import known_names, load, resolve_device
+from atlas_core.models.loader import check_model_source
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
@@ -111,6 +114,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
+    _preflight(plan, names)
     if not plan.compute and plan.model in OFFLINE_MODELS:  # stored results only: the weights are not needed
         lm = skeleton(plan.model, device=plan.device, dtype=plan.dtype)
     else:
@@ -156,6 +160,48 @@ def run_plan(plan: RunPlan) -> RunStore:
     return store
 
 
+def _preflight(plan: RunPlan, names: list[str]) -> None:
+    """Everything that can fail without the model, checked before it loads: the output folder is a
+    writable folder, the device exists, the model source is readable, the stored records parse, and no
+    other run holds the lock of an experiment that has no record yet."""
+    check_writable_dir(Path(plan.out), "--out")
+    resolve_device(plan.device)
+    check_model_source(plan.model)
+    store = RunStore(plan.out)
+    for name in names:
+        seeds = range(plan.seed, plan.seed + plan.seeds) if getattr(module(name), "SEED_DEPENDENT", False) else [plan.seed]
+        for seed in seeds:
+            key = record_key(name, seed, plan.seed)
+            if store.load(key) is None and plan.compute and store.root.is_dir():  # a damaged record raises here
+                locks = [(key, lambda lock, key=key: _locked(store, key, lock))]
+                if name == lora_training.NAME:  # the adapter this would train: another run may be training it
+                    locks.append((lora_training.adapter_lock_name(seed),
+                                  lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file)))
+                for lock_name, busy in locks:
+                    lock = store.lock(lock_name)
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        raise AtlasError(busy(lock)) from None
+                    lock.release()
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """``path`` is (or can be made) a folder this process can write in."""
+    if path.exists() and not path.is_dir():
+        raise AtlasError(f"{what} {path} is a file, not a folder; pass a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise AtlasError(f"{what} {path}: cannot write in {existing} (read-only or not ours); pass a writable folder")
+
+
+def _locked(store: RunStore, key: str, lock) -> str:
+    return (f"{key} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
+            f"it to finish, or leave {key} out of --experiments")
+
+
 def _lock_pending(store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
     """Lock every experiment this run will compute, before any work: a second process asked to run one
     of them in the same folder fails at once instead of duplicating hours of work or racing the write."""
@@ -166,8 +212,7 @@ def _lock_pending(store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise AtlasError(f"{job.key} is being computed by another atlas run in {store.root} (it holds "
-                             f"{lock.lock_file}); wait for it to finish, or leave {job.key} out of --experiments") from None
+            raise AtlasError(_locked(store, job.key, lock)) from None
         held.callback(lock.release)
 
 
@@ -187,7 +232,10 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
         _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
     t0 = time.perf_counter()
     with checkpointing(partial) as ck:
-        result = module(job.name).run(job.ctx)
+        try:
+            result = module(job.name).run(job.ctx)
+        except NonFiniteMetric as exc:  # nothing is stored; the message gains the experiment's name
+            raise NonFiniteMetric(f"{key}: {exc}") from None
     wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
     prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
             "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),

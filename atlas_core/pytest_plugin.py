@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pytest
 
-from atlas_core.hooks import count_hooks
+from atlas_core.hooks import global_hooks, module_hooks, remove_hooks
 
 # pytester: the suite's own tests run the real test modules in a subprocess; the html hooks add the
 # atlas columns and plots to pytest-html reports (all optional hooks: harmless without pytest-html).
@@ -105,15 +105,25 @@ MARKERS = {
 }
 
 _LOADED: dict[tuple, object] = {}
+_LOAD_FAILED: dict[tuple, str] = {}
 
 
 def load_cached(name: str, device: str | None = "cpu", dtype: str | None = None):
-    """One LoadedModel per (name, device, dtype) per session."""
+    """One LoadedModel per (name, device, dtype) per session; a load that failed is not retried: every
+    later test that needs the model fails at once with the first failure's message."""
+    from atlas_core import AtlasError
+
     key = (name, device, dtype)
+    if key in _LOAD_FAILED:
+        raise AtlasError(_LOAD_FAILED[key])
     if key not in _LOADED:
         from atlas_core.models import load
 
-        _LOADED[key] = load(name, device=device, dtype=dtype, progress=True)
+        try:
+            _LOADED[key] = load(name, device=device, dtype=dtype, progress=True)
+        except Exception as exc:
+            _LOAD_FAILED[key] = f"loading {name} failed once this session, not retried: {type(exc).__name__}: {exc}"
+            raise
     return _LOADED[key]
 
 
@@ -139,11 +149,25 @@ def gemma270():
 
 @pytest.fixture(autouse=True)
 def _no_hook_leaks():
-    """Every test ends with no hook left on any model the session loaded."""
+    """Every test ends with no hook of any kind left on any model the session loaded (through these fixtures
+    or ``atlas_core.models.load``), and no torch global module hook it did not start with. What it finds
+    it removes before failing, so the next test starts clean."""
+    from atlas_core.models.loader import LOADED_MODELS
+
+    before = set(global_hooks())
     yield
-    for (name, *_), lm in list(_LOADED.items()):
-        left = count_hooks(lm.model)
-        assert left == 0, f"{left} hook(s) left on {name} after the test: an intervention did not clean up"
+    models = {id(lm.model): (name, lm.model) for (name, *_), lm in _LOADED.items()}
+    for m in list(LOADED_MODELS):
+        models.setdefault(id(m), (getattr(m, "name_or_path", None) or type(m).__name__, m))
+    found = []
+    for name, model in models.values():
+        left = module_hooks(model)
+        remove_hooks(left)
+        found += [f"{len(left)} hook(s) left on {name}"] if left else []
+    stray = [h for h in global_hooks() if h not in before]
+    remove_hooks(stray)
+    found += [f"{len(stray)} global module hook(s) left"] if stray else []
+    assert not found, f"{'; '.join(found)} after the test (removed now): an intervention did not clean up"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,10 +391,9 @@ class AtlasSession:
             try:
                 run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device,
                                  report=False, progress=True, compute=self.compute))
-            except AtlasError as exc:
-                if self.compute:
-                    raise
-                self._failed[model] = f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"
+            except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
+                self._failed[model] = (f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"
+                                       if not self.compute else f"{model}: {exc}")
                 pytest.fail(self._failed[model], pytrace=False)
             self.timings[model] = time.perf_counter() - t0
             gc.collect()
@@ -405,9 +428,39 @@ def _base(name: str) -> str:
     return Path(str(name).rstrip("/")).name
 
 
+def validate_options(config) -> None:
+    """The --atlas-* values that can be wrong, checked once at start: a bad one is a usage error naming it,
+    not a failure in every test that needs it."""
+    from atlas_core import AtlasError
+    from atlas_core.models.loader import check_model_source, resolve_device
+    from atlas_core.orchestrate import check_model_name, check_writable_dir
+
+    opt = config.getoption
+    checks = [("--atlas-device", lambda: resolve_device(opt("atlas_device")))]
+    models = [opt("atlas_model")] + list(opt("atlas_pair") or [])
+    for m in filter(None, models):
+        checks.append((f"--atlas-model/--atlas-pair {m}", lambda m=m: (check_model_name(m), check_model_source(m))))
+    runs = Path(opt("atlas_runs")).expanduser()
+    checks.append(("--atlas-runs", lambda: check_writable_dir(runs if runs.is_absolute() else config.rootpath / runs,
+                                                              "the run store")))
+    seeds = opt("atlas_baselines")
+    if seeds not in (None, "none") and not Path(seeds).expanduser().is_dir():
+        raise pytest.UsageError(f"--atlas-baselines {seeds}: no such folder; pass the folder of committed baselines "
+                                "(fixtures/baselines) or 'none'")
+    for path in opt("atlas_claims") or []:
+        if not Path(path).expanduser().is_file():
+            raise pytest.UsageError(f"--atlas-claims {path}: no such file; pass a claims file (fixtures/claims/*.toml)")
+    for what, check in checks:
+        try:
+            check()
+        except AtlasError as exc:
+            raise pytest.UsageError(f"{what}: {exc}") from None
+
+
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    validate_options(config)
     config._atlas = AtlasSession(config)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -28,7 +29,10 @@ from typing import Any, Callable
 import numpy as np
 from filelock import FileLock
 
+from atlas_core.integrity import CorruptFile, read_sealed_json, seal_doc
+
 SCHEMA = 1
+_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -122,6 +126,21 @@ class ExperimentRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    @classmethod
+    def read(cls, path: Path) -> "ExperimentRecord":
+        """A record file, its fields' names and types checked: a damaged or foreign file is a
+        ``CorruptFile`` naming it and the fix (delete it: the experiment is recomputed)."""
+        fix = "delete it and rerun atlas run to recompute that experiment"
+        data = read_sealed_json(path, fix)
+        types = {"experiment": str, "seed": int, "config": dict, "config_hash": str, "provenance": dict, "result": dict}
+        bad = [k for k, t in types.items() if not isinstance(data.get(k), t) or isinstance(data.get(k), bool)]
+        if bad:
+            raise CorruptFile(f"{path} is not an Atlas record (missing or mistyped: {', '.join(bad)}); {fix}")
+        rec = cls.from_dict(data)
+        if not _NAME.fullmatch(rec.experiment) or not _NAME.fullmatch(rec.config_hash):
+            raise CorruptFile(f"{path} names experiment {rec.experiment[:40]!r}, config hash {rec.config_hash[:40]!r}; {fix}")
+        return rec
+
 
 def record_key(experiment: str, seed: int, base_seed: int) -> str:
     return experiment if seed == base_seed else f"{experiment}.seed{seed}"
@@ -141,23 +160,29 @@ class RunStore:
         return self.root / ".partial" / f"{key}-{config_hash}"
 
     def clear_partial(self, key: str, keep: Path | None = None) -> None:
-        """Remove ``key``'s checkpoint folders (all but ``keep``: those of an older config are stale)."""
+        """Remove ``key``'s checkpoint folders (all but ``keep``: those of an older config are stale). Safe
+        while another run cleans its own: a folder or ``.partial`` gone or refilled meanwhile is left be."""
         base = self.root / ".partial"
         for d in base.glob(f"{key}-*") if base.is_dir() else ():
             if d != keep and d.name[len(key) + 1:].isalnum():
                 shutil.rmtree(d, ignore_errors=True)
-        if base.is_dir() and not any(base.iterdir()):
-            base.rmdir()
+        try:
+            base.rmdir()  # only when empty; the OS decides atomically
+        except OSError:
+            pass
 
     def load(self, key: str) -> ExperimentRecord | None:
         p = self.path(key)
         if not p.is_file():
             return None
-        return ExperimentRecord.from_dict(json.loads(p.read_text()))
+        rec = ExperimentRecord.read(p)
+        if rec.key != key:
+            raise CorruptFile(f"{p} holds the record of {rec.key}, not {key}; delete it and rerun atlas run")
+        return rec
 
     def write(self, record: ExperimentRecord) -> Path:
         p = self.path(record.key)
-        atomic_write_text(p, json.dumps(record.to_dict(), indent=1))
+        atomic_write_text(p, json.dumps(seal_doc(record.to_dict()), indent=1))
         return p
 
     def records(self) -> dict[str, ExperimentRecord]:
@@ -165,15 +190,18 @@ class RunStore:
         for p in sorted(self.root.glob("*.json")):
             if p.name == "manifest.json":
                 continue
-            rec = ExperimentRecord.from_dict(json.loads(p.read_text()))
+            rec = ExperimentRecord.read(p)
+            if p.name != f"{rec.key}.json":
+                raise CorruptFile(f"{p} holds the record of {rec.key}; delete it or rename it to {rec.key}.json")
             out[rec.key] = rec
         return out
 
     def lock(self, name: str) -> FileLock:
-        """The folder's lock called ``name`` (``.locks/<name>.lock``); the caller acquires it."""
+        """The folder's lock called ``name`` (``.locks/<name>.lock``); the caller acquires it. One object per
+        path in a process (re-entrant there), so a block holding it may call code that takes it again."""
         locks = self.root / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(locks / f"{name}.lock"))
+        return FileLock(str(locks / f"{name}.lock"), is_singleton=True)
 
     def update_manifest(self, update: Callable[[dict], None]) -> dict:
         """Read the manifest, apply ``update`` to it and write it back, under the manifest lock, so two
@@ -185,11 +213,32 @@ class RunStore:
         return manifest
 
     def manifest(self) -> dict:
+        """The manifest; one that is damaged is rebuilt from the records (it is only their index)."""
         p = self.root / "manifest.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        try:
+            manifest = read_sealed_json(p, "")
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments", {}), dict):
+                raise CorruptFile(f"{p} is not an Atlas manifest")
+            return manifest
+        except CorruptFile:
+            return self.rebuilt_manifest()
+
+    def rebuilt_manifest(self) -> dict:
+        """The manifest as the records say it: an entry per record, run facts from the newest one."""
+        records = self.records()
+        out: dict = {"experiments": {}, "rebuilt": now()}
+        for key, rec in sorted(records.items(), key=lambda kv: str(kv[1].provenance.get("finished", ""))):
+            out["experiments"][key] = {"config_hash": rec.config_hash, "wall_seconds": rec.provenance.get("wall_seconds"),
+                                       "finished": rec.provenance.get("finished")}
+            out.update({k: rec.provenance[k] for k in ("model", "versions") if k in rec.provenance})
+            out["profile"] = rec.config.get("profile", out.get("profile"))
+            out["families"] = rec.provenance.get("task_sha256", out.get("families"))
+        return out
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_text(self.root / "manifest.json", json.dumps(to_jsonable(manifest), indent=1))
+        atomic_write_text(self.root / "manifest.json", json.dumps(seal_doc(to_jsonable(manifest)), indent=1))
 
 
 def now() -> str:

@@ -35,6 +35,7 @@ from atlas_core.interventions import (
     Ablate, ExitAt, Intervention, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
     validate,
 )
+from atlas_core.integrity import check_finite
 from atlas_core.metrics import kl_divergence
 from atlas_core.models.adapters import decoder, entry_hook, final_norm, layer_window, lm_head, text_config
 from atlas_core.sites import Site, dims, site_hook, validate_site
@@ -179,6 +180,8 @@ class Runner:
             resid.append(torch.stack([store[-1]] + [store[layer] for layer in range(n)]))
         self._resid_in = torch.cat(resid, dim=1)  # [n_layers + 1, P, T, d]: entering layer L = index L
         self._clean = torch.cat(logps)
+        nan = torch.isnan(self._clean).any(-1).cpu().numpy()
+        check_finite(np.where(nan, np.nan, 0.0)[None], "the clean log-probability", ["clean"], self.prompts)
 
     @property
     def clean_logprobs(self) -> torch.Tensor:
@@ -396,6 +399,7 @@ class Runner:
                 slot.save(arrays)
         if slot is not None and todo:
             slot.save(arrays, force=True)
+        check_finite(kl, "KL", [v.name for v in variants], self.prompts)
         ref_tp = None
         if tid is not None:
             ref_tp = ref.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()

@@ -23,12 +23,16 @@ unloaded, so the base model every other experiment sees is bitwise unchanged. ``
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
+from filelock import Timeout
 from tqdm.auto import tqdm
 
 from atlas_core import AtlasError, checkpoints
@@ -37,9 +41,10 @@ from atlas_core.adapters_lora import (
 )
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
+from atlas_core.integrity import torch_load_sealed, torch_save_sealed
 from atlas_core.metrics import kl_divergence
 from atlas_core.models.adapters import decoder
-from atlas_core.results import atomic_write, config_hash
+from atlas_core.results import RunStore, atomic_write, config_hash
 from atlas_core.runner import Runner, _logits_to_logprobs
 
 NAME = "lora_training"
@@ -212,20 +217,22 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
 
 
 def _save_state(path: Path, state: dict) -> None:
-    """torch.save (the AdamW state is nested, which safetensors does not hold), written atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """torch.save (the AdamW state is nested, which safetensors does not hold), sealed with its SHA-256
+    (``torch.load`` does not check the zip's CRC: garbled bytes would load as other numbers), written atomically."""
+    atomic_write(path, lambda tmp: torch_save_sealed(state, tmp))
     ck = checkpoints.current()
     if ck is not None:
         ck.save_elapsed()
 
 
 def _load_state(path: Path, key: str) -> dict | None:
-    """A saved training state for ``key``; None when absent, unreadable or from other training."""
+    """A saved training state for ``key``; None when absent, unreadable, not matching its recorded SHA-256,
+    or from other training."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a state that cannot be read is retrained, never trusted
+        state = torch_load_sealed(path)
+    except Exception:  # a state that cannot be read or fails its hash is retrained, never trusted
         return None
     return state if isinstance(state, dict) and state.get("key") == key else None
 
@@ -251,7 +258,7 @@ def run(ctx: Context) -> LoraResult:
     base_logp = ctx.runner.clean_logprobs  # the base model's, computed before any adapter is attached
     out_dir = adapter_dir(ctx)
 
-    with new_adapter(model, spec, ctx.seed) as peft_model:
+    with _adapter_lock(ctx, wait=False), new_adapter(model, spec, ctx.seed) as peft_model:
         t0 = time.perf_counter()
         ck = checkpoints.current()  # inside `atlas run`: training resumes where an interrupted run left it
         state = None if ck is None else ck.directory / f"lora_train_seed{ctx.seed}.pt"
@@ -291,15 +298,59 @@ def _above_target(items: list[tuple[str, object]], losses: np.ndarray, target: f
 
 def ensure_adapter(ctx: Context) -> Path:
     """The trained adapter for this context: the one trained earlier in this run, else one saved in the
-    out dir by an earlier run with the same model, seed, config and data, else train it now."""
+    out dir by an earlier run with the same model, seed, config and data, else train it now. Another run
+    training it in the same folder is waited for (its lock), then the adapter it saved is read back."""
     key = adapter_key(ctx)
-    for candidate in (ctx.shared.get("lora_adapter_dir"), adapter_dir(ctx) if ctx.out_dir is not None else None):
-        if candidate is not None:
-            meta = read_meta(candidate)
-            if meta is not None and meta.get("key") == key:
-                return Path(candidate)
-    run(ctx)
-    return Path(ctx.shared["lora_adapter_dir"])
+
+    def saved() -> Path | None:
+        for candidate in (ctx.shared.get("lora_adapter_dir"), adapter_dir(ctx) if ctx.out_dir is not None else None):
+            if candidate is not None:
+                meta = read_meta(candidate)  # a damaged adapter raises, naming the fix
+                if meta is not None and meta.get("key") == key:
+                    return Path(candidate)
+        return None
+
+    found = saved()
+    if found is not None:
+        return found
+    with _adapter_lock(ctx, wait=True):
+        found = saved()  # trained by the run we waited for
+        if found is None:
+            run(ctx)
+            found = Path(ctx.shared["lora_adapter_dir"])
+    return found
+
+
+def adapter_lock_name(seed: int) -> str:
+    """The run folder's lock (``RunStore.lock``) held while the seed's adapter is trained and saved."""
+    return f"lora_adapter_seed{seed}"
+
+
+def adapter_busy(out_dir, seed: int, lock_file: str) -> str:
+    return (f"another atlas run in {out_dir} is training the seed-{seed} LoRA adapter (it holds {lock_file}); wait "
+            "for it to finish, or leave lora_training out of --experiments")
+
+
+@contextmanager
+def _adapter_lock(ctx: Context, wait: bool) -> Iterator[None]:
+    """Hold the out dir's lock on this seed's adapter (nothing without an out dir): one run trains and
+    saves it at a time. ``wait``: block until another run holding it is done; else fail at once, naming it."""
+    if ctx.out_dir is None:
+        yield
+        return
+    lock = RunStore(ctx.out_dir).lock(adapter_lock_name(ctx.seed))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise AtlasError(adapter_busy(ctx.out_dir, ctx.seed, lock.lock_file)) from None
+        if ctx.progress:
+            print(f"[atlas] waiting for another run to finish the LoRA adapter ({lock.lock_file})", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def trained_runner(ctx: Context, peft_model) -> Runner:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 import torch
 
 from atlas_core import AtlasError
+from atlas_core.integrity import read_json
 from atlas_core.models import offline
 from atlas_core.models.adapters import check_supported, text_config
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS, known_names
 
+LOADED_MODELS: "weakref.WeakSet" = weakref.WeakSet()  # every model ``load`` returned (the leak guard watches them)
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -60,10 +63,41 @@ class LoadedModel:
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AtlasError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise AtlasError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AtlasError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise AtlasError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                         "device(s); use cuda:0")
     return dev
+
+
+def check_model_source(name_or_path: str) -> None:
+    """What can be checked of a model source without loading it: a ``.gguf`` path is a non-empty GGUF file,
+    a folder holds a readable ``config.json`` naming a model type. (Registered entries are verified by
+    ``offline.fetch``; hub ids are only found by loading.)"""
+    if name_or_path in TINY_MODELS or name_or_path in OFFLINE_MODELS:
+        return
+    p = Path(name_or_path).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise AtlasError(f"GGUF file {p} does not exist")
+        with open(p, "rb") as fh:
+            magic = fh.read(4)
+        if magic != b"GGUF":
+            raise AtlasError(f"{p} is not a GGUF file ({'empty' if not magic else 'no GGUF magic bytes'}); "
+                             "pass the model's .gguf file (or its Hugging Face folder)")
+    elif p.is_dir():
+        if not (p / "config.json").is_file():
+            raise AtlasError(f"{p} is a folder but not a Hugging Face model directory (no config.json)")
+        cfg = read_json(p / "config.json", "restore the model folder's config.json from its source")
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+            raise AtlasError(f"{p / 'config.json'} names no model_type; restore it from the model's source")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -119,6 +153,7 @@ def _info(name: str, source: str, sha: str, model, path: str | None, t0: float) 
 
 def _finish(model, tokenizer, device, dtype):
     model = model.to(device=device, dtype=dtype).eval()
+    LOADED_MODELS.add(model)
     for p in model.parameters():
         p.requires_grad_(False)
     if tokenizer.pad_token_id is None:
@@ -134,6 +169,17 @@ def _load_hf_dir(path: str, dtype: torch.dtype, **kwargs):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     return model, tokenizer
+
+
+def _load_local(path: str, dtype: torch.dtype):
+    """``_load_hf_dir`` of a folder on disk; files that fail to load are an error naming the folder and the fix."""
+    try:
+        return _load_hf_dir(path, dtype)
+    except AtlasError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # SafetensorError is a RuntimeError
+        raise AtlasError(f"could not load the model in {path} ({type(exc).__name__}: {str(exc)[:200]}): its files are "
+                         "damaged or incomplete; restore them (a registered model: atlas models fetch NAME)") from None
 
 
 def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype | None = None,
@@ -152,29 +198,32 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
         model, tok = _finish(model, tok, dev, dt)
         return LoadedModel(model, tok, _info(name_or_path, "synthetic", _hash_state(model), model, None, t0))
 
+    check_model_source(name_or_path)
     if name_or_path in OFFLINE_MODELS:
-        path = offline.fetch(name_or_path, progress=progress)
+        path = offline.fetch(name_or_path, progress=progress)  # verified against its marker's hashes
         marker = offline.read_marker(name_or_path)
-        model, tok = _finish(*_load_hf_dir(str(path), dt), dev, dt)
+        model, tok = _finish(*_load_local(str(path), dt), dev, dt)
         return LoadedModel(model, tok, _info(name_or_path, "offline-registry", marker["gguf_sha256"], model,
                                              str(path), t0))
 
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
-        if not p.is_file():
-            raise AtlasError(f"GGUF file {p} does not exist")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dt)
-        check_supported(model.config)
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dt)
+            check_supported(model.config)
+            tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        except AtlasError:
+            raise
+        except Exception as exc:  # the GGUF reader raises whatever its parser met (struct, value, key errors)
+            raise AtlasError(f"could not read the GGUF file {p} ({type(exc).__name__}: {str(exc)[:200]}); it is "
+                             "damaged or not a model: fetch it again") from None
         model, tok = _finish(model, tok, dev, dt)
         return LoadedModel(model, tok, _info(p.stem, "gguf", offline.sha256_file(p), model, str(p), t0))
 
     if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise AtlasError(f"{p} is a folder but not a Hugging Face model directory (no config.json)")
-        model, tok = _finish(*_load_hf_dir(str(p), dt), dev, dt)
+        model, tok = _finish(*_load_local(str(p), dt), dev, dt)
         weights = list(p.glob("*.safetensors")) or list(p.glob("*.bin"))
         return LoadedModel(model, tok, _info(p.name, "local-dir", _hash_files(weights), model, str(p), t0))
 

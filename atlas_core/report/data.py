@@ -18,7 +18,8 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from atlas_core import AtlasError
-from atlas_core.results import ExperimentRecord
+from atlas_core.integrity import read_sealed_json
+from atlas_core.results import ExperimentRecord, RunStore
 
 
 def fmt(value: Any, kind: str = "auto") -> str:
@@ -145,7 +146,7 @@ class Run:
             raise AtlasError(f"run folder {self.root} does not exist; make one with "
                              f"`atlas run --out {self.root}` (or pass the folder a run wrote)")
         self.label = label
-        self.manifest: dict = _read_json(self.root / "manifest.json") if (self.root / "manifest.json").is_file() else {}
+        self.manifest: dict = RunStore(self.root).manifest()  # rebuilt from the records when damaged
         self.docs: dict[str, dict] = {}
         for p in sorted(self.root.glob("*.json")):
             if p.name == "manifest.json":
@@ -221,7 +222,4 @@ class Run:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AtlasError(f"{path} is not valid JSON ({exc}); re-run the experiment that wrote it") from None
+    return read_sealed_json(path, "delete it and rerun the experiment that wrote it (atlas run)")

@@ -18,6 +18,7 @@ from hypothesis import given, settings, strategies as st
 from atlas_core import checkpoints
 from atlas_core.checkpoints import checkpointing, current
 from atlas_core.experiments import lora_training
+from atlas_core.integrity import torch_load_sealed
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.results import RunStore, atomic_write, atomic_write_text
@@ -222,7 +223,7 @@ def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch)
         with pytest.raises(Interrupt):
             run_plan(plan(out))
     (state,) = (out / ".partial").glob("lora_training-*/lora_train_seed0.pt")
-    assert torch.load(state, weights_only=True)["step"] == 7
+    assert torch_load_sealed(state)["step"] == 7
 
     steps = {"n": 0}
 

@@ -8,6 +8,7 @@ import pytest
 
 from atlas_core import orchestrate
 from atlas_core.cli import INFO_PROMPTS, main
+from atlas_core.integrity import sha256_bytes
 from atlas_core.models import OFFLINE_MODELS, known_names
 from atlas_core.models.offline import MARKER
 
@@ -34,15 +35,25 @@ def test_models_list_names_every_model(cache, capsys):
 
 
 def test_models_list_shows_cached_entries(cache, capsys):
-    entry = cache / "gemma-3-270m"
-    entry.mkdir(parents=True)
-    (entry / MARKER).write_text("{}")
+    for name in ("gemma-3-270m", "qwen2.5-coder-1.5b-instruct"):
+        entry = cache / name
+        entry.mkdir(parents=True)
+        (entry / "model.safetensors").write_bytes(b"weights")
+        (entry / MARKER).write_text(json.dumps({"gguf_sha256": "0" * 64,
+                                                "files": {"model.safetensors": sha256_bytes(b"weights")}}))
+    (cache / "qwen2.5-coder-1.5b-instruct" / "model.safetensors").write_bytes(b"weighTs")  # damaged after caching
     (cache / "qwen2.5-coder-0.5b-instruct").mkdir()  # no marker: an incomplete entry is not "cached"
     assert main(["models", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     row = {line.split()[0]: line for line in lines}
     assert " cached " in row["gemma-3-270m"]
+    assert " damaged " in row["qwen2.5-coder-1.5b-instruct"]
     assert "not fetched" in row["qwen2.5-coder-0.5b-instruct"]
+    assert main(["models", "verify", "gemma-3-270m"]) == 0
+    assert main(["models", "verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("atlas: error: cached model qwen2.5-coder-1.5b-instruct is damaged") and err.count("\n") == 1
+    assert "atlas models fetch qwen2.5-coder-1.5b-instruct" in err
 
 
 def test_models_fetch_unknown_name_exits_2(cache, capsys):
@@ -110,3 +121,47 @@ def test_run_usage_errors_exit_2(tmp_path, capsys):
     assert exc.value.code == 2
     assert "invalid int value" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("case", ["out-is-file", "out-read-only", "device", "empty-gguf", "random-gguf", "broken-config"])
+def test_run_checks_everything_it_can_before_loading_the_model(case, tmp_path, capsys, no_load, monkeypatch):
+    out, model, extra = tmp_path / "run", "tiny-qwen2", []
+    if case == "out-is-file":
+        out.write_text("not a folder")
+    elif case == "out-read-only":
+        monkeypatch.setattr(orchestrate.os, "access", lambda path, mode: False)  # as on a read-only mount
+    elif case == "device":
+        extra = ["--device", "tpu:3"]
+    elif case in ("empty-gguf", "random-gguf"):
+        model = str(tmp_path / "m.gguf")
+        (tmp_path / "m.gguf").write_bytes(b"" if case == "empty-gguf" else bytes(range(256)) * 4)
+    else:
+        model = str(tmp_path / "folder")
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "folder" / "config.json").write_text('{"model_type": "qwen2", "hidden')
+    assert main(["run", "--model", model, "--profile", "smoke", "--experiments", "clean", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("atlas: error: ") and err.count("\n") == 1, err
+    expected = {"out-is-file": "is a file", "out-read-only": "cannot write", "device": "tpu:3", "empty-gguf": "empty",
+                "random-gguf": "no GGUF magic", "broken-config": "config.json is damaged"}[case]
+    assert expected in err
+
+
+def test_ctrl_c_prints_one_line_saying_how_to_resume(monkeypatch, capsys, tmp_path):
+    def interrupted(plan):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orchestrate, "run_plan", interrupted)
+    assert main(["run", "--model", "tiny-qwen2", "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run the same command again to resume" in err
+
+
+def test_an_environment_failure_is_one_error_line(monkeypatch, capsys, tmp_path):
+    def disk_full(plan):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "layer_ablation.json"))
+
+    monkeypatch.setattr(orchestrate, "run_plan", disk_full)
+    assert main(["run", "--model", "tiny-qwen2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("atlas: error: [Errno 28] No space left on device") and err.count("\n") == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from atlas_core import AtlasError
+from atlas_core.integrity import seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.report import compare as C
 from atlas_core.report import sections as S
@@ -141,7 +142,7 @@ def test_a_sweep_whose_layers_all_tie_is_flagged_not_ranked(full_run, full_page,
     doc = json.loads((copy / "layer_ablation.json").read_text())
     sweep = next(s for s in doc["result"]["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))
     sweep["family_mean_kl"] = [1.0 + 0.5 * j for j in range(len(sweep["layers"]))]
-    (copy / "layer_ablation.json").write_text(json.dumps(doc))
+    (copy / "layer_ablation.json").write_text(json.dumps(seal_doc(doc)))
     body = section_html(write_report(copy).read_text(), "layer_ablation")
     assert "all layers tie" not in body and "a tie in layer order" not in body
 
@@ -194,10 +195,10 @@ def test_data_is_escaped(full_run, tmp_path):
     doc = json.loads((copy / "clean.json").read_text())
     doc["result"]["prompts"][0]["prompt"] = evil
     doc["result"]["prompts"][1]["predicted"] = '<img src=x onerror="alert(1)">'
-    (copy / "clean.json").write_text(json.dumps(doc))
+    (copy / "clean.json").write_text(json.dumps(seal_doc(doc)))
     doc = json.loads((copy / "efficiency.json").read_text())
     doc["result"]["skip_configs"][0]["name"] = "<b>bold</b> & co"
-    (copy / "efficiency.json").write_text(json.dumps(doc))
+    (copy / "efficiency.json").write_text(json.dumps(seal_doc(doc)))
     page = write_report(copy).read_text()
     assert "<script" not in page and "<img" not in page and "<b>bold</b>" not in page
     assert "&lt;script&gt;alert(&#34;atlas&#34;)&lt;/script&gt;" in page

@@ -17,6 +17,7 @@ from atlas_core import AtlasError
 from atlas_core.baselines import BASELINES_DIR, _portable, baseline_runs, export_baseline, seed_run
 from atlas_core.claims import CLAIMS_DIR, write_claims
 from atlas_core.cli import main
+from atlas_core.integrity import read_sealed_json, seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,8 @@ def test_export_writes_every_record_compactly_and_nothing_else(tiny_run, tmp_pat
     assert (tiny_run / "atlas.html").exists() and any(p.is_dir() for p in tiny_run.iterdir())
     for name in source:
         text = (dest / name).read_text()
-        assert json.loads(text) == _portable(json.loads((tiny_run / name).read_text()), tiny_run)
+        exported = read_sealed_json(dest / name, "")  # sealed again once its paths are portable
+        assert exported == _portable(read_sealed_json(tiny_run / name, ""), tiny_run)
         assert "\n " not in text  # compact
         assert str(tiny_run) not in text and f'"{Path.home()}/' not in text  # no path of this machine
     lora = json.loads((dest / "lora_training.json").read_text())["result"]
@@ -118,7 +120,7 @@ def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pyteste
     (dest / "knockout.json").unlink()  # (steering: a random model's boosts admit 0, so it has no claims)
     rec = json.loads((dest / "mlp_ablation.json").read_text())
     rec["config"]["extra"]["modes"], rec["config_hash"] = ["zero"], "0" * 16  # as if from code with another config
-    (dest / "mlp_ablation.json").write_text(json.dumps(rec))
+    (dest / "mlp_ablation.json").write_text(json.dumps(seal_doc(rec)))
     claims = write_claims([tiny_run], tmp_path / "tiny-claims.toml")
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(

@@ -22,6 +22,7 @@ from atlas_core.claims import (
     parse_claim, same_model, write_claims,
 )
 from atlas_core.cli import main
+from atlas_core.integrity import seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.verdicts import Stat
 
@@ -151,7 +152,7 @@ def test_write_claims_round_trip(tiny_run, tmp_path):
     shutil.copytree(tiny_run, other)
     man = json.loads((other / "manifest.json").read_text())
     man["model"]["name"] = "tiny-qwen2-copy"
-    (other / "manifest.json").write_text(json.dumps(man))
+    (other / "manifest.json").write_text(json.dumps(seal_doc(man)))
     out = write_claims([tiny_run, other], tmp_path / "claims.toml", label="tiny pair")
     cf = load_claims(out)
     assert cf.meta["source"] == "measured" and cf.profile == "smoke" and cf.models == ("tiny-qwen2", "tiny-qwen2-copy")
@@ -188,7 +189,7 @@ def _perturb(run_dir, factor=3.0):
             sw["mean_kl"][i][k] *= factor
         for fam in sw["kl"]:
             sw["kl"][fam][i] *= factor
-    p.write_text(json.dumps(rec))
+    p.write_text(json.dumps(seal_doc(rec)))  # as if measured so
 
 
 def test_compare_runs_flags_exactly_the_perturbed_statistics(tiny_run, tmp_path, capsys):

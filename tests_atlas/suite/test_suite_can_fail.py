@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from atlas_core.claims import CLAIMS_DIR, compare_runs, load_claims
+from atlas_core.integrity import seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +113,7 @@ def test_regression_catches_a_perturbed_baseline(pytester, tiny_runs, tmp_path):
         sweep["family_mean_kl"][i] += 5.0
         for k in ("value", "lo", "hi"):
             sweep["mean_kl"][i][k] += 5.0
-    p.write_text(json.dumps(rec))
+    p.write_text(json.dumps(seal_doc(rec)))  # as if measured so
 
     drifted = [r.statistic for r in compare_runs(perturbed, stored) if r.drifted]
     assert drifted == ["hub.top_layer_kl"]
