@@ -10,7 +10,7 @@ and adds up, for each forward, from the shapes it was called with:
   ``n (n + 1) / 2`` pairs); plus ``2 * d_model * vocab`` per row reaching the LM head.
 - ``executed_flop``: the same with every padded position counted and the full ``T x T`` score matrix (what
   the matmuls do on the padded batch); ``executed_flop / flop`` is the padding overhead.
-- A forward with gradients enabled (training) counts twice: the backward through frozen weights computes
+- A forward whose output requires gradients (training) counts twice: the backward through frozen weights computes
   the inputs' gradients only, one matmul per forward matmul (the LoRA matrices are not counted, nor is the
   forward that gradient checkpointing recomputes: it is not useful work).
 - ``tokens``: real tokens entering a decoder forward; ``token_layers``: real tokens times the layers they
@@ -27,6 +27,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -95,9 +96,26 @@ def _rate(flop: int, seconds: float) -> float:
     return round(flop / seconds / 1e9, 3) if seconds > 0 else 0.0
 
 
-def forward_work(fm: FlopModel, mask: torch.Tensor, n_layers: int, grad: bool = False) -> Work:
-    """The work of one decoder forward over a batch with attention ``mask`` [B, T] (1 = real token)."""
-    real = mask.sum(-1).tolist()
+# Real sequence lengths of the next decoder forward when its inputs cannot say (a packed forward: no
+# attention mask, and the filler at a row's end looks like a sequence); set by ``declared``.
+_DECLARED: ContextVar[list[int] | None] = ContextVar("declared_lengths", default=None)
+
+
+@contextmanager
+def declared(lengths: list[int]) -> Iterator[None]:
+    """Tell a meter the real sequence lengths of the forwards inside the block."""
+    token = _DECLARED.set(list(lengths))
+    try:
+        yield
+    finally:
+        _DECLARED.reset(token)
+
+
+def forward_work(fm: FlopModel, mask: torch.Tensor, n_layers: int, grad: bool = False,
+                 real: list[int] | None = None) -> Work:
+    """The work of one decoder forward over a batch with attention ``mask`` [B, T] (1 = real token); ``real``:
+    the sequence lengths when the rows hold several sequences each (packed), instead of the mask's counts."""
+    real = mask.sum(-1).tolist() if real is None else real
     b, t = mask.shape
     useful = n_layers * sum(fm.layer_flop(n, n * (n + 1) // 2) for n in real)
     executed = n_layers * b * fm.layer_flop(t, t * t)
@@ -116,6 +134,7 @@ class Meter:
         self.work = Work()
         self._cuda = next(model.parameters()).device.type == "cuda"
         self._t0: float | None = None
+        self._pending: Work | None = None
 
     def _sync(self) -> None:
         if self._cuda:
@@ -133,7 +152,7 @@ class Meter:
         mask = kwargs.get("attention_mask")
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
             mask = torch.ones((b, t), dtype=torch.long)
-        self.work.add(forward_work(self.fm, mask.detach().cpu(), len(layers(self.model)), torch.is_grad_enabled()))
+        self._pending = forward_work(self.fm, mask.detach().cpu(), len(layers(self.model)), real=_DECLARED.get())
         self._sync()
         self._t0 = time.perf_counter()
         return None
@@ -143,11 +162,18 @@ class Meter:
             self._sync()
             self.work.forward_seconds += time.perf_counter() - self._t0
             self._t0 = None
+        if self._pending is not None:
+            hidden = getattr(output, "last_hidden_state", None)
+            self.work.add(self._pending)
+            if hidden is not None and hidden.requires_grad:  # training: its backward is counted too
+                self.work.flop += self._pending.flop
+                self.work.executed_flop += self._pending.executed_flop
+            self._pending = None
         return None
 
     def _head(self, module, args, kwargs, output):
         rows = output.shape[:-1].numel()
-        times = 2 if torch.is_grad_enabled() else 1
+        times = 2 if output.requires_grad else 1
         self.work.rows += rows
         self.work.flop += times * self.fm.head_flop(rows)
         self.work.executed_flop += times * self.fm.head_flop(rows)

@@ -14,7 +14,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atlas_core import AtlasError
 from atlas_core.interventions import Ablate, Variant
-from atlas_core.models import load
 from atlas_core import orchestrate
 from atlas_core.cli import main
 from atlas_core.orchestrate import RunPlan
@@ -29,20 +28,16 @@ from atlas_core.work import FlopModel, Work, forward_work, matmul_peak, measure_
 PROMPTS = ["ab", "hello there", "x", "a longer prompt here"]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load("tiny-qwen2", device="cpu", progress=False)
-
-
 def counted(model, ids, mask) -> int:
     """FLOP that torch's FlopCounterMode sees in one stock CausalLM forward with eager attention (its
     matmuls are plain bmm, which the counter counts; the CPU SDPA kernel it does not)."""
+    before = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
         with FlopCounterMode(display=False) as fc, torch.inference_mode():
             model(input_ids=ids, attention_mask=mask, use_cache=False)
     finally:
-        model.set_attn_implementation("sdpa")
+        model.set_attn_implementation(before)
     return fc.get_total_flops()
 
 
@@ -103,8 +98,12 @@ def test_training_forward_counts_its_backward(tiny):
     mask = torch.ones(1, 5, dtype=torch.long)
     assert forward_work(fm, mask, 4, grad=True).flop == 2 * forward_work(fm, mask, 4).flop
     ids = torch.tensor([[1, 2, 3, 4, 5]])
-    with metering(model) as w, torch.enable_grad():
+    with metering(model) as w, torch.no_grad():
         model.model(input_ids=ids, use_cache=False)
+    assert w.flop == forward_work(fm, mask, 4).flop
+    embed = model.model.embed_tokens(ids).detach().requires_grad_()  # a graph to backpropagate through
+    with metering(model) as w:
+        model.model(inputs_embeds=embed, use_cache=False)
     assert w.flop == forward_work(fm, mask, 4, grad=True).flop
 
 
