@@ -200,8 +200,16 @@ def _cache_file() -> Path:
     return cache_root() / "matmul-peak.json"
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "cpu")
+    except OSError:
+        return os.uname().machine + " cpu"
+
+
 def peak_key(device: torch.device, dtype: torch.dtype) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (os.uname().machine + " cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return f"{name}|{str(dtype).removeprefix('torch.')}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
