@@ -46,8 +46,8 @@ from atlas_core.work import declared
 # on the benchmark sweep (CPU, Coder-0.5B, 40 task prompts, interleaved), it ran at 0.75x the padded chunks'
 # speed (smaller batches cost more than the padding saved), while packing runs at 1.39x (see PACK_TOKENS).
 # Tokens per packed row of a sweep forward (see ``atlas_core.packing``); 0 runs sweep chunks left-padded (the
-# benchmark's comparison). Measured as above: 128 and 256 alike (1.39x padded), 512 1.29x (the score matrix
-# grows with the row).
+# benchmark's comparison). Measured as above on 4 layer variants: 128 and 256 alike (1.39x padded), 512 1.29x
+# (the score matrix grows with the row); tests_atlas/bench's whole sweep twice: 1.71x padded at 256.
 PACK_TOKENS = 256
 
 
