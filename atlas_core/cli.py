@@ -72,13 +72,14 @@ def _info(args) -> int:
 
 
 def _run(args) -> int:
-    from atlas_core.orchestrate import RunPlan, run_plan
+    from atlas_core.orchestrate import RunPlan, run_plan, work_summary
 
     families = [f.strip() for f in args.families.split(",")] if args.families else None
     out = args.out or f"reports/runs/{args.model.replace('/', '_')}-{args.profile}"
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
                              families=families, report=not args.no_report))
+    print(work_summary(store))
     print(f"results: {store.root}")
     return 0
 

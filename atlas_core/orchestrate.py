@@ -26,6 +26,7 @@ from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
 from atlas_core.tasks import load_families
+from atlas_core.work import matmul_peak, metering, summary
 
 
 @dataclass
@@ -230,17 +231,19 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     store.clear_partial(key, keep=partial)
     if partial.is_dir():
         _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
+    peak = matmul_peak(next(lm.model.parameters()).device, next(lm.model.parameters()).dtype)
     t0 = time.perf_counter()
-    with checkpointing(partial) as ck:
+    with checkpointing(partial) as ck, metering(lm.model) as work:
         try:
             result = module(job.name).run(job.ctx)
         except NonFiniteMetric as exc:  # nothing is stored; the message gains the experiment's name
             raise NonFiniteMetric(f"{key}: {exc}") from None
-    wall = time.perf_counter() - t0 + ck.prior_seconds  # earlier attempts' time, up to their last save
+    run_s = time.perf_counter() - t0
+    wall = run_s + ck.prior_seconds  # earlier attempts' time, up to their last save
     prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
             "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),
             "resumed_after_seconds": round(ck.prior_seconds, 3), "torch_threads": torch.get_num_threads(),
-            "code": fingerprint(job.name), "finished": now()}
+            "code": fingerprint(job.name), "work": work.record(run_s, peak), "finished": now()}
     store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
@@ -251,6 +254,13 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     store.update_manifest(add_entry)
     store.clear_partial(key)
     _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
+
+
+def work_summary(store: RunStore) -> str:
+    """The per-experiment table of useful work and achieved rate of a run folder, from its records' provenance
+    (each record's own figures: one reused from an earlier run shows that run's)."""
+    return summary([(key, rec.provenance.get("work"), float(rec.provenance.get("wall_seconds") or 0.0))
+                    for key, rec in store.records().items()])
 
 
 def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:

@@ -9,9 +9,10 @@
   entering L and runs only layers L and up (the stock forward over a layer window); when only residual
   ablations/steers/patches touch L, they are applied to the cached residual after L and the run starts at
   L + 1.
-- Length order: sweep rows go shortest prompt first and each chunk drops the padding columns none of its
-  prompts needs (left padding, so every dropped column is masked for every row of the chunk); per-prompt
-  values (donors, patches) are right-aligned, so they follow. ``SLACK`` can also cut chunks by length.
+- Packing: each sweep forward (and the clean pass) runs its prompts' sequences back to back in a few rows,
+  without padding (``atlas_core.packing``: the stock decoder's packed-sequence mask keeps them apart);
+  interventions still see the padded layout. Rows go shortest prompt first and a chunk drops the padding
+  columns none of its prompts needs; per-prompt values (donors, patches) are right-aligned, so they follow.
 - Only the last position reaches the LM head.
 """
 
@@ -28,25 +29,27 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError, checkpoints
+from atlas_core import AtlasError, checkpoints, packing
 from atlas_core.checkpoints import Slot
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
     Ablate, ExitAt, Intervention, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
-    validate,
+    sites_of, validate,
 )
 from atlas_core.integrity import check_finite
 from atlas_core.metrics import kl_divergence
 from atlas_core.models.adapters import decoder, entry_hook, final_norm, layer_window, lm_head, text_config
 from atlas_core.sites import Site, dims, site_hook, validate_site
+from atlas_core.work import declared
 
 
-# How far a sweep chunk may pad a prompt beyond its own length before the chunk is cut. Measured (CPU,
-# Coder-0.5B, the 24-layer sweep over 40 task prompts, tests_atlas/bench): cutting chunks at 1.25x made
-# the sweep 0.78x as fast, since the smaller batches cost more than the padding saved; so chunks are cut
-# only by the memory budget. Rows still go shortest first, so a budget-cut chunk drops the padding none of
-# its rows needs.
-SLACK = float("inf")
+# Length bucketing (chunks cut where a prompt would be padded beyond 1.25x its length) was removed: measured
+# on the benchmark sweep (CPU, Coder-0.5B, 40 task prompts, interleaved), it ran at 0.75x the padded chunks'
+# speed (smaller batches cost more than the padding saved), while packing runs at 1.39x (see PACK_TOKENS).
+# Tokens per packed row of a sweep forward (see ``atlas_core.packing``); 0 runs sweep chunks left-padded (the
+# benchmark's comparison). Measured as above on 4 layer variants: 128 and 256 alike (1.39x padded), 512 1.29x
+# (the score matrix grows with the row); tests_atlas/bench's whole sweep twice: 1.71x padded at 256.
+PACK_TOKENS = 256
 
 
 @dataclass
@@ -163,25 +166,35 @@ class Runner:
         for p0, p1 in self._prompt_blocks():
             store: dict[int, torch.Tensor] = {}
 
-            def keep(idx):
-                def fn(act):
-                    store[idx] = act.detach().clone()
-                    return None
-                return fn
+            def specs(pk: packing.Packing):
+                def keep(idx):
+                    def fn(act):
+                        store[idx] = pk.unpack(act.detach())
+                        return None
+                    return fn
 
-            specs = [entry_hook(self.model, lambda x: store.__setitem__(-1, x.detach().clone()))]
-            specs += [site_hook(self.model, Site("resid", layer), keep(layer)) for layer in range(n)]
-            with torch.inference_mode(), hooked(specs):
-                hidden = decoder(self.model)(
-                    input_ids=self.enc.input_ids[p0:p1], attention_mask=self.enc.attention_mask[p0:p1],
-                    position_ids=self.enc.position_ids[p0:p1], use_cache=False,
-                ).last_hidden_state[:, -1]
-                logps.append(_logits_to_logprobs(self.model, hidden))
+                out = [entry_hook(self.model, keep(-1))]  # after learned positions too (GPT-2)
+                return out + [site_hook(self.model, Site("resid", layer), keep(layer)) for layer in range(n)]
+
+            last = self._packed_pass(p0, p1, specs)
+            with torch.inference_mode():
+                logps.append(_logits_to_logprobs(self.model, last))
             resid.append(torch.stack([store[-1]] + [store[layer] for layer in range(n)]))
         self._resid_in = torch.cat(resid, dim=1)  # [n_layers + 1, P, T, d]: entering layer L = index L
         self._clean = torch.cat(logps)
         nan = torch.isnan(self._clean).any(-1).cpu().numpy()
         check_finite(np.where(nan, np.nan, 0.0)[None], "the clean log-probability", ["clean"], self.prompts)
+
+    def _packed_pass(self, p0: int, p1: int, specs) -> torch.Tensor:
+        """The stock decoder over prompts ``p0..p1-1``, packed (see ``atlas_core.packing``), with the hooks
+        ``specs(packing)`` returns; each prompt's last hidden state [p1 - p0, d]. Activations recorded
+        through ``packing.unpack`` come back in the padded layout, zero at padding positions."""
+        lengths = self.enc.lengths[p0:p1]
+        pk = packing.plan(lengths, self.enc.seq, PACK_TOKENS or self.enc.seq, self.device)
+        ids = pk.pack(self.enc.input_ids[p0:p1, :, None])[..., 0]
+        with torch.inference_mode(), hooked(specs(pk)), declared(lengths):
+            hidden = decoder(self.model)(input_ids=ids, position_ids=pk.position_ids, use_cache=False).last_hidden_state
+        return hidden.reshape(-1, hidden.shape[-1])[pk.last]
 
     @property
     def clean_logprobs(self) -> torch.Tensor:
@@ -208,16 +221,15 @@ class Runner:
             else:
                 chunks: dict[Site, list[torch.Tensor]] = defaultdict(list)
                 for p0, p1 in self._prompt_blocks():
-                    def keep(site):
-                        def fn(act):
-                            chunks[site].append(act.detach().clone())
-                            return None
-                        return fn
-                    with torch.inference_mode(), hooked([site_hook(self.model, s, keep(s)) for s in missing]):
-                        decoder(self.model)(
-                            input_ids=self.enc.input_ids[p0:p1], attention_mask=self.enc.attention_mask[p0:p1],
-                            position_ids=self.enc.position_ids[p0:p1], use_cache=False,
-                        )
+                    def specs(pk: packing.Packing):
+                        def keep(site):
+                            def fn(act):
+                                chunks[site].append(pk.unpack(act.detach()))
+                                return None
+                            return fn
+                        return [site_hook(self.model, s, keep(s)) for s in missing]
+
+                    self._packed_pass(p0, p1, specs)
                 for s in missing:
                     self._acts[s] = torch.cat(chunks[s])
         return {s: self._acts[s] for s in sites}
@@ -338,14 +350,13 @@ class Runner:
         step = self._rows_per_chunk()
         return [(p0, min(p0 + step, self.enc.n)) for p0 in range(0, self.enc.n, step)]
 
-    def _buckets(self) -> list[tuple[torch.Tensor, int, int]]:
-        """(prompt indices, first needed column, shortest length) per length bucket, shortest first (see
-        ``length_buckets``)."""
-        out = []
-        for group in length_buckets(self.enc.lengths, self._rows_per_chunk(), SLACK):
-            lens = [self.enc.lengths[i] for i in group]
-            out.append((torch.tensor(group, dtype=torch.long), self.enc.seq - max(lens), min(lens)))
-        return out
+    def _blocks(self) -> list[tuple[torch.Tensor, int]]:
+        """(prompt indices, first column any of them needs) per block of at most a chunk's rows, shortest
+        prompts first."""
+        order = sorted(range(self.enc.n), key=lambda i: (self.enc.lengths[i], i))
+        step = self._rows_per_chunk()
+        return [(torch.tensor(order[b:b + step], dtype=torch.long),
+                 self.enc.seq - max(self.enc.lengths[i] for i in order[b:b + step])) for b in range(0, len(order), step)]
 
     def logprobs(self, variants: Sequence[Variant], progress: bool | None = None) -> torch.Tensor:
         """[len(variants), P, vocab] fp32 last-position log-probabilities."""
@@ -419,7 +430,7 @@ class Runner:
 
     def _run(self, variants: Sequence[Variant], progress: bool | None):
         """Yield (variant index, prompt indices [CPU long tensor], [len(indices), vocab] log-probs) until every
-        variant has every prompt. Rows go bucket by bucket (similar prompt lengths together) so chunks pad little."""
+        variant has every prompt."""
         self.check(variants)  # every check before any forward
         resolved = [self.resolve(v) for v in variants]
         resid = self.residuals
@@ -428,18 +439,16 @@ class Runner:
         for i, (start, end, pre, hooks) in enumerate(plans):
             groups[(start, end, not pre and not hooks)].append(i)
         per_chunk = self._rows_per_chunk()
-        buckets = self._buckets()
+        blocks = self._blocks()
         total = len(variants) * self.enc.n
         bar = tqdm(total=total, desc="sweep", unit="row", disable=not (self.progress if progress is None else progress),
                    leave=False)
         for (start, end, untouched), idxs in sorted(groups.items()):
-            segments = [(vi, idx, t0, shortest) for idx, t0, shortest in buckets for vi in idxs]
-            chunk: list[tuple[int, torch.Tensor, int, int]] = []
+            segments = [(vi, idx, t0) for idx, t0 in blocks for vi in idxs]
+            chunk: list[tuple[int, torch.Tensor, int]] = []
             rows = 0
             for seg in segments + [None]:
-                # a chunk takes the next segment while it fits the budget and pads no row beyond SLACK x its length
-                if seg is not None and rows + len(seg[1]) <= per_chunk and (
-                        not chunk or self.enc.seq - seg[2] <= SLACK * chunk[0][3]):
+                if seg is not None and rows + len(seg[1]) <= per_chunk:  # the next segment fits the budget
                     chunk.append(seg)
                     rows += len(seg[1])
                     continue
@@ -469,6 +478,8 @@ class Runner:
                 r0 += len(idx)
             if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
                 return _logits_to_logprobs(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
+        if PACK_TOKENS:
+            return self._forward_packed(plans, chunk, start, end, x)
         mask = torch.cat([enc.attention_mask[i, t0:] for i in at])
         pos = torch.cat([enc.position_ids[i, t0:] for i in at])
         specs = []
@@ -481,15 +492,19 @@ class Runner:
                                          use_cache=False).last_hidden_state[:, -1]
             return _logits_to_logprobs(self.model, hidden)
 
-
-def length_buckets(lengths: Sequence[int], block: int, slack: float = 1.25) -> list[list[int]]:
-    """Prompt indices grouped by token length, shortest first: a group closes at ``block`` prompts or when the
-    next prompt is more than ``slack`` times its group's shortest, so no group pads its rows by more than that
-    factor (prompts of 5-15 tokens padded to one length waste ~45% of a sweep's compute otherwise)."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    groups: list[list[int]] = []
-    for i in order:
-        if not groups or len(groups[-1]) >= block or lengths[i] > slack * lengths[groups[-1][0]]:
-            groups.append([])
-        groups[-1].append(i)
-    return groups
+    def _forward_packed(self, plans, chunk, start, end, x) -> torch.Tensor:
+        """Layers ``start..end-1`` over the chunk's left-padded residual ``x`` [B, T, d], its sequences packed
+        without padding; the hooked interventions see the padded layout (``Packing.wrap``)."""
+        lengths = [self.enc.lengths[i] for _, idx, *_ in chunk for i in idx.tolist()]
+        pk = packing.plan(lengths, x.shape[1], PACK_TOKENS, self.device)
+        specs = []
+        r0 = 0
+        for vi, idx, *_ in chunk:
+            for iv in plans[vi][3]:
+                specs += [site_hook(self.model, site, pk.wrap(_op(iv, slice(r0, r0 + len(idx)), idx)))
+                          for site in sites_of(iv)]
+            r0 += len(idx)
+        with (torch.inference_mode(), layer_window(self.model, start, end), hooked(specs), declared(lengths)):
+            hidden = decoder(self.model)(inputs_embeds=pk.pack(x), position_ids=pk.position_ids,
+                                         use_cache=False).last_hidden_state
+            return _logits_to_logprobs(self.model, hidden.reshape(-1, hidden.shape[-1])[pk.last])

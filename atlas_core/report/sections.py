@@ -80,6 +80,18 @@ def model_card(run: Run) -> dict:
             if "wall_seconds" in doc.get("provenance", {}):
                 walls.append((key, run.num(key, "provenance", "wall_seconds"), doc["provenance"].get("finished", "")))
                 total += float(doc["provenance"]["wall_seconds"] or 0.0)
+    work = []
+    for key, doc in run.docs.items():
+        w = doc.get("provenance", {}).get("work")
+        if not w:
+            continue
+        base = (key, "provenance", "work")
+        work.append({"key": key, "gflop": derived(round(w["flop"] / 1e9, 3), "provenance.work.flop / 1e9", run=run.label),
+                     "rate": run.num(*base, "gflops_wall"), "forward_rate": run.num(*base, "gflops_forward"),
+                     "peak": run.num(*base, "peak_gflops") if "peak_gflops" in w else None,
+                     "fraction": run.num(*base, "peak_fraction_wall", kind="pct") if "peak_fraction_wall" in w else None,
+                     "padding": derived(round(w["executed_flop"] / w["flop"], 3) if w["flop"] else None,
+                                        "executed_flop / flop", run=run.label)})
     profile = man.get("profile") or {}
     prof = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in profile.items() if k != "name"]
     return {
@@ -87,7 +99,7 @@ def model_card(run: Run) -> dict:
         "profile": profile.get("name") or next((d["provenance"].get("profile") for d in run.docs.values()
                                                 if "profile" in d.get("provenance", {})), "—"),
         "profile_items": prof, "versions": sorted((man.get("versions") or {}).items()),
-        "walls": walls, "total": derived(round(total, 3), "sum of the experiments' wall_seconds", run=run.label),
+        "walls": walls, "work": work, "total": derived(round(total, 3), "sum of the experiments' wall_seconds", run=run.label),
         "created": man.get("created", ""), "updated": man.get("updated", ""), "root": str(run.root),
         "families": list((man.get("families") or {}).keys()),
     }

@@ -5,10 +5,12 @@ are checked for agreement so that a fast wrong path cannot pass).
 1. Hook path overhead: the stock forward with a no-op hook on every layer's residual vs the plain stock
    forward over the same batch (aim: <= 1.03x).
 2. Full layer-ablation sweep (zero-ablate the residual after every layer): ``Runner`` (clean pass, then
-   prefix-reusing, last-position-only forwards) vs the naive loop (one hooked stock forward per variant
-   over all positions, plus a clean forward for the reference) (aim: >= 3x).
+   prefix-reusing, packed, last-position-only forwards) vs the naive loop (one hooked stock forward per
+   variant over all positions, plus a clean forward for the reference) (aim: >= 3x), with the bound: the
+   ratio of the FLOP the two paths execute (``atlas_core.work``), and each path's GFLOP/s.
 3. The same sweep with nnsight (optional: skipped when it is not installed), one trace per variant
    zeroing ``model.model.layers[L].output``.
+4. The runner's sweep with packed vs left-padded chunks.
 
 Measurement design for a shared CPU: the paths being compared are interleaved in small steps (one
 forward, or one layer's variant, at a time, the order alternating), so a burst of load from another
@@ -33,11 +35,12 @@ from atlas_core.metrics import kl_divergence
 from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
 from atlas_core.sites import Site, dims
 from atlas_core.tasks import load_families
+from atlas_core.work import Work, metering
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
-# The atlas's own workload: the first five prompts of each of the eight task families (4-20 tokens; a
-# sweep pads them, or with the runner's length buckets does not).
+# The atlas's own workload: the first five prompts of each of the eight task families (4-20 tokens; the
+# naive loop pads them, the runner packs them).
 PROMPTS = [item.prompt for fam in load_families(n_items=5).values() for item in fam.items]
 assert len(PROMPTS) == 40
 P_ATOL = 1e-5  # probabilities agree across paths in fp32 (see tests_atlas/core/test_properties_real.py)
@@ -49,6 +52,15 @@ def layer_variants(n_layers: int) -> list[Variant]:
 
 def _environment() -> dict:
     return {"torch_threads": torch.get_num_threads(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def metered(model, fn, work: Work):
+    """``fn`` with its forwards' work (atlas_core.work) added to ``work``."""
+    def run():
+        with metering(model) as w:
+            fn()
+        work.add(w)
+    return run
 
 
 def _interleave(steps: list[dict[str, callable]]) -> dict[str, list[float]]:
@@ -137,8 +149,10 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
         return run
 
     env0 = _environment()
-    times = benchmark.pedantic(lambda: _interleave(_sweep_steps(runner_path, naive_clean, naive_variant, n)),
-                               rounds=1, iterations=1)
+    work = {"runner": Work(), "naive": Work()}
+    steps = [{k: metered(model, fn, work[k]) for k, fn in step.items()}
+             for step in _sweep_steps(runner_path, naive_clean, naive_variant, n)]
+    times = benchmark.pedantic(lambda: _interleave(steps), rounds=1, iterations=1)
     runner_s, naive_s = sum(times["runner"]), sum(times["naive"])
 
     spot = list(range(0, n, 6))
@@ -148,8 +162,16 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
     naive_kl = np.stack([naive["kl"][i] for i in range(n)])
     assert np.abs(runner_kl - naive_kl).max() <= 1e-3 * max(1.0, naive_kl.max())
 
+    # the bound: the speedup if both paths ran their matmuls at one rate, i.e. the ratio of the FLOP each
+    # executes (atlas_core.work); the useful FLOP (real tokens, causal pairs) is the same sweep for both
+    bound = work["naive"].executed_flop / work["runner"].executed_flop
+    speedup = naive_s / runner_s
+    rates = {k: {"useful_gflops": round(work[k].flop / t / 1e9, 2), "executed_gflops": round(work[k].executed_flop / t / 1e9, 2),
+                 "executed_over_useful": round(work[k].executed_flop / work[k].flop, 3)}
+             for k, t in (("runner", runner_s), ("naive", naive_s))}
     benchmark.group = "layer-sweep"
     benchmark.extra_info.update({
+        "bound_flop_ratio": round(bound, 3), "fraction_of_bound": round(speedup / bound, 3), "rates": rates,
         "prompts": len(PROMPTS), "variants": n, "runner_s": round(runner_s, 3), "naive_s": round(naive_s, 3),
         "runner_clean_pass_s": round(times["runner"][0], 3), "naive_clean_forward_s": round(times["naive"][0], 3),
         "runner_per_layer_s": [round(t, 3) for t in times["runner"][1:]],
@@ -157,7 +179,10 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
         "speedup_vs_naive": round(naive_s / runner_s, 3), "aim": ">= 3", "before": env0, "after": _environment(),
     })
     print(f"\nlayer sweep ({n} layers x {len(PROMPTS)} prompts, interleaved): naive {naive_s:.2f}s, "
-          f"runner {runner_s:.2f}s, speedup {naive_s / runner_s:.2f}x")
+          f"runner {runner_s:.2f}s, speedup {speedup:.2f}x; bound (executed FLOP ratio) {bound:.2f}x, "
+          f"{100 * speedup / bound:.0f}% of it; useful GFLOP/s runner {rates['runner']['useful_gflops']}, "
+          f"naive {rates['naive']['useful_gflops']}; executed/useful runner "
+          f"{rates['runner']['executed_over_useful']}, naive {rates['naive']['executed_over_useful']}")
 
 
 def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
@@ -208,9 +233,10 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
           f"speedup {nnsight_s / runner_s:.2f}x")
 
 
-def test_bench_length_buckets(benchmark, coder05, monkeypatch):
-    """The whole 24-layer sweep in one ``Runner.sweep`` call, chunks cut by prompt length (``SLACK`` 1.25:
-    less padding, smaller batches) vs the default (cut only by the memory budget), alternating, one runner."""
+def test_bench_packing(benchmark, coder05, monkeypatch):
+    """The whole 24-layer sweep in one ``Runner.sweep`` call, its chunks packed (``PACK_TOKENS``, the default)
+    vs left-padded (``PACK_TOKENS = 0``), alternating, one runner. (Length bucketing, the earlier way to cut
+    padding, measured 0.75x the padded chunks here and was removed.)"""
     import atlas_core.runner as runner_mod
 
     model, tok = coder05.model, coder05.tokenizer
@@ -218,21 +244,23 @@ def test_bench_length_buckets(benchmark, coder05, monkeypatch):
     runner = Runner(model, tok, PROMPTS)
     runner.clean_logprobs
     out: dict = {}
+    work = {"packed": Work(), "padded": Work()}
 
-    def sweep(slack):
+    def sweep(name, tokens):
         def run():
-            monkeypatch.setattr(runner_mod, "SLACK", slack)
-            out[slack] = runner.sweep(variants).kl
-        return run
+            monkeypatch.setattr(runner_mod, "PACK_TOKENS", tokens)
+            out[name] = runner.sweep(variants).kl
+        return metered(model, run, work[name])
 
-    on, off = 1.25, runner_mod.SLACK
     env0 = _environment()
-    times = benchmark.pedantic(lambda: _interleave([{"buckets": sweep(on), "padded": sweep(off)}] * 2),
-                               rounds=1, iterations=1)
-    np.testing.assert_allclose(out[on], out[off], rtol=1e-3, atol=1e-4)  # same sweep, other batch shapes
-    b, p = sum(times["buckets"]), sum(times["padded"])
-    benchmark.group = "length-buckets"
-    benchmark.extra_info.update({"prompts": len(PROMPTS), "variants": len(variants), "buckets_s": round(b, 3),
-                                 "padded_s": round(p, 3), "speedup": round(p / b, 3), "before": env0,
-                                 "after": _environment()})
-    print(f"\nlength-cut chunks, whole sweep x2: default {p:.2f}s, cut at 1.25x {b:.2f}s, ratio {p / b:.2f}x")
+    step = {"packed": sweep("packed", runner_mod.PACK_TOKENS), "padded": sweep("padded", 0)}
+    times = benchmark.pedantic(lambda: _interleave([step] * 2), rounds=1, iterations=1)
+    np.testing.assert_allclose(out["packed"], out["padded"], rtol=1e-3, atol=1e-4)  # same sweep, other shapes
+    pk, pd = sum(times["packed"]), sum(times["padded"])
+    flop = {k: {"executed_over_useful": round(w.executed_flop / w.flop, 3)} for k, w in work.items()}
+    benchmark.group = "packing"
+    benchmark.extra_info.update({"prompts": len(PROMPTS), "variants": len(variants), "packed_s": round(pk, 3),
+                                 "padded_s": round(pd, 3), "speedup": round(pd / pk, 3), "flop": flop,
+                                 "before": env0, "after": _environment()})
+    print(f"\nwhole sweep x2: padded {pd:.2f}s, packed {pk:.2f}s, ratio {pd / pk:.2f}x; executed/useful FLOP "
+          f"padded {flop['padded']['executed_over_useful']}, packed {flop['packed']['executed_over_useful']}")

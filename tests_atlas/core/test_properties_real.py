@@ -8,8 +8,8 @@ runner's untouched variant, a head ablation below the o_proj input). Where a bat
 layers over a batch of another shape (variants x prompts in one chunk, or a prompt alone and unpadded),
 fp32 BLAS kernels round differently: we measured max |delta log-prob| ~1.8e-5 typically and up to
 7.1e-5 (coder05) / 3.1e-5 (gemma270) on rare tokens with log-probs near -30, while probabilities
-differ by at most ~1.8e-6. The runner's length buckets (chunks without the padding none of their prompts
-needs) add shapes: 2.08e-4 seen on a gemma270 token near log-prob -30 (a relative error of ~7e-6). So
+differ by at most ~1.8e-6. Chunks of other widths add shapes (the length buckets this runner had before its
+packed rows): 2.08e-4 seen on a gemma270 token near log-prob -30 (a relative error of ~7e-6). So
 probabilities are held to atol 1e-5 and log-probs to atol 2e-4 plus 1e-5 x |log-prob| (a real indexing or
 masking bug moves log-probs by >1e-2).
 """

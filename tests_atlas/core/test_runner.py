@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from atlas_core import AtlasError
+from atlas_core import AtlasError, packing
 from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant
 from atlas_core.metrics import argmax_match, kl_divergence, kl_recovery, topk_overlap
 from atlas_core.models.adapters import (
     adapter_for, decoder, embeddings, final_norm, layer_part, layer_window, layers, lm_head,
 )
-from atlas_core.runner import Runner, encode, length_buckets, naive_logprobs, plain_logprobs
+from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
 
 ALPHABET = string.ascii_letters + string.digits + " .,:=+()"
@@ -34,6 +34,17 @@ ATOL = 1e-5  # fp32 log-probs, tiny model
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+@contextmanager
+def patched(obj, name, value):
+    """``setattr`` for the block (hypothesis tests cannot take the function-scoped ``monkeypatch``)."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
 @contextmanager
 def forward_counter(model):
     """Counts calls into the model, its decoder, embeddings, every layer, the final norm and the LM head."""
@@ -319,19 +330,23 @@ def test_runner_head_ablation_changes_only_that_slice(tiny, layer, head, prompts
 
     o_proj = layer_part(tiny.model, layer, adapter_for(tiny.model).o_proj)
     r.clean_logprobs  # the clean pass runs before recording
-    with hooked([(o_proj, "forward", rec)]):
+    packings = []
+    plan = packing.plan
+    with hooked([(o_proj, "forward", rec)]), patched(packing, "plan", lambda *a, **k: packings.append(plan(*a, **k))
+                                                     or packings[-1]):
         r.logprobs([Variant("h", (Ablate(Site("head", layer, head)),))])
-    # one variant: the chunks' rows are the length buckets' prompts in order, each chunk trimmed of the
-    # padding none of its prompts needs
-    order = torch.cat([idx for idx, *_ in r._buckets()]).tolist()
+    # one variant: the chunks' rows are the prompt blocks in order, each chunk trimmed of the padding none of
+    # its prompts needs, then packed; unpacked, each chunk is in the padded layout again
+    order = torch.cat([idx for idx, _ in r._blocks()]).tolist()
     lo, hi = head * d.head_dim, (head + 1) * d.head_dim
-    assert sum(x.shape[0] for x in seen) == len(order)
-    for x in seen:
+    assert len(seen) == len(packings) and sum(pk.batch for pk in packings) == len(order)
+    for pk, packed in zip(packings, seen):
+        x = pk.unpack(packed)
         rows, order = order[:x.shape[0]], order[x.shape[0]:]
         ref, real = clean[rows][:, -x.shape[1]:], r.enc.attention_mask[rows][:, -x.shape[1]:].bool()
         assert real[:, 0].any()  # the first kept column is some prompt's first token
-        assert torch.count_nonzero(x[..., lo:hi]) == 0
-        # the clean recording ran at full padded width, this chunk trimmed: fp32 kernels differ by ~1e-6
+        assert torch.count_nonzero(packed[..., lo:hi]) == 0
+        # the clean recording ran at full padded width, this chunk packed: fp32 kernels differ by ~1e-6
         torch.testing.assert_close(x[real][:, :lo], ref[real][:, :lo], atol=1e-5, rtol=0)
         torch.testing.assert_close(x[real][:, hi:], ref[real][:, hi:], atol=1e-5, rtol=0)
 
@@ -518,18 +533,7 @@ def test_runner_restores_the_model_after_an_exception_mid_sweep(tiny):
     assert max_diff(Runner(model, tiny.tokenizer, r.prompts).clean_logprobs, clean) == 0
 
 
-# ---- length buckets ------------------------------------------------------------------------------------
-@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=60), block=st.integers(1, 20))
-def test_length_buckets_partition_prompts_with_bounded_padding(lengths, block):
-    groups = length_buckets(lengths, block)
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    for g in groups:
-        assert 1 <= len(g) <= block
-        assert max(lengths[i] for i in g) <= 1.25 * min(lengths[i] for i in g)
-    firsts = [lengths[g[0]] for g in groups]
-    assert firsts == sorted(firsts)  # shortest first: chunks taken in order stay length-homogeneous
-
-
+# ---- padding -------------------------------------------------------------------------------------------
 def test_sweep_rows_skip_padding_columns_no_prompt_needs(tiny):
     """A short-prompt bucket runs without the long prompt's padding: the decoder sees fewer columns."""
     prompts = ["a", "b", "x = 1 + 2 + 3 + 4 + 5 + 6"]
@@ -542,8 +546,9 @@ def test_sweep_rows_skip_padding_columns_no_prompt_needs(tiny):
     assert sorted(widths) == sorted(r.enc.lengths) and max(r.enc.lengths) > min(r.enc.lengths)
 
 
-def test_chunks_cut_by_length_change_nothing(tiny, monkeypatch):
-    """``SLACK`` (cut chunks by prompt length) is a speed knob only: the sweep's results stay the same."""
+def test_padded_sweep_chunks_equal_packed_ones(tiny, monkeypatch):
+    """``PACK_TOKENS`` is a speed knob only: packed (several rows of back-to-back prompts, or every prompt in
+    one row) and left-padded sweep chunks give the same log-probs."""
     import atlas_core.runner as runner_mod
 
     prompts = ["a", "hello world", "x = 1 + 2 + 3 + 4 + 5", "(())", "def f(x): return x", "ab"]
@@ -551,8 +556,8 @@ def test_chunks_cut_by_length_change_nothing(tiny, monkeypatch):
     variants = [Variant("resid1", (Ablate(Site("resid", 1)),)), Variant("head", (Ablate(Site("head", 2, 1)),)),
                 Variant("mlp-resample", (Ablate(Site("mlp", 0), "resample"),)),
                 Variant("steer", (Steer(2, direction, 2.0),)), Variant("exit", (ExitAt(1),))]
-    default = Runner(tiny.model, tiny.tokenizer, prompts).logprobs(variants)
-    monkeypatch.setattr(runner_mod, "SLACK", 1.25)
-    cut = Runner(tiny.model, tiny.tokenizer, prompts)
-    assert len({seg[2] for seg in cut._buckets()}) > 1  # the prompts really fall in several length classes
-    assert_lp_close(cut.logprobs(variants), default)
+    r = Runner(tiny.model, tiny.tokenizer, prompts)
+    packed = r.logprobs(variants)
+    for tokens in (0, 8, 4096):
+        monkeypatch.setattr(runner_mod, "PACK_TOKENS", tokens)
+        assert_lp_close(r.logprobs(variants), packed, f"PACK_TOKENS={tokens}")
