@@ -57,7 +57,9 @@ def _direction(model: nn.Module, seed: int = 0) -> torch.Tensor:
 
 
 def check_identity(model, tokenizer, atol: float) -> float:
-    """The runner's clean pass equals the stock CausalLM forward, bit for bit."""
+    """The runner's clean pass equals the stock CausalLM forward. Not bit for bit: the runner packs prompts into
+    rows (``atlas_core.packing``) where the stock forward pads them, and matmuls over other shapes round
+    differently; the identity of interventions themselves is exact (``noop``, ``steer_zero``)."""
     r = Runner(model, tokenizer, PROMPTS)
     return _close("identity (runner clean pass vs stock forward)", r.clean_logprobs,
                   plain_logprobs(model, r.enc), atol)
@@ -228,10 +230,10 @@ def check_writes(model, tokenizer, atol: float) -> float:
         spec = site_hook(model, Site("mlp", layer), lambda act: seen.__setitem__("mlp", act.clone()))
         with intervene(model, [Ablate(Site("attn", layer))]), hooked([spec]):
             plain_logprobs(model, r.enc)
-        moved = _diff(seen["mlp"][mask], mlp)
-        if is_parallel(model) and moved != 0.0:
+        moved = _diff(seen["mlp"][mask], mlp)  # the runner's packed pass vs a padded forward: rounding apart
+        if is_parallel(model) and moved > atol * scale:
             raise AssertionError(f"L{layer}: parallel block, yet ablating attention moved the MLP write by {moved:.3g}")
-        if not is_parallel(model) and moved == 0.0:
+        if not is_parallel(model) and moved <= atol * scale:
             raise AssertionError(f"L{layer}: serial block, yet ablating attention left the MLP write unchanged")
     return worst
 
@@ -244,7 +246,7 @@ class Check:
 
 
 CHECKS: tuple[Check, ...] = tuple(Check(name, fn, exact) for name, fn, exact in (
-    ("identity", check_identity, True), ("noop", check_noop, True), ("batched", check_batched, False),
+    ("identity", check_identity, False), ("noop", check_noop, True), ("batched", check_batched, False),
     ("left_padding", check_left_padding, False), ("prefix_reuse", check_prefix_reuse, False),
     ("head_ablation", check_head_ablation, False), ("skip", check_skip, False), ("exit_at", check_exit_at, False),
     ("steer_zero", check_steer_zero, True), ("writes", check_writes, False),

@@ -51,10 +51,11 @@ class FlopModel:
     @classmethod
     def of(cls, model: nn.Module) -> "FlopModel":
         cfg = text_config(model)
-        d, heads, inter = cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size
-        kv = getattr(cfg, "num_key_value_heads", None) or heads
+        d, heads = cfg.hidden_size, cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or d // heads
-        layer = d * heads * head_dim + 2 * d * kv * head_dim + heads * head_dim * d + 3 * d * inter
+        # the first layer's matrices as the stock module holds them (fused or split projections, gated or
+        # plain MLP, Linear or GPT-2's Conv1D): every layer of a decoder family has the same ones
+        layer = sum(p.numel() for p in layers(model)[0].parameters() if p.dim() == 2)
         head = lm_head(model).weight
         return cls(layer, heads * head_dim, head.shape[0] * head.shape[1])
 

@@ -131,9 +131,19 @@ def _perturb_encoding(monkeypatch, module, change) -> None:
                         lambda tokenizer, prompts, device="cpu": change(real(tokenizer, prompts, device)))
 
 
-def test_batched_fails_when_padding_is_attended(monkeypatch):
-    _perturb_encoding(monkeypatch, runner,
-                      lambda enc: dataclasses.replace(enc, attention_mask=torch.ones_like(enc.attention_mask)))
+def test_batched_fails_when_packed_prompts_see_each_other(monkeypatch):
+    """Positions numbered straight through a packed row: the stock decoder sees one long sequence, and each
+    prompt attends to the prompts packed before it."""
+    from atlas_core import packing
+
+    real = packing.plan
+
+    def run_on(*args, **kwargs):
+        pk = real(*args, **kwargs)
+        rows, width = pk.shape
+        return dataclasses.replace(pk, position_ids=torch.arange(width).expand(rows, width).clone())
+
+    monkeypatch.setattr(packing, "plan", run_on)
     _fails("qwen3", "batched", "batched sweep")
 
 
@@ -173,6 +183,7 @@ def test_skip_fails_when_it_zeroes_only_the_attention(monkeypatch):
         return real(iv)
 
     monkeypatch.setattr(interventions, "sites_of", attn_only)
+    monkeypatch.setattr(runner, "sites_of", attn_only)
     _fails("olmo2", "skip", "Skip")
 
 
