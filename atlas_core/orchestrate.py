@@ -8,6 +8,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from filelock import Timeout
@@ -24,6 +25,9 @@ from atlas_core.profiles import get_profile
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
 from atlas_core.tasks import load_families
 
+if TYPE_CHECKING:
+    from atlas_core.distributed import RayConfig
+
 
 @dataclass
 class RunPlan:
@@ -39,6 +43,7 @@ class RunPlan:
     progress: bool = True
     report: bool = True
     compute: bool = True  # False: stored results only; a missing or stale one is an error, nothing runs
+    ray: "RayConfig | None" = None  # shard sweeps over Ray actors (atlas_core.distributed); None: local
     log: list[str] = field(default_factory=list)
 
 
@@ -134,6 +139,12 @@ def run_plan(plan: RunPlan) -> RunStore:
     store.root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as held:
         _lock_pending(store, jobs, held)
+        if plan.ray is not None and not all(job.done for job in jobs):
+            from atlas_core.distributed import RayPool
+
+            held.enter_context(RayPool(plan.ray, plan.model, lm))
+            _say(plan, f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
+                       f"({plan.ray.address or 'a local cluster'})")
         run_info = {"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
                     "families": {n: f.sha256 for n, f in families.items()}}
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError, checkpoints
+from atlas_core import AtlasError, checkpoints, distributed
 from atlas_core.checkpoints import Slot
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
@@ -366,6 +366,9 @@ class Runner:
                 raise AtlasError(f"target token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
         if reference_logprobs is not None and reference_logprobs.shape[0] != self.enc.n:
             raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
+        pool = distributed.current()  # inside `atlas run --ray`: the variants go to Ray actors in shards
+        if pool is not None and pool.takes(self):
+            return pool.sweep(self, variants, targets, k, reference_logprobs)
         ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
         nv, p = len(variants), self.enc.n
         arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
