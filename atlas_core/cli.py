@@ -60,7 +60,8 @@ def _run(args) -> int:
     out = args.out or f"reports/runs/{args.model.replace('/', '_')}-{args.profile}"
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
-                             families=families, report=not args.no_report, ray=ray))
+                             families=families, report=not args.no_report, ray=ray,
+                             device_map=args.device_map, max_memory=args.max_memory))
     print(f"results: {store.root}")
     return 0
 
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-workers", type=int, default=2, help="with --ray: actors, each a model replica (default 2)")
     r.add_argument("--ray-threads", type=int, default=1, help="with --ray: torch threads per actor (default 1)")
     r.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per actor (1 on a GPU cluster)")
+    r.add_argument("--device-map", default=None, choices=("auto",),
+                   help="place layers across devices with accelerate (GPUs, then CPU, then disk), for models "
+                        "larger than one device (needs the multidevice extra)")
+    r.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...",
+                   help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
     r.add_argument("--ray-shard", type=int, default=None, help="with --ray: variants per shard (default: ~4 per actor)")
     r.set_defaults(fn=_run)
 

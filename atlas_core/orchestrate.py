@@ -20,6 +20,7 @@ from atlas_core.experiments import module, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.models import known_names, load
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODEL
+from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
@@ -44,6 +45,8 @@ class RunPlan:
     report: bool = True
     compute: bool = True  # False: stored results only; a missing or stale one is an error, nothing runs
     ray: "RayConfig | None" = None  # shard sweeps over Ray actors (atlas_core.distributed); None: local
+    device_map: str | None = None  # "auto": layers placed across devices by accelerate (models.placement)
+    max_memory: str | None = None  # with device_map: "0=20GiB,cpu=60GiB"
     log: list[str] = field(default_factory=list)
 
 
@@ -116,8 +119,18 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
+    if plan.device_map is not None and plan.device_map != "auto":
+        raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
+    if plan.device_map and plan.ray is not None:
+        raise AtlasError("--ray runs one whole replica per actor and --device-map splits one model across "
+                         "devices; use one of them")
+    max_memory = parse_max_memory(plan.max_memory)
     if not plan.compute and plan.model in OFFLINE_MODELS:  # stored results only: the weights are not needed
         lm = skeleton(plan.model, device=plan.device, dtype=plan.dtype)
+    elif plan.device_map:  # loaded on the CPU, then dispatched: accelerate moves each layer where it goes
+        lm = load(plan.model, device="cpu", dtype=plan.dtype, progress=plan.progress)
+        placed = place(lm.model, plan.device_map, max_memory)
+        _say(plan, f"[atlas] {lm.info.name} placed across {', '.join(placed.devices)} (--device-map auto)")
     else:
         lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
