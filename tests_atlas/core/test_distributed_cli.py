@@ -1,0 +1,72 @@
+"""``atlas run --ray`` end to end (slow tier: two local cluster starts): a driver killed (SIGKILL) mid-run
+resumes from the shards it saved and writes the same layer-ablation record as a plain local run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from atlas_core.results import RunStore
+
+pytest.importorskip("ray", reason="the ray extra: pip install -e \".[ray]\"")
+pytestmark = pytest.mark.slow
+
+ARGS = ["--model", "tiny-qwen2", "--experiments", "layer_ablation", "--profile", "full", "--no-report"]
+
+
+def _atlas(out, *extra, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "atlas_core.cli", "run", *ARGS, "--out", str(out), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _numbers(obj, path=""):
+    """Every number of a record's result, by its JSON path."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _numbers(val, f"{path}.{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in _numbers(val, f"{path}[{i}]").items()}
+    return {path: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+
+
+def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
+    local = _atlas(tmp_path / "local")
+    assert local.wait(timeout=300) == 0, local.stdout.read()
+
+    out = tmp_path / "ray"
+    first = _atlas(out, "--ray", "--ray-shard", "1", start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob(".partial/*/sweep-*.safetensors")):
+        assert first.poll() is None, "the run ended before saving a shard:\n" + first.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(1)
+    try:  # Ray's dashboard and runtime-env agents outlive a SIGKILLed driver (its session): end them
+        os.killpg(first.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    saved = sorted(p.name for p in out.glob(".partial/*/sweep-*.safetensors"))
+    print(f"driver killed after saving {saved}")
+    assert not (out / "layer_ablation.json").exists() and not RunStore(out).load("layer_ablation")
+
+    second = _atlas(out, "--ray", "--ray-shard", "1")
+    log = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, log
+    resumed = [line for line in log.splitlines() if "resuming from" in line]
+    print(resumed[0])
+    assert resumed
+
+    a, b = RunStore(tmp_path / "local").load("layer_ablation"), RunStore(out).load("layer_ablation")
+    assert a.config_hash == b.config_hash
+    na, nb = _numbers(a.result), _numbers(b.result)
+    assert na.keys() == nb.keys() and len(na) > 100
+    bad = [k for k in na if not np.isclose(na[k], nb[k], rtol=1e-5, atol=1e-7)]
+    assert not bad, [(k, na[k], nb[k]) for k in bad[:5]]
