@@ -161,8 +161,35 @@ def test_worker_killed_mid_sweep_is_restarted_then_its_shards_go_elsewhere(lm, p
     assert_same(local, again)
 
 
-def test_bad_ray_config_fails_before_work():
+def test_bad_ray_config_fails_before_work(tmp_path, capsys):
+    from atlas_core.cli import main
+
+    base = ["run", "--model", "tiny-qwen2", "--experiments", "clean", "--profile", "smoke", "--out", str(tmp_path / "r")]
+    assert main(base + ["--ray", "--ray-workers", "0"]) == 2
+    assert "--ray-workers must be at least 1" in capsys.readouterr().err
+    assert main(base + ["--ray", "--device-map", "auto"]) == 2
+    assert "use one of them" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     with pytest.raises(AtlasError, match="--ray-workers must be at least 1"):
         RayConfig(workers=0)
     with pytest.raises(AtlasError, match="--ray-shard must be at least 1"):
         RayConfig(shard_variants=0)
+
+
+def test_no_ray_import_without_ray(tmp_path):
+    """Atlas stays a plain local tool: a whole `atlas run` without --ray never imports Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from atlas_core.cli import main; "
+            f"rc = main(['run', '--model', 'tiny-qwen2', '--experiments', 'clean', '--profile', 'smoke', "
+            f"'--no-report', '--out', {str(tmp_path / 'run')!r}]); "
+            "assert rc == 0 and 'ray' not in sys.modules, sorted(m for m in sys.modules if m.split('.')[0] == 'ray')[:3]")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the check bites: the same run with Ray imported on the way fails, naming the modules
+    bad = subprocess.run([sys.executable, "-c", "import ray; " + code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert bad.returncode != 0 and "AssertionError: ['ray'" in bad.stderr, bad.stderr[-2000:]
+    print(bad.stderr.strip().splitlines()[-1])
