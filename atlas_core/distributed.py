@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from atlas_core import AtlasError
@@ -198,15 +197,8 @@ class RayPool:
 
         from atlas_core.runner import SweepStats
 
-        nv, p = len(variants), runner.enc.n
-        arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
-                  "topk_overlap": np.zeros((nv, p), np.float64), "argmax": np.zeros((nv, p), np.int64),
-                  "done": np.zeros((nv, p), np.uint8)}
-        if targets is not None:
-            arrays["target_prob"] = np.zeros((nv, p), np.float64)
-        slot = runner._slot(variants, targets, k, reference_logprobs)
-        if slot is not None:
-            arrays = slot.load({name: a.shape for name, a in arrays.items()}) or arrays
+        nv = len(variants)
+        arrays, slot = runner.saved(variants, targets, k, reference_logprobs)
         todo = [i for i in range(nv) if not arrays["done"][i].all()]
         spec = ray.put(RunnerSpec.of(runner))
         tgt = None if targets is None else [int(t) for t in targets]

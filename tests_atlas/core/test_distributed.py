@@ -47,8 +47,7 @@ def variants(lm):
 
     d = lm.model.config.hidden_size
     out = [Variant(f"{kind}/{mode}/L{layer}", (Ablate(Site(kind, layer), mode),))
-           for kind in ("resid", "mlp", "head") for mode in ("zero", "mean", "resample") for layer in range(4)
-           if kind != "head"]
+           for kind in ("resid", "mlp") for mode in ("zero", "mean", "resample") for layer in range(4)]
     out += [Variant(f"head/zero/L{layer}H{h}", (Ablate(Site("head", layer, h), "zero"),)) for layer in range(4) for h in (0, 1)]
     vec = torch.randn(d, generator=torch.Generator().manual_seed(0))
     out += [Variant(f"steer/L{layer}", (Steer(layer, vec, 4.0),)) for layer in (1, 2)]
