@@ -185,7 +185,9 @@ class RayPool:
     def takes(self, runner) -> bool:
         """Whether ``runner`` sweeps this pool's model as loaded: a runner over an adapted copy (LoRA, a
         changed model) stays local, since the actors hold only the base weights."""
-        return bool(self.actors) and runner.model is self.lm.model and not hasattr(runner.model, "peft_config")
+        if not self.actors or runner.model is not self.lm.model:
+            return False
+        return not any(type(m).__module__.startswith("peft.") for m in runner.model.modules())  # adapter injected
 
     def shard_size(self, n: int) -> int:
         return self.config.shard_variants or max(1, math.ceil(n / (4 * len(self.actors))))

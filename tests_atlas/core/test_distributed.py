@@ -98,10 +98,19 @@ def test_a_wrong_shard_spec_is_caught(lm, pool, local):
     assert rows and all("/resample/" in local.names[r] for r in rows)
 
 
-def test_runner_over_another_model_stays_local(lm, pool):
+def test_runner_over_another_or_adapted_model_stays_local(lm, pool):
     other = load("tiny-qwen2", device="cpu", dtype="float32")
     assert pool.takes(Runner(lm.model, lm.tokenizer, PROMPTS))
     assert not pool.takes(Runner(other.model, other.tokenizer, PROMPTS))
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"]), other.model)  # in place, as peft does
+    runner = Runner(other.model, other.tokenizer, PROMPTS)
+    pool.lm, saved = other, pool.lm
+    try:
+        assert not pool.takes(runner)  # the actors hold the base weights only: an adapted model stays local
+    finally:
+        pool.lm = saved
 
 
 def test_driver_interrupted_mid_sweep_resumes_with_only_unfinished_shards(lm, pool, local, tmp_path):
