@@ -1,5 +1,6 @@
-"""``atlas run --ray`` end to end (slow tier: two local cluster starts): a driver killed (SIGKILL) mid-run
-resumes from the shards it saved and writes the same layer-ablation record as a plain local run."""
+"""``atlas run --ray`` end to end (slow tier: local cluster starts): a driver killed (SIGKILL) mid-run
+resumes from the shards it saved and writes the same layer-ablation record as a plain local run; every
+experiment run with --ray writes the local run's numbers."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ pytest.importorskip("ray", reason="the ray extra: pip install -e \".[ray]\"")
 pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "tiny-qwen2", "--experiments", "layer_ablation", "--profile", "full", "--no-report"]
+ALL = ["--model", "tiny-qwen2", "--experiments", "all", "--profile", "smoke", "--no-report"]
 
 
-def _atlas(out, *extra, **kw):
+def _atlas(out, *extra, args=ARGS, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "atlas_core.cli", "run", *ARGS, "--out", str(out), *extra],
+    return subprocess.Popen([sys.executable, "-m", "atlas_core.cli", "run", *args, "--out", str(out), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -70,3 +72,23 @@ def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
     assert na.keys() == nb.keys() and len(na) > 100
     bad = [k for k in na if not np.isclose(na[k], nb[k], rtol=1e-5, atol=1e-7)]
     assert not bad, [(k, na[k], nb[k]) for k in bad[:5]]
+
+
+def test_every_experiment_with_ray_equals_local(tmp_path):
+    """All nine experiments (smoke profile): every number of every record is the local run's, timings
+    aside; the sweeps of the base model go to the actors, LoRA training and the adapted model's stay local."""
+    runs = {}
+    for name, extra in (("local", []), ("ray", ["--ray"])):
+        proc = _atlas(tmp_path / name, *extra, args=ALL)
+        log = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, log
+        runs[name] = RunStore(tmp_path / name)
+    assert "ray shards" in log
+    for key in ("clean", "layer_ablation", "mlp_ablation", "head_ablation", "steering", "knockout",
+                "lora_training", "transfer", "adapter_ablation", "efficiency"):
+        a, b = runs["local"].load(key), runs["ray"].load(key)
+        assert a.config_hash == b.config_hash, key
+        na, nb = _numbers(a.result), _numbers(b.result)
+        timed = [k for k in na if "seconds" in k or "speedup" in k]  # measured wall time, not a result
+        bad = [k for k in na if k not in timed and not np.isclose(na[k], nb[k], rtol=1e-5, atol=1e-7)]
+        assert na.keys() == nb.keys() and not bad, (key, [(k, na[k], nb[k]) for k in bad[:5]])
