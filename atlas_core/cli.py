@@ -75,10 +75,17 @@ def _run(args) -> int:
     from atlas_core.orchestrate import RunPlan, run_plan, work_summary
 
     families = [f.strip() for f in args.families.split(",")] if args.families else None
+    ray = None
+    if args.ray is not None:
+        from atlas_core.distributed import RayConfig
+
+        ray = RayConfig(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
+                        threads=args.ray_threads, gpus_per_worker=args.ray_gpus, shard_variants=args.ray_shard)
     out = args.out or f"reports/runs/{args.model.replace('/', '_')}-{args.profile}"
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
-                             families=families, report=not args.no_report))
+                             families=families, report=not args.no_report, ray=ray,
+                             device_map=args.device_map, max_memory=args.max_memory))
     print(work_summary(store))
     print(f"results: {store.root}")
     return 0
@@ -198,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=1, help="repeat seed-dependent experiments with N seeds")
     r.add_argument("--families", default=None, help="comma list of task families (default: all eight)")
     r.add_argument("--no-report", action="store_true", help="skip writing atlas.html at the end")
+    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="shard sweeps over Ray actors; ADDRESS of an existing cluster (auto, ray://host:10001), "
+                        "omitted: a local cluster started and stopped by the run (needs the ray extra)")
+    r.add_argument("--ray-workers", type=int, default=2, help="with --ray: actors, each a model replica (default 2)")
+    r.add_argument("--ray-threads", type=int, default=1, help="with --ray: torch threads per actor (default 1)")
+    r.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per actor (1 on a GPU cluster)")
+    r.add_argument("--device-map", default=None, choices=("auto",),
+                   help="place layers across devices with accelerate (GPUs, then CPU, then disk), for models "
+                        "larger than one device (needs the multidevice extra)")
+    r.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...",
+                   help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    r.add_argument("--ray-shard", type=int, default=None, help="with --ray: variants per shard (default: ~4 per actor)")
     r.set_defaults(fn=_run)
 
     rep = sub.add_parser("report", help="write the HTML atlas for a run, a comparison or the replication")

@@ -9,6 +9,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from filelock import Timeout
@@ -22,11 +23,15 @@ from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
 from atlas_core.models.loader import check_model_source
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
+from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
 from atlas_core.tasks import load_families
 from atlas_core.work import matmul_peak, metering, summary
+
+if TYPE_CHECKING:
+    from atlas_core.distributed import RayConfig
 
 
 @dataclass
@@ -43,6 +48,9 @@ class RunPlan:
     progress: bool = True
     report: bool = True
     compute: bool = True  # False: stored results only; a missing or stale one is an error, nothing runs
+    ray: "RayConfig | None" = None  # shard sweeps over Ray actors (atlas_core.distributed); None: local
+    device_map: str | None = None  # "auto": layers placed across devices by accelerate (models.placement)
+    max_memory: str | None = None  # with device_map: "0=20GiB,cpu=60GiB"
     log: list[str] = field(default_factory=list)
 
 
@@ -115,9 +123,19 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
+    if plan.device_map is not None and plan.device_map != "auto":
+        raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
+    if plan.device_map and plan.ray is not None:
+        raise AtlasError("--ray runs one whole replica per actor and --device-map splits one model across "
+                         "devices; use one of them")
+    max_memory = parse_max_memory(plan.max_memory)
     _preflight(plan, names)
     if not plan.compute and plan.model in OFFLINE_MODELS:  # stored results only: the weights are not needed
         lm = skeleton(plan.model, device=plan.device, dtype=plan.dtype)
+    elif plan.device_map:  # loaded on the CPU, then dispatched: accelerate moves each layer where it goes
+        lm = load(plan.model, device="cpu", dtype=plan.dtype, progress=plan.progress)
+        placed = place(lm.model, plan.device_map, max_memory)
+        _say(plan, f"[atlas] {lm.info.name} placed across {', '.join(placed.devices)} (--device-map auto)")
     else:
         lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
@@ -139,6 +157,12 @@ def run_plan(plan: RunPlan) -> RunStore:
     store.root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as held:
         _lock_pending(store, jobs, held)
+        if plan.ray is not None and not all(job.done for job in jobs):
+            from atlas_core.distributed import RayPool
+
+            held.enter_context(RayPool(plan.ray, plan.model, lm))
+            _say(plan, f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
+                       f"({plan.ray.address or 'a local cluster'})")
         run_info = {"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
                     "families": {n: f.sha256 for n, f in families.items()}}
 

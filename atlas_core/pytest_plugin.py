@@ -185,6 +185,9 @@ def pytest_addoption(parser):
                 help=f"model pair for the hypotheses, small then large (default: {' '.join(DEFAULT_PAIR)})")
     g.addoption("--atlas-profile", default=None, help=f"smoke | ci | full | exhaustive (default {DEFAULT_PROFILE})")
     g.addoption("--atlas-device", default=None, help="cpu | cuda | cuda:N (default: cuda if present)")
+    g.addoption("--atlas-ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                help="compute missing results with sweeps sharded over Ray actors (atlas run --ray): ADDRESS of "
+                     "a cluster, or none to start a local one")
     g.addoption("--atlas-claims", action="append", default=None, metavar="FILE",
                 help="claims file (repeatable; default: every file in fixtures/claims, each claim run "
                      "only for its own models and profile)")
@@ -236,6 +239,7 @@ class AtlasSession:
         pair = opt("atlas_pair")
         self.pair: tuple[str, str] | None = tuple(pair) if pair else (None if self.model else DEFAULT_PAIR)
         self.device = opt("atlas_device")
+        self.ray = opt("atlas_ray")  # None, "local" or a cluster address
         runs = Path(opt("atlas_runs")).expanduser()
         self.runs_dir = runs if runs.is_absolute() else Path(config.rootpath) / runs
         from atlas_core.baselines import BASELINES_DIR
@@ -389,7 +393,12 @@ class AtlasSession:
             seed_run(out, self.baselines_dir)
             t0 = time.perf_counter()
             try:
-                run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device,
+                ray = None
+                if self.ray is not None:
+                    from atlas_core.distributed import RayConfig
+
+                    ray = RayConfig(address=None if self.ray == "local" else self.ray)
+                run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
                                  report=False, progress=True, compute=self.compute))
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
                 self._failed[model] = (f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"

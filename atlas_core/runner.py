@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError, checkpoints, packing
+from atlas_core import AtlasError, checkpoints, distributed, packing
 from atlas_core.checkpoints import Slot
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
@@ -380,16 +380,12 @@ class Runner:
                 raise AtlasError(f"target token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
         if reference_logprobs is not None and reference_logprobs.shape[0] != self.enc.n:
             raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
+        pool = distributed.current()  # inside `atlas run --ray`: the variants go to Ray actors in shards
+        if pool is not None and pool.takes(self):
+            return pool.sweep(self, variants, targets, k, reference_logprobs)
         ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
-        nv, p = len(variants), self.enc.n
-        arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
-                  "topk_overlap": np.zeros((nv, p), np.float64), "argmax": np.zeros((nv, p), np.int64),
-                  "done": np.zeros((nv, p), np.uint8)}
-        if targets is not None:
-            arrays["target_prob"] = np.zeros((nv, p), np.float64)
-        slot = self._slot(variants, targets, k, reference_logprobs)
-        if slot is not None:
-            arrays = slot.load({name: a.shape for name, a in arrays.items()}) or arrays
+        nv = len(variants)
+        arrays, slot = self.saved(variants, targets, k, reference_logprobs)
         kl, am, tk, arg, tp, done = (arrays["kl"], arrays["argmax_match"], arrays["topk_overlap"], arrays["argmax"],
                                      arrays.get("target_prob"), arrays["done"])
         todo = [i for i in range(nv) if not done[i].all()]  # a resumed sweep redoes only unfinished variants
@@ -415,6 +411,20 @@ class Runner:
         if tid is not None:
             ref_tp = ref.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
         return SweepStats([v.name for v in variants], kl, am.astype(bool), tk, tp, ref_tp, arg)
+
+    def saved(self, variants, targets, k, reference_logprobs) -> tuple[dict[str, np.ndarray], Slot | None]:
+        """A sweep's per-(variant, prompt) arrays (``done`` marks finished cells), reloaded from its checkpoint
+        slot when one holds them (zeros otherwise), and the slot (None outside ``checkpointing``)."""
+        nv, p = len(variants), self.enc.n
+        arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
+                  "topk_overlap": np.zeros((nv, p), np.float64), "argmax": np.zeros((nv, p), np.int64),
+                  "done": np.zeros((nv, p), np.uint8)}
+        if targets is not None:
+            arrays["target_prob"] = np.zeros((nv, p), np.float64)
+        slot = self._slot(variants, targets, k, reference_logprobs)
+        if slot is not None:
+            arrays = slot.load({name: a.shape for name, a in arrays.items()}) or arrays
+        return arrays, slot
 
     def _slot(self, variants, targets, k, reference_logprobs) -> Slot | None:
         """This sweep's checkpoint slot when it runs inside ``checkpoints.checkpointing`` (``atlas run``)."""

@@ -1,0 +1,250 @@
+"""Sweeps sharded over Ray actors (``atlas run --ray [ADDRESS]``), each actor holding a model replica.
+
+Built above the runner: inside ``RayPool`` (a context manager), ``Runner.sweep`` hands a sweep of the pool's
+model to ``RayPool.sweep``, which splits the variants still to do into shards, runs each shard with the
+runner's own ``sweep`` inside an actor (one GPU per actor on a GPU cluster, ``threads`` torch threads per actor
+on a CPU) and writes each finished shard's per-(variant, prompt) arrays into the sweep's checkpoint slot, the
+same arrays and file a local sweep keeps, so a restarted driver (or a local rerun) skips finished shards.
+Faults: actors are restarted by Ray and their tasks retried (``max_restarts``/``max_task_retries``); a shard
+whose actor is gone for good goes back on the queue for the remaining actors.
+
+Ray is imported only when a pool is entered: without ``--ray`` Atlas stays a plain local tool.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from atlas_core import AtlasError
+
+_ACTIVE: contextvars.ContextVar["RayPool | None"] = contextvars.ContextVar("atlas_ray_pool", default=None)
+
+
+def current() -> "RayPool | None":
+    """The pool sweeps are sharded over, or None (a plain local sweep)."""
+    return _ACTIVE.get()
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how wide to shard. ``address`` None starts a local cluster for the run and stops it after;
+    otherwise it is passed to ``ray.init`` (``auto``, ``ray://host:10001``, ``host:6379``)."""
+
+    address: str | None = None
+    workers: int = 2
+    threads: int = 1  # torch threads per actor (its CPU reservation on a CPU cluster)
+    gpus_per_worker: float = 0.0  # 1 on a GPU cluster: one replica per GPU
+    shard_variants: int | None = None  # variants per shard; default: about four shards per worker
+    max_restarts: int = 2  # Ray restarts a dead actor this often and retries its tasks as often
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise AtlasError(f"--ray-workers must be at least 1 (got {self.workers})")
+        if self.threads < 1:
+            raise AtlasError(f"--ray-threads must be at least 1 (got {self.threads})")
+        if self.gpus_per_worker < 0:
+            raise AtlasError(f"gpus per worker must be 0 or more (got {self.gpus_per_worker})")
+        if self.shard_variants is not None and self.shard_variants < 1:
+            raise AtlasError(f"--ray-shard must be at least 1 variant (got {self.shard_variants})")
+        if self.max_restarts < 0:
+            raise AtlasError(f"max_restarts must be 0 or more (got {self.max_restarts})")
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """What an actor needs to rebuild a driver's ``Runner`` on its own replica."""
+
+    prompts: tuple[str, ...]
+    memory_mb: int
+    seed: int
+    reference_prompts: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, runner) -> "RunnerSpec":
+        ref = runner._reference_prompts
+        return cls(tuple(runner.prompts), runner.memory_mb, runner.seed, None if ref is None else tuple(ref))
+
+
+class SweepWorker:
+    """The actor body: one model replica and a runner per prompt set (the clean pass runs once per actor)."""
+
+    def __init__(self, model: str, device: str, dtype: str, threads: int):
+        from atlas_core.models import load
+
+        torch.set_num_threads(threads)
+        self.lm = load(model, device=device, dtype=dtype, progress=False)
+        self._runners: dict[RunnerSpec, object] = {}
+
+    def identity(self) -> tuple[str, int]:
+        """(weights sha256, process id): the driver checks the replica is its model."""
+        return self.lm.info.weights_sha256, os.getpid()
+
+    def sweep(self, spec: RunnerSpec, variants, targets, k, reference_logprobs):
+        from atlas_core.runner import Runner
+
+        runner = self._runners.get(spec)
+        if runner is None:
+            runner = self._runners[spec] = Runner(self.lm.model, self.lm.tokenizer, list(spec.prompts),
+                                                  memory_mb=spec.memory_mb, seed=spec.seed,
+                                                  reference_prompts=spec.reference_prompts)
+        return runner.sweep(variants, targets=targets, k=k, reference_logprobs=reference_logprobs, progress=False)
+
+
+def shards(indices: Sequence[int], size: int) -> list[list[int]]:
+    """Consecutive runs of ``size`` indices (the last may be shorter)."""
+    indices = list(indices)
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
+
+
+@dataclass
+class ShardEvent:
+    """A finished shard, as the pool reports it to ``on_shard`` (tests kill workers or the driver here)."""
+
+    index: int
+    variants: list[int]
+    worker: int  # position of the actor in ``RayPool.actors``
+
+
+class RayPool:
+    """Actors holding replicas of ``lm`` (loaded by each actor from ``model``); while entered, sweeps of
+    ``lm.model`` are sharded over them."""
+
+    def __init__(self, config: RayConfig, model: str, lm, on_shard: Callable[[ShardEvent], None] | None = None):
+        self.config = config
+        self.model = model
+        self.lm = lm
+        self.on_shard = on_shard
+        self.actors: list = []
+        self.live: list[int] = []
+        self.pids: list[int] = []
+        self.dispatched = 0  # shards sent to actors (a test reads how many a resumed run sent)
+        self._started = False
+        self._token = None
+
+    # ---- lifetime ---------------------------------------------------------------------------------------
+    def __enter__(self) -> "RayPool":
+        try:
+            import ray
+        except ImportError:
+            raise AtlasError("--ray needs Ray: pip install -e \".[ray]\"") from None
+        cfg = self.config
+        if not ray.is_initialized():
+            if cfg.address is None:
+                ray.init(num_cpus=cfg.workers * cfg.threads, num_gpus=None if cfg.gpus_per_worker else 0,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
+            self._started = True
+        try:
+            actor = ray.remote(SweepWorker).options(
+                num_cpus=cfg.threads, num_gpus=cfg.gpus_per_worker, max_restarts=cfg.max_restarts,
+                max_task_retries=cfg.max_restarts)
+            device = "cuda" if cfg.gpus_per_worker else "cpu"
+            self.actors = [actor.remote(self.model, device, self.lm.info.dtype, cfg.threads)
+                           for _ in range(cfg.workers)]
+            ids = ray.get([a.identity.remote() for a in self.actors])
+            bad = {sha for sha, _ in ids if sha != self.lm.info.weights_sha256}
+            if bad:
+                raise AtlasError(f"the Ray workers loaded {self.model!r} with weights {sorted(bad)}, not the driver's "
+                                 f"{self.lm.info.weights_sha256}: install the same model (same cache) on every node")
+            self.pids = [pid for _, pid in ids]
+            self.live = list(range(len(self.actors)))
+        except BaseException:
+            self._close()
+            raise
+        self._token = _ACTIVE.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+            self._token = None
+        self._close()
+
+    def _close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.kill(a)
+            except Exception:  # an actor already gone
+                pass
+        self.actors, self.live = [], []
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+    # ---- sharded sweeps --------------------------------------------------------------------------------
+    def takes(self, runner) -> bool:
+        """Whether ``runner`` sweeps this pool's model as loaded: a runner over an adapted copy (LoRA, a
+        changed model) stays local, since the actors hold only the base weights."""
+        if not self.actors or runner.model is not self.lm.model:
+            return False
+        return not any(type(m).__module__.startswith("peft.") for m in runner.model.modules())  # adapter injected
+
+    def shard_size(self, n: int) -> int:
+        return self.config.shard_variants or max(1, math.ceil(n / (4 * len(self.actors))))
+
+    def sweep(self, runner, variants, targets, k, reference_logprobs):
+        """``Runner.sweep`` of ``variants`` on the actors; same arrays, same checkpoint slot."""
+        import ray
+        from tqdm.auto import tqdm
+
+        from atlas_core.runner import SweepStats
+
+        nv = len(variants)
+        arrays, slot = runner.saved(variants, targets, k, reference_logprobs)
+        todo = [i for i in range(nv) if not arrays["done"][i].all()]
+        spec = ray.put(RunnerSpec.of(runner))
+        tgt = None if targets is None else [int(t) for t in targets]
+        ref = None if reference_logprobs is None else ray.put(reference_logprobs.detach().float().cpu())
+        queue = deque(enumerate(shards(todo, self.shard_size(len(todo)))))
+        idle = deque(self.live)
+        inflight: dict = {}
+        ref_tp = None
+        bar = tqdm(total=len(queue), desc="ray shards", unit="shard", disable=not runner.progress, leave=False)
+        while queue or inflight:
+            while queue and idle:
+                w = idle.popleft()
+                si, rows = queue.popleft()
+                task = self.actors[w].sweep.remote(spec, [variants[i] for i in rows], tgt, k, ref)
+                inflight[task] = (w, si, rows)
+                self.dispatched += 1
+            if not inflight:
+                raise AtlasError(f"every Ray worker died; {len(queue)} shard(s) of {nv} variants left undone "
+                                 "(their finished shards are saved: rerun to resume)")
+            (done,), _ = ray.wait(list(inflight), num_returns=1)
+            w, si, rows = inflight.pop(done)
+            try:
+                st = ray.get(done)
+            except ray.exceptions.RayActorError:  # restarts exhausted: its shard goes to the others
+                self.live.remove(w)
+                queue.appendleft((si, rows))
+                continue
+            for name, got in (("kl", st.kl), ("argmax_match", st.argmax_match), ("topk_overlap", st.topk_overlap),
+                              ("argmax", st.argmax), ("target_prob", st.target_prob)):
+                if name in arrays:
+                    arrays[name][rows] = got
+            arrays["done"][rows] = 1
+            ref_tp = st.ref_target_prob
+            if slot is not None:
+                slot.save(arrays, force=True)  # each finished shard is durable: a restarted driver skips it
+            idle.append(w)
+            bar.update(1)
+            if self.on_shard is not None:
+                self.on_shard(ShardEvent(si, rows, w))
+        bar.close()
+        if targets is not None and ref_tp is None:  # every shard was finished already: the driver's clean pass
+            base = runner.clean_logprobs if reference_logprobs is None else reference_logprobs.to(runner.device).float()
+            tid = torch.as_tensor(tgt, device=base.device)
+            ref_tp = base.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
+        return SweepStats([v.name for v in variants], arrays["kl"], arrays["argmax_match"].astype(bool),
+                          arrays["topk_overlap"], arrays.get("target_prob"), ref_tp, arrays["argmax"])
+
