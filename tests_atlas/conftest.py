@@ -18,18 +18,3 @@ _CACHE = cache_root()
 def _one_model_cache(monkeypatch):
     monkeypatch.setenv("ATLAS_CACHE", str(_CACHE))
 
-
-@pytest.fixture(autouse=True)
-def _one_thread_for_tiny_models(request):
-    """Tests without a real model run tiny ones, whose matmuls are too small for a second thread to pay."""
-    if request.node.get_closest_marker("real_model"):
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ import pytest
 
 from atlas_core import AtlasError, codehash, orchestrate
 from atlas_core.codehash import UNRECORDED, baseline_stands, closure, fingerprint, syntax
+from atlas_core.integrity import seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.results import RunStore
 
@@ -53,7 +54,7 @@ def test_a_record_of_other_code_is_reused_only_when_the_golden_slice_vouches_for
     run_plan(_plan(out, compute=False))  # same code: reused
 
     record["provenance"]["code"] = "0123456789abcdef"  # as if written by other code
-    (out / "clean.json").write_text(json.dumps(record))
+    (out / "clean.json").write_text(json.dumps(seal_doc(record)))  # a sealed record of that other code
     monkeypatch.setattr(orchestrate, "verified_codes", lambda e: [fingerprint(e)])
     with pytest.raises(AtlasError, match=r"clean: the stored result is stale \(clean: the record was made by code "
                                          r"0123456789abcdef.*recompute it"):
