@@ -48,6 +48,13 @@ REL = 1e-4
 ABS = {"kl": 1e-6, "target_prob": 1e-6}
 TRAINED = ("lora_training", "transfer", "adapter_ablation")
 TRAINED_REL = 1e-3
+# Wider only where the computation is ill-conditioned, measured: zero-ablating the first layer's MLP (the
+# source of the model's massive activations) amplifies a rounding change of the forward's batch layout
+# (packed vs padded rows) to 1.4e-4 of its KL (7.67392 -> 7.67497 nats).
+EXPERIMENT_REL = {"mlp_ablation": 5e-4}
+# Transfer recovery is 1 - KL(patched) / KL(base) for nearly equal KLs: their 1e-3 relative freedom is an
+# absolute one here (measured: 2e-4 on recoveries near 0.1).
+RESULT_ABS = {"transfer": 2e-3}
 # Result fields that are measurements of time or paths, not of the model.
 NOT_COMPARED = {"seconds", "speedup", "train_seconds", "adapter_dir", "notes", "load_seconds"}
 
@@ -159,14 +166,15 @@ def write(path: Path, slices: dict[str, ExperimentSlice], model: str) -> Path:
 
 
 def merge_codes(old: dict[str, ExperimentSlice], new: dict[str, ExperimentSlice]) -> dict[str, ExperimentSlice]:
-    """The new record, where each experiment whose values still match the old record keeps the old
-    record's list of code fingerprints (plus the current one): code that reproduces the same numbers is
-    the same experiment, so baselines made by any of it still stand."""
+    """The new record. An experiment whose values still match the old record keeps the old values (the
+    reference does not drift by rounding from write to write) and its list of code fingerprints, plus the
+    current one: code that reproduces the same numbers is the same experiment, so baselines made by any of
+    it still stand. One whose values moved starts afresh with the current code alone."""
     out = {}
     for name, s in new.items():
         prior = old.get(name)
         if prior is not None and not compare_slice(name, prior, s):
-            s = ExperimentSlice(s.sweeps, s.result, list(dict.fromkeys(prior.codes + s.codes)))
+            s = ExperimentSlice(prior.sweeps, prior.result, list(dict.fromkeys(prior.codes + s.codes)))
         out[name] = s
     return out
 
@@ -193,7 +201,7 @@ def _close(a: float, b: float, rel: float, abs_: float) -> bool:
 
 
 def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice) -> list[Mismatch]:
-    rel = TRAINED_REL if name in TRAINED else REL
+    rel = TRAINED_REL if name in TRAINED else EXPERIMENT_REL.get(name, REL)
     out: list[Mismatch] = []
     if len(want.sweeps) != len(got.sweeps):
         out.append(Mismatch(name, "number of sweeps", len(want.sweeps), len(got.sweeps)))
@@ -215,21 +223,22 @@ def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice) -> lis
                     ok = a == b if metric == "argmax" else _close(a, b, rel, ABS[metric])
                     if not ok:
                         out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b))
-    out += _compare_tree(name, "result", want.result, got.result, rel)
+    out += _compare_tree(name, "result", want.result, got.result, rel, RESULT_ABS.get(name, 1e-6))
     return out
 
 
-def _compare_tree(name: str, path: str, a, b, rel: float) -> list[Mismatch]:
+def _compare_tree(name: str, path: str, a, b, rel: float, abs_: float) -> list[Mismatch]:
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [Mismatch(name, f"{path} keys", sorted(a), sorted(b))]
-        return [m for k in a if k not in NOT_COMPARED for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel)]
+        return [m for k in a if k not in NOT_COMPARED
+                for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel, abs_)]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [Mismatch(name, f"{path} length", len(a), len(b))]
-        return [m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel)]
+        return [m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel, abs_)]
     if isinstance(a, float) or isinstance(b, float):
-        if a is None or b is None or not _close(float(a), float(b), rel, 1e-6):
+        if a is None or b is None or not _close(float(a), float(b), rel, abs_):
             return [Mismatch(name, path, a, b)]
         return []
     return [] if a == b else [Mismatch(name, path, a, b)]

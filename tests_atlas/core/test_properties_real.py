@@ -36,7 +36,7 @@ pytestmark = pytest.mark.real_model
 PROMPTS = ["The capital of France is", "def add(a, b):", "2 + 3 ="]
 POOL = PROMPTS + ["Hello", "for i in range(", "The opposite of hot is", "x = [1, 2"]
 REAL = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-P_ATOL = 1e-5  # probabilities
+P_ATOL = 2e-5  # probabilities
 LP_ATOL = 2e-4  # log-probabilities, plus LP_RTOL x |log-prob| (see the module docstring)
 LP_RTOL = 1e-5
 MODELS = ["coder05", pytest.param("gemma270", marks=pytest.mark.pair)]  # gemma270: the pair tier

@@ -3,8 +3,9 @@ and compared per variant and prompt with ``fixtures/golden/qwen2.5-coder-0.5b-in
 
 Tolerances are those of :mod:`atlas_core.golden`: relative 1e-4 (plus 1e-6 absolute for KL and
 probabilities, below which fp32 forwards of different batch shapes legitimately differ), 1e-3 for what
-depends on the four LoRA steps (their rounding compounds). Argmax tokens, layer lists and rankings are
-exact.
+depends on the four LoRA steps (their rounding compounds), 5e-4 for the MLP ablation (zeroing the first
+layer's MLP makes the forward ill-conditioned: measured 1.4e-4) and 2e-3 absolute on transfer recoveries
+(a ratio of nearly equal KLs). Argmax tokens, layer lists and rankings are exact.
 
 The mutation tests show that it bites: each breaks the computation the way a plausible bug would and
 checks that the golden comparison names the experiment, variant, prompt and both values. When a change
@@ -135,16 +136,21 @@ def test_comparison_tolerates_rounding_and_names_what_moved():
         "sweep 0 variant 'v/L0' prompt 'The capital of France is' argmax", "result.layers[1]"}
 
 
-def test_lora_derived_values_get_the_wider_tolerance():
+def test_lora_derived_and_ill_conditioned_values_get_their_wider_tolerances():
     assert compare_slice("transfer", _slice(0.5), _slice(0.5 * (1 + 5e-4))) == []
     assert compare_slice("transfer", _slice(0.5), _slice(0.5 * (1 + 2e-3))) != []
+    assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 3e-4))) == []
+    assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 1e-3))) != []
+    assert compare_slice("layer_ablation", _slice(7.67), _slice(7.67 * (1 + 3e-4))) != []
 
 
 def test_merge_keeps_the_codes_of_unchanged_experiments_only():
     old = {"steering": dataclasses.replace(_slice(0.5), codes=["a"]), "knockout": dataclasses.replace(_slice(0.5), codes=["a"])}
     new = {"steering": dataclasses.replace(_slice(0.5), codes=["b"]), "knockout": dataclasses.replace(_slice(0.9), codes=["b"])}
+    new["steering"].sweeps[0].kl[0][0] = 0.5 * (1 + 5e-5)  # within tolerance: the old values stay
     merged = golden.merge_codes(old, new)
     assert merged["steering"].codes == ["a", "b"] and merged["knockout"].codes == ["b"]
+    assert merged["steering"].sweeps[0].kl[0][0] == 0.5 and merged["knockout"].sweeps[0].kl[0][0] == 0.9
 
 
 def test_a_damaged_record_is_a_clear_error(tmp_path):
