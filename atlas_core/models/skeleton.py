@@ -22,6 +22,12 @@ from atlas_core.models.loader import LoadedModel, _info, resolve_device, resolve
 from atlas_core.models.offline import cache_dir, spec_for
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+VOLATILE = ("_name_or_path", "transformers_version")  # where and by which version a fetch wrote it
+
+
+def comparable(config: dict) -> dict:
+    """A model config without the keys that vary from one fetch to the next."""
+    return {k: v for k, v in config.items() if k not in VOLATILE}
 
 
 def shipped_config(name: str) -> dict:
