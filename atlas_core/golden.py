@@ -104,8 +104,11 @@ def _rounded(a) -> list:
     return [[float(f"{v:.9g}") for v in row] for row in np.asarray(a, dtype=np.float64)]
 
 
-def compute(lm, experiments: list[str] | None = None, progress: bool = False) -> dict[str, ExperimentSlice]:
-    """Run the golden slice of ``experiments`` (default: all, in order) on a loaded model."""
+def compute(lm, experiments: list[str] | None = None, progress: bool = False,
+            shared: dict | None = None) -> dict[str, ExperimentSlice]:
+    """Run the golden slice of ``experiments`` (default: all, in order) on a loaded model. ``shared``: the
+    stored results (JSON form) of experiments not rerun, handed on as a run hands on stored records (head
+    ablation and efficiency read the layer ablation's)."""
     from atlas_core.experiments import EXPERIMENTS, module, parse_experiments
     from atlas_core.experiments.context import Context
     from atlas_core.results import to_jsonable
@@ -116,6 +119,7 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False) ->
     out: dict[str, ExperimentSlice] = {}
     with tempfile.TemporaryDirectory(prefix="atlas-golden-") as tmp:
         ctx = Context(lm, families, GOLDEN_PROFILE, seed=0, out_dir=Path(tmp), progress=progress)
+        ctx.shared.update(shared or {})
         for name in names:
             with recording_sweeps() as log:
                 result = module(name).run(ctx)
@@ -253,7 +257,8 @@ def check(lm, path: Path | None = None, experiments: list[str] | None = None,
     missing = [n for n in names if n not in want]
     if missing:
         raise AtlasError(f"the golden record has no {', '.join(missing)}; rewrite it with `atlas golden write`")
-    got = compute(lm, names, progress=progress)
+    got = compute(lm, names, progress=progress,
+                  shared={n: s.result for n, s in want.items() if n not in names})
     return [m for n in names for m in compare_slice(n, want[n], got[n])]
 
 

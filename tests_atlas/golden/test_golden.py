@@ -50,6 +50,13 @@ def test_the_current_code_is_verified_against_the_golden_slice():
 # ---- mutations: each must make the golden check fail, naming where ------------------------------
 
 
+@REAL
+def test_a_slice_of_one_experiment_reads_the_others_from_the_record(coder05):
+    """Head ablation alone reads the layer ablation it needs from the record, as a run reads stored records:
+    unmutated, checking it alone finds nothing."""
+    assert golden.check(coder05, experiments=["head_ablation"]) == []
+
+
 def _check_fails(coder05, experiment: str) -> str:
     mismatches = golden.check(coder05, experiments=[experiment])
     assert mismatches, f"the golden check of {experiment} did not notice the mutation"
@@ -95,7 +102,7 @@ def test_mutation_kl_direction_swapped_fails(coder05, monkeypatch):
 
 @REAL
 def test_mutation_a_head_slice_off_by_one_fails(coder05, monkeypatch):
-    from atlas_core import interventions, sites
+    from atlas_core import interventions, runner, sites
 
     hook = sites.site_hook
 
@@ -105,6 +112,7 @@ def test_mutation_a_head_slice_off_by_one_fails(coder05, monkeypatch):
         return hook(model, site, fn)
 
     monkeypatch.setattr(interventions, "site_hook", shifted)
+    monkeypatch.setattr(runner, "site_hook", shifted)
     msg = _check_fails(coder05, "head_ablation")
     assert "variant 'head/zero/L0H0'" in msg, msg
 
