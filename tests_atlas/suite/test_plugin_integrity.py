@@ -110,7 +110,8 @@ def test_the_leak_guard_removes_every_hook_kind_it_reports(pytester):
         def test_that_model_is_clean_again():
             assert count_hooks(KEEP[0].model) == 0
     """)
-    result = pytester.runpytest_subprocess(*PLUGIN, "-q")
+    # -rN: no short summary, whose lines repeat each message untruncated where CI is set
+    result = pytester.runpytest_subprocess(*PLUGIN, "-q", "-rN")
     result.assert_outcomes(passed=7, errors=4)
     out = result.stdout.str()
     assert out.count("hook(s) left on tiny-qwen2 after the test (removed now)") == 2
