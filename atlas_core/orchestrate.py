@@ -83,7 +83,8 @@ def verified_codes(experiment: str) -> list[str]:
     from atlas_core import golden
 
     path = golden.golden_path()
-    return golden.read(path)[experiment].codes if path.is_file() and experiment in golden.read(path) else []
+    entry = golden.read(path).get(experiment) if path.is_file() else None
+    return entry.codes if entry is not None else []
 
 
 def check_model_name(name: str) -> None:
