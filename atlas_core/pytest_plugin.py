@@ -401,8 +401,13 @@ class AtlasSession:
                 run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
                                  report=False, progress=True, compute=self.compute))
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
-                self._failed[model] = (f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"
-                                       if not self.compute else f"{model}: {exc}")
+                if self.compute:
+                    self._failed[model] = f"{model}: {exc}"
+                elif self.config.getoption("atlas_no_compute"):
+                    self._failed[model] = f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"
+                else:
+                    self._failed[model] = (f"the {self.tier.name} tier checks stored results only: {exc} (or pass "
+                                           f"--atlas-profile {self.profile} to compute them in this session)")
                 pytest.fail(self._failed[model], pytrace=False)
             self.timings[model] = time.perf_counter() - t0
             gc.collect()
