@@ -68,13 +68,14 @@ class Tier:
     profile: str
     stored_only: bool  # the default pair's claims read committed baselines instead of recomputing
     about: str
+    claims: bool = False  # the tier also selects every claims test (hypotheses and findings)
 
 
 TIERS = {t.name: t for t in (
     Tier("default", (), "full", True, "unit and property tests, Coder-0.5B real-model tests and the golden check, "
          "the hypothesis and finding suite against the committed full-profile Coder baselines (no recompute), reports"),
     Tier("pair", ("pair",), "ci", False, "the hypothesis and finding suite recomputed at the ci profile for both "
-         "Coder models (coder-pair-ci.toml), and the tests marked pair"),
+         "Coder models (coder-pair-ci.toml), and the tests marked pair", claims=True),
     Tier("slow", ("slow",), DEFAULT_PROFILE, False, "benchmarks and other tests that take minutes"),
 )}
 FINDING_MARKERS = {
@@ -479,10 +480,9 @@ def pytest_configure(config):
 
 
 def in_tier(item, tier: Tier) -> bool:
-    """Whether the tier selects ``item``: its markers, or for the pair tier also every claims test."""
+    """Whether the tier selects ``item``: its markers, and every claims test where the tier takes them."""
     if tier.markers:
-        return any(item.get_closest_marker(m) for m in tier.markers) or (
-            tier.name == "pair" and any(item.get_closest_marker(m) for m in GROUP_MARKERS))
+        return any(item.get_closest_marker(m) for m in tier.markers + (GROUP_MARKERS if tier.claims else ()))
     return not any(item.get_closest_marker(m) for t in TIERS.values() for m in t.markers)
 
 
