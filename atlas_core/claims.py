@@ -46,19 +46,12 @@ from atlas_core import AtlasError
 from atlas_core.claim_hygiene import refusal
 from atlas_core.profiles import PROFILES
 from atlas_core.results import RunStore, atomic_write_text
-from atlas_core.verdicts import (
-    CLAIM_GROUPS, DEFAULT_THRESHOLDS, FINDINGS, HYPOTHESES, Stat, check_verdict, decide, model_statistics,
-    statistic_experiments,
-)
+from atlas_core.spec import default_thresholds, experiments, groups, hypotheses, statistic_experiments
+from atlas_core.verdicts import Stat, check_verdict, decide, model_statistics
 
 KINDS = ("value", "at_least", "at_most", "rank", "verdict")
 SOURCES = ("published", "measured")
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "claims"
-REQUIRED_THRESHOLDS = {
-    "H001": ("tolerance",), "H002": ("min_ratio",), "H003": ("min_ratio", "reject_below", "min_boost"),
-    "H004": ("min_ratio", "reject_below", "min_selectivity"), "H005": ("max_fraction", "tolerance"),
-    "H006": ("min_ratio", "reject_below"), "H007": ("threshold", "min_gain"), "H008": ("high", "low", "drop_tolerance"),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,7 +79,7 @@ class Claim:
     @property
     def hypothesis(self) -> str | None:
         head = self.statistic.split(".")[0]
-        return head if head in HYPOTHESES else None
+        return head if head in hypotheses() else None
 
     @property
     def group(self) -> str:
@@ -94,7 +87,8 @@ class Claim:
         if self.hypothesis:
             return self.hypothesis.lower()
         head = self.statistic.split(".")[0]
-        return f"finding_{head}" if head in CLAIM_GROUPS else head
+        spec = groups().get(head)
+        return spec.marker if spec is not None and spec.marker else head
 
     @property
     def ranked(self) -> str:
@@ -165,13 +159,13 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         statistic_experiments(stat)
     except AtlasError as exc:
         raise _bad(path, f"claim {cid!r}: {exc}") from None
-    kind = entry.get("kind", "verdict" if stat in HYPOTHESES else "value")
+    kind = entry.get("kind", "verdict" if stat in hypotheses() else "value")
     if kind not in KINDS:
         raise _bad(path, f"claim {cid!r}: unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
     source = entry.get("source", meta.get("source", "measured"))
     if source not in SOURCES:
         raise _bad(path, f"claim {cid!r}: source must be one of {', '.join(SOURCES)}, got {source!r}")
-    hyp = stat.split(".")[0] in HYPOTHESES
+    hyp = stat.split(".")[0] in hypotheses()
     if hyp:
         models = tuple(entry.get("models", meta.get("models", ())))
         if len(models) != 2:
@@ -237,8 +231,8 @@ def load_claims(path: str | Path) -> ClaimsFile:
         raise _bad(path, "[meta] models must be a list of model names (small first)")
     thresholds = {k: dict(v) for k, v in data.get("thresholds", {}).items()}
     for hid in thresholds:
-        if hid not in HYPOTHESES:
-            raise _bad(path, f"[thresholds.{hid}]: unknown hypothesis; hypotheses are {', '.join(HYPOTHESES)}")
+        if hid not in hypotheses():
+            raise _bad(path, f"[thresholds.{hid}]: unknown hypothesis; hypotheses are {', '.join(hypotheses())}")
     claims = [parse_claim(e, meta, path) for e in data.get("claim", [])]
     profile = PROFILES.get(str(meta.get("profile", "any")))
     sampled = profile is not None and profile.head_layers is not None
@@ -252,7 +246,7 @@ def load_claims(path: str | Path) -> ClaimsFile:
             raise _bad(path, f"duplicate claim id {c.id!r}")
         seen.add(c.id)
         if c.hypothesis:
-            need = REQUIRED_THRESHOLDS[c.hypothesis]
+            need = hypotheses()[c.hypothesis].required
             have = thresholds.get(c.hypothesis, {})
             missing = [k for k in need if k not in have]
             if missing:
@@ -431,22 +425,6 @@ def _tolerance(s: Stat, k: float, floor: float, rel: float) -> float:
     return max(k * hw, floor, rel * abs(s.value or 0.0))
 
 
-# Statistics ``write_claims`` turns into claims, per claim group (per-family ones expand to every family).
-# Not here: transfer.final_recovery and the top-3 final fraction (true by construction, see claim_hygiene).
-CLAIM_STATISTICS: dict[str, tuple[str, ...]] = {
-    "hub": ("hub.top_layer_kl", "hub.family_kl.*"),
-    "heads": ("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
-    "steering": ("steering.best_boost", "steering.study_layer_best_boost"),
-    "knockout": ("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
-    "transfer": ("transfer.zone_final_fraction",),
-    "mlp": ("mlp.max_kl", "mlp.share_of_top_layer"),
-    "lora": ("lora.kl.*",),
-    "efficiency": ("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"),
-}
-RANKED = {"hub": ("hub.ranking", "layer ablation"), "mlp": ("mlp.ranking", "MLP ablation"),
-          "lora": ("lora.ranking", "base -> trained KL")}
-
-
 @dataclass
 class _Writer:
     """Claims entries for ``write_claims``, each checked by the hygiene rules as it is added: a value claim
@@ -502,13 +480,14 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
     models = [r.model for r in runs]
     if len(set(models)) != len(models):
         raise AtlasError(f"both runs are of {models[0]}: a pair is two different models (small then large)")
-    thresholds = DEFAULT_THRESHOLDS
+    thresholds = default_thresholds()
     prof = PROFILES.get(profile)
     w = _Writer(thresholds, prof is not None and prof.head_layers is not None,
                 {"source": "measured", "profile": profile, "models": models})
     for r in runs:
-        for group, names in CLAIM_STATISTICS.items():
-            for pattern in names:
+        for spec in experiments().values():
+            group = spec.group
+            for pattern in spec.claims:
                 for name in _expand(pattern, r.stats):
                     s = r.stats[name]
                     if s.value is None or not math.isfinite(s.value):
@@ -516,8 +495,8 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
                     w.add({"id": f"{r.model}:{name}", "model": r.model, "statistic": name, "kind": "value",
                            "expected": float(_n(s.value)), "tolerance": float(_n(_tolerance(s, k, floor, rel))),
                            "description": f"{name} = {s.text()} on {r.model}"}, k * (s.half_width or 0.0))
-            if group in RANKED:
-                stat, what = RANKED[group]
+            if spec.ranked:
+                stat, what = spec.ranked
                 st = r.stats.get(stat)
                 if st is None or st.tie or not st.ranking:
                     continue
@@ -528,14 +507,14 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
                        "description": f"{name} ranks top-{min(rank, len(st.ranking) - 1)} by {what} on {r.model}"})
     if len(runs) == 2:
         small, large = runs
-        for hid in HYPOTHESES:
+        for hid, hyp in hypotheses().items():
             try:
                 v = decide(hid, small.stats, large.stats, thresholds[hid])
             except AtlasError as exc:
                 w.notes.append(f"no {hid} claims: {exc}")
                 continue  # that experiment is not in both runs, or the profile cannot measure it
             w.add({"id": hid, "statistic": hid, "kind": "verdict", "expected_verdict": v.verdict,
-                   "description": f"{HYPOTHESES[hid]}: {v.verdict} ({v.statistic} {_fmt(v.value, v.lo, v.hi)})"})
+                   "description": f"{hyp.text}: {v.verdict} ({v.statistic} {_fmt(v.value, v.lo, v.hi)})"})
             if v.value is not None and math.isfinite(v.value):
                 st = Stat(v.value, v.lo, v.hi)
                 w.add({"id": f"{hid}.statistic", "statistic": hid, "kind": "value", "expected": float(_n(v.value)),
@@ -611,7 +590,8 @@ class ComparisonRow:
 
     @property
     def finding(self) -> str | None:
-        return self.group if self.group in FINDINGS else None
+        spec = groups().get(self.group)
+        return self.group if spec is not None and spec.headline else None
 
     def message(self) -> str:
         a = self.a.text() if self.a else "absent"
@@ -627,7 +607,7 @@ def compare_stats(a: Mapping[str, Stat], b: Mapping[str, Stat], *, model_a: str 
     """Every statistic of either side. Layer/head indices must match exactly; a value drifts when
     ``|a - b| > max(k * sqrt(ha^2 + hb^2), floor, rel * max(|a|, |b|))`` (h: interval half-widths)."""
     rows = []
-    order = {g: i for i, g in enumerate(("clean",) + FINDINGS + ("lora", "adapter", "efficiency"))}
+    order = {g: i for i, g in enumerate(groups())}
     names = sorted(set(a) | set(b), key=lambda n: (order.get(n.split(".")[0], 99), n))
     for name in names:
         sa, sb = a.get(name), b.get(name)

@@ -14,6 +14,7 @@ makes them stale without anyone having to remember.
 from __future__ import annotations
 
 import ast
+import sys
 import hashlib
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +33,10 @@ def _module_path(dotted: str) -> Path | None:
 
 
 def _imports(path: Path, tree: ast.AST) -> set[str]:
-    pkg = ".".join(("atlas_core",) + path.relative_to(PACKAGE).with_suffix("").parts)
+    if not path.is_relative_to(PACKAGE):  # a project's own experiment module: its atlas_core imports only
+        pkg = ""
+    else:
+        pkg = ".".join(("atlas_core",) + path.relative_to(PACKAGE).with_suffix("").parts)
     if path.name == "__init__.py":
         pkg = pkg.removesuffix(".__init__")
     else:
@@ -43,7 +47,7 @@ def _imports(path: Path, tree: ast.AST) -> set[str]:
             out |= {a.name for a in node.names if a.name.startswith("atlas_core")}
         elif isinstance(node, ast.ImportFrom):
             mod = node.module or ""
-            if node.level:
+            if node.level and pkg:
                 parts = pkg.split(".")
                 mod = ".".join(parts[: len(parts) - node.level + 1] + ([mod] if mod else []))
             if mod.startswith("atlas_core"):
@@ -74,10 +78,10 @@ def _parsed(path: Path) -> tuple[str, frozenset[str]]:
 
 def closure(experiment: str) -> list[Path]:
     """The experiment's module and every atlas_core module it imports, transitively, sorted."""
-    from atlas_core.experiments import EXPERIMENT_MODULES, parse_experiments
+    from atlas_core.spec import experiment as spec_of
 
-    parse_experiments([experiment])
-    start = _module_path(f"atlas_core.experiments.{EXPERIMENT_MODULES[experiment]}")
+    mod = spec_of(experiment).module
+    start = _module_path(mod) if mod.startswith("atlas_core.") else Path(sys.modules[mod].__file__).resolve()
     seen: set[Path] = set()
     todo = [start]
     while todo:

@@ -29,6 +29,7 @@ import numpy as np
 
 from atlas_core import AtlasError
 from atlas_core.codehash import UNRECORDED, fingerprint
+from atlas_core.experiments.schema import migrate
 from atlas_core.profiles import Profile
 
 GOLDEN_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -109,12 +110,13 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False,
     """Run the golden slice of ``experiments`` (default: all, in order) on a loaded model. ``shared``: the
     stored results (JSON form) of experiments not rerun, handed on as a run hands on stored records (head
     ablation and efficiency read the layer ablation's)."""
-    from atlas_core.experiments import EXPERIMENTS, module, parse_experiments
+    from atlas_core.experiments import parse_experiments
     from atlas_core.experiments.context import Context
+    from atlas_core.spec import experiment as spec_of
     from atlas_core.results import to_jsonable
     from atlas_core.tasks import load_families
 
-    names = parse_experiments(experiments) if experiments else list(EXPERIMENTS)
+    names = parse_experiments(experiments or "all")
     families = load_families(n_items=GOLDEN_PROFILE.n_items)
     out: dict[str, ExperimentSlice] = {}
     with tempfile.TemporaryDirectory(prefix="atlas-golden-") as tmp:
@@ -122,7 +124,7 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False,
         ctx.shared.update(shared or {})
         for name in names:
             with recording_sweeps() as log:
-                result = module(name).run(ctx)
+                result = spec_of(name).run(ctx)
             out[name] = ExperimentSlice(sweeps=log, result=to_jsonable(result), codes=[fingerprint(name)])
     return out
 
@@ -176,7 +178,7 @@ def merge_codes(old: dict[str, ExperimentSlice], new: dict[str, ExperimentSlice]
     for name, s in new.items():
         prior = old.get(name)
         if prior is not None and not compare_slice(name, prior, s):
-            s = ExperimentSlice(prior.sweeps, prior.result, list(dict.fromkeys(prior.codes + s.codes)))
+            s = ExperimentSlice(prior.sweeps, migrate(name, prior.result), list(dict.fromkeys(prior.codes + s.codes)))
         out[name] = s
     return out
 
@@ -225,7 +227,9 @@ def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice) -> lis
                     ok = a == b if metric == "argmax" else _close(a, b, rel, ABS[metric])
                     if not ok:
                         out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b))
-    out += _compare_tree(name, "result", want.result, got.result, rel, RESULT_ABS.get(name, 1e-6))
+    # results compare in the current schema: fields a later schema removed are not expected of new code
+    out += _compare_tree(name, "result", migrate(name, want.result), migrate(name, got.result), rel,
+                         RESULT_ABS.get(name, 1e-6))
     return out
 
 

@@ -17,7 +17,7 @@ from filelock import Timeout
 from atlas_core import AtlasError
 from atlas_core.checkpoints import checkpointing
 from atlas_core.codehash import baseline_stands, fingerprint
-from atlas_core.experiments import lora_training, module, parse_experiments
+from atlas_core.experiments import lora_training, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
@@ -26,6 +26,7 @@ from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
 from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
+from atlas_core.spec import experiment as spec_of
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
 from atlas_core.tasks import load_families
 from atlas_core.work import matmul_peak, metering, summary
@@ -100,8 +101,8 @@ def check_model_name(name: str) -> None:
 
 def experiment_config(name: str, ctx: Context, seed: int) -> dict:
     info = ctx.lm.info
-    mod = module(name)
-    extra = mod.config(ctx) if hasattr(mod, "config") else {}
+    spec = spec_of(name)
+    extra = spec.config(ctx) if spec.config is not None else {}
     return {
         "experiment": name,
         "model": info.name,
@@ -143,8 +144,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
     jobs: list[_Job] = []
     for name in names:
-        mod = module(name)
-        seeds = [plan.seed + i for i in range(plan.seeds)] if getattr(mod, "SEED_DEPENDENT", False) else [plan.seed]
+        seeds = [plan.seed + i for i in range(plan.seeds)] if spec_of(name).seed_dependent else [plan.seed]
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
@@ -195,7 +195,7 @@ def _preflight(plan: RunPlan, names: list[str]) -> None:
     check_model_source(plan.model)
     store = RunStore(plan.out)
     for name in names:
-        seeds = range(plan.seed, plan.seed + plan.seeds) if getattr(module(name), "SEED_DEPENDENT", False) else [plan.seed]
+        seeds = range(plan.seed, plan.seed + plan.seeds) if spec_of(name).seed_dependent else [plan.seed]
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
             if store.load(key) is None and plan.compute and store.root.is_dir():  # a damaged record raises here
@@ -260,7 +260,7 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     t0 = time.perf_counter()
     with checkpointing(partial) as ck, metering(lm.model) as work:
         try:
-            result = module(job.name).run(job.ctx)
+            result = spec_of(job.name).run(job.ctx)
         except NonFiniteMetric as exc:  # nothing is stored; the message gains the experiment's name
             raise NonFiniteMetric(f"{key}: {exc}") from None
     run_s = time.perf_counter() - t0

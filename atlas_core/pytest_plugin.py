@@ -78,32 +78,21 @@ TIERS = {t.name: t for t in (
          "Coder models (coder-pair-ci.toml), and the tests marked pair", claims=True),
     Tier("slow", ("slow",), DEFAULT_PROFILE, False, "benchmarks and other tests that take minutes"),
 )}
-FINDING_MARKERS = {
-    "finding_hub": "headline finding, the hub layer",
-    "finding_heads": "headline finding, specialist heads",
-    "finding_steering": "headline finding, steering collapse",
-    "finding_knockout": "headline finding, knockout selectivity",
-    "finding_transfer": "headline finding, the transfer zone",
-    "finding_mlp": "headline finding, MLP weakening",
-    "finding_lora": "LoRA training, which families the adapter shifts most",
-    "finding_efficiency": "early exit and layer skipping",
-}
-
-
-def hypothesis_markers() -> dict[str, str]:
-    from atlas_core.verdicts import HYPOTHESES
-
-    return {hid.lower(): f"{hid} {text}" for hid, text in HYPOTHESES.items()}
-
-
-GROUP_MARKERS = tuple(hypothesis_markers()) + tuple(FINDING_MARKERS)
-MARKERS = {
+BASE_MARKERS = {
     "real_model": "loads a real pretrained model through the project's own fetch (runs on CPU in CI)",
     "gpu": "needs a CUDA device; skipped where none exists",
     "slow": "the slow tier: takes minutes on a 2-core CPU (benchmarks); run with --atlas-tier slow or -m slow",
     "pair": "the pair tier: recomputes the Coder pair at the ci profile; run with --atlas-tier pair",
-    **hypothesis_markers(), **FINDING_MARKERS,
 }
+
+
+def group_markers() -> dict[str, str]:
+    """The markers that select claims tests, from the specs: ``h003`` per hypothesis, ``finding_hub`` per
+    experiment with finding tests."""
+    from atlas_core.spec import finding_markers, hypothesis_markers
+
+    return {**hypothesis_markers(), **finding_markers()}
+
 
 _LOADED: dict[tuple, object] = {}
 _LOAD_FAILED: dict[tuple, str] = {}
@@ -353,7 +342,7 @@ class AtlasSession:
 
     def needed(self) -> dict[str, set[str]]:
         """model -> experiments, for the selected tests that will run (deselected/skipped ones excluded)."""
-        from atlas_core.experiments import module
+        from atlas_core.spec import experiment as spec_of
 
         need: dict[str, set[str]] = {}
         for item in getattr(self.config, "_atlas_items", []):
@@ -369,7 +358,7 @@ class AtlasSession:
         for exps in need.values():  # what the experiments reuse from one another within a run
             todo = list(exps)
             while todo:
-                for req in getattr(module(todo.pop()), "REQUIRES", ()):
+                for req in spec_of(todo.pop()).requires:
                     if req not in exps:
                         exps.add(req)
                         todo.append(req)
@@ -472,27 +461,60 @@ def validate_options(config) -> None:
             raise pytest.UsageError(f"{what}: {exc}") from None
 
 
+def pytest_addhooks(pluginmanager):
+    from atlas_core import pytest_hookspecs
+
+    pluginmanager.add_hookspecs(pytest_hookspecs)
+
+
+def register_project_specs(config) -> list[str]:
+    """Register what the project's ``pytest_atlas_experiments``/``pytest_atlas_hypotheses`` return; the
+    keys registered (removed again at unconfigure)."""
+    from atlas_core import AtlasError
+    from atlas_core.spec import register
+
+    keys = []
+    for hook, attr in ((config.hook.pytest_atlas_experiments, "name"), (config.hook.pytest_atlas_hypotheses, "id")):
+        for specs in hook(config=config):
+            try:
+                register(specs or (), where=hook.name)
+            except AtlasError as exc:
+                raise pytest.UsageError(f"{hook.name}: {exc}") from None
+            keys += [getattr(s, attr) for s in specs or ()]
+    return keys
+
+
 def pytest_configure(config):
-    for name, text in MARKERS.items():
+    config._atlas_registered = register_project_specs(config)
+    config._atlas_groups = group_markers()
+    for name, text in {**BASE_MARKERS, **config._atlas_groups}.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     validate_options(config)
     config._atlas = AtlasSession(config)
 
 
+def pytest_unconfigure(config):
+    from atlas_core.spec import unregister
+
+    unregister(getattr(config, "_atlas_registered", ()))
+
+
 def in_tier(item, tier: Tier) -> bool:
     """Whether the tier selects ``item``: its markers, and every claims test where the tier takes them."""
     if tier.markers:
-        return any(item.get_closest_marker(m) for m in tier.markers + (GROUP_MARKERS if tier.claims else ()))
+        groups = tuple(item.config._atlas_groups) if tier.claims else ()
+        return any(item.get_closest_marker(m) for m in tier.markers + groups)
     return not any(item.get_closest_marker(m) for t in TIERS.values() for m in t.markers)
 
 
 def pytest_generate_tests(metafunc):
     session: AtlasSession = metafunc.config._atlas
     if "claim" in metafunc.fixturenames:
-        groups = [m.name for m in metafunc.definition.iter_markers() if m.name in GROUP_MARKERS]
+        known = metafunc.config._atlas_groups
+        groups = [m.name for m in metafunc.definition.iter_markers() if m.name in known]
         if len(groups) != 1:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: a claims test carries exactly one of the "
-                                    f"markers {', '.join(GROUP_MARKERS)} (found {groups or 'none'})")
+                                    f"markers {', '.join(known)} (found {groups or 'none'})")
         metafunc.parametrize("claim", session.params_for(groups[0]))
     if "drift" in metafunc.fixturenames:
         base = session.baseline
@@ -505,7 +527,8 @@ def pytest_generate_tests(metafunc):
             if stat.kind == "ranking":
                 continue
             group = name.split(".")[0]
-            marks = [getattr(pytest.mark, f"finding_{group}")] if f"finding_{group}" in GROUP_MARKERS else []
+            known = metafunc.config._atlas_groups
+            marks = [getattr(pytest.mark, f"finding_{group}")] if f"finding_{group}" in known else []
             params.append(pytest.param(DriftCheck(name, session.model), id=name, marks=marks))
         metafunc.parametrize("drift", params)
 

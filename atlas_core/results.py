@@ -29,9 +29,9 @@ from typing import Any, Callable
 import numpy as np
 from filelock import FileLock
 
+from atlas_core.experiments.schema import SCHEMA
 from atlas_core.integrity import CorruptFile, read_sealed_json, seal_doc
 
-SCHEMA = 1
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
 
 

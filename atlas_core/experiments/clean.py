@@ -12,10 +12,10 @@ import torch
 from atlas_core import AtlasError
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import CleanResult, FamilyAccuracy, PromptOutcome
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import estimate_stat
 
 NAME = "clean"
-SEED_DEPENDENT = False
-REQUIRES = ()
 
 
 def check_families(ctx: Context) -> None:
@@ -60,3 +60,19 @@ def run(ctx: Context) -> CleanResult:
                          overall_accuracy=ctx.estimate(correct.astype(np.float64)))
     ctx.shared[NAME] = result
     return result
+
+
+def statistics(result: CleanResult, n_layers: int, results: dict) -> dict:
+    """Clean top-1 accuracy overall and per family (what the model can do before any ablation)."""
+    out = {"clean.accuracy": estimate_stat(result.overall_accuracy)}
+    for fa in result.families:
+        out[f"clean.accuracy.{fa.family}"] = estimate_stat(fa.top1_accuracy)
+    return out
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Clean accuracy", about="which skills the model has before any intervention", order=0,
+    run=run, config=config, result=CleanResult, group="clean", statistics=statistics,
+    profile_fields=("n_items", "n_boot", "memory_mb"),
+    section="atlas_core.report.sections:clean", macro="clean", overlay="atlas_core.report.compare:clean_overlay",
+)

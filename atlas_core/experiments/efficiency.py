@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import inspect
-import statistics
+from statistics import median
 import time
 
 import numpy as np
@@ -24,13 +24,13 @@ from atlas_core import AtlasError
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import EfficiencyResult, ExitPoint, SkipConfig
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import Stat, estimate_stat, finite, series
 from atlas_core.interventions import ExitAt, Skip, Variant
 from atlas_core.models.adapters import layer_window
 from atlas_core.sites import dims
 
 NAME = "efficiency"
-SEED_DEPENDENT = False
-REQUIRES = ()
 TOP_K = 5
 TIMING_PROMPTS = 8  # prompts per timed forward (spread over the families): the depth ratio, not the batch, matters
 STUDY_DEPTH = 28  # the study's model depth; its mid block was layers 4..8
@@ -121,7 +121,7 @@ def time_exits(ctx: Context, layers: list[int]) -> list[float]:
                     if cuda:
                         torch.cuda.synchronize()
                     times[layer].append(time.perf_counter() - t0)
-    return [statistics.median(times[layer]) for layer in layers]
+    return [median(times[layer]) for layer in layers]
 
 
 def run(ctx: Context) -> EfficiencyResult:
@@ -170,3 +170,39 @@ def run(ctx: Context) -> EfficiencyResult:
     result = EfficiencyResult(skip_configs=configs, exits=exits, single_skip_kl=single_skip_kl, notes=notes)
     ctx.shared[NAME] = result
     return result
+
+
+EXIT_SKIPS = (1, 2, 4, 10)  # early exits the study tabulates, by layers skipped (efficiency.exit.skipN.*)
+
+
+def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[str, Stat]:
+    """Layer skipping and early exit: the best top-5 overlap among skip configurations (H007) and
+    each configuration's KL and overlap; the best argmax match of an early exit."""
+    out: dict[str, Stat] = {}
+    cfgs = result.skip_configs
+    if cfgs:
+        best = max(cfgs, key=lambda c: finite(c.top5_overlap.value) or 0.0)
+        curve = series(range(len(cfgs)), [c.top5_overlap.value for c in cfgs],
+                       "skip config (" + ", ".join(c.name for c in cfgs) + ")", "top-5 overlap")
+        out["efficiency.best_top5_overlap"] = estimate_stat(best.top5_overlap, label=best.name, series=curve)
+        for c in cfgs:
+            out[f"efficiency.skip.{c.name}.top5_overlap"] = estimate_stat(c.top5_overlap, label=str(c.layers))
+            out[f"efficiency.skip.{c.name}.mean_kl"] = estimate_stat(c.mean_kl, label=str(c.layers))
+    exits = [e for e in result.exits if e.layers_skipped > 0]
+    if exits:
+        best = max(exits, key=lambda e: finite(e.argmax_match.value) or 0.0)
+        out["efficiency.best_exit_argmax"] = estimate_stat(best.argmax_match, label=f"exit L{best.layer}")
+    for e in exits:  # the exits the study tabulates (an exit after the last layer skips nothing: match 1)
+        if e.layers_skipped in EXIT_SKIPS:
+            out[f"efficiency.exit.skip{e.layers_skipped}.argmax_match"] = estimate_stat(
+                e.argmax_match, label=f"exit L{e.layer}")
+    return out
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Skipping and early exit", about="layer-skip configurations and early exit", order=90,
+    run=run, config=config, result=EfficiencyResult, reuses=("layer_ablation",), group="efficiency",
+    statistics=statistics, claims=("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"), finding="early exit and layer skipping", profile_fields=("timing_repeats",),
+    section="atlas_core.report.sections:efficiency", macro="efficiency",
+    overlay="atlas_core.report.compare:efficiency_overlay",
+)

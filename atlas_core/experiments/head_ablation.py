@@ -9,34 +9,21 @@ import numpy as np
 
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
+from atlas_core.experiments.layer_ablation import primary_sweep
 from atlas_core.experiments.schema import HeadAblationResult, HeadScore
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.profiles import sample_layers
 from atlas_core.sites import Site
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import Stat, ratio, relative_depth, series
 
 NAME = "head_ablation"
-SEED_DEPENDENT = False
-REQUIRES = ()
 MODE = "zero"
 TOP = 10
 
 
 def config(ctx: Context) -> dict:
     return {"mode": MODE, "head_layers": ctx.profile.head_layers, "top": TOP}
-
-
-def max_layer_kl(shared: dict) -> float | None:
-    """The strongest whole-layer mean KL across families of the layer ablation's primary sweep, when that
-    experiment ran earlier in the same run (a dataclass, or its JSON form)."""
-    res = shared.get("layer_ablation")
-    if res is None:
-        return None
-    get = (lambda o, k: o[k]) if isinstance(res, dict) else getattr
-    primary = get(res, "primary")
-    for sweep in get(res, "sweeps"):
-        if f"{get(sweep, 'target')}/{get(sweep, 'mode')}" == primary:
-            return float(max(get(sweep, "family_mean_kl")))
-    return None
 
 
 def run(ctx: Context) -> HeadAblationResult:
@@ -58,7 +45,45 @@ def run(ctx: Context) -> HeadAblationResult:
     result = HeadAblationResult(
         n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families), mode=MODE,
         kl={name: [[float(v) for v in row] for row in np.asarray(m)] for name, m in per_family.items()},
-        max_head=top[0], top=top, max_layer_kl=max_layer_kl(ctx.shared),
+        max_head=top[0], top=top,
     )
     ctx.shared[NAME] = result
     return result
+
+
+def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
+    """The strongest single head (family, layer, head, KL), its depth, the strongest head per family
+    and, with the layer ablation of the same run, the layer/head gap (max layer KL / max head KL)."""
+    mh = result.max_head
+    label = f"{mh.family} L{mh.layer} H{mh.head}"
+    layers = list(result.layers)
+    grids = list(result.kl.values())
+    per_layer = [max(max(g[i]) for g in grids) for i in range(len(layers))] if grids else []
+    curve = series(layers, per_layer, "layer", "max head-ablation KL (nats)")
+    out = {
+        # the share of layers whose heads were ablated: below 1 the strongest head may sit in a skipped layer
+        "heads.layer_coverage": Stat(len(layers) / n_layers, label=f"{len(layers)} of {n_layers} layers"),
+        "heads.max_kl": Stat(float(mh.kl), label=label, series=curve),
+        "heads.max_layer": Stat(float(mh.layer), kind="index", label=label),
+        "heads.max_head": Stat(float(mh.head), kind="index", label=label),
+        "heads.max_layer_depth": Stat(relative_depth(mh.layer, n_layers), label=label),
+    }
+    for fam, grid in result.kl.items():
+        best = max(((v, li, h) for li, row in enumerate(grid) for h, v in enumerate(row)), default=None)
+        if best is not None:
+            out[f"heads.family_max_kl.{fam}"] = Stat(float(best[0]), label=f"L{layers[best[1]]} H{best[2]}")
+    layer = results.get("layer_ablation")
+    if layer is not None:
+        out["heads.layer_head_gap"] = Stat(ratio(max(primary_sweep(layer).family_mean_kl), mh.kl),
+                                           label="max layer KL / max head KL")
+    return out
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Head ablation", about="KL from zeroing one attention head at a time", order=30,
+    run=run, config=config, result=HeadAblationResult, group="heads", statistics=statistics, headline=True,
+    claims=("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
+    reads={"heads.layer_head_gap": ("layer_ablation",)}, finding="headline finding, specialist heads",
+    profile_fields=("head_layers",), section="atlas_core.report.sections:heads", macro="heads",
+    overlay="atlas_core.report.compare:heads_overlay",
+)

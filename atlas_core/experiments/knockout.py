@@ -23,13 +23,13 @@ from atlas_core import AtlasError
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.directions import check_family, direction_norm, skill_direction
 from atlas_core.experiments.schema import KnockoutLayer, KnockoutResult
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
 from atlas_core.experiments.steering import steer_grid
 from atlas_core.metrics import selectivity
 from atlas_core.profiles import sample_layers
 
 NAME = "knockout"
-SEED_DEPENDENT = False
-REQUIRES = ()
 
 FAMILY = "factual_recall"  # the study's knocked-out skill
 STRENGTH = -1.0  # times the raw skill direction
@@ -78,3 +78,30 @@ def run(ctx: Context, family: str = FAMILY, strength: float = STRENGTH) -> Knock
                             best_selectivity=best.selectivity)
     ctx.shared[NAME] = result
     return result
+
+
+def statistics(result: KnockoutResult, n_layers: int, results: dict) -> dict[str, Stat]:
+    """Knockout selectivity: the best skill-drop / non-skill-drop ratio, its layer, and the two drops."""
+    rows = result.layers
+    bl = result.best_layer
+    label = f"L{bl}"
+    curve = series([r.layer for r in rows], [r.selectivity for r in rows], "layer", "selectivity")
+    best = next((r for r in rows if r.layer == bl), None)
+    out = {
+        "knockout.best_selectivity": Stat(finite(result.best_selectivity), label=label, series=curve),
+        "knockout.best_layer": Stat(float(bl), kind="index", label=label),
+        "knockout.best_layer_depth": Stat(relative_depth(bl, n_layers), label=label),
+    }
+    if best is not None:
+        out["knockout.skill_drop"] = estimate_stat(best.skill_drop, label=label)
+        out["knockout.nonskill_drop"] = estimate_stat(best.nonskill_drop, label=label)
+    return out
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Skill knockout", about="negative steering: skill drop vs non-skill drop per layer", order=50,
+    run=run, config=config, result=KnockoutResult, group="knockout", statistics=statistics, headline=True,
+    claims=("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
+    finding="headline finding, knockout selectivity", profile_fields=("steer_layers",),
+    section="atlas_core.report.sections:knockout", macro="knockout", overlay="atlas_core.report.compare:knockout_overlay",
+)

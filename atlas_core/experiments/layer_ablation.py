@@ -21,10 +21,11 @@ from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LayerAblationResult, LayerSweep
 from atlas_core.interventions import ABLATION_MODES, Ablate, Variant
 from atlas_core.sites import Site
+from atlas_core.spec import ExperimentSpec
+from atlas_core.metrics import is_tie
+from atlas_core.stat import Stat, finite, relative_depth, series
 
 NAME = "layer_ablation"
-SEED_DEPENDENT = False  # resample donors are drawn with ctx.seed, which is part of the config hash
-REQUIRES = ()
 TARGETS = ("resid", "delta")
 PRIMARY = "resid/zero"
 
@@ -105,3 +106,54 @@ def run(ctx: Context) -> LayerAblationResult:
                                  sweeps=sweeps, primary=PRIMARY, notes=notes)
     ctx.shared[NAME] = result
     return result
+
+
+def primary_sweep(result: LayerAblationResult) -> LayerSweep:
+    """The result's primary sweep (the study's definition), or its first."""
+    if not result.sweeps:
+        raise AtlasError("the stored ablation result has no sweeps: re-run the experiment (atlas run ...)")
+    return find_sweep(result.sweeps, result.primary) or result.sweeps[0]
+
+
+def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat]:
+    """The top layer of an ablation sweep, its KL, depth and rank order. When every layer gives the same
+    KL (:func:`atlas_core.metrics.is_tie`: zeroing the whole residual of a model without biases) there is
+    no top layer: the layer, depth and ranking are None with ``tie`` set, and the KL is the common value."""
+    layers, fmk = list(sweep.layers), list(sweep.family_mean_kl)
+    ranking = tuple(int(v) for v in sweep.ranking)
+    tie = is_tie(fmk)
+    top = ranking[0]
+    i = layers.index(top)
+    est = sweep.mean_kl[i]
+    shift = fmk[i] - (finite(est.value) or 0.0)  # interval of the all-prompt mean, centred on the family mean
+    curve = series(layers, fmk, "layer", "mean KL over families (nats)")
+    label = f"all {len(layers)} layers tie" if tie else f"L{top}"
+    at = None if tie else float(top)
+    lo, hi = finite(est.lo), finite(est.hi)
+    out = {
+        f"{prefix}.ranking": Stat(at, kind="ranking", ranking=() if tie else ranking, label=label, series=curve,
+                                  tie=tie),
+        f"{prefix}.top_layer": Stat(at, kind="index", label=label, series=curve, tie=tie),
+        f"{prefix}.top_layer_depth": Stat(None if tie else relative_depth(top, n_layers),
+                                          label=label if tie else f"L{top} of {n_layers}", tie=tie),
+        f"{prefix}.top_layer_kl": Stat(fmk[i], None if lo is None else lo + shift, None if hi is None else hi + shift,
+                                       est.n, kind="estimate", label=label, series=curve),
+    }
+    for fam, vals in sweep.kl.items():
+        out[f"{prefix}.family_kl.{fam}"] = Stat(float(vals[i]), label=label)
+    return out
+
+
+def statistics(result: LayerAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
+    """The hub: the layer whose ablation moves the output most (the primary sweep, the study's
+    mean-over-families KL), its KL, its relative depth, its rank order, and its KL per family."""
+    return sweep_stats("hub", primary_sweep(result), n_layers)
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Layer ablation", about="KL (nats) from ablating each layer, per family", order=10,
+    run=run, config=config, result=LayerAblationResult, group="hub", statistics=statistics, headline=True, claims=("hub.top_layer_kl", "hub.family_kl.*"), ranked=("hub.ranking", "layer ablation"),
+    finding="headline finding, the hub layer", profile_fields=("ablation_modes",),
+    section="atlas_core.report.sections:layer_sweeps", macro="sweeps",
+    overlay="atlas_core.report.compare:sweeps_overlay",
+)

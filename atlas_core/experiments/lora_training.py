@@ -41,6 +41,8 @@ from atlas_core.adapters_lora import (
 )
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import Stat, estimate_stat, finite, series
 from atlas_core.integrity import torch_load_sealed, torch_save_sealed
 from atlas_core.metrics import kl_divergence
 from atlas_core.models.adapters import decoder
@@ -48,8 +50,6 @@ from atlas_core.results import RunStore, atomic_write, config_hash
 from atlas_core.runner import Runner, _logits_to_logprobs
 
 NAME = "lora_training"
-SEED_DEPENDENT = True
-REQUIRES: tuple[str, ...] = ()
 
 LEARNING_RATE = 3e-4  # peak; 1e-3 diverged at batch size 1 on Coder-1.5B (see the docstring)
 SCHEDULE = "linear"  # decays to 0 at the profile's lora_max_steps (see SCHEDULES)
@@ -360,5 +360,29 @@ def trained_runner(ctx: Context, peft_model) -> Runner:
                   progress=ctx.progress)
 
 
-__all__ = ["NAME", "SEED_DEPENDENT", "REQUIRES", "config", "run", "ensure_adapter", "attached_adapter",
+__all__ = ["NAME", "SPEC", "config", "run", "ensure_adapter", "attached_adapter",
            "adapter_dir", "adapter_key", "training_items", "training_pairs", "make_batch", "pair_losses", "target_loss_of", "train", "trained_runner"]
+
+
+def statistics(result: LoraResult, n_layers: int, results: dict) -> dict[str, Stat]:
+    """LoRA training: final loss and base -> trained KL per family, and the families by that KL."""
+    out = {"lora.final_loss": Stat(finite(result.final_loss))}
+    kl = {fam: est for fam, est in result.kl_per_family.items() if finite(est.value) is not None}
+    for fam, est in kl.items():
+        out[f"lora.kl.{fam}"] = estimate_stat(est)
+    if kl:  # families by how far training moved them, most first (the study: json_schema 6.47 first)
+        order = tuple(sorted(kl, key=lambda f: -kl[f].value))
+        curve = series(range(len(order)), [kl[f].value for f in order], "family (" + ", ".join(order) + ")",
+                       "base -> trained KL (nats)")
+        out["lora.ranking"] = Stat(None, kind="ranking", ranking=order, label=order[0], series=curve)
+    return out
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="LoRA training", about="the trained perturbation the next two experiments use", order=60,
+    run=run, config=config, result=LoraResult, seed_dependent=True, group="lora", statistics=statistics, claims=("lora.kl.*",),
+    ranked=("lora.ranking", "base -> trained KL"),
+    finding="LoRA training, which families the adapter shifts most",
+    profile_fields=("lora_items", "lora_max_steps", "lora_target_loss"),
+    section="atlas_core.report.sections:lora", macro="lora", overlay="atlas_core.report.compare:lora_overlay",
+)

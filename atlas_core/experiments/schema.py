@@ -4,13 +4,29 @@ the reports. Each serialises to JSON through ``atlas_core.results.to_jsonable``;
 
 Layer-indexed lists are in layer order (index i is ``layers[i]``). Per-family dicts are keyed by
 family name in ``FAMILIES`` order.
+
+Stored results load back as these types (:func:`load_result`, through ``cattrs``): a field the type
+does not have is an error, except the fields a later schema removed (``REMOVED``), which records of an
+earlier schema still carry and which are dropped on reading. Undefined numbers are stored as ``null``
+and read back as NaN.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Mapping
 
+from atlas_core import AtlasError
 from atlas_core.metrics import Estimate
+
+SCHEMA = 2  # the version of the record format and of these result types (results.ExperimentRecord.schema)
+# Fields removed from a result type, by the schema that removed them.
+REMOVED: dict[int, dict[str, tuple[str, ...]]] = {
+    # head ablation no longer copies the layer ablation's strongest KL: heads.layer_head_gap reads the
+    # layer ablation's own result (a declared input, ``ExperimentSpec.reads``)
+    2: {"head_ablation": ("max_layer_kl",)},
+}
 
 
 @dataclass
@@ -89,7 +105,6 @@ class HeadAblationResult:
     kl: dict[str, list[list[float]]]  # family -> [layer index][head] mean KL
     max_head: HeadScore
     top: list[HeadScore]  # strongest (family, layer, head) cells, descending
-    max_layer_kl: float | None = None  # strongest whole-layer KL, for the layer/head gap (from layer ablation)
 
 
 @dataclass
@@ -207,3 +222,39 @@ class EfficiencyResult:
     exits: list[ExitPoint]
     single_skip_kl: list[float]  # per layer: KL of skipping that layer alone (ranks the weakest layers)
     notes: str = ""
+
+
+def migrate(experiment: str, data: Mapping[str, Any]) -> dict:
+    """A stored result (JSON form) in the current schema: fields later schemas removed are dropped."""
+    drop = {f for by in REMOVED.values() for f in by.get(experiment, ())}
+    return {k: v for k, v in data.items() if k not in drop}
+
+
+@lru_cache(maxsize=1)
+def _converter():
+    import cattrs
+
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(float, lambda v, _: float("nan") if v is None else float(v))
+    return conv
+
+
+def load_result(experiment: str, data: Any) -> Any:
+    """The typed result of ``experiment`` (its spec's result type) from its stored JSON form; a result
+    that is already typed is returned as it is."""
+    from atlas_core.spec import experiment as spec_of
+
+    cls = spec_of(experiment).result
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise AtlasError(f"the stored {experiment} result is a {type(data).__name__}, not an object; "
+                         "delete the record and rerun the experiment (atlas run)")
+    import cattrs
+
+    try:
+        return _converter().structure(migrate(experiment, data), cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc))
+        raise AtlasError(f"the stored {experiment} result does not match {cls.__name__} (schema {SCHEMA}): "
+                         f"{problems}; delete the record and rerun the experiment (atlas run)") from None

@@ -26,6 +26,8 @@ from atlas_core.experiments.directions import (
     check_direction, check_family, direction_norm, family_runner, skill_direction, study_layer,
 )
 from atlas_core.experiments.schema import SteeringPrompt, SteeringResult
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
 from atlas_core.interventions import Steer, Variant
 from atlas_core.profiles import sample_layers
 from atlas_core.runner import Runner
@@ -33,8 +35,6 @@ from atlas_core.sites import check_layer
 from atlas_core.tasks import target_token_id
 
 NAME = "steering"
-SEED_DEPENDENT = False
-REQUIRES = ()
 
 FAMILY = "factual_recall"  # the study's factual recall direction
 STUDY_PROMPT_IDS = ("study_italy", "study_spain")  # "The capital of Italy is ", "The capital of Spain is "
@@ -153,3 +153,30 @@ def run(ctx: Context, family: str = FAMILY) -> SteeringResult:
     )
     ctx.shared[NAME] = result
     return result
+
+
+def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str, Stat]:
+    """Steering leverage: the best mean target-probability boost (over layers and strengths) with its
+    interval, where it was found, and the boost at the study's layer."""
+    layers = list(result.layers)
+    bl = result.best_layer
+    label = f"L{bl} x{result.best_strength:+g}"
+    curve = series(result.strengths, result.boost[layers.index(bl)], "steering strength",
+                   f"mean target-prob boost at L{bl}") if bl in layers else None
+    return {
+        "steering.best_boost": estimate_stat(result.best_boost, label=label, series=curve),
+        "steering.best_layer": Stat(float(bl), kind="index", label=label),
+        "steering.best_layer_depth": Stat(relative_depth(bl, n_layers), label=label),
+        "steering.best_strength": Stat(float(result.best_strength), label=label),
+        "steering.study_layer_best_boost": estimate_stat(result.study_layer_best_boost, label=f"L{result.study_layer}"),
+        "steering.baseline_prob": Stat(finite(result.baseline_prob)),
+    }
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Steering", about="dose-response of adding the factual-recall direction at each layer",
+    order=40, run=run, config=config, result=SteeringResult, group="steering", statistics=statistics, headline=True,
+    claims=("steering.best_boost", "steering.study_layer_best_boost"),
+    finding="headline finding, steering collapse", profile_fields=("steer_layers", "steer_strengths"),
+    section="atlas_core.report.sections:steering", macro="steering", overlay="atlas_core.report.compare:steering_overlay",
+)

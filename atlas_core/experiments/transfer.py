@@ -23,13 +23,13 @@ from atlas_core.adapters_lora import attached_adapter
 from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import TransferResult
+from atlas_core.spec import ExperimentSpec
+from atlas_core.stat import Stat, estimate_stat, final_fraction, finite, series
 from atlas_core.interventions import Patch, Variant
 from atlas_core.metrics import bootstrap, kl_divergence, kl_recovery
 from atlas_core.sites import Site
 
 NAME = "transfer"
-SEED_DEPENDENT = True
-REQUIRES: tuple[str, ...] = ("lora_training",)
 
 ZONE_THRESHOLD = 0.95  # layers recovering at least this much form the transfer zone
 MIN_BASE_KL = 1e-4  # nats: a family (or run) the adapter moved less than this has no defined recovery
@@ -84,3 +84,33 @@ def run(ctx: Context) -> TransferResult:
     )
     ctx.shared[NAME] = result
     return result
+
+
+def statistics(result: TransferResult, n_layers: int, results: dict, top_k: int = N_TOP) -> dict[str, Stat]:
+    """The transfer zone: recovery when patching at the last swept layer, the best layer, and the
+    final fraction of depth the top-``top_k`` layers (and the thresholded zone) occupy."""
+    layers = list(result.layers)
+    last = max(layers)
+    i = layers.index(last)
+    rec = result.mean_recovery
+    top = list(result.top_layers)[:top_k]
+    curve = series(layers, [r.value for r in rec], "layer", "mean KL recovery")
+    out = {
+        "transfer.final_recovery": estimate_stat(rec[i], label=f"L{last}", series=curve),
+        "transfer.top_layer": Stat(float(top[0]), kind="index", label=f"L{top[0]}") if top else Stat(None, kind="index"),
+        "transfer.top_final_fraction": Stat(final_fraction(top, n_layers), label=f"top {len(top)}: {top}"),
+    }
+    zone = list(result.zone or [])
+    out["transfer.zone_final_fraction"] = Stat(final_fraction(zone, n_layers) if zone else 0.0,
+                                               label=f"recovery >= {result.zone_threshold}: {zone}")
+    for fam, vals in result.recovery.items():
+        out[f"transfer.family_final_recovery.{fam}"] = Stat(finite(vals[i]), label=f"L{last}")
+    return out
+
+
+SPEC = ExperimentSpec(
+    name=NAME, title="Cross-model transfer", about="patching trained activations into the base model", order=70,
+    run=run, config=config, result=TransferResult, requires=("lora_training",), seed_dependent=True,
+    group="transfer", statistics=statistics, headline=True, claims=("transfer.zone_final_fraction",), finding="headline finding, the transfer zone",
+    section="atlas_core.report.sections:transfer", macro="transfer", overlay="atlas_core.report.compare:transfer_overlay",
+)

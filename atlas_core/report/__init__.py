@@ -50,15 +50,16 @@ def render_report(run_dir: str | Path) -> str:
 
     run = Run(run_dir)
     toc = []
-    for sid, key, title, what in S.SECTIONS:
+    for sid, key, title, what in S.sections():
         if sid == "model":
             data, present = S.model_card(run), True
         elif sid == "hypotheses":
             data, present = None, True
         else:
-            data = S.BUILDERS[sid](run)
+            data = S.builder(sid)(run)
             present = data is not None
-        toc.append({"id": sid, "key": key or sid, "title": title, "what": what, "present": present, "data": data})
+        toc.append({"id": sid, "key": key or sid, "title": title, "what": what, "present": present, "data": data,
+                    "macro": S.macro(sid)})
     experiments = [s for s in toc if s["id"] not in ("model", "hypotheses")]
     ctx = _common(f"Atlas · {run.name}")
     ctx.update(card=toc[0]["data"], toc=toc, hyp_rows=S.hypothesis_rows(run),

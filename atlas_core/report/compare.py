@@ -13,13 +13,10 @@ from jinja2 import Environment
 from atlas_core.report import plots
 from atlas_core.report import sections as S
 from atlas_core.report.data import Est, Run, derived
+from atlas_core.spec import default_thresholds, experiments, hypotheses, resolve
 
 DEPTH = "relative depth (layer / (n_layers − 1))"
 XLIM = (-0.03, 1.03)
-# which finding statistics (atlas_core.verdicts names) belong to which section
-GROUPS = {"clean": "clean.", "layer_ablation": "hub.", "mlp_ablation": "mlp.", "head_ablation": "heads.",
-          "steering": "steering.", "knockout": "knockout.", "lora_training": "lora.", "transfer": "transfer.",
-          "adapter_ablation": "adapter.", "efficiency": "efficiency."}
 
 
 def _depths(run: Run, layers) -> list[float | None]:
@@ -40,132 +37,180 @@ def _primary(r: dict) -> dict:
 
 def overlay(sid: str, runs: list[Run]) -> list[dict]:
     """The section's figures over every run: per-layer curves on one relative-depth axis, heatmaps
-    with one row per run on a shared colour scale, grouped bars per family. Each item is
-    ``{"svg", "wide"}`` (wide: the figure takes the page's full width)."""
-    return [{"svg": f, "wide": getattr(f, "_fn", None) is plots.heatmaps.draw} for f in _overlay(sid, runs)]
-
-
-def _overlay(sid: str, runs: list[Run]) -> list:
+    with one row per run on a shared colour scale, grouped bars per family (the builder its spec names,
+    ``overlay``; the statistics' series on one axis without one). Each item is ``{"svg", "wide"}`` (wide:
+    the figure takes the page's full width)."""
     have = [(i, run) for i, run in enumerate(runs) if run.has(sid)]
     if not have:
         return []
+    spec = experiments()[sid]
+    figs = resolve(spec.overlay)(sid, have) if spec.overlay else generic_overlay(sid, have)
+    return [{"svg": f, "wide": getattr(f, "_fn", None) is plots.heatmaps.draw} for f in figs]
+
+
+def generic_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    """One figure per statistic series of the experiment, every run's on it."""
+    group = experiments()[sid].group
+    per_run = [(i, run, {n: st for n, st in S.statistics(run).items() if st.series and n.startswith(f"{group}.")})
+               for i, run in have]
     out = []
-    if sid == "clean":
-        fams = _families(f["family"] for _, run in have for f in run.result("clean")["families"])
-        series = []
-        for i, run in have:
-            by = {f["family"]: f["top1_accuracy"] for f in run.result("clean")["families"]}
-            series.append({"name": _name(run), "color": _color(i), "values": [by.get(f, {}).get("value") for f in fams],
-                           "lo": [by.get(f, {}).get("lo") for f in fams], "hi": [by.get(f, {}).get("hi") for f in fams]})
-        out.append(plots.bars(fams, series, "top-1 accuracy", "clean top-1 accuracy per family (95% CI)", ylim=(0, 1.05)))
-        probs = []
-        for i, run in have:
-            by = {f["family"]: f["target_prob"] for f in run.result("clean")["families"]}
-            probs.append({"name": _name(run), "color": _color(i), "values": [by.get(f, {}).get("value") for f in fams],
-                          "lo": [by.get(f, {}).get("lo") for f in fams], "hi": [by.get(f, {}).get("hi") for f in fams]})
-        out.append(plots.bars(fams, probs, "target probability", "clean target-token probability (95% CI)", ylim=(0, 1.05)))
-    elif sid in ("layer_ablation", "mlp_ablation"):
-        for target in dict.fromkeys(s["target"] for _, run in have for s in run.result(sid)["sweeps"]):
-            modes = list(dict.fromkeys(s["mode"] for _, run in have for s in run.result(sid)["sweeps"]
-                                       if s["target"] == target))
-            panels = []
-            for i, run in have:
-                r = run.result(sid)
-                by = {s["mode"]: s for s in r["sweeps"] if s["target"] == target}
-                for mode in modes:
-                    s = by.get(mode)
-                    panels.append({"title": f"{run.label.upper()} · {target} / {mode}",
-                                   "z": [s["kl"][f] for f in r["families"]] if s else None,
-                                   "x": [f"L{l}" for l in s["layers"]] if s else [""], "y": r["families"] if s else [""]})
-            # a row per run, a column per mode; with one mode the runs sit side by side instead
-            out.append(plots.heatmaps(panels, "layer (axis spans each model's depth)", "family", "mean KL (nats)",
-                                      ncols=len(modes) if len(modes) > 1 else len(have), panel_w=3.6))
-        series = []
-        for i, run in have:
-            s = _primary(run.result(sid))
-            series.append({"name": f"{_name(run)} ({s['target']}/{s['mode']})", "x": _depths(run, s["layers"]),
-                           "y": s["family_mean_kl"], "color": _color(i)})
-        out.append(plots.lines(series, DEPTH, "mean KL across families (nats)", "primary sweep on relative depth",
-                               xlim=XLIM, yscale="log" if sid == "mlp_ablation" else "linear", width=6.0))
-        modes = []
-        for i, run in have:
-            for s in run.result(sid)["sweeps"]:
-                if s["target"] == _primary(run.result(sid))["target"]:
-                    modes.append({"name": f"{run.label.upper()} {s['mode']}", "x": _depths(run, s["layers"]),
-                                  "y": s["family_mean_kl"], "color": _color(i),
-                                  "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s["mode"], "-."), "lw": 1.1})
-        out.append(plots.lines(modes, DEPTH, "mean KL across families (nats)", "every mode (line style = mode)",
-                               xlim=XLIM, legend_out=True, markers=False, width=6.0,
-                               yscale="log" if sid == "mlp_ablation" else "linear"))
-    elif sid == "head_ablation":
-        fams = _families(f for _, run in have for f in run.result(sid)["families"])
+    for name in dict.fromkeys(n for _, _, st in per_run for n in st):
+        series = [{"name": _name(run), "x": st[name].series["x"], "y": st[name].series["y"], "color": _color(i)}
+                  for i, run, st in per_run if name in st]
+        ser = next(st[name].series for _, _, st in per_run if name in st)
+        out.append(plots.lines(series, ser["xlabel"], ser["ylabel"], name))
+    return out
+
+
+def clean_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    fams = _families(f["family"] for _, run in have for f in run.result("clean")["families"])
+    series = []
+    for i, run in have:
+        by = {f["family"]: f["top1_accuracy"] for f in run.result("clean")["families"]}
+        series.append({"name": _name(run), "color": _color(i), "values": [by.get(f, {}).get("value") for f in fams],
+                       "lo": [by.get(f, {}).get("lo") for f in fams], "hi": [by.get(f, {}).get("hi") for f in fams]})
+    out.append(plots.bars(fams, series, "top-1 accuracy", "clean top-1 accuracy per family (95% CI)", ylim=(0, 1.05)))
+    probs = []
+    for i, run in have:
+        by = {f["family"]: f["target_prob"] for f in run.result("clean")["families"]}
+        probs.append({"name": _name(run), "color": _color(i), "values": [by.get(f, {}).get("value") for f in fams],
+                      "lo": [by.get(f, {}).get("lo") for f in fams], "hi": [by.get(f, {}).get("hi") for f in fams]})
+    out.append(plots.bars(fams, probs, "target probability", "clean target-token probability (95% CI)", ylim=(0, 1.05)))
+    return out
+
+
+def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    for target in dict.fromkeys(s["target"] for _, run in have for s in run.result(sid)["sweeps"]):
+        modes = list(dict.fromkeys(s["mode"] for _, run in have for s in run.result(sid)["sweeps"]
+                                   if s["target"] == target))
         panels = []
         for i, run in have:
             r = run.result(sid)
-            for f in fams:
-                panels.append({"title": f"{run.label.upper()} · {f}", "z": r["kl"].get(f),
-                               "x": [str(h) for h in range(r["n_heads"])], "y": [f"L{l}" for l in r["layers"]]})
-        out.append(plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7,
-                                  log=True))
-        series = []
-        for i, run in have:
-            r = run.result(sid)
-            grids = [np.asarray(plots.matrix(g)) for g in r["kl"].values()]
-            per_layer = np.nanmax(np.stack(grids), axis=(0, 2)) if grids else []
-            series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": list(per_layer), "color": _color(i)})
-        out.append(plots.lines(series, DEPTH, "strongest head KL (nats)", "strongest head per layer (any family)",
-                               xlim=XLIM, yscale="log"))
-    elif sid == "steering":
-        series = []
-        for i, run in have:
-            r = run.result(sid)
-            series.append({"name": _name(run), "x": _depths(run, r["layers"]),
-                           "y": [float(np.nanmax(plots.arr(b))) for b in r["boost"]], "color": _color(i)})
-        out.append(plots.lines(series, DEPTH, "best boost over strengths", "steering: best target-prob boost per layer",
-                               xlim=XLIM, hlines=[(0.0, "")]))
-    elif sid == "knockout":
-        series = [{"name": _name(run), "x": _depths(run, [k["layer"] for k in run.result(sid)["layers"]]),
-                   "y": [k["selectivity"] for k in run.result(sid)["layers"]], "color": _color(i)} for i, run in have]
-        out.append(plots.lines(series, DEPTH, "selectivity", "knockout selectivity per layer", xlim=XLIM,
-                               yscale="symlog", hlines=[(1.0, "1×"), (0.0, "")]))
-    elif sid == "lora_training":
-        series = [{"name": _name(run), "x": list(range(1, len(run.result(sid)["loss_curve"]) + 1)),
-                   "y": run.result(sid)["loss_curve"], "color": _color(i)} for i, run in have]
-        out.append(plots.lines(series, "step", "loss", "LoRA loss curves", yscale="log", markers=False))
-        fams = _families(f for _, run in have for f in run.result(sid)["kl_per_family"])
-        bars = [{"name": _name(run), "color": _color(i),
-                 "values": [run.result(sid)["kl_per_family"].get(f, {}).get("value") for f in fams],
-                 "lo": [run.result(sid)["kl_per_family"].get(f, {}).get("lo") for f in fams],
-                 "hi": [run.result(sid)["kl_per_family"].get(f, {}).get("hi") for f in fams]} for i, run in have]
-        out.append(plots.bars(fams, bars, "KL (nats)", "base → trained KL per family (95% CI)"))
-    elif sid == "transfer":
-        series = []
-        for i, run in have:
-            r = run.result(sid)
-            series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": [e["value"] for e in r["mean_recovery"]],
-                           "lo": [e["lo"] for e in r["mean_recovery"]], "hi": [e["hi"] for e in r["mean_recovery"]],
-                           "color": _color(i)})
-        out.append(plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM))
-    elif sid == "adapter_ablation":
-        series, groups = [], []
-        for i, run in have:
-            r = run.result(sid)
-            series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": [e["value"] for e in r["kl"]],
-                           "lo": [e["lo"] for e in r["kl"]], "hi": [e["hi"] for e in r["kl"]], "color": _color(i)})
-            groups.append({"name": f"{_name(run)} (r = {_r(r['pearson'])})", "x": r["norm"],
-                           "y": [e["value"] for e in r["kl"]], "color": _color(i)})
-        out.append(plots.lines(series, DEPTH, "KL when disabled (nats)", "adapter ablation per layer", xlim=XLIM))
-        out.append(plots.scatter(groups, "adapter weight norm", "KL when disabled (nats)", "norm vs effect"))
-    elif sid == "efficiency":
-        series, exits = [], []
-        for i, run in have:
-            r = run.result(sid)
-            series.append({"name": _name(run), "x": _depths(run, range(len(r["single_skip_kl"]))),
-                           "y": r["single_skip_kl"], "color": _color(i)})
-            exits.append({"name": _name(run), "x": _depths(run, [e["layer"] for e in r["exits"]]),
-                          "y": [e["argmax_match"]["value"] for e in r["exits"]], "color": _color(i)})
-        out.append(plots.lines(series, DEPTH, "KL (nats)", "skipping a single layer", xlim=XLIM))
-        out.append(plots.lines(exits, DEPTH, "argmax match", "early exit: argmax match", xlim=XLIM))
+            by = {s["mode"]: s for s in r["sweeps"] if s["target"] == target}
+            for mode in modes:
+                s = by.get(mode)
+                panels.append({"title": f"{run.label.upper()} · {target} / {mode}",
+                               "z": [s["kl"][f] for f in r["families"]] if s else None,
+                               "x": [f"L{l}" for l in s["layers"]] if s else [""], "y": r["families"] if s else [""]})
+        # a row per run, a column per mode; with one mode the runs sit side by side instead
+        out.append(plots.heatmaps(panels, "layer (axis spans each model's depth)", "family", "mean KL (nats)",
+                                  ncols=len(modes) if len(modes) > 1 else len(have), panel_w=3.6))
+    series = []
+    for i, run in have:
+        s = _primary(run.result(sid))
+        series.append({"name": f"{_name(run)} ({s['target']}/{s['mode']})", "x": _depths(run, s["layers"]),
+                       "y": s["family_mean_kl"], "color": _color(i)})
+    out.append(plots.lines(series, DEPTH, "mean KL across families (nats)", "primary sweep on relative depth",
+                           xlim=XLIM, yscale="log" if sid == "mlp_ablation" else "linear", width=6.0))
+    modes = []
+    for i, run in have:
+        for s in run.result(sid)["sweeps"]:
+            if s["target"] == _primary(run.result(sid))["target"]:
+                modes.append({"name": f"{run.label.upper()} {s['mode']}", "x": _depths(run, s["layers"]),
+                              "y": s["family_mean_kl"], "color": _color(i),
+                              "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s["mode"], "-."), "lw": 1.1})
+    out.append(plots.lines(modes, DEPTH, "mean KL across families (nats)", "every mode (line style = mode)",
+                           xlim=XLIM, legend_out=True, markers=False, width=6.0,
+                           yscale="log" if sid == "mlp_ablation" else "linear"))
+    return out
+
+
+def heads_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    fams = _families(f for _, run in have for f in run.result(sid)["families"])
+    panels = []
+    for i, run in have:
+        r = run.result(sid)
+        for f in fams:
+            panels.append({"title": f"{run.label.upper()} · {f}", "z": r["kl"].get(f),
+                           "x": [str(h) for h in range(r["n_heads"])], "y": [f"L{l}" for l in r["layers"]]})
+    out.append(plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7,
+                              log=True))
+    series = []
+    for i, run in have:
+        r = run.result(sid)
+        grids = [np.asarray(plots.matrix(g)) for g in r["kl"].values()]
+        per_layer = np.nanmax(np.stack(grids), axis=(0, 2)) if grids else []
+        series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": list(per_layer), "color": _color(i)})
+    out.append(plots.lines(series, DEPTH, "strongest head KL (nats)", "strongest head per layer (any family)",
+                           xlim=XLIM, yscale="log"))
+    return out
+
+
+def steering_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    series = []
+    for i, run in have:
+        r = run.result(sid)
+        series.append({"name": _name(run), "x": _depths(run, r["layers"]),
+                       "y": [float(np.nanmax(plots.arr(b))) for b in r["boost"]], "color": _color(i)})
+    out.append(plots.lines(series, DEPTH, "best boost over strengths", "steering: best target-prob boost per layer",
+                           xlim=XLIM, hlines=[(0.0, "")]))
+    return out
+
+
+def knockout_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    series = [{"name": _name(run), "x": _depths(run, [k["layer"] for k in run.result(sid)["layers"]]),
+               "y": [k["selectivity"] for k in run.result(sid)["layers"]], "color": _color(i)} for i, run in have]
+    out.append(plots.lines(series, DEPTH, "selectivity", "knockout selectivity per layer", xlim=XLIM,
+                           yscale="symlog", hlines=[(1.0, "1×"), (0.0, "")]))
+    return out
+
+
+def lora_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    series = [{"name": _name(run), "x": list(range(1, len(run.result(sid)["loss_curve"]) + 1)),
+               "y": run.result(sid)["loss_curve"], "color": _color(i)} for i, run in have]
+    out.append(plots.lines(series, "step", "loss", "LoRA loss curves", yscale="log", markers=False))
+    fams = _families(f for _, run in have for f in run.result(sid)["kl_per_family"])
+    bars = [{"name": _name(run), "color": _color(i),
+             "values": [run.result(sid)["kl_per_family"].get(f, {}).get("value") for f in fams],
+             "lo": [run.result(sid)["kl_per_family"].get(f, {}).get("lo") for f in fams],
+             "hi": [run.result(sid)["kl_per_family"].get(f, {}).get("hi") for f in fams]} for i, run in have]
+    out.append(plots.bars(fams, bars, "KL (nats)", "base → trained KL per family (95% CI)"))
+    return out
+
+
+def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    series = []
+    for i, run in have:
+        r = run.result(sid)
+        series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": [e["value"] for e in r["mean_recovery"]],
+                       "lo": [e["lo"] for e in r["mean_recovery"]], "hi": [e["hi"] for e in r["mean_recovery"]],
+                       "color": _color(i)})
+    out.append(plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM))
+    return out
+
+
+def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    series, groups = [], []
+    for i, run in have:
+        r = run.result(sid)
+        series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": [e["value"] for e in r["kl"]],
+                       "lo": [e["lo"] for e in r["kl"]], "hi": [e["hi"] for e in r["kl"]], "color": _color(i)})
+        groups.append({"name": f"{_name(run)} (r = {_r(r['pearson'])})", "x": r["norm"],
+                       "y": [e["value"] for e in r["kl"]], "color": _color(i)})
+    out.append(plots.lines(series, DEPTH, "KL when disabled (nats)", "adapter ablation per layer", xlim=XLIM))
+    out.append(plots.scatter(groups, "adapter weight norm", "KL when disabled (nats)", "norm vs effect"))
+    return out
+
+
+def efficiency_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    out = []
+    series, exits = [], []
+    for i, run in have:
+        r = run.result(sid)
+        series.append({"name": _name(run), "x": _depths(run, range(len(r["single_skip_kl"]))),
+                       "y": r["single_skip_kl"], "color": _color(i)})
+        exits.append({"name": _name(run), "x": _depths(run, [e["layer"] for e in r["exits"]]),
+                      "y": [e["argmax_match"]["value"] for e in r["exits"]], "color": _color(i)})
+    out.append(plots.lines(series, DEPTH, "KL (nats)", "skipping a single layer", xlim=XLIM))
+    out.append(plots.lines(exits, DEPTH, "argmax match", "early exit: argmax match", xlim=XLIM))
     return out
 
 
@@ -184,9 +229,10 @@ def _r(v: Any) -> str:
 def delta_rows(sid: str, runs: list[Run], stats: list[dict]) -> list[dict]:
     """The section's finding statistics for every run; for a pair, B − A and B / A, flagged where both
     have intervals that do not overlap."""
-    prefix = GROUPS.get(sid)
-    if prefix is None:
+    spec = experiments().get(sid)
+    if spec is None or not spec.group:
         return []
+    prefix = spec.group + "."
     names = list(dict.fromkeys(n for st in stats for n in st if n.startswith(prefix) and not n.endswith(".ranking")))
     rows = []
     for name in names:
@@ -219,10 +265,11 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
     info = {"available": v is not None and len(runs) == 2, "small": None, "large": None, "thresholds": {}}
     if info["available"]:
         si, li = (0, 1) if _size(runs[0]) <= _size(runs[1]) else (1, 0)
-        info.update(small=runs[si], large=runs[li], thresholds=getattr(v, "DEFAULT_THRESHOLDS", {}))
-    for hid, text, study, marker in S.HYPOTHESES:
+        info.update(small=runs[si], large=runs[li], thresholds=default_thresholds())
+    for hid, text, study, marker in S.hypothesis_table():
+        shown = hypotheses()[hid].shown
         row = {"id": hid, "text": text, "study": study, "verdict": None, "rule": "", "statistic": "", "value": None,
-               "error": "", "evidence": [[S.stat_view(run, n, st[n]) for n in S.EVIDENCE[hid] if n in st and st[n].value is not None]
+               "error": "", "evidence": [[S.stat_view(run, n, st[n]) for n in shown if n in st and st[n].value is not None]
                                          for run, st in zip(runs, stats)]}
         if info["available"]:
             try:
@@ -273,12 +320,13 @@ def render(env: Environment, common: dict, runs: list[Run], replication: bool = 
     stats = [S.statistics(run) for run in runs]
     cards = [S.model_card(run) for run in runs]
     toc = []
-    for sid, key, title, what in S.SECTIONS:
+    for sid, key, title, what in S.sections():
         if sid in ("model", "hypotheses"):
             toc.append({"id": sid, "title": title, "what": what, "present": True})
             continue
-        per_run = [S.BUILDERS[sid](run) for run in runs]
+        per_run = [S.builder(sid)(run) for run in runs]
         toc.append({"id": sid, "key": key, "title": title, "what": what, "present": any(d is not None for d in per_run),
+                    "macro": S.macro(sid),
                     "per_run": per_run, "overlay": overlay(sid, runs), "deltas": delta_rows(sid, runs, stats)})
     hyp, hinfo = verdict_rows(runs, stats)
     ctx = dict(common, runs=runs, cards=cards, card_rows=card_rows(runs, cards), toc=toc, hyp=hyp, hinfo=hinfo, pair=len(runs) == 2,

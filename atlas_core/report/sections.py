@@ -10,36 +10,50 @@ import numpy as np
 from matplotlib import colormaps
 
 from atlas_core.metrics import is_tie
+from atlas_core.spec import experiments, hypotheses, resolve
 from atlas_core.report import plots
 from atlas_core.report.data import Est, Run, derived
 
-# (section id, experiment key, title, what it shows)
-SECTIONS: tuple[tuple[str, str | None, str, str], ...] = (
-    ("model", None, "Model card", "the model, its weights, the run's profile, versions and wall times"),
-    ("clean", "clean", "Clean accuracy", "which skills the model has before any intervention"),
-    ("layer_ablation", "layer_ablation", "Layer ablation", "KL (nats) from ablating each layer, per family"),
-    ("mlp_ablation", "mlp_ablation", "MLP ablation", "KL from ablating each layer's MLP output"),
-    ("head_ablation", "head_ablation", "Head ablation", "KL from zeroing one attention head at a time"),
-    ("steering", "steering", "Steering", "dose-response of adding the factual-recall direction at each layer"),
-    ("knockout", "knockout", "Skill knockout", "negative steering: skill drop vs non-skill drop per layer"),
-    ("lora_training", "lora_training", "LoRA training", "the trained perturbation the next two experiments use"),
-    ("transfer", "transfer", "Cross-model transfer", "patching trained activations into the base model"),
-    ("adapter_ablation", "adapter_ablation", "Adapter ablation", "adapter weight norm vs its functional effect"),
-    ("efficiency", "efficiency", "Skipping and early exit", "layer-skip configurations and early exit"),
-    ("hypotheses", None, "Hypotheses", "H001–H008 of the study: the evidence, and the verdict where two models are compared"),
-)
+# The source study's published status of each of its hypotheses (shown beside Atlas's verdicts).
+STUDY_STATUS = {
+    "H001": "REJECTED — migrates from L2 (8%) to L26 (93%)",
+    "H002": "SUPPORTED — max head KL 22× stronger (0.046 → 1.02)",
+    "H003": "REJECTED — collapses 70× (0.213 → 0.003)",
+    "H004": "REJECTED — drops ~48,000× (11,654× → 0.24×)",
+    "H005": "SUPPORTED — final ~10% at both scales",
+    "H006": "REJECTED — MLP effects weaken 3× despite 3× params",
+    "H007": "PARTIALLY SUPPORTED — skip_mid_5 gives 10% overlap",
+    "H008": "WEAKENED — correlation drops 0.85 → 0.54",
+}
 
-HYPOTHESES: tuple[tuple[str, str, str, str], ...] = (
-    # id, hypothesis (the study's wording), the study's published status, marker
-    ("H001", "Universal hub persists at same relative depth", "REJECTED — migrates from L2 (8%) to L26 (93%)", "h001"),
-    ("H002", "Specialist attention heads emerge at scale", "SUPPORTED — max head KL 22× stronger (0.046 → 1.02)", "h002"),
-    ("H003", "Steering leverage scales with capacity", "REJECTED — collapses 70× (0.213 → 0.003)", "h003"),
-    ("H004", "Skill knockout selectivity preserved at scale", "REJECTED — drops ~48,000× (11,654× → 0.24×)", "h004"),
-    ("H005", "Cross-model transfer zone defined by relative depth", "SUPPORTED — final ~10% at both scales", "h005"),
-    ("H006", "MLP dominance scales with parameters", "REJECTED — MLP effects weaken 3× despite 3× params", "h006"),
-    ("H007", "Mid-layer redundancy emerges at scale", "PARTIALLY SUPPORTED — skip_mid_5 gives 10% overlap", "h007"),
-    ("H008", "Adapter norm predicts functional impact", "WEAKENED — correlation drops 0.85 → 0.54", "h008"),
-)
+
+def sections() -> tuple[tuple[str, str | None, str, str], ...]:
+    """(section id, experiment key, title, what it shows) of a run's page: the model card, one section
+    per experiment (from its spec, in run order), the hypotheses."""
+    exps = experiments().values()
+    hids = list(hypotheses())
+    span = f"{hids[0]}–{hids[-1]}" if hids else "the hypotheses"
+    return (("model", None, "Model card", "the model, its weights, the run's profile, versions and wall times"),
+            *((e.name, e.name, e.title, e.about) for e in exps),
+            ("hypotheses", None, "Hypotheses", f"{span}: the evidence, and the verdict where two models are compared"))
+
+
+def hypothesis_table() -> tuple[tuple[str, str, str, str], ...]:
+    """(id, wording, the study's published status, marker) of every hypothesis."""
+    return tuple((h.id, h.text, STUDY_STATUS.get(h.id, "—"), h.marker) for h in hypotheses().values())
+
+
+def macro(sid: str) -> str:
+    """The template macro that draws section ``sid`` (``_macros.html``)."""
+    spec = experiments().get(sid)
+    return "model" if sid == "model" else (spec.macro if spec and spec.section else "generic")
+
+
+def builder(key: str) -> Callable[[Run], dict | None]:
+    """The section builder an experiment's spec names (the generic statistics section without one)."""
+    spec = experiments()[key]
+    return resolve(spec.section) if spec.section else (lambda run: generic(run, key))
+
 
 TOP_K = 5
 UNFIT_ROWS = 10  # LoRA pairs above the target loss listed (worst first)
@@ -198,14 +212,25 @@ def heads(run: Run) -> dict | None:
             "head": run.rnum("head_ablation", "top", i, "head"), "kl": run.rnum("head_ablation", "top", i, "kl"),
             "depth": run.depth_num(t["layer"])} for i, t in enumerate(r["top"][:10])]
     mh = r["max_head"]
+    layer_kl = _max_layer_kl(run)
     gap = None
-    if r.get("max_layer_kl") and mh.get("kl"):
-        gap = derived(r["max_layer_kl"] / mh["kl"], "max_layer_kl / max_head.kl", kind="x", run=run.label)
+    if layer_kl is not None and layer_kl.value and mh.get("kl"):
+        gap = derived(layer_kl.value / mh["kl"], "strongest layer KL / max_head.kl", kind="x", run=run.label)
     return {"grid": grid, "top": top, "mode": r["mode"], "layers": r["layers"], "n_heads": r["n_heads"],
             "max": {"family": mh["family"], "layer": run.rnum("head_ablation", "max_head", "layer"),
                     "head": run.rnum("head_ablation", "max_head", "head"), "kl": run.rnum("head_ablation", "max_head", "kl")},
-            "max_layer_kl": run.rnum("head_ablation", "max_layer_kl") if r.get("max_layer_kl") is not None else None,
-            "gap": gap}
+            "max_layer_kl": layer_kl, "gap": gap}
+
+
+def _max_layer_kl(run: Run):
+    """The strongest whole-layer KL (the primary sweep of this run's layer ablation), or None."""
+    if not run.has("layer_ablation"):
+        return None
+    r = run.result("layer_ablation")
+    p = _sweep_index(r)
+    fmk = r["sweeps"][p]["family_mean_kl"]
+    vals = [v for v in fmk if v is not None]
+    return run.rnum("layer_ablation", "sweeps", p, "family_mean_kl", fmk.index(max(vals))) if vals else None
 
 
 def steering(run: Run) -> dict | None:
@@ -385,17 +410,6 @@ def efficiency(run: Run) -> dict | None:
 # --------------------------------------------------------------------------------------------------
 # finding statistics and hypotheses: computed by atlas_core.verdicts (the same numbers claims read)
 
-# the statistics shown as each hypothesis's evidence, in order
-EVIDENCE: dict[str, tuple[str, ...]] = {
-    "H001": ("hub.top_layer", "hub.top_layer_depth", "hub.top_layer_kl"),
-    "H002": ("heads.max_kl", "heads.max_layer_depth", "heads.layer_head_gap"),
-    "H003": ("steering.best_boost", "steering.study_layer_best_boost"),
-    "H004": ("knockout.best_selectivity", "knockout.best_layer_depth"),
-    "H005": ("transfer.top_final_fraction", "transfer.zone_final_fraction", "transfer.final_recovery"),
-    "H006": ("mlp.max_kl", "mlp.max_layer", "mlp.share_of_top_layer"),
-    "H007": ("efficiency.best_top5_overlap", "efficiency.best_exit_argmax"),
-    "H008": ("adapter.pearson",),
-}
 EXTRA_STATS = ("clean.accuracy", "lora.final_loss")
 PCT_STATS = ("_depth", "final_fraction", "share_of_top_layer", "recovery", "top5_overlap", "argmax", "accuracy")
 RATIO_STATS = ("layer_head_gap",)
@@ -445,21 +459,32 @@ def stat_view(run: Run, name: str, stat) -> dict:
 def hypothesis_rows(run: Run) -> list[dict]:
     stats = statistics(run)
     rows = []
-    for hid, text, study, marker in HYPOTHESES:
-        ev = [stat_view(run, n, stats[n]) for n in EVIDENCE[hid] if n in stats and stats[n].value is not None]
+    for hid, text, study, marker in hypothesis_table():
+        shown = hypotheses()[hid].shown
+        ev = [stat_view(run, n, stats[n]) for n in shown if n in stats and stats[n].value is not None]
         rows.append({"id": hid, "text": text, "study": study, "marker": marker, "evidence": ev})
     return rows
 
 
-BUILDERS: dict[str, Callable[[Run], dict | None]] = {
-    "clean": clean,
-    "layer_ablation": lambda run: sweeps(run, "layer_ablation"),
-    "mlp_ablation": lambda run: sweeps(run, "mlp_ablation"),
-    "head_ablation": heads,
-    "steering": steering,
-    "knockout": knockout,
-    "lora_training": lora,
-    "transfer": transfer,
-    "adapter_ablation": adapter,
-    "efficiency": efficiency,
-}
+def layer_sweeps(run: Run) -> dict | None:
+    return sweeps(run, "layer_ablation")
+
+
+def mlp_sweeps(run: Run) -> dict | None:
+    return sweeps(run, "mlp_ablation")
+
+
+def generic(run: Run, key: str) -> dict | None:
+    """The section of an experiment that names no builder: its statistics, and a plot of each series."""
+    if not run.has(key):
+        return None
+    spec = experiments()[key]
+    stats = {n: st for n, st in statistics(run).items() if spec.group and n.startswith(spec.group + ".")}
+    figs = []
+    for name, st in stats.items():
+        ser = st.series
+        if ser and ser.get("x") and any(v is not None for v in ser.get("y", [])):
+            figs.append(plots.lines([{"name": name, "x": ser["x"], "y": ser["y"], "color": plots.RUN_COLORS[0]}],
+                                    ser["xlabel"], ser["ylabel"], name))
+    rows = [stat_view(run, n, st) for n, st in stats.items() if st.value is not None]
+    return {"stats": rows, "plots": figs, "notes": run.result(key).get("notes", "")}

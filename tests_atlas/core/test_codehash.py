@@ -71,7 +71,7 @@ def test_a_record_of_other_code_is_reused_only_when_the_golden_slice_vouches_for
 
 @pytest.mark.real_model
 def test_the_skeleton_has_the_loaded_models_identity_and_configs(coder05):
-    from atlas_core.experiments import EXPERIMENTS
+    from atlas_core.spec import experiments
     from atlas_core.experiments.context import Context
     from atlas_core.models.skeleton import skeleton
     from atlas_core.orchestrate import experiment_config
@@ -83,7 +83,7 @@ def test_the_skeleton_has_the_loaded_models_identity_and_configs(coder05):
     assert next(sk.model.parameters()).device.type == "meta"
     assert {**sk.info.to_dict(), "load_seconds": 0} == {**coder05.info.to_dict(), "load_seconds": 0}
     fams, prof = load_families(n_items=12), get_profile("full")
-    for e in EXPERIMENTS:
+    for e in experiments():
         assert config_hash(experiment_config(e, Context(sk, fams, prof), 0)) == \
             config_hash(experiment_config(e, Context(coder05, fams, prof), 0)), e
 

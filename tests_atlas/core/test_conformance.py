@@ -19,7 +19,7 @@ import atlas_core.runner as runner
 import atlas_core.sites as sites
 from atlas_core import AtlasError
 from atlas_core.cli import main
-from atlas_core.experiments import EXPERIMENTS
+from atlas_core.spec import experiments
 from atlas_core.models import load
 from atlas_core.models.adapters import supported_model_types
 from atlas_core.models.registry import TINY_FAMILIES
@@ -240,8 +240,8 @@ def test_every_experiment_runs_from_a_model_dir(family, tmp_path, capsys):
     manifest = store.manifest()
     assert manifest["model"]["architecture"] == model.config.model_type
     assert manifest["model"]["source"] == "local-dir"
-    assert list(manifest["experiments"]) == list(EXPERIMENTS)
-    for name in EXPERIMENTS:
+    assert list(manifest["experiments"]) == list(experiments())
+    for name in experiments():
         record = store.load(name)
         assert record is not None and record.result, name
         assert _non_finite(record.result) == [], (name, _non_finite(record.result)[:5])

@@ -4,14 +4,15 @@ results to later experiments), an interrupted run keeps what finished, a changed
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import subprocess
 import sys
 
 import pytest
 
 from atlas_core import AtlasError
-from atlas_core.experiments import module
-from atlas_core.experiments.head_ablation import max_layer_kl
+import atlas_core.orchestrate as orchestrate
+from atlas_core.claims import load_run
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.results import RunStore
 
@@ -19,6 +20,12 @@ from atlas_core.results import RunStore
 def plan(out, experiments, seed=0) -> RunPlan:
     return RunPlan(model="tiny-qwen2", experiments=experiments, profile="smoke", out=out, seed=seed,
                    device="cpu", families=["copying", "arithmetic"], progress=False, report=False)
+
+
+def patch_run(monkeypatch, name, fn):
+    """Run ``fn`` in place of experiment ``name``'s ``run`` (specs are frozen: the orchestrator's lookup is patched)."""
+    real = orchestrate.spec_of
+    monkeypatch.setattr(orchestrate, "spec_of", lambda n: replace(real(n), run=fn) if n == name else real(n))
 
 
 def snapshot(out) -> dict[str, str]:
@@ -37,11 +44,13 @@ def test_rerun_skips_finished_experiments_and_feeds_their_results_forward(tmp_pa
     assert sum("head_ablation: running" in m for m in p.log) == 1
     after = snapshot(out)
     assert {k: after[k] for k in before} == before  # finished results untouched
-    # the head ablation read the stored layer ablation (the layer/head gap needs it)
+    # the layer/head gap reads the stored layer ablation (a declared input of that statistic), not a copy
     head = json.loads(after["head_ablation.json"])["result"]
     stored_layer = first.load("layer_ablation").result
-    assert head["max_layer_kl"] is not None
-    assert head["max_layer_kl"] == pytest.approx(max_layer_kl({"layer_ablation": stored_layer}))
+    assert "max_layer_kl" not in head
+    stats = load_run(out).stats
+    top = max(next(s for s in stored_layer["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))["family_mean_kl"])
+    assert stats["heads.layer_head_gap"].value == pytest.approx(top / head["max_head"]["kl"])
     manifest = RunStore(out).manifest()
     assert set(manifest["experiments"]) == {"clean", "layer_ablation", "head_ablation"}
     assert manifest["updated"] >= manifest["experiments"]["head_ablation"]["finished"]
@@ -49,12 +58,10 @@ def test_rerun_skips_finished_experiments_and_feeds_their_results_forward(tmp_pa
 
 def test_interrupted_run_keeps_finished_results_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    mlp = module("mlp_ablation")
-
     def boom(ctx):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C in the middle of the second experiment
 
-    monkeypatch.setattr(mlp, "run", boom)
+    patch_run(monkeypatch, "mlp_ablation", boom)
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan(out, ["clean", "mlp_ablation"]))
     assert set(snapshot(out)) == {"clean.json"}  # the finished one is kept, nothing partial written
@@ -73,14 +80,13 @@ def test_two_runs_into_one_folder_keep_each_others_manifest_entries(tmp_path, mo
     beside the sweeps): each re-reads the manifest before adding its own entry, so neither drops the other's."""
     out = tmp_path / "run"
     run_plan(plan(out, ["clean"]))
-    mlp = module("mlp_ablation")
-    real = mlp.run
+    real = orchestrate.spec_of("mlp_ablation").run
 
     def with_a_neighbour(ctx):  # while this run's MLP ablation works, another process finishes a layer ablation
         run_plan(plan(out, ["layer_ablation"]))
         return real(ctx)
 
-    monkeypatch.setattr(mlp, "run", with_a_neighbour)
+    patch_run(monkeypatch, "mlp_ablation", with_a_neighbour)
     run_plan(plan(out, ["clean", "mlp_ablation"]))
     manifest = RunStore(out).manifest()
     assert set(manifest["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}

@@ -21,6 +21,7 @@ from atlas_core.report import sections as S
 from atlas_core.report import write_comparison, write_replication, write_report
 from atlas_core.report.check import external_references, numbers, verify_numbers
 from atlas_core.report.data import Run
+from atlas_core.spec import experiments
 from atlas_core.verdicts import VERDICTS, model_statistics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +79,7 @@ def section_html(html: str, sid: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 def test_every_section_present(full_page, full_run):
     found = sections_of(full_page)
-    assert list(found) == [sid for sid, *_ in S.SECTIONS]
+    assert list(found) == [sid for sid, *_ in S.sections()]
     assert set(found.values()) == {"present"}, found
     assert "not run" not in full_page
     # each experiment section draws at least one plot; the hypothesis table has evidence for all eight
@@ -86,7 +87,7 @@ def test_every_section_present(full_page, full_run):
                 "lora_training", "transfer", "adapter_ablation", "efficiency"):
         assert section_html(full_page, sid).count("<svg") >= 1, sid
     hyp = section_html(full_page, "hypotheses")
-    for hid, *_ in S.HYPOTHESES:
+    for hid, *_ in S.hypothesis_table():
         row = re.search(rf'<tr data-hypothesis="{hid}">.*?</tr>', hyp, flags=re.S).group(0)
         assert 'data-stat="' in row, f"{hid} shows no evidence"
     assert Run(full_run).name in full_page and "smoke" in full_page
@@ -100,7 +101,7 @@ def test_every_section_present(full_page, full_run):
 def test_missing_experiments_say_not_run_and_atlas_run_writes_the_page(partial_run):
     page = (partial_run / "atlas.html").read_text()  # written by run_plan(report=True)
     found = sections_of(page)
-    for sid, key, *_ in S.SECTIONS:
+    for sid, key, *_ in S.sections():
         if key is None:
             assert found[sid] == "present"
             continue
@@ -118,7 +119,7 @@ def test_numbers_equal_the_json(full_page, full_run, partial_run):
     assert problems == []
     assert checked >= 400, checked
     sources = {n.src.split("#")[0] for n in numbers(full_page) if n.src}
-    assert sources >= {"manifest", *S.BUILDERS}, sources
+    assert sources >= {"manifest", *experiments()}, sources
     page = (partial_run / "atlas.html").read_text()
     checked, problems = verify_numbers(page, {None: partial_run})
     assert problems == [] and checked >= 100
@@ -209,7 +210,7 @@ def test_data_is_escaped(full_run, tmp_path):
 def test_comparison(compare_page, partial_run, full_run):
     path, page = compare_page
     found = sections_of(page)
-    assert list(found) == [sid for sid, *_ in S.SECTIONS] and set(found.values()) == {"present"}
+    assert list(found) == [sid for sid, *_ in S.sections()] and set(found.values()) == {"present"}
     checked, problems = verify_numbers(page, {"a": partial_run, "b": full_run})
     assert problems == [] and checked >= 500
     # per-layer curves share the relative-depth axis
@@ -222,7 +223,7 @@ def test_comparison(compare_page, partial_run, full_run):
     hyp = section_html(page, "hypotheses")
     verdicts = re.findall(r'data-verdict="([^"]*)"', hyp)
     assert len(verdicts) == 8
-    for (hid, *_), v in zip(S.HYPOTHESES, verdicts):
+    for (hid, *_), v in zip(S.hypothesis_table(), verdicts):
         row = re.search(rf'<tr data-hypothesis="{hid}">.*?</tr>', hyp, flags=re.S).group(0)
         assert v in VERDICTS or "missing: run its experiment" in row or (
             hid == "H002" and "H002 is not measurable here" in row), (hid, v)
@@ -233,7 +234,7 @@ def test_comparison_deltas(partial_run, full_run, compare_page):
     runs = [Run(partial_run, "a"), Run(full_run, "b")]
     stats = [S.statistics(r) for r in runs]
     flagged = 0
-    for sid in C.GROUPS:
+    for sid in experiments():
         for row in C.delta_rows(sid, runs, stats):
             a, b = (stats[0].get(row["name"]), stats[1].get(row["name"]))
             if row["delta"] is None:
@@ -310,7 +311,7 @@ def test_browser_opens_pages_without_console_errors(full_run, full_page, compare
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert console_errors(dom.stderr) == [], console_errors(dom.stderr)
         # the browser built the whole page: every section and every plot is in its DOM
-        assert list(sections_of(dom.stdout)) == [sid for sid, *_ in S.SECTIONS]
+        assert list(sections_of(dom.stdout)) == [sid for sid, *_ in S.sections()]
         assert dom.stdout.count("<svg") == expected.count("<svg") > 10
         shot = reports / name
         shot.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import pytest
 from atlas_core import AtlasError
 from atlas_core.claim_hygiene import refusal
 from atlas_core.claims import default_claims_files, load_claims, parse_claim
-from atlas_core.verdicts import DEFAULT_THRESHOLDS
+from atlas_core.spec import default_thresholds
 
 PAIR = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 
@@ -28,7 +28,7 @@ def test_committed_claims_files_hold_no_refused_claim():
 
 def _toml(meta_profile: str, entry: dict) -> str:
     th = "".join(f"[thresholds.{h}]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in t.items())
-                 for h, t in DEFAULT_THRESHOLDS.items())
+                 for h, t in default_thresholds().items())
     body = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in entry.items())
     return f'[meta]\nprofile = "{meta_profile}"\nmodels = {PAIR!r}\n'.replace("'", '"') + th + "[[claim]]\n" + body
 
@@ -101,7 +101,7 @@ def test_one_sided_hypothesis_claims_may_end_on_a_boundary_not_cross_one(kind, t
     ``at_least 0.1`` and ``at_least 0.6`` pass on either side of a boundary."""
     c = parse_claim({"id": "H003.statistic", "statistic": "H003", "kind": kind, "threshold": threshold},
                     {"models": PAIR})
-    assert (refusal(c, DEFAULT_THRESHOLDS) is not None) == refused
+    assert (refusal(c, default_thresholds()) is not None) == refused
 
 
 def test_write_tightens_a_claim_to_its_interval_or_drops_it():
@@ -109,7 +109,7 @@ def test_write_tightens_a_claim_to_its_interval_or_drops_it():
     tightened to k x its bootstrap half-width when that excludes the null, and dropped when it does not."""
     from atlas_core.claims import _Writer
 
-    w = _Writer(DEFAULT_THRESHOLDS, False, {"source": "measured", "profile": "full", "models": PAIR})
+    w = _Writer(default_thresholds(), False, {"source": "measured", "profile": "full", "models": PAIR})
     entry = {"id": "m:steering.best_boost", "model": M, "statistic": "steering.best_boost", "kind": "value",
              "expected": 0.18, "tolerance": 0.2}
     w.add(entry, tight=0.1)  # [0.08, 0.28] excludes 0: kept, tightened

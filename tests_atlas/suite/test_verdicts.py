@@ -23,9 +23,16 @@ from atlas_core.experiments.schema import (
 )
 from atlas_core.metrics import Estimate
 from atlas_core.results import to_jsonable
+from atlas_core.hypotheses.h001 import h001
+from atlas_core.hypotheses.h002 import h002
+from atlas_core.hypotheses.h003 import h003
+from atlas_core.hypotheses.h004 import h004
+from atlas_core.hypotheses.h005 import h005
+from atlas_core.hypotheses.h006 import h006
+from atlas_core.hypotheses.h007 import h007
+from atlas_core.hypotheses.h008 import h008
 from atlas_core.verdicts import (
-    PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, decide, final_fraction, h001, h002, h003, h004,
-    h005, h006, h007, h008, model_statistics, relative_depth,
+    PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, decide, final_fraction, model_statistics, relative_depth,
 )
 
 STUDY = CLAIMS_DIR / "study-qwen2.5-1.5b.toml"
@@ -195,7 +202,7 @@ def test_model_statistics_read_the_schema_fields():
         "mlp_ablation": MLPAblationResult(n, ["arithmetic", "copying"], [_sweep("mlp", [3, 1, 1, 1, 1, 2])]),
         "head_ablation": HeadAblationResult(n, 2, [0, 5], ["arithmetic"], "zero",
                                             {"arithmetic": [[0.1, 0.7], [0.2, 0.3]]},
-                                            HeadScore("arithmetic", 0, 1, 0.7), [], max_layer_kl=12.0),
+                                            HeadScore("arithmetic", 0, 1, 0.7), []),
         "steering": SteeringResult("factual_recall", [0, 3], [-1.0, 1.0], [1.0, 2.0], 0.1,
                                    [[0.1, 0.2], [0.1, 0.4]], [[0.0, 0.1], [0.0, 0.3]], [[0, 0], [0, 0]],
                                    best_layer=3, best_strength=1.0, best_boost=_est(0.3, 0.05), study_layer=0,

@@ -1,0 +1,289 @@
+"""Declarations of the study layer: one :class:`ExperimentSpec` per experiment, one :class:`HypothesisSpec`
+per hypothesis, and the registries every table is derived from.
+
+An experiment declares, in its own module (``SPEC = ExperimentSpec(...)``), its name, what it requires,
+the profile settings it reads, its ``run``, its result type, the statistics it exposes, and how the
+report shows it. A hypothesis declares, in its own module, its id, wording, the statistics its rule
+reads, its thresholds with their defaults, and the rule. Nothing else lists experiments or hypotheses:
+the CLI's experiment names, the run order, the claims' statistic groups and thresholds, the pytest
+markers, the report's sections and the comparison's groups all come from :func:`experiments` and
+:func:`hypotheses`.
+
+Where specs come from, in order:
+
+1. this package: every module of ``atlas_core.experiments`` and ``atlas_core.hypotheses`` that
+   defines ``SPEC``;
+2. installed packages, through the entry-point groups ``atlas.experiments`` and ``atlas.hypotheses``
+   (each entry point names a spec object or a module holding ``SPEC``);
+3. :func:`register` (the pytest plugin calls it with what a project's ``pytest_atlas_hypotheses`` and
+   ``pytest_atlas_experiments`` hooks return).
+
+A name declared twice is an error naming both places.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import metadata
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping
+
+from atlas_core import AtlasError
+
+ENTRY_POINT_GROUPS = {"experiment": "atlas.experiments", "hypothesis": "atlas.hypotheses"}
+_HID = re.compile(r"H\d{3,}")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A profile setting an experiment reads that the built-in :class:`~atlas_core.profiles.Profile` does
+    not have: its value at each named profile, and ``default`` for any other (a custom or golden profile)."""
+
+    name: str
+    default: Any
+    per_profile: Mapping[str, Any] = field(default_factory=dict)
+    about: str = ""
+
+    def value(self, profile: str) -> Any:
+        return self.per_profile.get(profile, self.default)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One experiment, declared once.
+
+    ``run(ctx) -> result`` computes it; ``config(ctx) -> dict`` is what, beyond the model, families and
+    profile, its stored record's config hash covers. ``statistics(result, n_layers, results) -> {name:
+    Stat}`` turns its typed result into named statistics (``results``: every experiment's typed result in
+    the run, for the statistics listed in ``reads``). ``section``/``overlay`` name the report's builders as
+    ``"module:function"`` (imported only when a report is drawn); without them the report shows the
+    experiment's statistics and their series.
+    """
+
+    name: str
+    title: str
+    about: str  # what the report section shows, one line
+    run: Callable[..., Any]
+    result: type
+    order: int  # position in a run: an experiment runs after those it requires or reuses
+    config: Callable[..., dict] | None = None
+    requires: tuple[str, ...] = ()  # experiments whose artifacts it needs (computed first if absent)
+    reuses: tuple[str, ...] = ()  # experiments whose results it reuses when present (an identical computation)
+    seed_dependent: bool = False  # repeated by --seeds
+    profile_fields: tuple[str, ...] = ()  # the Profile fields it reads (documentation and checks)
+    knobs: tuple[Knob, ...] = ()  # settings of its own, by profile
+    group: str | None = None  # the prefix of its statistics (``hub`` -> ``hub.top_layer``); None: no statistics
+    statistics: Callable[..., dict] | None = None
+    reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # statistic -> other experiments it reads
+    finding: str | None = None  # what its finding tests check, in words (they are marked ``finding_<group>``)
+    headline: bool = False  # one of the source study's six headline findings
+    claims: tuple[str, ...] = ()  # statistics ``atlas claims write`` makes claims of (``x.*``: one per family)
+    ranked: tuple[str, str] | None = None  # (ranking statistic, what it ranks by): rank claims of its top item
+    section: str | None = None
+    macro: str = "generic"  # the report template's macro for ``section``'s data
+    overlay: str | None = None
+
+    @property
+    def module(self) -> str:
+        return self.run.__module__
+
+    @property
+    def marker(self) -> str | None:
+        return f"finding_{self.group}" if self.group and self.finding else None
+
+    def knob(self, name: str, profile: str) -> Any:
+        for k in self.knobs:
+            if k.name == name:
+                return k.value(profile)
+        raise AtlasError(f"experiment {self.name} declares no knob {name!r}; its knobs: "
+                         f"{', '.join(k.name for k in self.knobs) or 'none'}")
+
+
+@dataclass(frozen=True)
+class HypothesisSpec:
+    """One hypothesis, declared once: ``rule(small, large, thresholds) -> Verdict`` reads the two models'
+    statistics (``{name: Stat}``) and the claims file's thresholds (defaults in ``thresholds``; every key
+    not in ``optional`` must be present in a claims file's ``[thresholds.<id>]``)."""
+
+    id: str  # H001, ..., H010, ...
+    text: str  # the hypothesis in words
+    experiments: tuple[str, ...]
+    statistics: tuple[str, ...]  # what the rule reads, checked present for both models before it runs
+    rule: Callable[..., Any]
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()  # thresholds a claims file may leave out
+    evidence: tuple[str, ...] = ()  # statistics the report shows beside the verdict (default: ``statistics``)
+
+    def __post_init__(self):
+        if not _HID.fullmatch(self.id):
+            raise AtlasError(f"hypothesis id {self.id!r} must be H followed by three or more digits (H009)")
+
+    @property
+    def marker(self) -> str:
+        return self.id.lower()
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(k for k in self.thresholds if k not in self.optional)
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        return self.evidence or self.statistics
+
+
+# ----------------------------------------------------------------------------------------------
+# registries
+
+
+@dataclass
+class _Registry:
+    kind: str  # "experiment" | "hypothesis"
+    package: str
+    extra: dict[str, tuple[Any, str]] = field(default_factory=dict)  # registered: key -> (spec, where)
+
+    @cached_property
+    def _found(self) -> dict[str, tuple[Any, str]]:
+        found: dict[str, tuple[Any, str]] = {}
+        pkg = importlib.import_module(self.package)
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            mod = importlib.import_module(f"{self.package}.{info.name}")
+            if hasattr(mod, "SPEC"):
+                self._add(found, mod.SPEC, mod.__name__)
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS[self.kind]):
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin package: say which, do not hide it
+                raise AtlasError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUPS[self.kind]}) failed to "
+                                 f"load: {exc}; fix or uninstall the package that declares it") from exc
+            self._add(found, obj.SPEC if isinstance(obj, ModuleType) else obj, f"entry point {ep.value}")
+        return found
+
+    def _add(self, into: dict, spec: Any, where: str) -> None:
+        want = ExperimentSpec if self.kind == "experiment" else HypothesisSpec
+        if not isinstance(spec, want):
+            raise AtlasError(f"{where}: SPEC is a {type(spec).__name__}, not an {want.__name__}")
+        key = spec.name if self.kind == "experiment" else spec.id
+        if key in into and into[key][1] != where:
+            raise AtlasError(f"{self.kind} {key} is declared twice: in {into[key][1]} and in {where}; rename one")
+        into[key] = (spec, where)
+
+    def all(self) -> dict[str, Any]:
+        merged = dict(self._found)
+        for key, (spec, where) in self.extra.items():
+            self._add(merged, spec, where)
+        return {k: s for k, (s, _) in merged.items()}
+
+
+_EXPERIMENTS = _Registry("experiment", "atlas_core.experiments")
+_HYPOTHESES = _Registry("hypothesis", "atlas_core.hypotheses")
+
+
+def register(specs: Iterable[ExperimentSpec | HypothesisSpec], where: str = "register()") -> None:
+    """Add specs declared outside this package (a project's conftest, through the plugin's hooks)."""
+    for spec in specs:
+        reg = _EXPERIMENTS if isinstance(spec, ExperimentSpec) else _HYPOTHESES
+        reg._add(reg.extra, spec, where)
+        _check_experiments(_ordered(_EXPERIMENTS.all()))
+
+
+def unregister(keys: Iterable[str]) -> None:
+    """Remove specs added with :func:`register` (tests, and a plugin at session end)."""
+    for key in keys:
+        _EXPERIMENTS.extra.pop(key, None)
+        _HYPOTHESES.extra.pop(key, None)
+
+
+def _ordered(specs: Mapping[str, ExperimentSpec]) -> dict[str, ExperimentSpec]:
+    return dict(sorted(specs.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def _check_experiments(specs: Mapping[str, ExperimentSpec]) -> None:
+    order = list(specs)
+    for s in specs.values():
+        for dep in s.requires + s.reuses + tuple(x for r in s.reads.values() for x in r):
+            if dep not in specs:
+                raise AtlasError(f"experiment {s.name} names {dep!r}, which is not a known experiment "
+                                 f"({', '.join(order)})")
+        for dep in s.requires + s.reuses:
+            if order.index(dep) > order.index(s.name):
+                raise AtlasError(f"experiment {s.name} (order {s.order}) needs {dep} (order {specs[dep].order}) "
+                                 "to run first: give it a larger order")
+
+
+def experiments() -> dict[str, ExperimentSpec]:
+    """Every experiment, in run order (artifacts flow forward)."""
+    specs = _ordered(_EXPERIMENTS.all())
+    _check_experiments(specs)
+    return specs
+
+
+def hypotheses() -> dict[str, HypothesisSpec]:
+    """Every hypothesis, by id."""
+    hyps = _HYPOTHESES.all()
+    exps = experiments()
+    for h in hyps.values():
+        bad = [e for e in h.experiments if e not in exps]
+        if bad:
+            raise AtlasError(f"hypothesis {h.id} reads unknown experiment(s) {', '.join(bad)}; known: {', '.join(exps)}")
+    return dict(sorted(hyps.items(), key=lambda kv: int(kv[0][1:])))
+
+
+def experiment(name: str) -> ExperimentSpec:
+    specs = experiments()
+    if name not in specs:
+        raise AtlasError(f"unknown experiment {name!r}; choose from: all, {', '.join(specs)}")
+    return specs[name]
+
+
+def hypothesis(hid: str) -> HypothesisSpec:
+    hyps = hypotheses()
+    if hid not in hyps:
+        raise AtlasError(f"unknown hypothesis {hid!r}; hypotheses are {', '.join(hyps)}")
+    return hyps[hid]
+
+
+# ----------------------------------------------------------------------------------------------
+# derived tables
+
+
+def groups() -> dict[str, ExperimentSpec]:
+    """Statistic group (``hub``) -> the experiment whose statistics carry it."""
+    return {s.group: s for s in experiments().values() if s.group}
+
+
+def finding_markers() -> dict[str, str]:
+    """``finding_<group>`` -> the finding in words, for experiments with finding tests."""
+    return {s.marker: s.finding for s in experiments().values() if s.marker}
+
+
+def hypothesis_markers() -> dict[str, str]:
+    return {h.marker: f"{h.id} {h.text}" for h in hypotheses().values()}
+
+
+def default_thresholds() -> dict[str, dict[str, Any]]:
+    return {h.id: dict(h.thresholds) for h in hypotheses().values()}
+
+
+def statistic_experiments(name: str) -> tuple[str, ...]:
+    """The experiments a statistic (``hub.top_layer_kl``) or hypothesis (``H003``, ``H003.ratio``) reads."""
+    head = name.split(".")[0]
+    hyps = hypotheses()
+    if head in hyps:
+        return hyps[head].experiments
+    g = groups()
+    if head not in g:
+        raise AtlasError(f"unknown statistic {name!r}: it must start with one of {', '.join(list(g) + list(hyps))}")
+    return (g[head].name,) + tuple(g[head].reads.get(name, ()))
+
+
+def resolve(ref: str) -> Callable:
+    """A ``"module:function"`` reference (a spec's report builders)."""
+    mod, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise AtlasError(f"cannot resolve {ref!r}: {exc}; a spec names its builder as 'package.module:function'") from None
