@@ -29,7 +29,7 @@ import numpy as np
 
 from atlas_core import AtlasError
 from atlas_core.codehash import UNRECORDED, fingerprint
-from atlas_core.experiments.schema import migrate
+from atlas_core.experiments.schema import load_result, migrate
 from atlas_core.profiles import Profile
 
 GOLDEN_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -121,7 +121,7 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False,
     out: dict[str, ExperimentSlice] = {}
     with tempfile.TemporaryDirectory(prefix="atlas-golden-") as tmp:
         ctx = Context(lm, families, GOLDEN_PROFILE, seed=0, out_dir=Path(tmp), progress=progress)
-        ctx.shared.update(shared or {})
+        ctx.shared.update({n: load_result(n, r) for n, r in (shared or {}).items()})
         for name in names:
             with recording_sweeps() as log:
                 result = spec_of(name).run(ctx)

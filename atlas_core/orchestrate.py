@@ -19,6 +19,7 @@ from atlas_core.checkpoints import checkpointing
 from atlas_core.codehash import baseline_stands, fingerprint
 from atlas_core.experiments import lora_training, parse_experiments
 from atlas_core.experiments.context import Context
+from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
 from atlas_core.models.loader import check_model_source
@@ -246,8 +247,8 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     """Run one experiment (or reuse its stored record), write its record and add it to the manifest."""
     key, chash = job.key, job.config_hash
     if job.done:
-        if job.seed == plan.seed:  # later experiments read it as if it had run now (JSON form)
-            ctx.shared.setdefault(job.name, job.stored.result)
+        if job.seed == plan.seed:  # later experiments read it as if it had run now (typed)
+            ctx.shared.setdefault(job.name, load_result(job.name, job.stored.result))
         _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
         return
     lm, profile = job.ctx.lm, job.ctx.profile

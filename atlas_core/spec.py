@@ -186,8 +186,15 @@ def register(specs: Iterable[ExperimentSpec | HypothesisSpec], where: str = "reg
     """Add specs declared outside this package (a project's conftest, through the plugin's hooks)."""
     for spec in specs:
         reg = _EXPERIMENTS if isinstance(spec, ExperimentSpec) else _HYPOTHESES
+        key = spec.name if isinstance(spec, ExperimentSpec) else getattr(spec, "id", None)
         reg._add(reg.extra, spec, where)
-        _check_experiments(_ordered(_EXPERIMENTS.all()))
+        try:  # a clash with a built-in or installed spec, or an experiment out of order: refused, not kept
+            merged = reg.all()
+            if reg is _EXPERIMENTS:
+                _check_experiments(_ordered(merged))
+        except AtlasError:
+            reg.extra.pop(key, None)
+            raise
 
 
 def unregister(keys: Iterable[str]) -> None:

@@ -24,7 +24,7 @@ class Context:
     seed: int = 0
     out_dir: Path | None = None  # where artifacts (the LoRA adapter) are saved
     progress: bool = False
-    shared: dict = field(default_factory=dict)  # artifacts one experiment hands to another in a run
+    shared: dict = field(default_factory=dict)  # typed results (by experiment) and artifacts handed on in a run
 
     @cached_property
     def prompts(self) -> list[str]:

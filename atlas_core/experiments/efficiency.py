@@ -59,32 +59,28 @@ def skip_configs(single_skip_kl: list[float]) -> list[tuple[str, list[int]]]:
     ]
 
 
-def _get(obj, key):
-    return obj[key] if isinstance(obj, dict) else getattr(obj, key)
-
-
 def _layer_sweep(shared: dict, target: str):
-    """The zero-mode sweep of ``target`` from a layer ablation earlier in this run (a dataclass or its JSON)."""
+    """The zero-mode sweep of ``target`` from a layer ablation earlier in this run (its typed result)."""
     res = shared.get("layer_ablation")
     if res is None:
         return None
-    return next((s for s in _get(res, "sweeps") if (_get(s, "target"), _get(s, "mode")) == (target, "zero")), None)
+    return next((s for s in res.sweeps if (s.target, s.mode) == (target, "zero")), None)
 
 
 def reuse_single_skips(shared: dict, n_layers: int) -> list[float] | None:
     """Zeroing a layer's write is the same intervention as skipping it: when the layer ablation already
     ran its delta/zero sweep over every layer in this run, its mean KL per layer is the single-skip KL."""
     sweep = _layer_sweep(shared, "delta")
-    if sweep is None or list(_get(sweep, "layers")) != list(range(n_layers)):
+    if sweep is None or list(sweep.layers) != list(range(n_layers)):
         return None
-    return [float(_get(e, "value")) for e in _get(sweep, "mean_kl")]
+    return [float(e.value) for e in sweep.mean_kl]
 
 
 def _zeroed_range(shared: dict) -> str:
     sweep = _layer_sweep(shared, "resid")
-    if sweep is None or len(_get(sweep, "family_mean_kl")) < 3:
+    if sweep is None or len(sweep.family_mean_kl) < 3:
         return ""
-    mid = _get(sweep, "family_mean_kl")[1:-1]
+    mid = sweep.family_mean_kl[1:-1]
     return f": {min(mid):.2f} to {max(mid):.2f} nats over the middle layers in this run"
 
 

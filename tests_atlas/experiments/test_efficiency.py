@@ -16,6 +16,7 @@ import torch
 from atlas_core import AtlasError
 from atlas_core.experiments import efficiency, layer_ablation
 from atlas_core.experiments.context import Context
+from atlas_core.experiments.schema import load_result
 from atlas_core.experiments.schema import EfficiencyResult
 from atlas_core.models import LoadedModel
 from atlas_core.models.tiny import build_tiny_qwen2
@@ -158,7 +159,8 @@ def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny):
     np.testing.assert_allclose(r.single_skip_kl, fresh.single_skip_kl, rtol=1e-5, atol=1e-7)
     assert [c.layers for c in r.skip_configs] == [c.layers for c in fresh.skip_configs]
     assert "over the middle layers in this run" in r.notes
-    stored = {"layer_ablation": as_json(ctx.shared["layer_ablation"])}  # a result read back from the store
+    # a result read back from the store, as the orchestrator hands it on (typed)
+    stored = {"layer_ablation": load_result("layer_ablation", as_json(ctx.shared["layer_ablation"]))}
     assert efficiency.reuse_single_skips(stored, len(r.single_skip_kl)) == r.single_skip_kl
 
 
