@@ -251,7 +251,7 @@ class AtlasSession:
         self.baseline = None
         profile = opt("atlas_profile")
         if opt("atlas_baseline"):
-            from atlas_core.claims import load_run
+            from atlas_core.runs import load_run
 
             if not self.model:
                 raise pytest.UsageError("--atlas-baseline RUN_DIR needs --atlas-model CANDIDATE (the model to check)")
@@ -365,7 +365,7 @@ class AtlasSession:
                 for m in rc.models:
                     need.setdefault(m, set()).update(rc.claim.experiments)
             if isinstance(drift, DriftCheck) and self.baseline is not None:
-                need.setdefault(drift.candidate, set()).update(self.baseline.results)
+                need.setdefault(drift.candidate, set()).update(self.baseline.experiments)
         for exps in need.values():  # what the experiments reuse from one another within a run
             todo = list(exps)
             while todo:
@@ -385,8 +385,8 @@ class AtlasSession:
 
         from atlas_core import AtlasError
         from atlas_core.baselines import seed_run
-        from atlas_core.claims import load_run
         from atlas_core.orchestrate import RunPlan, run_plan
+        from atlas_core.runs import load_run
 
         exps = sorted(self.needed().get(model, set()))
         out = self.run_dir(model)
@@ -432,10 +432,10 @@ class AtlasSession:
         base = self.baseline
         rows = compare_stats({check.statistic: base.stats[check.statistic]},
                              {k: v for k, v in cand.items() if k == check.statistic},
-                             model_a=f"{base.model} ({base.root})", model_b=check.candidate)
+                             model_a=f"{base.name} ({base.root})", model_b=check.candidate)
         if not rows:  # a ranking statistic: compared through the top layer
             return ComparisonRow(check.statistic, check.statistic.split(".")[0], base.stats[check.statistic],
-                                 cand.get(check.statistic), None, None, False, base.model, check.candidate)
+                                 cand.get(check.statistic), None, None, False, base.name, check.candidate)
         return rows[0]
 
 
