@@ -349,7 +349,9 @@ class AtlasSession:
 
     def run_dir(self, model: str) -> Path:
         """Named as ``atlas run`` names its default output folder."""
-        return self.runs_dir / f"{model.replace('/', '_')}-{self.profile}"
+        from atlas_core.runs import run_path
+
+        return run_path(model, self.profile, self.runs_dir)
 
     def needed(self) -> dict[str, set[str]]:
         """model -> experiments, for the selected tests that will run (deselected/skipped ones excluded)."""
