@@ -151,7 +151,7 @@ def test_a_run_folder_name_is_one_folder_named_after_model_and_profile(model, pr
     assert path.parent == Path("runs") and "/" not in path.name and path.name.endswith(f"-{profile}")
 
 
-def test_atlas_run_and_the_plugin_name_a_run_folder_alike(monkeypatch, pytestconfig, tmp_path):
+def test_atlas_run_and_the_plugin_name_a_run_folder_alike(monkeypatch, atlas):
     plans = []
 
     def record(plan):
@@ -162,5 +162,4 @@ def test_atlas_run_and_the_plugin_name_a_run_folder_alike(monkeypatch, pytestcon
     monkeypatch.setattr(orchestrate, "work_summary", lambda store: "")
     assert main(["run", "--model", "Qwen/Qwen2.5-0.5B", "--profile", "ci", "--experiments", "clean"]) == 0
     assert Path(plans[0].out) == Path("reports/runs/Qwen_Qwen2.5-0.5B-ci") == run_path("Qwen/Qwen2.5-0.5B", "ci")
-    session = pytestconfig._atlas
-    assert session.run_dir("Qwen/Qwen2.5-0.5B") == session.runs_dir / f"Qwen_Qwen2.5-0.5B-{session.profile}"
+    assert atlas.run_dir("Qwen/Qwen2.5-0.5B") == atlas.runs_dir / f"Qwen_Qwen2.5-0.5B-{atlas.profile}"
