@@ -73,6 +73,7 @@ def _info(args) -> int:
 
 def _run(args) -> int:
     from atlas_core.orchestrate import RunPlan, run_plan, work_summary
+    from atlas_core.runs import run_path
 
     families = [f.strip() for f in args.families.split(",")] if args.families else None
     ray = None
@@ -81,7 +82,7 @@ def _run(args) -> int:
 
         ray = RayConfig(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
                         threads=args.ray_threads, gpus_per_worker=args.ray_gpus, shard_variants=args.ray_shard)
-    out = args.out or f"reports/runs/{args.model.replace('/', '_')}-{args.profile}"
+    out = args.out or run_path(args.model, args.profile)
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
                              families=families, report=not args.no_report, ray=ray,

@@ -240,7 +240,7 @@ class AtlasSession:
         self.baseline = None
         profile = opt("atlas_profile")
         if opt("atlas_baseline"):
-            from atlas_core.claims import load_run
+            from atlas_core.runs import load_run
 
             if not self.model:
                 raise pytest.UsageError("--atlas-baseline RUN_DIR needs --atlas-model CANDIDATE (the model to check)")
@@ -338,7 +338,9 @@ class AtlasSession:
 
     def run_dir(self, model: str) -> Path:
         """Named as ``atlas run`` names its default output folder."""
-        return self.runs_dir / f"{model.replace('/', '_')}-{self.profile}"
+        from atlas_core.runs import run_path
+
+        return run_path(model, self.profile, self.runs_dir)
 
     def needed(self) -> dict[str, set[str]]:
         """model -> experiments, for the selected tests that will run (deselected/skipped ones excluded)."""
@@ -354,7 +356,7 @@ class AtlasSession:
                 for m in rc.models:
                     need.setdefault(m, set()).update(rc.claim.experiments)
             if isinstance(drift, DriftCheck) and self.baseline is not None:
-                need.setdefault(drift.candidate, set()).update(self.baseline.results)
+                need.setdefault(drift.candidate, set()).update(self.baseline.experiments)
         for exps in need.values():  # what the experiments reuse from one another within a run
             todo = list(exps)
             while todo:
@@ -374,8 +376,8 @@ class AtlasSession:
 
         from atlas_core import AtlasError
         from atlas_core.baselines import seed_run
-        from atlas_core.claims import load_run
         from atlas_core.orchestrate import RunPlan, run_plan
+        from atlas_core.runs import load_run
 
         exps = sorted(self.needed().get(model, set()))
         out = self.run_dir(model)
@@ -421,10 +423,10 @@ class AtlasSession:
         base = self.baseline
         rows = compare_stats({check.statistic: base.stats[check.statistic]},
                              {k: v for k, v in cand.items() if k == check.statistic},
-                             model_a=f"{base.model} ({base.root})", model_b=check.candidate)
+                             model_a=f"{base.name} ({base.root})", model_b=check.candidate)
         if not rows:  # a ranking statistic: compared through the top layer
             return ComparisonRow(check.statistic, check.statistic.split(".")[0], base.stats[check.statistic],
-                                 cand.get(check.statistic), None, None, False, base.model, check.candidate)
+                                 cand.get(check.statistic), None, None, False, base.name, check.candidate)
         return rows[0]
 
 

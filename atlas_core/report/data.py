@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup, escape
 
-from atlas_core import AtlasError
-from atlas_core.integrity import read_sealed_json
-from atlas_core.results import ExperimentRecord, RunStore
+from atlas_core.runs import RunFolder
 
 
 def fmt(value: Any, kind: str = "auto") -> str:
@@ -137,64 +136,18 @@ def resolve(doc: Any, ptr: str) -> Any:
     return cur
 
 
-class Run:
-    """One run folder: the manifest and every stored record, as the JSON on disk."""
+class Run(RunFolder):
+    """A run folder as the report reads it: the shared reader (:class:`atlas_core.runs.RunFolder`) with the
+    run's label in a comparison and the provenance pointers (``data-src``) of the numbers the page shows."""
 
     def __init__(self, root: str | Path, label: str | None = None):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise AtlasError(f"run folder {self.root} does not exist; make one with "
-                             f"`atlas run --out {self.root}` (or pass the folder a run wrote)")
+        super().__init__(root)
         self.label = label
-        self.manifest: dict = RunStore(self.root).manifest()  # rebuilt from the records when damaged
-        self.docs: dict[str, dict] = {}
-        for p in sorted(self.root.glob("*.json")):
-            if p.name == "manifest.json":
-                continue
-            doc = _read_json(p)
-            if not isinstance(doc, dict) or "experiment" not in doc or "result" not in doc:
-                continue  # not an experiment record (a claims export, say)
-            self.docs[ExperimentRecord.from_dict(doc).key] = doc
-        if not self.docs and not self.manifest:
-            raise AtlasError(f"{self.root} holds no atlas results (no manifest.json, no experiment records); "
-                             f"run `atlas run --out {self.root}` first")
 
-    # -- facts -------------------------------------------------------------------------------------
-    @property
-    def model(self) -> dict:
-        if self.manifest.get("model"):
-            return self.manifest["model"]
-        for doc in self.docs.values():
-            if doc.get("provenance", {}).get("model"):
-                return doc["provenance"]["model"]
-        return {}
-
-    @property
-    def name(self) -> str:
-        return str(self.model.get("name") or self.root.name)
-
-    @property
-    def n_layers(self) -> int | None:
-        n = self.model.get("n_layers")
-        if n is None and self.has("layer_ablation"):
-            n = self.result("layer_ablation").get("n_layers")
-        return int(n) if n is not None else None
-
-    def depth(self, layer: Any) -> float | None:
-        """Relative depth layer / (n_layers - 1): 0 is the first layer, 1 the last."""
-        n = self.n_layers
-        if layer is None or n is None:
-            return None
-        return float(layer) / (n - 1) if n > 1 else 0.0
-
-    def has(self, key: str) -> bool:
-        return key in self.docs
-
-    def result(self, key: str) -> dict:
-        return self.docs[key]["result"]
-
-    def extra_seeds(self, experiment: str) -> list[str]:
-        return sorted(k for k in self.docs if k.startswith(experiment + ".seed"))
+    @cached_property
+    def docs(self) -> dict[str, dict]:
+        """Each record as its JSON document (top-level fields by name): what a ``data-src`` pointer resolves in."""
+        return {key: {f.name: getattr(rec, f.name) for f in fields(rec)} for key, rec in self.records.items()}
 
     # -- numbers with provenance -------------------------------------------------------------------
     def doc(self, key: str) -> Any:
@@ -219,7 +172,3 @@ class Run:
     def depth_num(self, layer: Any) -> Num:
         n = self.n_layers
         return derived(self.depth(layer), f"layer / (n_layers - 1), n_layers = {n}", kind="pct", run=self.label)
-
-
-def _read_json(path: Path) -> Any:
-    return read_sealed_json(path, "delete it and rerun the experiment that wrote it (atlas run)")

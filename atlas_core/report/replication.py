@@ -193,9 +193,12 @@ class Baseline:
     """One committed run with its finding statistics and the study model it stands beside (if any)."""
 
     run: Run
-    stats: dict[str, Stat]
     card: dict
     role: str | None = None
+
+    @property
+    def stats(self) -> dict[str, Stat]:
+        return self.run.stats
 
     @property
     def label(self) -> str:
@@ -227,7 +230,7 @@ def load_baselines(baselines_dir: str | Path, study: Study) -> list[Baseline]:
     out = []
     for root in baseline_runs(baselines_dir):
         run = Run(root)
-        out.append(Baseline(run, S.statistics(run), S.model_card(run)))
+        out.append(Baseline(run, S.model_card(run)))
     arch = {role: (study.get("model", role)["architecture"], study.n_layers(role)) for role in ROLES}
     for b in out:
         b.role = next((r for r, a in arch.items() if a == (b.run.model.get("architecture"), b.n_layers)), None)

@@ -110,8 +110,7 @@ def model_card(run: Run) -> dict:
     prof = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in profile.items() if k != "name"]
     return {
         "name": run.name, "facts": facts, "sha": m.get("weights_sha256", "—"), "path": m.get("path"),
-        "profile": profile.get("name") or next((d["provenance"].get("profile") for d in run.docs.values()
-                                                if "profile" in d.get("provenance", {})), "—"),
+        "profile": run.profile or "—",
         "profile_items": prof, "versions": sorted((man.get("versions") or {}).items()),
         "walls": walls, "work": work, "total": derived(round(total, 3), "sum of the experiments' wall_seconds", run=run.label),
         "created": man.get("created", ""), "updated": man.get("updated", ""), "root": str(run.root),
@@ -424,17 +423,9 @@ def verdicts_module():
     return verdicts if hasattr(verdicts, "model_statistics") else None
 
 
-def base_results(run: Run) -> dict[str, dict]:
-    """Each experiment's base-seed result (what the statistics are computed from)."""
-    return {doc["experiment"]: doc["result"] for key, doc in run.docs.items() if key == doc["experiment"]}
-
-
 def statistics(run: Run) -> dict:
-    """``verdicts.model_statistics`` of the run (name -> verdicts.Stat), ``{}`` without the module."""
-    v = verdicts_module()
-    if v is None or run.n_layers is None:
-        return {}
-    return v.model_statistics(base_results(run), run.n_layers)
+    """The run's finding statistics (name -> verdicts.Stat), ``{}`` when the run does not say its depth."""
+    return {} if run.n_layers is None else run.stats
 
 
 def stat_kind(name: str) -> str:

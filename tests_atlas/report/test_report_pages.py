@@ -168,7 +168,8 @@ def test_shown_text_is_three_significant_digits(full_page):
 
 
 def test_statistics_equal_atlas_core_verdicts(full_page, full_run):
-    stats = model_statistics(S.base_results(Run(full_run)), Run(full_run).n_layers)
+    run = Run(full_run)
+    stats = model_statistics(run.results, run.n_layers)
     seen = 0
     for n in numbers(full_page):
         if not (n.derived or "").startswith("atlas_core.verdicts.model_statistics: "):

@@ -49,7 +49,7 @@ def test_real_model_atlas(real_run):
     for i in range(len(knock["layers"])):
         assert {f"knockout#/result/layers/{i}/selectivity", f"knockout#/result/layers/{i}/skill_drop/value"} <= srcs
     assert section_svgs(page, "steering") >= 3 and section_svgs(page, "knockout") >= 2
-    stats = model_statistics(S.base_results(run), 24)
+    stats = model_statistics(run.results, 24)
     shown = {n.derived.split(": ", 1)[1]: float(n.value) for n in numbers(page)
              if (n.derived or "").startswith("atlas_core.verdicts.model_statistics: ") and "(" not in n.derived}
     assert shown["steering.best_boost"] == stats["steering.best_boost"].value

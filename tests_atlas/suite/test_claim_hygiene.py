@@ -107,7 +107,7 @@ def test_one_sided_hypothesis_claims_may_end_on_a_boundary_not_cross_one(kind, t
 def test_write_tightens_a_claim_to_its_interval_or_drops_it():
     """``write_claims``'s writer: a value claim whose floor-or-relative tolerance admits no effect is
     tightened to k x its bootstrap half-width when that excludes the null, and dropped when it does not."""
-    from atlas_core.claims import _Writer
+    from atlas_core.claims.writing import _Writer
 
     w = _Writer(default_thresholds(), False, {"source": "measured", "profile": "full", "models": PAIR})
     entry = {"id": "m:steering.best_boost", "model": M, "statistic": "steering.best_boost", "kind": "value",

@@ -18,8 +18,8 @@ import pytest
 
 from atlas_core import AtlasError
 from atlas_core.claims import (
-    CLAIMS_DIR, compare_runs, default_claims_files, evaluate, format_comparison, load_claims, load_run,
-    parse_claim, same_model, write_claims,
+    CLAIMS_DIR, compare_runs, compare_stats, default_claims_files, evaluate, format_comparison, load_claims, load_run,
+    parse_claim, same_model, tolerance, write_claims,
 )
 from atlas_core.cli import main
 from atlas_core.integrity import seal_doc
@@ -221,3 +221,17 @@ def test_compare_runs_flags_exactly_the_perturbed_statistics(tiny_run, tmp_path,
     assert main(["compare", str(tiny_run), str(same)]) == 0
     assert main(["compare", str(tiny_run), str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hw, magnitude, want", [(0.5, 1.0, 1.0), (0.0, 0.0, 0.01), (0.0, -20.0, 2.0)])
+def test_the_tolerance_rule_takes_the_largest_of_its_three_terms(hw, magnitude, want):
+    """k x the interval's half-width, the floor, or rel x |value|, whichever is largest (k 2, floor 0.01, rel 0.1)."""
+    assert tolerance(hw, magnitude, k=2.0, floor=0.01, rel=0.1) == want
+
+
+def test_a_drift_is_measured_against_the_relative_term_without_intervals():
+    """Two point values with no interval: within 5% of the larger they agree, beyond it they drift."""
+    base = {"hub.top_layer_kl": Stat(100.0)}
+    assert not compare_stats(base, {"hub.top_layer_kl": Stat(104.0)})[0].drifted
+    row = compare_stats(base, {"hub.top_layer_kl": Stat(106.0)})[0]
+    assert row.drifted and row.tolerance == pytest.approx(5.3)

@@ -16,7 +16,8 @@ import pytest
 
 from atlas_core.baselines import BASELINES_DIR
 from atlas_core.claim_hygiene import boundaries
-from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims, load_run
+from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims
+from atlas_core.runs import load_run, run_path
 from atlas_core.verdicts import Stat, decide
 
 CLAIMS = load_claims(CLAIMS_DIR / "coder-pair-full.toml")
@@ -25,7 +26,7 @@ EPS = 1e-6
 
 @pytest.fixture(scope="module")
 def stats():
-    return {m: load_run(BASELINES_DIR / f"{m}-full").stats for m in CLAIMS.models}
+    return {m: load_run(run_path(m, "full", BASELINES_DIR)).stats for m in CLAIMS.models}
 
 
 def _claims(kind: str, hypothesis: bool) -> list:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 
 from atlas_core.baselines import BASELINES_DIR
-from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims, load_run
+from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims
+from atlas_core.runs import load_run, run_path
 
 STUDY = load_claims(CLAIMS_DIR / "study-qwen2.5-1.5b.toml")
 CODER = {"Qwen/Qwen2.5-0.5B": "qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-1.5B": "qwen2.5-coder-1.5b-instruct"}
@@ -80,7 +81,7 @@ def _params():
 
 @pytest.fixture(scope="module")
 def coder_stats():
-    return {m: load_run(BASELINES_DIR / f"{m}-full").stats for m in CODER.values()}
+    return {m: load_run(run_path(m, "full", BASELINES_DIR)).stats for m in CODER.values()}
 
 
 @pytest.mark.parametrize("study_claim", _params())  # not ``claim``: the plugin parametrizes that one from the files

@@ -1,0 +1,133 @@
+"""Checking a claim against the finding statistics of its model(s), and the tolerance rule of a measured
+value (claims written from runs, runs compared)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from atlas_core import AtlasError
+from atlas_core.claims.files import Claim
+from atlas_core.verdicts import Stat, decide
+
+
+@dataclass
+class Evaluation:
+    """The outcome of checking one claim: the measured value with its interval, the threshold,
+    pass/fail and a message naming the claim, the value, the threshold and the model(s)."""
+
+    claim: Claim
+    models: tuple[str, ...]
+    passed: bool
+    statistic: str
+    value: float | None
+    lo: float | None
+    hi: float | None
+    threshold: str
+    message: str
+    verdict: str | None = None
+    expected_verdict: str | None = None
+    series: dict | None = None
+    evidence: dict = field(default_factory=dict)
+
+    def row(self) -> dict:
+        """The ``("atlas", {...})`` user property the pytest-html rows render."""
+        return {"claim": self.claim.id, "models": list(self.models), "statistic": self.statistic,
+                "value": _finite(self.value), "lo": _finite(self.lo), "hi": _finite(self.hi),
+                "threshold": self.threshold, "verdict": self.verdict, "expected_verdict": self.expected_verdict,
+                "series": self.series}
+
+
+def _finite(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def format_estimate(value, lo=None, hi=None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a (not measured)"
+    s = f"{value:.4g}"
+    if lo is not None and hi is not None:
+        s += f" [{lo:.4g}, {hi:.4g}]"
+    return s
+
+
+def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence[str],
+             thresholds: Mapping[str, Mapping] | None = None) -> Evaluation:
+    """Check ``claim`` against the statistics of its model(s) (same order as ``claim.models``:
+    one model, or small then large). ``models`` are the names actually measured."""
+    models = tuple(models)
+    if len(stats) != len(claim.models) or len(models) != len(claim.models):
+        raise AtlasError(f"claim {claim.id}: needs statistics of {len(claim.models)} model(s), got {len(stats)}")
+    who = " vs ".join(models)
+    if claim.hypothesis:
+        th = (thresholds or {}).get(claim.hypothesis)
+        if th is None:
+            raise AtlasError(f"claim {claim.id}: no thresholds for {claim.hypothesis}")
+        v = decide(claim.hypothesis, stats[0], stats[1], th)
+        measured = format_estimate(v.value, v.lo, v.hi)
+        ev = {"verdict": v.verdict, "evidence": v.evidence, "rule": v.rule}
+        if claim.kind == "verdict":
+            ok = v.verdict == claim.expected_verdict
+            msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.hypothesis} verdict {v.verdict.upper()}, "
+                   f"expected {claim.expected_verdict.upper()}; {v.statistic} = {measured} "
+                   f"(rule: {v.rule}; evidence {_evidence(v.evidence)})")
+            return Evaluation(claim, models, ok, v.statistic, v.value, v.lo, v.hi, claim.expectation(),
+                              msg + ("" if ok else " -> FAIL"), v.verdict, claim.expected_verdict, None, ev)
+        value, lo, hi, name, series, label = v.value, v.lo, v.hi, v.statistic, None, ""
+        verdict = v.verdict
+    else:
+        s = stats[0].get(claim.statistic)
+        name, verdict = claim.statistic, None
+        if s is None:
+            value = lo = hi = None
+            series, label = None, ""
+        else:
+            value, lo, hi, series, label = s.value, s.lo, s.hi, s.series, s.label or ""
+        if claim.kind == "rank":
+            ranking = list(s.ranking or ()) if s is not None else []
+            target = claim.family if claim.family is not None else claim.layer
+            rank = ranking.index(target) + 1 if target in ranking else None
+            ok = rank is not None and rank <= claim.max_rank
+            top = ", ".join(str(x) if isinstance(x, str) else f"L{x}" for x in ranking[: max(claim.max_rank, 3)])
+            what = "families" if claim.family is not None else "layers"
+            got = (f"rank {rank} of {len(ranking)}" if rank is not None else
+                   (f"{claim.ranked} not among the {len(ranking)} {what} measured" if ranking else
+                    f"not ranked: {label}" if s is not None and s.tie else "not measured"))
+            msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: {claim.ranked} {got} "
+                   f"(top: {top or 'n/a'}); expected rank <= {claim.max_rank}" + ("" if ok else " -> FAIL"))
+            return Evaluation(claim, models, ok, f"rank of {claim.ranked} by {claim.statistic}",
+                              None if rank is None else float(rank), None, None, claim.expectation(), msg,
+                              None, None, series, {})
+    ok = _check(claim, value)
+    tie = claim.hypothesis is None and s is not None and s.tie
+    measured = f"none: {label}" if tie else format_estimate(value, lo, hi) + (f" ({label})" if label else "")
+    msg = (f"claim {claim.id} ({claim.source}) on {who}: {name} measured {measured}; expected "
+           f"{claim.expectation()}" + ("" if ok else " -> FAIL"))
+    return Evaluation(claim, models, ok, name, value, lo, hi, claim.expectation(), msg, verdict, None, series, {})
+
+
+def _evidence(ev: Mapping) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in ev.items())
+
+
+def _check(claim: Claim, value) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if claim.kind == "value":
+        return abs(value - claim.expected) <= claim.tolerance
+    if claim.kind == "at_least":
+        return value >= claim.threshold
+    if claim.kind == "at_most":
+        return value <= claim.threshold
+    raise AtlasError(f"claim {claim.id}: kind {claim.kind} is not a value check")
+
+
+
+def tolerance(half_width: float, magnitude: float, *, k: float, floor: float, rel: float) -> float:
+    """How far a measured value may move: ``max(k * half_width, floor, rel * |magnitude|)`` (half_width: of its
+    bootstrap interval)."""
+    return max(k * half_width, floor, rel * abs(magnitude))

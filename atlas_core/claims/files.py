@@ -1,0 +1,229 @@
+"""Claims files: parsing and validating the TOML into ``Claim`` and ``ClaimsFile`` (the format is in
+``atlas_core.claims``). Every problem is an AtlasError naming the file, the claim and the fix; a claim that
+``atlas_core.claim_hygiene`` finds unable to fail is refused."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from atlas_core import AtlasError
+from atlas_core.claim_hygiene import refusal
+from atlas_core.profiles import PROFILES
+from atlas_core.spec import groups, hypotheses, statistic_experiments
+from atlas_core.verdicts import check_verdict
+
+KINDS = ("value", "at_least", "at_most", "rank", "verdict")
+SOURCES = ("published", "measured")
+CLAIMS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "claims"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checkable statement about a model (finding claims) or a model pair (hypothesis claims)."""
+
+    id: str
+    statistic: str
+    kind: str
+    models: tuple[str, ...]  # one model, or (small, large) for hypothesis claims
+    source: str
+    expected: float | None = None
+    tolerance: float | None = None
+    threshold: float | None = None
+    layer: int | None = None
+    max_rank: int | None = None
+    family: str | None = None  # rank claims on lora.ranking name a family instead of a layer
+    expected_verdict: str | None = None
+    description: str = ""
+
+    @property
+    def hypothesis(self) -> str | None:
+        head = self.statistic.split(".")[0]
+        return head if head in hypotheses() else None
+
+    @property
+    def group(self) -> str:
+        """The pytest marker that selects this claim: ``h003``, ``finding_hub``, ... (or the group)."""
+        if self.hypothesis:
+            return self.hypothesis.lower()
+        head = self.statistic.split(".")[0]
+        spec = groups().get(head)
+        return spec.marker if spec is not None and spec.marker else head
+
+    @property
+    def ranked(self) -> str:
+        """What a rank claim ranks: ``layer 26`` or ``family json_schema``."""
+        return f"family {self.family}" if self.family is not None else f"layer {self.layer}"
+
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        return statistic_experiments(self.statistic)
+
+    def expectation(self) -> str:
+        """The threshold in words, e.g. ``13.7 +- 2``, ``rank <= 3``, ``>= 0.5``, ``verdict rejected``."""
+        if self.kind == "value":
+            return f"{self.expected:.4g} ± {self.tolerance:.3g}"
+        if self.kind == "at_least":
+            return f">= {self.threshold:.4g}"
+        if self.kind == "at_most":
+            return f"<= {self.threshold:.4g}"
+        if self.kind == "rank":
+            return f"{self.ranked} ranks <= {self.max_rank}"
+        return f"verdict {self.expected_verdict}"
+
+
+@dataclass
+class ClaimsFile:
+    path: Path
+    meta: dict
+    thresholds: dict[str, dict]
+    claims: list[Claim]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def profile(self) -> str:
+        return str(self.meta.get("profile", "any"))
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self.meta.get("models", ()))
+
+
+def _bad(path, msg: str) -> AtlasError:
+    return AtlasError(f"claims file {path}: {msg}")
+
+
+def _num(path, cid, entry, key, required=True) -> float | None:
+    v = entry.get(key)
+    if v is None:
+        if required:
+            raise _bad(path, f"claim {cid!r} ({entry.get('kind')}) needs a number {key!r}")
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(path, f"claim {cid!r}: {key} must be a number, got {v!r}")
+    return float(v)
+
+
+def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") -> Claim:
+    """One ``[[claim]]`` table into a validated ``Claim`` (errors name the file and the claim)."""
+    cid = entry.get("id")
+    if not cid or not isinstance(cid, str):
+        raise _bad(path, f"a claim lacks a string 'id': {dict(entry)}")
+    stat = entry.get("statistic")
+    if not stat or not isinstance(stat, str):
+        raise _bad(path, f"claim {cid!r} lacks 'statistic'")
+    try:
+        statistic_experiments(stat)
+    except AtlasError as exc:
+        raise _bad(path, f"claim {cid!r}: {exc}") from None
+    kind = entry.get("kind", "verdict" if stat in hypotheses() else "value")
+    if kind not in KINDS:
+        raise _bad(path, f"claim {cid!r}: unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+    source = entry.get("source", meta.get("source", "measured"))
+    if source not in SOURCES:
+        raise _bad(path, f"claim {cid!r}: source must be one of {', '.join(SOURCES)}, got {source!r}")
+    hyp = stat.split(".")[0] in hypotheses()
+    if hyp:
+        models = tuple(entry.get("models", meta.get("models", ())))
+        if len(models) != 2:
+            raise _bad(path, f"claim {cid!r} is about hypothesis {stat}: it needs two models (small, large) "
+                             "in 'models' or in [meta] models")
+    else:
+        model = entry.get("model")
+        if not model:
+            raise _bad(path, f"claim {cid!r}: a finding claim names its 'model'")
+        models = (str(model),)
+    if kind == "verdict" and not hyp:
+        raise _bad(path, f"claim {cid!r}: verdict claims are about a hypothesis (statistic H001..H008)")
+    if kind == "rank" and hyp:
+        raise _bad(path, f"claim {cid!r}: rank claims are about a ranking statistic (hub.ranking, mlp.ranking)")
+    c = Claim(id=cid, statistic=stat, kind=kind, models=models, source=source,
+              description=str(entry.get("description", "")))
+    if kind == "value":
+        c = _replace(c, expected=_num(path, cid, entry, "expected"), tolerance=_num(path, cid, entry, "tolerance"))
+        if c.tolerance < 0:
+            raise _bad(path, f"claim {cid!r}: tolerance must be >= 0")
+    elif kind in ("at_least", "at_most"):
+        c = _replace(c, threshold=_num(path, cid, entry, "threshold"))
+    elif kind == "rank":
+        if not stat.endswith(".ranking"):
+            raise _bad(path, f"claim {cid!r}: rank claims read a '.ranking' statistic, not {stat!r}")
+        layer, family, max_rank = entry.get("layer"), entry.get("family"), entry.get("max_rank")
+        if stat == "lora.ranking":
+            if not isinstance(family, str) or not isinstance(max_rank, int) or max_rank < 1:
+                raise _bad(path, f"claim {cid!r}: rank claims on lora.ranking need a string 'family' and 'max_rank' >= 1")
+        elif not isinstance(layer, int) or not isinstance(max_rank, int) or max_rank < 1:
+            raise _bad(path, f"claim {cid!r}: rank claims need an integer 'layer' and 'max_rank' >= 1")
+        c = _replace(c, layer=layer if stat != "lora.ranking" else None, family=family if stat == "lora.ranking" else None,
+                     max_rank=max_rank)
+    else:
+        ev = entry.get("expected_verdict")
+        if ev is None:
+            raise _bad(path, f"claim {cid!r}: verdict claims need 'expected_verdict'")
+        try:
+            c = _replace(c, expected_verdict=check_verdict(ev))
+        except AtlasError as exc:
+            raise _bad(path, f"claim {cid!r}: {exc}") from None
+    return c
+
+
+def _replace(c: Claim, **kw) -> Claim:
+    from dataclasses import replace
+
+    return replace(c, **kw)
+
+
+def load_claims(path: str | Path) -> ClaimsFile:
+    """Read and validate a claims file; every problem is an AtlasError naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise AtlasError(f"claims file {path} does not exist; claims files live in {CLAIMS_DIR}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise _bad(path, f"not valid TOML ({exc})") from None
+    meta = dict(data.get("meta", {}))
+    models = meta.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise _bad(path, "[meta] models must be a list of model names (small first)")
+    thresholds = {k: dict(v) for k, v in data.get("thresholds", {}).items()}
+    for hid in thresholds:
+        if hid not in hypotheses():
+            raise _bad(path, f"[thresholds.{hid}]: unknown hypothesis; hypotheses are {', '.join(hypotheses())}")
+    claims = [parse_claim(e, meta, path) for e in data.get("claim", [])]
+    profile = PROFILES.get(str(meta.get("profile", "any")))
+    sampled = profile is not None and profile.head_layers is not None
+    for c in claims:
+        why = refusal(c, thresholds, sampled)
+        if why:
+            raise _bad(path, f"claim {c.id!r} cannot fail: {why}")
+    seen: set[str] = set()
+    for c in claims:
+        if c.id in seen:
+            raise _bad(path, f"duplicate claim id {c.id!r}")
+        seen.add(c.id)
+        if c.hypothesis:
+            need = hypotheses()[c.hypothesis].required
+            have = thresholds.get(c.hypothesis, {})
+            missing = [k for k in need if k not in have]
+            if missing:
+                raise _bad(path, f"claim {c.id!r} needs [thresholds.{c.hypothesis}] with {', '.join(missing)}")
+    return ClaimsFile(path, meta, thresholds, claims)
+
+
+def default_claims_files(directory: str | Path = CLAIMS_DIR) -> list[Path]:
+    return sorted(Path(directory).glob("*.toml"))
+
+
+def same_model(claimed: str, actual: str) -> bool:
+    """A claim about ``Qwen/Qwen2.5-1.5B`` applies to that hub id and to a folder named Qwen2.5-1.5B."""
+    def base(s: str) -> str:
+        return Path(str(s).rstrip("/")).name.lower()
+
+    return claimed == actual or base(claimed) == base(actual)
+
