@@ -14,19 +14,6 @@ from atlas_core.spec import experiments, hypotheses, resolve
 from atlas_core.report import plots
 from atlas_core.report.data import Est, Run, derived
 
-# The source study's published status of each of its hypotheses (shown beside Atlas's verdicts).
-STUDY_STATUS = {
-    "H001": "REJECTED — migrates from L2 (8%) to L26 (93%)",
-    "H002": "SUPPORTED — max head KL 22× stronger (0.046 → 1.02)",
-    "H003": "REJECTED — collapses 70× (0.213 → 0.003)",
-    "H004": "REJECTED — drops ~48,000× (11,654× → 0.24×)",
-    "H005": "SUPPORTED — final ~10% at both scales",
-    "H006": "REJECTED — MLP effects weaken 3× despite 3× params",
-    "H007": "PARTIALLY SUPPORTED — skip_mid_5 gives 10% overlap",
-    "H008": "WEAKENED — correlation drops 0.85 → 0.54",
-}
-
-
 def sections() -> tuple[tuple[str, str | None, str, str], ...]:
     """(section id, experiment key, title, what it shows) of a run's page: the model card, one section
     per experiment (from its spec, in run order), the hypotheses."""
@@ -39,8 +26,11 @@ def sections() -> tuple[tuple[str, str | None, str, str], ...]:
 
 
 def hypothesis_table() -> tuple[tuple[str, str, str, str], ...]:
-    """(id, wording, the study's published status, marker) of every hypothesis."""
-    return tuple((h.id, h.text, STUDY_STATUS.get(h.id, "—"), h.marker) for h in hypotheses().values())
+    """(id, wording, the source study's published status (its data file), marker) of every hypothesis."""
+    from atlas_core.report.study import load_study
+
+    status = load_study().paper.get("status", {})
+    return tuple((h.id, h.text, status.get(h.id, "—"), h.marker) for h in hypotheses().values())
 
 
 def macro(sid: str) -> str:

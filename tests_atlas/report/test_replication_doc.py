@@ -1,30 +1,36 @@
 """docs/REPLICATION.md: rendered deterministically from baseline runs (copies of stored run JSON), every
 section present, sampled numbers equal to the JSON as the document formats them, "not run" where a run
 lacks an experiment, the committed document equal to a regeneration, and the CLI refusing bad input.
-No model is loaded."""
+The study's figures (the [study] tables of its claims file) equal the seed's text, and changing one
+changes the document's agreement lines. No model is loaded."""
 
 from __future__ import annotations
 
 import difflib
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from atlas_core import AtlasError
 from atlas_core.baselines import export_baseline
 from atlas_core.cli import main
 from atlas_core.metrics import is_tie
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.report.data import fmt
 from atlas_core.report.replication import REGENERATE, render_replication_doc
+from atlas_core.report.study import STUDY_CLAIMS, Study, load_study
 from atlas_core.verdicts import relative_depth
 
 REPO = Path(__file__).resolve().parents[2]
 BASELINES = REPO / "fixtures" / "baselines"
 DOC = REPO / "docs" / "REPLICATION.md"
+SEED_NAME = Path("shared") / "seed" / "qwen2.5-1.5b-atlas.txt"
+SEED = next((p for p in (REPO / SEED_NAME, REPO.parent / SEED_NAME) if p.is_file()), None)
 HEADINGS = (
     "# Replication of “Qwen2.5-1.5B: Scaling the Atlas”", "## What was run", "## Run timings",
     "## Layer ablation: top layers", "## Mean and resample ablation (missing from the study)",
@@ -226,3 +232,181 @@ def test_cli_refuses_bad_input(case, needed, tmp_path, capsys):
     err = capsys.readouterr().err
     assert all(n in err for n in needed), err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the study's figures against the seed
+
+
+def _signed(x: float, places: int) -> str:
+    """The seed's signed cells: ``+0.24``, ``−24.55`` (a Unicode minus)."""
+    return f"{x:+.{places}f}".replace("-", "−")
+
+
+def _seed_pct(x: float) -> str:
+    return f"{100 * x:.3g}%"
+
+
+def _seed_layers(ls: list[int]) -> str:
+    """``L4–L8`` for a contiguous block, else ``L4,5,8,11`` (the seed's skip table)."""
+    if len(ls) > 2 and ls == list(range(ls[0], ls[-1] + 1)):
+        return f"L{ls[0]}–L{ls[-1]}"
+    return "L" + ",".join(map(str, ls))
+
+
+def seed_snippets(study: Study) -> list[tuple[str, str, str]]:
+    """Every figure of the study's tables as the seed prints it: (what, text, line). The text must stand in
+    a line of the seed that holds ``line`` too. The seed's tables lost their cell borders in extraction, so
+    a row is its cells run together (``L2613.7093%``: layer 26, KL 13.70, 93% depth). Not checked: the
+    dtype and device (spelled out in the file, "bf16 on RTX 2070 Super (8GB)" in the seed) and the small
+    model's steering layer (the seed does not print it)."""
+    lg, sm, n = study["large"], study["small"], study.n_layers("large")
+    out = [("title", study.paper["title"], ""), ("author", study.paper["author"], ""),
+           ("year", str(study.paper["year"]), ""),
+           ("mean/resample quote", study.paper["limitation_quote"], ""),
+           ("transfer quote", study.paper["transfer_quote"], ""),
+           ("large depth", f"{lg['n_layers']} transformer layers", ""),
+           ("small depth", f"At 0.5B ({sm['n_layers']} layers)", ""),
+           ("heads", lg["heads"].replace(" ", " attention heads ", 1), ""),
+           ("d_model", f"d_model={lg['d_model']}", ""), ("families", f"{lg['families']} task families", ""),
+           ("small hub", f"L{sm['hub_layer']} was the singular universal hub", "")]
+    out += [(f"status {hid}", status, hid) for hid, status in study.paper["status"].items()]
+    la = lg["layer_ablation"]
+    out += [(f"layer ablation L{r['layer']}", f"L{r['layer']}{r['kl']:.2f}{round(100 * r['layer'] / n)}%", "")
+            for r in la["top"]]
+    out += [("lowest layer", f"{la['lowest']['kl']:.2f} (L{la['lowest']['layer']})", "")]
+    big, small = lg["mlp_ablation"]["top"], sm["mlp_ablation"]["top"][0]
+    out += [("max MLP KL", f"Max MLP KL is {big[0]['kl']:.2f} (L{big[0]['layer']}), down from 0.5B's "
+                           f"{small['kl']:.2f} (L{small['layer']} MLP)", "")]
+    out += [(f"MLP L{r['layer']}", f"L{r['layer']} ({r['kl']:.2f})", "following") for r in big[1:]]
+    out += [("MLP share", f"carry only {round(100 * lg['mlp_ablation']['share'])}% of the top layer's effect "
+                          f"(vs {round(100 * sm['mlp_ablation']['share'])}% at 0.5B)", "")]
+    heads = lg["head_ablation"]
+    for family, h in heads["families"].items():
+        out += [(f"head {family} {head}", f"{family.replace('_', ' ')} ({h['kl']:.2f})", f"{head} — ")
+                for head in h["head"].split(" / ")]
+    out += [("strongest head", f"Max single-head KL is {heads['strongest']['kl']:.2f} ({heads['strongest']['head']})",
+             ""),
+            ("strongest head, both", f"max head KL {heads['strongest']['kl']:.2f} vs "
+                                     f"{sm['head_ablation']['strongest']['kl']:.3f}", ""),
+            ("layer/head gap", f"{sm['head_ablation']['layer_head_gap']:g}× smaller than layer effects", ""),
+            ("layer/head gap", f"the gap closes to {heads['layer_head_gap']:g}×", "")]
+    st = lg["steering"]
+    out += [("steering", f"Steering L{st['layer']} with a factual recall direction (sv_norm {st['norm']:g})", ""),
+            ("best boost", f"best boost {st['best_boost']:g} vs {sm['steering']['best_boost']:g}", "")]
+    for p in st["prompts"]:
+        moves = (f"the target probability moves from {p['clean']:.6f} to at most {p['best']:.6f} "
+                 f"(at strength {_signed(p['strength'], 1)})" if "strength" in p
+                 else f"it moves from {p['clean']:.6f} to {p['best']:.6f}")
+        out.append((f"steering prompt {p['prompt']!r}", f'"{p["prompt"]}", {moves}', ""))
+    ko = lg["knockout"]
+    out += [(f"knockout L{r['layer']}", f"L{r['layer']}{_signed(r['selectivity'], 2)}{_signed(r['skill_drop'], 4)}"
+                                        f"{_signed(r['nonskill_drop'], 4)}{r['norm']:.2f}", "") for r in ko["layers"]]
+    out += [("best selectivity", f"Best selectivity is L{ko['best_layer']} at {lg['best_selectivity']:.2f}×", ""),
+            ("small selectivity", f"L{sm['knockout']['best_layer']} achieved {sm['best_selectivity']:,.0f}× selectivity",
+             "")]
+    lo = lg["lora"]
+    out += [(f"LoRA KL {f}", f"{f}{kl:.2f}", "") for f, kl in lo["kl"].items()]
+    out += [("LoRA rank", f"r={lo['rank']}, alpha={lo['alpha']}", ""), ("LoRA batch", f"batch_size={lo['batch_size']}", ""),
+            ("LoRA loss", f"loss {lo['final_loss']:g}", "")]
+    rec = lg["transfer"]["recovery"]
+    out += [(f"transfer L{r['layer']}", f"L{r['layer']}{100 * r['recovery']:.1f}%", "") for r in rec]
+    out += [(f"transfer 0.5B L{r['layer']}", f"L{r['layer']} ({round(100 * r['recovery'])}%)", "")
+            for r in sm["transfer"]["recovery"]]
+    out += [(f"top transfer layers {role}", _seed_layers(sorted(study[role]["top_transfer_layers"])), "")
+            for role in ("small", "large")]
+    ad = lg["adapter_ablation"]
+    out += [(f"adapter L{r['layer']}", f"L{r['layer']}{r['kl']:.2f}{r['norm']:.2f}", "") for r in ad["top"]]
+    out += [("adapter norms", f"({ad['norm_range'][0]:.2f}–{ad['norm_range'][1]:.2f})", ""),
+            ("adapter r", f"correlation drops {sm['adapter_pearson']:.2f} → {lg['adapter_pearson']:.2f}", "")]
+    out += [(f"skip {name}", f"{name}{_seed_layers(c['layers'])}{c['kl']:.2f}{_seed_pct(c['top5_overlap'])}", "")
+            for name, c in lg["skipping"].items()]
+    out += [("skip 0.5B", f"ALL {sm['skipping']['configs']} skip configurations gave {_seed_pct(sm['best_top5_overlap'])}",
+             "")]
+    out += [(f"exit L{e['layer']}", f"L{e['layer']}{' (full)' if e['skipped'] == 0 else ''}{e['skipped']}"
+                                    f"{'' if e.get('kl') is None else format(e['kl'], '.2f')}"
+                                    f"{_seed_pct(e['argmax_match'])}{e['speedup']:.2f}×", "")
+            for e in lg["early_exit"]["exits"]]
+    return out
+
+
+def seed_mismatches(study: Study, seed: str) -> list[str]:
+    """The figures of ``study`` the seed does not print, and the transfer zones that do not follow from the
+    study's recovery table (recovery >= 95%)."""
+    lines = seed.splitlines()
+    bad = [f"{what}: {text!r}" for what, text, line in seed_snippets(study)
+           if not any(text in ln and line in ln for ln in lines)]
+    for role in ("small", "large"):
+        zone = sorted(r["layer"] for r in study[role]["transfer"]["recovery"] if r["recovery"] >= 0.95)
+        if sorted(study[role]["transfer_zone"]) != zone:
+            bad.append(f"transfer zone {role}: {study[role]['transfer_zone']} but recovery >= 95% at {zone}")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def seed() -> str:
+    if SEED is None:
+        pytest.skip(f"the source study is not here ({SEED_NAME} beside or inside the repository)")
+    return SEED.read_text()
+
+
+def test_the_study_figures_are_the_seeds(seed):
+    study = load_study()
+    assert seed_mismatches(study, seed) == []
+    assert len(seed_snippets(study)) >= 90  # every row of every table the document shows, not a sample
+
+
+def _edit_study(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the study's claims file with one figure changed."""
+    text = STUDY_CLAIMS.read_text()
+    assert text.count(old) == 1, old
+    path = tmp_path / STUDY_CLAIMS.name
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize("old, new, named", [
+    ("selectivity = -77.41", "selectivity = -77.14", "knockout L3: 'L3−77.14−0.0099−0.000110.63'"),
+    ('H004 = "REJECTED — drops ~48,000×', 'H004 = "REJECTED — drops ~4,800×', "status H004"),
+    ("expected = 13.70", "expected = 13.07", "layer ablation L26: 'L2613.0793%'"),  # through { claim = ... }
+    ("transfer_zone = [22, 23, 24, 25, 26, 27]", "transfer_zone = [23, 24, 25, 26, 27]", "transfer zone large"),
+])
+def test_a_typo_in_the_study_figures_fails_the_seed_check(seed, tmp_path, old, new, named):
+    bad = seed_mismatches(load_study(_edit_study(tmp_path, old, new)), seed)
+    assert len(bad) == 1 and bad[0].startswith(named), bad
+
+
+@pytest.mark.parametrize("old, new, line, agrees", [
+    # the study's max MLP KL inside Coder-1.5B's interval [2.41, 3.84] agrees; 5 outside it does not
+    ("max_mlp_kl = 2.58", "max_mlp_kl = 5.0", "- MLP ablation, max MLP KL: study 5, measured 3.08 [2.41, 3.84] (L0).",
+     "MLP ablation (max MLP KL)"),
+    # the study's best early exit (7.14%) disagrees with Coder-1.5B's 85.4% [78.1%, 92.7%]; 85% agrees
+    ("{ layer = 25, skipped = 2, argmax_match = 0.0714", "{ layer = 25, skipped = 2, argmax_match = 0.85",
+     "- Early exit, best argmax match: study 7.14%, measured 85.4% [78.1%, 92.7%] (exit L25).",
+     "Early exit (best argmax match)"),
+])
+def test_changing_a_study_figure_changes_the_agreement(tmp_path, old, new, line, agrees):
+    if not BASELINES.is_dir():
+        pytest.skip("fixtures/baselines/ does not exist yet: the agreement needs the committed Coder runs")
+    large = "**qwen2.5-coder-1.5b-instruct (full)** vs study Qwen2.5-1.5B:"
+
+    def verdicts(text: str) -> str:
+        part = section(text, "## What differs")
+        return part[part.index(large):part.index("\n\n**", part.index(large) + 1)]
+
+    before = verdicts(DOC.read_text())
+    after = verdicts(render_replication_doc(BASELINES, _edit_study(tmp_path, old, new)))
+    assert (line in before) != (line in after), (before, after)
+    assert (agrees in before.splitlines()[-1]) != (agrees in after.splitlines()[-1]), (before, after)
+
+
+@pytest.mark.parametrize("old, new, needed", [
+    ('layer = { ref = "study.large.hub_layer" }', 'layer = { ref = "study.large.hub" }', "names no key"),
+    ('{ claim = "Qwen2.5-1.5B:hub.top_layer_kl" }', '{ claim = "Qwen2.5-1.5B:hub.kl" }', "names no claim"),
+    ('title = "Qwen2.5-1.5B: Scaling the Atlas"', 'name = "Qwen2.5-1.5B: Scaling the Atlas"', "lacks [study] title"),
+])
+def test_a_broken_study_table_is_a_clear_error(tmp_path, old, new, needed):
+    path = _edit_study(tmp_path, old, new)
+    with pytest.raises(AtlasError, match=re.escape(needed)) as exc:
+        load_study(path)
+    assert str(path) in str(exc.value) and ("restore" in str(exc.value) or "write the figure" in str(exc.value))
