@@ -20,7 +20,7 @@ from atlas_core.metrics import pearson
 from atlas_core.report import cells
 from atlas_core.report import sections as S
 from atlas_core.report.cells import NONE, NOT_RUN, Table
-from atlas_core.report.baseline_runs import Baseline, Doc
+from atlas_core.report.study_baselines import Baseline, Doc
 from atlas_core.report.data import fmt
 from atlas_core.report.study import ROLES, Study, best_exit
 from atlas_core.spec import hypotheses

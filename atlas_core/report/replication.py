@@ -9,7 +9,7 @@ This module assembles the tables (rows of cells) each section shows; the prose a
 template ``templates/replication.md``. Where the numbers come from:
 
 - measured: the runs' JSON only (the records' results, the manifests' provenance), through
-  :mod:`~atlas_core.report.baseline_runs` and the finding statistics of :mod:`atlas_core.verdicts`;
+  :mod:`~atlas_core.report.study_baselines` and the finding statistics of :mod:`atlas_core.verdicts`;
 - the study's: :mod:`~atlas_core.report.study`, the ``[study]`` tables of :data:`STUDY_CLAIMS`
   (transcribed from ``shared/seed/qwen2.5-1.5b-atlas.txt``); no study figure lives in Python.
 
@@ -31,7 +31,7 @@ from atlas_core.metrics import is_tie
 from atlas_core.report import cells
 from atlas_core.report import sections as S
 from atlas_core.report.agreement import REL_TOL, differences, known, pair_stat, verdicts
-from atlas_core.report.baseline_runs import Baseline, Doc, load_doc
+from atlas_core.report.study_baselines import Baseline, Doc, load_doc
 from atlas_core.report.cells import NONE, NOT_RUN, Table
 from atlas_core.report.data import fmt
 from atlas_core.report.study import STUDY_CLAIMS, Study, best_exit, load_study
