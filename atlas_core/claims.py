@@ -1,6 +1,6 @@
 """Claims files: what a model (or a pair of models) is expected to show, checked against stored runs.
 
-A claims file (TOML, under ``fixtures/claims/``) holds::
+A claims file (TOML, shipped under ``atlas_core/data/claims/``) holds::
 
     [meta]
     label = "..."                 # what the claims are
@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 from atlas_core import AtlasError
 from atlas_core.claim_hygiene import refusal
+from atlas_core.data import CLAIMS_DIR
 from atlas_core.profiles import PROFILES
 from atlas_core.results import RunStore, atomic_write_text
 from atlas_core.verdicts import (
@@ -53,7 +54,6 @@ from atlas_core.verdicts import (
 
 KINDS = ("value", "at_least", "at_most", "rank", "verdict")
 SOURCES = ("published", "measured")
-CLAIMS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "claims"
 REQUIRED_THRESHOLDS = {
     "H001": ("tolerance",), "H002": ("min_ratio",), "H003": ("min_ratio", "reject_below", "min_boost"),
     "H004": ("min_ratio", "reject_below", "min_selectivity"), "H005": ("max_fraction", "tolerance"),

@@ -1,4 +1,4 @@
-"""The eight task families of the study, loaded from ``fixtures/tasks/<family>.json``.
+"""The eight task families of the study, shipped in ``atlas_core/data/tasks/<family>.json``.
 
 Each family has ``items`` (prompts that exercise the skill, with the expected continuation) and
 ``contrast`` prompts of the same rough form that do not. The JSON files are written by the
@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-try:
-    from atlas_core import AtlasError
-except ImportError:  # pragma: no cover - the package root always defines it today
-    AtlasError = ValueError  # type: ignore[misc,assignment]
+from atlas_core import AtlasError
+from atlas_core.data import TASKS_DIR_ENV, tasks_dir
 
 FAMILIES: tuple[str, ...] = (
     "arithmetic",
@@ -32,7 +29,6 @@ FAMILIES: tuple[str, ...] = (
     "code_semantics",
 )
 
-TASKS_DIR_ENV = "ATLAS_TASKS_DIR"
 
 
 @dataclass(frozen=True)
@@ -69,14 +65,6 @@ class TaskFamily:
     @property
     def contrast_prompts(self) -> list[str]:
         return [it.prompt for it in self.contrast]
-
-
-def tasks_dir() -> Path:
-    """``<repo>/fixtures/tasks``, or the directory named by ``$ATLAS_TASKS_DIR``."""
-    env = os.environ.get(TASKS_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "fixtures" / "tasks"
 
 
 def _unknown(name: object) -> AtlasError:

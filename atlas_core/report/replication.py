@@ -9,7 +9,7 @@ Where the numbers come from:
 
 - measured: the runs' JSON only (the records' results, the manifests' provenance), through
   :class:`~atlas_core.report.data.Run` and the finding statistics of :mod:`atlas_core.verdicts`;
-- the study's: ``fixtures/claims/study-qwen2.5-1.5b.toml`` (its ``[study]`` tables and claims, read at
+- the study's: ``atlas_core/data/claims/study-qwen2.5-1.5b.toml`` (its ``[study]`` tables and claims, read at
   render time through :class:`Toml` references) and, for the figures that file lacks, :data:`SEED`
   below, transcribed from ``shared/seed/qwen2.5-1.5b-atlas.txt``.
 
@@ -37,7 +37,7 @@ from atlas_core.results import atomic_write_text
 from atlas_core.tasks import FAMILIES
 from atlas_core.verdicts import Stat, decide, final_fraction, ratio_stat, relative_depth
 
-REGENERATE = "atlas report --replication fixtures/baselines --doc docs/REPLICATION.md"
+REGENERATE = "atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md"
 STUDY_CLAIMS = CLAIMS_DIR / "study-qwen2.5-1.5b.toml"
 NOT_RUN = "not run"
 NONE = "—"
@@ -347,7 +347,7 @@ def intro(doc: Doc) -> list[str]:
         f"<!-- Generated from the committed baseline runs; do not edit. Regenerate with: {REGENERATE} -->", "",
         "The study (Bilawal Riaz, 2026; `shared/seed/qwen2.5-1.5b-atlas.txt`) published one atlas of "
         f"{st.name('large')} and quoted its {st.name('small')} predecessor. This document sets its tables beside "
-        "what Atlas measured on the baseline runs committed under `fixtures/baselines/`. Every measured number "
+        "what Atlas measured on the baseline runs committed under `atlas_core/data/baselines/`. Every measured number "
         "is read from those runs' JSON (intervals are 95% bootstrap intervals over prompts); every study figure "
         f"comes from `{_rel(st.source)}` or, where that file lacks it, from the table transcribed from the seed "
         "in `atlas_core/report/replication.py` (`SEED`). Depth is relative: layer / (n_layers − 1), 0 the first "
@@ -380,7 +380,7 @@ def _study_depth(st: Study) -> str:
 
 def _rel(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(CLAIMS_DIR.parent.parent))
+        return str(path.resolve().relative_to(CLAIMS_DIR.parents[2]))
     except ValueError:
         return path.name
 
@@ -1052,7 +1052,7 @@ def _known(doc: Doc) -> list[str]:
         "instructions." + (f" {', '.join(alone)} has no counterpart in the study." if alone else ""),
         "- Weights: the Q4_K_M GGUF files published for these models, dequantized to ordinary torch weights; "
         "quantization error is part of every measured figure.",
-        "- Prompts: Atlas's eight task families (`fixtures/tasks/`), written for this suite; the study's own prompts "
+        "- Prompts: Atlas's eight task families (`atlas_core/data/tasks/`), written for this suite; the study's own prompts "
         f"are kept where it gave them (the steering prompts {prompts}). The study does not state its prompt counts.",
         f"- Precision and hardware: the study ran {sm['dtype']} on a {sm['device']}; the runs here: {runs}.",
         "- Ablation definitions: layer ablation zeroes the layer's whole output (`resid`, the study's) and also the "
