@@ -32,13 +32,12 @@ REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "atlas_core.pytest_plugin"
 BASELINES_GLOB = '"data/baselines/*/*.json", '
 
-COLOURS = {
-    "family": "colours",
-    "description": "a colour after its usual object",
-    "items": [{"id": "sky", "prompt": "The sky is", "target": " blue"},
-              {"id": "grass", "prompt": "The grass is", "target": " green"}],
-    "contrast": [{"prompt": "The car is", "target": " fast"}],
-}
+COLOURS = """\
+{"family": "colours", "description": "a colour after its usual object",
+ "items": [{"id": "sky", "prompt": "The sky is", "target": " blue"},
+           {"id": "grass", "prompt": "The grass is", "target": " green"}],
+ "contrast": [{"prompt": "The car is", "target": " fast"}]}
+"""
 CLAIMS = """\
 [meta]
 label = "a downstream project's claims on tiny-qwen2"
@@ -65,7 +64,7 @@ def test_my_claims(claim, atlas):
 """
 # The throwaway project: path -> content. No conftest.py: the entry point registers the plugin.
 PROJECT = {
-    "tasks/colours.json": json.dumps(COLOURS, indent=1),
+    "tasks/colours.json": COLOURS,
     "claims/mine.toml": CLAIMS,
     "test_mine.py": TEST_MODULE,
 }
@@ -187,4 +186,4 @@ def test_the_console_script_runs_a_user_family(venv, project):
     record = json.loads((project / "run" / "clean.json").read_text())
     assert "colours" in record["config"]["families"] and "copying" in record["config"]["families"]
     measured = {fa["family"]: fa["n"] for fa in record["result"]["families"]}
-    assert measured["colours"] == len(COLOURS["items"]) and len(measured) == 9, measured
+    assert measured["colours"] == len(json.loads(COLOURS)["items"]) and len(measured) == 9, measured
