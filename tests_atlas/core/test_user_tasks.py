@@ -6,6 +6,7 @@ a time."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 
@@ -184,8 +185,6 @@ def test_atlas_run_with_a_user_family_measures_it_and_hashes_it(tmp_path, capsys
     run = load_run(out)
     assert {"clean.accuracy.colours", "clean.accuracy.copying"} <= set(run.stats)
     record = json.loads((out / "clean.json").read_text())
-    import hashlib
-
     assert record["config"]["families"]["colours"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert set(record["config"]["families"]) == {"colours", "copying"}
 
@@ -202,3 +201,16 @@ def test_atlas_run_refuses_bad_tasks_before_loading_the_model(case, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("atlas: error: ") and all(n in err for n in needles), err
     assert not (tmp_path / "run").exists()
+
+
+def test_experiments_built_on_a_builtin_family_run_beside_user_families(tmp_path):
+    """Steering and knockout read factual_recall by name; a user family beside it changes nothing of that."""
+    from atlas_core.claims import load_run
+
+    write(tmp_path / "mine", VALID)
+    run_plan(RunPlan(model="tiny-qwen2", experiments=["steering", "knockout"], profile="smoke", out=tmp_path / "run",
+                     tasks=tmp_path / "mine", progress=False, report=False))
+    for name in ("steering", "knockout"):
+        record = json.loads((tmp_path / "run" / f"{name}.json").read_text())
+        assert "colours" in record["config"]["families"], name
+    assert any(s.startswith("knockout.") for s in load_run(tmp_path / "run").stats)
