@@ -1,4 +1,4 @@
-"""Committed baselines: the compact result records of reference runs under ``fixtures/baselines/<run>/``.
+"""Committed baselines: the compact result records of reference runs under ``atlas_core/data/baselines/<run>/``.
 
 ``export_baseline`` copies a finished run's manifest and experiment records there as compact JSON (no
 adapter weights, no HTML, no checkpoints), so the repository carries every number of the replication
@@ -15,11 +15,10 @@ import shutil
 from pathlib import Path
 
 from atlas_core import AtlasError
+from atlas_core.data import BASELINES_DIR
 from atlas_core.integrity import seal_doc
 from atlas_core.results import RunStore, atomic_write, atomic_write_text
 
-REPO = Path(__file__).resolve().parent.parent
-BASELINES_DIR = REPO / "fixtures" / "baselines"
 
 
 def _compact(doc: dict) -> str:
@@ -92,7 +91,7 @@ def baseline_runs(baselines_dir: str | Path) -> list[Path]:
     root = Path(baselines_dir)
     if not root.is_dir():
         raise AtlasError(f"baselines folder {root} does not exist; pass the folder holding the committed runs "
-                         "(for example fixtures/baselines)")
+                         "(for example atlas_core/data/baselines)")
     found = sorted({p.parent for p in root.rglob("manifest.json")})
     if not found:
         raise AtlasError(f"{root} holds no run folders (no manifest.json below it); commit runs there first")

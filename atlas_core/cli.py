@@ -85,7 +85,7 @@ def _run(args) -> int:
     out = args.out or run_path(args.model, args.profile)
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
-                             families=families, report=not args.no_report, ray=ray,
+                             families=families, tasks=args.tasks, report=not args.no_report, ray=ray,
                              device_map=args.device_map, max_memory=args.max_memory))
     print(work_summary(store))
     print(f"results: {store.root}")
@@ -107,7 +107,7 @@ def _report(args) -> int:
         path = report.write_replication(args.replication, out=args.out)
     elif args.doc:
         raise AtlasError("--doc writes the replication document: give the baselines too, "
-                         "e.g. atlas report --replication fixtures/baselines --doc docs/REPLICATION.md")
+                         "e.g. atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md")
     else:
         if not args.run_dir:
             raise AtlasError("give a run folder (atlas report RUN_DIR) or --compare RUN_A RUN_B")
@@ -205,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="run folder (default reports/runs/MODEL-PROFILE)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--seeds", type=int, default=1, help="repeat seed-dependent experiments with N seeds")
-    r.add_argument("--families", default=None, help="comma list of task families (default: all eight)")
+    r.add_argument("--families", default=None,
+                   help="comma list of task families (default: the eight built-in ones and those of --tasks)")
+    r.add_argument("--tasks", default=None, metavar="DIR",
+                   help="a folder of <family>.json files (the built-in families' format) added to the built-in ones")
     r.add_argument("--no-report", action="store_true", help="skip writing atlas.html at the end")
     r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="shard sweeps over Ray actors; ADDRESS of an existing cluster (auto, ray://host:10001), "
@@ -238,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("baseline", help="export a finished run's records, compact, as a committed baseline")
     b.add_argument("run_dir")
-    b.add_argument("--into", default=None, help="baselines folder (default fixtures/baselines)")
+    b.add_argument("--into", default=None, help="baselines folder (default atlas_core/data/baselines)")
     b.set_defaults(fn=_baseline)
 
     cl = sub.add_parser("claims", help="claims files").add_subparsers(dest="action", required=True)
@@ -248,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--label", default=None)
     w.set_defaults(fn=_claims_write)
 
-    g = sub.add_parser("golden", help="check or rewrite the golden slice record (fixtures/golden)")
+    g = sub.add_parser("golden", help="check or rewrite the golden slice record (atlas_core/data/golden)")
     g.add_argument("action", choices=("check", "write"))
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"the record's model (default {DEFAULT_MODEL})")
     g.add_argument("--experiments", default=None, help="comma list (default: all)")

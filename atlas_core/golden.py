@@ -29,11 +29,11 @@ import numpy as np
 
 from atlas_core import AtlasError
 from atlas_core.codehash import UNRECORDED, fingerprint
+from atlas_core.data import GOLDEN_DIR
 from atlas_core.experiments.schema import load_result, migrate
 from atlas_core.profiles import Profile
 
 GOLDEN_MODEL = "qwen2.5-coder-0.5b-instruct"
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
 FORMAT = 1
 
 GOLDEN_PROFILE = Profile(
@@ -157,7 +157,7 @@ def _read(path: Path, mtime_ns: int, size: int) -> dict[str, ExperimentSlice]:
                 for name, e in data["experiments"].items()}
     except (ValueError, KeyError, TypeError) as exc:
         raise AtlasError(f"golden record {path} is unreadable ({exc}); restore it from git "
-                         "(`git checkout -- fixtures/golden`) or rewrite it with `atlas golden write`") from None
+                         "(`git checkout -- atlas_core/data/golden`) or rewrite it with `atlas golden write`") from None
 
 
 def write(path: Path, slices: dict[str, ExperimentSlice], model: str) -> Path:

@@ -29,7 +29,7 @@ from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
-from atlas_core.tasks import load_families
+from atlas_core.tasks import check_targets, load_families
 from atlas_core.work import matmul_peak, metering, summary
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class RunPlan:
     device: str | None = None
     dtype: str | None = None
     families: list[str] | None = None
+    tasks: str | Path | None = None  # a folder of the user's <family>.json files, added to the built-in ones
     progress: bool = True
     report: bool = True
     compute: bool = True  # False: stored results only; a missing or stale one is an error, nothing runs
@@ -123,7 +124,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     names = parse_experiments(plan.experiments)
     profile = get_profile(plan.profile)
     check_model_name(plan.model)
-    families = load_families(plan.families, n_items=profile.n_items)
+    families = load_families(plan.families, n_items=profile.n_items, user_dir=plan.tasks)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
     if plan.device_map is not None and plan.device_map != "auto":
@@ -141,6 +142,8 @@ def run_plan(plan: RunPlan) -> RunStore:
         _say(plan, f"[atlas] {lm.info.name} placed across {', '.join(placed.devices)} (--device-map auto)")
     else:
         lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
+    if lm.tokenizer is not None:  # a skeleton (stored results only) has none, and runs nothing
+        check_targets(families, lm.tokenizer, lm.info.name)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
     jobs: list[_Job] = []

@@ -1,5 +1,8 @@
-"""The Atlas pytest plugin: options, claims-driven parametrization, the run-store session, model
-fixtures and the hook-leak guard.
+"""The Atlas pytest plugin: options, tiers, claims-driven parametrization, the run-store session (the
+``atlas`` fixture) and the hook-leak guard.
+
+Installing atlas-interp registers it (the ``pytest11`` entry point ``atlas_core.pytest_plugin``, named after
+the module so that ``-p atlas_core.pytest_plugin`` and the entry point are one registration, never two).
 
 Tiers (``--atlas-tier``, default ``default``; without ``-m`` the tier selects the tests, with ``-m`` the
 marker expression does and the tier only sets the claims' defaults)::
@@ -21,14 +24,17 @@ Options::
                                 in the default tier and ci in the pair tier; ci when models are named; with
                                 --atlas-baseline, the baseline's)
     --atlas-device DEVICE       cpu | cuda | cuda:N (default: the loader's choice)
-    --atlas-claims FILE         claims file (repeatable). Default: every file in fixtures/claims/,
+    --atlas-tasks DIR           a folder of the user's <family>.json task files, added to the built-in
+                                families (validated at start; a name colliding with a built-in one is an error)
+    --atlas-claims FILE         claims file (repeatable). Default: every shipped claims file
+                                (atlas_core/data/claims/),
                                 each claim running only where its models and profile are the
                                 session's (the others are skipped with a reason saying what to pass).
                                 Files given here apply to the session's models whatever their names.
     --atlas-runs DIR            the run store (default reports/runs; one folder per model and profile,
                                 named as ``atlas run`` names them)
     --atlas-baselines DIR       committed records that seed an empty run store (default
-                                fixtures/baselines; ``none``: compute everything)
+                                the shipped atlas_core/data/baselines; ``none``: compute everything)
     --atlas-baseline RUN_DIR    regression: check every finding of --atlas-model against this run
     --atlas-no-compute          stored results only: a test whose experiment has no stored (or seeded)
                                 result matching this code and these weights fails, naming it, instead
@@ -36,9 +42,12 @@ Options::
 
 Hypothesis and finding tests take a ``claim`` argument; ``pytest_generate_tests`` parametrizes it
 with the claims whose group matches the test's marker (``h003`` -> claims on H003, ``finding_hub``
--> ``hub.*`` claims). The ``atlas`` session fixture computes, through ``orchestrate.run_plan`` and the
-run store, only the experiments the selected (not deselected, not skipped) tests need, once per
-session per model, reusing stored results whose config hash matches.
+-> ``hub.*`` claims, ``atlas_claims`` -> every claim: what a project checking its own claims file
+uses). The ``atlas`` session fixture computes, through ``orchestrate.run_plan`` and the run store, only
+the experiments the selected (not deselected, not skipped) tests need, once per session per model,
+reusing stored results whose config hash matches.
+
+This repository's own model fixtures (``tiny``, ``coder05``, ...) live in ``tests_atlas/conftest.py``.
 """
 
 from __future__ import annotations
@@ -51,9 +60,8 @@ import pytest
 
 from atlas_core.hooks import global_hooks, module_hooks, remove_hooks
 
-# pytester: the suite's own tests run the real test modules in a subprocess; the html hooks add the
-# atlas columns and plots to pytest-html reports (all optional hooks: harmless without pytest-html).
-pytest_plugins = ["pytester", "atlas_core.report.pytest_html_hooks"]
+# the atlas columns and plots in pytest-html reports (all optional hooks: harmless without pytest-html)
+pytest_plugins = ["atlas_core.report.pytest_html_hooks"]
 
 DEFAULT_PAIR = ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 DEFAULT_PROFILE = "ci"
@@ -78,6 +86,7 @@ TIERS = {t.name: t for t in (
          "Coder models (coder-pair-ci.toml), and the tests marked pair", claims=True),
     Tier("slow", ("slow",), DEFAULT_PROFILE, False, "benchmarks and other tests that take minutes"),
 )}
+ALL_CLAIMS = "atlas_claims"  # a claims test over every claim, whatever its group (a user's own claims file)
 BASE_MARKERS = {
     "real_model": "loads a real pretrained model through the project's own fetch (runs on CPU in CI)",
     "gpu": "needs a CUDA device; skipped where none exists",
@@ -91,66 +100,23 @@ def group_markers() -> dict[str, str]:
     experiment with finding tests."""
     from atlas_core.spec import finding_markers, hypothesis_markers
 
-    return {**hypothesis_markers(), **finding_markers()}
+    return {**hypothesis_markers(), **finding_markers(),
+            ALL_CLAIMS: "a claims test (argument claim) over every claim of the session's claims files, whatever "
+                        "its statistic (clean.accuracy.<family> included)"}
 
-
-_LOADED: dict[tuple, object] = {}
-_LOAD_FAILED: dict[tuple, str] = {}
-
-
-def load_cached(name: str, device: str | None = "cpu", dtype: str | None = None):
-    """One LoadedModel per (name, device, dtype) per session; a load that failed is not retried: every
-    later test that needs the model fails at once with the first failure's message."""
-    from atlas_core import AtlasError
-
-    key = (name, device, dtype)
-    if key in _LOAD_FAILED:
-        raise AtlasError(_LOAD_FAILED[key])
-    if key not in _LOADED:
-        from atlas_core.models import load
-
-        try:
-            _LOADED[key] = load(name, device=device, dtype=dtype, progress=True)
-        except Exception as exc:
-            _LOAD_FAILED[key] = f"loading {name} failed once this session, not retried: {type(exc).__name__}: {exc}"
-            raise
-    return _LOADED[key]
-
-
-@pytest.fixture(scope="session")
-def tiny():
-    return load_cached("tiny-qwen2")
-
-
-@pytest.fixture(scope="session")
-def coder05():
-    return load_cached("qwen2.5-coder-0.5b-instruct")
-
-
-@pytest.fixture(scope="session")
-def coder15():
-    return load_cached("qwen2.5-coder-1.5b-instruct")
-
-
-@pytest.fixture(scope="session")
-def gemma270():
-    return load_cached("gemma-3-270m")
 
 
 @pytest.fixture(autouse=True)
 def _no_hook_leaks():
-    """Every test ends with no hook of any kind left on any model the session loaded (through these fixtures
-    or ``atlas_core.models.load``), and no torch global module hook it did not start with. What it finds
-    it removes before failing, so the next test starts clean."""
+    """Every test ends with no hook of any kind left on any model the session loaded (through
+    ``atlas_core.models.load``, which every model fixture uses), and no torch global module hook it did not
+    start with. What it finds it removes before failing, so the next test starts clean."""
     from atlas_core.models.loader import LOADED_MODELS
 
     before = set(global_hooks())
     yield
-    models = {id(lm.model): (name, lm.model) for (name, *_), lm in _LOADED.items()}
-    for m in list(LOADED_MODELS):
-        models.setdefault(id(m), (getattr(m, "name_or_path", None) or type(m).__name__, m))
     found = []
-    for name, model in models.values():
+    for model, name in list(LOADED_MODELS.items()):
         left = module_hooks(model)
         remove_hooks(left)
         found += [f"{len(left)} hook(s) left on {name}"] if left else []
@@ -179,11 +145,14 @@ def pytest_addoption(parser):
                 help="compute missing results with sweeps sharded over Ray actors (atlas run --ray): ADDRESS of "
                      "a cluster, or none to start a local one")
     g.addoption("--atlas-claims", action="append", default=None, metavar="FILE",
-                help="claims file (repeatable; default: every file in fixtures/claims, each claim run "
+                help="claims file (repeatable; default: every shipped claims file, each claim run "
                      "only for its own models and profile)")
+    g.addoption("--atlas-tasks", default=None, metavar="DIR",
+                help="a folder of <family>.json task files (the built-in families' format), added to the built-in "
+                     "families")
     g.addoption("--atlas-runs", default="reports/runs", metavar="DIR", help="run store (default reports/runs)")
     g.addoption("--atlas-baselines", default=None, metavar="DIR",
-                help="committed baseline records that seed an empty run store (default fixtures/baselines; "
+                help="committed baseline records that seed an empty run store (default: the shipped ones; "
                      "'none' to compute everything)")
     g.addoption("--atlas-baseline", default=None, metavar="RUN_DIR",
                 help="regression: check every finding of --atlas-model against this stored run")
@@ -267,6 +236,9 @@ class AtlasSession:
         self._done: dict[str, dict] = {}
         self._failed: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.items: list = []  # the selected test items, set once collection ends
+        tasks = opt("atlas_tasks")
+        self.tasks: Path | None = Path(tasks).expanduser().resolve() if tasks else None
 
     # -- models and claims ------------------------------------------------------------------
 
@@ -324,7 +296,7 @@ class AtlasSession:
         out = []
         for cf in self.claims_files():
             for claim in cf.claims:
-                if claim.group != group:
+                if group not in (ALL_CLAIMS, claim.group):
                     continue
                 rc = self.resolve(cf, claim)
                 marks = [pytest.mark.skip(reason=rc.skip)] if rc.skip else []
@@ -347,7 +319,7 @@ class AtlasSession:
         from atlas_core.spec import experiment as spec_of
 
         need: dict[str, set[str]] = {}
-        for item in getattr(self.config, "_atlas_items", []):
+        for item in self.items:
             if item.get_closest_marker("skip"):
                 continue
             params = getattr(getattr(item, "callspec", None), "params", {})
@@ -391,7 +363,7 @@ class AtlasSession:
 
                     ray = RayConfig(address=None if self.ray == "local" else self.ray)
                 run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
-                                 report=False, progress=True, compute=self.compute))
+                                 tasks=self.tasks, report=False, progress=True, compute=self.compute))
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
                 if self.compute:
                     self._failed[model] = f"{model}: {exc}"
@@ -430,6 +402,11 @@ class AtlasSession:
         return rows[0]
 
 
+SESSION = pytest.StashKey[AtlasSession]()  # the session's AtlasSession in ``config.stash``
+GROUPS = pytest.StashKey[dict]()  # marker -> what it selects, for the claims-test markers (from the specs)
+REGISTERED = pytest.StashKey[list]()  # what the project's hooks registered (removed at unconfigure)
+
+
 def _base(name: str) -> str:
     return Path(str(name).rstrip("/")).name
 
@@ -452,10 +429,14 @@ def validate_options(config) -> None:
     seeds = opt("atlas_baselines")
     if seeds not in (None, "none") and not Path(seeds).expanduser().is_dir():
         raise pytest.UsageError(f"--atlas-baselines {seeds}: no such folder; pass the folder of committed baselines "
-                                "(fixtures/baselines) or 'none'")
+                                "(atlas_core/data/baselines) or 'none'")
+    if opt("atlas_tasks"):
+        from atlas_core.tasks import load_families
+
+        checks.append(("--atlas-tasks", lambda: load_families(user_dir=opt("atlas_tasks"))))
     for path in opt("atlas_claims") or []:
         if not Path(path).expanduser().is_file():
-            raise pytest.UsageError(f"--atlas-claims {path}: no such file; pass a claims file (fixtures/claims/*.toml)")
+            raise pytest.UsageError(f"--atlas-claims {path}: no such file; pass a claims file (a TOML file like atlas_core/data/claims/*.toml)")
     for what, check in checks:
         try:
             check()
@@ -487,32 +468,32 @@ def register_project_specs(config) -> list[str]:
 
 
 def pytest_configure(config):
-    config._atlas_registered = register_project_specs(config)
-    config._atlas_groups = group_markers()
-    for name, text in {**BASE_MARKERS, **config._atlas_groups}.items():
+    config.stash[REGISTERED] = register_project_specs(config)
+    config.stash[GROUPS] = group_markers()
+    for name, text in {**BASE_MARKERS, **config.stash[GROUPS]}.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     validate_options(config)
-    config._atlas = AtlasSession(config)
+    config.stash[SESSION] = AtlasSession(config)
 
 
 def pytest_unconfigure(config):
     from atlas_core.spec import unregister
 
-    unregister(getattr(config, "_atlas_registered", ()))
+    unregister(config.stash.get(REGISTERED, ()))
 
 
 def in_tier(item, tier: Tier) -> bool:
     """Whether the tier selects ``item``: its markers, and every claims test where the tier takes them."""
     if tier.markers:
-        groups = tuple(item.config._atlas_groups) if tier.claims else ()
+        groups = tuple(item.config.stash[GROUPS]) if tier.claims else ()
         return any(item.get_closest_marker(m) for m in tier.markers + groups)
     return not any(item.get_closest_marker(m) for t in TIERS.values() for m in t.markers)
 
 
 def pytest_generate_tests(metafunc):
-    session: AtlasSession = metafunc.config._atlas
+    session = metafunc.config.stash[SESSION]
     if "claim" in metafunc.fixturenames:
-        known = metafunc.config._atlas_groups
+        known = metafunc.config.stash[GROUPS]
         groups = [m.name for m in metafunc.definition.iter_markers() if m.name in known]
         if len(groups) != 1:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: a claims test carries exactly one of the "
@@ -529,7 +510,7 @@ def pytest_generate_tests(metafunc):
             if stat.kind == "ranking":
                 continue
             group = name.split(".")[0]
-            known = metafunc.config._atlas_groups
+            known = metafunc.config.stash[GROUPS]
             marks = [getattr(pytest.mark, f"finding_{group}")] if f"finding_{group}" in known else []
             params.append(pytest.param(DriftCheck(name, session.model), id=name, marks=marks))
         metafunc.parametrize("drift", params)
@@ -540,12 +521,12 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     if not config.option.markexpr:  # an explicit -m expression selects by itself
-        tier = config._atlas.tier
+        tier = config.stash[SESSION].tier
         dropped = [item for item in items if not in_tier(item, tier)]
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if in_tier(item, tier)]
-    config._atlas_items = items  # the selected items (the mark/keyword plugins deselect before us)
+    config.stash[SESSION].items = items  # the selected items (the mark/keyword plugins deselect before us)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine (runs where one exists)")
@@ -557,11 +538,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def atlas(pytestconfig) -> AtlasSession:
     """The session's models, claims and runs (experiments computed once, on first need)."""
-    return pytestconfig._atlas
+    return pytestconfig.stash[SESSION]
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    session = getattr(config, "_atlas", None)
+    session = config.stash.get(SESSION, None)
     if session:
         terminalreporter.write_line(f"atlas tier: {session.tier.name} ({session.tier.about}); claims profile "
                                     f"{session.profile}{'' if session.compute else ', stored results only'}")

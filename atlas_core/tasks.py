@@ -1,8 +1,10 @@
-"""The eight task families of the study, loaded from ``fixtures/tasks/<family>.json``.
+"""Task families: the eight of the study, shipped in ``atlas_core/data/tasks/<family>.json``, and the user's own.
 
 Each family has ``items`` (prompts that exercise the skill, with the expected continuation) and
-``contrast`` prompts of the same rough form that do not. The JSON files are written by the
-committed, deterministic ``fixtures/tasks/generate.py``; its docstring describes the format.
+``contrast`` prompts of the same rough form that do not. The shipped JSON files are written by the
+committed, deterministic ``fixtures/tasks/generate.py``; its docstring describes the format. A user
+folder of ``<family>.json`` files in the same form (``atlas run --tasks DIR``, ``--atlas-tasks DIR``) adds
+its families to the built-in ones; every file is validated before any model loads.
 
 Only the FIRST token of a target is scored: :func:`target_token_id` returns
 ``tokenizer.encode(target, add_special_tokens=False)[0]``.
@@ -11,15 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-try:
-    from atlas_core import AtlasError
-except ImportError:  # pragma: no cover - the package root always defines it today
-    AtlasError = ValueError  # type: ignore[misc,assignment]
+from atlas_core import AtlasError
+from atlas_core.data import TASKS_DIR_ENV, tasks_dir
 
 FAMILIES: tuple[str, ...] = (
     "arithmetic",
@@ -31,8 +30,8 @@ FAMILIES: tuple[str, ...] = (
     "dead_code",
     "code_semantics",
 )
-
-TASKS_DIR_ENV = "ATLAS_TASKS_DIR"
+TOP_FIELDS = ("family", "description", "items", "contrast")
+ROW_FIELDS = ("prompt", "target", "id")
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,7 @@ class TaskFamily:
     items: tuple[TaskItem, ...]
     contrast: tuple[TaskItem, ...]
     sha256: str  # of the JSON file's bytes
+    path: Path | None = field(default=None, compare=False)  # the file it was read from
 
     def subset(self, n: int | None) -> "TaskFamily":
         """The first ``n`` items and the first ``n`` contrast prompts (``None``: all of them)."""
@@ -71,16 +71,50 @@ class TaskFamily:
         return [it.prompt for it in self.contrast]
 
 
-def tasks_dir() -> Path:
-    """``<repo>/fixtures/tasks``, or the directory named by ``$ATLAS_TASKS_DIR``."""
-    env = os.environ.get(TASKS_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "fixtures" / "tasks"
+FORMAT_HINT = ('{"family": NAME, "description": str, "items": [{"id", "prompt", "target"}, ...], '
+               '"contrast": [{"prompt", "target"}, ...]}')
 
 
-def _unknown(name: object) -> AtlasError:
-    return AtlasError(f"unknown task family {name!r}; known families: {', '.join(FAMILIES)}")
+def _unknown(name: object, known: Iterable[str] = FAMILIES) -> AtlasError:
+    return AtlasError(f"unknown task family {name!r}; known families: {', '.join(known)}")
+
+
+def user_task_files(directory: str | Path) -> dict[str, Path]:
+    """``family -> file`` for every ``<family>.json`` in a user's task folder (sorted by name)."""
+    root = Path(directory).expanduser()
+    if not root.exists():
+        raise AtlasError(f"task folder {root} does not exist; pass a folder of <family>.json files")
+    if not root.is_dir():
+        raise AtlasError(f"task folder {root} is not a folder; pass a folder of <family>.json files")
+    files = {p.stem: p for p in sorted(root.glob("*.json"))}
+    if not files:
+        raise AtlasError(f"task folder {root} holds no <family>.json file; add one file per family, "
+                         f"each {FORMAT_HINT}")
+    for name, path in files.items():
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise AtlasError(f"{path}: a family name holds only letters, digits, '_' and '-' (statistics are "
+                             f"named clean.accuracy.<family>); rename the file")
+    return files
+
+
+def task_files(user_dir: str | Path | None = None) -> dict[str, Path]:
+    """``family -> file``: the built-in families (in :data:`FAMILIES` order), then the user's folder's."""
+    builtin = {name: tasks_dir() / f"{name}.json" for name in FAMILIES}
+    if user_dir is None:
+        return builtin
+    user = user_task_files(user_dir)
+    for name in user:
+        if name in builtin:
+            raise AtlasError(f"task family {name!r} of {user[name]} collides with the built-in {builtin[name]}; "
+                             "rename the file (and its 'family' field)")
+    return {**builtin, **user}
+
+
+def _check_fields(where: str, obj: dict, allowed: tuple[str, ...]) -> None:
+    extra = [k for k in obj if k not in allowed]
+    if extra:
+        raise AtlasError(f"{where}: unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}; "
+                         f"allowed: {', '.join(allowed)}")
 
 
 def _parse_rows(path: Path, section: str, rows: object, need_id: bool) -> tuple[TaskItem, ...]:
@@ -93,6 +127,7 @@ def _parse_rows(path: Path, section: str, rows: object, need_id: bool) -> tuple[
             raise AtlasError(f"{where} must be an object with 'prompt' and 'target', got {row!r}")
         prompt, target, id_ = row.get("prompt"), row.get("target"), row.get("id", "")
         label = f"{where} (id {id_!r})" if id_ else where
+        _check_fields(label, row, ROW_FIELDS)
         if not isinstance(prompt, str) or not prompt:
             raise AtlasError(f"{label}: 'prompt' must be a non-empty string, got {prompt!r}")
         if not isinstance(target, str) or not target:
@@ -110,11 +145,8 @@ def _parse_rows(path: Path, section: str, rows: object, need_id: bool) -> tuple[
     return tuple(out)
 
 
-def load_family(name: str) -> TaskFamily:
-    """Load and validate one family's JSON file."""
-    if name not in FAMILIES:
-        raise _unknown(name)
-    path = tasks_dir() / f"{name}.json"
+def read_family(path: Path, name: str) -> TaskFamily:
+    """Read and validate one family's JSON file (``name``: the family it must declare)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -125,9 +157,10 @@ def load_family(name: str) -> TaskFamily:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AtlasError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+        raise AtlasError(f"{path}: not valid UTF-8 JSON ({exc}); each file is {FORMAT_HINT}") from None
     if not isinstance(data, dict):
-        raise AtlasError(f"{path}: top level must be a JSON object")
+        raise AtlasError(f"{path}: top level must be a JSON object, {FORMAT_HINT}")
+    _check_fields(str(path), data, TOP_FIELDS)
     if data.get("family") != name:
         raise AtlasError(f"{path}: 'family' is {data.get('family')!r}, expected {name!r}")
     description = data.get("description", "")
@@ -139,37 +172,63 @@ def load_family(name: str) -> TaskFamily:
         items=_parse_rows(path, "items", data.get("items"), need_id=True),
         contrast=_parse_rows(path, "contrast", data.get("contrast"), need_id=False),
         sha256=hashlib.sha256(raw).hexdigest(),
+        path=path,
     )
 
 
-def load_families(
-    names: Iterable[str] | None = None, n_items: int | None = None
-) -> dict[str, TaskFamily]:
-    """Load several families (default: all, in :data:`FAMILIES` order), each cut to ``n_items``.
+def load_family(name: str, user_dir: str | Path | None = None) -> TaskFamily:
+    """Load and validate one family's JSON file (a built-in one, or one of ``user_dir``'s)."""
+    files = task_files(user_dir)
+    if name not in files:
+        raise _unknown(name, files)
+    return read_family(files[name], name)
 
-    Every name is checked before any file is read. Repeated names are loaded once.
+
+def load_families(
+    names: Iterable[str] | None = None, n_items: int | None = None, user_dir: str | Path | None = None
+) -> dict[str, TaskFamily]:
+    """Load several families (default: all, built-in ones in :data:`FAMILIES` order, then ``user_dir``'s),
+    each cut to ``n_items``.
+
+    Every name is checked before any file is read, and every file of ``user_dir`` is validated whether
+    selected or not. Repeated names are loaded once.
     """
+    files = task_files(user_dir)
     if names is None:
-        selected = list(FAMILIES)
+        selected = list(files)
     else:
         if isinstance(names, str):
             names = [names]
         selected = list(dict.fromkeys(names))
-        unknown = [n for n in selected if n not in FAMILIES]
+        unknown = [n for n in selected if n not in files]
         if unknown:
             raise AtlasError(
                 f"unknown task famil{'y' if len(unknown) == 1 else 'ies'} "
-                f"{', '.join(map(repr, unknown))}; known families: {', '.join(FAMILIES)}"
+                f"{', '.join(map(repr, unknown))}; known families: {', '.join(files)}"
             )
         if not selected:
             raise AtlasError(
-                f"no task families selected; choose from: {', '.join(FAMILIES)}"
+                f"no task families selected; choose from: {', '.join(files)}"
             )
     if n_items is not None and (
         isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1
     ):
         raise AtlasError(f"n_items must be a positive integer or None, got {n_items!r}")
-    return {name: load_family(name).subset(n_items) for name in selected}
+    user = {n: read_family(files[n], n) for n in files if n not in FAMILIES}
+    return {name: (user.get(name) or read_family(files[name], name)).subset(n_items) for name in selected}
+
+
+def check_targets(families: Mapping[str, TaskFamily], tokenizer, model: str = "the model") -> None:
+    """Every target (items and contrast) tokenizes to at least one token with the run's tokenizer: checked
+    once before the first experiment, so a bad one names its file and item instead of failing mid-sweep."""
+    for fam in families.values():
+        for section, rows in (("items", fam.items), ("contrast", fam.contrast)):
+            for i, it in enumerate(rows):
+                ids = tokenizer.encode(it.target, add_special_tokens=False)
+                if len(getattr(ids, "ids", ids)) == 0:
+                    raise AtlasError(f"{fam.path or fam.name}: {section}[{i}] (id {it.id!r}): target {it.target!r} "
+                                     f"tokenizes to nothing with {model}'s tokenizer; give a target of at least "
+                                     "one token")
 
 
 def target_token_id(tokenizer, target: str) -> int:

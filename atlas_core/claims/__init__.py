@@ -1,6 +1,6 @@
 """Claims files: what a model (or a pair of models) is expected to show, checked against stored runs.
 
-A claims file (TOML, under ``fixtures/claims/``) holds::
+A claims file (TOML, shipped under ``atlas_core/data/claims/``) holds::
 
     [meta]
     label = "..."                 # what the claims are

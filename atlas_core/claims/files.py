@@ -11,13 +11,13 @@ from typing import Mapping
 
 from atlas_core import AtlasError
 from atlas_core.claim_hygiene import refusal
+from atlas_core.data import CLAIMS_DIR
 from atlas_core.profiles import PROFILES
 from atlas_core.spec import groups, hypotheses, statistic_experiments
 from atlas_core.verdicts import check_verdict
 
 KINDS = ("value", "at_least", "at_most", "rank", "verdict")
 SOURCES = ("published", "measured")
-CLAIMS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "claims"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from atlas_core.models import offline
 from atlas_core.models.adapters import check_supported, text_config
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS, known_names
 
-LOADED_MODELS: "weakref.WeakSet" = weakref.WeakSet()  # every model ``load`` returned (the leak guard watches them)
+# every model ``load`` returned -> its name (the pytest plugin's leak guard watches them)
+LOADED_MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
 
@@ -55,6 +56,10 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     info: ModelInfo
+
+    def __post_init__(self):
+        if self.model in LOADED_MODELS:
+            LOADED_MODELS[self.model] = self.info.name
 
     def __iter__(self):  # ``model, tokenizer, info = load(...)``
         return iter((self.model, self.tokenizer, self.info))
@@ -153,7 +158,7 @@ def _info(name: str, source: str, sha: str, model, path: str | None, t0: float) 
 
 def _finish(model, tokenizer, device, dtype):
     model = model.to(device=device, dtype=dtype).eval()
-    LOADED_MODELS.add(model)
+    LOADED_MODELS[model] = type(model).__name__  # named by LoadedModel once its info exists
     for p in model.parameters():
         p.requires_grad_(False)
     if tokenizer.pad_token_id is None:

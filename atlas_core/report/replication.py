@@ -40,7 +40,7 @@ from atlas_core.spec import experiments
 from atlas_core.tasks import FAMILIES
 from atlas_core.verdicts import final_fraction, ratio_stat
 
-REGENERATE = "atlas report --replication fixtures/baselines --doc docs/REPLICATION.md"
+REGENERATE = "atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md"
 TEMPLATE = "replication.md"
 
 
@@ -458,7 +458,7 @@ SECTIONS: dict[str, Callable[[Doc], Any]] = {
 def _rel(path: Path) -> str:
     """The study file as the document names it: relative to the repository, so no absolute path shows."""
     try:
-        return str(path.resolve().relative_to(CLAIMS_DIR.parent.parent))
+        return str(path.resolve().relative_to(CLAIMS_DIR.parents[2]))
     except ValueError:
         return path.name
 

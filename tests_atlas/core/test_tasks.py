@@ -1,4 +1,4 @@
-"""The task families: fixtures load, match the generator byte for byte, and validate input."""
+"""The shipped task families: they load, match the generator byte for byte, and validate input."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from atlas_core import tasks
+from atlas_core.data import BUILTIN_TASKS_DIR
 from atlas_core.tasks import (
     FAMILIES,
     TaskFamily,
@@ -21,8 +22,8 @@ from atlas_core.tasks import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "fixtures" / "tasks"
-GENERATOR = FIXTURES / "generate.py"
+FIXTURES = BUILTIN_TASKS_DIR
+GENERATOR = REPO / "fixtures" / "tasks" / "generate.py"
 QWEN_TOKENIZER = Path.home() / ".cache/atlas/qwen2.5-coder-0.5b-instruct/tokenizer.json"
 
 

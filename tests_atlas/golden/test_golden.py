@@ -1,5 +1,5 @@
 """The golden check: a fixed slice of all nine experiments (and the clean pass) on Coder-0.5B, recomputed
-and compared per variant and prompt with ``fixtures/golden/qwen2.5-coder-0.5b-instruct.json``.
+and compared per variant and prompt with ``atlas_core/data/golden/qwen2.5-coder-0.5b-instruct.json``.
 
 Tolerances are those of :mod:`atlas_core.golden`: relative 1e-4 (plus 1e-6 absolute for KL and
 probabilities, below which fp32 forwards of different batch shapes legitimately differ), 1e-3 for what
@@ -166,7 +166,7 @@ def test_a_damaged_record_is_a_clear_error(tmp_path):
 
     bad = tmp_path / "m.json"
     bad.write_text('{"format": 1, "experiments": {"clean": {"sweeps": []}}}')
-    with pytest.raises(AtlasError, match="unreadable .*git checkout -- fixtures/golden"):
+    with pytest.raises(AtlasError, match="unreadable .*git checkout -- atlas_core/data/golden"):
         golden.read(bad)
     with pytest.raises(AtlasError, match="no golden record .*atlas golden write"):
         golden.read(tmp_path / "missing.json")

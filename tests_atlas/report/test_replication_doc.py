@@ -20,6 +20,7 @@ from atlas_core import AtlasError
 from atlas_core.baselines import export_baseline
 from atlas_core.cli import main
 from atlas_core.metrics import is_tie
+from atlas_core.data import BASELINES_DIR
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.report.data import fmt
 from atlas_core.report.replication import REGENERATE, render_replication_doc
@@ -27,7 +28,7 @@ from atlas_core.report.study import STUDY_CLAIMS, Study, load_study
 from atlas_core.verdicts import relative_depth
 
 REPO = Path(__file__).resolve().parents[2]
-BASELINES = REPO / "fixtures" / "baselines"
+BASELINES = BASELINES_DIR
 DOC = REPO / "docs" / "REPLICATION.md"
 SEED_NAME = Path("shared") / "seed" / "qwen2.5-1.5b-atlas.txt"
 SEED = next((p for p in (REPO / SEED_NAME, REPO.parent / SEED_NAME) if p.is_file()), None)
@@ -201,11 +202,11 @@ def test_missing_experiments_render_not_run(baselines, tmp_path):
 
 def test_committed_document_matches_the_baselines():
     if not BASELINES.is_dir():
-        pytest.skip("fixtures/baselines/ does not exist yet: commit the baseline runs, then run " + REGENERATE)
+        pytest.skip("atlas_core/data/baselines/ does not exist yet: commit the baseline runs, then run " + REGENERATE)
     assert DOC.is_file(), f"{DOC.relative_to(REPO)} is missing; generate it with: {REGENERATE}"
     want, have = render_replication_doc(BASELINES), DOC.read_text()
     diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "committed", "regenerated", lineterm="", n=0))
-    assert not diff, (f"{DOC.relative_to(REPO)} is out of date with fixtures/baselines/; regenerate it with: "
+    assert not diff, (f"{DOC.relative_to(REPO)} is out of date with atlas_core/data/baselines/; regenerate it with: "
                       f"{REGENERATE}\n" + "\n".join(diff[:20]))
 
 
@@ -218,7 +219,7 @@ def test_cli_writes_the_document_only(baselines, doc, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case, needed", [
-    ("missing", ("does not exist", "fixtures/baselines")),
+    ("missing", ("does not exist", "atlas_core/data/baselines")),
     ("empty", ("holds no run folders", "commit runs there")),
     ("no-replication", ("--replication", REGENERATE.split(" --doc")[0])),
 ])

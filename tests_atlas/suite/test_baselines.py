@@ -1,9 +1,9 @@
-"""Committed baselines (fixtures/baselines/<run>/): `atlas baseline` exports a run's records compactly, and
+"""Committed baselines (atlas_core/data/baselines/<run>/): `atlas baseline` exports a run's records compactly, and
 the hypothesis suite, seeded from a baselines folder, checks its claims on those records without
 recomputing any experiment (every record's config hash matches this code and these weights).
 
 The mechanism is tested on tiny-qwen2 (smoke profile); the committed full-profile Coder-pair baselines run
-through the same path against fixtures/claims/coder-pair-full.toml whenever they are committed.
+through the same path against atlas_core/data/claims/coder-pair-full.toml whenever they are committed.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pyteste
 @pytest.mark.skipif(not (CODER_FULL.exists() and all((p / "manifest.json").exists() for p in PAIR_FULL)),
                     reason="the Coder pair's full-profile baselines are not committed yet: finish `atlas run --profile "
                            "full` for both models, then `atlas baseline RUN` and `atlas claims write RUN05 RUN15 "
-                           "--out fixtures/claims/coder-pair-full.toml`")
+                           "--out atlas_core/data/claims/coder-pair-full.toml`")
 def test_the_hypothesis_suite_passes_on_the_committed_coder_baselines(pytester, tmp_path):
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(

@@ -52,7 +52,7 @@ def _failures(xml_path: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.skipif(not CODER_CI.exists(), reason="fixtures/claims/coder-pair-ci.toml is not generated yet: "
+@pytest.mark.skipif(not CODER_CI.exists(), reason="atlas_core/data/claims/coder-pair-ci.toml is not generated yet: "
                     "run `atlas claims write` on ci-profile runs of the Coder pair")
 def test_findings_fail_on_tiny_with_the_coder_claims(pytester):
     claims = load_claims(CODER_CI)
