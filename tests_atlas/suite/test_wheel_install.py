@@ -3,8 +3,9 @@
 The wheel is built from a copy of the package sources (``pip wheel --no-deps --no-build-isolation``, so the
 checkout gets no ``build/``), installed with ``--no-deps --no-index`` into a venv under ``tmp_path`` that sees
 the running environment's dependencies through a ``.pth`` file (torch is not installed twice; nothing is
-fetched). A throwaway project there, with its own task family, claims file and test module and no conftest,
-runs pytest: the plugin arrives through its ``pytest11`` entry point alone. Each check is shown to bite: a
+fetched). A throwaway project there, with its own task family, claims file, test modules and hypothesis H009
+(declared in its conftest through the plugin's ``pytest_atlas_hypotheses`` hook; the conftest does not
+register the plugin), runs pytest: the plugin arrives through its ``pytest11`` entry point alone. Each check is shown to bite: a
 wheel built without the baselines' package-data glob misses them, a child that sees the checkout on its path
 imports the checkout's package, the project without the entry point's plugin has no ``claim`` fixture, and a
 claim the model cannot meet fails with its message.
@@ -52,6 +53,48 @@ statistic = "clean.accuracy.colours"
 kind = "at_most"
 threshold = 0.5
 description = "a random model does not know its colours"
+
+[thresholds.H009]
+max_drop = 0.0
+
+[[claim]]
+id = "H009"
+statistic = "H009"
+models = ["tiny-qwen2", "tiny-qwen2"]
+kind = "verdict"
+expected_verdict = "supported"
+description = "the larger model knows its colours at least as well"
+"""
+# The project's own hypothesis, declared in its conftest (the plugin registers it through a hook).
+CONFTEST = """\
+from atlas_core.spec import HypothesisSpec
+from atlas_core.stat import REJECTED, SUPPORTED, Verdict
+from atlas_core.verdicts import need
+
+STAT = "clean.accuracy.colours"
+
+
+def rule(small, large, th):
+    s, l = need(small, STAT, "small"), need(large, STAT, "large")
+    drop = s.value - l.value
+    verdict = SUPPORTED if drop <= th["max_drop"] else REJECTED
+    return Verdict("H009", verdict, "colours accuracy drop, small - large", drop, None, None,
+                   f"supported if the drop <= {th['max_drop']:g}", {"small": s.value, "large": l.value})
+
+
+def pytest_atlas_hypotheses(config):
+    return [HypothesisSpec(id="H009", text="Colour knowledge does not fall with scale", experiments=("clean",),
+                           statistics=(STAT,), rule=rule, thresholds={"max_drop": 0.0})]
+"""
+H009_TEST = """\
+import pytest
+
+pytestmark = pytest.mark.h009
+
+
+def test_h009(claim, atlas):
+    ev = atlas.evaluate(claim)
+    assert ev.passed, ev.message
 """
 TEST_MODULE = """\
 import pytest
@@ -62,13 +105,16 @@ def test_my_claims(claim, atlas):
     ev = atlas.evaluate(claim)
     assert ev.passed, ev.message
 """
-# The throwaway project: path -> content. No conftest.py: the entry point registers the plugin.
+# The throwaway project: path -> content. The entry point registers the plugin; the conftest only declares H009.
 PROJECT = {
     "tasks/colours.json": COLOURS,
     "claims/mine.toml": CLAIMS,
     "test_mine.py": TEST_MODULE,
+    "conftest.py": CONFTEST,
+    "test_h009.py": H009_TEST,
 }
-PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke",
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "-rN", "--atlas-model", "tiny-qwen2", "--atlas-pair", "tiny-qwen2",
+               "tiny-qwen2", "--atlas-profile", "smoke",
                "--atlas-tasks", "tasks", "--atlas-claims", "claims/mine.toml", "--atlas-runs", "runs"]
 
 
@@ -166,15 +212,22 @@ def test_the_venv_imports_the_wheel_not_the_checkout(venv, tmp_path):
 def test_a_project_checks_its_own_claims_through_the_entry_point(venv, project):
     pytest_cmd = [str(venv / "bin" / "python"), "-m", "pytest", *PYTEST_ARGS]
     good = run(pytest_cmd, cwd=project)
-    assert good.returncode == 0 and "1 passed" in good.stdout, good.stdout[-3000:] + good.stderr[-2000:]
-    without = run(pytest_cmd[:3] + ["-p", "no:cacheprovider", "-p", f"no:{PLUGIN}"], cwd=project)
+    assert good.returncode == 0 and "3 passed" in good.stdout  # test_mine runs both claims, test_h009 the H009 one, good.stdout[-3000:] + good.stderr[-2000:]
+    only_h009 = run(pytest_cmd + ["-m", "h009"], cwd=project)  # the hypothesis's marker, registered from its spec
+    assert only_h009.returncode == 0 and "1 passed, 2 deselected" in only_h009.stdout, only_h009.stdout[-2000:]
+    without = run(pytest_cmd[:3] + ["-p", "no:cacheprovider", "-p", f"no:{PLUGIN}", "--noconftest"], cwd=project)
     assert without.returncode != 0 and "fixture 'claim' not found" in without.stdout, without.stdout[-2000:]
+    # the conftest's hook is the plugin's: without the plugin it is an unknown hook
+    hookless = run(pytest_cmd[:3] + ["-p", "no:cacheprovider", "-p", f"no:{PLUGIN}"], cwd=project)
+    assert hookless.returncode != 0 and "unknown hook 'pytest_atlas_hypotheses'" in hookless.stdout + hookless.stderr
 
     claims = project / "claims" / "mine.toml"
-    claims.write_text(claims.read_text().replace('kind = "at_most"', 'kind = "at_least"'))
+    claims.write_text(claims.read_text().replace('kind = "at_most"', 'kind = "at_least"')
+                      .replace('max_drop = 0.0', 'max_drop = -1.0'))  # no model can gain a whole accuracy
     # -p with the module's name beside the entry point: one registration, not an error for a second one
     bad = run(pytest_cmd + ["-p", PLUGIN], cwd=project)
-    assert bad.returncode == 1 and "1 failed" in bad.stdout, bad.stdout[-3000:]
+    assert bad.returncode == 1 and "3 failed" in bad.stdout, bad.stdout[-3000:]
+    assert "claim H009 (measured) on tiny-qwen2 vs tiny-qwen2: H009 verdict REJECTED, expected SUPPORTED" in bad.stdout
     assert "claim colours-unknown (measured) on tiny-qwen2: clean.accuracy.colours measured" in bad.stdout
     assert "expected >= 0.5 -> FAIL" in bad.stdout
 
