@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas_core import AtlasError
+from atlas_core.experiments.schema import load_result
 from atlas_core.results import ExperimentRecord, RunStore
 from atlas_core.verdicts import Stat, model_statistics, relative_depth
 
@@ -41,6 +42,7 @@ class RunFolder:
             raise AtlasError(f"run folder {self.root} does not exist; make one with "
                              f"`atlas run --out {self.root}` (or pass the folder a run wrote)")
         store = RunStore(self.root)
+        self._typed: dict[str, Any] = {}
         self.records: dict[str, ExperimentRecord] = store.records()  # by key: `steering`, `steering.seed1`
         self.manifest: dict = store.manifest()
         if not self.records and not self.manifest:
@@ -90,17 +92,25 @@ class RunFolder:
         return key in self.records
 
     def result(self, key: str) -> dict:
-        """The result of record ``key`` (an experiment, or ``<experiment>.seed<N>`` for an extra seed)."""
+        """The result of record ``key`` (an experiment, or ``<experiment>.seed<N>`` for an extra seed), as
+        stored (JSON): what the report addresses by pointer, so each number it shows names its place."""
         return self.records[key].result
+
+    def typed(self, key: str) -> Any:
+        """The result of record ``key`` as the type its experiment produces
+        (:func:`atlas_core.experiments.schema.load_result`)."""
+        if key not in self._typed:
+            self._typed[key] = load_result(self.records[key].experiment, self.records[key].result)
+        return self._typed[key]
 
     def extra_seeds(self, experiment: str) -> list[str]:
         """The keys of ``experiment``'s records at seeds other than the base seed."""
         return sorted(k for k in self.records if k.startswith(experiment + ".seed"))
 
     @property
-    def results(self) -> dict[str, dict]:
-        """Each experiment's base-seed result, by experiment name."""
-        return {k: self.result(k) for k in self.experiments}
+    def results(self) -> dict[str, Any]:
+        """Each experiment's base-seed result, typed, by experiment name."""
+        return {k: self.typed(k) for k in self.experiments}
 
     @cached_property
     def stats(self) -> dict[str, Stat]:

@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment
 
+from atlas_core.experiments.layer_ablation import primary_sweep
 from atlas_core.report import plots
 from atlas_core.report import sections as S
 from atlas_core.report.data import Est, Run, derived
 from atlas_core.spec import default_thresholds, experiments, hypotheses, resolve
+from atlas_core.stat import finite
 
 DEPTH = "relative depth (layer / (n_layers − 1))"
 XLIM = (-0.03, 1.03)
@@ -29,10 +31,6 @@ def _name(run: Run) -> str:
 
 def _color(i: int) -> str:
     return plots.RUN_COLORS[i % len(plots.RUN_COLORS)]
-
-
-def _primary(r: dict) -> dict:
-    return r["sweeps"][S._sweep_index(r)]
 
 
 def overlay(sid: str, runs: list[Run]) -> list[dict]:
@@ -62,156 +60,138 @@ def generic_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     return out
 
 
+def _band(ests) -> dict:
+    """Values and interval ends of a list of Estimates (None where undefined), for bars and bands."""
+    ests = list(ests)
+    return {"values": [finite(e.value) if e else None for e in ests], "lo": [finite(e.lo) if e else None for e in ests],
+            "hi": [finite(e.hi) if e else None for e in ests]}
+
+
+def _nums(xs) -> list[float | None]:
+    return [finite(x) for x in xs]
+
+
 def clean_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+    fams = _families(f.family for _, run in have for f in run.typed("clean").families)
     out = []
-    fams = _families(f["family"] for _, run in have for f in run.result("clean")["families"])
-    series = []
-    for i, run in have:
-        by = {f["family"]: f["top1_accuracy"] for f in run.result("clean")["families"]}
-        series.append({"name": _name(run), "color": _color(i), "values": [by.get(f, {}).get("value") for f in fams],
-                       "lo": [by.get(f, {}).get("lo") for f in fams], "hi": [by.get(f, {}).get("hi") for f in fams]})
-    out.append(plots.bars(fams, series, "top-1 accuracy", "clean top-1 accuracy per family (95% CI)", ylim=(0, 1.05)))
-    probs = []
-    for i, run in have:
-        by = {f["family"]: f["target_prob"] for f in run.result("clean")["families"]}
-        probs.append({"name": _name(run), "color": _color(i), "values": [by.get(f, {}).get("value") for f in fams],
-                      "lo": [by.get(f, {}).get("lo") for f in fams], "hi": [by.get(f, {}).get("hi") for f in fams]})
-    out.append(plots.bars(fams, probs, "target probability", "clean target-token probability (95% CI)", ylim=(0, 1.05)))
+    for field, ylabel, title in (("top1_accuracy", "top-1 accuracy", "clean top-1 accuracy per family (95% CI)"),
+                                 ("target_prob", "target probability", "clean target-token probability (95% CI)")):
+        series = []
+        for i, run in have:
+            by = {f.family: getattr(f, field) for f in run.typed("clean").families}
+            series.append({"name": _name(run), "color": _color(i), **_band(by.get(f) for f in fams)})
+        out.append(plots.bars(fams, series, ylabel, title, ylim=(0, 1.05)))
     return out
 
 
 def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     out = []
-    for target in dict.fromkeys(s["target"] for _, run in have for s in run.result(sid)["sweeps"]):
-        modes = list(dict.fromkeys(s["mode"] for _, run in have for s in run.result(sid)["sweeps"]
-                                   if s["target"] == target))
+    for target in dict.fromkeys(s.target for _, run in have for s in run.typed(sid).sweeps):
+        modes = list(dict.fromkeys(s.mode for _, run in have for s in run.typed(sid).sweeps if s.target == target))
         panels = []
         for i, run in have:
-            r = run.result(sid)
-            by = {s["mode"]: s for s in r["sweeps"] if s["target"] == target}
+            r = run.typed(sid)
+            by = {s.mode: s for s in r.sweeps if s.target == target}
             for mode in modes:
                 s = by.get(mode)
                 panels.append({"title": f"{run.label.upper()} · {target} / {mode}",
-                               "z": [s["kl"][f] for f in r["families"]] if s else None,
-                               "x": [f"L{l}" for l in s["layers"]] if s else [""], "y": r["families"] if s else [""]})
+                               "z": [_nums(s.kl[f]) for f in r.families] if s else None,
+                               "x": [f"L{l}" for l in s.layers] if s else [""], "y": r.families if s else [""]})
         # a row per run, a column per mode; with one mode the runs sit side by side instead
         out.append(plots.heatmaps(panels, "layer (axis spans each model's depth)", "family", "mean KL (nats)",
                                   ncols=len(modes) if len(modes) > 1 else len(have), panel_w=3.6))
-    series = []
+    yscale = "log" if sid == "mlp_ablation" else "linear"
+    series, modes = [], []
     for i, run in have:
-        s = _primary(run.result(sid))
-        series.append({"name": f"{_name(run)} ({s['target']}/{s['mode']})", "x": _depths(run, s["layers"]),
-                       "y": s["family_mean_kl"], "color": _color(i)})
+        primary = primary_sweep(run.typed(sid))
+        series.append({"name": f"{_name(run)} ({primary.target}/{primary.mode})", "x": _depths(run, primary.layers),
+                       "y": _nums(primary.family_mean_kl), "color": _color(i)})
+        for s in run.typed(sid).sweeps:
+            if s.target == primary.target:
+                modes.append({"name": f"{run.label.upper()} {s.mode}", "x": _depths(run, s.layers),
+                              "y": _nums(s.family_mean_kl), "color": _color(i),
+                              "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s.mode, "-."), "lw": 1.1})
     out.append(plots.lines(series, DEPTH, "mean KL across families (nats)", "primary sweep on relative depth",
-                           xlim=XLIM, yscale="log" if sid == "mlp_ablation" else "linear", width=6.0))
-    modes = []
-    for i, run in have:
-        for s in run.result(sid)["sweeps"]:
-            if s["target"] == _primary(run.result(sid))["target"]:
-                modes.append({"name": f"{run.label.upper()} {s['mode']}", "x": _depths(run, s["layers"]),
-                              "y": s["family_mean_kl"], "color": _color(i),
-                              "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s["mode"], "-."), "lw": 1.1})
+                           xlim=XLIM, yscale=yscale, width=6.0))
     out.append(plots.lines(modes, DEPTH, "mean KL across families (nats)", "every mode (line style = mode)",
-                           xlim=XLIM, legend_out=True, markers=False, width=6.0,
-                           yscale="log" if sid == "mlp_ablation" else "linear"))
+                           xlim=XLIM, legend_out=True, markers=False, width=6.0, yscale=yscale))
     return out
 
 
 def heads_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
-    fams = _families(f for _, run in have for f in run.result(sid)["families"])
-    panels = []
+    fams = _families(f for _, run in have for f in run.typed(sid).families)
+    panels, series = [], []
     for i, run in have:
-        r = run.result(sid)
+        r = run.typed(sid)
         for f in fams:
-            panels.append({"title": f"{run.label.upper()} · {f}", "z": r["kl"].get(f),
-                           "x": [str(h) for h in range(r["n_heads"])], "y": [f"L{l}" for l in r["layers"]]})
-    out.append(plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7,
-                              log=True))
-    series = []
-    for i, run in have:
-        r = run.result(sid)
-        grids = [np.asarray(plots.matrix(g)) for g in r["kl"].values()]
+            panels.append({"title": f"{run.label.upper()} · {f}", "z": r.kl.get(f),
+                           "x": [str(h) for h in range(r.n_heads)], "y": [f"L{l}" for l in r.layers]})
+        grids = [np.asarray(plots.matrix(g)) for g in r.kl.values()]
         per_layer = np.nanmax(np.stack(grids), axis=(0, 2)) if grids else []
-        series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": list(per_layer), "color": _color(i)})
-    out.append(plots.lines(series, DEPTH, "strongest head KL (nats)", "strongest head per layer (any family)",
-                           xlim=XLIM, yscale="log"))
-    return out
+        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": list(per_layer), "color": _color(i)})
+    return [plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7, log=True),
+            plots.lines(series, DEPTH, "strongest head KL (nats)", "strongest head per layer (any family)",
+                        xlim=XLIM, yscale="log")]
 
 
 def steering_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
-    series = []
-    for i, run in have:
-        r = run.result(sid)
-        series.append({"name": _name(run), "x": _depths(run, r["layers"]),
-                       "y": [float(np.nanmax(plots.arr(b))) for b in r["boost"]], "color": _color(i)})
-    out.append(plots.lines(series, DEPTH, "best boost over strengths", "steering: best target-prob boost per layer",
-                           xlim=XLIM, hlines=[(0.0, "")]))
-    return out
+    series = [{"name": _name(run), "x": _depths(run, run.typed(sid).layers),
+               "y": [float(np.nanmax(plots.arr(b))) for b in run.typed(sid).boost], "color": _color(i)}
+              for i, run in have]
+    return [plots.lines(series, DEPTH, "best boost over strengths", "steering: best target-prob boost per layer",
+                        xlim=XLIM, hlines=[(0.0, "")])]
 
 
 def knockout_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
-    series = [{"name": _name(run), "x": _depths(run, [k["layer"] for k in run.result(sid)["layers"]]),
-               "y": [k["selectivity"] for k in run.result(sid)["layers"]], "color": _color(i)} for i, run in have]
-    out.append(plots.lines(series, DEPTH, "selectivity", "knockout selectivity per layer", xlim=XLIM,
-                           yscale="symlog", hlines=[(1.0, "1×"), (0.0, "")]))
-    return out
+    series = [{"name": _name(run), "x": _depths(run, [k.layer for k in run.typed(sid).layers]),
+               "y": _nums(k.selectivity for k in run.typed(sid).layers), "color": _color(i)} for i, run in have]
+    return [plots.lines(series, DEPTH, "selectivity", "knockout selectivity per layer", xlim=XLIM,
+                        yscale="symlog", hlines=[(1.0, "1×"), (0.0, "")])]
 
 
 def lora_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
-    series = [{"name": _name(run), "x": list(range(1, len(run.result(sid)["loss_curve"]) + 1)),
-               "y": run.result(sid)["loss_curve"], "color": _color(i)} for i, run in have]
-    out.append(plots.lines(series, "step", "loss", "LoRA loss curves", yscale="log", markers=False))
-    fams = _families(f for _, run in have for f in run.result(sid)["kl_per_family"])
-    bars = [{"name": _name(run), "color": _color(i),
-             "values": [run.result(sid)["kl_per_family"].get(f, {}).get("value") for f in fams],
-             "lo": [run.result(sid)["kl_per_family"].get(f, {}).get("lo") for f in fams],
-             "hi": [run.result(sid)["kl_per_family"].get(f, {}).get("hi") for f in fams]} for i, run in have]
-    out.append(plots.bars(fams, bars, "KL (nats)", "base → trained KL per family (95% CI)"))
-    return out
+    series = [{"name": _name(run), "x": list(range(1, len(run.typed(sid).loss_curve) + 1)),
+               "y": _nums(run.typed(sid).loss_curve), "color": _color(i)} for i, run in have]
+    fams = _families(f for _, run in have for f in run.typed(sid).kl_per_family)
+    bars = [{"name": _name(run), "color": _color(i), **_band(run.typed(sid).kl_per_family.get(f) for f in fams)}
+            for i, run in have]
+    return [plots.lines(series, "step", "loss", "LoRA loss curves", yscale="log", markers=False),
+            plots.bars(fams, bars, "KL (nats)", "base → trained KL per family (95% CI)")]
 
 
 def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
     series = []
     for i, run in have:
-        r = run.result(sid)
-        series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": [e["value"] for e in r["mean_recovery"]],
-                       "lo": [e["lo"] for e in r["mean_recovery"]], "hi": [e["hi"] for e in r["mean_recovery"]],
-                       "color": _color(i)})
-    out.append(plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM))
-    return out
+        r = run.typed(sid)
+        band = _band(r.mean_recovery)
+        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": band["values"], "lo": band["lo"],
+                       "hi": band["hi"], "color": _color(i)})
+    return [plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM)]
 
 
 def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
     series, groups = [], []
     for i, run in have:
-        r = run.result(sid)
-        series.append({"name": _name(run), "x": _depths(run, r["layers"]), "y": [e["value"] for e in r["kl"]],
-                       "lo": [e["lo"] for e in r["kl"]], "hi": [e["hi"] for e in r["kl"]], "color": _color(i)})
-        groups.append({"name": f"{_name(run)} (r = {_r(r['pearson'])})", "x": r["norm"],
-                       "y": [e["value"] for e in r["kl"]], "color": _color(i)})
-    out.append(plots.lines(series, DEPTH, "KL when disabled (nats)", "adapter ablation per layer", xlim=XLIM))
-    out.append(plots.scatter(groups, "adapter weight norm", "KL when disabled (nats)", "norm vs effect"))
-    return out
+        r = run.typed(sid)
+        band = _band(r.kl)
+        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": band["values"], "lo": band["lo"],
+                       "hi": band["hi"], "color": _color(i)})
+        groups.append({"name": f"{_name(run)} (r = {_r(finite(r.pearson))})", "x": _nums(r.norm), "y": band["values"],
+                       "color": _color(i)})
+    return [plots.lines(series, DEPTH, "KL when disabled (nats)", "adapter ablation per layer", xlim=XLIM),
+            plots.scatter(groups, "adapter weight norm", "KL when disabled (nats)", "norm vs effect")]
 
 
 def efficiency_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    out = []
     series, exits = [], []
     for i, run in have:
-        r = run.result(sid)
-        series.append({"name": _name(run), "x": _depths(run, range(len(r["single_skip_kl"]))),
-                       "y": r["single_skip_kl"], "color": _color(i)})
-        exits.append({"name": _name(run), "x": _depths(run, [e["layer"] for e in r["exits"]]),
-                      "y": [e["argmax_match"]["value"] for e in r["exits"]], "color": _color(i)})
-    out.append(plots.lines(series, DEPTH, "KL (nats)", "skipping a single layer", xlim=XLIM))
-    out.append(plots.lines(exits, DEPTH, "argmax match", "early exit: argmax match", xlim=XLIM))
-    return out
+        r = run.typed(sid)
+        series.append({"name": _name(run), "x": _depths(run, range(len(r.single_skip_kl))),
+                       "y": _nums(r.single_skip_kl), "color": _color(i)})
+        exits.append({"name": _name(run), "x": _depths(run, [e.layer for e in r.exits]),
+                      "y": _nums(e.argmax_match.value for e in r.exits), "color": _color(i)})
+    return [plots.lines(series, DEPTH, "KL (nats)", "skipping a single layer", xlim=XLIM),
+            plots.lines(exits, DEPTH, "argmax match", "early exit: argmax match", xlim=XLIM)]
 
 
 def _families(names) -> list[str]:
