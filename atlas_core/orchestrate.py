@@ -105,6 +105,8 @@ def experiment_config(name: str, ctx: Context, seed: int) -> dict:
     info = ctx.lm.info
     spec = spec_of(name)
     extra = spec.config(ctx) if spec.config is not None else {}
+    if spec.knobs:  # its own settings at this profile are part of what its record was computed with
+        extra = {**extra, "knobs": {k.name: k.value(ctx.profile.name) for k in spec.knobs}}
     return {
         "experiment": name,
         "model": info.name,

@@ -209,8 +209,17 @@ def _ordered(specs: Mapping[str, ExperimentSpec]) -> dict[str, ExperimentSpec]:
 
 
 def _check_experiments(specs: Mapping[str, ExperimentSpec]) -> None:
+    from dataclasses import fields
+
+    from atlas_core.profiles import Profile
+
     order = list(specs)
+    profile_fields = {f.name for f in fields(Profile)}
     for s in specs.values():
+        unknown = [f for f in s.profile_fields if f not in profile_fields]
+        if unknown:
+            raise AtlasError(f"experiment {s.name} reads profile field(s) {', '.join(unknown)}, which Profile lacks "
+                             f"({', '.join(sorted(profile_fields))}); declare a setting of its own as a Knob")
         for dep in s.requires + s.reuses + tuple(x for r in s.reads.values() for x in r):
             if dep not in specs:
                 raise AtlasError(f"experiment {s.name} names {dep!r}, which is not a known experiment "

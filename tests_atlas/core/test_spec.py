@@ -264,3 +264,22 @@ def test_h010_declared_in_a_conftest_runs_as_a_marked_claims_test(pytester, min_
     assert result.parseoutcomes().get(outcome) == 1, result.stdout.str()[-2000:]
     if outcome == "failed":
         result.stdout.fnmatch_lines(["*claim H010 (measured) on tiny-qwen2 vs tiny-qwen2: H010 verdict REJECTED, expected SUPPORTED*-> FAIL"])
+
+
+def test_a_profile_field_the_profile_lacks_is_refused(registered):
+    bad = replace(experiment("knockout"), name="knock4", order=500, profile_fields=("steer_layerz",), group=None)
+    with pytest.raises(AtlasError, match=r"knock4 reads profile field\(s\) steer_layerz, which Profile lacks.*Knob"):
+        registered(bad)
+
+
+def test_an_experiments_knobs_enter_its_config_hash(registered, tiny):
+    from atlas_core.experiments.context import Context
+    from atlas_core.orchestrate import experiment_config
+    from atlas_core.profiles import get_profile
+    from atlas_core.tasks import load_families
+
+    k = Knob("window", default=4, per_profile={"full": 8})
+    registered(replace(experiment("knockout"), name="knock5", order=500, group=None, knobs=(k,)))
+    ctx = Context(tiny, load_families(["copying"], n_items=1), get_profile("smoke"))
+    assert experiment_config("knock5", ctx, 0)["extra"]["knobs"] == {"window": 4}
+    assert "knobs" not in experiment_config("knockout", ctx, 0)["extra"]  # built-ins' hashes unchanged
