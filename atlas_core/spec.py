@@ -180,6 +180,7 @@ class _Registry:
 
 _EXPERIMENTS = _Registry("experiment", "atlas_core.experiments")
 _HYPOTHESES = _Registry("hypothesis", "atlas_core.hypotheses")
+_CHECKED: dict[str, dict] = {}  # the checked, ordered registries; cleared whenever a registration changes
 
 
 def register(specs: Iterable[ExperimentSpec | HypothesisSpec], where: str = "register()") -> None:
@@ -195,6 +196,8 @@ def register(specs: Iterable[ExperimentSpec | HypothesisSpec], where: str = "reg
         except AtlasError:
             reg.extra.pop(key, None)
             raise
+        finally:
+            _CHECKED.clear()
 
 
 def unregister(keys: Iterable[str]) -> None:
@@ -202,6 +205,7 @@ def unregister(keys: Iterable[str]) -> None:
     for key in keys:
         _EXPERIMENTS.extra.pop(key, None)
         _HYPOTHESES.extra.pop(key, None)
+    _CHECKED.clear()
 
 
 def _ordered(specs: Mapping[str, ExperimentSpec]) -> dict[str, ExperimentSpec]:
@@ -232,20 +236,25 @@ def _check_experiments(specs: Mapping[str, ExperimentSpec]) -> None:
 
 def experiments() -> dict[str, ExperimentSpec]:
     """Every experiment, in run order (artifacts flow forward)."""
-    specs = _ordered(_EXPERIMENTS.all())
-    _check_experiments(specs)
-    return specs
+    if "experiments" not in _CHECKED:
+        specs = _ordered(_EXPERIMENTS.all())
+        _check_experiments(specs)
+        _CHECKED["experiments"] = specs
+    return dict(_CHECKED["experiments"])
 
 
 def hypotheses() -> dict[str, HypothesisSpec]:
     """Every hypothesis, by id."""
-    hyps = _HYPOTHESES.all()
-    exps = experiments()
-    for h in hyps.values():
-        bad = [e for e in h.experiments if e not in exps]
-        if bad:
-            raise AtlasError(f"hypothesis {h.id} reads unknown experiment(s) {', '.join(bad)}; known: {', '.join(exps)}")
-    return dict(sorted(hyps.items(), key=lambda kv: int(kv[0][1:])))
+    if "hypotheses" not in _CHECKED:
+        hyps = _HYPOTHESES.all()
+        exps = experiments()
+        for h in hyps.values():
+            bad = [e for e in h.experiments if e not in exps]
+            if bad:
+                raise AtlasError(f"hypothesis {h.id} reads unknown experiment(s) {', '.join(bad)}; known: "
+                                 f"{', '.join(exps)}")
+        _CHECKED["hypotheses"] = dict(sorted(hyps.items(), key=lambda kv: int(kv[0][1:])))
+    return dict(_CHECKED["hypotheses"])
 
 
 def experiment(name: str) -> ExperimentSpec:

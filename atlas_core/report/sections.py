@@ -10,9 +10,9 @@ import numpy as np
 from matplotlib import colormaps
 
 from atlas_core.metrics import is_tie
-from atlas_core.spec import experiments, hypotheses, resolve
 from atlas_core.report import plots
 from atlas_core.report.data import Est, Run, derived
+from atlas_core.spec import experiments, hypotheses, resolve
 
 def sections() -> tuple[tuple[str, str | None, str, str], ...]:
     """(section id, experiment key, title, what it shows) of a run's page: the model card, one section
