@@ -1,7 +1,7 @@
 """H001: the universal hub persists at the same relative depth.
 
 The study: REJECTED, the hub migrates from L2 (8% depth) at 0.5B to L26 (93%) at 1.5B.
-Rule (atlas_core.verdicts.h001): |relative depth of the top layer, large - small| <= tolerance.
+Rule (atlas_core.hypotheses.h001): |relative depth of the top layer, large - small| <= tolerance.
 
 One test per claim on H001 in the claims files (the verdict, and the decisive statistic with its
 tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for

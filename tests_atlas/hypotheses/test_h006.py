@@ -1,7 +1,7 @@
 """H006: MLP dominance scales with parameters.
 
 The study: REJECTED, max MLP KL 8.12 -> 2.58 (3x weaker with 3x the parameters).
-Rule (atlas_core.verdicts.h006): max MLP KL ratio large/small >= min_ratio supports it,
+Rule (atlas_core.hypotheses.h006): max MLP KL ratio large/small >= min_ratio supports it,
 < reject_below rejects it.
 
 One test per claim on H006 in the claims files (the verdict, and the decisive statistic with its

@@ -1,7 +1,7 @@
 """H008: adapter norm predicts functional impact.
 
 The study: WEAKENED, Pearson r of adapter norm vs ablation effect 0.85 -> 0.54.
-Rule (atlas_core.verdicts.h008): rejected if the large r < low, weakened if r drops by more than
+Rule (atlas_core.hypotheses.h008): rejected if the large r < low, weakened if r drops by more than
 drop_tolerance, supported if >= high at both scales.
 
 One test per claim on H008 in the claims files (the verdict, and the decisive statistic with its
