@@ -283,3 +283,28 @@ def test_an_experiments_knobs_enter_its_config_hash(registered, tiny):
     ctx = Context(tiny, load_families(["copying"], n_items=1), get_profile("smoke"))
     assert experiment_config("knock5", ctx, 0)["extra"]["knobs"] == {"window": 4}
     assert "knobs" not in experiment_config("knockout", ctx, 0)["extra"]  # built-ins' hashes unchanged
+
+
+# ---- installed packages: the entry-point groups ---------------------------------------------------------
+def test_installed_packages_declare_specs_through_entry_points(tmp_path, monkeypatch):
+    """A distribution naming a module (or a spec object) under ``atlas.hypotheses`` adds its hypothesis;
+    one whose entry point does not load is an error naming it and the fix."""
+    from importlib.metadata import EntryPoint
+
+    from atlas_core import spec as spec_module
+
+    (tmp_path / "their_pkg.py").write_text(
+        "from atlas_core.spec import HypothesisSpec\n"
+        "from atlas_core.hypotheses.h001 import rule\n"
+        "SPEC = HypothesisSpec(id='H042', text='from a package', experiments=('layer_ablation',),\n"
+        "                      statistics=('hub.top_layer_depth',), rule=rule, thresholds={'tolerance': 0.1})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = [EntryPoint("h042", "their_pkg", "atlas.hypotheses")]
+    monkeypatch.setattr(spec_module.metadata, "entry_points",
+                        lambda group: [e for e in found if e.group == group])
+    reg = spec_module._Registry("hypothesis", "atlas_core.hypotheses")
+    assert reg.all()["H042"].text == "from a package" and "H001" in reg.all()
+    found.append(EntryPoint("broken", "their_pkg_missing", "atlas.hypotheses"))  # the perturbation
+    with pytest.raises(AtlasError, match=r"entry point broken = their_pkg_missing \(atlas.hypotheses\) failed to "
+                                         r"load.*fix or uninstall the package"):
+        spec_module._Registry("hypothesis", "atlas_core.hypotheses").all()
