@@ -63,7 +63,6 @@ def render_report(run_dir: str | Path) -> str:
     experiments = [s for s in toc if s["id"] not in ("model", "hypotheses")]
     ctx = _common(f"Atlas · {run.name}")
     ctx.update(card=toc[0]["data"], toc=toc, hyp_rows=S.hypothesis_rows(run),
-               verdicts_available=S.verdicts_module() is not None,
                present_count=sum(s["present"] for s in experiments), experiment_count=len(experiments))
     return _env().get_template("report.html").render(**ctx)
 

@@ -16,6 +16,7 @@ from atlas_core.report import sections as S
 from atlas_core.report.data import Est, Run, derived
 from atlas_core.spec import default_thresholds, experiments, hypotheses, resolve
 from atlas_core.stat import finite
+from atlas_core.verdicts import decide
 
 DEPTH = "relative depth (layer / (n_layers − 1))"
 XLIM = (-0.03, 1.03)
@@ -240,9 +241,8 @@ def _size(run: Run) -> float:
 def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
     """H001–H008 for a pair with ``atlas_core.verdicts.decide`` and its default thresholds; the smaller
     model (layers x d_model^2) is the "small" side."""
-    v = S.verdicts_module()
     rows = []
-    info = {"available": v is not None and len(runs) == 2, "small": None, "large": None, "thresholds": {}}
+    info = {"available": len(runs) == 2, "small": None, "large": None, "thresholds": {}}
     if info["available"]:
         si, li = (0, 1) if _size(runs[0]) <= _size(runs[1]) else (1, 0)
         info.update(small=runs[si], large=runs[li], thresholds=default_thresholds())
@@ -253,7 +253,7 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
                                          for run, st in zip(runs, stats)]}
         if info["available"]:
             try:
-                d = v.decide(hid, stats[si], stats[li], info["thresholds"].get(hid, {}))
+                d = decide(hid, stats[si], stats[li], info["thresholds"].get(hid, {}))
             except Exception as exc:  # a missing experiment: say which, keep the page
                 row["error"] = str(exc)
             else:

@@ -404,15 +404,6 @@ PCT_STATS = ("_depth", "final_fraction", "share_of_top_layer", "recovery", "top5
 RATIO_STATS = ("layer_head_gap",)
 
 
-def verdicts_module():
-    """``atlas_core.verdicts`` when importable (it holds the decision rules), else ``None``."""
-    try:
-        from atlas_core import verdicts
-    except ImportError:
-        return None
-    return verdicts if hasattr(verdicts, "model_statistics") else None
-
-
 def statistics(run: Run) -> dict:
     """The run's finding statistics (name -> verdicts.Stat), ``{}`` when the run does not say its depth."""
     return {} if run.n_layers is None else run.stats
