@@ -271,16 +271,17 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
             raise NonFiniteMetric(f"{key}: {exc}") from None
     run_s = time.perf_counter() - t0
     wall = run_s + ck.prior_seconds  # earlier attempts' time, up to their last save
+    finished = now()  # one instant: the record and its manifest entry must agree
     prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
             "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),
             "resumed_after_seconds": round(ck.prior_seconds, 3), "torch_threads": torch.get_num_threads(),
-            "code": fingerprint(job.name), "work": work.record(run_s, peak), "finished": now()}
+            "code": fingerprint(job.name), "work": work.record(run_s, peak), "finished": finished}
     store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
         manifest.setdefault("experiments", {})[key] = {"config_hash": chash, "wall_seconds": round(wall, 3),
-                                                       "finished": now()}
-        manifest["updated"] = now()
+                                                       "finished": finished}
+        manifest["updated"] = finished
 
     store.update_manifest(add_entry)
     store.clear_partial(key)

@@ -151,6 +151,19 @@ def test_a_damaged_record_is_an_error_naming_it_before_the_model_loads(damage, t
     assert main(["compare", str(out), str(reference)]) == 2  # one `atlas: error:` line, no traceback
 
 
+def test_a_record_and_its_manifest_entry_share_one_finishing_time(tmp_path, monkeypatch):
+    """The manifest is rebuilt from the records' ``finished``; a clock read twice (once per file) made the two
+    differ whenever a second ticked over between them. Perturbation: a clock that ticks on every read."""
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(orchestrate, "now", lambda: f"2026-01-01T00:00:{next(ticks):05d}Z")
+    out = tmp_path / "run"
+    run_plan(plan(out, ["layer_ablation"]))
+    store = RunStore(out)
+    entry = store.manifest()["experiments"]["layer_ablation"]
+    assert entry["finished"] == store.records()["layer_ablation"].provenance["finished"]
+    assert store.rebuilt_manifest()["experiments"] == store.manifest()["experiments"]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "nul", "flipped", "not-an-object"])
 def test_a_damaged_manifest_is_rebuilt_from_the_records(damage, tmp_path, reference):
     out = tmp_path / "run"

@@ -33,7 +33,7 @@ def real_run(tmp_path_factory):
 def test_real_model_atlas(real_run):
     page = (real_run / "atlas.html").read_text()  # written at the end of the run
     states = dict(re.findall(r'data-section="([^"]+)" data-state="([^"]+)"', page))
-    for sid, key, *_ in S.SECTIONS:
+    for sid, key, *_ in S.sections():
         assert states[sid] == ("present" if key is None or key in EXPERIMENTS else "not-run"), sid
     run = Run(real_run)
     assert run.n_layers == 24 and run.name == MODEL
