@@ -193,18 +193,24 @@ class Mismatch:
     where: str  # "sweep 2 'resid/zero/L3' prompt 'The capital of...' kl", or a result field path
     expected: object
     got: object
+    excess: float = math.inf  # |difference| in units of its tolerance (> 1); inf where equality is required
 
     def __str__(self) -> str:
         return f"{self.experiment}: {self.where}: golden {self.expected!r}, now {self.got!r}"
 
 
-def _close(a: float, b: float, rel: float, abs_: float) -> bool:
+def excess(a: float, b: float, rel: float, abs_: float) -> float:
+    """|a - b| in units of the tolerance ``rel * max(|a|, |b|) + abs_``: within it at <= 1. The measure that
+    sets the tolerances (thread counts, ``fixtures/golden/thread_deviation.py``) and that shows a mutation far
+    outside them."""
     if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return abs(a - b) <= rel * max(abs(a), abs(b)) + abs_
+        return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+    return abs(a - b) / (rel * max(abs(a), abs(b)) + abs_)
 
 
-def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice) -> list[Mismatch]:
+def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice, above: float = 1.0) -> list[Mismatch]:
+    """Every value of ``got`` more than ``above`` tolerances from ``want`` (1: the check's mismatches; 0:
+    every value that differs at all, to measure how close a computation comes)."""
     rel = TRAINED_REL if name in TRAINED else EXPERIMENT_REL.get(name, REL)
     out: list[Mismatch] = []
     if len(want.sweeps) != len(got.sweeps):
@@ -224,29 +230,28 @@ def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice) -> lis
             for vi, variant in enumerate(w.variants):
                 for pi, prompt in enumerate(w.prompts):
                     a, b = wm[vi][pi], gm[vi][pi]
-                    ok = a == b if metric == "argmax" else _close(a, b, rel, ABS[metric])
-                    if not ok:
-                        out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b))
+                    x = (0.0 if a == b else math.inf) if metric == "argmax" else excess(a, b, rel, ABS[metric])
+                    if x > above:
+                        out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b, x))
     # results compare in the current schema: fields a later schema removed are not expected of new code
     out += _compare_tree(name, "result", migrate(name, want.result), migrate(name, got.result), rel,
-                         RESULT_ABS.get(name, 1e-6))
+                         RESULT_ABS.get(name, 1e-6), above)
     return out
 
 
-def _compare_tree(name: str, path: str, a, b, rel: float, abs_: float) -> list[Mismatch]:
+def _compare_tree(name: str, path: str, a, b, rel: float, abs_: float, above: float) -> list[Mismatch]:
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [Mismatch(name, f"{path} keys", sorted(a), sorted(b))]
         return [m for k in a if k not in NOT_COMPARED
-                for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel, abs_)]
+                for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel, abs_, above)]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [Mismatch(name, f"{path} length", len(a), len(b))]
-        return [m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel, abs_)]
+        return [m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel, abs_, above)]
     if isinstance(a, float) or isinstance(b, float):
-        if a is None or b is None or not _close(float(a), float(b), rel, abs_):
-            return [Mismatch(name, path, a, b)]
-        return []
+        x = math.inf if a is None or b is None else excess(float(a), float(b), rel, abs_)
+        return [Mismatch(name, path, a, b, x)] if x > above else []
     return [] if a == b else [Mismatch(name, path, a, b)]
 
 
@@ -270,5 +275,5 @@ def unverified_code(path: Path | None = None, model: str = GOLDEN_MODEL) -> dict
     return {n: fingerprint(n) for n, s in want.items() if fingerprint(n) not in s.codes}
 
 
-__all__ = ["GOLDEN_MODEL", "GOLDEN_PROFILE", "UNRECORDED", "Mismatch", "check", "compute", "compare_slice",
+__all__ = ["GOLDEN_MODEL", "GOLDEN_PROFILE", "UNRECORDED", "Mismatch", "check", "compute", "compare_slice", "excess",
            "golden_path", "merge_codes", "read", "recording_sweeps", "unverified_code", "write"]

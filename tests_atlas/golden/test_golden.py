@@ -58,8 +58,11 @@ def test_a_slice_of_one_experiment_reads_the_others_from_the_record(coder05):
 
 
 def _check_fails(coder05, experiment: str) -> str:
+    """The mutation fails the check, and by a wide margin: its largest move is at least 10 tolerances, so
+    a tolerance set from the thread-count deviation (``fixtures/golden/thread_deviation.py``) cannot hide it."""
     mismatches = golden.check(coder05, experiments=[experiment])
     assert mismatches, f"the golden check of {experiment} did not notice the mutation"
+    assert max(m.excess for m in mismatches) >= 10, max(mismatches, key=lambda m: m.excess)
     first = str(mismatches[0])
     assert first.startswith(f"{experiment}: ") and "golden " in first and ", now " in first
     return first
@@ -150,6 +153,19 @@ def test_lora_derived_and_ill_conditioned_values_get_their_wider_tolerances():
     assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 3e-4))) == []
     assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 1e-3))) != []
     assert compare_slice("layer_ablation", _slice(7.67), _slice(7.67 * (1 + 3e-4))) != []
+
+
+def test_excess_measures_a_difference_in_tolerances():
+    """What the thread-count measurement and the mutations' margin read: 1 at the tolerance's edge."""
+    assert golden.excess(1.0, 1.0 + 2e-4, 1e-4, 0.0) == pytest.approx(2.0, rel=1e-3)
+    assert golden.excess(0.0, 5e-7, 1e-4, 1e-6) == pytest.approx(0.5, rel=1e-3)
+    assert golden.excess(float("nan"), 1.0, 1e-4, 1e-6) == float("inf")
+    moved = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 3e-4)))
+    assert moved[0].excess == pytest.approx(0.5 * 3e-4 / (1e-4 * 0.5 * (1 + 3e-4) + 1e-6))  # the KL floor counts
+    # above=0 lists every value that moved at all (the measurement's view), above=1 only the failures
+    near = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 5e-5)), above=0.0)
+    assert [m.where for m in near] == ["sweep 0 variant 'v/L0' prompt 'The capital of France is' kl", "result.best"]
+    assert 0 < near[0].excess < 1
 
 
 def test_merge_keeps_the_codes_of_unchanged_experiments_only():
