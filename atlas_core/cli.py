@@ -116,12 +116,20 @@ def _report(args) -> int:
     return 0
 
 
-def _compare(args) -> int:
-    from atlas_core.claims import compare_runs, format_comparison
+EXIT_DRIFT, EXIT_ERROR, EXIT_MISSING = 1, 2, 3  # `atlas compare`'s codes besides 0 (README lists them)
 
-    rows = compare_runs(args.run_a, args.run_b)
-    print(format_comparison(rows))
-    return 1 if any(r.drifted for r in rows) else 0
+
+def _compare(args) -> int:
+    from atlas_core.claims.comparison import compare_folders, format_comparison
+    from atlas_core.experiments import parse_experiments
+
+    experiments = parse_experiments(args.experiments) if args.experiments else None
+    comp = compare_folders(args.baseline, args.candidate, experiments)
+    print(format_comparison(comp.rows, comp))
+    if comp.missing_message():
+        print(f"atlas: {comp.missing_message()}", file=sys.stderr)
+        return EXIT_MISSING
+    return EXIT_DRIFT if comp.drifted else 0
 
 
 def _baseline(args) -> int:
@@ -234,9 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "the HTML too only when --out is given")
     rep.set_defaults(fn=_report)
 
-    c = sub.add_parser("compare", help="compare every finding of two runs; exit 1 on drift")
-    c.add_argument("run_a")
-    c.add_argument("run_b")
+    c = sub.add_parser("compare", help="compare every finding of a candidate run with a baseline run; exit 1 on "
+                                       "drift, 3 when the candidate lacks what the baseline has")
+    c.add_argument("baseline", help="the baseline run folder (A)")
+    c.add_argument("candidate", help="the candidate run folder (B), checked against the baseline")
+    c.add_argument("--experiments", default=None,
+                   help="comma list: compare only these experiments' statistics (default: all the baseline holds)")
     c.set_defaults(fn=_compare)
 
     b = sub.add_parser("baseline", help="export a finished run's records, compact, as a committed baseline")
