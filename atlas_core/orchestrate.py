@@ -29,7 +29,7 @@ from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
-from atlas_core.tasks import check_targets, load_families
+from atlas_core.tasks import check_targets, load_families, max_positions
 from atlas_core.work import matmul_peak, metering, summary
 
 if TYPE_CHECKING:
@@ -90,6 +90,24 @@ def verified_codes(experiment: str) -> list[str]:
     return entry.codes if entry is not None else []
 
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, a torch.Generator up to 2**63 - 1
+
+
+def check_needed_families(names: list[str], families: dict) -> None:
+    """Each selected experiment's task families (``ExperimentSpec.families``) are loaded, with the item and
+    contrast prompts a skill direction needs: found before the model loads, not after other experiments ran."""
+    for name in names:
+        for family in spec_of(name).families:
+            if family not in families:
+                raise AtlasError(f"experiment {name} needs task family {family!r}, which this run does not load "
+                                 f"(loaded: {', '.join(families)}); add it to --families or leave {name} out of "
+                                 "--experiments")
+            fam = families[family]
+            if not fam.items or not fam.contrast:
+                raise AtlasError(f"experiment {name} needs task family {family!r} with item and contrast prompts; "
+                                 f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts")
+
+
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
@@ -129,6 +147,13 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items, user_dir=plan.tasks)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
+    if not (0 <= plan.seed and plan.seed + plan.seeds - 1 <= MAX_SEED):
+        raise AtlasError(f"--seed {plan.seed}{f' with --seeds {plan.seeds}' if plan.seeds > 1 else ''}: seeds run from 0 "
+                         f"to {MAX_SEED} (what torch and numpy accept); pass a seed in that range")
+    if plan.max_memory is not None and plan.device_map is None:
+        raise AtlasError("--max-memory is given without --device-map, the flag it belongs to: add --device-map auto "
+                         "or drop --max-memory")
+    check_needed_families(names, families)
     if plan.device_map is not None and plan.device_map != "auto":
         raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
     if plan.device_map and plan.ray is not None:
@@ -150,7 +175,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     else:
         lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     if lm.tokenizer is not None:  # a skeleton (stored results only) has none, and runs nothing
-        check_targets(families, lm.tokenizer, lm.info.name)
+        check_targets(families, lm.tokenizer, lm.info.name, max_positions(lm.model))
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)

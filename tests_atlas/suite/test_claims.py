@@ -281,3 +281,14 @@ def test_a_statistic_only_the_baseline_holds_is_missing_not_within_tolerance():
     assert "MISSING" in format_comparison(rows)
     extra = compare_stats({"mlp.max_kl": Stat(2.0)}, {"hub.top_layer_kl": Stat(1.0), "mlp.max_kl": Stat(2.0)})
     assert not any(r.missing for r in extra)  # the candidate may measure more than the baseline
+
+
+def test_claims_write_from_a_partial_run_says_what_is_missing(tiny_run, tmp_path, capsys):
+    assert main(["claims", "write", str(tiny_run), "--out", str(tmp_path / "mine.toml")]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.strip() == str(tmp_path / "mine.toml")
+    note = next(line for line in cap.err.splitlines() if line.startswith(f"atlas: note: {tiny_run} lacks "))
+    lacking = note.split(" lacks ")[1].split(":")[0].split(", ")
+    assert "head_ablation" in lacking and "knockout" in lacking
+    assert not {"layer_ablation", "mlp_ablation", "steering"} & set(lacking)
+    assert f"atlas run --experiments {','.join(lacking)} --out {tiny_run}" in note
