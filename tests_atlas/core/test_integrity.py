@@ -549,7 +549,9 @@ def test_weights_with_a_hole_are_refused_naming_file_and_tensor(damage, words, g
     assert main(["run", "--model", str(folder), "--profile", "smoke", "--experiments", "clean", "--device", "cpu",
                  "--out", str(out), "--no-report"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("atlas: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    err = err.strip().splitlines()[-1]  # after transformers' own loading progress
+    assert err.startswith("atlas: error: "), err
     assert words in err and str(folder / "model.safetensors") in err
     assert (key in err) if damage != "truncated" else "tensor 'transformer." in err
     assert not patched and not out.exists()
