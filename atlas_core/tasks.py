@@ -244,7 +244,8 @@ def check_targets(families: Mapping[str, TaskFamily], tokenizer, model: str = "t
                                      f"tokenizes to nothing with {model}'s tokenizer; give a target of at least "
                                      "one token")
                 if positions is not None:
-                    n = len(tokenizer(it.prompt)["input_ids"]) + n_target  # as the runner encodes a prompt
+                    prompt = tokenizer.encode(it.prompt)  # with special tokens, as the runner encodes it
+                    n = len(getattr(prompt, "ids", prompt)) + n_target
                     if n > positions:
                         raise AtlasError(f"{where}: the prompt and its target are {n} tokens with {model}'s "
                                          f"tokenizer, past the model's {positions} positions; shorten the prompt "

@@ -141,10 +141,10 @@ def test_stored_only_runs_nothing_and_names_what_is_missing_or_stale(tmp_path):
     run_plan(plan(out, ["clean"]))
     before = snapshot(out), (out / "manifest.json").read_text()
     with pytest.raises(AtlasError) as exc:
-        run_plan(stored_only(["clean", "steering"], seed=1))
+        run_plan(stored_only(["clean", "layer_ablation"], seed=1))
     msg = str(exc.value)
     assert "clean: the stored result is stale (its config differs in base_seed, seed)" in msg
-    assert "steering: no stored result" in msg and "--experiments clean,steering" in msg
+    assert "layer_ablation: no stored result" in msg and "--experiments clean,layer_ablation" in msg
     assert (snapshot(out), (out / "manifest.json").read_text()) == before  # nothing written
 
     p = stored_only(["clean"])
