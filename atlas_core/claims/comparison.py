@@ -172,7 +172,9 @@ def format_comparison(rows: Sequence[ComparisonRow], comparison: RunComparison |
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     drifted = [r.statistic for r in rows if r.drifted]
-    out.append(f"{len(drifted)} of {len(rows)} statistics drifted" + (f": {', '.join(drifted)}" if drifted else ""))
+    missing = sum(r.missing for r in rows)
+    out.append(f"{len(drifted)} of {len(rows)} statistics drifted" + (f": {', '.join(drifted)}" if drifted else "")
+               + (f"; {missing} MISSING in the candidate" if missing else ""))
     if comparison is not None and comparison.missing_message():
         out.append(comparison.missing_message())
     return "\n".join(out)
