@@ -204,16 +204,15 @@ def test_report_of_a_folder_whose_records_are_gone_is_an_error_not_a_finished_ru
     from atlas_core.orchestrate import RunPlan, run_plan
 
     out = tmp_path / "run"
-    run_plan(RunPlan(model="tiny-qwen2", experiments=["clean", "layer_ablation"], profile="smoke", out=out,
+    run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=out,
                      device="cpu", families=["copying"], progress=False, report=False))
     assert main(["report", str(out)]) == 0  # complete: drawn
     capsys.readouterr()
-    for name in ("clean.json", "layer_ablation.json"):
-        (out / name).unlink()  # a manifest alone, listing two finished experiments
+    (out / "clean.json").unlink()  # a manifest alone, listing a finished experiment
     (out / "atlas.html").unlink()
     assert main(["report", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"atlas: error: run folder {out}: its manifest lists 2 finished experiment(s) whose records "
-                          "are missing (clean, layer_ablation)") and err.count("\n") == 1
-    assert f"atlas run --experiments clean,layer_ablation --out {out}" in err
+    assert err.startswith(f"atlas: error: run folder {out}: its manifest lists 1 finished experiment(s) whose records "
+                          "are missing (clean)") and err.count("\n") == 1
+    assert f"atlas run --experiments clean --out {out}" in err
     assert not (out / "atlas.html").exists()
