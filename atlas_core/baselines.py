@@ -68,13 +68,20 @@ def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Pa
     return dest
 
 
-def seed_run(run_dir: str | Path, baselines: str | Path | None = BASELINES_DIR) -> list[str]:
+def seed_run(run_dir: str | Path, baselines: str | Path | None = BASELINES_DIR, *, dtype: str | None = None,
+             families: list[str] | None = None) -> list[str]:
     """Copy the committed records of ``baselines/<run folder name>/`` into ``run_dir`` where it has none of
-    its own; returns the record keys copied."""
+    its own; returns the record keys copied. A baseline of another dtype or set of task families than the
+    run's (when given) is not copied: its records would not be reused, and a run folder holds one run."""
     if baselines is None:
         return []
     src = Path(baselines) / Path(run_dir).name
     if not src.is_dir():
+        return []
+    held = RunStore(src).manifest()
+    if dtype is not None and (held.get("model") or {}).get("dtype") not in (None, dtype):
+        return []
+    if families is not None and held.get("families") is not None and sorted(held["families"]) != sorted(families):
         return []
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -76,12 +76,19 @@ def _run(args) -> int:
     from atlas_core.runs import run_path
 
     families = [f.strip() for f in args.families.split(",")] if args.families else None
+    ray_opts = {"workers": args.ray_workers, "threads": args.ray_threads, "gpus_per_worker": args.ray_gpus,
+                "shard_variants": args.ray_shard}
     ray = None
-    if args.ray is not None:
+    if args.ray is None:
+        given = [f"--ray-{o}" for o, v in zip(("workers", "threads", "gpus", "shard"), ray_opts.values()) if v is not None]
+        if given:
+            raise AtlasError(f"{', '.join(given)} given without --ray, the flag {'they belong' if len(given) > 1 else 'it belongs'}"
+                             f" to: add --ray (or --ray ADDRESS) or drop {'them' if len(given) > 1 else 'it'}")
+    else:
         from atlas_core.distributed import RayConfig
 
-        ray = RayConfig(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
-                        threads=args.ray_threads, gpus_per_worker=args.ray_gpus, shard_variants=args.ray_shard)
+        ray = RayConfig(address=None if args.ray == "local" else args.ray,
+                        **{k: v for k, v in ray_opts.items() if v is not None})
     out = args.out or run_path(args.model, args.profile)
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
@@ -116,12 +123,20 @@ def _report(args) -> int:
     return 0
 
 
-def _compare(args) -> int:
-    from atlas_core.claims import compare_runs, format_comparison
+EXIT_DRIFT, EXIT_ERROR, EXIT_MISSING = 1, 2, 3  # `atlas compare`'s codes besides 0 (README lists them)
 
-    rows = compare_runs(args.run_a, args.run_b)
-    print(format_comparison(rows))
-    return 1 if any(r.drifted for r in rows) else 0
+
+def _compare(args) -> int:
+    from atlas_core.claims.comparison import compare_folders, format_comparison
+    from atlas_core.experiments import parse_experiments
+
+    experiments = parse_experiments(args.experiments) if args.experiments else None
+    comp = compare_folders(args.baseline, args.candidate, experiments)
+    print(format_comparison(comp.rows, comp))
+    if comp.missing_message():
+        print(f"atlas: {comp.missing_message()}", file=sys.stderr)
+        return EXIT_MISSING
+    return EXIT_DRIFT if comp.drifted else 0
 
 
 def _baseline(args) -> int:
@@ -132,10 +147,23 @@ def _baseline(args) -> int:
 
 
 def _claims_write(args) -> int:
-    from atlas_core.claims import write_claims
+    from atlas_core.claims import load_run, write_claims
+    from atlas_core.spec import experiments, hypotheses
 
     path = write_claims(args.runs, args.out, label=args.label)
     print(path)
+    runs = [load_run(d) for d in args.runs]
+    for run in runs:  # a partial run writes fewer claims: say which experiments gave none, and how to add them
+        lacking = [n for n, s in experiments().items() if (s.claims or s.ranked) and not run.has(n)]
+        if lacking:
+            print(f"atlas: note: {run.root} lacks {', '.join(lacking)}: no claims of theirs were written; compute "
+                  f"them with `atlas run --experiments {','.join(lacking)} --out {run.root}` and write again",
+                  file=sys.stderr)
+    if len(runs) == 2:
+        unjudged = [h for h, spec in hypotheses().items() if not all(r.has(e) for r in runs for e in spec.experiments)]
+        if unjudged:
+            print(f"atlas: note: no verdict claims for {', '.join(unjudged)}: their experiments are not in both runs",
+                  file=sys.stderr)
     return 0
 
 
@@ -213,9 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="shard sweeps over Ray actors; ADDRESS of an existing cluster (auto, ray://host:10001), "
                         "omitted: a local cluster started and stopped by the run (needs the ray extra)")
-    r.add_argument("--ray-workers", type=int, default=2, help="with --ray: actors, each a model replica (default 2)")
-    r.add_argument("--ray-threads", type=int, default=1, help="with --ray: torch threads per actor (default 1)")
-    r.add_argument("--ray-gpus", type=float, default=0.0, help="with --ray: GPUs per actor (1 on a GPU cluster)")
+    r.add_argument("--ray-workers", type=int, default=None, help="with --ray: actors, each a model replica (default 2)")
+    r.add_argument("--ray-threads", type=int, default=None, help="with --ray: torch threads per actor (default 1)")
+    r.add_argument("--ray-gpus", type=float, default=None, help="with --ray: GPUs per actor (1 on a GPU cluster)")
     r.add_argument("--device-map", default=None, choices=("auto",),
                    help="place layers across devices with accelerate (GPUs, then CPU, then disk), for models "
                         "larger than one device (needs the multidevice extra)")
@@ -234,9 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "the HTML too only when --out is given")
     rep.set_defaults(fn=_report)
 
-    c = sub.add_parser("compare", help="compare every finding of two runs; exit 1 on drift")
-    c.add_argument("run_a")
-    c.add_argument("run_b")
+    c = sub.add_parser("compare", help="compare every finding of a candidate run with a baseline run; exit 1 on "
+                                       "drift, 3 when the candidate lacks what the baseline has")
+    c.add_argument("baseline", help="the baseline run folder (A)")
+    c.add_argument("candidate", help="the candidate run folder (B), checked against the baseline")
+    c.add_argument("--experiments", default=None,
+                   help="comma list: compare only these experiments' statistics (default: all the baseline holds)")
     c.set_defaults(fn=_compare)
 
     b = sub.add_parser("baseline", help="export a finished run's records, compact, as a committed baseline")

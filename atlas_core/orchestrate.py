@@ -22,14 +22,14 @@ from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
-from atlas_core.models.loader import check_model_source
+from atlas_core.models.loader import check_model_source, resolve_dtype
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
 from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
-from atlas_core.tasks import check_targets, load_families
+from atlas_core.tasks import check_targets, load_families, max_positions
 from atlas_core.work import matmul_peak, metering, summary
 
 if TYPE_CHECKING:
@@ -90,6 +90,24 @@ def verified_codes(experiment: str) -> list[str]:
     return entry.codes if entry is not None else []
 
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, a torch.Generator up to 2**63 - 1
+
+
+def check_needed_families(names: list[str], families: dict) -> None:
+    """Each selected experiment's task families (``ExperimentSpec.families``) are loaded, with the item and
+    contrast prompts a skill direction needs: found before the model loads, not after other experiments ran."""
+    for name in names:
+        for family in spec_of(name).families:
+            if family not in families:
+                raise AtlasError(f"experiment {name} needs task family {family!r}, which this run does not load "
+                                 f"(loaded: {', '.join(families)}); add it to --families or leave {name} out of "
+                                 "--experiments")
+            fam = families[family]
+            if not fam.items or not fam.contrast:
+                raise AtlasError(f"experiment {name} needs task family {family!r} with item and contrast prompts; "
+                                 f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts")
+
+
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
@@ -129,6 +147,13 @@ def run_plan(plan: RunPlan) -> RunStore:
     families = load_families(plan.families, n_items=profile.n_items, user_dir=plan.tasks)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
+    if not (0 <= plan.seed and plan.seed + plan.seeds - 1 <= MAX_SEED):
+        raise AtlasError(f"--seed {plan.seed}{f' with --seeds {plan.seeds}' if plan.seeds > 1 else ''}: seeds run from 0 "
+                         f"to {MAX_SEED} (what torch and numpy accept); pass a seed in that range")
+    if plan.max_memory is not None and plan.device_map is None:
+        raise AtlasError("--max-memory is given without --device-map, the flag it belongs to: add --device-map auto "
+                         "or drop --max-memory")
+    check_needed_families(names, families)
     if plan.device_map is not None and plan.device_map != "auto":
         raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
     if plan.device_map and plan.ray is not None:
@@ -136,6 +161,11 @@ def run_plan(plan: RunPlan) -> RunStore:
                          "devices; use one of them")
     max_memory = parse_max_memory(plan.max_memory)
     _preflight(plan, names)
+    dtype = resolve_dtype(plan.dtype, torch.device("cpu") if plan.device_map else resolve_device(plan.device))
+    named = plan.model in OFFLINE_MODELS or plan.model in TINY_MODELS or not Path(plan.model).expanduser().exists()
+    check_folder_owner(plan, RunStore(plan.out), {"model": plan.model if named else None, "profile": profile.name,
+                                                  "dtype": str(dtype).removeprefix("torch."),
+                                                  "families": sorted(families)})
     if not plan.compute and plan.model in OFFLINE_MODELS:  # stored results only: the weights are not needed
         lm = skeleton(plan.model, device=plan.device, dtype=plan.dtype)
     elif plan.device_map:  # loaded on the CPU, then dispatched: accelerate moves each layer where it goes
@@ -145,8 +175,9 @@ def run_plan(plan: RunPlan) -> RunStore:
     else:
         lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     if lm.tokenizer is not None:  # a skeleton (stored results only) has none, and runs nothing
-        check_targets(families, lm.tokenizer, lm.info.name)
+        check_targets(families, lm.tokenizer, lm.info.name, max_positions(lm.model))
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
+    check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
     jobs: list[_Job] = []
     for name in names:
@@ -216,6 +247,49 @@ def _preflight(plan: RunPlan, names: list[str]) -> None:
                     except Timeout:
                         raise AtlasError(busy(lock)) from None
                     lock.release()
+
+
+IDENTITY = ("model", "weights_sha256", "profile", "dtype", "families")  # what one run folder holds one of
+
+
+def folder_identity(model: dict, profile: str | None, families) -> dict:
+    """The facts a run folder holds one of, from a model's facts (``ModelInfo.to_dict()``), a profile name
+    and the family names; a fact that is unknown (None) constrains nothing."""
+    return {"model": model.get("name"), "weights_sha256": model.get("weights_sha256"), "profile": profile,
+            "dtype": model.get("dtype"), "families": sorted(families) if families is not None else None}
+
+
+def stored_identities(store: RunStore) -> list[tuple[str, dict]]:
+    """(where, identity) of the folder's manifest and of each of its records."""
+    out = []
+    manifest_path = store.root / "manifest.json"
+    if manifest_path.is_file():
+        m = store.manifest()
+        out.append((str(manifest_path), folder_identity(m.get("model") or {}, (m.get("profile") or {}).get("name"),
+                                                        m.get("families"))))
+    for key, rec in store.records().items():
+        prov = rec.provenance
+        out.append((str(store.path(key)), folder_identity(prov.get("model") or {}, prov.get("profile"),
+                                                          prov.get("task_sha256"))))
+    return out
+
+
+def check_folder_owner(plan: RunPlan, store: RunStore, run: dict) -> None:
+    """A run folder belongs to one model (name and weights hash), one profile, one dtype and one set of task
+    families: a run of another one into it is refused before any work, naming both and the fix."""
+    if not store.root.is_dir():
+        return
+    for where, held in stored_identities(store):
+        differ = [k for k in IDENTITY if run.get(k) is not None and held.get(k) is not None and run[k] != held[k]]
+        if differ:
+            def show(ident: dict) -> str:
+                return ", ".join(f"{k} {','.join(ident[k]) if k == 'families' else ident[k]}" for k in differ)
+
+            from atlas_core.runs import run_path
+
+            raise AtlasError(f"run folder {store.root} holds another run ({where}: {show(held)}) than this one "
+                             f"({show(run)}); a run folder holds one model, profile, dtype and set of task families: "
+                             f"write this run to another --out (e.g. {run_path(plan.model, plan.profile)})")
 
 
 def check_writable_dir(path: Path, what: str) -> None:

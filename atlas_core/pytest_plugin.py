@@ -354,7 +354,11 @@ class AtlasSession:
         exps = sorted(self.needed().get(model, set()))
         out = self.run_dir(model)
         if exps:
-            seed_run(out, self.baselines_dir)
+            from atlas_core.models.loader import resolve_device, resolve_dtype
+            from atlas_core.tasks import load_families
+
+            dtype = str(resolve_dtype(None, resolve_device(self.device))).removeprefix("torch.")
+            seed_run(out, self.baselines_dir, dtype=dtype, families=list(load_families(None, user_dir=self.tasks)))
             t0 = time.perf_counter()
             try:
                 ray = None

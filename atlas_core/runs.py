@@ -49,6 +49,20 @@ class RunFolder:
             raise AtlasError(f"{self.root} holds no atlas results (no manifest.json, no experiment records); "
                              f"run `atlas run --out {self.root}` first")
 
+    @property
+    def lost(self) -> list[str]:
+        """Record keys the manifest lists as finished whose records are not in the folder."""
+        return sorted(k for k in (self.manifest.get("experiments") or {}) if k not in self.records)
+
+    def require_records(self) -> None:
+        """An AtlasError when the manifest lists finished experiments whose records are gone: the folder is
+        incomplete, and anything read from it would claim results it does not hold."""
+        if self.lost:
+            raise AtlasError(f"run folder {self.root}: its manifest lists {len(self.lost)} finished experiment(s) "
+                             f"whose records are missing ({', '.join(self.lost)}); recompute them with "
+                             f"`atlas run --experiments {','.join(dict.fromkeys(k.split('.')[0] for k in self.lost))} "
+                             f"--out {self.root}`")
+
     # -- facts ---------------------------------------------------------------------------------------
     @property
     def model(self) -> dict:

@@ -72,6 +72,7 @@ class ExperimentSpec:
     order: int  # position in a run: an experiment runs after those it requires or reuses
     config: Callable[..., dict] | None = None
     requires: tuple[str, ...] = ()  # experiments whose artifacts it needs (computed first if absent)
+    families: tuple[str, ...] = ()  # task families it needs loaded, with contrast prompts (checked before a run)
     reuses: tuple[str, ...] = ()  # experiments whose results it reuses when present (an identical computation)
     seed_dependent: bool = False  # repeated by --seeds
     profile_fields: tuple[str, ...] = ()  # the Profile fields it reads (documentation and checks)

@@ -218,17 +218,38 @@ def load_families(
     return {name: (user.get(name) or read_family(files[name], name)).subset(n_items) for name in selected}
 
 
-def check_targets(families: Mapping[str, TaskFamily], tokenizer, model: str = "the model") -> None:
-    """Every target (items and contrast) tokenizes to at least one token with the run's tokenizer: checked
-    once before the first experiment, so a bad one names its file and item instead of failing mid-sweep."""
+def max_positions(model) -> int | None:
+    """The longest sequence ``model`` has positions for (``max_position_embeddings``; GPT-2's
+    ``n_positions``), None when its config does not say."""
+    from atlas_core.models.adapters import text_config
+
+    n = getattr(text_config(model), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def check_targets(families: Mapping[str, TaskFamily], tokenizer, model: str = "the model",
+                  positions: int | None = None) -> None:
+    """Every target (items and contrast) tokenizes to at least one token with the run's tokenizer, and each
+    prompt with its target fits in the model's ``positions``: checked once before the first experiment, so a
+    bad one names its file and item instead of failing mid-sweep (GPT-2: an IndexError) or, on a model with
+    rotary positions, running silently past what it was built for."""
     for fam in families.values():
         for section, rows in (("items", fam.items), ("contrast", fam.contrast)):
             for i, it in enumerate(rows):
                 ids = tokenizer.encode(it.target, add_special_tokens=False)
-                if len(getattr(ids, "ids", ids)) == 0:
-                    raise AtlasError(f"{fam.path or fam.name}: {section}[{i}] (id {it.id!r}): target {it.target!r} "
+                where = f"{fam.path or fam.name}: {section}[{i}] (id {it.id!r})"
+                n_target = len(getattr(ids, "ids", ids))
+                if n_target == 0:
+                    raise AtlasError(f"{where}: target {it.target!r} "
                                      f"tokenizes to nothing with {model}'s tokenizer; give a target of at least "
                                      "one token")
+                if positions is not None:
+                    prompt = tokenizer.encode(it.prompt)  # with special tokens, as the runner encodes it
+                    n = len(getattr(prompt, "ids", prompt)) + n_target
+                    if n > positions:
+                        raise AtlasError(f"{where}: the prompt and its target are {n} tokens with {model}'s "
+                                         f"tokenizer, past the model's {positions} positions; shorten the prompt "
+                                         "or leave the family out")
 
 
 def target_token_id(tokenizer, target: str) -> int:

@@ -101,6 +101,7 @@ def statistics(result: KnockoutResult, n_layers: int, results: dict) -> dict[str
 SPEC = ExperimentSpec(
     name=NAME, title="Skill knockout", about="negative steering: skill drop vs non-skill drop per layer", order=50,
     run=run, config=config, result=KnockoutResult, group="knockout", statistics=statistics, headline=True,
+    families=(FAMILY,),
     claims=("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
     finding="headline finding, knockout selectivity", profile_fields=("steer_layers",),
     section="atlas_core.report.sections:knockout", macro="knockout", overlay="atlas_core.report.compare:knockout_overlay",

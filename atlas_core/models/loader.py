@@ -125,6 +125,80 @@ def _hash_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what transformers loads from a folder, in its order
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    """The files ``from_pretrained`` reads a folder's weights from (a sharded index and its shards, else the
+    single file), safetensors first as transformers prefers them; other files in the folder are not read."""
+    root = Path(folder)
+    for index_name, single in zip(WEIGHT_INDEXES, WEIGHT_FILES):
+        index = root / index_name
+        if index.is_file():
+            data = read_json(index, "restore the model folder's weight index from its source")
+            shards = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(shards, dict) or not shards:
+                raise AtlasError(f"{index} has no 'weight_map'; restore it from the model's source")
+            return [index] + [root / f for f in sorted(set(map(str, shards.values())))]
+        if (root / single).is_file():
+            return [root / single]
+    return []
+
+
+def check_safetensors(path: Path) -> dict[str, list[int]]:
+    """A safetensors file's tensors (name -> shape), read from its header without loading them; a file cut
+    short, or whose header does not parse, is an error naming the file (and the first tensor it cuts)."""
+    size = path.stat().st_size
+    fix = "restore it from the model's source (a registered model: atlas models fetch NAME)"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise AtlasError(f"weights file {path} is truncated or not safetensors ({size} bytes, its header "
+                             f"{'cannot be read' if n < 0 else f'claims {n} bytes'}); {fix}")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, ValueError):
+            raise AtlasError(f"weights file {path}: its safetensors header does not parse; {fix}") from None
+    if not isinstance(header, dict):
+        raise AtlasError(f"weights file {path}: its safetensors header is not a JSON object; {fix}")
+    data = size - 8 - n
+    shapes = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise AtlasError(f"weights file {path}: tensor {name!r} has no valid data_offsets; {fix}")
+        if offsets[1] > data:
+            raise AtlasError(f"weights file {path} is truncated: tensor {name!r} ends at byte {offsets[1]} of the "
+                             f"data, which holds {data} bytes; {fix}")
+        shapes[name] = entry.get("shape")
+    return shapes
+
+
+def check_loading_info(path: str, info: dict, files: list[Path]) -> None:
+    """Weights complete or refused: a tensor the model expects and the checkpoint lacks (transformers would
+    initialise it randomly), one the checkpoint holds and the model does not take, or one whose shape
+    differs, is an error naming the file and the tensor."""
+    where = ", ".join(str(f) for f in files if not f.name.endswith(".json")) or path
+    problems = []
+    for key in sorted(info.get("missing_keys") or ()):
+        problems.append(f"tensor {key!r} is missing from {where}")
+    for key in sorted(info.get("unexpected_keys") or ()):
+        problems.append(f"{where} holds tensor {key!r}, which the model does not have")
+    for entry in info.get("mismatched_keys") or ():
+        key, *shapes = entry if isinstance(entry, (tuple, list)) else (entry,)
+        got = f" (file {list(shapes[0])}, model {list(shapes[1])})" if len(shapes) == 2 else ""
+        problems.append(f"tensor {key!r} in {where} has the wrong shape{got}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise AtlasError(f"the weights in {path} are incomplete or do not fit the model: {'; '.join(problems[:3])}"
+                         f"{more}; restore the files from the model's source (a registered model: "
+                         "atlas models fetch NAME)")
+
+
 def _hash_state(model) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -171,18 +245,26 @@ def _load_hf_dir(path: str, dtype: torch.dtype, **kwargs):
 
     config = AutoConfig.from_pretrained(path, **kwargs)
     check_supported(config)  # before any weights are read
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    files = weight_files(path) if Path(path).is_dir() else []
+    for f in files:
+        if f.suffix == ".safetensors":
+            check_safetensors(f)
+    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True,
+                                                       ignore_mismatched_sizes=True, **kwargs)
+    check_loading_info(path, info, files)
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     return model, tokenizer
 
 
 def _load_local(path: str, dtype: torch.dtype):
     """``_load_hf_dir`` of a folder on disk; files that fail to load are an error naming the folder and the fix."""
+    from safetensors import SafetensorError
+
     try:
         return _load_hf_dir(path, dtype)
     except AtlasError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # SafetensorError is a RuntimeError
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         raise AtlasError(f"could not load the model in {path} ({type(exc).__name__}: {str(exc)[:200]}): its files are "
                          "damaged or incomplete; restore them (a registered model: atlas models fetch NAME)") from None
 
@@ -229,8 +311,8 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
 
     if p.is_dir():
         model, tok = _finish(*_load_local(str(p), dt), dev, dt)
-        weights = list(p.glob("*.safetensors")) or list(p.glob("*.bin"))
-        return LoadedModel(model, tok, _info(p.name, "local-dir", _hash_files(weights), model, str(p), t0))
+        loaded = weight_files(p) + [p / "config.json"]  # what was read: a stray file changes nothing
+        return LoadedModel(model, tok, _info(p.name, "local-dir", _hash_files(loaded), model, str(p), t0))
 
     if "/" in name_or_path and not p.exists() and not name_or_path.startswith((".", "/", "~")):
         return _load_hub(name_or_path, dev, dt, t0)
@@ -257,8 +339,8 @@ def _load_hub(hub_id: str, dev, dt, t0) -> LoadedModel:
         from huggingface_hub import snapshot_download
 
         folder = Path(snapshot_download(hub_id, local_files_only=True))
-        weights = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
-        return LoadedModel(model, tok, _info(hub_id, "hub", _hash_files(weights), model, str(folder), t0))
+        loaded = weight_files(folder) + [folder / "config.json"]
+        return LoadedModel(model, tok, _info(hub_id, "hub", _hash_files(loaded), model, str(folder), t0))
     raise AtlasError(
         f"could not load hub model {hub_id!r}: not in the local Hugging Face cache and the hub is not "
         f"reachable ({type(last).__name__}: {str(last)[:200]}). Download it where you have network and pass "

@@ -49,6 +49,7 @@ def render_report(run_dir: str | Path) -> str:
     from atlas_core.report import sections as S
 
     run = Run(run_dir)
+    run.require_records()  # a manifest alone must not be drawn as a finished run
     toc = []
     for sid, key, title, what in S.sections():
         if sid == "model":

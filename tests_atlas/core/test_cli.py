@@ -102,6 +102,17 @@ def no_load(monkeypatch):
     (["--model", "tiny-qwen2", "--profile", "nope"], ["unknown profile 'nope'", "smoke", "ci", "full"]),
     (["--model", "tiny-qwen2", "--families", "nope"], ["'nope'", "known families"]),
     (["--model", "tiny-qwen2", "--seeds", "0"], ["--seeds must be at least 1"]),
+    (["--model", "tiny-qwen2", "--seed", "-5"], ["--seed -5: seeds run from 0 to", "pass a seed in that range"]),
+    (["--model", "tiny-qwen2", "--seed", str(2**70)], [f"--seed {2**70}: seeds run from 0 to {2**63 - 1}"]),
+    (["--model", "tiny-qwen2", "--seed", str(2**63 - 1), "--seeds", "2"], ["with --seeds 2: seeds run from 0"]),
+    (["--model", "tiny-qwen2", "--experiments", "clean,layer_ablation,steering", "--families", "copying,arithmetic"],
+     ["experiment steering needs task family 'factual_recall'", "add it to --families or leave steering out"]),
+    (["--model", "tiny-qwen2", "--experiments", "knockout", "--families", "copying"],
+     ["experiment knockout needs task family 'factual_recall'"]),
+    (["--model", "tiny-qwen2", "--max-memory", "cpu=1GiB"], ["--max-memory is given without --device-map"]),
+    (["--model", "tiny-qwen2", "--ray-workers", "3"], ["--ray-workers given without --ray, the flag it belongs to"]),
+    (["--model", "tiny-qwen2", "--ray-threads", "2", "--ray-shard", "4"],
+     ["--ray-threads, --ray-shard given without --ray, the flag they belong to"]),
 ])
 def test_run_rejects_bad_input_and_writes_nothing(extra, fix, tmp_path, capsys, no_load, cache):
     out = tmp_path / "run"
@@ -165,3 +176,43 @@ def test_an_environment_failure_is_one_error_line(monkeypatch, capsys, tmp_path)
     assert main(["run", "--model", "tiny-qwen2", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("atlas: error: [Errno 28] No space left on device") and err.count("\n") == 1
+
+
+LONG = {"family": "long", "description": "one prompt past the tiny models' 512 positions",
+        "items": [{"id": "short", "prompt": "The sky is", "target": " blue"},
+                  {"id": "essay", "prompt": "word " * 600 + "The sky is", "target": " blue"}],
+        "contrast": [{"prompt": "The car is", "target": " fast"}]}
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-qwen2"])  # GPT-2: an IndexError; Qwen2 (rotary): silent
+def test_a_prompt_past_the_models_positions_is_refused_naming_the_item_before_any_experiment(model, tmp_path, capsys,
+                                                                                          monkeypatch):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "long.json").write_text(json.dumps(LONG))
+    monkeypatch.setattr(orchestrate, "_run_job", lambda *a: pytest.fail("an experiment ran"))
+    out = tmp_path / "run"
+    assert main(["run", "--model", model, "--profile", "smoke", "--experiments", "clean", "--device", "cpu",
+                 "--tasks", str(tmp_path / "mine"), "--families", "long", "--out", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"atlas: error: {tmp_path / 'mine' / 'long.json'}: items[1] (id 'essay'): the prompt and "
+                          f"its target are ") and err.count("\n") == 1, err
+    assert f"past the model's 512 positions" in err and "shorten the prompt" in err
+    assert not out.exists()
+
+
+def test_report_of_a_folder_whose_records_are_gone_is_an_error_not_a_finished_run(tmp_path, capsys):
+    from atlas_core.orchestrate import RunPlan, run_plan
+
+    out = tmp_path / "run"
+    run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=out,
+                     device="cpu", families=["copying"], progress=False, report=False))
+    assert main(["report", str(out)]) == 0  # complete: drawn
+    capsys.readouterr()
+    (out / "clean.json").unlink()  # a manifest alone, listing a finished experiment
+    (out / "atlas.html").unlink()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"atlas: error: run folder {out}: its manifest lists 1 finished experiment(s) whose records "
+                          "are missing (clean)") and err.count("\n") == 1
+    assert f"atlas run --experiments clean --out {out}" in err
+    assert not (out / "atlas.html").exists()

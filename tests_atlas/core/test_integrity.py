@@ -498,3 +498,72 @@ def test_the_debris_of_an_adapter_save_killed_mid_way_is_removed_by_the_next_sav
     run_plan(plan(out, ["lora_training"]))
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".lora")) == []
     assert lora_training.read_meta(out / "lora_adapter_seed0")["key"]
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> Path:
+    """tiny-gpt2 saved as a Hugging Face folder (what `atlas run --model DIR` loads)."""
+    from atlas_core.models.tiny import build_tiny
+
+    model, tok = build_tiny("gpt2")
+    folder = tmp_path_factory.mktemp("models") / "gpt2"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _damage_weights(folder: Path, damage: str) -> str:
+    """Damage ``folder``'s model.safetensors one way; returns the tensor named in the expected error."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    if damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        return "ends at byte"
+    tensors = load_file(path)
+    key = "transformer.h.1.mlp.c_fc.weight"
+    if damage == "missing":
+        del tensors[key]
+    elif damage == "unexpected":
+        key = "transformer.h.9.mlp.c_fc.weight"
+        tensors[key] = torch.zeros(2, 2)
+    else:  # a shape mismatch
+        tensors[key] = torch.zeros(3, 5)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return key
+
+
+@pytest.mark.parametrize("damage, words", [("missing", "is missing from"), ("unexpected", "which the model does not have"),
+                                           ("shape", "has the wrong shape (file [3, 5], model [64, 256])"),
+                                           ("truncated", "is truncated: tensor")])
+def test_weights_with_a_hole_are_refused_naming_file_and_tensor(damage, words, gpt2_dir, tmp_path, capsys, monkeypatch):
+    from atlas_core.cli import main
+
+    folder = tmp_path / "gpt2"
+    shutil.copytree(gpt2_dir, folder)
+    key = _damage_weights(folder, damage)
+    patched = []
+    monkeypatch.setattr(orchestrate, "_run_job", lambda *a: patched.append(a))  # nothing may be computed
+    out = tmp_path / "run"
+    assert main(["run", "--model", str(folder), "--profile", "smoke", "--experiments", "clean", "--device", "cpu",
+                 "--out", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    err = err.strip().splitlines()[-1]  # after transformers' own loading progress
+    assert err.startswith("atlas: error: "), err
+    assert words in err and str(folder / "model.safetensors") in err
+    assert (key in err) if damage != "truncated" else "tensor 'transformer." in err
+    assert not patched and not out.exists()
+
+
+def test_a_model_folders_weights_hash_covers_what_was_loaded(gpt2_dir, tmp_path):
+    """A file transformers does not read leaves the hash; the weights and config it reads change it."""
+    folder = tmp_path / "gpt2"
+    shutil.copytree(gpt2_dir, folder)
+    first = load(str(folder), device="cpu").info.weights_sha256
+    (folder / "stray.safetensors").write_bytes(b"not read")
+    assert load(str(folder), device="cpu").info.weights_sha256 == first
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_epsilon": 1e-3}))
+    assert load(str(folder), device="cpu").info.weights_sha256 != first

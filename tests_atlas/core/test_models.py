@@ -234,7 +234,8 @@ def test_local_hf_directory(tmp_path):
     lm = load(str(folder))
     assert lm.info.source == "local-dir"
     assert lm.info.name == "my-tiny" and lm.info.path == str(folder)
-    assert lm.info.weights_sha256 == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    loaded = (folder / "config.json").read_bytes() + (folder / "model.safetensors").read_bytes()  # what was read
+    assert lm.info.weights_sha256 == hashlib.sha256(loaded).hexdigest()
     assert (lm.info.n_layers, lm.info.n_kv_heads, lm.info.d_model) == (4, 2, 64)
     assert lm.tokenizer("The capital")["input_ids"] == ref.tokenizer("The capital")["input_ids"]
     assert torch.equal(logits(lm), logits(ref))

@@ -141,13 +141,60 @@ def test_stored_only_runs_nothing_and_names_what_is_missing_or_stale(tmp_path):
     run_plan(plan(out, ["clean"]))
     before = snapshot(out), (out / "manifest.json").read_text()
     with pytest.raises(AtlasError) as exc:
-        run_plan(stored_only(["clean", "steering"], seed=1))
+        run_plan(stored_only(["clean", "layer_ablation"], seed=1))
     msg = str(exc.value)
     assert "clean: the stored result is stale (its config differs in base_seed, seed)" in msg
-    assert "steering: no stored result" in msg and "--experiments clean,steering" in msg
+    assert "layer_ablation: no stored result" in msg and "--experiments clean,layer_ablation" in msg
     assert (snapshot(out), (out / "manifest.json").read_text()) == before  # nothing written
 
     p = stored_only(["clean"])
     run_plan(p)
     assert p.log == ["[atlas] clean: done already (config %s), skipped" % RunStore(out).load("clean").config_hash]
     assert snapshot(out) == before[0]
+
+
+@pytest.mark.parametrize("change, held, this", [
+    (["--model", "tiny-llama"], "model tiny-qwen2", "model tiny-llama"),
+    (["--profile", "ci"], "profile smoke", "profile ci"),
+    (["--dtype", "bfloat16"], "dtype float32", "dtype bfloat16"),
+    (["--families", "copying"], "families arithmetic,copying", "families copying"),
+])
+def test_a_run_folder_refuses_another_model_profile_dtype_or_families_before_loading(change, held, this, tmp_path,
+                                                                                     monkeypatch, capsys):
+    from atlas_core.cli import main
+
+    out = tmp_path / "run"
+    run_plan(plan(out, ["clean"]))
+    before = snapshot(out)
+    manifest = (out / "manifest.json").read_text()
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the folder's owner was checked")
+
+    monkeypatch.setattr(orchestrate, "load", refuse)
+    args = {"--model": "tiny-qwen2", "--profile": "smoke", "--families": "copying,arithmetic", "--device": "cpu"}
+    args.update(dict(zip(change[::2], change[1::2])))
+    assert main(["run", "--experiments", "clean,layer_ablation", "--out", str(out), "--no-report",
+                 *[x for kv in args.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"atlas: error: run folder {out} holds another run") and err.count("\n") == 1
+    assert held in err and this in err and "another --out" in err
+    assert snapshot(out) == before and (out / "manifest.json").read_text() == manifest
+
+
+def test_a_run_folder_refuses_other_weights_under_the_same_name_before_any_experiment(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run_plan(plan(out, ["clean"]))
+    before = snapshot(out)
+    real = orchestrate.load
+
+    def other_weights(*a, **k):
+        lm = real(*a, **k)
+        lm.info = replace(lm.info, weights_sha256="0" * 64)
+        return lm
+
+    monkeypatch.setattr(orchestrate, "load", other_weights)
+    patch_run(monkeypatch, "layer_ablation", lambda ctx: pytest.fail("an experiment ran"))
+    with pytest.raises(AtlasError, match=r"weights_sha256 [0-9a-f]{64}\) than this one \(weights_sha256 0{64}\)"):
+        run_plan(plan(out, ["clean", "layer_ablation"]))
+    assert snapshot(out) == before

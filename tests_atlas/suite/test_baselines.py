@@ -170,3 +170,20 @@ def test_exported_paths_are_portable(tmp_path):
     assert _portable(doc, run) == {"provenance": {"model": {"path": "~/.cache/atlas/m", "name": "m"}},
                                    "result": {"adapter_dir": "lora_adapter_seed0",
                                               "others": ["/opt/elsewhere", "plain", 1.5]}}
+
+
+def test_seeding_skips_a_baseline_of_another_dtype_or_families(tmp_path):
+    """A baseline computed at another dtype or over other families would not be reused, and copied into the
+    run folder it would make the folder hold two runs (refused by `atlas run`): it is not copied."""
+    from atlas_core.results import RunStore
+
+    src = tmp_path / "baselines" / "m-ci"
+    src.mkdir(parents=True)
+    RunStore(src).write_manifest({"model": {"name": "m", "dtype": "float32"}, "families": {"copying": "0" * 64},
+                                  "experiments": {}})
+    (src / "clean.json").write_text("{}")
+    baselines = tmp_path / "baselines"
+    assert seed_run(tmp_path / "a" / "m-ci", baselines, dtype="bfloat16", families=["copying"]) == []
+    assert seed_run(tmp_path / "b" / "m-ci", baselines, dtype="float32", families=["copying", "colours"]) == []
+    assert seed_run(tmp_path / "c" / "m-ci", baselines, dtype="float32", families=["copying"]) == ["clean"]
+    assert seed_run(tmp_path / "d" / "m-ci", baselines) == ["clean"]

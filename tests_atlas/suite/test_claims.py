@@ -235,3 +235,60 @@ def test_a_drift_is_measured_against_the_relative_term_without_intervals():
     assert not compare_stats(base, {"hub.top_layer_kl": Stat(104.0)})[0].drifted
     row = compare_stats(base, {"hub.top_layer_kl": Stat(106.0)})[0]
     assert row.drifted and row.tolerance == pytest.approx(5.3)
+
+
+def test_compare_refuses_a_candidate_that_lacks_evidence_the_baseline_has(tiny_run, tmp_path, capsys):
+    """A half-finished candidate is "missing" (exit 3, its own message), never "0 drifted" (exit 0); the
+    output names which folder is the baseline; --experiments narrows the comparison to what both hold."""
+    only_clean = tmp_path / "only-clean"
+    shutil.copytree(tiny_run, only_clean)
+    for p in only_clean.glob("*.json"):
+        if p.name not in ("clean.json", "manifest.json"):
+            p.unlink()
+    assert main(["compare", str(tiny_run), str(only_clean)]) == 3
+    cap = capsys.readouterr()
+    assert cap.out.startswith(f"baseline (A): tiny-qwen2 ({tiny_run})    candidate (B): tiny-qwen2 ({only_clean})")
+    assert "MISSING" in cap.out and "missing evidence: the candidate" in cap.out
+    err = cap.err.strip()
+    assert err.count("\n") == 0 and err.startswith("atlas: missing evidence: the candidate")
+    assert "layer_ablation, mlp_ablation, steering" in err and f"--out {only_clean}" in err
+
+    no_steering = tmp_path / "no-steering"
+    shutil.copytree(tiny_run, no_steering)
+    (no_steering / "steering.json").unlink()
+    assert main(["compare", str(tiny_run), str(no_steering)]) == 3
+    err = capsys.readouterr().err
+    assert "lacks experiment(s) steering and" in err and "steering.best_boost" in err
+    assert "--experiments layer_ablation,mlp_ablation" in err  # the narrowing that would pass
+    assert main(["compare", str(tiny_run), str(no_steering), "--experiments", "layer_ablation,mlp_ablation"]) == 0
+    out = capsys.readouterr().out
+    assert "steering." not in out and "hub.top_layer_kl" in out and "mlp.max_kl" in out
+    assert main(["compare", str(tiny_run), str(no_steering), "--experiments", "steering"]) == 3  # named, yet absent
+    capsys.readouterr()
+    assert main(["compare", str(no_steering), str(tiny_run), "--experiments", "steering"]) == 2  # baseline lacks it
+    assert "the baseline" in capsys.readouterr().err
+
+    _perturb(no_steering)  # drifted and missing: missing wins the exit code, the drift is listed
+    assert main(["compare", str(tiny_run), str(no_steering)]) == 3
+    assert "DRIFT" in capsys.readouterr().out
+    assert main(["compare", str(tiny_run), str(no_steering), "--experiments", "layer_ablation"]) == 1
+
+
+def test_a_statistic_only_the_baseline_holds_is_missing_not_within_tolerance():
+    rows = compare_stats({"hub.top_layer_kl": Stat(1.0), "mlp.max_kl": Stat(2.0)}, {"mlp.max_kl": Stat(2.0)})
+    row = {r.statistic: r for r in rows}["hub.top_layer_kl"]
+    assert row.missing and not row.drifted and row.note == "MISSING in candidate"
+    assert "MISSING" in format_comparison(rows)
+    extra = compare_stats({"mlp.max_kl": Stat(2.0)}, {"hub.top_layer_kl": Stat(1.0), "mlp.max_kl": Stat(2.0)})
+    assert not any(r.missing for r in extra)  # the candidate may measure more than the baseline
+
+
+def test_claims_write_from_a_partial_run_says_what_is_missing(tiny_run, tmp_path, capsys):
+    assert main(["claims", "write", str(tiny_run), "--out", str(tmp_path / "mine.toml")]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.strip() == str(tmp_path / "mine.toml")
+    note = next(line for line in cap.err.splitlines() if line.startswith(f"atlas: note: {tiny_run} lacks "))
+    lacking = note.split(" lacks ")[1].split(":")[0].split(", ")
+    assert "head_ablation" in lacking and "knockout" in lacking
+    assert not {"layer_ablation", "mlp_ablation", "steering"} & set(lacking)
+    assert f"atlas run --experiments {','.join(lacking)} --out {tiny_run}" in note
