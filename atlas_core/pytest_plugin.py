@@ -363,7 +363,8 @@ class AtlasSession:
 
                     ray = RayConfig(address=None if self.ray == "local" else self.ray)
                 run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
-                                 tasks=self.tasks, report=False, progress=True, compute=self.compute))
+                                 tasks=self.tasks, report=False, progress=True, compute=self.compute,
+                                 wait=True))  # xdist workers needing one experiment: one computes, the others read
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
                 if self.compute:
                     self._failed[model] = f"{model}: {exc}"
