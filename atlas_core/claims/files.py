@@ -7,13 +7,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from atlas_core import AtlasError
 from atlas_core.claim_hygiene import refusal
 from atlas_core.data import CLAIMS_DIR
 from atlas_core.profiles import PROFILES
-from atlas_core.spec import groups, hypotheses, statistic_experiments
+from atlas_core.spec import groups, hypotheses, statistic_experiments, statistic_family
 from atlas_core.verdicts import check_verdict
 
 KINDS = ("value", "at_least", "at_most", "rank", "verdict")
@@ -119,6 +119,7 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         raise _bad(path, f"claim {cid!r} lacks 'statistic'")
     try:
         statistic_experiments(stat)
+        statistic_family(stat)  # a statistic its experiment does not compute: refused now, not "n/a" after it ran
     except AtlasError as exc:
         raise _bad(path, f"claim {cid!r}: {exc}") from None
     kind = entry.get("kind", "verdict" if stat in hypotheses() else "value")
@@ -214,6 +215,25 @@ def load_claims(path: str | Path) -> ClaimsFile:
             if missing:
                 raise _bad(path, f"claim {c.id!r} needs [thresholds.{c.hypothesis}] with {', '.join(missing)}")
     return ClaimsFile(path, meta, thresholds, claims)
+
+
+def claim_families(claim: Claim) -> set[str]:
+    """The task families a claim's statistics name (a hypothesis claim: those its rule reads)."""
+    stats = hypotheses()[claim.hypothesis].statistics if claim.hypothesis else (claim.statistic,)
+    out = {f for f in map(statistic_family, stats) if f}
+    return out | ({claim.family} if claim.family else set())
+
+
+def check_families(cf: ClaimsFile, families: Iterable[str], how: str = "--tasks DIR / --families") -> None:
+    """Every family the file's claims name is one the run loads: checked before the first experiment (a claim
+    on a family no run measures would otherwise show "n/a" once the experiments ran)."""
+    have = set(families)
+    for c in cf.claims:
+        missing = sorted(claim_families(c) - have)
+        if missing:
+            raise _bad(cf.path, f"claim {c.id!r} ({c.statistic}) names task famil{'y' if len(missing) == 1 else 'ies'} "
+                                f"{', '.join(missing)}, which this session does not load (it loads {', '.join(sorted(have))}); "
+                                f"add the family's file ({how}) or fix the claim")
 
 
 def default_claims_files(directory: str | Path = CLAIMS_DIR) -> list[Path]:
