@@ -157,7 +157,7 @@ def golden_schema() -> dict:
     sweep = {"type": "object", "additionalProperties": False, "required": ["variants", "prompts", "kl", "argmax"],
              "properties": {"variants": {"type": "array", "items": STRING}, "prompts": {"type": "array", "items": STRING},
                             "kl": grid({"type": "number"}), "argmax": grid({"type": "integer"}),
-                            "target_prob": {"anyOf": [grid({"type": "number"}), {"type": "null"}]}}}
+                            "target_prob": {**grid({"type": "number"}), "type": ["array", "null"]}}}
     entry = {"type": "object", "additionalProperties": False, "required": ["sweeps", "result", "codes"],
              "properties": {"sweeps": {"type": "array", "items": sweep}, "result": OBJECT,
                             "codes": {"type": "array", "items": STRING}}}

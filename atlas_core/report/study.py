@@ -48,7 +48,7 @@ class Study:
 
 
 def study_schema() -> dict:
-    """The one declaration of the ``[study]`` tables (JSON Schema): the paper's facts and, per role, the model
+    """The one declaration of the ``[study]`` tables of a claims file (JSON Schema): the paper's facts and, per role, the model
     and its depth; every figure may be written or referenced (``{ ref = KEY }``, ``{ claim = ID }``)."""
     from atlas_core.validation import INTEGER, OBJECT, TEXT
 
@@ -60,9 +60,10 @@ def study_schema() -> dict:
 
     role = {"type": "object", "required": ["model", "n_layers"],
             "properties": {"model": value(TEXT), "n_layers": value({"type": "integer", "minimum": 1})}}
-    return {"type": "object", "required": list(ROLES) + list(PAPER),
-            "properties": {"title": value(TEXT), "author": value(TEXT), "year": value(INTEGER), "status": OBJECT,
-                           **{r: role for r in ROLES}}}
+    study = {"type": "object", "required": list(ROLES) + list(PAPER),
+             "properties": {"title": value(TEXT), "author": value(TEXT), "year": value(INTEGER), "status": OBJECT,
+                            **{r: role for r in ROLES}}}
+    return {"type": "object", "required": ["study"], "properties": {"study": study}}
 
 
 def _resolve(obj: Any, raw: Mapping, source: Path) -> Any:
@@ -96,7 +97,7 @@ def load_study(path: str | Path = STUDY_CLAIMS) -> Study:
     raw = tomllib.loads(path.read_text())
     from atlas_core.validation import check
 
-    check(raw.get("study", {}), study_schema, f"{path} [study]", "the study's figures are read there: restore them "
+    check(raw, study_schema, str(path), "the study's figures are read there: restore them "
           f"from {claims.meta.get('citation') or 'the study'}")
     study = _resolve(raw["study"], raw, path)
     paper = {k: v for k, v in study.items() if k not in ROLES}
