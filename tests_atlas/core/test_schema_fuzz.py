@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import atlas_core.validation as validation
@@ -205,13 +205,15 @@ def mutations(draw, kind: Kind):
 GENERATED: dict[str, int] = {}
 
 
-def fuzz(kind: Kind, load=None, examples: int = 60) -> None:
-    """Draw ``examples`` broken documents of ``kind`` and read each with ``load`` (default: its reader)."""
+def fuzz(kind: Kind, load=None, examples: int = 60, shrink: bool = True) -> None:
+    """Draw ``examples`` broken documents of ``kind`` and read each with ``load`` (default: its reader);
+    ``shrink=False``: report the failures as found (the mutation tests need only that there are some)."""
     load = load or kind.load
     GENERATED[kind.name] = 0
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+              suppress_health_check=list(HealthCheck),
+              phases=list(Phase) if shrink else [Phase.explicit, Phase.generate])
     @given(mutations(kind))
     def check(case):
         doc, path = case
@@ -280,7 +282,7 @@ def test_the_fuzz_catches_a_catch_all_that_rewraps_every_exception(monkeypatch):
             except Exception as exc:
                 raise AtlasError(f"{path} is invalid ({type(exc).__name__}: {exc})") from None
 
-        failures = _failures(lambda: fuzz(kind, rewrapped, examples=60))
+        failures = _failures(lambda: fuzz(kind, rewrapped, examples=60, shrink=False))
         assert failures and all("is not named" in f or "accepted with" in f for f in failures), (kind.name, failures)
         print(f"{kind.name}: {failures[0].splitlines()[0][:200]}")
 
@@ -290,7 +292,7 @@ def test_the_fuzz_catches_a_validator_that_drops_one_rule(monkeypatch):
     monkeypatch.setattr(validation, "TEXT", {"type": "string", "minLength": 1, "format": validation.UTF8})
     validation._validator.cache_clear()
     try:
-        failures = _failures(lambda: fuzz(_kind("tasks"), examples=200))
+        failures = _failures(lambda: fuzz(_kind("tasks"), examples=200, shrink=False))
         assert failures and all("accepted with" in f for f in failures), failures
         print(failures[0].splitlines()[0][:300])
     finally:
