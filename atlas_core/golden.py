@@ -146,18 +146,41 @@ def read(path: Path) -> dict[str, ExperimentSlice]:
             for name, s in _read(path, stat.st_mtime_ns, stat.st_size).items()}
 
 
+def golden_schema() -> dict:
+    """The one declaration of the golden record's shape (JSON Schema): per experiment its sweeps (variants,
+    prompts and per variant x prompt values), its result and the code fingerprints that reproduce it."""
+    from atlas_core.validation import OBJECT, STRING
+
+    def grid(cell):
+        return {"type": "array", "items": {"type": "array", "items": cell}}
+
+    sweep = {"type": "object", "additionalProperties": False, "required": ["variants", "prompts", "kl", "argmax"],
+             "properties": {"variants": {"type": "array", "items": STRING}, "prompts": {"type": "array", "items": STRING},
+                            "kl": grid({"type": "number"}), "argmax": grid({"type": "integer"}),
+                            "target_prob": {**grid({"type": "number"}), "type": ["array", "null"]}}}
+    entry = {"type": "object", "additionalProperties": False, "required": ["sweeps", "result", "codes"],
+             "properties": {"sweeps": {"type": "array", "items": sweep}, "result": OBJECT,
+                            "codes": {"type": "array", "items": STRING}}}
+    return {"type": "object", "additionalProperties": False, "required": ["format", "experiments"],
+            "properties": {"format": {"const": FORMAT}, "model": STRING, "profile": OBJECT,
+                           "experiments": {"type": "object", "additionalProperties": entry}}}
+
+
+FIX = "restore it from git (`git checkout -- atlas_core/data/golden`) or rewrite it with `atlas golden write`"
+
+
 @lru_cache(maxsize=4)
 def _read(path: Path, mtime_ns: int, size: int) -> dict[str, ExperimentSlice]:
+    from atlas_core.validation import check
+
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
-        return {name: ExperimentSlice(sweeps=[SweepRecord(**s) for s in e["sweeps"]], result=e["result"],
-                                      codes=list(e["codes"]))
-                for name, e in data["experiments"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AtlasError(f"golden record {path} is unreadable ({exc}); restore it from git "
-                         "(`git checkout -- atlas_core/data/golden`) or rewrite it with `atlas golden write`") from None
+    except (ValueError, OSError) as exc:
+        raise AtlasError(f"golden record {path} is unreadable ({exc}); {FIX}") from None
+    check(data, golden_schema, f"golden record {path}", FIX)
+    return {name: ExperimentSlice(sweeps=[SweepRecord(**s) for s in e["sweeps"]], result=e["result"],
+                                  codes=list(e["codes"]))
+            for name, e in data["experiments"].items()}
 
 
 def write(path: Path, slices: dict[str, ExperimentSlice], model: str) -> Path:

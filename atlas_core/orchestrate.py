@@ -54,6 +54,9 @@ class RunPlan:
     ray: "RayConfig | None" = None  # shard sweeps over Ray actors (atlas_core.distributed); None: local
     device_map: str | None = None  # "auto": layers placed across devices by accelerate (models.placement)
     max_memory: str | None = None  # with device_map: "0=20GiB,cpu=60GiB"
+    # True: an experiment another process is computing is waited for, then its record read (the pytest plugin,
+    # whose xdist workers need the same experiments); False: refused at once, naming the lock (`atlas run`)
+    wait: bool = False
     log: list[str] = field(default_factory=list)
 
 
@@ -119,7 +122,8 @@ def check_model_name(name: str) -> None:
     )
 
 
-def experiment_config(name: str, ctx: Context, seed: int) -> dict:
+def experiment_config(name: str, ctx: Context, seed: int, base_seed: int | None = None) -> dict:
+    """``base_seed``: the run's first seed (default ``ctx.seed``); an extra seed's record is keyed by it."""
     info = ctx.lm.info
     spec = spec_of(name)
     extra = spec.config(ctx) if spec.config is not None else {}
@@ -135,7 +139,7 @@ def experiment_config(name: str, ctx: Context, seed: int) -> dict:
         "families": {n: f.sha256 for n, f in ctx.families.items()},
         "n_items": ctx.profile.n_items,
         "seed": seed,
-        "base_seed": ctx.seed,
+        "base_seed": ctx.seed if base_seed is None else base_seed,
         "extra": extra,
     }
 
@@ -186,7 +190,7 @@ def run_plan(plan: RunPlan) -> RunStore:
             key = record_key(name, seed, plan.seed)
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
                                                               progress=plan.progress)
-            cfg = experiment_config(name, run_ctx, seed)
+            cfg = experiment_config(name, run_ctx, seed, plan.seed)
             jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:
         stale = [job for job in jobs if not job.done]
@@ -194,7 +198,7 @@ def run_plan(plan: RunPlan) -> RunStore:
             raise AtlasError(_stored_only_error(plan, store.root, stale))
     store.root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as held:
-        _lock_pending(store, jobs, held)
+        _lock_pending(plan, store, jobs, held)
         if plan.ray is not None and not all(job.done for job in jobs):
             from atlas_core.distributed import RayPool
 
@@ -226,27 +230,16 @@ def run_plan(plan: RunPlan) -> RunStore:
 def _preflight(plan: RunPlan, names: list[str]) -> None:
     """Everything that can fail without the model, checked before it loads: the output folder is a
     writable folder, the device exists, the model source is readable, the stored records parse, and no
-    other run holds the lock of an experiment that has no record yet."""
+    other run holds the lock of an experiment that has no record yet (unless ``plan.wait``)."""
     check_writable_dir(Path(plan.out), "--out")
     resolve_device(plan.device)
     check_model_source(plan.model)
     store = RunStore(plan.out)
     for name in names:
         seeds = range(plan.seed, plan.seed + plan.seeds) if spec_of(name).seed_dependent else [plan.seed]
-        for seed in seeds:
-            key = record_key(name, seed, plan.seed)
-            if store.load(key) is None and plan.compute and store.root.is_dir():  # a damaged record raises here
-                locks = [(key, lambda lock, key=key: _locked(store, key, lock))]
-                if name == lora_training.NAME:  # the adapter this would train: another run may be training it
-                    locks.append((lora_training.adapter_lock_name(seed),
-                                  lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file)))
-                for lock_name, busy in locks:
-                    lock = store.lock(lock_name)
-                    try:
-                        lock.acquire(timeout=0)
-                    except Timeout:
-                        raise AtlasError(busy(lock)) from None
-                    lock.release()
+        missing = [seed for seed in seeds if store.load(record_key(name, seed, plan.seed)) is None]  # damaged: raises
+        if missing and plan.compute and store.root.is_dir() and not plan.wait:
+            _check_free(store, name, missing)
 
 
 IDENTITY = ("model", "weights_sha256", "profile", "dtype", "families")  # what one run folder holds one of
@@ -303,23 +296,55 @@ def check_writable_dir(path: Path, what: str) -> None:
         raise AtlasError(f"{what} {path}: cannot write in {existing} (read-only or not ours); pass a writable folder")
 
 
-def _locked(store: RunStore, key: str, lock) -> str:
-    return (f"{key} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
-            f"it to finish, or leave {key} out of --experiments")
+# -- locks: one per experiment (every seed of it), held from before the first experiment to the end of the run
 
 
-def _lock_pending(store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
-    """Lock every experiment this run will compute, before any work: a second process asked to run one
-    of them in the same folder fails at once instead of duplicating hours of work or racing the write."""
-    for job in jobs:
-        if job.done:
-            continue
-        lock = store.lock(job.key)
+def _locked(store: RunStore, name: str, lock) -> str:
+    return (f"{name} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
+            f"it to finish, or leave {name} out of --experiments")
+
+
+def _check_free(store: RunStore, name: str, seeds: list[int]) -> None:
+    """Fail, naming the lock, when another process holds ``name``'s lock or trains one of the adapters it would
+    train. An adapter lock file that does not exist is held by no one: none is created to find that out."""
+    locks = [(store.lock(name), lambda lock: _locked(store, name, lock))]
+    if name == lora_training.NAME:
+        for seed in seeds:
+            path = store.root / ".locks" / f"{lora_training.adapter_lock_name(seed)}.lock"
+            if path.exists():
+                locks.append((store.lock(lora_training.adapter_lock_name(seed)),
+                              lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file)))
+    for lock, busy in locks:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise AtlasError(_locked(store, job.key, lock)) from None
+            raise AtlasError(busy(lock)) from None
+        lock.release()
+
+
+def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
+    """Lock every experiment this run will compute, before any work, one lock per experiment whatever the
+    number of seeds. Without ``plan.wait`` a lock held elsewhere fails at once (a second `atlas run` does not
+    duplicate hours of work or race the write). With it, the run waits for the holder, then re-reads the
+    records: what the holder finished is reused, not recomputed. Locks are taken in name order, so two waiting
+    processes never hold one each of two locks they both need."""
+    names = sorted({job.name for job in jobs if not job.done})
+    waited = False
+    for name in names:
+        lock = store.lock(name)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not plan.wait:
+                raise AtlasError(_locked(store, name, lock)) from None
+            _say(plan, f"[atlas] {name}: another process is computing it ({lock.lock_file}); waiting for it")
+            lock.acquire()
+            waited = True
         held.callback(lock.release)
+    if waited:  # what the holders finished meanwhile is read back, as if it had been stored before this run
+        for job in jobs:
+            if not job.done:
+                job.stored = store.load(job.key)
 
 
 def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:

@@ -367,7 +367,8 @@ class AtlasSession:
 
                     ray = RayConfig(address=None if self.ray == "local" else self.ray)
                 run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
-                                 tasks=self.tasks, report=False, progress=True, compute=self.compute))
+                                 tasks=self.tasks, report=False, progress=True, compute=self.compute,
+                                 wait=True))  # xdist workers needing one experiment: one computes, the others read
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
                 if self.compute:
                     self._failed[model] = f"{model}: {exc}"
@@ -478,6 +479,23 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
     validate_options(config)
     config.stash[SESSION] = AtlasSession(config)
+    check_claims(config.stash[SESSION])
+
+
+def check_claims(session: AtlasSession) -> None:
+    """The session's claims files, read and checked at start against the declared statistics and the families
+    the session loads: a bad file or a claim on a statistic or family nothing computes is a usage error before
+    the first experiment, not a collection traceback or an "n/a" after hours of work."""
+    from atlas_core import AtlasError
+    from atlas_core.claims.files import check_families
+    from atlas_core.tasks import task_files
+
+    try:
+        families = task_files(session.tasks)
+        for cf in session.claims_files():
+            check_families(cf, families, "--atlas-tasks DIR")
+    except AtlasError as exc:
+        raise pytest.UsageError(f"--atlas-claims: {exc}") from None
 
 
 def pytest_unconfigure(config):

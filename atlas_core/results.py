@@ -33,6 +33,47 @@ from atlas_core.experiments.schema import SCHEMA
 from atlas_core.integrity import CorruptFile, read_sealed_json, seal_doc
 
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
+SCHEMAS_READ = tuple(range(1, SCHEMA + 1))  # record formats this code reads (older ones migrate on reading)
+RECORD_FIX = "delete it and rerun atlas run to recompute that experiment"
+
+
+def record_schema() -> dict:
+    """The one declaration of an experiment record's envelope (JSON Schema). Its ``result`` is checked against
+    the experiment's result type where it is read (``experiments.schema.load_result``)."""
+    from atlas_core.validation import INTEGER, OBJECT
+
+    name = {"type": "string", "pattern": f"^{_NAME.pattern}$"}
+    return {"type": "object", "additionalProperties": False,
+            "required": ["experiment", "seed", "config", "config_hash", "provenance", "result"],
+            "properties": {"experiment": name, "seed": INTEGER, "config": OBJECT, "config_hash": name,
+                           "provenance": OBJECT, "result": OBJECT, "schema": {"enum": list(SCHEMAS_READ)}}}
+
+
+def manifest_schema() -> dict:
+    """The one declaration of a run folder's manifest (JSON Schema): the run's facts and one entry per record."""
+    from atlas_core.validation import NUMBER, OBJECT, STRING
+
+    when = {"type": ["string", "null"]}
+    entry = {"type": "object", "additionalProperties": False, "required": ["config_hash"],
+             "properties": {"config_hash": {"type": "string", "pattern": f"^{_NAME.pattern}$"},
+                            "wall_seconds": {"type": ["number", "null"]}, "finished": when}}
+    facts = {"type": ["object", "null"]}
+    return {"type": "object", "additionalProperties": False,
+            "properties": {"experiments": {"type": "object", "additionalProperties": entry},
+                           "created": STRING, "updated": STRING, "rebuilt": STRING, "model": facts, "profile": facts,
+                           "versions": {"type": ["object", "null"], "additionalProperties": STRING},
+                           "families": {"type": ["object", "null"], "additionalProperties": STRING}}}
+
+
+def read_manifest(path: Path) -> dict:
+    """A manifest file, checked against :func:`manifest_schema`; a damaged one is a ``CorruptFile`` naming the
+    field (``RunStore.manifest`` then rebuilds it from the records)."""
+    from atlas_core.validation import check
+
+    manifest = read_sealed_json(path, "")
+    check(manifest, manifest_schema, path, "it is rebuilt from the records when read through the run store",
+          error=CorruptFile)
+    return manifest
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -130,16 +171,12 @@ class ExperimentRecord:
     def read(cls, path: Path) -> "ExperimentRecord":
         """A record file, its fields' names and types checked: a damaged or foreign file is a
         ``CorruptFile`` naming it and the fix (delete it: the experiment is recomputed)."""
-        fix = "delete it and rerun atlas run to recompute that experiment"
-        data = read_sealed_json(path, fix)
-        types = {"experiment": str, "seed": int, "config": dict, "config_hash": str, "provenance": dict, "result": dict}
-        bad = [k for k, t in types.items() if not isinstance(data.get(k), t) or isinstance(data.get(k), bool)]
-        if bad:
-            raise CorruptFile(f"{path} is not an Atlas record (missing or mistyped: {', '.join(bad)}); {fix}")
-        rec = cls.from_dict(data)
-        if not _NAME.fullmatch(rec.experiment) or not _NAME.fullmatch(rec.config_hash):
-            raise CorruptFile(f"{path} names experiment {rec.experiment[:40]!r}, config hash {rec.config_hash[:40]!r}; {fix}")
-        return rec
+        from atlas_core.validation import check
+
+        data = read_sealed_json(path, RECORD_FIX)
+        check(data, record_schema, f"{path} is not an Atlas record", f"{RECORD_FIX} (this code reads record schemas "
+              f"{', '.join(map(str, SCHEMAS_READ))})", error=CorruptFile)
+        return cls.from_dict(data)
 
 
 def record_key(experiment: str, seed: int, base_seed: int) -> str:
@@ -218,10 +255,7 @@ class RunStore:
         if not p.is_file():
             return {}
         try:
-            manifest = read_sealed_json(p, "")
-            if not isinstance(manifest, dict) or not isinstance(manifest.get("experiments", {}), dict):
-                raise CorruptFile(f"{p} is not an Atlas manifest")
-            return manifest
+            return read_manifest(p)
         except CorruptFile:
             return self.rebuilt_manifest()
 

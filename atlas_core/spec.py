@@ -79,6 +79,9 @@ class ExperimentSpec:
     knobs: tuple[Knob, ...] = ()  # settings of its own, by profile
     group: str | None = None  # the prefix of its statistics (``hub`` -> ``hub.top_layer``); None: no statistics
     statistics: Callable[..., dict] | None = None
+    # every statistic ``statistics`` can compute, as patterns: ``{family}`` a task family, ``*`` another name
+    # part (an exit's depth). Claims are checked against them before any work; empty: not declared, unchecked
+    statistic_names: tuple[str, ...] = ()
     reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # statistic -> other experiments it reads
     finding: str | None = None  # what its finding tests check, in words (they are marked ``finding_<group>``)
     headline: bool = False  # one of the source study's six headline findings
@@ -292,6 +295,32 @@ def hypothesis_markers() -> dict[str, str]:
 
 def default_thresholds() -> dict[str, dict[str, Any]]:
     return {h.id: dict(h.thresholds) for h in hypotheses().values()}
+
+
+def _pattern(declared: str) -> re.Pattern:
+    parts = re.split(r"(\{family\}|\*)", declared)
+    rx = "".join("(?P<family>[A-Za-z0-9_-]+)" if p == "{family}" else "[^.]+" if p == "*" else re.escape(p)
+                 for p in parts)
+    return re.compile(rx)
+
+
+def statistic_family(name: str) -> str | None:
+    """The task family a declared statistic names (``hub.family_kl.copying`` -> ``copying``; None when it names
+    none). A statistic its experiment does not declare is an AtlasError listing the ones it does, before any
+    experiment runs (a typo would otherwise surface as "n/a" after the experiment)."""
+    head = name.split(".")[0]
+    if head in hypotheses():
+        return None
+    statistic_experiments(name)  # an unknown group is an error naming the groups
+    spec = groups()[head]
+    if not spec.statistic_names:
+        return None
+    for declared in spec.statistic_names:
+        m = _pattern(declared).fullmatch(name)
+        if m:
+            return m.groupdict().get("family")
+    raise AtlasError(f"unknown statistic {name!r}: the {spec.name} experiment computes "
+                     f"{', '.join(spec.statistic_names)} ({{family}}: a task family's name)")
 
 
 def statistic_experiments(name: str) -> tuple[str, ...]:

@@ -34,6 +34,21 @@ TOP_FIELDS = ("family", "description", "items", "contrast")
 ROW_FIELDS = ("prompt", "target", "id")
 
 
+def task_schema() -> dict:
+    """The one declaration of a task family file (JSON Schema; ``validation.TEXT``: non-empty, not blank,
+    valid Unicode). A whitespace-only target would be scored by its first token, which other targets share."""
+    from atlas_core.validation import STRING, TEXT
+
+    def row(required):
+        return {"type": "object", "required": list(required), "additionalProperties": False,
+                "properties": {"prompt": TEXT, "target": TEXT, "id": TEXT}}
+
+    return {"type": "object", "required": ["family", "items", "contrast"], "additionalProperties": False,
+            "properties": {"family": TEXT, "description": STRING,
+                           "items": {"type": "array", "minItems": 1, "items": row(ROW_FIELDS)},
+                           "contrast": {"type": "array", "minItems": 1, "items": row(("prompt", "target"))}}}
+
+
 @dataclass(frozen=True)
 class TaskItem:
     prompt: str
@@ -110,39 +125,14 @@ def task_files(user_dir: str | Path | None = None) -> dict[str, Path]:
     return {**builtin, **user}
 
 
-def _check_fields(where: str, obj: dict, allowed: tuple[str, ...]) -> None:
-    extra = [k for k in obj if k not in allowed]
-    if extra:
-        raise AtlasError(f"{where}: unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}; "
-                         f"allowed: {', '.join(allowed)}")
-
-
-def _parse_rows(path: Path, section: str, rows: object, need_id: bool) -> tuple[TaskItem, ...]:
-    if not isinstance(rows, list) or not rows:
-        raise AtlasError(f"{path}: {section!r} must be a non-empty list")
-    out = []
-    for i, row in enumerate(rows):
-        where = f"{path}: {section}[{i}]"
-        if not isinstance(row, dict):
-            raise AtlasError(f"{where} must be an object with 'prompt' and 'target', got {row!r}")
-        prompt, target, id_ = row.get("prompt"), row.get("target"), row.get("id", "")
-        label = f"{where} (id {id_!r})" if id_ else where
-        _check_fields(label, row, ROW_FIELDS)
-        if not isinstance(prompt, str) or not prompt:
-            raise AtlasError(f"{label}: 'prompt' must be a non-empty string, got {prompt!r}")
-        if not isinstance(target, str) or not target:
-            raise AtlasError(
-                f"{label}: 'target' must be a non-empty string, got {target!r} "
-                f"(prompt {prompt!r})"
-            )
-        if not isinstance(id_, str) or (need_id and not id_):
-            raise AtlasError(f"{label}: 'id' must be a non-empty string, got {id_!r}")
-        out.append(TaskItem(prompt=prompt, target=target, id=id_))
+def _parse_rows(path: Path, section: str, rows: list[dict]) -> tuple[TaskItem, ...]:
+    """Rows the schema (:func:`task_schema`) accepted into items; repeated ids are an error."""
+    out = tuple(TaskItem(prompt=row["prompt"], target=row["target"], id=row.get("id", "")) for row in rows)
     ids = [it.id for it in out if it.id]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise AtlasError(f"{path}: {section} has repeated ids {dupes}")
-    return tuple(out)
+    return out
 
 
 def read_family(path: Path, name: str) -> TaskFamily:
@@ -158,19 +148,16 @@ def read_family(path: Path, name: str) -> TaskFamily:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AtlasError(f"{path}: not valid UTF-8 JSON ({exc}); each file is {FORMAT_HINT}") from None
-    if not isinstance(data, dict):
-        raise AtlasError(f"{path}: top level must be a JSON object, {FORMAT_HINT}")
-    _check_fields(str(path), data, TOP_FIELDS)
+    from atlas_core.validation import check, entry_id
+
+    check(data, task_schema, path, f"each file is {FORMAT_HINT}", entry=entry_id())
     if data.get("family") != name:
         raise AtlasError(f"{path}: 'family' is {data.get('family')!r}, expected {name!r}")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise AtlasError(f"{path}: 'description' must be a string")
     return TaskFamily(
         name=name,
-        description=description,
-        items=_parse_rows(path, "items", data.get("items"), need_id=True),
-        contrast=_parse_rows(path, "contrast", data.get("contrast"), need_id=False),
+        description=data.get("description", ""),
+        items=_parse_rows(path, "items", data["items"]),
+        contrast=_parse_rows(path, "contrast", data["contrast"]),
         sha256=hashlib.sha256(raw).hexdigest(),
         path=path,
     )

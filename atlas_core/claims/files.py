@@ -7,17 +7,49 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from atlas_core import AtlasError
 from atlas_core.claim_hygiene import refusal
 from atlas_core.data import CLAIMS_DIR
 from atlas_core.profiles import PROFILES
-from atlas_core.spec import groups, hypotheses, statistic_experiments
+from atlas_core.spec import groups, hypotheses, statistic_experiments, statistic_family
 from atlas_core.verdicts import check_verdict
 
-KINDS = ("value", "at_least", "at_most", "rank", "verdict")
+# Per claim kind, the fields it needs: the one table the schema (``claims_schema``) and the parser read.
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "value": ("expected", "tolerance"),
+    "at_least": ("threshold",),
+    "at_most": ("threshold",),
+    "rank": ("max_rank",),
+    "verdict": ("expected_verdict",),
+}
+KINDS = tuple(KIND_FIELDS)
 SOURCES = ("published", "measured")
+
+
+def claims_schema() -> dict:
+    """The one declaration of a claims file's shape (JSON Schema): ``[meta]``, ``[thresholds.<H>]``, the
+    ``[[claim]]`` array of tables with each field's type and each kind's required fields (:data:`KIND_FIELDS`),
+    and the study's ``[study]`` tables (their own schema: ``report.study.study_schema``)."""
+    from atlas_core.validation import INTEGER, NUMBER, OBJECT, STRING, TEXT
+
+    claim = {
+        "type": "object", "required": ["id", "statistic"], "additionalProperties": False,
+        "properties": {"id": TEXT, "statistic": TEXT, "kind": {"enum": list(KINDS)}, "source": {"enum": list(SOURCES)},
+                       "model": TEXT, "models": {"type": "array", "items": TEXT}, "expected": NUMBER,
+                       "tolerance": {"type": "number", "minimum": 0}, "threshold": NUMBER, "layer": INTEGER,
+                       "max_rank": {"type": "integer", "minimum": 1}, "family": TEXT, "expected_verdict": TEXT,
+                       "description": STRING},
+        "allOf": [{"if": {"required": ["kind"], "properties": {"kind": {"const": kind}}}, "then": {"required": list(need)}}
+                  for kind, need in KIND_FIELDS.items()],
+    }
+    meta = {"type": "object", "properties": {"models": {"type": "array", "items": TEXT}, "profile": TEXT,
+                                             "source": {"enum": list(SOURCES)}, "label": STRING, "citation": STRING,
+                                             "generated": STRING, "provenance": OBJECT, "tolerance_rule": STRING}}
+    return {"type": "object", "additionalProperties": False,
+            "properties": {"meta": meta, "thresholds": {"type": "object", "additionalProperties": OBJECT},
+                           "claim": {"type": "array", "items": claim}, "study": OBJECT}}
 
 
 @dataclass(frozen=True)
@@ -119,6 +151,7 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         raise _bad(path, f"claim {cid!r} lacks 'statistic'")
     try:
         statistic_experiments(stat)
+        statistic_family(stat)  # a statistic its experiment does not compute: refused now, not "n/a" after it ran
     except AtlasError as exc:
         raise _bad(path, f"claim {cid!r}: {exc}") from None
     kind = entry.get("kind", "verdict" if stat in hypotheses() else "value")
@@ -187,10 +220,11 @@ def load_claims(path: str | Path) -> ClaimsFile:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise _bad(path, f"not valid TOML ({exc})") from None
+    from atlas_core.validation import check, entry_id
+
+    check(data, claims_schema, f"claims file {path}", "each claim is a [[claim]] table (see atlas_core.claims)",
+          entry=entry_id("claim"))
     meta = dict(data.get("meta", {}))
-    models = meta.get("models", [])
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        raise _bad(path, "[meta] models must be a list of model names (small first)")
     thresholds = {k: dict(v) for k, v in data.get("thresholds", {}).items()}
     for hid in thresholds:
         if hid not in hypotheses():
@@ -214,6 +248,25 @@ def load_claims(path: str | Path) -> ClaimsFile:
             if missing:
                 raise _bad(path, f"claim {c.id!r} needs [thresholds.{c.hypothesis}] with {', '.join(missing)}")
     return ClaimsFile(path, meta, thresholds, claims)
+
+
+def claim_families(claim: Claim) -> set[str]:
+    """The task families a claim's statistics name (a hypothesis claim: those its rule reads)."""
+    stats = hypotheses()[claim.hypothesis].statistics if claim.hypothesis else (claim.statistic,)
+    out = {f for f in map(statistic_family, stats) if f}
+    return out | ({claim.family} if claim.family else set())
+
+
+def check_families(cf: ClaimsFile, families: Iterable[str], how: str = "--tasks DIR / --families") -> None:
+    """Every family the file's claims name is one the run loads: checked before the first experiment (a claim
+    on a family no run measures would otherwise show "n/a" once the experiments ran)."""
+    have = set(families)
+    for c in cf.claims:
+        missing = sorted(claim_families(c) - have)
+        if missing:
+            raise _bad(cf.path, f"claim {c.id!r} ({c.statistic}) names task famil{'y' if len(missing) == 1 else 'ies'} "
+                                f"{', '.join(missing)}, which this session does not load (it loads {', '.join(sorted(have))}); "
+                                f"add the family's file ({how}) or fix the claim")
 
 
 def default_claims_files(directory: str | Path = CLAIMS_DIR) -> list[Path]:

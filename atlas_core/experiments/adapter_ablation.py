@@ -87,5 +87,6 @@ SPEC = ExperimentSpec(
     name=NAME, title="Adapter ablation", about="adapter weight norm vs its functional effect", order=80,
     run=run, config=config, result=AdapterAblationResult, requires=("lora_training",), seed_dependent=True,
     group="adapter", statistics=statistics,
+    statistic_names=("adapter.pearson", "adapter.spearman", "adapter.top_layer"),
     section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
 )

@@ -380,7 +380,8 @@ def statistics(result: LoraResult, n_layers: int, results: dict) -> dict[str, St
 
 SPEC = ExperimentSpec(
     name=NAME, title="LoRA training", about="the trained perturbation the next two experiments use", order=60,
-    run=run, config=config, result=LoraResult, seed_dependent=True, group="lora", statistics=statistics, claims=("lora.kl.*",),
+    run=run, config=config, result=LoraResult, seed_dependent=True, group="lora", statistics=statistics,
+    statistic_names=("lora.final_loss", "lora.kl.{family}", "lora.ranking"), claims=("lora.kl.*",),
     ranked=("lora.ranking", "base -> trained KL"),
     finding="LoRA training, which families the adapter shifts most",
     profile_fields=("lora_items", "lora_max_steps", "lora_target_loss"),

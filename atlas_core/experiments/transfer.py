@@ -112,6 +112,7 @@ SPEC = ExperimentSpec(
     name=NAME, title="Cross-model transfer", about="patching trained activations into the base model", order=70,
     run=run, config=config, result=TransferResult, requires=("lora_training",), seed_dependent=True,
     # claims: not final_recovery nor the top-3 final fraction, true by construction (claim_hygiene)
-    group="transfer", statistics=statistics, headline=True, claims=("transfer.zone_final_fraction",), finding="headline finding, the transfer zone",
+    group="transfer", statistics=statistics,
+    statistic_names=("transfer.family_final_recovery.{family}", "transfer.final_recovery", "transfer.top_final_fraction", "transfer.top_layer", "transfer.zone_final_fraction"), headline=True, claims=("transfer.zone_final_fraction",), finding="headline finding, the transfer zone",
     section="atlas_core.report.sections:transfer", macro="transfer", overlay="atlas_core.report.compare:transfer_overlay",
 )

@@ -47,6 +47,25 @@ class Study:
         return cells.layer(layer, self.n_layers(role))
 
 
+def study_schema() -> dict:
+    """The one declaration of the ``[study]`` tables of a claims file (JSON Schema): the paper's facts and, per role, the model
+    and its depth; every figure may be written or referenced (``{ ref = KEY }``, ``{ claim = ID }``)."""
+    from atlas_core.validation import INTEGER, OBJECT, TEXT
+
+    ref = {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+           "properties": {"ref": TEXT, "claim": TEXT}}
+
+    def value(schema):
+        return {"anyOf": [schema, ref]}
+
+    role = {"type": "object", "required": ["model", "n_layers"],
+            "properties": {"model": value(TEXT), "n_layers": value({"type": "integer", "minimum": 1})}}
+    study = {"type": "object", "required": list(ROLES) + list(PAPER),
+             "properties": {"title": value(TEXT), "author": value(TEXT), "year": value(INTEGER), "status": OBJECT,
+                            **{r: role for r in ROLES}}}
+    return {"type": "object", "required": ["study"], "properties": {"study": study}}
+
+
 def _resolve(obj: Any, raw: Mapping, source: Path) -> Any:
     """``obj`` with each ``{ ref = "a.b.c" }`` replaced by that key of the file and each
     ``{ claim = ID }`` by that claim's expected value."""
@@ -76,12 +95,11 @@ def load_study(path: str | Path = STUDY_CLAIMS) -> Study:
     path = Path(path)
     claims = load_claims(path)
     raw = tomllib.loads(path.read_text())
-    study = raw.get("study", {})
-    missing = [r for r in ROLES if not isinstance(study.get(r), Mapping)] + [k for k in PAPER if k not in study]
-    if missing:
-        raise AtlasError(f"{path} lacks [study] {', '.join(missing)}; the study's figures are read there: "
-                         f"restore them from {claims.meta.get('citation') or 'the study'}")
-    study = _resolve(study, raw, path)
+    from atlas_core.validation import check
+
+    check(raw, study_schema, str(path), "the study's figures are read there: restore them "
+          f"from {claims.meta.get('citation') or 'the study'}")
+    study = _resolve(raw["study"], raw, path)
     paper = {k: v for k, v in study.items() if k not in ROLES}
     return Study(paper, {r: study[r] for r in ROLES}, claims.thresholds, str(claims.meta.get("citation", "")), path)
 

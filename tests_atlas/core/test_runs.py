@@ -121,7 +121,7 @@ def test_bad_folders_are_clear_errors(tmp_path, gemma):
             read()
 
     (gemma / "notes.json").write_text(json.dumps({"written by": "someone else"}))
-    with pytest.raises(CorruptFile, match="notes.json is not an Atlas record .* delete it"):
+    with pytest.raises(CorruptFile, match="notes.json is not an Atlas record: .* delete it"):
         RunFolder(gemma)
 
 

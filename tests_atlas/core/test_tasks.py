@@ -141,9 +141,9 @@ def test_subset(repo_tasks):
     [
         ([{"prompt": "p", "target": "", "id": "bad_one"}], None, "bad_one"),
         ([{"prompt": "", "target": " t", "id": "no_prompt"}], None, "no_prompt"),
-        ([{"prompt": "p", "target": " t"}], None, "'id'"),
+        ([{"prompt": "p", "target": " t"}], None, "items[0].id is required"),
         (None, [{"prompt": "p", "target": None}], "contrast[0]"),
-        ([], None, "'items'"),
+        ([], None, "items must hold at least 1 entry"),
     ],
 )
 def test_validation_names_file_and_item(monkeypatch, tmp_path, items, contrast, needle):

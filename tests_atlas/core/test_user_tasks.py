@@ -56,30 +56,36 @@ def _broken(case: str):
     doc = copy.deepcopy(VALID)
     if case == "empty prompt":
         doc["items"][1]["prompt"] = ""
-        return doc, "colours", ["items[1] (id 'grass')", "'prompt' must be a non-empty string"]
+        return doc, "colours", ["items[1].prompt (id 'grass') must be a non-empty string"]
     if case == "missing target":
         del doc["items"][0]["target"]
-        return doc, "colours", ["items[0] (id 'sky')", "'target' must be a non-empty string, got None"]
+        return doc, "colours", ["items[0].target (id 'sky') is required and missing"]
     if case == "empty target":
         doc["items"][0]["target"] = ""
-        return doc, "colours", ["items[0] (id 'sky')", "'target' must be a non-empty string, got ''"]
+        return doc, "colours", ["items[0].target (id 'sky') must be a non-empty string"]
     if case == "duplicate ids":
         doc["items"][1]["id"] = "sky"
         return doc, "colours", ["items has repeated ids ['sky']"]
     if case == "unknown top-level field":
         doc["notes"] = "mine"
-        return doc, "colours", ["unknown field 'notes'; allowed: family, description, items, contrast"]
+        return doc, "colours", ["notes is not a known field (allowed here: family, description, items, contrast)"]
     if case == "unknown item field":
         doc["items"][0]["answer"] = " blue"
-        return doc, "colours", ["items[0] (id 'sky'): unknown field 'answer'; allowed: prompt, target, id"]
+        return doc, "colours", ["items[0].answer (id 'sky') is not a known field (allowed here: prompt, target, id)"]
     if case == "malformed JSON":
         return json.dumps(doc)[:-2], "colours", ["not valid UTF-8 JSON", '"items": [{"id", "prompt", "target"}']
+    if case == "whitespace-only target":  # scored by its first token, a space that " three" shares
+        doc["items"][1]["target"] = "  "
+        return doc, "colours", ["items[1].target (id 'grass') must not be blank (whitespace only), got '  '"]
+    if case == "lone surrogate":  # json decodes "\\ud800" to a str no tokenizer takes (a TypeError after the load)
+        return json.dumps(doc).replace(" blue", "\\ud800"), "colours", [
+            "items[0].target (id 'sky') holds a lone surrogate (not valid Unicode text), got '\\ud800'"]
     if case == "family field differs from the file name":
         doc["family"] = "colors"
         return doc, "colours", ["'family' is 'colors', expected 'colours'"]
     if case == "no contrast":
         del doc["contrast"]
-        return doc, "colours", ["'contrast' must be a non-empty list"]
+        return doc, "colours", ["contrast is required and missing"]
     if case == "name of a built-in family":
         doc["family"] = "copying"
         return doc, "copying", ["task family 'copying' of", "collides with the built-in",
@@ -90,7 +96,7 @@ def _broken(case: str):
     raise AssertionError(case)
 
 
-CASES = ["empty prompt", "missing target", "empty target", "duplicate ids", "unknown top-level field",
+CASES = ["empty prompt", "missing target", "empty target", "whitespace-only target", "lone surrogate", "duplicate ids", "unknown top-level field",
          "unknown item field", "malformed JSON", "family field differs from the file name", "no contrast",
          "name of a built-in family", "a dot in the name"]
 
@@ -114,7 +120,7 @@ def test_each_perturbation_of_a_valid_family_is_an_error_naming_the_file(case, t
 def test_a_broken_family_fails_even_when_not_selected(tmp_path):
     write(tmp_path, VALID)
     write(tmp_path, {**VALID, "family": "other", "items": []}, "other")
-    with pytest.raises(AtlasError, match=r"other\.json: 'items' must be a non-empty list"):
+    with pytest.raises(AtlasError, match=r"other\.json: items must hold at least 1 entry"):
         load_families(["colours"], user_dir=tmp_path)
 
 

@@ -404,7 +404,7 @@ def test_changing_a_study_figure_changes_the_agreement(tmp_path, old, new, line,
 @pytest.mark.parametrize("old, new, needed", [
     ('layer = { ref = "study.large.hub_layer" }', 'layer = { ref = "study.large.hub" }', "names no key"),
     ('{ claim = "Qwen2.5-1.5B:hub.top_layer_kl" }', '{ claim = "Qwen2.5-1.5B:hub.kl" }', "names no claim"),
-    ('title = "Qwen2.5-1.5B: Scaling the Atlas"', 'name = "Qwen2.5-1.5B: Scaling the Atlas"', "lacks [study] title"),
+    ('title = "Qwen2.5-1.5B: Scaling the Atlas"', 'name = "Qwen2.5-1.5B: Scaling the Atlas"', "study.title is required and missing"),
 ])
 def test_a_broken_study_table_is_a_clear_error(tmp_path, old, new, needed):
     path = _edit_study(tmp_path, old, new)
