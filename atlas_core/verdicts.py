@@ -64,8 +64,9 @@ def ratio_rule(hid: str, what: str, small: float, large: float, *, min_ratio: fl
     if math.isinf(r):
         lo = hi = None
     verdict = banded(r, lo, hi, support_at=min_ratio, reject_below=reject_below, middle=middle, scaling=True)
-    rule = (f"on the interval: supported if it lies >= {min_ratio:g} and above 1, rejected if < {reject_below:g}"
-            f"{' or <= 1' if reject_below >= 1 else ''}, {middle} if wholly between, else inconclusive")
+    sup = f">= {min_ratio:g}" + (" and above 1" if min_ratio <= 1 else "")
+    rej = "<= 1" if reject_below >= 1 or middle == PARTIAL else f"< {reject_below:g}"
+    rule = f"on the interval: supported if it lies {sup}, rejected if {rej}, {middle} if wholly between, else inconclusive"
     return Verdict(hid, verdict, f"{what} ratio large/small", r, lo, hi, rule,
                    {"small": small, "large": large, **(evidence or {})})
 

@@ -28,7 +28,7 @@ def h003(small_boost: float, large_boost: float, *, min_ratio: float, reject_bel
     else:
         verdict = banded(r, lo, hi, support_at=min_ratio, reject_below=reject_below, middle=WEAKENED, scaling=True)
     return Verdict("H003", verdict, f"best steering boost ratio large/max(small, {min_boost:g})", r, lo, hi,
-                   f"on the interval: supported if >= {min_ratio:g} and above 1, rejected if < {reject_below:g} or "
+                   f"on the interval: supported if >= {min_ratio:g}" + (" and above 1" if min_ratio <= 1 else "") + f", rejected if < {reject_below:g} or "
                    f"both boosts < {min_boost:g}, weakened if wholly between, else inconclusive", {"small": small_boost, "large": large_boost})
 
 

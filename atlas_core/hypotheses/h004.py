@@ -21,8 +21,8 @@ def h004(small_selectivity: float, large_selectivity: float, *, min_ratio: float
     if reject_below > min_ratio:
         raise AtlasError(f"H004: reject_below ({reject_below}) must not exceed min_ratio ({min_ratio}) in the claims file")
     ev = {"small": small_selectivity, "large": large_selectivity}
-    rule = (f"rejected if small < {min_selectivity:g}x (not selective) or large < {min_selectivity:g}x or ratio < "
-            f"{reject_below:g}; supported if ratio >= {min_ratio:g}; else weakened")
+    rule = (f"on the intervals: rejected if small < {min_selectivity:g}x (not selective) or large < {min_selectivity:g}x or ratio < "
+            f"{reject_below:g}; supported if ratio >= {min_ratio:g}; weakened if wholly between; else inconclusive")
     name = "best knockout selectivity ratio large/small"
     s_lo, s_hi = bounds(small_selectivity, *(small_range or (None, None)))
     l_lo, l_hi = bounds(large_selectivity, *(large_range or (None, None)))

@@ -25,7 +25,7 @@ def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolera
     else:
         verdict = PARTIAL
     return Verdict("H008", verdict, "Pearson r (adapter norm vs effect), large", large_r, lo, hi,
-                   f"rejected if large r < {low:g}; weakened if r drops > {drop_tolerance:g}; "
+                   f"on the large r's interval: rejected if wholly < {low:g}, inconclusive if it holds {low:g}; weakened if r drops > {drop_tolerance:g}; "
                    f"supported if both >= {high:g}; else partially supported",
                    {"small_r": small_r, "large_r": large_r, "drop": small_r - large_r,
                     **{k: v for k, v in (("small_rho", small_rho), ("large_rho", large_rho)) if v is not None}})
