@@ -189,3 +189,18 @@ def test_a_new_statistic_declared_once_is_checked_formatted_and_audited():
         print("\n".join(e.message for e in failed))
     finally:
         unregister(["toy_share"])
+
+
+@pytest.mark.real_model
+@pytest.mark.pair
+def test_the_ci_file_passes_its_audit_on_the_recomputed_ci_runs(atlas):
+    """coder-pair-ci.toml has no committed evidence (its runs are recomputed in this tier): audited on the
+    session's ci-profile runs of the Coder pair (swapped, same model twice, layers reversed and shuffled; no
+    other model is computed at the ci profile to substitute)."""
+    path = CLAIMS_DIR / "coder-pair-ci.toml"
+    cf = load_claims(path)
+    for m in cf.models:
+        atlas.ensure(m)
+    a = audit(path, [atlas.run_dir(m) for m in cf.models] + baseline_runs())
+    print(a.table())
+    assert not a.wrong_on_right and a.ok, a.table()
