@@ -219,7 +219,8 @@ def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[s
             out[f"efficiency.skip.{c.name}.mean_kl"] = estimate_stat(c.mean_kl, label=str(c.layers))
     out["efficiency.skip_profile"] = profile_stat(range(len(result.single_skip_kl)), result.single_skip_kl, n_layers,
                                                   ylabel="KL of skipping the layer alone (nats)")
-    ex = sorted(result.exits, key=lambda e: e.layer)
+    # exits that skip something: an exit after the last layer matches the full model by construction
+    ex = sorted((e for e in result.exits if e.layers_skipped > 0), key=lambda e: e.layer)
     if ex:
         out["efficiency.exit_profile"] = profile_stat([e.layer for e in ex], [e.argmax_match.value for e in ex],
                                                       n_layers, lo=[e.argmax_match.lo for e in ex],
@@ -243,7 +244,8 @@ SPEC = ExperimentSpec(
     overlay="atlas_core.report.compare:efficiency_overlay",
     declares=(
         StatDecl("efficiency.skip_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="KL of skipping each layer"),
-        StatDecl("efficiency.exit_profile", "fraction", 0.0, 1.0, None, axis="layer", about="argmax match per exit"),
+        StatDecl("efficiency.exit_profile", "fraction", 0.0, 1.0, None, axis="layer",
+                 about="argmax match per exit that skips a layer or more"),
         StatDecl("efficiency.exit.skip0.*", "fraction", 0.0, 1.0, None,
                  constructed="an exit after the last layer skips nothing: it matches the full model by construction"),
         StatDecl("efficiency.*top5_overlap", "fraction", 0.0, 1.0, None),
