@@ -3,12 +3,12 @@
 A claim tests nothing when it accepts every outcome its statistic could plausibly take. Three kinds are
 refused, each naming the claim and what to do instead:
 
-- *true by construction*: a statistic the experiment fixes whatever the model (:data:`CONSTRUCTED`);
+- *true by construction*: a statistic its experiment declares fixed whatever the model (``StatDecl.constructed``);
 - *spanning a decision threshold*: a hypothesis claim whose accepted range holds a boundary of its
   rule's verdicts (:func:`boundaries`), so it passes on both sides of the decision; or a hypothesis the
   claims file's profile cannot measure (H002 on sampled head layers);
 - *spanning the plausible range*: a finding claim that accepts the whole range of its statistic
-  (:data:`RANGES`), or that claims an effect while admitting none (a value claim whose accepted range
+  (its declaration's ``lo``..``hi``), or that claims an effect while admitting none (a value claim whose accepted range
   holds the statistic's null, e.g. a KL of 0, while its expected value is not that null; an
   ``at_least`` claim whose threshold lies below the null). ``at_most`` claims assert smallness, so
   holding the null is their point.
@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Mapping
 
+from atlas_core.stat import INCONCLUSIVE
+from atlas_core.spec import declaration, hypotheses
 from atlas_core.tasks import FAMILIES
 
 INF = math.inf
-
-# statistic pattern -> why it is the same for every model
-CONSTRUCTED: dict[str, str] = {
-    "transfer.final_recovery": "patching the last layer's residual recovers 1 by construction (only the final norm "
-                               "and LM head follow, and LoRA does not touch them)",
-    "transfer.family_final_recovery.*": "patching the last layer's residual recovers 1 by construction in every family",
-    "transfer.top_final_fraction": "the top 3 transfer layers are the last 3 of any model whose recovery rises with "
-                                   "depth (it ends at 1 by construction); claim transfer.zone_final_fraction",
-    "efficiency.exit.skip0.*": "an exit after the last layer skips nothing: it matches the full model by construction",
-}
 
 
 @dataclass(frozen=True)
@@ -47,50 +38,22 @@ class Range:
     null: float | None
 
 
-# first match wins (fnmatch patterns on the statistic name)
-RANGES: tuple[tuple[str, Range], ...] = (
-    ("*_depth", Range(0.0, 1.0, None)),
-    ("*fraction*", Range(0.0, 1.0, None)),
-    ("heads.layer_coverage", Range(0.0, 1.0, None)),
-    ("*top5_overlap", Range(0.0, 1.0, None)),
-    ("*argmax*", Range(0.0, 1.0, None)),
-    ("clean.accuracy*", Range(0.0, 1.0, None)),
-    ("steering.*boost", Range(-1.0, 1.0, 0.0)),
-    ("knockout.*_drop", Range(-1.0, 1.0, 0.0)),
-    ("knockout.best_selectivity", Range(-INF, INF, 1.0)),  # 1: the skill drops as much as the rest
-    ("adapter.*", Range(-1.0, 1.0, 0.0)),
-    ("mlp.share_of_top_layer", Range(0.0, INF, 0.0)),
-    ("lora.final_loss", Range(0.0, INF, None)),
-    ("*kl*", Range(0.0, INF, 0.0)),
-    ("transfer.*", Range(-INF, 1.0, 0.0)),
-)
-# the decisive statistic of each hypothesis rule (atlas_core.verdicts.decide)
-HYPOTHESIS_RANGES: dict[str, Range] = {
-    "H001": Range(0.0, 1.0, None), "H002": Range(0.0, INF, None), "H003": Range(-INF, INF, None),
-    "H004": Range(-INF, INF, None), "H005": Range(0.0, 1.0, None), "H006": Range(0.0, INF, None),
-    "H007": Range(-1.0, 1.0, None), "H008": Range(-1.0, 1.0, 0.0),
-}
-
-
 def boundaries(hid: str, th: Mapping) -> tuple[float, ...]:
-    """The values of hypothesis ``hid``'s decisive statistic where its verdict changes."""
-    g = lambda *keys: tuple(float(th[k]) for k in keys if k in th)  # noqa: E731
-    if hid == "H002":
-        return (min(1.0, float(th["min_ratio"])), float(th["min_ratio"])) if "min_ratio" in th else ()
-    return {"H001": g("tolerance"), "H003": g("reject_below", "min_ratio"), "H004": g("reject_below", "min_ratio"),
-            "H005": g("tolerance"), "H006": g("reject_below", "min_ratio"), "H007": g("min_gain"),
-            "H008": g("low", "high")}.get(hid, ())
+    """The values of hypothesis ``hid``'s decisive statistic where its verdict changes (its spec's
+    ``boundaries``)."""
+    spec = hypotheses().get(hid)
+    return tuple(spec.boundaries(th)) if spec is not None and spec.boundaries is not None else ()
 
 
 def plausible(statistic: str) -> Range | None:
-    head = statistic.split(".")[0]
-    if head in HYPOTHESIS_RANGES:
-        return HYPOTHESIS_RANGES[head]
-    return next((r for pattern, r in RANGES if fnmatchcase(statistic, pattern)), None)
+    """The declared plausible range and null of ``statistic`` (:class:`atlas_core.spec.StatDecl`)."""
+    d = declaration(statistic)
+    return None if d is None else Range(d.lo, d.hi, d.null)
 
 
 def constructed(statistic: str) -> str | None:
-    return next((why for pattern, why in CONSTRUCTED.items() if fnmatchcase(statistic, pattern)), None)
+    d = declaration(statistic)
+    return None if d is None else d.constructed
 
 
 def _accepted(claim) -> tuple[float, float] | None:
@@ -117,6 +80,12 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
                 "sit in a skipped one (Coder-1.5B's is in L1); claim H002 at the full profile")
     if claim.kind == "rank" and claim.statistic == "lora.ranking" and claim.max_rank >= len(FAMILIES):
         return f"max_rank {claim.max_rank} admits every one of the {len(FAMILIES)} families; claim a smaller rank"
+    if claim.kind == "verdict" and claim.expected_verdict == INCONCLUSIVE:
+        return ("it expects the verdict inconclusive, which any evidence too noisy to decide also gives: a claim "
+                "states a finding; measure more prompts or drop the claim")
+    where = _location_refusal(claim)
+    if where:
+        return where
     acc = _accepted(claim)
     if acc is None:
         return None
@@ -141,4 +110,21 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
         if claim.kind == "at_least" and claim.threshold < r.null:  # ``at_most`` claims smallness: the null is its point
             return (f"{span}, which holds {r.null:g} (no effect) and less: it claims no effect; raise the threshold "
                     "above the null or drop the claim")
+    return None
+
+
+def _location_refusal(claim) -> str | None:
+    """Location, top-k and profile claims that admit every profile."""
+    n = claim.n_items
+    if claim.kind == "location" and claim.layer is not None and n is not None and claim.within >= n - 1:
+        return f"within ± {claim.within} layers of {n} admits every layer; claim a smaller distance"
+    if claim.kind == "location" and claim.depth is not None and claim.tolerance >= 0.5:
+        return f"a depth of {claim.depth:.3g} ± {claim.tolerance:.3g} admits most of the model; claim a smaller tolerance"
+    if claim.kind == "top_k" and n is not None and len(claim.layers) >= n:
+        return f"its top-{len(claim.layers)} set holds all {n} items; claim fewer"
+    if claim.kind == "top_k" and claim.min_common < 1:
+        return "min_common < 1 admits any top-k set; claim at least one shared item"
+    if claim.kind == "profile" and claim.min_rho <= 0.0:
+        return (f"min_rho {claim.min_rho:g} admits an unrelated or inverted profile (rank correlation <= 0); "
+                "claim a positive bound")
     return None

@@ -167,6 +167,14 @@ def _claims_write(args) -> int:
     return 0
 
 
+def _claims_audit(args) -> int:
+    from atlas_core.claims.audit import audit, baseline_runs
+
+    result = audit(args.file, args.runs or baseline_runs(), seeds=range(args.seeds))
+    print(result.table())
+    return 0 if result.ok else 1
+
+
 def _golden(args) -> int:
     """``atlas golden check`` recomputes the golden slice and lists every value that moved; ``write``
     rewrites the record (a deliberate change of an experiment's definition: say why in the commit)."""
@@ -281,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True)
     w.add_argument("--label", default=None)
     w.set_defaults(fn=_claims_write)
+    a = cl.add_parser("audit", help="evaluate a claims file on wrong evidence (models swapped or substituted, "
+                                    "the same model twice, layers reversed and shuffled); exit 1 when a claim "
+                                    "that is not a declared invariant passes every wrong input")
+    a.add_argument("file")
+    a.add_argument("--runs", nargs="+", default=None,
+                   help="run folders of the claimed models and others to substitute (default: the committed baselines)")
+    a.add_argument("--seeds", type=int, default=5, help="shuffles fed (seeds 0..N-1, default 5)")
+    a.set_defaults(fn=_claims_audit)
 
     g = sub.add_parser("golden", help="check or rewrite the golden slice record (atlas_core/data/golden)")
     g.add_argument("action", choices=("check", "write"))

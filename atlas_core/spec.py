@@ -24,9 +24,11 @@ A name declared twice is an error naming both places.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import cached_property
 from importlib import metadata
 from types import ModuleType
@@ -50,6 +52,58 @@ class Knob:
 
     def value(self, profile: str) -> Any:
         return self.per_profile.get(profile, self.default)
+
+
+UNITS = ("nats", "fraction", "probability", "ratio", "correlation", "layer", "head", "loss", "count")
+AXES = (None, "layer", "head", "family")
+
+
+@dataclass(frozen=True)
+class StatDecl:
+    """What a statistic is, declared once beside the experiment that computes it.
+
+    ``pattern`` is an fnmatch pattern on the statistic's name (first match among an experiment's
+    declarations wins). ``unit`` drives the report's number format (``fraction``: percent; ``ratio``:
+    ``x``); ``lo``/``hi`` bound its plausible values and ``null`` is the value meaning "no effect" (claim
+    hygiene refuses claims that accept the whole range or hold the null while expecting an effect);
+    ``direction`` is +1 when larger means a stronger effect, -1 when smaller does, 0 when neither;
+    ``axis`` says that it is a per-layer (or per-head, per-family) profile, of which ``atlas claims
+    write`` writes location, top-k and profile claims; ``constructed`` says why the experiment fixes it
+    whatever the model (claims of it are refused); ``invariant`` says why every healthy model shows it
+    (its claims are declared invariants)."""
+
+    pattern: str
+    unit: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    null: float | None = None
+    direction: int = 1
+    axis: str | None = None
+    constructed: str | None = None
+    about: str = ""
+    # why any healthy model shows it (the same on every model measured): its claims are written as declared
+    # invariants, which the claims audit lists apart instead of requiring them to fail on another model
+    invariant: str | None = None
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise AtlasError(f"statistic {self.pattern}: unit {self.unit!r} is not one of {', '.join(UNITS)}")
+        if self.axis not in AXES:
+            raise AtlasError(f"statistic {self.pattern}: axis {self.axis!r} is not one of {AXES}")
+        if not self.lo <= self.hi:
+            raise AtlasError(f"statistic {self.pattern}: plausible range [{self.lo}, {self.hi}] is empty")
+        if self.null is not None and not self.lo <= self.null <= self.hi:
+            raise AtlasError(f"statistic {self.pattern}: null {self.null} lies outside [{self.lo}, {self.hi}]")
+        if self.direction not in (-1, 0, 1):
+            raise AtlasError(f"statistic {self.pattern}: direction must be -1, 0 or 1")
+
+    def matches(self, name: str) -> bool:
+        return fnmatchcase(name, self.pattern)
+
+    @property
+    def fmt(self) -> str:
+        """The report's number kind: ``pct`` for fractions, ``x`` for ratios, ``auto`` otherwise."""
+        return {"fraction": "pct", "ratio": "x"}.get(self.unit, "auto")
 
 
 @dataclass(frozen=True)
@@ -90,6 +144,13 @@ class ExperimentSpec:
     section: str | None = None
     macro: str = "generic"  # the report template's macro for ``section``'s data
     overlay: str | None = None
+    declares: tuple[StatDecl, ...] = ()  # what each of its statistics is (unit, range, null, axis, ...)
+    # ``relayer(result, order) -> result``: the result as if layer i had measured what layer order[i] did,
+    # every derived field (rankings, top layers, zones) recomputed from the arrays (the claims audit's
+    # reversed and shuffled evidence); None: its result has no per-layer arrays
+    relayer: Callable[..., Any] | None = None
+    golden_rel: float = 1e-4  # the golden check's relative tolerance on this experiment's numbers
+    golden_abs: float = 1e-6  # and its absolute floor on result fields
 
     @property
     def module(self) -> str:
@@ -121,6 +182,11 @@ class HypothesisSpec:
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     optional: tuple[str, ...] = ()  # thresholds a claims file may leave out
     evidence: tuple[str, ...] = ()  # statistics the report shows beside the verdict (default: ``statistics``)
+    decisive: StatDecl | None = None  # what the rule's decisive number is (unit, range, null)
+    boundaries: Callable[[Mapping], tuple[float, ...]] | None = None  # thresholds -> where the verdict changes
+    # support means a change between the scales: two identical models are never supported (fully or
+    # partially); False for hypotheses of sameness (H001, H004, H005), which the same model twice may support
+    scaling: bool = False
 
     def __post_init__(self):
         if not _HID.fullmatch(self.id):
@@ -333,6 +399,19 @@ def statistic_experiments(name: str) -> tuple[str, ...]:
     if head not in g:
         raise AtlasError(f"unknown statistic {name!r}: it must start with one of {', '.join(list(g) + list(hyps))}")
     return (g[head].name,) + tuple(g[head].reads.get(name, ()))
+
+
+def declaration(name: str) -> StatDecl | None:
+    """The declaration of statistic ``name`` (``hub.top_layer_kl``) or of hypothesis ``H003``'s decisive
+    number (``H003``, ``H003.statistic``); None when nothing declares it."""
+    head = name.split(".")[0]
+    hyps = hypotheses()
+    if head in hyps:
+        return hyps[head].decisive
+    spec = groups().get(head)
+    if spec is None:
+        return None
+    return next((d for d in spec.declares if d.matches(name)), None)
 
 
 def resolve(ref: str) -> Callable:

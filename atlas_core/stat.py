@@ -17,7 +17,37 @@ SUPPORTED = "supported"
 PARTIAL = "partially supported"
 WEAKENED = "weakened"
 REJECTED = "rejected"
-VERDICTS = (SUPPORTED, PARTIAL, WEAKENED, REJECTED)
+INCONCLUSIVE = "inconclusive"  # the statistic's interval straddles a decision threshold
+VERDICTS = (SUPPORTED, PARTIAL, WEAKENED, REJECTED, INCONCLUSIVE)
+
+
+def bounds(value, lo=None, hi=None) -> tuple[float, float]:
+    """The interval a rule decides on: ``(lo, hi)`` where measured, else the point twice (the study's
+    published figures have no intervals: their points decide)."""
+    v = float("nan") if value is None else float(value)
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return v, v
+    return min(float(lo), v), max(float(hi), v)
+
+
+def banded(value, lo, hi, *, support_at: float, reject_below: float, middle: str, scaling: bool) -> str:
+    """A verdict from an interval against two thresholds: supported when the whole interval clears
+    ``support_at``; rejected when it lies wholly below ``reject_below``; ``middle`` when it lies wholly
+    between; else inconclusive. ``scaling``: support (and a supporting ``middle``) also needs the interval
+    above 1, a change, and a ratio of at most 1 is "not stronger" (rejected) wherever ``reject_below`` >= 1 or
+    the middle verdict is itself a partial support. Points (no interval) never give inconclusive."""
+    lo_, hi_ = bounds(value, lo, hi)
+    if math.isnan(lo_):
+        return REJECTED
+    supports_middle = middle == PARTIAL
+    if lo_ >= support_at and (not scaling or lo_ > 1):
+        return SUPPORTED
+    if hi_ < reject_below or (scaling and (reject_below >= 1 or supports_middle) and hi_ <= 1):
+        return REJECTED  # below the rejection side, or (scaling) no stronger where nothing short of support is left
+    below_support = hi_ < support_at or (scaling and hi_ <= 1)
+    if lo_ >= reject_below and below_support and (not (scaling and supports_middle) or lo_ > 1):
+        return middle
+    return INCONCLUSIVE
 
 
 @dataclass(frozen=True)

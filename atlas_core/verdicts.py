@@ -9,7 +9,9 @@ Two layers, both pure (no model, no files), both driven by the declarations in :
   small series for plots. Claims, comparisons and reports all read these names.
 - *Decision rules*: each hypothesis's ``rule`` (``atlas_core/hypotheses/h00N.py``) on a small and a
   large model's statistics, with every threshold passed in (claims files hold them), returning a
-  ``Verdict`` in {supported, partially supported, weakened, rejected} with its evidence.
+  ``Verdict`` in {supported, partially supported, weakened, rejected, inconclusive} with its evidence.
+  Rules decide on the decisive statistic's interval (:func:`atlas_core.stat.banded`): a verdict holds
+  only when the whole interval lies on its side of the thresholds, else it is ``inconclusive``.
   ``decide(hid, small, large, thresholds)`` checks the thresholds and runs the rule.
 """
 
@@ -21,7 +23,7 @@ from typing import Any, Mapping
 from atlas_core import AtlasError
 from atlas_core.spec import experiments, hypothesis, statistic_experiments
 from atlas_core.stat import (  # noqa: F401  (the names rules, claims and reports import from here)
-    PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, Verdict, final_fraction, ratio, ratio_stat,
+    INCONCLUSIVE, PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, banded, bounds, Verdict, final_fraction, ratio, ratio_stat,
     relative_depth,
 )
 
@@ -50,15 +52,21 @@ def need(stats: Mapping[str, Stat], name: str, role: str) -> Stat:
 
 def ratio_rule(hid: str, what: str, small: float, large: float, *, min_ratio: float, reject_below: float,
                middle: str, lo=None, hi=None, evidence=None) -> Verdict:
-    """large / small: supported if >= ``min_ratio``, rejected if < ``reject_below`` (or undefined), else
-    ``middle``; a small value <= 0 has nothing to scale from (the ratio is +-inf by the large one's sign)."""
+    """large / small on its interval (:func:`banded`, a scaling rule: support needs the whole interval
+    >= ``min_ratio`` and above 1), rejected if below ``reject_below`` (or undefined), ``middle`` wholly
+    between, else inconclusive; a small value <= 0 has nothing to scale from (the ratio is +-inf by the
+    large one's sign)."""
     if reject_below > min_ratio:
         raise AtlasError(f"{hid}: reject_below ({reject_below}) must not exceed min_ratio ({min_ratio}) in the claims file")
     r = ratio(large, small)
     if small is not None and small <= 0:  # nothing to scale or preserve at the small scale
         r = math.inf if large is not None and large > 0 else -math.inf
-    verdict = SUPPORTED if r >= min_ratio else (REJECTED if (r < reject_below or math.isnan(r)) else middle)
-    rule = f"supported if >= {min_ratio:g}, rejected if < {reject_below:g}, else {middle}"
+    if math.isinf(r):
+        lo = hi = None
+    verdict = banded(r, lo, hi, support_at=min_ratio, reject_below=reject_below, middle=middle, scaling=True)
+    sup = f">= {min_ratio:g}" + (" and above 1" if min_ratio <= 1 else "")
+    rej = "<= 1" if reject_below >= 1 or middle == PARTIAL else f"< {reject_below:g}"
+    rule = f"on the interval: supported if it lies {sup}, rejected if {rej}, {middle} if wholly between, else inconclusive"
     return Verdict(hid, verdict, f"{what} ratio large/small", r, lo, hi, rule,
                    {"small": small, "large": large, **(evidence or {})})
 

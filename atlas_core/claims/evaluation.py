@@ -87,6 +87,8 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
             series, label = None, ""
         else:
             value, lo, hi, series, label = s.value, s.lo, s.hi, s.series, s.label or ""
+        if claim.kind in ("location", "top_k", "profile"):
+            return _where(claim, s, models, who)
         if claim.kind == "rank":
             ranking = list(s.ranking or ()) if s is not None else []
             target = claim.family if claim.family is not None else claim.layer
@@ -108,6 +110,85 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
     msg = (f"claim {claim.id} ({claim.source}) on {who}: {name} measured {measured}; expected "
            f"{claim.expectation()}" + ("" if ok else " -> FAIL"))
     return Evaluation(claim, models, ok, name, value, lo, hi, claim.expectation(), msg, verdict, None, series, {})
+
+
+def _where(claim: Claim, s: Stat | None, models, who: str) -> Evaluation:
+    """A location, top-k or profile claim against a per-layer (per-head) profile statistic."""
+    from atlas_core.layers import item_layer, item_name
+    from atlas_core.stat import relative_depth
+
+    head = f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: "
+    series = (s.series or {}) if s is not None else {}
+    name = lambda x: item_name(x, series or ({"n_heads": claim.n_heads} if claim.n_heads else None))  # noqa: E731
+    ranking = list(s.ranking or ()) if s is not None and not s.tie else []
+    value, ok, got = None, False, ""
+    if not ranking:
+        got = "not measured" if s is None else f"no top item ({s.label})"
+    elif claim.kind == "location":
+        top = ranking[0]
+        n = series.get("n_layers") or claim.n_items or len(ranking)
+        depth = relative_depth(item_layer(top, series), n)
+        if claim.depth is not None:
+            value = depth
+            ok = abs(depth - claim.depth) <= claim.tolerance
+            got = f"top {name(top)} at relative depth {depth:.3g} of {n} layers"
+        else:
+            dist = abs(item_layer(top, series) - item_layer(claim.layer, series or {"n_heads": claim.n_heads}))
+            value = float(item_layer(top, series))
+            ok = dist <= claim.within and (claim.within > 0 or claim.n_heads is None or top == claim.layer)
+            got = f"top {name(top)} (depth {depth:.3g}), {dist} layer(s) from {name(claim.layer)}"
+    elif claim.kind == "top_k":
+        k = len(claim.layers)
+        measured = ranking[:k]
+        common = [x for x in claim.layers if x in measured]
+        value = float(len(common))
+        ok = len(common) >= claim.min_common
+        missing = [name(x) for x in claim.layers if x not in measured]
+        got = (f"top-{k} {', '.join(name(x) for x in measured)}: {len(common)} of the expected"
+               + (f" (missing {', '.join(missing)})" if missing else ""))
+    else:
+        xs, ys = list(series.get("x") or []), list(series.get("y") or [])
+        have = {int(x): y for x, y in zip(xs, ys) if y is not None}
+        common = [i for i in claim.items if i in have]
+        if len(common) < 3:
+            got = f"only {len(common)} of the expected profile's {len(claim.items)} items measured"
+        else:
+            exp = [claim.profile[claim.items.index(i)] for i in common]
+            got_vals = [have[i] for i in common]
+            value = rank_correlation(exp, got_vals)
+            ok = value >= claim.min_rho
+            re_, rg = _ranks(exp), _ranks(got_vals)
+            j = max(range(len(common)), key=lambda t: (abs(re_[t] - rg[t]), -t))
+            n = len(common)
+            got = (f"rank correlation {value:.3g} with the expected profile; largest move {name(common[j])} "
+                   f"(rank {n - rg[j]:.0f} of {n}, expected {n - re_[j]:.0f})")
+    msg = head + got + f"; expected {claim.expectation()}" + ("" if ok else " -> FAIL")
+    return Evaluation(claim, tuple(models), ok, f"{claim.kind} of {claim.statistic}", value, None, None,
+                      claim.expectation(), msg, None, None, s.series if s is not None else None, {})
+
+
+def _ranks(v) -> list[float]:
+    """Average ranks (0-based, ties share their mean rank)."""
+    import numpy as np
+
+    v = np.asarray(v, dtype=float)
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v))
+    for val in np.unique(v):
+        idx = v == val
+        ranks[idx] = ranks[idx].mean()
+    return list(ranks)
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rank correlation of two equally long sequences (0 where either is constant)."""
+    import numpy as np
+
+    ra, rb = np.asarray(_ranks(a)), np.asarray(_ranks(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _evidence(ev: Mapping) -> str:

@@ -16,16 +16,23 @@ from atlas_core.profiles import PROFILES
 from atlas_core.spec import groups, hypotheses, statistic_experiments, statistic_family
 from atlas_core.verdicts import check_verdict
 
-# Per claim kind, the fields it needs: the one table the schema (``claims_schema``) and the parser read.
-KIND_FIELDS: dict[str, tuple[str, ...]] = {
-    "value": ("expected", "tolerance"),
-    "at_least": ("threshold",),
-    "at_most": ("threshold",),
-    "rank": ("max_rank",),
-    "verdict": ("expected_verdict",),
-}
-KINDS = tuple(KIND_FIELDS)
+KINDS = ("value", "at_least", "at_most", "rank", "verdict", "location", "top_k", "profile")
 SOURCES = ("published", "measured")
+PROFILE_KINDS = ("location", "top_k", "profile")  # claims about where, on a statistic declared per layer or head
+# Per claim kind, the sets of fields it needs (any one set; a location claim gives ``layer`` and ``within``,
+# the top item within that many layers, or ``depth`` and ``tolerance``, the top's relative depth): the one
+# table the schema (:func:`claims_schema`) and the parser read. Location, top-k and profile claims on a
+# per-head statistic also give ``n_heads`` (items are layer * n_heads + head).
+KIND_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "value": (("expected", "tolerance"),),
+    "at_least": (("threshold",),),
+    "at_most": (("threshold",),),
+    "rank": (("max_rank",),),  # with ``layer``, or ``family`` on lora.ranking
+    "verdict": (("expected_verdict",),),
+    "location": (("layer", "within"), ("depth", "tolerance")),
+    "top_k": (("layers", "min_common"),),
+    "profile": (("items", "profile", "min_rho"),),
+}
 
 
 def claims_schema() -> dict:
@@ -34,15 +41,23 @@ def claims_schema() -> dict:
     and the study's ``[study]`` tables (their own schema: ``report.study.study_schema``)."""
     from atlas_core.validation import INTEGER, NUMBER, OBJECT, STRING, TEXT
 
+    def at_least(n: int) -> dict:
+        return {"type": "integer", "minimum": n}
+
     claim = {
         "type": "object", "required": ["id", "statistic"], "additionalProperties": False,
         "properties": {"id": TEXT, "statistic": TEXT, "kind": {"enum": list(KINDS)}, "source": {"enum": list(SOURCES)},
                        "model": TEXT, "models": {"type": "array", "items": TEXT}, "expected": NUMBER,
                        "tolerance": {"type": "number", "minimum": 0}, "threshold": NUMBER, "layer": INTEGER,
-                       "max_rank": {"type": "integer", "minimum": 1}, "family": TEXT, "expected_verdict": TEXT,
-                       "description": STRING},
-        "allOf": [{"if": {"required": ["kind"], "properties": {"kind": {"const": kind}}}, "then": {"required": list(need)}}
-                  for kind, need in KIND_FIELDS.items()],
+                       "max_rank": at_least(1), "family": TEXT, "expected_verdict": TEXT, "description": STRING,
+                       "within": at_least(0), "depth": {"type": "number", "minimum": 0, "maximum": 1},
+                       "n_items": at_least(1), "n_heads": at_least(1), "layers": {"type": "array", "items": INTEGER},
+                       "min_common": at_least(1), "items": {"type": "array", "items": INTEGER},
+                       "profile": {"type": "array", "items": NUMBER},
+                       "min_rho": {"type": "number", "minimum": -1, "maximum": 1}, "invariant": TEXT},
+        "allOf": [{"if": {"required": ["kind"], "properties": {"kind": {"const": kind}}},
+                   "then": {"anyOf": [{"required": list(need)} for need in alternatives]}}
+                  for kind, alternatives in KIND_FIELDS.items()],
     }
     meta = {"type": "object", "properties": {"models": {"type": "array", "items": TEXT}, "profile": TEXT,
                                              "source": {"enum": list(SOURCES)}, "label": STRING, "citation": STRING,
@@ -69,6 +84,16 @@ class Claim:
     family: str | None = None  # rank claims on lora.ranking name a family instead of a layer
     expected_verdict: str | None = None
     description: str = ""
+    within: int | None = None  # location: the top item within this many layers of ``layer``
+    depth: float | None = None  # location: the top item's relative depth (within ``tolerance``)
+    n_items: int | None = None  # location/top_k: how many items (layers, heads) the profile had
+    layers: tuple[int, ...] | None = None  # top_k: the expected top-k set
+    min_common: int | None = None  # top_k: how many of them the measured top-k must hold
+    items: tuple[int, ...] | None = None  # profile: the items (layers, heads) of the expected profile
+    profile: tuple[float, ...] | None = None  # profile: the expected values at ``items``
+    min_rho: float | None = None  # profile: the least rank correlation with the expected profile
+    n_heads: int | None = None  # location/top_k/profile on a per-head statistic: heads per layer
+    invariant: str | None = None  # why any healthy model passes it (the claims audit lists such claims apart)
 
     @property
     def hypothesis(self) -> str | None:
@@ -103,7 +128,22 @@ class Claim:
             return f"<= {self.threshold:.4g}"
         if self.kind == "rank":
             return f"{self.ranked} ranks <= {self.max_rank}"
+        if self.kind == "location":
+            if self.depth is not None:
+                return f"top at relative depth {self.depth:.3g} ± {self.tolerance:.3g}"
+            return f"top {self.item(self.layer)} ± {self.within} layers"
+        if self.kind == "top_k":
+            return (f"top-{len(self.layers)} holds >= {self.min_common} of "
+                    + ", ".join(self.item(x) for x in self.layers))
+        if self.kind == "profile":
+            return f"rank correlation with the expected profile >= {self.min_rho:.3g}"
         return f"verdict {self.expected_verdict}"
+
+    def item(self, x) -> str:
+        """A layer (``L9``) or, on a per-head statistic, a head (``L0 H6``: items are layer * heads + head)."""
+        from atlas_core.layers import item_name
+
+        return item_name(x, {"n_heads": self.n_heads} if self.n_heads else None)
 
 
 @dataclass
@@ -175,8 +215,13 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         raise _bad(path, f"claim {cid!r}: verdict claims are about a hypothesis (statistic H001..H008)")
     if kind == "rank" and hyp:
         raise _bad(path, f"claim {cid!r}: rank claims are about a ranking statistic (hub.ranking, mlp.ranking)")
+    inv = entry.get("invariant")
+    if inv is not None and (not isinstance(inv, str) or not inv.strip()):
+        raise _bad(path, f"claim {cid!r}: 'invariant' states, as a string, why any healthy model passes the claim")
     c = Claim(id=cid, statistic=stat, kind=kind, models=models, source=source,
-              description=str(entry.get("description", "")))
+              description=str(entry.get("description", "")), invariant=inv)
+    if kind in PROFILE_KINDS:
+        return _profile_claim(path, cid, entry, c, hyp)
     if kind == "value":
         c = _replace(c, expected=_num(path, cid, entry, "expected"), tolerance=_num(path, cid, entry, "tolerance"))
         if c.tolerance < 0:
@@ -203,6 +248,58 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         except AtlasError as exc:
             raise _bad(path, f"claim {cid!r}: {exc}") from None
     return c
+
+
+def _int(path, cid, entry, key, low: int = 0, required: bool = True) -> int | None:
+    v = entry.get(key)
+    if v is None and not required:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise _bad(path, f"claim {cid!r} ({entry.get('kind')}) needs an integer {key!r} >= {low}, got {v!r}")
+    return v
+
+
+def _list(path, cid, entry, key, typ) -> tuple:
+    v = entry.get(key)
+    ok = isinstance(v, list) and v and all(isinstance(x, typ) and not isinstance(x, bool) for x in v)
+    if not ok:
+        raise _bad(path, f"claim {cid!r} ({entry.get('kind')}) needs a non-empty list {key!r} of "
+                         f"{'integers' if typ is int else 'numbers'}, got {v!r}")
+    return tuple(typ(x) if typ is int else float(x) for x in v)
+
+
+def _profile_claim(path, cid, entry, c: Claim, hyp: bool) -> Claim:
+    """A location, top-k or profile claim (:data:`KIND_FIELDS`): about a finding statistic declared per layer
+    or per head."""
+    from atlas_core.spec import declaration
+
+    d = declaration(c.statistic)
+    if hyp or d is None or d.axis not in ("layer", "head"):
+        raise _bad(path, f"claim {cid!r}: {c.kind} claims read a statistic declared per layer or per head "
+                         f"(StatDecl axis), not {c.statistic!r}")
+    if d.axis == "head":
+        c = _replace(c, n_heads=_int(path, cid, entry, "n_heads", 1))
+    if c.kind == "location":
+        if entry.get("depth") is not None:
+            depth, tol = _num(path, cid, entry, "depth"), _num(path, cid, entry, "tolerance")
+            if not 0 <= depth <= 1 or tol < 0:
+                raise _bad(path, f"claim {cid!r}: depth must lie in [0, 1] and tolerance be >= 0")
+            return _replace(c, depth=depth, tolerance=tol, n_items=_int(path, cid, entry, "n_items", 1, False))
+        return _replace(c, layer=_int(path, cid, entry, "layer"), within=_int(path, cid, entry, "within"),
+                        n_items=_int(path, cid, entry, "n_items", 1, False))
+    if c.kind == "top_k":
+        layers = _list(path, cid, entry, "layers", int)
+        k = _int(path, cid, entry, "min_common", 1)
+        if k > len(layers):
+            raise _bad(path, f"claim {cid!r}: min_common {k} exceeds the {len(layers)} layers listed")
+        return _replace(c, layers=layers, min_common=k, n_items=_int(path, cid, entry, "n_items", 1, False))
+    items, prof = _list(path, cid, entry, "items", int), _list(path, cid, entry, "profile", float)
+    if len(items) != len(prof) or len(items) < 3:
+        raise _bad(path, f"claim {cid!r}: 'items' and 'profile' must have the same length, at least 3")
+    rho = _num(path, cid, entry, "min_rho")
+    if not -1 <= rho <= 1:
+        raise _bad(path, f"claim {cid!r}: min_rho must lie in [-1, 1]")
+    return _replace(c, items=items, profile=prof, min_rho=rho)
 
 
 def _replace(c: Claim, **kw) -> Claim:

@@ -17,7 +17,7 @@ from atlas_core.claims.files import load_claims, parse_claim
 from atlas_core.profiles import PROFILES
 from atlas_core.results import atomic_write_text
 from atlas_core.runs import load_run
-from atlas_core.spec import default_thresholds, experiments, hypotheses
+from atlas_core.spec import declaration, default_thresholds, experiments, hypotheses
 from atlas_core.verdicts import Stat, decide
 
 
@@ -39,6 +39,9 @@ class _Writer:
     counts: dict[str, int] = field(default_factory=lambda: {"kept": 0, "tightened": 0, "dropped": 0})
 
     def add(self, entry: dict, tight: float | None = None) -> None:
+        decl = declaration(entry["statistic"])
+        if decl is not None and decl.invariant and entry["kind"] not in ("location", "top_k", "profile"):
+            entry = {**entry, "invariant": decl.invariant}
         claim = parse_claim(entry, self.meta)
         why = refusal(claim, self.thresholds, self.sampled)
         if why and claim.kind == "value" and tight is not None and 0 < tight < claim.tolerance:
@@ -95,6 +98,12 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
                     w.add({"id": f"{r.name}:{name}", "model": r.name, "statistic": name, "kind": "value",
                            "expected": float(_n(s.value)), "tolerance": float(_n(_tolerance(s, k, floor, rel))),
                            "description": f"{name} = {s.text()} on {r.name}"}, k * (s.half_width or 0.0))
+            for decl in spec.declares:
+                if decl.axis not in ("layer", "head"):
+                    continue
+                for name in _expand(decl.pattern, r.stats):
+                    for entry in where_claims(r.name, name, r.stats[name]):
+                        w.add(entry)
             if spec.ranked:
                 stat, what = spec.ranked
                 st = r.stats.get(stat)
@@ -146,6 +155,81 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
     return out
 
 
+def _rivals(s: Stat, rel: float = 0.02) -> list[int]:
+    """The items that could be the top of profile ``s``: those whose bootstrap interval reaches the top's
+    (without intervals: within ``rel`` of the top's value, a margin far above fp32 rounding)."""
+    ser = s.series or {}
+    xs, ys = list(ser.get("x") or []), list(ser.get("y") or [])
+    los, his = ser.get("lo"), ser.get("hi")
+    top = s.ranking[0]
+    t = xs.index(top)
+    if los and his and los[t] is not None:
+        return [x for x, h in zip(xs, his) if h is not None and h >= los[t]]
+    return [x for x, y in zip(xs, ys) if y is not None and y >= ys[t] - rel * abs(ys[t])]
+
+
+def where_claims(model: str, name: str, s: Stat, *, k: int = 3, draws: int = 400, seed: int = 0) -> list[dict]:
+    """Location, top-k and profile claims of one per-layer (per-head) profile statistic, each bound taken
+    from its bootstrap intervals (:func:`_rivals`; the profile's rank correlation: the 1st percentile over
+    ``draws`` profiles drawn within the intervals, less 0.05)."""
+    import numpy as np
+
+    from atlas_core.claims.evaluation import rank_correlation
+    from atlas_core.layers import item_layer, item_name
+    from atlas_core.stat import relative_depth
+
+    ser = s.series or {}
+    xs, ys = list(ser.get("x") or []), list(ser.get("y") or [])
+    if s.tie or not s.ranking or s.value is None or len(xs) < 4 or any(y is None for y in ys):
+        return []
+    nh, n_layers = ser.get("n_heads"), int(ser.get("n_layers") or len(xs))
+    extra = {"n_heads": int(nh)} if nh else {}
+    top, rivals = s.ranking[0], _rivals(s)
+    lay = lambda x: item_layer(x, ser)  # noqa: E731
+    within = max(abs(lay(x) - lay(top)) for x in rivals)
+    depths = [relative_depth(lay(x), n_layers) for x in rivals]
+    d0 = relative_depth(lay(top), n_layers)
+    dtol = max(abs(d - d0) for d in depths) + 0.5 / max(n_layers - 1, 1)  # and half a layer
+    tag, what = item_name(top, ser), ("head" if nh else "layer")
+    base = {"model": model, "statistic": name}
+    out = [
+        {"id": f"{model}:{name}.top", **base, "kind": "location", "layer": int(top), "within": int(within),
+         "n_items": len(xs), **extra,
+         "description": f"the top {what} of {name} is {tag} (± {within} layers: the {what}s whose interval reaches its) on {model}"},
+        {"id": f"{model}:{name}.top_depth", **base, "kind": "location", "depth": float(_n(d0)),
+         "tolerance": float(_n(dtol)), "n_items": len(xs), **extra,
+         "description": f"the top {what} of {name} sits at relative depth {d0:.3g} on {model}"},
+    ]
+    kk = min(k, len(xs) - 1)
+    if kk >= 2:
+        ranked = list(s.ranking)
+        val = dict(zip(xs, ys))
+        los, his = ser.get("lo"), ser.get("hi")
+        if los and his:
+            lo_of, hi_of = dict(zip(xs, los)), dict(zip(xs, his))
+            clear = lo_of[ranked[kk - 1]] is not None and hi_of[ranked[kk]] is not None and lo_of[ranked[kk - 1]] > hi_of[ranked[kk]]
+        else:
+            clear = val[ranked[kk - 1]] - val[ranked[kk]] > 0.02 * abs(val[ranked[0]])
+        top_k = ranked[:kk]
+        out.append({"id": f"{model}:{name}.top{kk}", **base, "kind": "top_k", "layers": [int(x) for x in top_k],
+                    "min_common": kk if clear else kk - 1, "n_items": len(xs), **extra,
+                    "description": f"the top {kk} {what}s of {name} on {model}: " + ", ".join(item_name(x, ser) for x in top_k)})
+    y = np.asarray(ys, dtype=float)
+    los, his = ser.get("lo"), ser.get("hi")
+    if los and his and all(v is not None for v in los + his):
+        sd = (np.asarray(his, float) - np.asarray(los, float)) / 3.92
+    else:
+        sd = 0.02 * np.abs(y) + 1e-12
+    rng = np.random.default_rng(seed)
+    rhos = [rank_correlation(y, y + rng.normal(0.0, 1.0, len(y)) * sd) for _ in range(draws)]
+    bound = float(min(np.percentile(rhos, 1) - 0.05, 0.99))
+    out.append({"id": f"{model}:{name}.profile", **base, "kind": "profile", "items": [int(x) for x in xs],
+                "profile": [float(_n(v)) for v in ys], "min_rho": float(_n(bound)), **extra,
+                "description": f"the {what} profile of {name} on {model} (rank correlation >= {bound:.3g}: the 1st "
+                               f"percentile over {draws} profiles drawn within its intervals, less 0.05)"})
+    return out
+
+
 def _expand(pattern: str, stats: Mapping[str, Stat]) -> list[str]:
     return sorted(n for n in stats if fnmatchcase(n, pattern))
 
@@ -159,6 +243,8 @@ def _n(x: float) -> str:
 
 
 def _v(x) -> str:
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_v(v) for v in x) + "]"
     if isinstance(x, bool):
         return "true" if x else "false"
     if isinstance(x, (int, float)):

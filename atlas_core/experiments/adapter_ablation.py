@@ -10,6 +10,8 @@ with peft's per-module disable flag set on layer L's LoRA modules.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -17,7 +19,8 @@ from atlas_core.adapters_lora import adapter_disabled_at, adapter_norms, attache
 from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import AdapterAblationResult
-from atlas_core.spec import ExperimentSpec
+from atlas_core.layers import profile_stat, relabel
+from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, finite, series
 from atlas_core.interventions import Noop, Variant
 from atlas_core.metrics import correlation_ci, pearson, spearman
@@ -61,6 +64,17 @@ def run(ctx: Context) -> AdapterAblationResult:
     return result
 
 
+def relayer(result: AdapterAblationResult, order) -> AdapterAblationResult:
+    """The result with layer i holding layer ``order[i]``'s adapter and effect (norm and KL move together:
+    the correlations stay); the top layers re-read."""
+    from dataclasses import replace
+
+    layers, (kl, norm) = relabel(result.layers, order, result.kl, result.norm)
+    means = np.array([e.value for e in kl])
+    return replace(result, layers=layers, kl=kl, norm=norm,
+                   top_layers=[layers[i] for i in np.argsort(-means, kind="stable")[:len(result.top_layers)]])
+
+
 def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
     """Adapter ablation: Pearson correlation of adapter norm with ablation effect (H008, the study's
     statistic), and Spearman's rank correlation beside it (one layer far above the rest decides r alone;
@@ -78,6 +92,8 @@ def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> d
         slo, shi = correlation_ci(norm, eff, spearman)
         out["adapter.spearman"] = Stat(finite(spearman(norm, eff)), finite(slo), finite(shi), len(pts),
                                        kind="estimate", series=curve)
+    out["adapter.layer_profile"] = profile_stat(result.layers, kl, n_layers, lo=[k.lo for k in result.kl],
+                                                hi=[k.hi for k in result.kl], ylabel="adapter-ablation KL (nats)")
     if top is not None:
         out["adapter.top_layer"] = Stat(float(top), kind="index", label=f"L{top}")
     return out
@@ -89,4 +105,10 @@ SPEC = ExperimentSpec(
     group="adapter", statistics=statistics,
     statistic_names=("adapter.pearson", "adapter.spearman", "adapter.top_layer"),
     section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
+    declares=(
+        StatDecl("adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"),
+        StatDecl("adapter.pearson", "correlation", -1.0, 1.0, 0.0), StatDecl("adapter.spearman", "correlation", -1.0, 1.0, 0.0),
+        StatDecl("adapter.top_layer", "layer", 0.0, math.inf, None, direction=0),
+    ),
+    relayer=relayer, golden_rel=1e-3,  # LoRA-derived: four optimizer steps whose fp32 rounding compounds
 )

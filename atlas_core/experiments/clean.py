@@ -12,7 +12,7 @@ import torch
 from atlas_core import AtlasError
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import CleanResult, FamilyAccuracy, PromptOutcome
-from atlas_core.spec import ExperimentSpec
+from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import estimate_stat
 
 NAME = "clean"
@@ -76,4 +76,5 @@ SPEC = ExperimentSpec(
     statistic_names=("clean.accuracy", "clean.accuracy.{family}"),
     profile_fields=("n_items", "n_boot", "memory_mb"),
     section="atlas_core.report.sections:clean", macro="clean", overlay="atlas_core.report.compare:clean_overlay",
+    declares=(StatDecl("clean.accuracy*", "fraction", 0.0, 1.0, None, about="top-1 accuracy"),),
 )

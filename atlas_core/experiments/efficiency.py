@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from statistics import median
 import time
 
@@ -24,8 +25,9 @@ from atlas_core import AtlasError
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import EfficiencyResult, ExitPoint, SkipConfig
-from atlas_core.spec import ExperimentSpec
-from atlas_core.stat import Stat, estimate_stat, finite, series
+from atlas_core.layers import profile_stat, relabel
+from atlas_core.spec import ExperimentSpec, StatDecl
+from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
 from atlas_core.interventions import ExitAt, Skip, Variant
 from atlas_core.models.adapters import layer_window
 from atlas_core.sites import dims
@@ -34,6 +36,16 @@ NAME = "efficiency"
 TOP_K = 5
 TIMING_PROMPTS = 8  # prompts per timed forward (spread over the families): the depth ratio, not the batch, matters
 STUDY_DEPTH = 28  # the study's model depth; its mid block was layers 4..8
+# "Mid-layer" (H007): a skip configuration is mid-layer when every layer it skips lies within this band of
+# relative depth, i.e. it spares the first and the last tenth of the model (the embedding-adjacent layers and
+# the layers that write the output), which no redundancy claim is about
+MID_BAND = (0.1, 0.9)
+
+
+def is_mid(layers, n_layers: int) -> bool:
+    """Every layer of ``layers`` lies within :data:`MID_BAND` of relative depth."""
+    lo, hi = MID_BAND
+    return bool(layers) and all(lo <= relative_depth(layer, n_layers) <= hi for layer in layers)
 
 
 def config(ctx: Context) -> dict:
@@ -171,6 +183,22 @@ def run(ctx: Context) -> EfficiencyResult:
 EXIT_SKIPS = (1, 2, 4, 10)  # early exits the study tabulates, by layers skipped (efficiency.exit.skipN.*)
 
 
+def relayer(result: EfficiencyResult, order) -> EfficiencyResult:
+    """The result with layer i holding what layer ``order[i]`` measured: single-skip KLs and exits move
+    with their layers (an exit's layers skipped follow its new layer), skip configurations name their
+    layers' new numbers."""
+    from dataclasses import replace
+
+    n = len(result.single_skip_kl)
+    _, (single,) = relabel(range(n), order, result.single_skip_kl)
+    inv = {old: new for new, old in enumerate(order)}
+    cfgs = [replace(c, layers=sorted(inv[layer] for layer in c.layers)) for c in result.skip_configs]
+    by_layer = {e.layer: e for e in result.exits}
+    exits = [replace(by_layer[old], layer=new, layers_skipped=n - 1 - new)
+             for new, old in enumerate(order) if old in by_layer]
+    return replace(result, skip_configs=cfgs, exits=exits, single_skip_kl=single)
+
+
 def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[str, Stat]:
     """Layer skipping and early exit: the best top-5 overlap among skip configurations (H007) and
     each configuration's KL and overlap; the best argmax match of an early exit."""
@@ -181,9 +209,22 @@ def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[s
         curve = series(range(len(cfgs)), [c.top5_overlap.value for c in cfgs],
                        "skip config (" + ", ".join(c.name for c in cfgs) + ")", "top-5 overlap")
         out["efficiency.best_top5_overlap"] = estimate_stat(best.top5_overlap, label=best.name, series=curve)
+        mid = [c for c in cfgs if is_mid(c.layers, n_layers)]
+        if mid:  # H007 reads these: redundancy of the middle layers (MID_BAND)
+            bm = max(mid, key=lambda c: finite(c.top5_overlap.value) or 0.0)
+            out["efficiency.best_mid_top5_overlap"] = estimate_stat(
+                bm.top5_overlap, label=f"{bm.name} {bm.layers} (of {len(mid)} mid-layer configs)")
         for c in cfgs:
             out[f"efficiency.skip.{c.name}.top5_overlap"] = estimate_stat(c.top5_overlap, label=str(c.layers))
             out[f"efficiency.skip.{c.name}.mean_kl"] = estimate_stat(c.mean_kl, label=str(c.layers))
+    out["efficiency.skip_profile"] = profile_stat(range(len(result.single_skip_kl)), result.single_skip_kl, n_layers,
+                                                  ylabel="KL of skipping the layer alone (nats)")
+    # exits that skip something: an exit after the last layer matches the full model by construction
+    ex = sorted((e for e in result.exits if e.layers_skipped > 0), key=lambda e: e.layer)
+    if ex:
+        out["efficiency.exit_profile"] = profile_stat([e.layer for e in ex], [e.argmax_match.value for e in ex],
+                                                      n_layers, lo=[e.argmax_match.lo for e in ex],
+                                                      hi=[e.argmax_match.hi for e in ex], ylabel="argmax match")
     exits = [e for e in result.exits if e.layers_skipped > 0]
     if exits:
         best = max(exits, key=lambda e: finite(e.argmax_match.value) or 0.0)
@@ -202,4 +243,15 @@ SPEC = ExperimentSpec(
     statistic_names=("efficiency.best_exit_argmax", "efficiency.best_top5_overlap", "efficiency.exit.*.argmax_match", "efficiency.skip.*.mean_kl", "efficiency.skip.*.top5_overlap"), claims=("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"), finding="early exit and layer skipping", profile_fields=("timing_repeats",),
     section="atlas_core.report.sections:efficiency", macro="efficiency",
     overlay="atlas_core.report.compare:efficiency_overlay",
+    declares=(
+        StatDecl("efficiency.skip_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="KL of skipping each layer"),
+        StatDecl("efficiency.exit_profile", "fraction", 0.0, 1.0, None, axis="layer",
+                 about="argmax match per exit that skips a layer or more"),
+        StatDecl("efficiency.exit.skip0.*", "fraction", 0.0, 1.0, None,
+                 constructed="an exit after the last layer skips nothing: it matches the full model by construction"),
+        StatDecl("efficiency.*top5_overlap", "fraction", 0.0, 1.0, None),
+        StatDecl("efficiency.*argmax*", "fraction", 0.0, 1.0, None),
+        StatDecl("efficiency.*mean_kl", "nats", 0.0, math.inf, 0.0, direction=-1),
+    ),
+    relayer=relayer,
 )

@@ -5,6 +5,8 @@ from the clean run per family."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from atlas_core.experiments.clean import check_families
@@ -14,7 +16,8 @@ from atlas_core.experiments.schema import HeadAblationResult, HeadScore
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.profiles import sample_layers
 from atlas_core.sites import Site
-from atlas_core.spec import ExperimentSpec
+from atlas_core.layers import profile_stat, relabel
+from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, ratio, relative_depth, series
 
 NAME = "head_ablation"
@@ -38,17 +41,30 @@ def run(ctx: Context) -> HeadAblationResult:
     kl = stats.kl.reshape(len(layers), d.n_heads, -1)  # [layer index, head, prompt]
     per_family = {name: kl[..., sl].mean(axis=-1) for name, sl in ctx.family_slices.items()}
 
-    scores = [HeadScore(family=name, layer=layers[li], head=h, kl=float(m[li, h]))
-              for name, m in per_family.items() for li in range(len(layers)) for h in range(d.n_heads)]
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i].kl, i))  # ties: family, layer, head order
-    top = [scores[i] for i in order[:TOP]]
-    result = HeadAblationResult(
-        n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families), mode=MODE,
-        kl={name: [[float(v) for v in row] for row in np.asarray(m)] for name, m in per_family.items()},
-        max_head=top[0], top=top,
-    )
+    kl = {name: [[float(v) for v in row] for row in np.asarray(m)] for name, m in per_family.items()}
+    top = top_heads(kl, layers, d.n_heads)
+    result = HeadAblationResult(n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families),
+                                mode=MODE, kl=kl, max_head=top[0], top=top)
     ctx.shared[NAME] = result
     return result
+
+
+def top_heads(kl: dict, layers: list[int], n_heads: int) -> list[HeadScore]:
+    """The ``TOP`` strongest (family, layer, head) cells of the per-family grids, strongest first."""
+    scores = [HeadScore(family=name, layer=layers[li], head=h, kl=float(m[li][h]))
+              for name, m in kl.items() for li in range(len(layers)) for h in range(n_heads)]
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i].kl, i))  # ties: family, layer, head order
+    return [scores[i] for i in order[:TOP]]
+
+
+def relayer(result: HeadAblationResult, order) -> HeadAblationResult:
+    from dataclasses import replace
+
+    fams = list(result.kl)
+    layers, grids = relabel(result.layers, order, *(result.kl[f] for f in fams))
+    kl = dict(zip(fams, grids))
+    top = top_heads(kl, layers, result.n_heads)
+    return replace(result, layers=layers, kl=kl, max_head=top[0], top=top)
 
 
 def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
@@ -60,7 +76,12 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
     grids = list(result.kl.values())
     per_layer = [max(max(g[i]) for g in grids) for i in range(len(layers))] if grids else []
     curve = series(layers, per_layer, "layer", "max head-ablation KL (nats)")
+    per_head = [max(g[i][h] for g in grids) for i in range(len(layers)) for h in range(result.n_heads)] if grids else []
     out = {
+        "heads.layer_profile": profile_stat(layers, per_layer, n_layers, ylabel="max head-ablation KL (nats)"),
+        "heads.head_profile": profile_stat([layer * result.n_heads + h for layer in layers for h in range(result.n_heads)],
+                                           per_head, n_layers, axis="head", n_heads=result.n_heads,
+                                           ylabel="head-ablation KL, max over families (nats)"),
         # the share of layers whose heads were ablated: below 1 the strongest head may sit in a skipped layer
         "heads.layer_coverage": Stat(len(layers) / n_layers, label=f"{len(layers)} of {n_layers} layers"),
         "heads.max_kl": Stat(float(mh.kl), label=label, series=curve),
@@ -87,4 +108,16 @@ SPEC = ExperimentSpec(
     reads={"heads.layer_head_gap": ("layer_ablation",)}, finding="headline finding, specialist heads",
     profile_fields=("head_layers",), section="atlas_core.report.sections:heads", macro="heads",
     overlay="atlas_core.report.compare:heads_overlay",
+    declares=(
+        StatDecl("heads.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="max head KL per layer"),
+        StatDecl("heads.head_profile", "nats", 0.0, math.inf, 0.0, axis="head", about="KL of each head"),
+        StatDecl("heads.layer_coverage", "fraction", 0.0, 1.0, None, direction=0, about="share of layers swept"),
+        StatDecl("heads.max_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
+        StatDecl("heads.max_layer", "layer", 0.0, math.inf, None, direction=0),
+        StatDecl("heads.max_head", "head", 0.0, math.inf, None, direction=0),
+        StatDecl("heads.layer_head_gap", "ratio", 0.0, math.inf, None, direction=-1,
+                 about="max layer KL / max head KL"),
+        StatDecl("heads.*kl*", "nats", 0.0, math.inf, 0.0),
+    ),
+    relayer=relayer,
 )

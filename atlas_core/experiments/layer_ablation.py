@@ -12,6 +12,8 @@ Two targets, both reported:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -21,7 +23,8 @@ from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LayerAblationResult, LayerSweep
 from atlas_core.interventions import ABLATION_MODES, Ablate, Variant
 from atlas_core.sites import Site
-from atlas_core.spec import ExperimentSpec
+from atlas_core.layers import relabel
+from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.metrics import is_tie
 from atlas_core.stat import Stat, finite, relative_depth, series
 
@@ -127,14 +130,24 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
     est = sweep.mean_kl[i]
     shift = fmk[i] - (finite(est.value) or 0.0)  # interval of the all-prompt mean, centred on the family mean
     curve = series(layers, fmk, "layer", "mean KL over families (nats)")
+    shifts = [f - (finite(e.value) or 0.0) for f, e in zip(fmk, sweep.mean_kl)]
+    profile = {**curve, "axis": "layer", "n_layers": n_layers,
+               "lo": [None if finite(e.lo) is None else finite(e.lo) + d for e, d in zip(sweep.mean_kl, shifts)],
+               "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)]}
     label = f"all {len(layers)} layers tie" if tie else f"L{top}"
+    # the layers that could be the top: their KL interval reaches the top layer's (H001 reads their depths)
+    top_lo = profile["lo"][i]
+    rivals = [layer for layer, h in zip(layers, profile["hi"]) if top_lo is not None and h is not None and h >= top_lo]
+    depths = [relative_depth(layer, n_layers) for layer in rivals or [top]]
     at = None if tie else float(top)
     lo, hi = finite(est.lo), finite(est.hi)
     out = {
-        f"{prefix}.ranking": Stat(at, kind="ranking", ranking=() if tie else ranking, label=label, series=curve,
+        f"{prefix}.ranking": Stat(at, kind="ranking", ranking=() if tie else ranking, label=label, series=profile,
                                   tie=tie),
         f"{prefix}.top_layer": Stat(at, kind="index", label=label, series=curve, tie=tie),
         f"{prefix}.top_layer_depth": Stat(None if tie else relative_depth(top, n_layers),
+                                          None if tie or top_lo is None else min(depths),
+                                          None if tie or top_lo is None else max(depths),
                                           label=label if tie else f"L{top} of {n_layers}", tie=tie),
         f"{prefix}.top_layer_kl": Stat(fmk[i], None if lo is None else lo + shift, None if hi is None else hi + shift,
                                        est.n, kind="estimate", label=label, series=curve),
@@ -142,6 +155,34 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
     for fam, vals in sweep.kl.items():
         out[f"{prefix}.family_kl.{fam}"] = Stat(float(vals[i]), label=label)
     return out
+
+
+def relayer_sweep(sweep: LayerSweep, order) -> LayerSweep:
+    """``sweep`` as if layer i had measured what layer ``order[i]`` did; its ranking recomputed."""
+    fams = list(sweep.kl)
+    layers, arrays = relabel(sweep.layers, order, sweep.mean_kl, sweep.family_mean_kl, sweep.argmax_match,
+                             *(sweep.kl[f] for f in fams))
+    mean_kl, fmk, am, *kl = arrays
+    ranking = [layers[i] for i in np.argsort(-np.asarray(fmk, dtype=float), kind="stable")]
+    return LayerSweep(sweep.target, sweep.mode, layers, dict(zip(fams, kl)), mean_kl, fmk, am, ranking)
+
+
+def relayer(result, order):
+    from dataclasses import replace
+
+    return replace(result, sweeps=[relayer_sweep(s, order) for s in result.sweeps])
+
+
+def sweep_decls(prefix: str, top: str, what: str) -> tuple[StatDecl, ...]:
+    """The statistics of :func:`sweep_stats` (``top``: ``top_layer`` or, for the MLP, ``max_layer``)."""
+    kl = "top_layer_kl" if top == "top_layer" else "max_kl"
+    return (
+        StatDecl(f"{prefix}.ranking", "nats", 0.0, math.inf, 0.0, axis="layer", about=f"{what} KL per layer"),
+        StatDecl(f"{prefix}.{top}_depth", "fraction", 0.0, 1.0, None, direction=0, about="relative depth of the top layer"),
+        StatDecl(f"{prefix}.{top}", "layer", 0.0, math.inf, None, direction=0, about="the top layer"),
+        StatDecl(f"{prefix}.{kl}", "nats", 0.0, math.inf, 0.0, about=f"the top layer's {what} KL"),
+        StatDecl(f"{prefix}.family_kl.*", "nats", 0.0, math.inf, 0.0, about="KL per family at the top layer"),
+    )
 
 
 def statistics(result: LayerAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
@@ -157,4 +198,5 @@ SPEC = ExperimentSpec(
     finding="headline finding, the hub layer", profile_fields=("ablation_modes",),
     section="atlas_core.report.sections:layer_sweeps", macro="sweeps",
     overlay="atlas_core.report.compare:sweeps_overlay",
+    declares=sweep_decls("hub", "top_layer", "layer-ablation"), relayer=relayer,
 )

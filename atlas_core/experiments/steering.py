@@ -26,7 +26,8 @@ from atlas_core.experiments.directions import (
     check_direction, check_family, direction_norm, family_runner, skill_direction, study_layer,
 )
 from atlas_core.experiments.schema import SteeringPrompt, SteeringResult
-from atlas_core.spec import ExperimentSpec
+from atlas_core.layers import profile_stat, relabel
+from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
 from atlas_core.interventions import Steer, Variant
 from atlas_core.profiles import sample_layers
@@ -155,6 +156,28 @@ def run(ctx: Context, family: str = FAMILY) -> SteeringResult:
     return result
 
 
+def relayer(result: SteeringResult, order) -> SteeringResult:
+    """The result as if layer i had been steered as layer ``order[i]`` was; the best cell and the study
+    layer's boost re-read from the per-layer means (the study layer keeps its number)."""
+    from dataclasses import replace
+
+    from atlas_core.metrics import Estimate
+
+    layers, (dn, tp, boost, kl) = relabel(result.layers, order, result.direction_norm, result.target_prob,
+                                          result.boost, result.kl)
+    mean = np.asarray(boost, dtype=float)
+    li, _ = np.unravel_index(int(np.argmax(mean)), mean.shape)
+    if result.study_layer in layers:
+        row = mean[layers.index(result.study_layer)]
+        old = result.study_layer_best_boost
+        shift = float(row.max()) - (finite(old.value) or 0.0)  # the stored interval, moved with the value
+        study = Estimate(float(row.max()), old.lo + shift, old.hi + shift, old.n)
+    else:
+        study = Estimate(float("nan"), float("nan"), float("nan"), 0)
+    return replace(result, layers=layers, direction_norm=dn, target_prob=tp, boost=boost, kl=kl,
+                   best_layer=layers[int(li)], study_layer_best_boost=study)
+
+
 def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str, Stat]:
     """Steering leverage: the best mean target-probability boost (over layers and strengths) with its
     interval, where it was found, and the boost at the study's layer."""
@@ -170,6 +193,8 @@ def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str
         "steering.best_strength": Stat(float(result.best_strength), label=label),
         "steering.study_layer_best_boost": estimate_stat(result.study_layer_best_boost, label=f"L{result.study_layer}"),
         "steering.baseline_prob": Stat(finite(result.baseline_prob)),
+        "steering.layer_profile": profile_stat(layers, [max(row) for row in result.boost], n_layers,
+                                               ylabel="best mean target-prob boost over strengths"),
     }
 
 
@@ -181,4 +206,13 @@ SPEC = ExperimentSpec(
     claims=("steering.best_boost", "steering.study_layer_best_boost"),
     finding="headline finding, steering collapse", profile_fields=("steer_layers", "steer_strengths"),
     section="atlas_core.report.sections:steering", macro="steering", overlay="atlas_core.report.compare:steering_overlay",
+    declares=(
+        StatDecl("steering.layer_profile", "probability", -1.0, 1.0, 0.0, axis="layer", about="best boost per layer"),
+        StatDecl("steering.*boost", "probability", -1.0, 1.0, 0.0, about="mean target-probability boost"),
+        StatDecl("steering.best_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
+        StatDecl("steering.best_layer", "layer", 0.0, math.inf, None, direction=0),
+        StatDecl("steering.best_strength", "count", direction=0, about="steering strength (x direction norm)"),
+        StatDecl("steering.baseline_prob", "probability", 0.0, 1.0, None, direction=0),
+    ),
+    relayer=relayer,
 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from atlas_core import AtlasError
-from atlas_core.spec import HypothesisSpec
+import math
+
+from atlas_core.spec import HypothesisSpec, StatDecl
 from atlas_core.stat import PARTIAL, Verdict, ratio_stat
 from atlas_core.verdicts import need, ratio_rule
 
@@ -33,4 +35,6 @@ SPEC = HypothesisSpec(
     id="H002", text="Specialist attention heads emerge at scale", experiments=("head_ablation",),
     statistics=("heads.max_kl",), rule=rule, thresholds={"min_ratio": 2.0},
     evidence=("heads.max_kl", "heads.max_layer_depth", "heads.layer_head_gap"),
+    decisive=StatDecl("H002", "ratio", 0.0, math.inf, None), scaling=True,
+    boundaries=lambda th: (min(1.0, float(th["min_ratio"])), float(th["min_ratio"])),
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from atlas_core import AtlasError
-from atlas_core.spec import HypothesisSpec
-from atlas_core.stat import REJECTED, SUPPORTED, WEAKENED, Stat, Verdict, ratio_stat
+import math
+
+from atlas_core.spec import HypothesisSpec, StatDecl
+from atlas_core.stat import REJECTED, WEAKENED, Stat, Verdict, banded, ratio_stat
 from atlas_core.verdicts import need
 
 
@@ -24,10 +26,10 @@ def h003(small_boost: float, large_boost: float, *, min_ratio: float, reject_bel
     if small_boost < min_boost and large_boost < min_boost:
         verdict = REJECTED  # no leverage at either scale: nothing scaled
     else:
-        verdict = SUPPORTED if r >= min_ratio else (REJECTED if r < reject_below else WEAKENED)
+        verdict = banded(r, lo, hi, support_at=min_ratio, reject_below=reject_below, middle=WEAKENED, scaling=True)
     return Verdict("H003", verdict, f"best steering boost ratio large/max(small, {min_boost:g})", r, lo, hi,
-                   f"supported if >= {min_ratio:g}, rejected if < {reject_below:g} or both boosts < {min_boost:g}, "
-                   "else weakened", {"small": small_boost, "large": large_boost})
+                   f"on the interval: supported if >= {min_ratio:g}" + (" and above 1" if min_ratio <= 1 else "") + f", rejected if < {reject_below:g} or "
+                   f"both boosts < {min_boost:g}, weakened if wholly between, else inconclusive", {"small": small_boost, "large": large_boost})
 
 
 def rule(small, large, th) -> Verdict:
@@ -45,4 +47,6 @@ SPEC = HypothesisSpec(
     statistics=(), rule=rule, optional=("boost",),
     thresholds={"min_ratio": 1.0, "reject_below": 0.5, "min_boost": 0.01, "boost": "best_boost"},
     evidence=("steering.best_boost", "steering.study_layer_best_boost"),
+    decisive=StatDecl("H003", "ratio"), scaling=True,
+    boundaries=lambda th: tuple(float(th[k]) for k in ("reject_below", "min_ratio") if k in th),
 )

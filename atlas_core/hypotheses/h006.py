@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from atlas_core.spec import HypothesisSpec
+import math
+
+from atlas_core.spec import HypothesisSpec, StatDecl
 from atlas_core.stat import WEAKENED, Verdict, ratio_stat
 from atlas_core.verdicts import need, ratio_rule
 
@@ -24,4 +26,6 @@ SPEC = HypothesisSpec(
     id="H006", text="MLP dominance scales with parameters", experiments=("mlp_ablation",),
     statistics=("mlp.max_kl",), rule=rule, thresholds={"min_ratio": 1.0, "reject_below": 1.0},
     evidence=("mlp.max_kl", "mlp.max_layer", "mlp.share_of_top_layer"),
+    decisive=StatDecl("H006", "ratio", 0.0, math.inf, None), scaling=True,
+    boundaries=lambda th: tuple(float(th[k]) for k in ("reject_below", "min_ratio") if k in th),
 )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from atlas_core.spec import HypothesisSpec
-from atlas_core.stat import PARTIAL, REJECTED, SUPPORTED, WEAKENED, Verdict
+from atlas_core.spec import HypothesisSpec, StatDecl
+from atlas_core.stat import INCONCLUSIVE, PARTIAL, REJECTED, SUPPORTED, WEAKENED, Verdict, bounds
 from atlas_core.verdicts import need
 
 
@@ -13,8 +13,11 @@ def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolera
     weakened if r drops by more than ``drop_tolerance`` between scales; supported if >= ``high`` at
     both; partially supported otherwise. Spearman's rho, where given, is reported with the evidence
     (it does not enter the rule: the study's verdict is about r)."""
-    if large_r < low:
+    r_lo, r_hi = bounds(large_r, lo, hi)
+    if r_hi < low:
         verdict = REJECTED
+    elif r_lo < low:
+        verdict = INCONCLUSIVE  # the large model's interval holds the rejection threshold
     elif small_r - large_r > drop_tolerance:
         verdict = WEAKENED
     elif small_r >= high and large_r >= high:
@@ -22,7 +25,7 @@ def h008(small_r: float, large_r: float, *, high: float, low: float, drop_tolera
     else:
         verdict = PARTIAL
     return Verdict("H008", verdict, "Pearson r (adapter norm vs effect), large", large_r, lo, hi,
-                   f"rejected if large r < {low:g}; weakened if r drops > {drop_tolerance:g}; "
+                   f"on the large r's interval: rejected if wholly < {low:g}, inconclusive if it holds {low:g}; weakened if r drops > {drop_tolerance:g}; "
                    f"supported if both >= {high:g}; else partially supported",
                    {"small_r": small_r, "large_r": large_r, "drop": small_r - large_r,
                     **{k: v for k, v in (("small_rho", small_rho), ("large_rho", large_rho)) if v is not None}})
@@ -40,4 +43,6 @@ SPEC = HypothesisSpec(
     id="H008", text="Adapter norm predicts functional impact", experiments=("adapter_ablation",),
     statistics=("adapter.pearson",), rule=rule, thresholds={"high": 0.7, "low": 0.3, "drop_tolerance": 0.2},
     evidence=("adapter.pearson",),
+    decisive=StatDecl("H008", "correlation", -1.0, 1.0, 0.0),
+    boundaries=lambda th: tuple(float(th[k]) for k in ("low", "high") if k in th),
 )

@@ -128,9 +128,6 @@ def differences(doc: Doc) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 # hypotheses
 
-VERDICT_KIND = {"H002": "x", "H003": "x", "H004": "x", "H006": "x", "H005": "pct", "H007": "pct"}
-
-
 def _evidence(hid: str, ev: Mapping[str, Any]) -> str:
     def kind(k: str) -> str:
         if hid == "H004" and k in ROLES:
@@ -160,7 +157,8 @@ def _verdict(doc: Doc, hid: str) -> tuple[str, str, str]:
         v = decide(hid, small.stats, large.stats, doc.study.thresholds.get(hid, {}))
     except AtlasError as exc:
         return NOT_RUN, NONE, str(exc)
-    value = cells.est({"value": v.value, "lo": v.lo, "hi": v.hi}, VERDICT_KIND.get(hid, "auto"))
+    decl = hypotheses()[hid].decisive  # its declared unit sets the format
+    value = cells.est({"value": v.value, "lo": v.lo, "hi": v.hi}, "auto" if decl is None else decl.fmt)
     return f"**{v.verdict.upper()}**", f"{v.statistic}: {value}", f"{_evidence(hid, v.evidence)}; rule: {v.rule}"
 
 
@@ -171,7 +169,7 @@ def _single(doc: Doc, b: Baseline, hid: str) -> str:
         if s is not None and s.tie and s.kind == "index":
             parts.append(f"{name.split('.', 1)[1]} none ({s.label})")
         elif s is not None and s.value is not None:
-            kind = "auto" if s.kind in ("index", "ranking") else "x" if "selectivity" in name else S.stat_kind(name)
+            kind = "auto" if s.kind in ("index", "ranking") else S.stat_kind(name)
             text = s.label if s.kind == "index" and s.label else cells.est(s, kind)
             parts.append(f"{name.split('.', 1)[1]} {text}")
     if not parts:

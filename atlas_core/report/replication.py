@@ -38,6 +38,7 @@ from atlas_core.report.study import STUDY_CLAIMS, Study, best_exit, load_study
 from atlas_core.results import atomic_write_text
 from atlas_core.spec import experiments
 from atlas_core.tasks import FAMILIES
+from atlas_core.experiments.efficiency import MID_BAND
 from atlas_core.verdicts import final_fraction, ratio_stat
 
 REGENERATE = "atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md"
@@ -479,7 +480,7 @@ def render_replication_doc(baselines_dir: str | Path, claims: str | Path = STUDY
     ctx = {name: build(doc) for name, build in SECTIONS.items()}
     text = _env().get_template(TEMPLATE).render(
         doc=doc, study=study, large=study["large"], small=study["small"], source=_rel(study.source),
-        regenerate=REGENERATE, rel_tol=REL_TOL, pair_stat=lambda *a: pair_stat(doc, *a), **ctx)
+        regenerate=REGENERATE, rel_tol=REL_TOL, pair_stat=lambda *a: pair_stat(doc, *a), mid=MID_BAND, **ctx)
     return text.rstrip("\n") + "\n"
 
 

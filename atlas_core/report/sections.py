@@ -12,7 +12,7 @@ from matplotlib import colormaps
 from atlas_core.metrics import is_tie
 from atlas_core.report import plots
 from atlas_core.report.data import Est, Run, derived
-from atlas_core.spec import experiments, hypotheses, resolve
+from atlas_core.spec import declaration, experiments, hypotheses, resolve
 
 def sections() -> tuple[tuple[str, str | None, str, str], ...]:
     """(section id, experiment key, title, what it shows) of a run's page: the model card, one section
@@ -400,8 +400,6 @@ def efficiency(run: Run) -> dict | None:
 # finding statistics and hypotheses: computed by atlas_core.verdicts (the same numbers claims read)
 
 EXTRA_STATS = ("clean.accuracy", "lora.final_loss")
-PCT_STATS = ("_depth", "final_fraction", "share_of_top_layer", "recovery", "top5_overlap", "argmax", "accuracy")
-RATIO_STATS = ("layer_head_gap",)
 
 
 def statistics(run: Run) -> dict:
@@ -410,9 +408,9 @@ def statistics(run: Run) -> dict:
 
 
 def stat_kind(name: str) -> str:
-    if any(k in name for k in RATIO_STATS):
-        return "x"
-    return "pct" if any(k in name for k in PCT_STATS) else "auto"
+    """The number format of statistic ``name``, from its declared unit (``StatDecl.fmt``)."""
+    d = declaration(name)
+    return "auto" if d is None else d.fmt
 
 
 def stat_view(run: Run, name: str, stat) -> dict:

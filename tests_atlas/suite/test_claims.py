@@ -17,6 +17,7 @@ import shutil
 import pytest
 
 from atlas_core import AtlasError
+from atlas_core.spec import hypotheses
 from atlas_core.claims import (
     CLAIMS_DIR, compare_runs, compare_stats, default_claims_files, evaluate, format_comparison, load_claims, load_run,
     parse_claim, same_model, tolerance, write_claims,
@@ -156,12 +157,17 @@ def test_write_claims_round_trip(tiny_run, tmp_path):
     prov = cf.meta["provenance"]["tiny-qwen2"]
     assert len(prov["weights_sha256"]) == 64 and prov["profile"] == "smoke"
     groups = {c.group for c in cf.claims}
-    assert {"finding_hub", "finding_mlp", "h001", "h003", "h006"} <= groups
+    assert {"finding_hub", "finding_mlp", "h001"} <= groups
+    # a copy of one model is the same model twice: no scaling hypothesis may be supported on it, and its
+    # noise-straddling ratio is inconclusive, which no claim states
+    assert not [c for c in cf.claims if c.kind == "verdict" and hypotheses()[c.hypothesis].scaling
+                and c.expected_verdict in ("supported", "partially supported")]
     header = out.read_text().split("[meta]")[0]
     dropped = [line for line in header.splitlines() if line.startswith("#   dropped ")]
     assert f"{len(cf.claims)} claims kept" in header and f"{len(dropped)} dropped" in header
     for line in dropped:  # a random model's steering boosts are noise around 0: their claims cannot fail
-        assert "cannot tell the effect from none" in line or "decision threshold" in line, line
+        assert any(w in line for w in ("cannot tell the effect from none", "decision threshold", "verdict inconclusive",
+                                        "admits")), line
     assert "h002" not in groups  # head ablation was not run: no claim on it
     runs = {"tiny-qwen2": load_run(tiny_run).stats, "tiny-qwen2-copy": load_run(other).stats}
     for c in cf.claims:  # the claims hold on the runs they were written from

@@ -52,6 +52,8 @@ def _study_stats(s: dict) -> dict[str, Stat]:
         "transfer.zone_final_fraction": Stat(final_fraction(s["transfer_zone"], n)),
         "mlp.max_kl": Stat(s["max_mlp_kl"]),
         "efficiency.best_top5_overlap": Stat(s["best_top5_overlap"]),
+        # the study's best configuration is mid-layer (skip_mid_5: layers 4-8 of 28; at 0.5B all gave 0%)
+        "efficiency.best_mid_top5_overlap": Stat(s["best_top5_overlap"]),
         "adapter.pearson": Stat(s["adapter_pearson"]),
     }
 
@@ -86,7 +88,8 @@ def test_rule_boundaries():
     assert h002(0.1, 0.15, min_ratio=2.0).verdict == PARTIAL
     assert h002(0.1, 0.05, min_ratio=2.0).verdict == REJECTED
     h3 = dict(min_ratio=1.0, reject_below=0.5, min_boost=0.01)
-    assert h003(0.2, 0.2, **h3).verdict == SUPPORTED
+    assert h003(0.2, 0.2, **h3).verdict == WEAKENED  # no change between the scales is no scaling
+    assert h003(0.2, 0.21, **h3).verdict == SUPPORTED
     assert h003(0.2, 0.15, **h3).verdict == WEAKENED
     assert h003(0.2, 0.05, **h3).verdict == REJECTED
     h4 = dict(min_ratio=0.5, reject_below=0.1, min_selectivity=1.0)

@@ -1,0 +1,209 @@
+"""Claims that tell models apart: the audit of every shipped claims file with committed evidence, verdicts that
+read their intervals, and statistics that declare what they are.
+
+Stored results only (the committed full-profile baselines), no model weights."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from atlas_core.claim_hygiene import refusal
+from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims, parse_claim
+from atlas_core.claims.audit import audit, baseline_runs, find_evidence
+from atlas_core.claims.writing import where_claims
+from atlas_core.report.sections import stat_kind
+from atlas_core.runs import load_run
+from atlas_core.spec import ExperimentSpec, StatDecl, declaration, hypotheses, register, unregister
+from atlas_core.stat import INCONCLUSIVE, PARTIAL, SUPPORTED, Stat
+from atlas_core.verdicts import decide, model_statistics, ratio_rule
+from atlas_core.layers import profile_stat, relabel
+
+FULL = CLAIMS_DIR / "coder-pair-full.toml"
+SCALING = ("H002", "H003", "H006", "H007")
+
+
+@functools.lru_cache(maxsize=None)
+def _stats(model: str) -> dict:
+    return load_run(next(p for p in baseline_runs("full") if p.name.startswith(model))).stats
+
+
+@pytest.fixture(scope="module")
+def full_audit():
+    return audit(FULL, baseline_runs())
+
+
+def _with_evidence():
+    """Every shipped claims file whose claimed models have committed baselines at its profile."""
+    out = []
+    for path in sorted(CLAIMS_DIR.glob("*.toml")):
+        cf = load_claims(path)
+        pool = find_evidence(cf, baseline_runs())
+        if cf.models and all(any(m == n for n in pool) for m in cf.models):
+            out.append(path)
+    return out
+
+
+def test_every_shipped_file_with_evidence_passes_its_audit(full_audit):
+    """Each claims file with committed evidence holds on it, and every claim that is not a declared invariant
+    fails under some wrong input (the models swapped, Gemma-3-270M substituted, the same model twice, the
+    layers reversed or shuffled with 5 seeds)."""
+    files = _with_evidence()
+    assert FULL in files  # the ci file's runs are recomputed in the pair tier; the study file has no runs
+    for path in files:
+        a = full_audit if path == FULL else audit(path, baseline_runs())
+        print(a.table())
+        assert not a.wrong_on_right, [r.claim.id for r in a.wrong_on_right]
+        assert a.ok, a.table()
+
+
+def test_full_file_meets_the_aims(full_audit):
+    """coder-pair-full.toml: at least its former 87 claims, invariants at most 10% (each with its reason), no
+    verdict claim expects inconclusive, no scaling hypothesis passes as supported on the same model twice, and
+    every model x experiment with per-layer arrays has a claim that fails under the reversal and each shuffle."""
+    a = full_audit
+    assert len(a.rows) >= 87
+    assert len(a.invariants) <= 0.1 * len(a.rows) and all(r.claim.invariant.strip() for r in a.invariants)
+    assert not [r for r in a.rows if r.claim.kind == "verdict" and r.claim.expected_verdict == INCONCLUSIVE]
+    for r in a.rows:
+        if r.claim.kind == "verdict" and r.claim.hypothesis in SCALING:
+            assert not r.outcomes["same model twice (small)"] and not r.outcomes["same model twice (large)"], r.claim.id
+    groups: dict[tuple, list] = {}
+    for r in a.rows:
+        if r.finding and r.claim.statistic.split(".")[0] != "lora":  # LoRA training has no per-layer arrays
+            groups.setdefault((r.claim.models[0], r.claim.statistic.split(".")[0]), []).append(r)
+    reorders = ["reversed"] + [f"shuffled seed {s}" for s in range(5)]
+    for g, rows in groups.items():
+        for label in reorders:
+            assert any(not r.outcomes[label] for r in rows), (g, label)
+
+
+def test_the_audit_fails_on_a_claim_that_passes_every_wrong_input(tmp_path):
+    """Without its declared reason, the knockout's collateral-drop claim (the same on every model) fails the
+    audit, named; a location claim beside it fails under the wrong inputs and passes the audit."""
+    import tomllib
+
+    from atlas_core.claims.writing import _v
+
+    data = tomllib.loads(FULL.read_text())
+    keep = [c for c in data["claim"] if c["id"] in ("qwen2.5-coder-0.5b-instruct:knockout.nonskill_drop",
+                                                    "qwen2.5-coder-0.5b-instruct:hub.ranking.top")]
+    lines = ["[meta]"] + [f"{k} = {_v(v)}" for k, v in data["meta"].items() if k != "provenance"]
+    for c in keep:
+        lines += ["[[claim]]"] + [f"{k} = {_v(v)}" for k, v in c.items() if k != "invariant"]
+    path = tmp_path / "blind.toml"
+    path.write_text("\n".join(lines) + "\n")
+    a = audit(path, baseline_runs(), seeds=(0,))
+    assert [r.claim.id for r in a.blind] == ["qwen2.5-coder-0.5b-instruct:knockout.nonskill_drop"] and not a.ok
+    assert "FAIL: 1 claim(s) pass under every wrong input" in a.table()
+    print(a.table())
+
+
+@pytest.mark.parametrize("hid", SCALING)
+def test_scaling_hypotheses_are_never_supported_on_the_same_model_twice(hid):
+    """Support means a change between the scales: each Coder model as both small and large is neither supported
+    nor partially supported, with or without intervals (the points alone: a ratio of exactly 1, a gain of 0)."""
+    th = load_claims(FULL).thresholds[hid]
+    for m in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"):
+        stats = _stats(m)
+        v = decide(hid, stats, stats, th)
+        assert v.verdict not in (SUPPORTED, PARTIAL), (hid, m, v)
+        points = {k: Stat(s.value, kind=s.kind, ranking=s.ranking, label=s.label, tie=s.tie) for k, s in stats.items()}
+        assert decide(hid, points, points, th).verdict not in (SUPPORTED, PARTIAL), (hid, m)
+    assert hypotheses()[hid].scaling
+
+
+def test_a_ratio_whose_interval_straddles_the_threshold_is_inconclusive():
+    """The same point decides alone, but its interval across the support threshold leaves the verdict open."""
+    kw = dict(min_ratio=2.0, reject_below=1.0, middle=PARTIAL)
+    assert ratio_rule("H002", "x", 1.0, 3.0, **kw).verdict == SUPPORTED
+    v = ratio_rule("H002", "x", 1.0, 3.0, lo=1.5, hi=4.0, **kw)
+    assert v.verdict == INCONCLUSIVE and "inconclusive" in v.rule
+    assert ratio_rule("H002", "x", 1.0, 3.0, lo=2.1, hi=4.0, **kw).verdict == SUPPORTED
+    h3 = {"min_ratio": 1.0, "reject_below": 0.5, "min_boost": 0.01}
+    small, large = {"steering.best_boost": Stat(0.1, 0.05, 0.15)}, {"steering.best_boost": Stat(0.12, 0.06, 0.2)}
+    assert decide("H003", small, large, h3).verdict == INCONCLUSIVE  # [0.4, 4] holds 0.5 and 1
+    tight = {"steering.best_boost": Stat(0.3, 0.25, 0.35)}
+    assert decide("H003", small, tight, h3).verdict == SUPPORTED  # [1.67, 7]
+
+
+def test_a_verdict_claim_expecting_inconclusive_is_refused():
+    meta = {"models": ["a", "b"]}
+    c = parse_claim({"id": "H003", "statistic": "H003", "expected_verdict": "inconclusive"}, meta)
+    assert "a claim states a finding" in refusal(c, {"H003": {"min_ratio": 1.0, "reject_below": 0.5}})
+
+
+# -------------------------------------------------------------------------------------------------
+# a new statistic, declared once
+
+
+@dataclass
+class ToyResult:
+    layers: list[int]
+    share: list[float]
+
+
+def _toy_stats(result: ToyResult, n_layers: int, results: dict) -> dict:
+    return {"toy.share_top": Stat(max(result.share), 0.0, 1.0, kind="estimate"),
+            "toy.profile": profile_stat(result.layers, result.share, n_layers, ylabel="share")}
+
+
+def _toy_relayer(result: ToyResult, order) -> ToyResult:
+    layers, (share,) = relabel(result.layers, order, result.share)
+    return ToyResult(layers, share)
+
+
+TOY = ExperimentSpec(
+    name="toy_share", title="Toy", about="a statistic declared in a test", order=999, run=lambda ctx: None,
+    result=ToyResult, group="toy", statistics=_toy_stats, relayer=_toy_relayer,
+    declares=(StatDecl("toy.profile", "fraction", 0.0, 1.0, None, axis="layer"),
+              StatDecl("toy.share_top", "fraction", 0.0, 1.0, 0.0)),
+)
+
+
+def test_a_new_statistic_declared_once_is_checked_formatted_and_audited():
+    """Declared with its facts in its own spec, a statistic is refused by the hygiene where a claim cannot fail,
+    formatted by its unit in the report, given location/top-k/profile claims, and its claims fail on the
+    audit's reversed layers (through the spec's relayer): no edit elsewhere."""
+    register([TOY], "test")
+    try:
+        assert declaration("toy.share_top").unit == "fraction" and stat_kind("toy.share_top") == "pct"
+        meta = {"models": ["m"]}
+        wide = parse_claim({"id": "w", "model": "m", "statistic": "toy.share_top", "expected": 0.5, "tolerance": 0.6}, meta)
+        assert "whole plausible range [0, 1]" in refusal(wide)
+        none = parse_claim({"id": "n", "model": "m", "statistic": "toy.share_top", "expected": 0.3, "tolerance": 0.3}, meta)
+        assert "holds 0 (no effect)" in refusal(none)
+        result = ToyResult(list(range(8)), [0.05, 0.1, 0.9, 0.3, 0.2, 0.15, 0.1, 0.05])
+        stats = model_statistics({"toy_share": result}, 8)
+        entries = where_claims("m", "toy.profile", stats["toy.profile"])
+        assert {e["kind"] for e in entries} == {"location", "top_k", "profile"}
+        claims = [parse_claim(e, meta) for e in entries]
+        assert all(refusal(c) is None and evaluate(c, [stats], ["m"]).passed for c in claims)
+        reversed_stats = model_statistics({"toy_share": TOY.relayer(result, list(range(8))[::-1])}, 8)
+        failed = [evaluate(c, [reversed_stats], ["m"]) for c in claims]
+        assert all(not e.passed for e in failed), [e.message for e in failed]
+        assert re.search(r"top L5 .*expected top L2 ± 0 layers -> FAIL", failed[0].message), failed[0].message
+        print("\n".join(e.message for e in failed))
+    finally:
+        unregister(["toy_share"])
+
+
+@pytest.mark.real_model
+@pytest.mark.pair
+@pytest.mark.xfail(strict=False, reason="coder-pair-ci.toml predates the audit (no location/profile claims, its "
+                   "knockout.nonskill_drop claims carry no invariant reason, its H001 verdict was decided on a point): "
+                   "regenerate it with `atlas claims write` from ci runs of both Coder models, then drop this mark")
+def test_the_ci_file_passes_its_audit_on_the_recomputed_ci_runs(atlas):
+    """coder-pair-ci.toml has no committed evidence (its runs are recomputed in this tier): audited on the
+    session's ci-profile runs of the Coder pair (swapped, same model twice, layers reversed and shuffled; no
+    other model is computed at the ci profile to substitute)."""
+    path = CLAIMS_DIR / "coder-pair-ci.toml"
+    cf = load_claims(path)
+    for m in cf.models:
+        atlas.ensure(m)
+    a = audit(path, [atlas.run_dir(m) for m in cf.models] + baseline_runs())
+    print(a.table())
+    assert not a.wrong_on_right and a.ok, a.table()
