@@ -53,7 +53,7 @@ def test_recipe_task_family(tmp_path):
     assert stats["clean.accuracy.colours"].n == 3 and "clean.accuracy.copying" in stats
     broken = blocks()["my_tasks/colours.json"].replace('"target": " blue"', '"target": ""')  # the perturbation
     (tmp_path / "my_tasks" / "colours.json").write_text(broken)
-    with pytest.raises(AtlasError, match=r"colours.json: items\[0\] \(id 'sky'\): 'target' must be a non-empty string"):
+    with pytest.raises(AtlasError, match=r"colours.json: items\[0\].target \(id 'sky'\) must be a non-empty string"):
         run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=tmp_path / "run2",
                          device="cpu", families=["colours"], tasks=tmp_path / "my_tasks", progress=False, report=False))
     assert not (tmp_path / "run2").exists()  # refused before any work
