@@ -23,7 +23,7 @@ from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
 from atlas_core.models.loader import check_model_source
-from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
+from atlas_core.models.registry import OFFLINE_MODELS, PLANTED_MODELS, TINY_MODELS
 from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
@@ -54,6 +54,7 @@ class RunPlan:
     ray: "RayConfig | None" = None  # shard sweeps over Ray actors (atlas_core.distributed); None: local
     device_map: str | None = None  # "auto": layers placed across devices by accelerate (models.placement)
     max_memory: str | None = None  # with device_map: "0=20GiB,cpu=60GiB"
+    drive: dict[str, str] | None = None  # experiment -> the family it drives (steering, knockout); None: their default
     log: list[str] = field(default_factory=list)
 
 
@@ -93,7 +94,7 @@ def verified_codes(experiment: str) -> list[str]:
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
-    if name in OFFLINE_MODELS or name in TINY_MODELS or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
+    if name in OFFLINE_MODELS or name in TINY_MODELS or name in PLANTED_MODELS or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
         return
     raise AtlasError(
         f"unknown model {name!r}; known models: {', '.join(known_names())} "
@@ -126,6 +127,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     names = parse_experiments(plan.experiments)
     profile = get_profile(plan.profile)
     check_model_name(plan.model)
+    _planted_defaults(plan)
     families = load_families(plan.families, n_items=profile.n_items, user_dir=plan.tasks)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
@@ -147,14 +149,15 @@ def run_plan(plan: RunPlan) -> RunStore:
     if lm.tokenizer is not None:  # a skeleton (stored results only) has none, and runs nothing
         check_targets(families, lm.tokenizer, lm.info.name)
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
-    ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
+    ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress,
+                  drive=dict(plan.drive or {}))
     jobs: list[_Job] = []
     for name in names:
         seeds = [plan.seed + i for i in range(plan.seeds)] if spec_of(name).seed_dependent else [plan.seed]
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
-                                                              progress=plan.progress)
+                                                              progress=plan.progress, drive=dict(plan.drive or {}))
             cfg = experiment_config(name, run_ctx, seed)
             jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:
@@ -190,6 +193,22 @@ def run_plan(plan: RunPlan) -> RunStore:
             path = write_report(store.root)
             _say(plan, f"[atlas] report: {path}")
     return store
+
+
+def _planted_defaults(plan: RunPlan) -> None:
+    """A planted model runs on its own task families, and steering and knockout drive its planted ones,
+    unless the plan names others."""
+    from atlas_core.models.planted import run_defaults
+
+    defaults = run_defaults(plan.model)
+    if defaults is None:
+        return
+    if plan.tasks is None:
+        plan.tasks = defaults["tasks"]
+        if plan.families is None:
+            plan.families = defaults["families"]
+    if plan.drive is None:
+        plan.drive = defaults["drive"]
 
 
 def _preflight(plan: RunPlan, names: list[str]) -> None:
