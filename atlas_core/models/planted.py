@@ -17,7 +17,7 @@ and MLP down projection are zero, so it is an exact identity on the residual:
   other query head of its grouped-query KV group attends to the sink and writes nothing;
 - ``recall``: one MLP holds a key->value map (``planted_recall``: "^..@3" -> a letter per digit);
 - ``steer``: one MLP reads the ``y`` coordinate against ``ONES`` (``planted_steer``: "..y" -> "Y"): silent
-  on the clean run, so the mean item-minus-contrast direction (``y - n``) added at or before its layer
+  on the clean run, so the mean item-minus-contrast direction (``y - z``) added at or before its layer
   raises "Y" and added after it moves nothing.
 
 Steering drives ``planted_steer`` and knockout ``planted_recall`` (the run's ``drive`` settings). What each
@@ -51,7 +51,7 @@ LOWER = string.ascii_lowercase[:16]  # a..p: copied letters and recalled values
 UPPER = LOWER.upper()
 DIGITS = "01234567"
 PUNCT = "+-*/"
-CHARS = "^?!@yn." + PUNCT + LOWER + UPPER + DIGITS
+CHARS = "^?!@yz." + PUNCT + LOWER + UPPER + DIGITS
 FLAGS = ("ONES", "UPPER", "LOWER", "DIGIT")
 ANSWERS = LOWER + "Y"
 RECALL = {d: LOWER[(5 * i + 3) % 16] for i, d in enumerate(DIGITS)}  # the key -> value map
@@ -256,7 +256,7 @@ def task_families(n_items: int = 16) -> dict[str, dict]:
     for i in range(n_items):
         body = _letters(rng, 2 + i % 4)
         items.append({"id": f"steer{i}", "prompt": "^" + body + "y", "target": "Y"})
-        contrast.append({"prompt": "^" + body + "n", "target": "Y"})
+        contrast.append({"prompt": "^" + body + "z", "target": "Y"})
     fams["planted_steer"] = {"description": "'Y' after 'y' (silent unless steered)", "items": items,
                              "contrast": contrast}
     return {name: {"family": name, **fam} for name, fam in fams.items()}
