@@ -86,6 +86,7 @@ def test_steering_works_up_to_its_layer_and_not_after(tmp_path_factory, seed0):
     assert all(abs(best[layer]) < 1e-3 for layer in best if layer >= steer), best
 
 
+@pytest.mark.slow  # ~25-45 s each on the shared 2-core machine: over the default tier's budget
 def test_random_weights_fail_the_planted_claims(tmp_path):
     stats = _run(tmp_path, _model_dir(tmp_path, planted.build_unplanted, 0))
     failed = _failures(_claims(0), stats)
@@ -104,6 +105,7 @@ def second_seed() -> int:
     raise AssertionError("no seed moves every mechanism")
 
 
+@pytest.mark.slow  # ~25-45 s each on the shared 2-core machine: over the default tier's budget
 def test_a_second_seed_moves_every_finding(tmp_path):
     s = second_seed()
     stats = _run(tmp_path, _model_dir(tmp_path, planted.build_planted, s))
@@ -132,6 +134,7 @@ def test_head_index_through_the_wrong_gqa_group_fails(tmp_path, monkeypatch):
     assert "head" in failed, failed
 
 
+@pytest.mark.slow  # ~25-45 s each on the shared 2-core machine: over the default tier's budget
 def test_layers_off_by_one_fail(tmp_path, monkeypatch):
     from atlas_core.experiments import layer_ablation
     from atlas_core.sites import Site
