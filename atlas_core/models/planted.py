@@ -1,5 +1,10 @@
 """``planted-<layout>``: stock Hugging Face models whose mechanisms are set by hand, so that what each
-experiment must find is known by construction (a ground truth for the atlas's statistics).
+experiment must find is known by construction (a ground truth for the atlas's statistics). Three layouts:
+``planted-llama`` (``LlamaForCausalLM``, serial pre-norm block, RMSNorm, grouped-query attention with 2 KV
+heads for 4 query heads), ``planted-gpt2`` (``GPT2LMHeadModel``: Conv1D, fused ``c_attn``, learned positions
+set to zero) and ``planted-gpt-neox`` (``GPTNeoXForCausalLM``: parallel block, fused ``query_key_value``).
+The same seed plants the same mechanisms at the same places in each; every reader of the residual sums to
+zero over its inputs (:func:`_zero_sum`), so LayerNorm's mean subtraction reads an absent coordinate as 0.
 
 The residual stream is laid out in named one-hot coordinates (``Layout``): one per character the task
 families use, four flags (``ONES`` on every token, ``UPPER``, ``LOWER``, ``DIGIT``) and one output
@@ -39,11 +44,12 @@ import transformers
 from atlas_core import AtlasError
 from atlas_core.models.tiny import tiny_tokenizer
 
-LAYOUTS = ("llama",)  # stock families with a planted model
+LAYOUTS = ("llama", "gpt2", "gpt-neox")  # stock families with a planted model
 PLANTED_MODELS = tuple(f"planted-{layout}" for layout in LAYOUTS)
 N_LAYERS = 8
 D_MODEL, HEADS, KV_HEADS, HEAD_DIM, D_FF = 96, 4, 2, 24, 64
-QK = 4  # first head dimension whose rotary frequency is negligible at rope_theta 1e12 (10^-QK rad/position)
+QK = 8  # first head dimension that does not rotate: Llama's frequency there is 1e-8 rad/position at rope_theta 1e12,
+        # GPT-NeoX rotates dims 0..5 only
 FAMILIES = ("planted_copy", "planted_hub", "planted_recall", "planted_steer")
 DRIVE = {"steering": "planted_steer", "knockout": "planted_recall"}
 
@@ -52,7 +58,7 @@ UPPER = LOWER.upper()
 DIGITS = "01234567"
 PUNCT = "+-*/"
 CHARS = "^?!@yz." + PUNCT + LOWER + UPPER + DIGITS
-FLAGS = ("ONES", "UPPER", "LOWER", "DIGIT")
+FLAGS = ("ONES", "UPPER", "LOWER", "DIGIT", "ZERO")  # ZERO: on no token (see _zero_sum)
 ANSWERS = LOWER + "Y"
 RECALL = {d: LOWER[(5 * i + 3) % 16] for i, d in enumerate(DIGITS)}  # the key -> value map
 
@@ -95,28 +101,41 @@ class Positions:
 
 def plant_positions(seed: int, n_layers: int = N_LAYERS) -> Positions:
     """Four distinct interior layers (the first and last stay identities) and a query head, from the seed."""
-    rng = random.Random(f"planted/{seed}")
+    rng = random.Random(f"planted/{seed}")  # the same places in every layout
     hub, copy, recall, steer = rng.sample(range(1, n_layers - 1), 4)
     return Positions(hub=hub, copy=copy, copy_head=rng.randrange(HEADS), recall=recall, steer=steer)
 
 
-def config(vocab_size: int, n_layers: int = N_LAYERS) -> transformers.LlamaConfig:
+def config(layout: str, vocab_size: int, n_layers: int = N_LAYERS) -> transformers.PretrainedConfig:
+    """The stock config of ``planted-<layout>``: rotary angles negligible in the query/key dimensions used
+    (Llama: rope_theta 1e12; GPT-NeoX: a quarter of each head rotates, content sits above it), learned
+    positions unused (GPT-2: zero), the LM head untied from the embedding."""
     pad = vocab_size - 1
-    return transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=D_MODEL, intermediate_size=D_FF, num_hidden_layers=n_layers,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM, max_position_embeddings=256,
-        rope_theta=1e12, rms_norm_eps=1e-6, tie_word_embeddings=False, pad_token_id=pad, eos_token_id=pad,
-        bos_token_id=pad)
+    common = dict(vocab_size=vocab_size, pad_token_id=pad, eos_token_id=pad, bos_token_id=pad, tie_word_embeddings=False)
+    if layout == "llama":
+        return transformers.LlamaConfig(
+            **common, hidden_size=D_MODEL, intermediate_size=D_FF, num_hidden_layers=n_layers, num_attention_heads=HEADS,
+            num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM, max_position_embeddings=256, rope_theta=1e12,
+            rms_norm_eps=1e-6)
+    if layout == "gpt2":
+        return transformers.GPT2Config(**common, n_embd=D_MODEL, n_layer=n_layers, n_head=HEADS, n_positions=256,
+                                       n_inner=D_FF, layer_norm_epsilon=1e-6, activation_function="gelu_new")
+    if layout == "gpt-neox":
+        return transformers.GPTNeoXConfig(
+            **common, hidden_size=D_MODEL, intermediate_size=D_FF, num_hidden_layers=n_layers, num_attention_heads=HEADS,
+            max_position_embeddings=256, rotary_pct=0.25, use_parallel_residual=True, layer_norm_eps=1e-6,
+            hidden_act="gelu")
+    raise AtlasError(f"no planted model of layout {layout!r}; planted models: {', '.join(PLANTED_MODELS)}")
 
 
-# scales (measured: copy and recall answers at p ~ 0.9, the hub's at p ~ 0.999; see the tests)
+# scales per layout (measured: copy and recall answers at p ~ 0.9, the hub's at p ~ 0.999; see the tests)
 ATTN_Q = 3.0  # content query/key weight
 SINK_Q = 2.0  # the sink query/key weight
-COPY_OUT = 0.2
-HUB_OUT = 2.0  # per head (a quarter of the hub's logit each)
-RECALL_GATE, RECALL_OUT = 2.0, 0.045
-STEER_GATE, STEER_OUT = 2.0, 0.6
-UNEMBED = 1.3
+SCALES = {
+    "llama": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.045, steer_in=2.0, steer=0.6, unembed=1.3),
+    "gpt2": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3),
+    "gpt-neox": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3),
+}
 
 
 def _token(tok, c: str) -> int:
@@ -126,94 +145,161 @@ def _token(tok, c: str) -> int:
     return ids[0]
 
 
-def _attention(attn, heads_q: dict[int, tuple[str, str, dict[int, str], float]], kv: dict[int, tuple[str, dict[int, str]]]):
-    """Set one layer's attention: ``heads_q[h] = (query char, ..., o-map, out scale)``; ``kv[g] = (key flag,
-    value map: head dim -> source coordinate name)``. Coordinates are named ``c:<char>``/``f:<flag>``."""
-    def coord(name: str) -> int:
-        kind, _, v = name.partition(":")
-        return L.ch(v) if kind == "c" else L.flag(v)
+class _Writer:
+    """Sets one weight of a planted model by what it means (query dim j of head h reads coordinate c, ...),
+    whatever the family's module layout: Llama's separate projections, GPT-2's fused Conv1D ``c_attn``
+    (input-major), GPT-NeoX's fused ``query_key_value`` (per head: query, key, value)."""
 
-    for g, (key, values) in kv.items():
-        attn.k_proj.weight[g * HEAD_DIM + QK, coord(key)] = ATTN_Q
-        attn.k_proj.weight[g * HEAD_DIM + QK + 1, L.ch("^")] = SINK_Q
-        for j, src in values.items():
-            attn.v_proj.weight[g * HEAD_DIM + j, coord(src)] = 1.0
-    for h, (query, _, omap, scale) in heads_q.items():
-        if query:
-            attn.q_proj.weight[h * HEAD_DIM + QK, coord(query)] = ATTN_Q
-        attn.q_proj.weight[h * HEAD_DIM + QK + 1, L.flag("ONES")] = SINK_Q
-        for j, answer in omap.items():
-            attn.o_proj.weight[L.out(answer), h * HEAD_DIM + j] = scale
+    def __init__(self, model, layout: str):
+        self.m, self.layout = model, layout
+        self.kv_heads = KV_HEADS if layout == "llama" else HEADS
+
+    def layer(self, i):
+        return (self.m.model.layers if self.layout == "llama" else
+                self.m.transformer.h if self.layout == "gpt2" else self.m.gpt_neox.layers)[i]
+
+    def qkv(self, i: int, part: int, head: int, j: int, coord: int, value: float) -> None:
+        """part 0 query (query head), 1 key, 2 value (KV head); row ``j`` of the head reads ``coord``."""
+        lay = self.layer(i)
+        if self.layout == "llama":
+            proj = (lay.self_attn.q_proj, lay.self_attn.k_proj, lay.self_attn.v_proj)[part]
+            proj.weight[head * HEAD_DIM + j, coord] = value
+        elif self.layout == "gpt2":
+            lay.attn.c_attn.weight[coord, part * D_MODEL + head * HEAD_DIM + j] = value
+        else:
+            lay.attention.query_key_value.weight[head * 3 * HEAD_DIM + part * HEAD_DIM + j, coord] = value
+
+    def out(self, i: int, head: int, j: int, coord: int, value: float) -> None:
+        lay = self.layer(i)
+        if self.layout == "llama":
+            lay.self_attn.o_proj.weight[coord, head * HEAD_DIM + j] = value
+        elif self.layout == "gpt2":
+            lay.attn.c_proj.weight[head * HEAD_DIM + j, coord] = value
+        else:
+            lay.attention.dense.weight[coord, head * HEAD_DIM + j] = value
+
+    def mlp_in(self, i: int, neuron: int, coord: int, value: float) -> None:
+        lay = self.layer(i)
+        if self.layout == "llama":
+            lay.mlp.gate_proj.weight[neuron, coord] = value
+        elif self.layout == "gpt2":
+            lay.mlp.c_fc.weight[coord, neuron] = value
+        else:
+            lay.mlp.dense_h_to_4h.weight[neuron, coord] = value
+
+    def mlp_up(self, i: int, neuron: int, coord: int, value: float) -> None:
+        """Llama's gated MLP multiplies by an up projection; GPT-2's and GPT-NeoX's have none."""
+        if self.layout == "llama":
+            self.layer(i).mlp.up_proj.weight[neuron, coord] = value
+
+    def mlp_out(self, i: int, neuron: int, coord: int, value: float) -> None:
+        lay = self.layer(i)
+        if self.layout == "llama":
+            lay.mlp.down_proj.weight[coord, neuron] = value
+        elif self.layout == "gpt2":
+            lay.mlp.c_proj.weight[neuron, coord] = value
+        else:
+            lay.mlp.dense_4h_to_h.weight[coord, neuron] = value
+
+    def embed(self):
+        return self.m.get_input_embeddings().weight
+
+    def unembed(self):
+        return self.m.get_output_embeddings().weight
+
+
+def _head(w: _Writer, i: int, query: int | None, key: int, values: dict[int, int], out: dict[int, int], heads, scale):
+    """Query heads ``heads`` of layer ``i`` attend from positions holding ``query`` to those holding ``key``
+    (else to the sink), read ``values`` (head dim -> coordinate) and write ``out`` (head dim -> output
+    coordinate) times ``scale``; query heads outside ``heads`` of the same KV groups attend to the sink."""
+    group = HEADS // w.kv_heads
+    for g in sorted({h // group for h in heads}):
+        w.qkv(i, 1, g, QK, key, ATTN_Q)
+        w.qkv(i, 1, g, QK + 1, L.ch("^"), SINK_Q)
+        for j, c in values.items():
+            w.qkv(i, 2, g, j, c, 1.0)
+        for h in range(g * group, (g + 1) * group):
+            w.qkv(i, 0, h, QK + 1, L.flag("ONES"), SINK_Q)
+    for h in heads:
+        if query is not None:
+            w.qkv(i, 0, h, QK, query, ATTN_Q)
+        for j, c in out.items():
+            w.out(i, h, j, c, scale)
 
 
 def build_planted(layout: str = "llama", seed: int = 0):
     """The planted model of ``layout`` at ``seed`` and its tokenizer (deterministic, no randomness in weights)."""
-    if layout not in LAYOUTS:
-        raise AtlasError(f"no planted model of layout {layout!r}; planted models: {', '.join(PLANTED_MODELS)}")
     tok = tiny_tokenizer()
+    cfg = config(layout, len(tok))
     pos = plant_positions(seed)
-    model = transformers.LlamaForCausalLM(config(len(tok))).eval()
+    sc = SCALES[layout]
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    w = _Writer(model, layout)
     with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for m in model.modules():  # norms multiply by one
-            if type(m).__name__.endswith("RMSNorm"):
-                m.weight.fill_(1.0)
-        emb = model.model.embed_tokens.weight
+        for name, p in model.named_parameters():
+            norm = "norm" in name or "ln_" in name
+            p.fill_(1.0 if norm and name.endswith("weight") else 0.0)  # norms multiply by one, every bias is 0
+        emb = w.embed()
         emb[:, L.flag("ONES")] = 1.0
         for c in CHARS:
             t = _token(tok, c)
             emb[t, L.ch(c)] = 1.0
-            if c in UPPER:
-                emb[t, L.flag("UPPER")] = 1.0
-            if c in LOWER:
-                emb[t, L.flag("LOWER")] = 1.0
-            if c in DIGITS:
-                emb[t, L.flag("DIGIT")] = 1.0
+            for flag, chars in (("UPPER", UPPER), ("LOWER", LOWER), ("DIGIT", DIGITS)):
+                if c in chars:
+                    emb[t, L.flag(flag)] = 1.0
         for a in ANSWERS:
-            model.lm_head.weight[_token(tok, a), L.out(a)] = UNEMBED
-        layers = model.model.layers
+            w.unembed()[_token(tok, a), L.out(a)] = sc["unembed"]
 
         # copy: the query head at '?' attends to the uppercase letter and writes its lowercase answer
-        group = pos.copy_head // (HEADS // KV_HEADS)
-        partner = [h for h in range(HEADS) if h // (HEADS // KV_HEADS) == group and h != pos.copy_head]
-        _attention(layers[pos.copy].self_attn,
-                   {pos.copy_head: ("c:?", "", {i: LOWER[i] for i in range(16)}, COPY_OUT),
-                    **{h: ("", "", {}, 0.0) for h in partner}},
-                   {group: ("f:UPPER", {i: f"c:{UPPER[i]}" for i in range(16)})})
+        _head(w, pos.copy, L.ch("?"), L.flag("UPPER"), {i: L.ch(UPPER[i]) for i in range(16)},
+              {i: L.out(LOWER[i]) for i in range(16)}, [pos.copy_head], sc["copy"])
         # hub: every head at '!' attends to the lowercase letters and writes the next letter, a quarter each
-        _attention(layers[pos.hub].self_attn,
-                   {h: ("c:!", "", {i: LOWER[(i + 1) % 16] for i in range(16)}, HUB_OUT) for h in range(HEADS)},
-                   {g: ("f:LOWER", {i: f"c:{LOWER[i]}" for i in range(16)}) for g in range(KV_HEADS)})
+        _head(w, pos.hub, L.ch("!"), L.flag("LOWER"), {i: L.ch(LOWER[i]) for i in range(16)},
+              {i: L.out(LOWER[(i + 1) % 16]) for i in range(16)}, list(range(HEADS)), sc["hub"])
         # recall: neuron i fires on digit i (its one-hot and the digit flag against ONES) and writes its value
-        mlp = layers[pos.recall].mlp
         for i, d in enumerate(DIGITS):
-            mlp.gate_proj.weight[i, L.ch(d)] = RECALL_GATE
-            mlp.gate_proj.weight[i, L.flag("DIGIT")] = RECALL_GATE
-            mlp.gate_proj.weight[i, L.flag("ONES")] = -1.5 * RECALL_GATE
-            mlp.up_proj.weight[i, L.ch(d)] = 1.0
-            mlp.down_proj.weight[L.out(RECALL[d]), i] = RECALL_OUT
-        # steer: silent on the clean run (gate y - ONES is 0 exactly on a 'y'), raises "Y" when y outweighs ONES
-        mlp = layers[pos.steer].mlp
-        mlp.gate_proj.weight[0, L.ch("y")] = STEER_GATE
-        mlp.gate_proj.weight[0, L.flag("ONES")] = -STEER_GATE
-        mlp.up_proj.weight[0, L.ch("y")] = 1.0
-        mlp.down_proj.weight[L.out("Y"), 0] = STEER_OUT
+            w.mlp_in(pos.recall, i, L.ch(d), sc["recall_in"])
+            w.mlp_in(pos.recall, i, L.flag("DIGIT"), sc["recall_in"])
+            w.mlp_in(pos.recall, i, L.flag("ONES"), -1.5 * sc["recall_in"])
+            w.mlp_up(pos.recall, i, L.ch(d), 1.0)
+            w.mlp_out(pos.recall, i, L.out(RECALL[d]), sc["recall"])
+        # steer: silent on the clean run (y - ONES is 0 exactly on a 'y'), raises "Y" when y outweighs ONES
+        w.mlp_in(pos.steer, 0, L.ch("y"), sc["steer_in"])
+        w.mlp_in(pos.steer, 0, L.flag("ONES"), -sc["steer_in"])
+        w.mlp_up(pos.steer, 0, L.ch("y"), 1.0)
+        w.mlp_out(pos.steer, 0, L.out("Y"), sc["steer"])
+        _zero_sum(model, layout)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, tok
 
 
+def _zero_sum(model, layout: str) -> None:
+    """Make every weight that reads the (normed) residual sum to zero over its inputs, the remainder read from
+    ``ZERO``, a coordinate no token sets. LayerNorm subtracts the position's mean from every coordinate; a
+    zero-sum reader cancels that shift exactly, so an absent coordinate reads as 0 in GPT-2 and GPT-NeoX as
+    it does under Llama's RMSNorm (where ``ZERO`` stays 0 and nothing changes)."""
+    z = L.flag("ZERO")
+    readers = [model.get_output_embeddings().weight]
+    for name, mod in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "query_key_value", "dense_h_to_4h"):
+            readers.append(mod.weight)  # [out, in]
+        elif leaf in ("c_attn", "c_fc"):
+            readers.append(mod.weight.T)  # Conv1D: [in, out]
+    for wt in readers:
+        wt[:, z] = 0.0
+        wt[:, z] = -wt.sum(1)
+
+
 def build_unplanted(layout: str = "llama", seed: int = 0):
     """The negative control: the same architecture, tokenizer and size with random weights."""
-    if layout not in LAYOUTS:
-        raise AtlasError(f"no planted model of layout {layout!r}; planted models: {', '.join(PLANTED_MODELS)}")
     tok = tiny_tokenizer()
+    cfg = config(layout, len(tok))
+    cfg.initializer_range = 0.2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        cfg = config(len(tok))
-        cfg.initializer_range = 0.2
-        model = transformers.LlamaForCausalLM(cfg).eval()
+        model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     return model, tok
 
 
@@ -278,18 +364,21 @@ def write_tasks(folder: Path) -> Path:
 
 def specification(layout: str = "llama", seed: int = 0) -> dict:
     """What each experiment must find on ``planted-<layout>`` at ``seed``: the contents of ``planted.json``."""
+    if layout not in LAYOUTS:
+        raise AtlasError(f"no planted model of layout {layout!r}; planted models: {', '.join(PLANTED_MODELS)}")
     pos = plant_positions(seed)
+    group = HEADS // (KV_HEADS if layout == "llama" else HEADS)  # query heads per KV head
     answered = {"planted_copy": pos.copy, "planted_hub": pos.hub, "planted_recall": pos.recall}
     return {
         "model": f"planted-{layout}",
         "seed": seed,
         "n_layers": N_LAYERS,
         "n_heads": HEADS,
-        "n_kv_heads": KV_HEADS,
+        "n_kv_heads": HEADS // group,
         "families": list(FAMILIES),
         "drive": dict(DRIVE),
         "positions": {"hub": pos.hub, "copy": pos.copy, "copy_head": pos.copy_head,
-                      "copy_group_heads": [h for h in range(HEADS) if h // (HEADS // KV_HEADS) == pos.copy_head // (HEADS // KV_HEADS)],
+                      "copy_group_heads": [h for h in range(HEADS) if h // group == pos.copy_head // group],
                       "recall": pos.recall, "steer": pos.steer},
         "identity_layers": pos.identity_layers(),
         "answer_layer": answered,  # the layer after which each answering family's answer is in the residual

@@ -14,7 +14,7 @@ TINY_MODEL = "tiny-qwen2"
 TINY_FAMILIES = ("qwen2", "gpt2", "gpt-neox", "phi3", "gemma2", "gemma3", "olmo2", "llama", "mistral", "qwen3")
 TINY_MODELS = tuple(f"tiny-{family}" for family in TINY_FAMILIES)
 # ``planted-<layout>``: hand-set stock models whose mechanisms are known (atlas_core/models/planted.py)
-PLANTED_MODELS = ("planted-llama",)
+PLANTED_MODELS = ("planted-llama", "planted-gpt2", "planted-gpt-neox")
 
 
 @dataclass(frozen=True)
