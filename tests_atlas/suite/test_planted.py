@@ -22,8 +22,8 @@ EXPERIMENTS = ["clean", "layer_ablation", "mlp_ablation", "head_ablation", "stee
 MODEL = "planted-llama"
 
 
-def _claims(seed: int):
-    return [parse_claim(c, {}, "planted") for c in claims("llama", seed)]
+def _claims(seed: int, layout: str = "llama"):
+    return [parse_claim(c, {}, "planted") for c in claims(layout, seed)]
 
 
 def _run(tmp, model_dir_or_name, experiments=EXPERIMENTS) -> dict:
@@ -39,7 +39,7 @@ def _run(tmp, model_dir_or_name, experiments=EXPERIMENTS) -> dict:
 def _failures(seed_claims, stats) -> dict[str, str]:
     out = {}
     for c in seed_claims:
-        ev = evaluate(c, [stats], [MODEL])
+        ev = evaluate(c, [stats], [c.models[0]])
         if not ev.passed:
             out[c.id.split(":")[1]] = ev.message
     return out
@@ -53,16 +53,25 @@ def _model_dir(tmp, builder, seed):
     return d
 
 
-@pytest.fixture(scope="module")
-def seed0(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("planted0"), MODEL)
+# Llama in the default tier; GPT-2 and GPT-NeoX (same plant, other module layouts) in the slow one
+LAYOUTS = [pytest.param("llama", id="llama"),
+           pytest.param("gpt2", id="gpt2", marks=pytest.mark.slow),
+           pytest.param("gpt-neox", id="gpt-neox", marks=pytest.mark.slow)]
 
 
-def test_planted_models_are_registered_and_their_claims_file_is_the_generated_one():
-    assert MODEL in known_names()
-    shipped = CLAIMS_DIR / "planted-llama.toml"
-    assert shipped.read_text() == render("llama", 0), "regenerate: python -m atlas_core.planted_claims"
-    assert len(load_claims(shipped).claims) == len(claims("llama", 0))
+@pytest.fixture(scope="module", params=LAYOUTS)
+def seed0(request, tmp_path_factory):
+    """(layout, statistics, run folder) of ``planted-<layout>`` at seed 0."""
+    tmp = tmp_path_factory.mktemp(f"planted0-{request.param}")
+    return request.param, _run(tmp, f"planted-{request.param}"), tmp / "run"
+
+
+@pytest.mark.parametrize("layout", planted.LAYOUTS)
+def test_planted_models_are_registered_and_their_claims_file_is_the_generated_one(layout):
+    assert f"planted-{layout}" in known_names()
+    shipped = CLAIMS_DIR / f"planted-{layout}.toml"
+    assert shipped.read_text() == render(layout, 0), "regenerate with atlas_core.planted_claims.render"
+    assert len(load_claims(shipped).claims) == len(claims(layout, 0))
 
 
 def test_planted_json_sits_beside_the_config(tmp_path):
@@ -72,14 +81,13 @@ def test_planted_json_sits_beside_the_config(tmp_path):
 
 
 def test_atlas_finds_every_planted_mechanism(seed0):
-    assert _failures(_claims(0), seed0) == {}
-    assert seed0["hub.top_layer"].tie  # zeroing a layer's whole output: without biases every layer ties
+    layout, stats, _ = seed0
+    assert _failures(_claims(0, layout), stats) == {}
+    assert stats["hub.top_layer"].tie  # zeroing a layer's whole output: without biases every layer ties
 
 
-def test_steering_works_up_to_its_layer_and_not_after(tmp_path_factory, seed0):
-    from atlas_core.runs import load_run as load
-
-    res = next(load(p).typed("steering") for p in tmp_path_factory.getbasetemp().glob("planted0*/run"))
+def test_steering_works_up_to_its_layer_and_not_after(seed0):
+    res = load_run(seed0[2]).typed("steering")
     steer = planted.plant_positions(0).steer
     best = {layer: max(row) for layer, row in zip(res.layers, res.boost)}
     assert all(best[layer] > 0.5 for layer in best if layer < steer), best
