@@ -152,3 +152,11 @@ def test_layers_off_by_one_fail(tmp_path, monkeypatch):
     failed = _failures([c for c in _claims(0) if c.statistic.startswith("hub.")], stats)
     print("\n".join(failed.values()))
     assert "hub" in failed, failed
+
+
+def test_atlas_models_list_shows_the_planted_models(capsys):
+    from atlas_core.cli import main
+
+    main(["models", "list"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in planted.PLANTED_MODELS), out
