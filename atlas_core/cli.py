@@ -13,7 +13,7 @@ INFO_PROMPTS = ("The capital of Italy is", "The capital of France is", "def add(
 
 def _models_list(args) -> int:
     from atlas_core.models import OFFLINE_MODELS, is_cached
-    from atlas_core.models.registry import DEFAULT_MODEL, TINY_FAMILIES
+    from atlas_core.models.registry import DEFAULT_MODEL, PLANTED_MODELS, TINY_FAMILIES
 
     from atlas_core.integrity import CorruptFile
     from atlas_core.models.offline import verify
@@ -30,6 +30,9 @@ def _models_list(args) -> int:
         print(f"{name:32s} {state:12s} {spec.description}{default}")
     for family in TINY_FAMILIES:
         print(f"{'tiny-' + family:32s} {'built-in':12s} deterministic random stock {family} (4 layers), for tests")
+    for name in PLANTED_MODELS:
+        print(f"{name:32s} {'built-in':12s} stock {name.removeprefix('planted-')} with hand-set mechanisms "
+              "(planted.json says what each experiment must find)")
     return 0
 
 

@@ -23,7 +23,7 @@ from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import known_names, load, resolve_device
 from atlas_core.models.loader import check_model_source, resolve_dtype
-from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
+from atlas_core.models.registry import OFFLINE_MODELS, PLANTED_MODELS, TINY_MODELS
 from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
@@ -57,6 +57,7 @@ class RunPlan:
     # True: an experiment another process is computing is waited for, then its record read (the pytest plugin,
     # whose xdist workers need the same experiments); False: refused at once, naming the lock (`atlas run`)
     wait: bool = False
+    drive: dict[str, str] | None = None  # experiment -> the family it drives (steering, knockout); None: their default
     log: list[str] = field(default_factory=list)
 
 
@@ -96,11 +97,12 @@ def verified_codes(experiment: str) -> list[str]:
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, a torch.Generator up to 2**63 - 1
 
 
-def check_needed_families(names: list[str], families: dict) -> None:
-    """Each selected experiment's task families (``ExperimentSpec.families``) are loaded, with the item and
-    contrast prompts a skill direction needs: found before the model loads, not after other experiments ran."""
+def check_needed_families(names: list[str], families: dict, drive: dict | None = None) -> None:
+    """Each selected experiment's task families (the one the run has it drive, else its
+    ``ExperimentSpec.families``) are loaded, with the item and contrast prompts a skill direction needs: found
+    before the model loads, not after other experiments ran."""
     for name in names:
-        for family in spec_of(name).families:
+        for family in ((drive[name],) if drive and name in drive else spec_of(name).families):
             if family not in families:
                 raise AtlasError(f"experiment {name} needs task family {family!r}, which this run does not load "
                                  f"(loaded: {', '.join(families)}); add it to --families or leave {name} out of "
@@ -114,7 +116,7 @@ def check_needed_families(names: list[str], families: dict) -> None:
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
-    if name in OFFLINE_MODELS or name in TINY_MODELS or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
+    if name in OFFLINE_MODELS or name in TINY_MODELS or name in PLANTED_MODELS or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
         return
     raise AtlasError(
         f"unknown model {name!r}; known models: {', '.join(known_names())} "
@@ -148,6 +150,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     names = parse_experiments(plan.experiments)
     profile = get_profile(plan.profile)
     check_model_name(plan.model)
+    _planted_defaults(plan)
     families = load_families(plan.families, n_items=profile.n_items, user_dir=plan.tasks)
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
@@ -157,7 +160,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     if plan.max_memory is not None and plan.device_map is None:
         raise AtlasError("--max-memory is given without --device-map, the flag it belongs to: add --device-map auto "
                          "or drop --max-memory")
-    check_needed_families(names, families)
+    check_needed_families(names, families, plan.drive)
     if plan.device_map is not None and plan.device_map != "auto":
         raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
     if plan.device_map and plan.ray is not None:
@@ -182,14 +185,15 @@ def run_plan(plan: RunPlan) -> RunStore:
         check_targets(families, lm.tokenizer, lm.info.name, max_positions(lm.model))
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
-    ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress)
+    ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress,
+                  drive=dict(plan.drive or {}))
     jobs: list[_Job] = []
     for name in names:
         seeds = [plan.seed + i for i in range(plan.seeds)] if spec_of(name).seed_dependent else [plan.seed]
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
-                                                              progress=plan.progress)
+                                                              progress=plan.progress, drive=dict(plan.drive or {}))
             cfg = experiment_config(name, run_ctx, seed, plan.seed)
             jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:
@@ -225,6 +229,22 @@ def run_plan(plan: RunPlan) -> RunStore:
             path = write_report(store.root)
             _say(plan, f"[atlas] report: {path}")
     return store
+
+
+def _planted_defaults(plan: RunPlan) -> None:
+    """A planted model runs on its own task families, and steering and knockout drive its planted ones,
+    unless the plan names others."""
+    from atlas_core.models.planted import run_defaults
+
+    defaults = run_defaults(plan.model)
+    if defaults is None:
+        return
+    if plan.tasks is None:
+        plan.tasks = defaults["tasks"]
+        if plan.families is None:
+            plan.families = defaults["families"]
+    if plan.drive is None:
+        plan.drive = defaults["drive"]
 
 
 def _preflight(plan: RunPlan, names: list[str]) -> None:

@@ -50,6 +50,11 @@ PROFILES: dict[str, Profile] = {
     "full": Profile("full", n_items=12, head_layers=None, ablation_modes=("zero", "mean", "resample"),
                     steer_strengths=_STRENGTHS, steer_layers=None, lora_items=None, lora_max_steps=2000,
                     lora_target_loss=0.01, n_boot=1000, memory_mb=2048, timing_repeats=5),
+    # What the planted models' claims are checked at (atlas_core/models/planted.py): every layer and head, zero
+    # ablation, a few seconds a model.
+    "planted": Profile("planted", n_items=6, head_layers=None, ablation_modes=("zero",),
+                       steer_strengths=(-2.0, -1.0, 0.0, 1.0, 2.0), steer_layers=None, lora_items=2, lora_max_steps=20,
+                       lora_target_loss=0.01, n_boot=200, memory_mb=512, timing_repeats=1),
     "exhaustive": Profile("exhaustive", n_items=None, head_layers=None, ablation_modes=("zero", "mean", "resample"),
                           steer_strengths=_STRENGTHS, steer_layers=None, lora_items=None, lora_max_steps=4000,
                           lora_target_loss=0.01, n_boot=1000, memory_mb=4096, timing_repeats=5),

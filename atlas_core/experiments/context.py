@@ -25,6 +25,11 @@ class Context:
     out_dir: Path | None = None  # where artifacts (the LoRA adapter) are saved
     progress: bool = False
     shared: dict = field(default_factory=dict)  # typed results (by experiment) and artifacts handed on in a run
+    drive: dict = field(default_factory=dict)  # experiment -> the task family it drives (steering, knockout)
+
+    def driven_family(self, experiment: str, default: str) -> str:
+        """The family ``experiment`` drives in this run: the run's choice, else the experiment's default."""
+        return self.drive.get(experiment, default)
 
     @cached_property
     def prompts(self) -> list[str]:

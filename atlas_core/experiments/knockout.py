@@ -42,7 +42,7 @@ def knockout_layers(ctx: Context) -> list[int]:
 
 def config(ctx: Context) -> dict:
     return {
-        "family": FAMILY,
+        "family": ctx.driven_family(NAME, FAMILY),
         "strength": STRENGTH,
         "layers": knockout_layers(ctx),
         "direction": "mean last-token residual after the layer, items - contrast, unnormalised",
@@ -59,7 +59,8 @@ def _check(ctx: Context, family: str, strength: float) -> None:
         raise AtlasError(f"knockout strength {strength} is not finite; use a negative finite value such as -1.0")
 
 
-def run(ctx: Context, family: str = FAMILY, strength: float = STRENGTH) -> KnockoutResult:
+def run(ctx: Context, family: str | None = None, strength: float = STRENGTH) -> KnockoutResult:
+    family = family or ctx.driven_family(NAME, FAMILY)
     _check(ctx, family, strength)
     layers = knockout_layers(ctx)
     targets = ctx.targets  # tokenized before any forward

@@ -187,8 +187,18 @@ def sweep_decls(prefix: str, top: str, what: str) -> tuple[StatDecl, ...]:
 
 def statistics(result: LayerAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
     """The hub: the layer whose ablation moves the output most (the primary sweep, the study's
-    mean-over-families KL), its KL, its relative depth, its rank order, and its KL per family."""
-    return sweep_stats("hub", primary_sweep(result), n_layers)
+    mean-over-families KL), its KL, its relative depth, its rank order, and its KL per family. Zeroing a
+    layer's whole output leaves nothing for later layers to read, so in a model without biases every layer
+    ties there; ``hub.skip.*`` reads the same statistics off the skip sweep (``delta/zero``), with each
+    layer's skip KL and argmax match (``hub.skip.layer_kl.<L>``), which localise the work."""
+    out = sweep_stats("hub", primary_sweep(result), n_layers)
+    skip = find_sweep(result.sweeps, "delta/zero")
+    if skip is not None:  # zeroing a layer's write is skipping it: the layer that does the work, located
+        out.update(sweep_stats("hub.skip", skip, n_layers))
+        for layer, kl, match in zip(skip.layers, skip.family_mean_kl, skip.argmax_match):
+            out[f"hub.skip.layer_kl.{layer}"] = Stat(float(kl), label=f"L{layer} skipped")
+            out[f"hub.skip.layer_argmax.{layer}"] = Stat(float(match), label=f"L{layer} skipped")
+    return out
 
 
 SPEC = ExperimentSpec(

@@ -49,7 +49,7 @@ def steer_layers(ctx: Context) -> list[int]:
 
 def config(ctx: Context) -> dict:
     return {
-        "family": FAMILY,
+        "family": ctx.driven_family(NAME, FAMILY),
         "layers": steer_layers(ctx),
         "strengths": list(ctx.profile.steer_strengths),
         "study_layer": study_layer(ctx.lm.info.n_layers),
@@ -109,7 +109,8 @@ def steer_grid(runner: Runner, targets: Sequence[int], layers: Sequence[int], st
     return SteerGrid(layers, strengths, clean_prob, target_prob, kl)
 
 
-def run(ctx: Context, family: str = FAMILY) -> SteeringResult:
+def run(ctx: Context, family: str | None = None) -> SteeringResult:
+    family = family or ctx.driven_family(NAME, FAMILY)
     check_family(ctx, family)
     fam = ctx.families[family]
     layers = steer_layers(ctx)

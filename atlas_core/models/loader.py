@@ -22,7 +22,7 @@ from atlas_core import AtlasError
 from atlas_core.integrity import read_json
 from atlas_core.models import offline
 from atlas_core.models.adapters import check_supported, text_config
-from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS, known_names
+from atlas_core.models.registry import OFFLINE_MODELS, PLANTED_MODELS, TINY_MODELS, known_names
 
 # every model ``load`` returned -> its name (the pytest plugin's leak guard watches them)
 LOADED_MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -86,7 +86,7 @@ def check_model_source(name_or_path: str) -> None:
     """What can be checked of a model source without loading it: a ``.gguf`` path is a non-empty GGUF file,
     a folder holds a readable ``config.json`` naming a model type. (Registered entries are verified by
     ``offline.fetch``; hub ids are only found by loading.)"""
-    if name_or_path in TINY_MODELS or name_or_path in OFFLINE_MODELS:
+    if name_or_path in TINY_MODELS or name_or_path in OFFLINE_MODELS or name_or_path in PLANTED_MODELS:
         return
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
@@ -284,6 +284,13 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
         model, tok = build_tiny(name_or_path.removeprefix("tiny-"))
         model, tok = _finish(model, tok, dev, dt)
         return LoadedModel(model, tok, _info(name_or_path, "synthetic", _hash_state(model), model, None, t0))
+
+    if name_or_path in PLANTED_MODELS:  # written once to a folder with its planted.json, then loaded from it
+        from atlas_core.models.planted import materialize
+
+        path = materialize(name_or_path)
+        model, tok = _finish(*_load_local(str(path), dt), dev, dt)
+        return LoadedModel(model, tok, _info(name_or_path, "synthetic", _hash_state(model), model, str(path), t0))
 
     check_model_source(name_or_path)
     if name_or_path in OFFLINE_MODELS:

@@ -13,6 +13,8 @@ TINY_MODEL = "tiny-qwen2"
 # ``tiny-<family>``: random stock models of every supported family (atlas_core/models/tiny.py)
 TINY_FAMILIES = ("qwen2", "gpt2", "gpt-neox", "phi3", "gemma2", "gemma3", "olmo2", "llama", "mistral", "qwen3")
 TINY_MODELS = tuple(f"tiny-{family}" for family in TINY_FAMILIES)
+# ``planted-<layout>``: hand-set stock models whose mechanisms are known (atlas_core/models/planted.py)
+PLANTED_MODELS = ("planted-llama", "planted-gpt2", "planted-gpt-neox")
 
 
 @dataclass(frozen=True)
@@ -81,4 +83,4 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 
 
 def known_names() -> list[str]:
-    return [*OFFLINE_MODELS, *TINY_MODELS]
+    return [*OFFLINE_MODELS, *TINY_MODELS, *PLANTED_MODELS]
