@@ -20,7 +20,7 @@ from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import AdapterAblationResult
 from atlas_core.layers import profile_stat, relabel
-from atlas_core.spec import ExperimentSpec, StatDecl
+from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, finite, series
 from atlas_core.interventions import Noop, Variant
 from atlas_core.metrics import correlation_ci, pearson, spearman
@@ -103,12 +103,12 @@ SPEC = ExperimentSpec(
     name=NAME, title="Adapter ablation", about="adapter weight norm vs its functional effect", order=80,
     run=run, config=config, result=AdapterAblationResult, requires=("lora_training",), seed_dependent=True,
     group="adapter", statistics=statistics,
-    statistic_names=("adapter.pearson", "adapter.spearman", "adapter.top_layer"),
+    statistic_names=("adapter.layer_profile", "adapter.pearson", "adapter.spearman", "adapter.top_layer"),
     section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
     declares=(
         StatDecl("adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"),
         StatDecl("adapter.pearson", "correlation", -1.0, 1.0, 0.0), StatDecl("adapter.spearman", "correlation", -1.0, 1.0, 0.0),
         StatDecl("adapter.top_layer", "layer", 0.0, math.inf, None, direction=0),
     ),
-    relayer=relayer, golden_rel=1e-3,  # LoRA-derived: four optimizer steps whose fp32 rounding compounds
+    relayer=relayer, golden_rel=GOLDEN_REL_TRAINED,  # LoRA-derived
 )

@@ -240,7 +240,7 @@ SPEC = ExperimentSpec(
     name=NAME, title="Skipping and early exit", about="layer-skip configurations and early exit", order=90,
     run=run, config=config, result=EfficiencyResult, reuses=("layer_ablation",), group="efficiency",
     statistics=statistics,
-    statistic_names=("efficiency.best_exit_argmax", "efficiency.best_top5_overlap", "efficiency.exit.*.argmax_match", "efficiency.skip.*.mean_kl", "efficiency.skip.*.top5_overlap"), claims=("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"), finding="early exit and layer skipping", profile_fields=("timing_repeats",),
+    statistic_names=("efficiency.best_exit_argmax", "efficiency.best_mid_top5_overlap", "efficiency.best_top5_overlap", "efficiency.exit.*.argmax_match", "efficiency.exit_profile", "efficiency.skip.*.mean_kl", "efficiency.skip.*.top5_overlap", "efficiency.skip_profile"), claims=("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"), finding="early exit and layer skipping", profile_fields=("timing_repeats",),
     section="atlas_core.report.sections:efficiency", macro="efficiency",
     overlay="atlas_core.report.compare:efficiency_overlay",
     declares=(

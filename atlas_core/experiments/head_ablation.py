@@ -103,7 +103,7 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
 SPEC = ExperimentSpec(
     name=NAME, title="Head ablation", about="KL from zeroing one attention head at a time", order=30,
     run=run, config=config, result=HeadAblationResult, group="heads", statistics=statistics,
-    statistic_names=("heads.family_max_kl.{family}", "heads.layer_coverage", "heads.layer_head_gap", "heads.max_head", "heads.max_kl", "heads.max_layer", "heads.max_layer_depth"), headline=True,
+    statistic_names=("heads.family_max_kl.{family}", "heads.head_profile", "heads.layer_coverage", "heads.layer_head_gap", "heads.layer_profile", "heads.max_head", "heads.max_kl", "heads.max_layer", "heads.max_layer_depth"), headline=True,
     claims=("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
     reads={"heads.layer_head_gap": ("layer_ablation",)}, finding="headline finding, specialist heads",
     profile_fields=("head_layers",), section="atlas_core.report.sections:heads", macro="heads",

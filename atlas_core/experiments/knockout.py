@@ -115,7 +115,7 @@ def statistics(result: KnockoutResult, n_layers: int, results: dict) -> dict[str
 SPEC = ExperimentSpec(
     name=NAME, title="Skill knockout", about="negative steering: skill drop vs non-skill drop per layer", order=50,
     run=run, config=config, result=KnockoutResult, group="knockout", statistics=statistics,
-    statistic_names=("knockout.best_layer", "knockout.best_layer_depth", "knockout.best_selectivity", "knockout.nonskill_drop", "knockout.skill_drop"), headline=True,
+    statistic_names=("knockout.best_layer", "knockout.best_layer_depth", "knockout.best_selectivity", "knockout.layer_profile", "knockout.nonskill_drop", "knockout.skill_drop"), headline=True,
     families=(FAMILY,),
     claims=("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
     finding="headline finding, knockout selectivity", profile_fields=("steer_layers",),

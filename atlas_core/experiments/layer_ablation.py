@@ -204,7 +204,7 @@ def statistics(result: LayerAblationResult, n_layers: int, results: dict) -> dic
 SPEC = ExperimentSpec(
     name=NAME, title="Layer ablation", about="KL (nats) from ablating each layer, per family", order=10,
     run=run, config=config, result=LayerAblationResult, group="hub", statistics=statistics,
-    statistic_names=("hub.family_kl.{family}", "hub.ranking", "hub.top_layer", "hub.top_layer_depth", "hub.top_layer_kl"), headline=True, claims=("hub.top_layer_kl", "hub.family_kl.*"), ranked=("hub.ranking", "layer ablation"),
+    statistic_names=("hub.family_kl.{family}", "hub.ranking", "hub.skip.family_kl.{family}", "hub.skip.layer_argmax.*", "hub.skip.layer_kl.*", "hub.skip.ranking", "hub.skip.top_layer", "hub.skip.top_layer_depth", "hub.skip.top_layer_kl", "hub.top_layer", "hub.top_layer_depth", "hub.top_layer_kl"), headline=True, claims=("hub.top_layer_kl", "hub.family_kl.*"), ranked=("hub.ranking", "layer ablation"),
     finding="headline finding, the hub layer", profile_fields=("ablation_modes",),
     section="atlas_core.report.sections:layer_sweeps", macro="sweeps",
     overlay="atlas_core.report.compare:sweeps_overlay",

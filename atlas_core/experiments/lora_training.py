@@ -41,7 +41,7 @@ from atlas_core.adapters_lora import (
 )
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
-from atlas_core.spec import ExperimentSpec, StatDecl
+from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, series
 from atlas_core.integrity import torch_load_sealed, torch_save_sealed
 from atlas_core.metrics import kl_divergence
@@ -393,5 +393,5 @@ SPEC = ExperimentSpec(
                            "families on Coder-0.5B, Coder-1.5B and Gemma-3-270M at the full profile)"),
         StatDecl("lora.kl.*", "nats", 0.0, math.inf, 0.0),
     ),
-    golden_rel=1e-3,  # four optimizer steps whose fp32 rounding compounds
+    golden_rel=GOLDEN_REL_TRAINED,
 )

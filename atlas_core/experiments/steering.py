@@ -202,7 +202,7 @@ def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str
 SPEC = ExperimentSpec(
     name=NAME, title="Steering", about="dose-response of adding the factual-recall direction at each layer",
     order=40, run=run, config=config, result=SteeringResult, group="steering", statistics=statistics,
-    statistic_names=("steering.baseline_prob", "steering.best_boost", "steering.best_layer", "steering.best_layer_depth", "steering.best_strength", "steering.study_layer_best_boost"), headline=True,
+    statistic_names=("steering.baseline_prob", "steering.best_boost", "steering.best_layer", "steering.best_layer_depth", "steering.best_strength", "steering.layer_profile", "steering.study_layer_best_boost"), headline=True,
     families=(FAMILY,),
     claims=("steering.best_boost", "steering.study_layer_best_boost"),
     finding="headline finding, steering collapse", profile_fields=("steer_layers", "steer_strengths"),

@@ -1,9 +1,10 @@
 """The golden check: a fixed slice of all nine experiments (and the clean pass) on Coder-0.5B, recomputed
 and compared per variant and prompt with ``atlas_core/data/golden/qwen2.5-coder-0.5b-instruct.json``.
 
-Tolerances are those of :mod:`atlas_core.golden`: relative 1e-4 (plus 1e-6 absolute for KL and
-probabilities, below which fp32 forwards of different batch shapes legitimately differ), 1e-3 for what
-depends on the four LoRA steps (their rounding compounds), 5e-4 for the MLP ablation (zeroing the first
+Tolerances are each experiment's ``golden_rel`` (``atlas_core.spec``, set from the measured deviation across
+CPUs and thread counts): relative 3e-4 (plus 1e-6 absolute for KL and probabilities, below which fp32
+forwards of different batch shapes legitimately differ), 1e-2 for what depends on the four LoRA steps (their
+rounding compounds), 5e-4 for the MLP ablation (zeroing the first
 layer's MLP makes the forward ill-conditioned: measured 1.4e-4) and 2e-3 absolute on transfer recoveries
 (a ratio of nearly equal KLs). Argmax tokens, layer lists and rankings are exact.
 
@@ -130,10 +131,10 @@ def _slice(kl: float, prob: float = 0.5) -> ExperimentSlice:
 
 def test_comparison_tolerates_rounding_and_names_what_moved():
     assert compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 5e-5))) == []
-    moved = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 3e-4)))
+    moved = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 1e-3)))
     assert [m.where for m in moved] == ["sweep 0 variant 'v/L0' prompt 'The capital of France is' kl", "result.best"]
     assert str(moved[0]) == ("steering: sweep 0 variant 'v/L0' prompt 'The capital of France is' kl: "
-                             "golden 0.5, now 0.50015")
+                             "golden 0.5, now 0.5005")
     # a KL near zero compares by the absolute floor, not by its meaningless relative error
     assert compare_slice("steering", _slice(2e-8), _slice(9e-8)) == []
     assert compare_slice("steering", _slice(0.0), _slice(5e-6)) != []
@@ -148,11 +149,11 @@ def test_comparison_tolerates_rounding_and_names_what_moved():
 
 
 def test_lora_derived_and_ill_conditioned_values_get_their_wider_tolerances():
-    assert compare_slice("transfer", _slice(0.5), _slice(0.5 * (1 + 5e-4))) == []
-    assert compare_slice("transfer", _slice(0.5), _slice(0.5 * (1 + 2e-3))) != []
-    assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 3e-4))) == []
+    assert compare_slice("transfer", _slice(0.5), _slice(0.5 * (1 + 5e-3))) == []
+    assert compare_slice("transfer", _slice(0.5), _slice(0.5 * (1 + 2e-2))) != []
+    assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 4e-4))) == []
     assert compare_slice("mlp_ablation", _slice(7.67), _slice(7.67 * (1 + 1e-3))) != []
-    assert compare_slice("layer_ablation", _slice(7.67), _slice(7.67 * (1 + 3e-4))) != []
+    assert compare_slice("layer_ablation", _slice(7.67), _slice(7.67 * (1 + 4e-4))) != []
 
 
 def test_excess_measures_a_difference_in_tolerances():
@@ -160,8 +161,8 @@ def test_excess_measures_a_difference_in_tolerances():
     assert golden.excess(1.0, 1.0 + 2e-4, 1e-4, 0.0) == pytest.approx(2.0, rel=1e-3)
     assert golden.excess(0.0, 5e-7, 1e-4, 1e-6) == pytest.approx(0.5, rel=1e-3)
     assert golden.excess(float("nan"), 1.0, 1e-4, 1e-6) == float("inf")
-    moved = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 3e-4)))
-    assert moved[0].excess == pytest.approx(0.5 * 3e-4 / (1e-4 * 0.5 * (1 + 3e-4) + 1e-6))  # the KL floor counts
+    moved = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 1e-3)))
+    assert moved[0].excess == pytest.approx(0.5 * 1e-3 / (3e-4 * 0.5 * (1 + 1e-3) + 1e-6))  # the KL floor counts
     # above=0 lists every value that moved at all (the measurement's view), above=1 only the failures
     near = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 5e-5)), above=0.0)
     assert [m.where for m in near] == ["sweep 0 variant 'v/L0' prompt 'The capital of France is' kl", "result.best"]
