@@ -183,7 +183,7 @@ def test_a_damaged_record_is_a_clear_error(tmp_path):
 
     bad = tmp_path / "m.json"
     bad.write_text('{"format": 1, "experiments": {"clean": {"sweeps": []}}}')
-    with pytest.raises(AtlasError, match="unreadable .*git checkout -- atlas_core/data/golden"):
+    with pytest.raises(AtlasError, match=r"m.json: experiments.clean.result is required .*git checkout -- atlas_core/data/golden"):
         golden.read(bad)
     with pytest.raises(AtlasError, match="no golden record .*atlas golden write"):
         golden.read(tmp_path / "missing.json")

@@ -212,8 +212,9 @@ def test_compare_runs_flags_exactly_the_perturbed_statistics(tiny_run, tmp_path,
     # scaled layer becomes a hub where the baseline had none: its index and depth drift too
     tie = {r.statistic: r for r in rows}["hub.top_layer"]
     assert tie.a.tie and not tie.b.tie and tie.note == "tie"
+    # _perturb scales every sweep's top layer, the skip sweep's too: the hub.skip statistics read it
     assert drifted <= {"hub.top_layer_kl", "hub.top_layer", "hub.top_layer_depth", "mlp.share_of_top_layer"} | {
-        r.statistic for r in rows if r.statistic.startswith("hub.family_kl.")}
+        r.statistic for r in rows if r.statistic.startswith(("hub.family_kl.", "hub.skip."))}
     row = next(r for r in rows if r.statistic == "hub.top_layer_kl")
     assert "hub.top_layer_kl drifted: baseline tiny-qwen2" in row.message() and "candidate tiny-qwen2" in row.message()
     table = format_comparison(rows)
