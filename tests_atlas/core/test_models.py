@@ -297,7 +297,8 @@ def test_empty_name_is_an_error():
 def test_known_names_cover_the_registry():
     assert set(known_names()) == {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m",
                                   "tiny-qwen2", "tiny-gpt2", "tiny-gpt-neox", "tiny-phi3", "tiny-gemma2",
-                                  "tiny-gemma3", "tiny-olmo2", "tiny-llama", "tiny-mistral", "tiny-qwen3"}
+                                  "tiny-gemma3", "tiny-olmo2", "tiny-llama", "tiny-mistral", "tiny-qwen3",
+                                  "planted-llama", "planted-gpt2", "planted-gpt-neox"}
     for spec in OFFLINE_MODELS.values():
         assert len(spec.sha256) == 64 and spec.parts == len(spec.wheel_requirements())
 
