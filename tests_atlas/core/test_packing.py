@@ -28,7 +28,9 @@ def test_packing_moves_every_real_token_once_and_back(data, lengths, row_tokens)
     packed = pk.pack(x)
     rows, width = pk.shape
     assert packed.shape == (rows, width, 3)
-    assert rows == math.ceil(sum(lengths) / max(row_tokens, max(lengths)))  # as few rows as the budget allows
+    # at most the rows the budget needs: where first fit leaves a sequence over, plan() widens the rows until it
+    # fits, which can save a row (lengths [4, 4, 4, 4] at 6 tokens: 2 rows of 8, found by hypothesis)
+    assert rows <= math.ceil(sum(lengths) / max(row_tokens, max(lengths)))
     back = pk.unpack(packed)
     assert torch.equal(back[real], x[real]) and not back[~real].any()
     # each sequence keeps its own positions from 0, and ``last`` finds its last token
