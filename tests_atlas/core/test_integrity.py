@@ -20,7 +20,7 @@ import torch
 from atlas_core import AtlasError, checkpoints, orchestrate
 from atlas_core.checkpoints import Checkpoints
 from atlas_core.experiments import lora_training
-from atlas_core.integrity import CorruptFile, NonFiniteMetric, sha256_file, torch_load_sealed, unseal
+from atlas_core.integrity import CorruptFile, NonFiniteMetric, sha256_file, unseal
 from atlas_core.interventions import Patch, Variant
 from atlas_core.models import offline
 from atlas_core.models.loader import load
