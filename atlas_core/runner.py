@@ -44,9 +44,9 @@ from atlas_core.sites import Site, dims, site_hook, validate_site
 from atlas_core.work import declared
 
 
-# Length bucketing (chunks cut where a prompt would be padded beyond 1.25x its length) was removed: measured
-# on the benchmark sweep (CPU, Coder-0.5B, 40 task prompts, interleaved), it ran at 0.75x the padded chunks'
-# speed (smaller batches cost more than the padding saved), while packing runs at 1.39x (see PACK_TOKENS).
+# Padding is cut by packing, not by bucketing prompts by length (chunks cut where a prompt would be padded beyond
+# 1.25x its length): on the benchmark sweep (CPU, Coder-0.5B, 40 task prompts, interleaved) bucketing ran at
+# 0.75x the padded chunks' speed (smaller batches cost more than the padding saved), packing at 1.39x.
 # Tokens per packed row of a sweep forward (see ``atlas_core.packing``); 0 runs sweep chunks left-padded (the
 # benchmark's comparison). Measured as above on 4 layer variants: 128 and 256 alike (1.39x padded), 512 1.29x
 # (the score matrix grows with the row); tests_atlas/bench's whole sweep twice: 1.71x padded at 256.

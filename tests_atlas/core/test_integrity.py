@@ -1,4 +1,4 @@
-"""Nothing Atlas reads back is trusted unchecked (issue 17): damaged records, manifests, sweep checkpoints,
+"""Nothing Atlas reads back is trusted unchecked: damaged records, manifests, sweep checkpoints,
 LoRA training states, adapters and cached models are either an error naming the file and the fix, or
 discarded and recomputed to the identical result; a non-finite metric is never stored; two runs on one
 folder never train the same adapter twice."""
