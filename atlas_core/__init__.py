@@ -1,7 +1,9 @@
 """Atlas: a causal-intervention atlas of transformer language models.
 
-Data flows one way: model (``atlas_core.models``) -> runner (``atlas_core.runner``)
--> experiment results (``atlas_core.experiments``, ``atlas_core.results``) -> tests and reports.
+Data flows one way, bottom up: storage primitives (``results``: the record format, atomic writes) -> model
+loading (``models``) -> sites, hooks, interventions -> the sweep runner (``runner``; ``distributed`` shards its
+sweeps over Ray) -> experiments -> verdicts, baselines, runs -> claims -> report -> orchestrate -> the pytest
+plugin and the CLI. ``pyproject.toml``'s import-linter contract checks it (``lint-imports``).
 """
 
 __version__ = "0.1.0"

@@ -99,9 +99,10 @@ class Checkpoints:
 def checkpointing(directory: str | Path, interval: float | None = None) -> Iterator[Checkpoints]:
     """Save and resume the sweeps (and LoRA training) run inside this block under ``directory``, every
     ``interval`` seconds (default ``INTERVAL``); the caller removes the folder when its work is stored."""
-    token = _ACTIVE.set(Checkpoints(Path(directory), INTERVAL if interval is None else interval))
+    ck = Checkpoints(Path(directory), INTERVAL if interval is None else interval)
+    token = _ACTIVE.set(ck)
     try:
-        yield _ACTIVE.get()
+        yield ck
     finally:
         _ACTIVE.reset(token)
 

@@ -23,13 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from atlas_core import AtlasError
-
-_ACTIVE: contextvars.ContextVar["RayPool | None"] = contextvars.ContextVar("atlas_ray_pool", default=None)
-
-
-def current() -> "RayPool | None":
-    """The pool sweeps are sharded over, or None (a plain local sweep)."""
-    return _ACTIVE.get()
+from atlas_core.runner import SWEEP_BACKEND, Runner, SweepBackend, SweepStats
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,7 @@ class RunnerSpec:
 
     @classmethod
     def of(cls, runner) -> "RunnerSpec":
-        ref = runner._reference_prompts
+        ref = runner.reference_prompts
         return cls(tuple(runner.prompts), runner.memory_mb, runner.seed, None if ref is None else tuple(ref))
 
 
@@ -80,15 +74,13 @@ class SweepWorker:
 
         torch.set_num_threads(threads)
         self.lm = load(model, device=device, dtype=dtype, progress=False)
-        self._runners: dict[RunnerSpec, object] = {}
+        self._runners: dict[RunnerSpec, Runner] = {}
 
     def identity(self) -> tuple[str, int]:
         """(weights sha256, process id): the driver checks the replica is its model."""
         return self.lm.info.weights_sha256, os.getpid()
 
     def sweep(self, spec: RunnerSpec, variants, targets, k, reference_logprobs):
-        from atlas_core.runner import Runner
-
         runner = self._runners.get(spec)
         if runner is None:
             runner = self._runners[spec] = Runner(self.lm.model, self.lm.tokenizer, list(spec.prompts),
@@ -126,7 +118,7 @@ class RayPool:
         self.pids: list[int] = []
         self.dispatched = 0  # shards sent to actors (a test reads how many a resumed run sent)
         self._started = False
-        self._token = None
+        self._token: contextvars.Token[SweepBackend | None] | None = None
 
     # ---- lifetime ---------------------------------------------------------------------------------------
     def __enter__(self) -> "RayPool":
@@ -159,12 +151,12 @@ class RayPool:
         except BaseException:
             self._close()
             raise
-        self._token = _ACTIVE.set(self)
+        self._token = SWEEP_BACKEND.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._token is not None:
-            _ACTIVE.reset(self._token)
+            SWEEP_BACKEND.reset(self._token)
             self._token = None
         self._close()
 
@@ -196,8 +188,6 @@ class RayPool:
         """``Runner.sweep`` of ``variants`` on the actors; same arrays, same checkpoint slot."""
         import ray
         from tqdm.auto import tqdm
-
-        from atlas_core.runner import SweepStats
 
         nv = len(variants)
         arrays, slot = runner.saved(variants, targets, k, reference_logprobs)

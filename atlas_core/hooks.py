@@ -70,5 +70,6 @@ def remove_hooks(hooks: list[Hook]) -> None:
 
 
 def count_hooks(model: nn.Module, include_library: bool = False) -> int:
-    """The number of ``module_hooks`` (the leak guard compares this to zero)."""
+    """The number of ``module_hooks``: what a test asserts is zero after an intervention (the plugin's leak
+    guard lists ``module_hooks`` itself, to remove what it finds)."""
     return len(module_hooks(model, include_library))

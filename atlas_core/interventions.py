@@ -18,7 +18,7 @@ values (resample donors, patches) are indexed by ``prompts`` (the prompt indices
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator, Union
 
 import torch
@@ -171,7 +171,7 @@ def _per_prompt(value: torch.Tensor, prompts: slice | torch.Tensor, seq: int, ac
     return v
 
 
-def _op(iv: Intervention, rows: slice, prompts: slice | torch.Tensor):
+def act_fn(iv: Intervention, rows: slice, prompts: slice | torch.Tensor):
     """The ActFn for one intervention on ``rows`` of the batch."""
 
     def fn(act: torch.Tensor) -> torch.Tensor | None:
@@ -209,7 +209,7 @@ def hook_specs(model: nn.Module, ivs: tuple[Intervention, ...], rows: slice = sl
     specs = []
     for iv in ivs:
         for site in sites_of(iv):
-            specs.append(site_hook(model, site, _op(iv, rows, prompts)))
+            specs.append(site_hook(model, site, act_fn(iv, rows, prompts)))
     return specs
 
 
@@ -233,7 +233,3 @@ def intervene(model: nn.Module, interventions: list[Intervention] | tuple[Interv
             stack.enter_context(layer_window(model, 0, stop + 1))
         stack.enter_context(hooked(specs))
         yield model
-
-
-def with_value(iv: Intervention, value: torch.Tensor) -> Intervention:
-    return replace(iv, value=value)

@@ -221,13 +221,10 @@ def run_plan(plan: RunPlan) -> RunStore:
         for job in jobs:
             _run_job(plan, store, ctx, job)
     if plan.report:
-        try:
-            from atlas_core.report import write_report
-        except ImportError:
-            write_report = None
-        if write_report is not None:
-            path = write_report(store.root)
-            _say(plan, f"[atlas] report: {path}")
+        from atlas_core.report import write_report
+
+        path = write_report(store.root)
+        _say(plan, f"[atlas] report: {path}")
     return store
 
 

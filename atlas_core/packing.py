@@ -91,7 +91,9 @@ def plan(lengths: Sequence[int], seq: int, row_tokens: int, device: torch.device
         rows = _first_fit(lengths, capacity)
     width = max(sum(lengths[i] for i in row) for row in rows)
     filler = len(lengths) * seq
-    src, pos, last = [], [], [0] * len(lengths)
+    src: list[int] = []
+    pos: list[int] = []
+    last = [0] * len(lengths)
     for r, row in enumerate(rows):
         for i in row:
             n = lengths[i]

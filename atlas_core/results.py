@@ -29,9 +29,10 @@ from typing import Any, Callable
 import numpy as np
 from filelock import FileLock
 
-from atlas_core.experiments.schema import SCHEMA
 from atlas_core.integrity import CorruptFile, read_sealed_json, seal_doc
 
+SCHEMA = 2  # the version of the record format and of the result types (experiments.schema), written with each
+# record; it lives here, below the experiments, so that storage imports nothing above it
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
 SCHEMAS_READ = tuple(range(1, SCHEMA + 1))  # record formats this code reads (older ones migrate on reading)
 RECORD_FIX = "delete it and rerun atlas run to recompute that experiment"
@@ -51,7 +52,7 @@ def record_schema() -> dict:
 
 def manifest_schema() -> dict:
     """The one declaration of a run folder's manifest (JSON Schema): the run's facts and one entry per record."""
-    from atlas_core.validation import NUMBER, OBJECT, STRING
+    from atlas_core.validation import STRING
 
     when = {"type": ["string", "null"]}
     entry = {"type": "object", "additionalProperties": False, "required": ["config_hash"],
@@ -142,7 +143,10 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """``atomic_write`` of a text file."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    return atomic_write(path, write)
 
 
 @dataclass

@@ -18,10 +18,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -29,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError, checkpoints, distributed, packing
+from atlas_core import AtlasError, checkpoints, packing
 from atlas_core.checkpoints import Slot
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
-    Ablate, ExitAt, Intervention, Patch, Steer, Variant, _op, exit_layer, first_layer, hook_specs, intervene,
+    Ablate, ExitAt, Intervention, Patch, Steer, Variant, act_fn, exit_layer, first_layer, hook_specs, intervene,
     sites_of, validate,
 )
 from atlas_core.integrity import check_finite
@@ -43,9 +44,9 @@ from atlas_core.sites import Site, dims, site_hook, validate_site
 from atlas_core.work import declared
 
 
-# Length bucketing (chunks cut where a prompt would be padded beyond 1.25x its length) was removed: measured
-# on the benchmark sweep (CPU, Coder-0.5B, 40 task prompts, interleaved), it ran at 0.75x the padded chunks'
-# speed (smaller batches cost more than the padding saved), while packing runs at 1.39x (see PACK_TOKENS).
+# Padding is cut by packing, not by bucketing prompts by length (chunks cut where a prompt would be padded beyond
+# 1.25x its length): on the benchmark sweep (CPU, Coder-0.5B, 40 task prompts, interleaved) bucketing ran at
+# 0.75x the padded chunks' speed (smaller batches cost more than the padding saved), packing at 1.39x.
 # Tokens per packed row of a sweep forward (see ``atlas_core.packing``); 0 runs sweep chunks left-padded (the
 # benchmark's comparison). Measured as above on 4 layer variants: 128 and 256 alike (1.39x padded), 512 1.29x
 # (the score matrix grows with the row); tests_atlas/bench's whole sweep twice: 1.71x padded at 256.
@@ -137,6 +138,20 @@ class SweepStats:
     argmax: np.ndarray  # [V, P] token ids
 
 
+class SweepBackend(Protocol):
+    """Where ``Runner.sweep`` sends the sweeps it does not run itself (``distributed.RayPool``)."""
+
+    def takes(self, runner: Runner) -> bool: ...
+
+    def sweep(self, runner: Runner, variants: Sequence[Variant], targets: Sequence[int] | None, k: int,
+              reference_logprobs: torch.Tensor | None) -> SweepStats: ...
+
+
+# The backend set by ``distributed.RayPool`` while it is entered; None: every sweep runs here. It lives with the
+# runner so that the runner imports nothing above it (the pool is built on the runner).
+SWEEP_BACKEND: contextvars.ContextVar[SweepBackend | None] = contextvars.ContextVar("atlas_ray_pool", default=None)
+
+
 class Runner:
     """Sweeps over one prompt set on one model. Construct once; the clean pass is cached."""
 
@@ -151,7 +166,7 @@ class Runner:
         self.memory_mb = memory_mb
         self.seed = seed
         self.progress = progress
-        self._reference_prompts = check_prompts(reference_prompts) if reference_prompts is not None else None
+        self.reference_prompts = check_prompts(reference_prompts) if reference_prompts is not None else None
         self._reference: Runner | None = None
         self._resid_in: torch.Tensor | None = None
         self._clean: torch.Tensor | None = None
@@ -249,10 +264,10 @@ class Runner:
 
     @property
     def reference(self) -> "Runner":
-        if self._reference_prompts is None:
+        if self.reference_prompts is None:
             return self
         if self._reference is None:
-            self._reference = Runner(self.model, self.tokenizer, self._reference_prompts,
+            self._reference = Runner(self.model, self.tokenizer, self.reference_prompts,
                                      memory_mb=self.memory_mb, seed=self.seed)
         return self._reference
 
@@ -278,7 +293,7 @@ class Runner:
         return torch.cat([pad, picked], dim=1)
 
     def _check_resample(self) -> None:
-        if self._reference_prompts is None and self.enc.n < 2:
+        if self.reference_prompts is None and self.enc.n < 2:
             raise AtlasError("resample ablation draws each prompt's donor from the other prompts: with one prompt "
                              "and no reference_prompts there is none (pass reference_prompts or more prompts)")
 
@@ -380,7 +395,7 @@ class Runner:
                 raise AtlasError(f"target token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
         if reference_logprobs is not None and reference_logprobs.shape[0] != self.enc.n:
             raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
-        pool = distributed.current()  # inside `atlas run --ray`: the variants go to Ray actors in shards
+        pool = SWEEP_BACKEND.get()  # inside `atlas run --ray`: the variants go to Ray actors in shards
         if pool is not None and pool.takes(self):
             return pool.sweep(self, variants, targets, k, reference_logprobs)
         ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
@@ -483,7 +498,7 @@ class Runner:
             r0 = 0
             for vi, idx, *_ in chunk:  # residual interventions after layer start-1, on its cached output
                 for iv in plans[vi][2]:
-                    new = _op(iv, slice(r0, r0 + len(idx)), idx)(x)
+                    new = act_fn(iv, slice(r0, r0 + len(idx)), idx)(x)
                     x = x if new is None else new
                 r0 += len(idx)
             if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
@@ -511,7 +526,7 @@ class Runner:
         r0 = 0
         for vi, idx, *_ in chunk:
             for iv in plans[vi][3]:
-                specs += [site_hook(self.model, site, pk.wrap(_op(iv, slice(r0, r0 + len(idx)), idx)))
+                specs += [site_hook(self.model, site, pk.wrap(act_fn(iv, slice(r0, r0 + len(idx)), idx)))
                           for site in sites_of(iv)]
             r0 += len(idx)
         with (torch.inference_mode(), layer_window(self.model, start, end), hooked(specs), declared(lengths)):

@@ -253,7 +253,7 @@ class _Registry:
 
     def all(self) -> dict[str, Any]:
         merged = dict(self._found)
-        for key, (spec, where) in self.extra.items():
+        for spec, where in self.extra.values():
             self._add(merged, spec, where)
         return {k: s for k, (s, _) in merged.items()}
 

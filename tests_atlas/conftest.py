@@ -2,7 +2,9 @@
 
 The Atlas pytest plugin (installed with atlas-interp; see pyproject's ``addopts`` for this checkout) provides
 what any project needs: the ``atlas`` session, ``claim``/``drift`` parametrization, tiers and the hook-leak
-guard. The models below are this repository's own test fixtures, each loaded once per session.
+guard. The models below are this repository's own test fixtures, each loaded once per session; after them,
+the helpers that several test modules share (one thread for tiny-model tests, a forward counter, the body of
+the claims tests).
 
 `pytester` gives each test a temporary HOME, and the cache defaults to ``~/.cache/atlas``, so a suite run
 in a pytester subprocess would fetch every real model again (gigabytes for the Coder pair). Pinning
@@ -11,9 +13,14 @@ in a pytester subprocess would fetch every real model again (gigabytes for the C
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
+import torch
 
 from atlas_core import AtlasError
+from atlas_core.hooks import hooked
+from atlas_core.models.adapters import decoder, embeddings, final_norm, layers, lm_head
 from atlas_core.models.offline import cache_root
 
 _CACHE = cache_root()
@@ -67,3 +74,73 @@ def gemma270():
 @pytest.fixture(autouse=True)
 def _one_model_cache(monkeypatch):
     monkeypatch.setenv("ATLAS_CACHE", str(_CACHE))
+
+
+# ---- helpers shared by several test modules ---------------------------------------------------------------
+@contextmanager
+def one_thread():
+    """torch on one thread inside the block. tiny-qwen2's ops are too small to split across threads: on a busy
+    2-core machine two threads spin on each other (measured 60x slower), so the tiny tests run on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session", name="one_thread")
+def _one_thread():
+    """:func:`one_thread`, for module fixtures that run experiments on tiny-qwen2."""
+    return one_thread
+
+
+@pytest.fixture
+def tiny_on_one_thread(request):
+    """Every test not marked ``real_model`` on one thread (``pytestmark = pytest.mark.usefixtures(...)``);
+    real-model tests keep torch's default."""
+    if request.node.get_closest_marker("real_model"):
+        yield
+        return
+    with one_thread():
+        yield
+
+
+@contextmanager
+def forward_counter(model):
+    """Counts calls into the model, its decoder, embeddings, every layer, the final norm and the LM head: the
+    names, in call order."""
+    calls: list[str] = []
+    mods = {"model": model, "decoder": decoder(model), "embed": embeddings(model), "norm": final_norm(model),
+            "head": lm_head(model), **{f"L{i}": m for i, m in enumerate(layers(model))}}
+
+    def counter(name):
+        return lambda module, args, kwargs: calls.append(name)
+
+    with hooked([(m, "pre", counter(n)) for n, m in mods.items()]):
+        yield calls
+
+
+@pytest.fixture(scope="session", name="forward_counter")
+def _forward_counter():
+    """:func:`forward_counter` (session-scoped, so that hypothesis tests can take it)."""
+    return forward_counter
+
+
+@pytest.fixture
+def check_claim(atlas, record_property):
+    """``check_claim(claim)``: evaluate one claim in this session, record its row for the report, and fail with
+    the evaluation's message (the claim, the measured value with its interval, the threshold, the model).
+
+    The body of every test under ``hypotheses/`` and ``findings/``. The plugin parametrizes ``claim`` with the
+    claims of the test's marker (a hypothesis's verdict and its decisive statistic with its tolerance; a
+    finding's statistics); thresholds and expected verdicts come from the claims file, and claims for models
+    this session does not run are skipped with the option that would run them."""
+
+    def check(claim) -> None:
+        ev = atlas.evaluate(claim)
+        record_property("atlas", ev.row())
+        passed = ev.passed  # a plain name, so that pytest's assertion report is the message alone
+        assert passed, ev.message
+
+    return check

@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 from atlas_core import AtlasError
 from atlas_core.metrics import Estimate
+from atlas_core.results import SCHEMA
 
-SCHEMA = 2  # the version of the record format and of these result types (results.ExperimentRecord.schema)
 # Fields removed from a result type, by the schema that removed them.
 REMOVED: dict[int, dict[str, tuple[str, ...]]] = {
     # head ablation no longer copies the layer ablation's strongest KL: heads.layer_head_gap reads the

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from atlas_core import AtlasError
-import math
 
 from atlas_core.spec import HypothesisSpec, StatDecl
 from atlas_core.stat import REJECTED, WEAKENED, Stat, Verdict, banded, ratio_stat

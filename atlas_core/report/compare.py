@@ -90,7 +90,7 @@ def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     for target in dict.fromkeys(s.target for _, run in have for s in run.typed(sid).sweeps):
         modes = list(dict.fromkeys(s.mode for _, run in have for s in run.typed(sid).sweeps if s.target == target))
         panels = []
-        for i, run in have:
+        for _, run in have:
             r = run.typed(sid)
             by = {s.mode: s for s in r.sweeps if s.target == target}
             for mode in modes:
@@ -246,7 +246,7 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
     if info["available"]:
         si, li = (0, 1) if _size(runs[0]) <= _size(runs[1]) else (1, 0)
         info.update(small=runs[si], large=runs[li], thresholds=default_thresholds())
-    for hid, text, study, marker in S.hypothesis_table():
+    for hid, text, study, _marker in S.hypothesis_table():
         shown = hypotheses()[hid].shown
         row = {"id": hid, "text": text, "study": study, "verdict": None, "rule": "", "statistic": "", "value": None,
                "error": "", "evidence": [[S.stat_view(run, n, st[n]) for n in shown if n in st and st[n].value is not None]

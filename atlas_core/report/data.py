@@ -9,7 +9,6 @@ says. Numbers the report derives (relative depth, ratios, deltas) carry ``data-d
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from functools import cached_property

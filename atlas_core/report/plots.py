@@ -19,11 +19,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # before anything draws; reports never open windows
 
-import numpy as np  # noqa: E402
-from markupsafe import Markup  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+import numpy as np
+from markupsafe import Markup
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 _COUNTER = itertools.count()
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -67,7 +67,7 @@ def to_svg(fig: Figure, css_class: str = "plot", label: str = "") -> Markup:
     # keep the drawing's aspect, let CSS size it; ids are already unique (salted)
     m = re.match(r'<svg([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"', text)
     if m:
-        w, h = float(m.group(2)), float(m.group(3))
+        w = float(m.group(2))  # the height follows from the aspect
         text = (f'<svg class="{css_class}" role="img" aria-label="{_attr(label)}" '
                 f'style="max-width:{w * 4 / 3 * 1.3:.0f}px"' + m.group(1) + text[m.end():])
     return Markup(text.strip())

@@ -78,7 +78,7 @@ def _resolve(obj: Any, raw: Mapping, source: Path) -> Any:
             cur = cur[part]
         return _resolve(cur, raw, source)
     if isinstance(obj, Mapping) and set(obj) == {"claim"}:
-        entry = next((c for c in raw.get("claim", []) if c.get("id") == obj["claim"]), {})
+        entry: dict = next((c for c in raw.get("claim", []) if c.get("id") == obj["claim"]), {})
         if "expected" not in entry:
             raise AtlasError(f"{source}: {{ claim = {obj['claim']!r} }} names no claim with an expected value; "
                              "restore that claim or write the figure itself")

@@ -235,8 +235,8 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
 
 def test_bench_packing(benchmark, coder05, monkeypatch):
     """The whole 24-layer sweep in one ``Runner.sweep`` call, its chunks packed (``PACK_TOKENS``, the default)
-    vs left-padded (``PACK_TOKENS = 0``), alternating, one runner. (Length bucketing, the earlier way to cut
-    padding, measured 0.75x the padded chunks here and was removed.)"""
+    vs left-padded (``PACK_TOKENS = 0``), alternating, one runner. (Bucketing prompts by length, the other way
+    to cut padding, measured 0.75x the padded chunks here: the runner packs instead.)"""
     import atlas_core.runner as runner_mod
 
     model, tok = coder05.model, coder05.tokenizer

@@ -196,7 +196,7 @@ def test_a_prompt_past_the_models_positions_is_refused_naming_the_item_before_an
     err = capsys.readouterr().err
     assert err.startswith(f"atlas: error: {tmp_path / 'mine' / 'long.json'}: items[1] (id 'essay'): the prompt and "
                           f"its target are ") and err.count("\n") == 1, err
-    assert f"past the model's 512 positions" in err and "shorten the prompt" in err
+    assert "past the model's 512 positions" in err and "shorten the prompt" in err
     assert not out.exists()
 
 

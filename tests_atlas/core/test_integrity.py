@@ -1,4 +1,4 @@
-"""Nothing Atlas reads back is trusted unchecked (issue 17): damaged records, manifests, sweep checkpoints,
+"""Nothing Atlas reads back is trusted unchecked: damaged records, manifests, sweep checkpoints,
 LoRA training states, adapters and cached models are either an error naming the file and the fix, or
 discarded and recomputed to the identical result; a non-finite metric is never stored; two runs on one
 folder never train the same adapter twice."""
@@ -20,7 +20,7 @@ import torch
 from atlas_core import AtlasError, checkpoints, orchestrate
 from atlas_core.checkpoints import Checkpoints
 from atlas_core.experiments import lora_training
-from atlas_core.integrity import CorruptFile, NonFiniteMetric, sha256_file, torch_load_sealed, unseal
+from atlas_core.integrity import CorruptFile, NonFiniteMetric, sha256_file, unseal
 from atlas_core.interventions import Patch, Variant
 from atlas_core.models import offline
 from atlas_core.models.loader import load

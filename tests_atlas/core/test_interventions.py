@@ -15,7 +15,7 @@ from atlas_core import AtlasError
 from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant, intervene
 from atlas_core.models.adapters import (
-    adapter_for, decoder, embeddings, final_norm, layer_part, layer_window, layers, lm_head,
+    adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head,
 )
 from atlas_core.runner import encode
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
@@ -34,18 +34,6 @@ def logits(model, enc) -> torch.Tensor:
                      position_ids=enc.position_ids, use_cache=False).logits
 
 
-@contextmanager
-def forward_counter(model):
-    """Counts calls into the model, its decoder, every layer, the final norm and the LM head."""
-    calls: list[str] = []
-    mods = {"model": model, "decoder": decoder(model), "embed": embeddings(model), "norm": final_norm(model),
-            "head": lm_head(model), **{f"L{i}": m for i, m in enumerate(layers(model))}}
-
-    def counter(name):
-        return lambda module, args, kwargs: calls.append(name)
-
-    with hooked([(m, "pre", counter(n)) for n, m in mods.items()]):
-        yield calls
 
 
 @contextmanager
@@ -375,7 +363,7 @@ def _bad_interventions(d):
 
 
 @pytest.mark.parametrize("case", list(_bad_interventions(Dims(4, 4, 16, 64))))
-def test_bad_intervention_raises_before_any_forward(tiny, case):
+def test_bad_intervention_raises_before_any_forward(tiny, case, forward_counter):
     iv = _bad_interventions(tiny_dims(tiny))[case]
     enc = encode(tiny.tokenizer, ["hello"])
     with forward_counter(tiny.model) as calls:
@@ -399,7 +387,7 @@ def test_numpy_integer_layers_and_heads_are_accepted(tiny):
     assert torch.equal(a, b)
 
 
-def test_two_exits_rejected(tiny):
+def test_two_exits_rejected(tiny, forward_counter):
     with forward_counter(tiny.model) as calls:
         with pytest.raises(AtlasError, match="one layer"):
             with intervene(tiny.model, [ExitAt(1), ExitAt(2)]):

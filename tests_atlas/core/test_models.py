@@ -452,7 +452,7 @@ def test_concurrent_fetches_in_threads_convert_once(tiny_gguf, tmp_path, monkeyp
         start.wait()
         try:
             results.append(fetch(FAKE, progress=False))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
@@ -510,7 +510,7 @@ def test_concurrent_fetches_in_processes_convert_once(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, *args, f"p{i}"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=180) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     assert [out.strip() for out, _ in outs] == [str(cache / FAKE)] * 2
     assert len(counter.read_text().split()) == 1  # converted once: the second process found the entry

@@ -20,7 +20,7 @@ from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant
 from atlas_core.metrics import argmax_match, kl_divergence, kl_recovery, topk_overlap
 from atlas_core.models.adapters import (
-    adapter_for, decoder, embeddings, final_norm, layer_part, layer_window, layers, lm_head,
+    adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head,
 )
 from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
@@ -45,18 +45,6 @@ def patched(obj, name, value):
         setattr(obj, name, old)
 
 
-@contextmanager
-def forward_counter(model):
-    """Counts calls into the model, its decoder, embeddings, every layer, the final norm and the LM head."""
-    calls: list[str] = []
-    mods = {"model": model, "decoder": decoder(model), "embed": embeddings(model), "norm": final_norm(model),
-            "head": lm_head(model), **{f"L{i}": m for i, m in enumerate(layers(model))}}
-
-    def counter(name):
-        return lambda module, args, kwargs: calls.append(name)
-
-    with hooked([(m, "pre", counter(n)) for n, m in mods.items()]):
-        yield calls
 
 
 @st.composite
@@ -233,7 +221,8 @@ def test_one_row_chunks_split_the_clean_pass_too(tiny):
 # ---- clean-prefix reuse ------------------------------------------------------------------------------
 @FEW
 @given(data=st.data(), prompts=PROMPTS)
-def test_prefix_reuse_runs_only_layers_from_the_first_touched_one_and_equals_full_recompute(tiny, data, prompts):
+def test_prefix_reuse_runs_only_layers_from_the_first_touched_one_and_equals_full_recompute(tiny, data, prompts,
+                                                                                             forward_counter):
     d = dims(tiny.model)
     site = data.draw(sites(d))
     r = Runner(tiny.model, tiny.tokenizer, prompts)
@@ -252,7 +241,7 @@ def test_prefix_reuse_runs_only_layers_from_the_first_touched_one_and_equals_ful
     assert_lp_close(reused, full)
 
 
-def test_residual_interventions_on_the_last_layer_and_at_the_exit_layer(tiny):
+def test_residual_interventions_on_the_last_layer_and_at_the_exit_layer(tiny, forward_counter):
     """The residual after the last (or exit) layer is cached: such variants run no layer at all, yet are not
     the clean run; mixed with untouched variants, each keeps its own result."""
     prompts = ["hello world", "ab", "x = 1"]
@@ -407,7 +396,7 @@ def test_resample_donors_from_a_reference_set(tiny):
         assert any(torch.equal(donors[i], acts[j, -t:]) for j in range(len(reference)))
 
 
-def test_resample_with_one_prompt_and_no_reference_is_refused(tiny):
+def test_resample_with_one_prompt_and_no_reference_is_refused(tiny, forward_counter):
     r = Runner(tiny.model, tiny.tokenizer, ["hello"])
     with forward_counter(tiny.model) as calls:
         with pytest.raises(AtlasError, match="reference_prompts"):
@@ -484,7 +473,7 @@ def _bad_variants(d, n_prompts, seq):
 
 @pytest.mark.parametrize("case", list(_bad_variants(Dims(4, 4, 16, 64), 3, 7)))
 @pytest.mark.parametrize("method", ["logprobs", "sweep"])
-def test_bad_variants_raise_before_any_forward(tiny, case, method):
+def test_bad_variants_raise_before_any_forward(tiny, case, method, forward_counter):
     prompts = ["hello", "ab", "x+y=1"]
     r = Runner(tiny.model, tiny.tokenizer, prompts)  # fresh: not even the clean pass has run
     variants = _bad_variants(r.dims, r.enc.n, r.enc.seq)[case]
@@ -496,7 +485,7 @@ def test_bad_variants_raise_before_any_forward(tiny, case, method):
 
 
 @pytest.mark.parametrize("case", ["targets count", "target id", "reference count", "record site", "empty prompts"])
-def test_bad_sweep_arguments_raise_before_any_forward(tiny, case):
+def test_bad_sweep_arguments_raise_before_any_forward(tiny, case, forward_counter):
     prompts = ["hello", "ab"]
     ok = [Variant("z", (Ablate(Site("resid", 0)),))]
     with forward_counter(tiny.model) as calls:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import tempfile
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -27,6 +28,9 @@ from atlas_core.report.study import load_study
 from atlas_core.results import ExperimentRecord, read_manifest
 from atlas_core.tasks import read_family
 from atlas_core.validation import field_path
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # hypothesis's backport on 3.10
 
 NUM, INT, STR, LIST, DICT, NULL, BOOL = "num", "int", "str", "list", "dict", "null", "bool"
 CLAIMS_DOC = {

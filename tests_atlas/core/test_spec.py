@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import fields, is_dataclass, replace
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +21,7 @@ from atlas_core.claims import parse_claim
 from atlas_core.experiments.schema import REMOVED, SCHEMA, load_result, migrate
 from atlas_core.results import to_jsonable
 from atlas_core.spec import (
-    ExperimentSpec, HypothesisSpec, Knob, default_thresholds, experiment, experiments, finding_markers, groups,
+    HypothesisSpec, Knob, default_thresholds, experiment, experiments, finding_markers, groups,
     hypotheses, hypothesis_markers, register, statistic_experiments, unregister,
 )
 from atlas_core.stat import REJECTED, SUPPORTED, Verdict

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import torch
 
 from atlas_core import AtlasError
 from atlas_core.experiments import clean, head_ablation, layer_ablation, mlp_ablation
@@ -21,28 +19,10 @@ from atlas_core.profiles import get_profile, sample_layers
 from atlas_core.results import to_jsonable
 from atlas_core.tasks import load_families
 
+pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
 
 
-@contextmanager
-def one_thread():
-    """tiny-qwen2's ops are too small to split across threads: on a busy 2-core machine two threads spin
-    on each other (measured 60x slower), so the tiny tests run on one; real-model tests keep the default."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _tiny_on_one_thread(request):
-    if request.node.get_closest_marker("real_model"):
-        yield
-        return
-    with one_thread():
-        yield
 
 
 def smoke_ctx(lm, n_items: int = 4, families=None, seed: int = 0, profile=SMOKE) -> Context:
@@ -54,7 +34,7 @@ def as_json(result) -> dict:
 
 
 @pytest.fixture(scope="module")
-def smoke(tiny):
+def smoke(tiny, one_thread):
     """Every experiment of this file once, in run order, on one shared context (as `atlas run` does)."""
     ctx = smoke_ctx(tiny)
     with one_thread():
@@ -175,7 +155,7 @@ def test_head_ablation_shapes_and_ranges(smoke, tiny):
     assert len(r.top) == 10 and r.top[0] == r.max_head
     assert [t.kl for t in r.top] == sorted((c[0] for c in cells), reverse=True)[:10]
     assert best[0] > 1e-4
-    # the head ablation no longer copies what the layer ablation measured (the gap statistic reads it)
+    # the head ablation does not copy what the layer ablation measured: the gap statistic reads that result
     assert not hasattr(r, "max_layer_kl")
 
 

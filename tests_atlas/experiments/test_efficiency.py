@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 import math
 
 import numpy as np
 import pytest
-import torch
 
 from atlas_core import AtlasError
 from atlas_core.experiments import efficiency, layer_ablation
@@ -24,28 +22,10 @@ from atlas_core.profiles import get_profile
 from atlas_core.results import to_jsonable
 from atlas_core.tasks import load_families
 
+pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
 
 
-@contextmanager
-def one_thread():
-    """tiny-qwen2's ops are too small to split across threads: on a busy 2-core machine two threads spin
-    on each other (measured 60x slower), so the tiny tests run on one; real-model tests keep the default."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _tiny_on_one_thread(request):
-    if request.node.get_closest_marker("real_model"):
-        yield
-        return
-    with one_thread():
-        yield
 
 
 def smoke_ctx(lm, n_items: int = 4, families=None, seed: int = 0) -> Context:
@@ -65,7 +45,7 @@ def without_timings(data: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def smoke(tiny):
+def smoke(tiny, one_thread):
     ctx = smoke_ctx(tiny)
     with one_thread():
         return ctx, efficiency.run(ctx)

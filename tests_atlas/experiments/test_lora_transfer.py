@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,28 +32,10 @@ from atlas_core.runner import encode, plain_logprobs
 from atlas_core.sites import Site
 from atlas_core.tasks import load_families
 
+pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
 
 
-@contextmanager
-def one_thread():
-    """tiny-qwen2's ops are too small to split across threads: on a busy 2-core machine two threads spin
-    on each other, so the tiny tests run on one; real-model tests keep the default."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _tiny_on_one_thread(request):
-    if request.node.get_closest_marker("real_model"):
-        yield
-        return
-    with one_thread():
-        yield
 
 
 def make_ctx(lm, out_dir=None, seed=0, profile=SMOKE, n_items=2, families=None) -> Context:
@@ -97,7 +78,7 @@ def assert_pristine(lm, prompts, before: Snapshot) -> None:
 
 
 @pytest.fixture(scope="module")
-def smoke(tiny, tmp_path_factory):
+def smoke(tiny, tmp_path_factory, one_thread):
     """The three experiments once, in run order, on one context, with the base model checked after each."""
     out = tmp_path_factory.mktemp("lora-smoke")
     ctx = make_ctx(tiny, out_dir=out)

@@ -12,8 +12,5 @@ import pytest
 pytestmark = [pytest.mark.finding_knockout, pytest.mark.real_model]
 
 
-def test_knockout(claim, atlas, record_property):
-    ev = atlas.evaluate(claim)
-    record_property("atlas", ev.row())
-    passed = ev.passed  # the message names the claim, the measured value with its interval, the threshold and the model
-    assert passed, ev.message
+def test_knockout(claim, check_claim):
+    check_claim(claim)

@@ -11,7 +11,5 @@ import pytest
 pytestmark = [pytest.mark.finding_lora, pytest.mark.real_model]
 
 
-def test_lora(claim, atlas, record_property):
-    ev = atlas.evaluate(claim)
-    record_property("atlas", ev.row())
-    assert ev.passed, ev.message
+def test_lora(claim, check_claim):
+    check_claim(claim)

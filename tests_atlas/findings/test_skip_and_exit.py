@@ -12,7 +12,5 @@ import pytest
 pytestmark = [pytest.mark.finding_efficiency, pytest.mark.real_model]
 
 
-def test_efficiency(claim, atlas, record_property):
-    ev = atlas.evaluate(claim)
-    record_property("atlas", ev.row())
-    assert ev.passed, ev.message
+def test_efficiency(claim, check_claim):
+    check_claim(claim)

@@ -5,9 +5,7 @@ Rule (atlas_core.hypotheses.h005): the transfer zones (layers recovering >= 95%)
 depth within tolerance of each other, both non-empty and <= max_fraction (the top 3 layers are the last 3
 of any model whose recovery rises with depth, so the rule does not read them).
 
-One test per claim on H005 in the claims files (the verdict, and the decisive statistic with its
-tolerance), per model pair; thresholds and expected verdicts come from the claims file. Claims for
-models this session does not run are skipped with the option that would run them.
+One test per claim on H005 in the claims files, per model pair (the plugin's ``claim`` parametrization).
 """
 
 import pytest
@@ -15,8 +13,5 @@ import pytest
 pytestmark = [pytest.mark.h005, pytest.mark.real_model]
 
 
-def test_h005(claim, atlas, record_property):
-    ev = atlas.evaluate(claim)
-    record_property("atlas", ev.row())
-    passed = ev.passed  # the message names the claim, the measured value with its interval, the threshold and the model
-    assert passed, ev.message
+def test_h005(claim, check_claim):
+    check_claim(claim)
