@@ -101,7 +101,7 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
             for decl in spec.declares:
                 if decl.axis not in ("layer", "head"):
                     continue
-                for name in _expand(decl.pattern, r.stats):
+                for name in sorted(n for n in r.stats if decl.matches(n) and declaration(n) is decl):
                     for entry in where_claims(r.name, name, r.stats[name]):
                         w.add(entry)
             if spec.ranked:

@@ -103,7 +103,6 @@ SPEC = ExperimentSpec(
     name=NAME, title="Adapter ablation", about="adapter weight norm vs its functional effect", order=80,
     run=run, config=config, result=AdapterAblationResult, requires=("lora_training",), seed_dependent=True,
     group="adapter", statistics=statistics,
-    statistic_names=("adapter.layer_profile", "adapter.pearson", "adapter.spearman", "adapter.top_layer"),
     section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
     declares=(
         StatDecl("adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"),

@@ -103,7 +103,7 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
 SPEC = ExperimentSpec(
     name=NAME, title="Head ablation", about="KL from zeroing one attention head at a time", order=30,
     run=run, config=config, result=HeadAblationResult, group="heads", statistics=statistics,
-    statistic_names=("heads.family_max_kl.{family}", "heads.head_profile", "heads.layer_coverage", "heads.layer_head_gap", "heads.layer_profile", "heads.max_head", "heads.max_kl", "heads.max_layer", "heads.max_layer_depth"), headline=True,
+    headline=True,
     claims=("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
     reads={"heads.layer_head_gap": ("layer_ablation",)}, finding="headline finding, specialist heads",
     profile_fields=("head_layers",), section="atlas_core.report.sections:heads", macro="heads",
@@ -117,7 +117,8 @@ SPEC = ExperimentSpec(
         StatDecl("heads.max_head", "head", 0.0, math.inf, None, direction=0),
         StatDecl("heads.layer_head_gap", "ratio", 0.0, math.inf, None, direction=-1,
                  about="max layer KL / max head KL"),
-        StatDecl("heads.*kl*", "nats", 0.0, math.inf, 0.0),
+        StatDecl("heads.max_kl", "nats", 0.0, math.inf, 0.0, about="KL of the strongest head"),
+        StatDecl("heads.family_max_kl.{family}", "nats", 0.0, math.inf, 0.0, about="a family's strongest head KL"),
     ),
     relayer=relayer,
 )
