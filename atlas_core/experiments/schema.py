@@ -20,7 +20,14 @@ from typing import Any, Mapping
 from atlas_core import AtlasError
 from atlas_core.metrics import Estimate
 
-SCHEMA = 2  # the version of the record format and of these result types (results.ExperimentRecord.schema)
+SCHEMA = 3  # the version of the record format and of these result types (results.ExperimentRecord.schema)
+# Fields added to a result type, by the schema that added them: each has a default (None: not measured), which
+# records of an earlier schema, lacking the field, read back as.
+ADDED: dict[int, dict[str, tuple[str, ...]]] = {
+    # head ablation keeps the strongest head's KL with its bootstrap interval (H002 decides on it); the committed
+    # full-profile baselines are of schema 2 and read None: for them H002's points decide
+    3: {"head_ablation": ("max_kl",)},
+}
 # Fields removed from a result type, by the schema that removed them.
 REMOVED: dict[int, dict[str, tuple[str, ...]]] = {
     # head ablation no longer copies the layer ablation's strongest KL: heads.layer_head_gap reads the
@@ -105,6 +112,9 @@ class HeadAblationResult:
     kl: dict[str, list[list[float]]]  # family -> [layer index][head] mean KL
     max_head: HeadScore
     top: list[HeadScore]  # strongest (family, layer, head) cells, descending
+    # the strongest head's KL with its bootstrap 95% interval: each family's prompts resampled together, the max
+    # over the ``top`` cells taken in each resample (schema 3; None in older records: no per-prompt data kept)
+    max_kl: Estimate | None = None
 
 
 @dataclass

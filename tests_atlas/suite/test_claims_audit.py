@@ -130,6 +130,24 @@ def test_a_ratio_whose_interval_straddles_the_threshold_is_inconclusive():
     assert decide("H003", small, tight, h3).verdict == SUPPORTED  # [1.67, 7]
 
 
+def test_h002_decides_on_the_interval_of_the_strongest_heads_and_says_when_points_decide():
+    """Records of schema 3 keep the strongest head's KL interval: H002's ratio interval decides (supported only
+    when it clears min_ratio, inconclusive across it). The committed baselines (schema 2) keep none: the points
+    decide, and the rule says so."""
+    th = {"min_ratio": 2.0}
+
+    def heads(v, lo=None, hi=None):
+        return {"heads.max_kl": Stat(v, lo, hi, kind="estimate" if lo is not None else "value"),
+                "heads.layer_coverage": Stat(1.0)}
+
+    assert decide("H002", heads(0.1, 0.08, 0.12), heads(0.5, 0.4, 0.6), th).verdict == SUPPORTED  # [3.3, 7.5]
+    v = decide("H002", heads(0.1, 0.05, 0.2), heads(0.5, 0.3, 0.7), th)  # [1.5, 14]: holds 2
+    assert v.verdict == INCONCLUSIVE and (v.lo, v.hi) == pytest.approx((1.5, 14.0)) and "points decide" not in v.rule
+    assert decide("H002", heads(0.1), heads(0.5), th).verdict == SUPPORTED  # the same points, no interval
+    on_baselines = decide("H002", _stats("qwen2.5-coder-0.5b-instruct"), _stats("qwen2.5-coder-1.5b-instruct"), th)
+    assert on_baselines.lo is None and "older than schema 3), so the points decide" in on_baselines.rule
+
+
 def test_a_verdict_claim_expecting_inconclusive_is_refused():
     meta = {"models": ["a", "b"]}
     c = parse_claim({"id": "H003", "statistic": "H003", "expected_verdict": "inconclusive"}, meta)
