@@ -93,7 +93,8 @@ def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> d
         out["adapter.spearman"] = Stat(finite(spearman(norm, eff)), finite(slo), finite(shi), len(pts),
                                        kind="estimate", series=curve)
     out["adapter.layer_profile"] = profile_stat(result.layers, kl, n_layers, lo=[k.lo for k in result.kl],
-                                                hi=[k.hi for k in result.kl], ylabel="adapter-ablation KL (nats)")
+                                                hi=[k.hi for k in result.kl], ylabel="adapter-ablation KL (nats)",
+                                                n=min((k.n for k in result.kl), default=None))
     if top is not None:
         out["adapter.top_layer"] = Stat(float(top), kind="index", label=f"L{top}")
     return out

@@ -224,7 +224,8 @@ def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[s
     if ex:
         out["efficiency.exit_profile"] = profile_stat([e.layer for e in ex], [e.argmax_match.value for e in ex],
                                                       n_layers, lo=[e.argmax_match.lo for e in ex],
-                                                      hi=[e.argmax_match.hi for e in ex], ylabel="argmax match")
+                                                      hi=[e.argmax_match.hi for e in ex], ylabel="argmax match",
+                                                      n=min(e.argmax_match.n for e in ex))
     exits = [e for e in result.exits if e.layers_skipped > 0]
     if exits:
         best = max(exits, key=lambda e: finite(e.argmax_match.value) or 0.0)

@@ -133,7 +133,8 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
     shifts = [f - (finite(e.value) or 0.0) for f, e in zip(fmk, sweep.mean_kl)]
     profile = {**curve, "axis": "layer", "n_layers": n_layers,
                "lo": [None if finite(e.lo) is None else finite(e.lo) + d for e, d in zip(sweep.mean_kl, shifts)],
-               "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)]}
+               "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)],
+               "n": min((e.n for e in sweep.mean_kl), default=None)}
     label = f"all {len(layers)} layers tie" if tie else f"L{top}"
     # the layers that could be the top: their KL interval reaches the top layer's (H001 reads their depths)
     top_lo = profile["lo"][i]

@@ -127,7 +127,8 @@ def statistics(result: TransferResult, n_layers: int, results: dict, top_k: int 
                                                frac(possible) if measured else None,
                                                label=f"recovery >= {result.zone_threshold}: {zone}")
     out["transfer.layer_profile"] = profile_stat(layers, [r.value for r in rec], n_layers, lo=[r.lo for r in rec],
-                                                 hi=[r.hi for r in rec], ylabel="mean KL recovery")
+                                                 hi=[r.hi for r in rec], ylabel="mean KL recovery",
+                                                 n=min((r.n for r in rec), default=None))
     for fam, vals in result.recovery.items():
         out[f"transfer.family_final_recovery.{fam}"] = Stat(finite(vals[i]), label=f"L{last}")
     return out
