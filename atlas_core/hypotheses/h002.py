@@ -34,9 +34,10 @@ def rule(small, large, th) -> Verdict:
     r = ratio_stat(l, s)  # the interval: (lo_large / hi_small, hi_large / lo_small), where both carry one
     v = h002(s.value, l.value, min_ratio=th["min_ratio"], lo=r.lo, hi=r.hi)
     if r.lo is None:  # records of schema 2 (the committed full-profile baselines) keep no per-prompt head KL
-        missing = " and ".join(role for role, st in (("small", s), ("large", l)) if st.lo is None) or "both"
-        v = replace(v, rule=v.rule + f"; no interval: the {missing} model's record keeps no per-prompt head KL "
-                                     "(a head_ablation record older than schema 3), so the points decide")
+        missing = [role for role, st in (("small", s), ("large", l)) if st.lo is None]
+        who = "both models' records keep" if len(missing) == 2 else f"the {missing[0]} model's record keeps"
+        v = replace(v, rule=v.rule + f"; no interval: {who} no per-prompt head KL (head_ablation records older than "
+                                     "schema 3), so the points decide")
     return v
 
 
