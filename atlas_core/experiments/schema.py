@@ -235,9 +235,18 @@ class EfficiencyResult:
 
 
 def migrate(experiment: str, data: Mapping[str, Any]) -> dict:
-    """A stored result (JSON form) in the current schema: fields later schemas removed are dropped."""
+    """A stored result (JSON form) in the current schema: fields later schemas removed are dropped, and fields
+    later schemas added, which an older record lacks, are None (not measured)."""
     drop = {f for by in REMOVED.values() for f in by.get(experiment, ())}
-    return {k: v for k, v in data.items() if k not in drop}
+    out = {k: v for k, v in data.items() if k not in drop}
+    for f in added(experiment):
+        out.setdefault(f, None)
+    return out
+
+
+def added(experiment: str) -> tuple[str, ...]:
+    """The fields of ``experiment``'s result that a schema after the first added (None in older records)."""
+    return tuple(f for by in ADDED.values() for f in by.get(experiment, ()))
 
 
 @lru_cache(maxsize=1)
