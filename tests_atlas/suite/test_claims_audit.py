@@ -221,13 +221,20 @@ TOY = ExperimentSpec(
 
 
 def test_a_new_statistic_declared_once_is_checked_formatted_and_audited():
-    """Declared with its facts in its own spec, a statistic is refused by the hygiene where a claim cannot fail,
+    """Declared with its facts in its own spec, a statistic's name is what the claims preflight accepts (a
+    misspelt one is refused), it is refused by the hygiene where a claim cannot fail,
     formatted by its unit in the report, given location/top-k/profile claims, and its claims fail on the
     audit's reversed layers (through the spec's relayer): no edit elsewhere."""
     register([TOY], "test")
     try:
         assert declaration("toy.share_top").unit == "fraction" and stat_kind("toy.share_top") == "pct"
         meta = {"models": ["m"]}
+        # the same declaration is the preflight's list of names: a claim on one it lacks is refused when read
+        from atlas_core import AtlasError
+
+        with pytest.raises(AtlasError, match=r"unknown statistic 'toy.share_tpo': the toy_share experiment computes "
+                                             r"toy.profile, toy.share_top"):
+            parse_claim({"id": "t", "model": "m", "statistic": "toy.share_tpo", "expected": 0.5, "tolerance": 0.1}, meta)
         wide = parse_claim({"id": "w", "model": "m", "statistic": "toy.share_top", "expected": 0.5, "tolerance": 0.6}, meta)
         assert "whole plausible range [0, 1]" in refusal(wide)
         none = parse_claim({"id": "n", "model": "m", "statistic": "toy.share_top", "expected": 0.3, "tolerance": 0.3}, meta)
@@ -292,3 +299,22 @@ def test_the_full_claims_hold_on_fp32_gpu_records_and_bf16_moves_only_small_unin
     assert failed and {c.statistic.split(".")[0] for c, _ in failed} <= {"heads", "steering"}
     assert all(msg.endswith("-> FAIL") and c.id in msg for c, msg in failed)
     assert bf16.counts()[0] > 0.95 * (bf16.counts()[0] + len(failed))
+
+
+def test_a_per_layer_value_claim_reads_its_layer_and_only_a_per_layer_statistic():
+    """A value claim with a layer reads the profile at that absolute layer: it holds on its model, fails when
+    the layers are reversed (naming the layer), and is refused on a statistic that is not declared per layer."""
+    from atlas_core import AtlasError
+    from atlas_core.claims.audit import relayered_stats
+
+    meta = {"models": ["qwen2.5-coder-0.5b-instruct"]}
+    stats = _stats("qwen2.5-coder-0.5b-instruct")
+    c = parse_claim({"id": "L9", "model": meta["models"][0], "statistic": "hub.ranking", "kind": "value", "layer": 9,
+                     "expected": 18.35, "tolerance": 0.61}, meta)
+    assert evaluate(c, [stats], meta["models"]).passed
+    run = load_run(next(p for p in baseline_runs("full") if p.name.startswith(meta["models"][0])))
+    ev = evaluate(c, [relayered_stats(run, list(range(24))[::-1])], meta["models"])
+    assert not ev.passed and "hub.ranking at L9 measured 9.972" in ev.message  # old L14, ev.message
+    with pytest.raises(AtlasError, match="a value claim with a 'layer' reads a statistic declared per layer"):
+        parse_claim({"id": "x", "model": "m", "statistic": "hub.top_layer_kl", "kind": "value", "layer": 9,
+                     "expected": 18.35, "tolerance": 0.61}, meta)
