@@ -170,6 +170,14 @@ def _claims_write(args) -> int:
     return 0
 
 
+def _claims_check(args) -> int:
+    from atlas_core.claims.audit import check_on_runs
+
+    result = check_on_runs(args.file, args.runs)
+    print(result.table())
+    return 0 if result.counts()[1] == 0 else 1
+
+
 def _claims_audit(args) -> int:
     from atlas_core.claims.audit import audit, baseline_runs
 
@@ -300,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folders of the claimed models and others to substitute (default: the committed baselines)")
     a.add_argument("--seeds", type=int, default=5, help="shuffles fed (seeds 0..N-1, default 5)")
     a.set_defaults(fn=_claims_audit)
+    ck = cl.add_parser("check", help="evaluate a claims file on other runs of its models (another dtype, device or "
+                                     "thread count); claims whose experiments a run lacks are listed as not "
+                                     "evaluated; exit 1 when a claim fails")
+    ck.add_argument("file")
+    ck.add_argument("--runs", nargs="+", required=True, help="one run folder per claimed model")
+    ck.set_defaults(fn=_claims_check)
 
     g = sub.add_parser("golden", help="check or rewrite the golden slice record (atlas_core/data/golden)")
     g.add_argument("action", choices=("check", "write"))

@@ -30,7 +30,7 @@ import numpy as np
 from atlas_core import AtlasError
 from atlas_core.codehash import UNRECORDED, fingerprint
 from atlas_core.data import GOLDEN_DIR
-from atlas_core.experiments.schema import load_result, migrate
+from atlas_core.experiments.schema import added, load_result, migrate
 from atlas_core.profiles import Profile
 from atlas_core.spec import experiment
 
@@ -251,9 +251,13 @@ def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice, above:
                     x = (0.0 if a == b else math.inf) if metric == "argmax" else excess(a, b, rel, ABS[metric])
                     if x > above:
                         out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b, x))
-    # results compare in the current schema: fields a later schema removed are not expected of new code
-    out += _compare_tree(name, "result", migrate(name, want.result), migrate(name, got.result), rel,
-                         spec.golden_abs, above)
+    # results compare in the current schema: fields a later schema removed are not expected of new code, and
+    # fields it added (None in a record that predates them) are not expected of the record
+    a, b = migrate(name, want.result), migrate(name, got.result)
+    for f in added(name):
+        if a.get(f) is None:
+            a.pop(f, None), b.pop(f, None)
+    out += _compare_tree(name, "result", a, b, rel, spec.golden_abs, above)
     return out
 
 

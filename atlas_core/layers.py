@@ -17,7 +17,7 @@ from atlas_core.stat import Stat, finite
 
 def profile_stat(items: Sequence[int], values: Sequence[float], n_layers: int, *, axis: str = "layer",
                  lo: Sequence[float] | None = None, hi: Sequence[float] | None = None, direction: int = 1,
-                 ylabel: str = "", n_heads: int | None = None) -> Stat:
+                 ylabel: str = "", n_heads: int | None = None, n: int | None = None) -> Stat:
     """A per-layer (or per-head) profile as a ranking Stat; items whose value is undefined rank last."""
     items, ys = [int(i) for i in items], [finite(v) for v in values]
     key = lambda k: (ys[k] is None, -direction * (ys[k] or 0.0), items[k])  # noqa: E731
@@ -27,6 +27,8 @@ def profile_stat(items: Sequence[int], values: Sequence[float], n_layers: int, *
     series = {"x": items, "y": ys, "xlabel": axis, "ylabel": ylabel, "axis": axis, "n_layers": int(n_layers)}
     if lo is not None and hi is not None:
         series["lo"], series["hi"] = [finite(v) for v in lo], [finite(v) for v in hi]
+        if n is not None:  # the prompts each interval is over (a claim's tolerance trusts an interval over many)
+            series["n"] = int(n)
     if n_heads is not None:
         series["n_heads"] = int(n_heads)
     return Stat(None if top is None else float(top), kind="ranking", ranking=ranking,

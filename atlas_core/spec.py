@@ -28,8 +28,7 @@ import math
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import metadata
 from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
@@ -60,10 +59,13 @@ AXES = (None, "layer", "head", "family")
 
 @dataclass(frozen=True)
 class StatDecl:
-    """What a statistic is, declared once beside the experiment that computes it.
+    """What a statistic is, declared once beside the experiment that computes it: the one declaration of its
+    name (the claims preflight enumerates these) and of its facts (hygiene, claims writing, the report, the audit).
 
-    ``pattern`` is an fnmatch pattern on the statistic's name (first match among an experiment's
-    declarations wins). ``unit`` drives the report's number format (``fraction``: percent; ``ratio``:
+    ``name`` is the statistic's exact name, or a template of names: ``{family}`` stands for a task family's
+    name, ``*`` for one other name part (an exit's depth, a layer); the first declaration of an experiment
+    that matches a name wins. A claim on a name no declaration matches is refused when its file is read.
+    ``unit`` drives the report's number format (``fraction``: percent; ``ratio``:
     ``x``); ``lo``/``hi`` bound its plausible values and ``null`` is the value meaning "no effect" (claim
     hygiene refuses claims that accept the whole range or hold the null while expecting an effect);
     ``direction`` is +1 when larger means a stronger effect, -1 when smaller does, 0 when neither;
@@ -72,7 +74,7 @@ class StatDecl:
     whatever the model (claims of it are refused); ``invariant`` says why every healthy model shows it
     (its claims are declared invariants)."""
 
-    pattern: str
+    name: str
     unit: str
     lo: float = -math.inf
     hi: float = math.inf
@@ -87,18 +89,22 @@ class StatDecl:
 
     def __post_init__(self):
         if self.unit not in UNITS:
-            raise AtlasError(f"statistic {self.pattern}: unit {self.unit!r} is not one of {', '.join(UNITS)}")
+            raise AtlasError(f"statistic {self.name}: unit {self.unit!r} is not one of {', '.join(UNITS)}")
         if self.axis not in AXES:
-            raise AtlasError(f"statistic {self.pattern}: axis {self.axis!r} is not one of {AXES}")
+            raise AtlasError(f"statistic {self.name}: axis {self.axis!r} is not one of {AXES}")
         if not self.lo <= self.hi:
-            raise AtlasError(f"statistic {self.pattern}: plausible range [{self.lo}, {self.hi}] is empty")
+            raise AtlasError(f"statistic {self.name}: plausible range [{self.lo}, {self.hi}] is empty")
         if self.null is not None and not self.lo <= self.null <= self.hi:
-            raise AtlasError(f"statistic {self.pattern}: null {self.null} lies outside [{self.lo}, {self.hi}]")
+            raise AtlasError(f"statistic {self.name}: null {self.null} lies outside [{self.lo}, {self.hi}]")
         if self.direction not in (-1, 0, 1):
-            raise AtlasError(f"statistic {self.pattern}: direction must be -1, 0 or 1")
+            raise AtlasError(f"statistic {self.name}: direction must be -1, 0 or 1")
+
+    def match(self, name: str) -> re.Match | None:
+        """The match of ``name`` against this declaration (its ``family`` group: the task family named), or None."""
+        return _pattern(self.name).fullmatch(name)
 
     def matches(self, name: str) -> bool:
-        return fnmatchcase(name, self.pattern)
+        return self.match(name) is not None
 
     @property
     def fmt(self) -> str:
@@ -143,9 +149,6 @@ class ExperimentSpec:
     knobs: tuple[Knob, ...] = ()  # settings of its own, by profile
     group: str | None = None  # the prefix of its statistics (``hub`` -> ``hub.top_layer``); None: no statistics
     statistics: Callable[..., dict] | None = None
-    # every statistic ``statistics`` can compute, as patterns: ``{family}`` a task family, ``*`` another name
-    # part (an exit's depth). Claims are checked against them before any work; empty: not declared, unchecked
-    statistic_names: tuple[str, ...] = ()
     reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # statistic -> other experiments it reads
     finding: str | None = None  # what its finding tests check, in words (they are marked ``finding_<group>``)
     headline: bool = False  # one of the source study's six headline findings
@@ -154,7 +157,10 @@ class ExperimentSpec:
     section: str | None = None
     macro: str = "generic"  # the report template's macro for ``section``'s data
     overlay: str | None = None
-    declares: tuple[StatDecl, ...] = ()  # what each of its statistics is (unit, range, null, axis, ...)
+    # every statistic ``statistics`` can compute, each declared once with what it is (name or name template,
+    # unit, range, null, axis, ...): claims are checked against these names before any work, and hygiene,
+    # claims writing, the report and the audit read their facts; empty: not declared, unchecked
+    declares: tuple[StatDecl, ...] = ()
     # ``relayer(result, order) -> result``: the result as if layer i had measured what layer order[i] did,
     # every derived field (rankings, top layers, zones) recomputed from the arrays (the claims audit's
     # reversed and shuffled evidence); None: its result has no per-layer arrays
@@ -373,6 +379,7 @@ def default_thresholds() -> dict[str, dict[str, Any]]:
     return {h.id: dict(h.thresholds) for h in hypotheses().values()}
 
 
+@cache
 def _pattern(declared: str) -> re.Pattern:
     parts = re.split(r"(\{family\}|\*)", declared)
     rx = "".join("(?P<family>[A-Za-z0-9_-]+)" if p == "{family}" else "[^.]+" if p == "*" else re.escape(p)
@@ -389,14 +396,14 @@ def statistic_family(name: str) -> str | None:
         return None
     statistic_experiments(name)  # an unknown group is an error naming the groups
     spec = groups()[head]
-    if not spec.statistic_names:
+    if not spec.declares:
         return None
-    for declared in spec.statistic_names:
-        m = _pattern(declared).fullmatch(name)
+    for decl in spec.declares:
+        m = decl.match(name)
         if m:
             return m.groupdict().get("family")
     raise AtlasError(f"unknown statistic {name!r}: the {spec.name} experiment computes "
-                     f"{', '.join(spec.statistic_names)} ({{family}}: a task family's name)")
+                     f"{', '.join(d.name for d in spec.declares)} ({{family}}: a task family's name)")
 
 
 def statistic_experiments(name: str) -> tuple[str, ...]:

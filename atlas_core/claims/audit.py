@@ -246,3 +246,60 @@ def baseline_runs(profile: str | None = None) -> list[Path]:
 def audit_stats(rows: Sequence[ClaimAudit]) -> Mapping[str, int]:
     return {"claims": len(rows), "blind": sum(r.blind and not r.claim.invariant for r in rows),
             "invariants": sum(bool(r.claim.invariant) for r in rows)}
+
+
+@dataclass
+class Check:
+    """A claims file evaluated on other runs of its own models (another dtype, device or thread count): per
+    claim, passed, failed, or not evaluated because a run lacks an experiment it reads."""
+
+    path: Path
+    runs: dict[str, str]  # model -> run folder
+    results: list[tuple[Claim, bool | None, str]]  # (claim, passed or None: not evaluated, message or reason)
+
+    def counts(self, finding: bool | None = None) -> tuple[int, int, int]:
+        rows = [r for r in self.results if finding is None or (r[0].hypothesis is None) == finding]
+        return (sum(ok is True for _, ok, _ in rows), sum(ok is False for _, ok, _ in rows),
+                sum(ok is None for _, ok, _ in rows))
+
+    def by_group(self) -> dict[str, tuple[int, int]]:
+        """(passed, failed) per model x statistic group (``H00x`` for hypothesis claims)."""
+        out: dict[str, list[int]] = {}
+        for c, ok, _ in self.results:
+            if ok is None:
+                continue
+            key = c.hypothesis or f"{c.models[0]}:{c.statistic.split('.')[0]}"
+            out.setdefault(key, [0, 0])[0 if ok else 1] += 1
+        return {k: (p, f) for k, (p, f) in out.items()}
+
+    def table(self) -> str:
+        out = [f"claims check of {self.path} on " + ", ".join(f"{m} = {d}" for m, d in self.runs.items()), ""]
+        out += [f"{'pass' if ok else 'FAIL'}  {msg}" for c, ok, msg in self.results if ok is not None]
+        out += ["", "group                                          passed  failed"]
+        out += [f"{g.ljust(46)} {p:6d}  {f:6d}" for g, (p, f) in sorted(self.by_group().items())]
+        for label, finding in (("finding", True), ("hypothesis", False)):
+            p, f, n = self.counts(finding)
+            out.append(f"{label} claims: {p} passed, {f} failed, {n} not evaluated (the runs lack an experiment they read)")
+        return "\n".join(out)
+
+
+def check_on_runs(path: str | Path, runs: Sequence[str | Path]) -> Check:
+    """Evaluate every claim of ``path`` on ``runs`` (one per claimed model, of the file's profile; they may lack
+    experiments: those claims are listed as not evaluated, never as failed)."""
+    cf = load_claims(path)
+    pool = find_evidence(cf, runs)
+    of = {m: next((r for n, r in pool.items() if same_model(m, n)), None) for m in cf.models}
+    missing = [m for m, r in of.items() if r is None]
+    if missing:
+        raise AtlasError(f"claims check of {path}: no run of {', '.join(missing)} at the {cf.profile} profile among "
+                         f"{len(list(runs))} run folder(s)")
+    results = []
+    for c in cf.claims:
+        rs = [of[m] for m in c.models]
+        lacking = sorted({e for r in rs for e in c.experiments if not r.has(e)})
+        if lacking:
+            results.append((c, None, f"{c.id}: the runs lack {', '.join(lacking)}"))
+            continue
+        ev = evaluate(c, [r.stats for r in rs], [r.name for r in rs], cf.thresholds)
+        results.append((c, ev.passed, ev.message))
+    return Check(Path(path), results=results, runs={m: str(r.root) for m, r in of.items()})

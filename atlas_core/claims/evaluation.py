@@ -89,6 +89,15 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
             value, lo, hi, series, label = s.value, s.lo, s.hi, s.series, s.label or ""
         if claim.kind in ("location", "top_k", "profile"):
             return _where(claim, s, models, who)
+        if claim.kind == "value" and claim.layer is not None:  # the per-layer profile's value at one layer
+            ser = (s.series or {}) if s is not None else {}
+            xs = list(ser.get("x") or [])
+            i = xs.index(claim.layer) if claim.layer in xs else None
+            pick = lambda key: None if i is None or not ser.get(key) else ser[key][i]  # noqa: E731
+            value, lo, hi = pick("y"), pick("lo"), pick("hi")
+            name = f"{claim.statistic} at L{claim.layer}"
+            label = "" if s is None else (f"L{claim.layer} of {ser.get('n_layers', len(xs))} layers" if i is not None
+                                          else f"no L{claim.layer}: {len(xs)} layers measured")
         if claim.kind == "rank":
             ranking = list(s.ranking or ()) if s is not None else []
             target = claim.family if claim.family is not None else claim.layer
@@ -150,7 +159,10 @@ def _where(claim: Claim, s: Stat | None, models, who: str) -> Evaluation:
         xs, ys = list(series.get("x") or []), list(series.get("y") or [])
         have = {int(x): y for x, y in zip(xs, ys) if y is not None}
         common = [i for i in claim.items if i in have]
-        if len(common) < 3:
+        if claim.n_items is not None and len(xs) != claim.n_items:  # absolute layers of a model of another depth
+            got = (f"the measured profile has {len(xs)} {'heads' if claim.n_heads else 'layers'}, the expected one "
+                   f"{claim.n_items}: a profile over absolute layers of another depth cannot match")
+        elif len(common) < 3:
             got = f"only {len(common)} of the expected profile's {len(claim.items)} items measured"
         else:
             exp = [claim.profile[claim.items.index(i)] for i in common]

@@ -79,7 +79,7 @@ class Claim:
     expected: float | None = None
     tolerance: float | None = None
     threshold: float | None = None
-    layer: int | None = None
+    layer: int | None = None  # rank: the layer ranked; value: the per-layer profile's value at this layer
     max_rank: int | None = None
     family: str | None = None  # rank claims on lora.ranking name a family instead of a layer
     expected_verdict: str | None = None
@@ -121,7 +121,8 @@ class Claim:
     def expectation(self) -> str:
         """The threshold in words, e.g. ``13.7 +- 2``, ``rank <= 3``, ``>= 0.5``, ``verdict rejected``."""
         if self.kind == "value":
-            return f"{self.expected:.4g} ± {self.tolerance:.3g}"
+            at = f"L{self.layer}: " if self.layer is not None else ""
+            return f"{at}{self.expected:.4g} ± {self.tolerance:.3g}"
         if self.kind == "at_least":
             return f">= {self.threshold:.4g}"
         if self.kind == "at_most":
@@ -226,6 +227,14 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         c = _replace(c, expected=_num(path, cid, entry, "expected"), tolerance=_num(path, cid, entry, "tolerance"))
         if c.tolerance < 0:
             raise _bad(path, f"claim {cid!r}: tolerance must be >= 0")
+        if entry.get("layer") is not None:  # a per-layer value: the profile's value at that (absolute) layer
+            from atlas_core.spec import declaration
+
+            d = declaration(stat)
+            if hyp or d is None or d.axis != "layer":
+                raise _bad(path, f"claim {cid!r}: a value claim with a 'layer' reads a statistic declared per layer "
+                                 f"(StatDecl axis 'layer'), not {stat!r}")
+            c = _replace(c, layer=_int(path, cid, entry, "layer"))
     elif kind in ("at_least", "at_most"):
         c = _replace(c, threshold=_num(path, cid, entry, "threshold"))
     elif kind == "rank":
@@ -299,7 +308,8 @@ def _profile_claim(path, cid, entry, c: Claim, hyp: bool) -> Claim:
     rho = _num(path, cid, entry, "min_rho")
     if not -1 <= rho <= 1:
         raise _bad(path, f"claim {cid!r}: min_rho must lie in [-1, 1]")
-    return _replace(c, items=items, profile=prof, min_rho=rho)
+    # n_items: the profile is over absolute layers (heads) of a model with that many; one of another depth fails
+    return _replace(c, items=items, profile=prof, min_rho=rho, n_items=_int(path, cid, entry, "n_items", 1, False))
 
 
 def _replace(c: Claim, **kw) -> Claim:

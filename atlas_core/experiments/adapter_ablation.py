@@ -93,7 +93,8 @@ def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> d
         out["adapter.spearman"] = Stat(finite(spearman(norm, eff)), finite(slo), finite(shi), len(pts),
                                        kind="estimate", series=curve)
     out["adapter.layer_profile"] = profile_stat(result.layers, kl, n_layers, lo=[k.lo for k in result.kl],
-                                                hi=[k.hi for k in result.kl], ylabel="adapter-ablation KL (nats)")
+                                                hi=[k.hi for k in result.kl], ylabel="adapter-ablation KL (nats)",
+                                                n=min((k.n for k in result.kl), default=None))
     if top is not None:
         out["adapter.top_layer"] = Stat(float(top), kind="index", label=f"L{top}")
     return out
@@ -103,7 +104,6 @@ SPEC = ExperimentSpec(
     name=NAME, title="Adapter ablation", about="adapter weight norm vs its functional effect", order=80,
     run=run, config=config, result=AdapterAblationResult, requires=("lora_training",), seed_dependent=True,
     group="adapter", statistics=statistics,
-    statistic_names=("adapter.layer_profile", "adapter.pearson", "adapter.spearman", "adapter.top_layer"),
     section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
     declares=(
         StatDecl("adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"),

@@ -73,8 +73,8 @@ def statistics(result: CleanResult, n_layers: int, results: dict) -> dict:
 SPEC = ExperimentSpec(
     name=NAME, title="Clean accuracy", about="which skills the model has before any intervention", order=0,
     run=run, config=config, result=CleanResult, group="clean", statistics=statistics,
-    statistic_names=("clean.accuracy", "clean.accuracy.{family}"),
     profile_fields=("n_items", "n_boot", "memory_mb"),
     section="atlas_core.report.sections:clean", macro="clean", overlay="atlas_core.report.compare:clean_overlay",
-    declares=(StatDecl("clean.accuracy*", "fraction", 0.0, 1.0, None, about="top-1 accuracy"),),
+    declares=(StatDecl("clean.accuracy", "fraction", 0.0, 1.0, None, about="top-1 accuracy"),
+              StatDecl("clean.accuracy.{family}", "fraction", 0.0, 1.0, None, about="top-1 accuracy of a family")),
 )

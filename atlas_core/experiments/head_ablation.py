@@ -18,7 +18,8 @@ from atlas_core.profiles import sample_layers
 from atlas_core.sites import Site
 from atlas_core.layers import profile_stat, relabel
 from atlas_core.spec import ExperimentSpec, StatDecl
-from atlas_core.stat import Stat, ratio, relative_depth, series
+from atlas_core.metrics import Estimate
+from atlas_core.stat import Stat, finite, ratio, relative_depth, series
 
 NAME = "head_ablation"
 MODE = "zero"
@@ -43,10 +44,30 @@ def run(ctx: Context) -> HeadAblationResult:
 
     kl = {name: [[float(v) for v in row] for row in np.asarray(m)] for name, m in per_family.items()}
     top = top_heads(kl, layers, d.n_heads)
+    per_prompt = {name: stats.kl.reshape(len(layers), d.n_heads, -1)[..., sl] for name, sl in ctx.family_slices.items()}
+    cells = [(s.family, np.asarray(per_prompt[s.family][layers.index(s.layer), s.head], dtype=np.float64)) for s in top]
     result = HeadAblationResult(n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families),
-                                mode=MODE, kl=kl, max_head=top[0], top=top)
+                                mode=MODE, kl=kl, max_head=top[0], top=top,
+                                max_kl=max_interval(cells, n_boot=ctx.profile.n_boot, seed=ctx.seed))
     ctx.shared[NAME] = result
     return result
+
+
+def max_interval(cells, *, n_boot: int, seed: int, level: float = 0.95) -> Estimate:
+    """The largest of the cells' means over their prompts, with a percentile bootstrap interval: in each
+    resample every family's prompts are drawn with replacement (the same draw for the cells of one family, which
+    share their prompts) and the max over the cells is taken again. ``cells``: ``(family, per-prompt KL)`` of the
+    strongest cells, strongest first."""
+    point = max(float(v.mean()) for _, v in cells)
+    n = {fam: len(v) for fam, v in cells}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        idx = {fam: rng.integers(0, k, size=k) for fam, k in sorted(n.items())}
+        draws.append(max(float(v[idx[fam]].mean()) for fam, v in cells))
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(draws, [alpha, 1 - alpha]) if draws else (point, point)
+    return Estimate(point, float(lo), float(hi), int(sum(n.values())))
 
 
 def top_heads(kl: dict, layers: list[int], n_heads: int) -> list[HeadScore]:
@@ -84,7 +105,10 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
                                            ylabel="head-ablation KL, max over families (nats)"),
         # the share of layers whose heads were ablated: below 1 the strongest head may sit in a skipped layer
         "heads.layer_coverage": Stat(len(layers) / n_layers, label=f"{len(layers)} of {n_layers} layers"),
-        "heads.max_kl": Stat(float(mh.kl), label=label, series=curve),
+        # the interval where the record keeps one (schema 3); older records: the point alone
+        "heads.max_kl": (Stat(float(mh.kl), finite(result.max_kl.lo), finite(result.max_kl.hi), result.max_kl.n,
+                              kind="estimate", label=label, series=curve) if result.max_kl is not None
+                         else Stat(float(mh.kl), label=label, series=curve)),
         "heads.max_layer": Stat(float(mh.layer), kind="index", label=label),
         "heads.max_head": Stat(float(mh.head), kind="index", label=label),
         "heads.max_layer_depth": Stat(relative_depth(mh.layer, n_layers), label=label),
@@ -103,7 +127,7 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
 SPEC = ExperimentSpec(
     name=NAME, title="Head ablation", about="KL from zeroing one attention head at a time", order=30,
     run=run, config=config, result=HeadAblationResult, group="heads", statistics=statistics,
-    statistic_names=("heads.family_max_kl.{family}", "heads.head_profile", "heads.layer_coverage", "heads.layer_head_gap", "heads.layer_profile", "heads.max_head", "heads.max_kl", "heads.max_layer", "heads.max_layer_depth"), headline=True,
+    headline=True,
     claims=("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
     reads={"heads.layer_head_gap": ("layer_ablation",)}, finding="headline finding, specialist heads",
     profile_fields=("head_layers",), section="atlas_core.report.sections:heads", macro="heads",
@@ -117,7 +141,8 @@ SPEC = ExperimentSpec(
         StatDecl("heads.max_head", "head", 0.0, math.inf, None, direction=0),
         StatDecl("heads.layer_head_gap", "ratio", 0.0, math.inf, None, direction=-1,
                  about="max layer KL / max head KL"),
-        StatDecl("heads.*kl*", "nats", 0.0, math.inf, 0.0),
+        StatDecl("heads.max_kl", "nats", 0.0, math.inf, 0.0, about="KL of the strongest head"),
+        StatDecl("heads.family_max_kl.{family}", "nats", 0.0, math.inf, 0.0, about="a family's strongest head KL"),
     ),
     relayer=relayer,
 )

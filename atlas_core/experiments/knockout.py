@@ -115,7 +115,7 @@ def statistics(result: KnockoutResult, n_layers: int, results: dict) -> dict[str
 SPEC = ExperimentSpec(
     name=NAME, title="Skill knockout", about="negative steering: skill drop vs non-skill drop per layer", order=50,
     run=run, config=config, result=KnockoutResult, group="knockout", statistics=statistics,
-    statistic_names=("knockout.best_layer", "knockout.best_layer_depth", "knockout.best_selectivity", "knockout.layer_profile", "knockout.nonskill_drop", "knockout.skill_drop"), headline=True,
+    headline=True,
     families=(FAMILY,),
     claims=("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
     finding="headline finding, knockout selectivity", profile_fields=("steer_layers",),
@@ -127,7 +127,7 @@ SPEC = ExperimentSpec(
                  invariant="the knockout's collateral drop on the other families' target probability is about 0.1 on "
                            "every model measured (full profile: Coder-0.5B 0.111, Coder-1.5B 0.094, Gemma-3-270M "
                            "0.126), whichever model it is"),
-        StatDecl("knockout.*_drop", "probability", -1.0, 1.0, 0.0, about="mean drop of target probability"),
+        StatDecl("knockout.skill_drop", "probability", -1.0, 1.0, 0.0, about="mean drop of target probability"),
         StatDecl("knockout.best_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
         StatDecl("knockout.best_layer", "layer", 0.0, math.inf, None, direction=0),
     ),

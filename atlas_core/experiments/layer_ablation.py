@@ -133,7 +133,8 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
     shifts = [f - (finite(e.value) or 0.0) for f, e in zip(fmk, sweep.mean_kl)]
     profile = {**curve, "axis": "layer", "n_layers": n_layers,
                "lo": [None if finite(e.lo) is None else finite(e.lo) + d for e, d in zip(sweep.mean_kl, shifts)],
-               "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)]}
+               "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)],
+               "n": min((e.n for e in sweep.mean_kl), default=None)}
     label = f"all {len(layers)} layers tie" if tie else f"L{top}"
     # the layers that could be the top: their KL interval reaches the top layer's (H001 reads their depths)
     top_lo = profile["lo"][i]
@@ -173,15 +174,17 @@ def relayer(result, order):
     return replace(result, sweeps=[relayer_sweep(s, order) for s in result.sweeps])
 
 
-def sweep_decls(prefix: str, top: str, what: str) -> tuple[StatDecl, ...]:
-    """The statistics of :func:`sweep_stats` (``top``: ``top_layer`` or, for the MLP, ``max_layer``)."""
+def sweep_decls(prefix: str, top: str, what: str, axis: str | None = "layer") -> tuple[StatDecl, ...]:
+    """The statistics of :func:`sweep_stats` (``top``: ``top_layer`` or, for the MLP, ``max_layer``; ``axis``:
+    None where another statistic already carries the same per-layer profile, so that its location claims are
+    written once)."""
     kl = "top_layer_kl" if top == "top_layer" else "max_kl"
     return (
-        StatDecl(f"{prefix}.ranking", "nats", 0.0, math.inf, 0.0, axis="layer", about=f"{what} KL per layer"),
+        StatDecl(f"{prefix}.ranking", "nats", 0.0, math.inf, 0.0, axis=axis, about=f"{what} KL per layer"),
         StatDecl(f"{prefix}.{top}_depth", "fraction", 0.0, 1.0, None, direction=0, about="relative depth of the top layer"),
         StatDecl(f"{prefix}.{top}", "layer", 0.0, math.inf, None, direction=0, about="the top layer"),
         StatDecl(f"{prefix}.{kl}", "nats", 0.0, math.inf, 0.0, about=f"the top layer's {what} KL"),
-        StatDecl(f"{prefix}.family_kl.*", "nats", 0.0, math.inf, 0.0, about="KL per family at the top layer"),
+        StatDecl(f"{prefix}.family_kl.{{family}}", "nats", 0.0, math.inf, 0.0, about="KL per family at the top layer"),
     )
 
 
@@ -204,9 +207,13 @@ def statistics(result: LayerAblationResult, n_layers: int, results: dict) -> dic
 SPEC = ExperimentSpec(
     name=NAME, title="Layer ablation", about="KL (nats) from ablating each layer, per family", order=10,
     run=run, config=config, result=LayerAblationResult, group="hub", statistics=statistics,
-    statistic_names=("hub.family_kl.{family}", "hub.ranking", "hub.skip.family_kl.{family}", "hub.skip.layer_argmax.*", "hub.skip.layer_kl.*", "hub.skip.ranking", "hub.skip.top_layer", "hub.skip.top_layer_depth", "hub.skip.top_layer_kl", "hub.top_layer", "hub.top_layer_depth", "hub.top_layer_kl"), headline=True, claims=("hub.top_layer_kl", "hub.family_kl.*"), ranked=("hub.ranking", "layer ablation"),
+    headline=True, claims=("hub.top_layer_kl", "hub.family_kl.*"), ranked=("hub.ranking", "layer ablation"),
     finding="headline finding, the hub layer", profile_fields=("ablation_modes",),
     section="atlas_core.report.sections:layer_sweeps", macro="sweeps",
     overlay="atlas_core.report.compare:sweeps_overlay",
-    declares=sweep_decls("hub", "top_layer", "layer-ablation"), relayer=relayer,
+    declares=sweep_decls("hub", "top_layer", "layer-ablation") + sweep_decls(  # the skip sweep's profile is efficiency.skip_profile's
+        "hub.skip", "top_layer", "layer-skip", axis=None) + (
+        StatDecl("hub.skip.layer_kl.*", "nats", 0.0, math.inf, 0.0, about="KL of skipping one layer (by layer)"),
+        StatDecl("hub.skip.layer_argmax.*", "fraction", 0.0, 1.0, None, about="argmax match skipping one layer"),
+    ), relayer=relayer,
 )

@@ -49,7 +49,7 @@ def statistics(result: MLPAblationResult, n_layers: int, results: dict) -> dict[
 SPEC = ExperimentSpec(
     name=NAME, title="MLP ablation", about="KL from ablating each layer's MLP output", order=20,
     run=run, config=config, result=MLPAblationResult, group="mlp", statistics=statistics,
-    statistic_names=("mlp.family_kl.{family}", "mlp.max_kl", "mlp.max_layer", "mlp.max_layer_depth", "mlp.ranking", "mlp.share_of_top_layer"), headline=True, claims=("mlp.max_kl", "mlp.share_of_top_layer"),
+    headline=True, claims=("mlp.max_kl", "mlp.share_of_top_layer"),
     ranked=("mlp.ranking", "MLP ablation"),
     reads={"mlp.share_of_top_layer": ("layer_ablation",)}, finding="headline finding, MLP weakening",
     profile_fields=("ablation_modes",), section="atlas_core.report.sections:mlp_sweeps", macro="sweeps",

@@ -21,6 +21,13 @@ from atlas_core import AtlasError
 from atlas_core.metrics import Estimate
 from atlas_core.results import SCHEMA
 
+# Fields added to a result type, by the schema that added them: each has a default (None: not measured), which
+# records of an earlier schema, lacking the field, read back as.
+ADDED: dict[int, dict[str, tuple[str, ...]]] = {
+    # head ablation keeps the strongest head's KL with its bootstrap interval (H002 decides on it); the committed
+    # full-profile baselines are of schema 2 and read None: for them H002's points decide
+    3: {"head_ablation": ("max_kl",)},
+}
 # Fields removed from a result type, by the schema that removed them.
 REMOVED: dict[int, dict[str, tuple[str, ...]]] = {
     # head ablation no longer copies the layer ablation's strongest KL: heads.layer_head_gap reads the
@@ -105,6 +112,9 @@ class HeadAblationResult:
     kl: dict[str, list[list[float]]]  # family -> [layer index][head] mean KL
     max_head: HeadScore
     top: list[HeadScore]  # strongest (family, layer, head) cells, descending
+    # the strongest head's KL with its bootstrap 95% interval: each family's prompts resampled together, the max
+    # over the ``top`` cells taken in each resample (schema 3; None in older records: no per-prompt data kept)
+    max_kl: Estimate | None = None
 
 
 @dataclass
@@ -225,9 +235,18 @@ class EfficiencyResult:
 
 
 def migrate(experiment: str, data: Mapping[str, Any]) -> dict:
-    """A stored result (JSON form) in the current schema: fields later schemas removed are dropped."""
+    """A stored result (JSON form) in the current schema: fields later schemas removed are dropped, and fields
+    later schemas added, which an older record lacks, are None (not measured)."""
     drop = {f for by in REMOVED.values() for f in by.get(experiment, ())}
-    return {k: v for k, v in data.items() if k not in drop}
+    out = {k: v for k, v in data.items() if k not in drop}
+    for f in added(experiment):
+        out.setdefault(f, None)
+    return out
+
+
+def added(experiment: str) -> tuple[str, ...]:
+    """The fields of ``experiment``'s result that a schema after the first added (None in older records)."""
+    return tuple(f for by in ADDED.values() for f in by.get(experiment, ()))
 
 
 @lru_cache(maxsize=1)

@@ -202,14 +202,16 @@ def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str
 SPEC = ExperimentSpec(
     name=NAME, title="Steering", about="dose-response of adding the factual-recall direction at each layer",
     order=40, run=run, config=config, result=SteeringResult, group="steering", statistics=statistics,
-    statistic_names=("steering.baseline_prob", "steering.best_boost", "steering.best_layer", "steering.best_layer_depth", "steering.best_strength", "steering.layer_profile", "steering.study_layer_best_boost"), headline=True,
+    headline=True,
     families=(FAMILY,),
     claims=("steering.best_boost", "steering.study_layer_best_boost"),
     finding="headline finding, steering collapse", profile_fields=("steer_layers", "steer_strengths"),
     section="atlas_core.report.sections:steering", macro="steering", overlay="atlas_core.report.compare:steering_overlay",
     declares=(
         StatDecl("steering.layer_profile", "probability", -1.0, 1.0, 0.0, axis="layer", about="best boost per layer"),
-        StatDecl("steering.*boost", "probability", -1.0, 1.0, 0.0, about="mean target-probability boost"),
+        StatDecl("steering.best_boost", "probability", -1.0, 1.0, 0.0, about="mean target-probability boost"),
+        StatDecl("steering.study_layer_best_boost", "probability", -1.0, 1.0, 0.0,
+                 about="mean target-probability boost at the study's layer"),
         StatDecl("steering.best_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
         StatDecl("steering.best_layer", "layer", 0.0, math.inf, None, direction=0),
         StatDecl("steering.best_strength", "count", direction=0, about="steering strength (x direction norm)"),

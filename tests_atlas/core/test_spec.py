@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from atlas_core import AtlasError
 from atlas_core.baselines import BASELINES_DIR
 from atlas_core.claims import parse_claim
-from atlas_core.experiments.schema import REMOVED, SCHEMA, load_result, migrate
+from atlas_core.experiments.schema import ADDED, REMOVED, SCHEMA, load_result, migrate
 from atlas_core.results import to_jsonable
 from atlas_core.spec import (
     HypothesisSpec, Knob, default_thresholds, experiment, experiments, finding_markers, groups,
@@ -169,10 +169,21 @@ def test_a_field_the_type_lacks_is_an_error_naming_it_and_the_fix():
 
 
 def test_a_field_an_earlier_schema_had_is_dropped_on_reading():
-    assert SCHEMA == 2 and REMOVED[2] == {"head_ablation": ("max_layer_kl",)}
+    assert SCHEMA == 3 and REMOVED[2] == {"head_ablation": ("max_layer_kl",)}
     doc = json.loads(next(p for p in _records() if p.name == "head_ablation.json").read_text())
     assert "max_layer_kl" in doc["result"]  # committed under schema 1
     assert not hasattr(load_result("head_ablation", doc["result"]), "max_layer_kl")
+
+
+def test_a_field_a_later_schema_added_reads_as_its_default_from_older_records():
+    """Schema 3 added the strongest head's KL interval (``HeadAblationResult.max_kl``): a committed record
+    lacks it and reads None; a record that has it reads it back."""
+    assert ADDED[3] == {"head_ablation": ("max_kl",)}
+    doc = json.loads(next(p for p in _records() if p.name == "head_ablation.json").read_text())
+    assert "max_kl" not in doc["result"]
+    assert load_result("head_ablation", doc["result"]).max_kl is None
+    new = {**doc["result"], "max_kl": {"value": 0.9, "lo": 0.7, "hi": 1.1, "n": 12}}
+    assert load_result("head_ablation", new).max_kl.hi == 1.1
 
 
 _finite = st.floats(allow_nan=False, allow_infinity=False, width=32)

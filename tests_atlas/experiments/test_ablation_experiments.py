@@ -157,6 +157,22 @@ def test_head_ablation_shapes_and_ranges(smoke, tiny):
     assert best[0] > 1e-4
     # the head ablation does not copy what the layer ablation measured: the gap statistic reads that result
     assert not hasattr(r, "max_layer_kl")
+    # the strongest head's KL carries its bootstrap interval (schema 3), which H002 decides on
+    assert r.max_kl.value == pytest.approx(r.max_head.kl, rel=1e-9) and r.max_kl.lo <= r.max_kl.value <= r.max_kl.hi
+    sl = ctx.family_slices
+    assert r.max_kl.lo < r.max_kl.hi and r.max_kl.n == sum(sl[f].stop - sl[f].start for f in {t.family for t in r.top})
+
+
+def test_the_max_head_interval_is_the_bootstrap_of_the_max_over_the_strongest_cells():
+    """Two cells of one family, whose prompts resample together: the interval holds the larger mean and moves
+    with its prompts' spread; a single prompt per family leaves nothing to resample (a point)."""
+    a = np.array([1.0, 1.2, 0.8, 1.1, 0.9, 1.0])
+    e = head_ablation.max_interval([("f", a), ("f", a * 0.5)], n_boot=500, seed=0)
+    assert e.value == pytest.approx(1.0) and e.lo < 1.0 < e.hi and e.n == 6  # the family's six prompts
+    wide = head_ablation.max_interval([("f", (a - 1.0) * 4 + 1.0)], n_boot=500, seed=0)
+    assert wide.hi - wide.lo > 3 * (e.hi - e.lo)
+    one = head_ablation.max_interval([("f", np.array([0.7])), ("g", np.array([0.3]))], n_boot=50, seed=0)
+    assert one.lo == one.value == one.hi == pytest.approx(0.7)
 
 
 def test_head_ablation_without_layer_results(tiny):

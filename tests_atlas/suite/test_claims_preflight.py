@@ -1,10 +1,10 @@
-"""Claims are checked against the statistics the experiments declare (``ExperimentSpec.statistic_names``) and
+"""Claims are checked against the statistics the experiments declare (``ExperimentSpec.declares``: one
+``StatDecl`` per statistic, its name or name template with its facts) and
 the task families the session loads before the first experiment: a misspelt statistic or a claim on a family
 nothing measures is an error naming the file, the claim and the fix, not an "n/a" after the experiment ran."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from atlas_core import AtlasError
 from atlas_core.claims import load_claims
 from atlas_core.claims.files import check_families
 from atlas_core.runs import load_run
-from atlas_core.spec import experiments, statistic_family
+from atlas_core.spec import declaration, experiments, statistic_family
 from atlas_core.baselines import BASELINES_DIR
 from atlas_core.tasks import FAMILIES
 
@@ -44,23 +44,42 @@ def test_claim(claim, atlas):
 
 
 def test_every_declared_statistic_is_computed_and_every_computed_one_declared():
-    """The declaration is kept honest by the committed full-profile runs: each statistic they hold matches a
-    declared pattern of its experiment, and each declared pattern is matched (both directions, every spec)."""
+    """The declarations are kept honest by the committed full-profile runs: each statistic they hold is declared
+    (its first matching ``StatDecl`` in its experiment's spec: the one that gives its facts), and each declaration
+    is the one of some statistic they hold (none unused, none shadowed by an earlier template; both directions,
+    every spec)."""
     used = set()
     for run in sorted(p for p in BASELINES_DIR.iterdir() if p.is_dir()):
         for name in load_run(run).stats:
             statistic_family(name)  # raises on an undeclared statistic
-            spec = next(s for s in experiments().values() if s.group == name.split(".")[0])
-            used |= {d for d in spec.statistic_names
-                     if re.fullmatch(re.escape(d).replace(r"\{family\}", r"[\w-]+").replace(r"\*", r"[^.]+"), name)}
-    declared = {d for s in experiments().values() for d in s.statistic_names}
+            d = declaration(name)
+            assert d is not None and d.matches(name), name
+            used.add((name.split(".")[0], d.name))
+    declared = {(s.group, d.name) for s in experiments().values() for d in s.declares}
     assert declared and declared == used, declared - used
-    assert all(s.statistic_names for s in experiments().values() if s.group)
+    assert all(s.declares for s in experiments().values() if s.group)
+
+
+def test_the_preflight_reads_the_declarations(monkeypatch):
+    """The names the preflight accepts are the declarations' names: remove one declaration and its statistic is
+    refused, naming the ones left."""
+    from dataclasses import replace
+
+    from atlas_core import spec as spec_mod
+
+    assert statistic_family("heads.family_max_kl.copying") == "copying"
+    heads = experiments()["head_ablation"]
+    cut = replace(heads, declares=tuple(d for d in heads.declares if d.name != "heads.family_max_kl.{family}"))
+    monkeypatch.setattr(spec_mod, "groups", lambda: {**{s.group: s for s in experiments().values() if s.group},
+                                                     "heads": cut})
+    with pytest.raises(AtlasError, match=r"unknown statistic 'heads.family_max_kl.copying': the head_ablation "
+                                         r"experiment computes heads.layer_profile, .*heads.max_kl"):
+        statistic_family("heads.family_max_kl.copying")
 
 
 @pytest.mark.parametrize("stat, needle", [
     ("hub.no_such_stat", "unknown statistic 'hub.no_such_stat': the layer_ablation experiment computes "
-                         "hub.family_kl.{family}, hub.ranking"),
+                         "hub.ranking, hub.top_layer_depth"),
     ("mlp.top_layer_kl", "unknown statistic 'mlp.top_layer_kl'"),  # the hub's name under the mlp group
     ("efficiency.exit.skip1.top1", "unknown statistic 'efficiency.exit.skip1.top1'"),
 ])
