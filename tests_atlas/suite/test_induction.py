@@ -131,9 +131,19 @@ def test_a_model_without_the_circuit_fails_the_check(tmp_path):
     print(err.value)
 
 
-def test_swapped_heads_fail_the_check(shipped):
-    """Perturbation: Atlas's head axis reversed (a head index mapped to its mirror) fails the agreement."""
-    kl = shipped["kl"][:, ::-1]
+@pytest.mark.parametrize("mutation", ["wrong head", "layers off by one"])
+def test_a_mutated_head_ablation_fails_the_check(tmp_path, monkeypatch, shipped, mutation):
+    """Perturbations of Atlas itself: head ablation zeroes the other head of the layer it reports, or the head
+    of the other layer; its two strongest heads then disagree with the detector."""
+    from atlas_core.experiments import head_ablation
+
+    def mutated(kind, layer, head=None):
+        if mutation == "wrong head":
+            return Site(kind, layer, (head + 1) % induction.HEADS)
+        return Site(kind, (layer + 1) % 2, head)
+
+    monkeypatch.setattr(head_ablation, "Site", mutated)
+    kl = head_kls(tmp_path, induction.FOLDER)
     order = sorted(((kl[l, h], l, h) for l in range(kl.shape[0]) for h in range(kl.shape[1])), reverse=True)
     with pytest.raises(AssertionError, match="not the detector's") as err:
         check({**shipped, "kl": kl, "top2": [(l, h) for _, l, h in order[:2]]})

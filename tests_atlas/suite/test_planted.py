@@ -156,10 +156,10 @@ def test_layers_off_by_one_fail(tmp_path, monkeypatch):
     from atlas_core.sites import Site
 
     monkeypatch.setattr(layer_ablation, "Site", lambda kind, layer, head=None: Site(kind, (layer + 1) % planted.N_LAYERS))
-    stats = _run(tmp_path, MODEL, ["clean", "layer_ablation"])
-    failed = _failures([c for c in _claims(0) if c.statistic.startswith("hub.")], stats)
+    stats = _run(tmp_path, MODEL, ["clean", "layer_ablation", "mlp_ablation"])  # the MLP sweep shares the sites
+    failed = _failures([c for c in _claims(0) if c.statistic.startswith(("hub.", "mlp."))], stats)
     print("\n".join(failed.values()))
-    assert "hub" in failed, failed
+    assert {"hub", "mlp", "mlp-top2"} <= set(failed), failed
 
 
 def test_atlas_models_list_shows_the_planted_models(capsys):
