@@ -13,6 +13,10 @@ from atlas_core.models.planted import FAMILIES, specification
 PROFILE = "planted"
 KL_ZERO = 1e-6  # an exact identity skipped: KL 0 within float rounding
 KL_BROKEN = 0.5  # a planted layer skipped: its family (a fifth of the prompts) loses its answer
+# the serial layer under a parallel block: nothing reads the gate its head writes, but the gate is in the residual,
+# so later LayerNorms divide by a slightly larger spread at '#' (not cancelled as the mean is): not an exact
+# identity like the others, a change four orders below KL_SERIAL (measured on planted-gpt-neox: 6.7e-7)
+KL_SILENT = 1e-4
 KL_SERIAL = 0.3  # the serial layer skipped: planted_serial (a fifth of the prompts, answered at p ~ 0.8) loses it
 
 
@@ -60,7 +64,8 @@ def claims(layout: str = "llama", seed: int = 0) -> list[dict]:
             threshold=KL_SERIAL)
     else:
         add(f"serial-silent-L{pos['serial']}", f"hub.skip.layer_kl.{pos['serial']}", "at_most",
-            f"L{pos['serial']} changes no output (parallel block: its MLP never reads its head's gate)", threshold=KL_ZERO)
+            f"L{pos['serial']} changes no answer (parallel block: its MLP never reads its head's gate)",
+            threshold=KL_SILENT)
         add(f"serial-silent-L{pos['serial']}-argmax", f"hub.skip.layer_argmax.{pos['serial']}", "at_least",
             f"skipping L{pos['serial']} keeps every argmax", threshold=1.0)
     for name in ("hub", "copy", "recall"):

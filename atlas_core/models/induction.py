@@ -6,11 +6,18 @@ The model is a stock ``LlamaForCausalLM`` (2 layers, ``HEADS`` heads each, rotar
 position anywhere in the residual) whose MLPs are zero and frozen, so only attention (and the embeddings,
 norms and LM head) learn. It is trained deterministically on CPU from a seed on sequences of distinct random
 tokens in which one segment is repeated once; the segment's length and where it starts vary per sequence,
-so no fixed offset copies it. With rotary positions a layer-0 head cannot write "where" a token is, only
+so no fixed offset copies it, and distinct letters make every match unique. With rotary positions a layer-0 head cannot write "where" a token is, only
 "what came just before" (relative attention), so the only route to the token after an earlier match is the
 classic one: a previous-token head in layer 0 and, composing with its output in the keys, an induction head
-in layer 1. ``python -m atlas_core.models.induction [OUT]`` re-makes the shipped weights
+in layer 1. Left alone, both heads of a layer learn the same role and each covers for the other under
+single-head ablation; a group lasso on each head's weights (:func:`_head_norms`), ramped in once the circuit
+has formed, leaves one head per role and the others idle. ``python -m atlas_core.models.induction [OUT]`` re-makes the shipped weights
 (``atlas_core/data/induction/``, a Hugging Face folder: config, safetensors, tokenizer, ``tasks/``).
+
+Measured (seed 0, 1000 steps, one thread, ~1 min here; 256 fresh sequences, next-letter accuracy over the
+repeats): intact 1.000, previous-token and induction heads zeroed 0.012, all four heads zeroed 0.012. Without
+the group lasso (same data, 800 steps): intact 1.000 but both layer-1 heads induction heads (induction scores
+0.976, 0.985) and the circuit's two heads zeroed still 0.576: the redundancy the lasso removes.
 """
 
 from __future__ import annotations
@@ -95,10 +102,20 @@ def _head_norms(model) -> torch.Tensor:
 
 
 def train(seed: int = SEED, steps: int = STEPS, threads: int | None = THREADS, log=None):
-    """The trained model and its tokenizer; deterministic for a seed at a given thread count and CPU."""
+    """The trained model and its tokenizer; deterministic for a seed at a given thread count and CPU (the
+    thread count and deterministic-algorithms flag are set for the training and restored after it)."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if threads is not None:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        return _train(seed, steps, log)
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+
+
+def _train(seed: int, steps: int, log):
     tok = tiny_tokenizer()
     letters = letter_ids(tok)
     with torch.random.fork_rng(devices=[]):
