@@ -50,16 +50,18 @@ N_LAYERS = 8
 D_MODEL, HEADS, KV_HEADS, HEAD_DIM, D_FF = 96, 4, 2, 24, 64
 QK = 8  # first head dimension that does not rotate: Llama's frequency there is 1e-8 rad/position at rope_theta 1e12,
         # GPT-NeoX rotates dims 0..5 only
-FAMILIES = ("planted_copy", "planted_hub", "planted_recall", "planted_steer")
+FAMILIES = ("planted_copy", "planted_hub", "planted_recall", "planted_serial", "planted_steer")
+PARALLEL = ("gpt-neox",)  # layouts whose MLP reads the layer's input, not what its attention wrote
 DRIVE = {"steering": "planted_steer", "knockout": "planted_recall"}
 
 LOWER = string.ascii_lowercase[:16]  # a..p: copied letters and recalled values
 UPPER = LOWER.upper()
 DIGITS = "01234567"
 PUNCT = "+-*/"
-CHARS = "^?!@yz." + PUNCT + LOWER + UPPER + DIGITS
-FLAGS = ("ONES", "UPPER", "LOWER", "DIGIT", "ZERO")  # ZERO: on no token (see _zero_sum)
-ANSWERS = LOWER + "Y"
+CHARS = "^?!@yz.#" + PUNCT + LOWER + UPPER + DIGITS
+FLAGS = ("ONES", "UPPER", "LOWER", "DIGIT", "ZERO", "GATE")  # ZERO: on no token (see _zero_sum); GATE: on no
+# token, written by the serial layer's head
+ANSWERS = LOWER + "YZ"
 RECALL = {d: LOWER[(5 * i + 3) % 16] for i, d in enumerate(DIGITS)}  # the key -> value map
 
 
@@ -90,20 +92,25 @@ class Positions:
     copy_head: int
     recall: int
     steer: int
+    serial: int
+    serial_head: int
 
     @property
     def mechanism_layers(self) -> dict[str, int]:
-        return {"hub": self.hub, "copy": self.copy, "recall": self.recall, "steer": self.steer}
+        return {"hub": self.hub, "copy": self.copy, "recall": self.recall, "steer": self.steer, "serial": self.serial}
 
     def identity_layers(self, n_layers: int = N_LAYERS) -> list[int]:
         return [i for i in range(n_layers) if i not in self.mechanism_layers.values()]
 
 
 def plant_positions(seed: int, n_layers: int = N_LAYERS) -> Positions:
-    """Four distinct interior layers (the first and last stay identities) and a query head, from the seed."""
+    """Five distinct interior layers (the first and last stay identities) and two query heads, from the seed."""
     rng = random.Random(f"planted/{seed}")  # the same places in every layout
     hub, copy, recall, steer = rng.sample(range(1, n_layers - 1), 4)
-    return Positions(hub=hub, copy=copy, copy_head=rng.randrange(HEADS), recall=recall, steer=steer)
+    copy_head = rng.randrange(HEADS)
+    serial = rng.choice([i for i in range(1, n_layers - 1) if i not in (hub, copy, recall, steer)])
+    return Positions(hub=hub, copy=copy, copy_head=copy_head, recall=recall, steer=steer, serial=serial,
+                     serial_head=rng.randrange(HEADS))
 
 
 def config(layout: str, vocab_size: int, n_layers: int = N_LAYERS) -> transformers.PretrainedConfig:
@@ -132,9 +139,9 @@ def config(layout: str, vocab_size: int, n_layers: int = N_LAYERS) -> transforme
 ATTN_Q = 3.0  # content query/key weight
 SINK_Q = 2.0  # the sink query/key weight
 SCALES = {
-    "llama": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.045, steer_in=2.0, steer=0.6, unembed=1.3),
-    "gpt2": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3),
-    "gpt-neox": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3),
+    "llama": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.045, steer_in=2.0, steer=0.6, unembed=1.3, serial_in=4.0, serial=0.012),
+    "gpt2": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3, serial_in=4.0, serial=0.12),
+    "gpt-neox": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3, serial_in=4.0, serial=0.12),
 }
 
 
@@ -268,6 +275,14 @@ def build_planted(layout: str = "llama", seed: int = 0):
         w.mlp_in(pos.steer, 0, L.flag("ONES"), -sc["steer_in"])
         w.mlp_up(pos.steer, 0, L.ch("y"), 1.0)
         w.mlp_out(pos.steer, 0, L.out("Y"), sc["steer"])
+        # serial: one head at '#' attends to the '#' and writes GATE; the same layer's MLP reads GATE and writes
+        # "Z". A serial block's MLP reads what its attention wrote, so the layer answers planted_serial; a parallel
+        # block's (GPT-NeoX) reads the layer's input, where GATE is 0: its MLP stays exactly silent (gelu(0),
+        # silu(0) * 0) and the layer changes no output at all
+        _head(w, pos.serial, L.ch("#"), L.ch("#"), {0: L.ch("#")}, {0: L.flag("GATE")}, [pos.serial_head], 1.0)
+        w.mlp_in(pos.serial, 0, L.flag("GATE"), sc["serial_in"])
+        w.mlp_up(pos.serial, 0, L.flag("GATE"), 1.0)
+        w.mlp_out(pos.serial, 0, L.out("Z"), sc["serial"])
         _zero_sum(model, layout)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -340,6 +355,13 @@ def task_families(n_items: int = 16) -> dict[str, dict]:
                               "contrast": contrast}
     items, contrast = [], []
     for i in range(n_items):
+        body = "".join(random.Random(f"planted-serial/{i}").choice(PUNCT) for _ in range(2 + i % 4))
+        items.append({"id": f"serial{i}", "prompt": "^" + body + "#", "target": "Z"})
+        contrast.append({"prompt": "^" + body + ".", "target": "Z"})
+    fams["planted_serial"] = {"description": "'Z' after '#': a head writes a gate that the same layer's MLP reads "
+                              "(answered by a serial block only)", "items": items, "contrast": contrast}
+    items, contrast = [], []
+    for i in range(n_items):
         body = _letters(rng, 2 + i % 4)
         items.append({"id": f"steer{i}", "prompt": "^" + body + "y", "target": "Y"})
         contrast.append({"prompt": "^" + body + "z", "target": "Y"})
@@ -368,18 +390,22 @@ def specification(layout: str = "llama", seed: int = 0) -> dict:
         raise AtlasError(f"no planted model of layout {layout!r}; planted models: {', '.join(PLANTED_MODELS)}")
     pos = plant_positions(seed)
     group = HEADS // (KV_HEADS if layout == "llama" else HEADS)  # query heads per KV head
+    parallel = layout in PARALLEL
     answered = {"planted_copy": pos.copy, "planted_hub": pos.hub, "planted_recall": pos.recall}
+    if not parallel:  # a parallel block's MLP never sees the gate: planted_serial is answered nowhere
+        answered["planted_serial"] = pos.serial
     return {
         "model": f"planted-{layout}",
         "seed": seed,
         "n_layers": N_LAYERS,
         "n_heads": HEADS,
         "n_kv_heads": HEADS // group,
+        "block": "parallel" if parallel else "serial",
         "families": list(FAMILIES),
         "drive": dict(DRIVE),
         "positions": {"hub": pos.hub, "copy": pos.copy, "copy_head": pos.copy_head,
                       "copy_group_heads": [h for h in range(HEADS) if h // group == pos.copy_head // group],
-                      "recall": pos.recall, "steer": pos.steer},
+                      "recall": pos.recall, "steer": pos.steer, "serial": pos.serial, "serial_head": pos.serial_head},
         "identity_layers": pos.identity_layers(),
         "answer_layer": answered,  # the layer after which each answering family's answer is in the residual
         "truth": {
@@ -390,15 +416,30 @@ def specification(layout: str = "llama", seed: int = 0) -> dict:
             "steering": f"the planted_steer direction raises 'Y' at layers up to L{pos.steer - 1}, positive sign; "
                         f"after L{pos.steer - 1} it moves nothing",
             "knockout": f"knocking out planted_recall before its MLP (L{pos.recall}) is selective",
+            "serial": (f"L{pos.serial} is an exact identity on the output: its head H{pos.serial_head} writes a gate "
+                       f"that only its own MLP could read, and a parallel block's MLP reads the layer input"
+                       if parallel else
+                       f"skipping L{pos.serial} breaks planted_serial: its MLP reads the gate its head H{pos.serial_head} "
+                       f"wrote (serial block); the MLPs ranked by ablation KL are L{pos.recall} then L{pos.serial}"),
             "efficiency": "an exit before a family's answer layer loses it, one after keeps it; skipping an identity "
                           "layer changes nothing",
             "lora_training": "no planted truth: LoRA training moves every weight it adapts, so no layer is "
                              "planted to carry its effect",
-            "transfer": "no planted truth: transfer needs a planted pair (a model and its adapted twin) whose "
-                        "difference is placed by construction; none is built",
-            "adapter_ablation": "no planted truth, for the same reason as transfer",
+            "transfer": NO_PAIR_TRUTH,
+            "adapter_ablation": NO_PAIR_TRUTH,
         },
     }
+
+
+# Why transfer and adapter ablation get no planted claim (stated in planted.json and the claims files' header)
+NO_PAIR_TRUTH = (
+    "no planted truth: transfer and adapter ablation read only the adapter that lora_training trains in the same run "
+    "(re-attached from <out>/lora_adapter_seed<seed>), a LoRA of rank 8 on q/k/v/o of every layer trained by AdamW on "
+    "every family. Where that training puts the change is not fixed by the plant: every layer's o_proj reaches the "
+    "residual, so every layer's adapter gets a gradient, and the layer that carries the trained output (transfer's "
+    "recovery curve, adapter ablation's per-layer KL) is decided by the optimiser. A planted pair would need the "
+    "adapter placed by hand, which these experiments cannot take without bypassing the training they measure; and "
+    "what holds for any pair (recovery 1 at the last layer) is true by construction, which claim hygiene refuses")
 
 
 def materialize(name: str, seed: int = 0, root: Path | None = None) -> Path:

@@ -15,7 +15,7 @@ from atlas_core.data import CLAIMS_DIR
 from atlas_core.models import planted
 from atlas_core.models.registry import known_names
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.planted_claims import PROFILE, claims, render
+from atlas_core.planted_claims import KL_SERIAL, KL_SILENT, PROFILE, claims, render
 from atlas_core.runs import load_run
 
 EXPERIMENTS = ["clean", "layer_ablation", "mlp_ablation", "head_ablation", "steering", "knockout", "efficiency"]
@@ -108,7 +108,7 @@ def second_seed() -> int:
     p0 = planted.plant_positions(0)
     for s in range(1, 100):
         p = planted.plant_positions(s)
-        if all(getattr(p, k) != getattr(p0, k) for k in ("hub", "copy", "copy_head", "recall", "steer")):
+        if all(getattr(p, k) != getattr(p0, k) for k in ("hub", "copy", "copy_head", "recall", "steer", "serial")):
             return s
     raise AssertionError("no seed moves every mechanism")
 
@@ -124,6 +124,14 @@ def test_a_second_seed_moves_every_finding(tmp_path):
                        ("head", f"L{p1.copy} H{p1.copy_head}"), ("mlp", f"L{p1.recall}")):
         print(failed.get(cid))
         assert cid in failed and where in failed[cid], (cid, failed.get(cid))
+    # the second seed's mechanisms (the serial plant's included) sit on layers seed 0 has as identities: those
+    # identity claims fail, naming the layer
+    moved = set(p0.identity_layers()) & set(p1.mechanism_layers.values())
+    assert moved, (p0, p1)
+    for layer in sorted(moved):
+        cid = f"identity-L{layer}"
+        print(failed.get(cid))
+        assert cid in failed and f"layer_kl.{layer}" in failed[cid], failed
 
 
 def test_head_index_through_the_wrong_gqa_group_fails(tmp_path, monkeypatch):
@@ -139,7 +147,7 @@ def test_head_index_through_the_wrong_gqa_group_fails(tmp_path, monkeypatch):
     stats = _run(tmp_path, MODEL, ["clean", "head_ablation"])
     failed = _failures([c for c in _claims(0) if c.statistic.startswith("heads.")], stats)
     print("\n".join(failed.values()))
-    assert "head" in failed, failed
+    assert {"head", "head-location"} <= set(failed), failed
 
 
 @pytest.mark.slow  # ~25-45 s each on the shared 2-core machine: over the default tier's budget
@@ -148,10 +156,10 @@ def test_layers_off_by_one_fail(tmp_path, monkeypatch):
     from atlas_core.sites import Site
 
     monkeypatch.setattr(layer_ablation, "Site", lambda kind, layer, head=None: Site(kind, (layer + 1) % planted.N_LAYERS))
-    stats = _run(tmp_path, MODEL, ["clean", "layer_ablation"])
-    failed = _failures([c for c in _claims(0) if c.statistic.startswith("hub.")], stats)
+    stats = _run(tmp_path, MODEL, ["clean", "layer_ablation", "mlp_ablation"])  # the MLP sweep shares the sites
+    failed = _failures([c for c in _claims(0) if c.statistic.startswith(("hub.", "mlp."))], stats)
     print("\n".join(failed.values()))
-    assert "hub" in failed, failed
+    assert {"hub", "mlp", "mlp-top2"} <= set(failed), failed
 
 
 def test_atlas_models_list_shows_the_planted_models(capsys):
@@ -160,3 +168,31 @@ def test_atlas_models_list_shows_the_planted_models(capsys):
     main(["models", "list"])
     out = capsys.readouterr().out
     assert all(name in out for name in planted.PLANTED_MODELS), out
+
+
+@pytest.fixture(scope="module")
+def skip_stats(tmp_path_factory):
+    """Layer ablation's statistics on planted GPT-2 (serial block) and planted GPT-NeoX (parallel block)."""
+    out = {}
+    for layout in ("gpt2", "gpt-neox"):
+        tmp = tmp_path_factory.mktemp(f"skip-{layout}")
+        out[layout] = _run(tmp, f"planted-{layout}", ["clean", "layer_ablation"])
+    return out
+
+
+def test_the_serial_plant_tells_a_serial_block_from_a_parallel_one(skip_stats):
+    """The serial plant's layer: its MLP reads what its head wrote. GPT-2 (serial) answers planted_serial there and
+    GPT-NeoX (parallel) does not; each layout's serial claims pass on it and fail on the other layout's run."""
+    s = planted.plant_positions(0).serial
+    serial = [c for c in _claims(0, "gpt2") if c.id.split(":")[1].startswith("serial-")]
+    parallel = [c for c in _claims(0, "gpt-neox") if c.id.split(":")[1].startswith("serial-")]
+    assert serial and parallel
+    assert _failures(serial, skip_stats["gpt2"]) == {}
+    assert _failures(parallel, skip_stats["gpt-neox"]) == {}
+    # perturbation: each layout's claims on the other layout's statistics
+    wrong = {**_failures(serial, skip_stats["gpt-neox"]), **_failures(parallel, skip_stats["gpt2"])}
+    print("\n".join(wrong.values()))
+    assert {f"serial-breaks-L{s}", f"serial-silent-L{s}", f"serial-silent-L{s}-argmax"} <= set(wrong), wrong
+    assert all(f"hub.skip.layer_kl.{s}" in wrong[k] or f"hub.skip.layer_argmax.{s}" in wrong[k] for k in wrong), wrong
+    kl = {layout: st[f"hub.skip.layer_kl.{s}"].value for layout, st in skip_stats.items()}
+    assert kl["gpt2"] >= KL_SERIAL and kl["gpt-neox"] <= KL_SILENT, kl
