@@ -119,7 +119,7 @@ def test_a_second_seed_moves_every_finding(tmp_path):
     stats = _run(tmp_path, _model_dir(tmp_path, planted.build_planted, s))
     assert _failures(_claims(s), stats) == {}
     failed = _failures(_claims(0), stats)
-    p1 = planted.plant_positions(s)
+    p0, p1 = planted.plant_positions(0), planted.plant_positions(s)
     for cid, where in (("hub", f"L{p1.hub}"), ("head-layer", f"L{p1.copy} H{p1.copy_head}"),
                        ("head", f"L{p1.copy} H{p1.copy_head}"), ("mlp", f"L{p1.recall}")):
         print(failed.get(cid))
