@@ -50,7 +50,7 @@ def config(vocab_size: int) -> transformers.LlamaConfig:
     return transformers.LlamaConfig(
         vocab_size=vocab_size, hidden_size=D_MODEL, intermediate_size=8, num_hidden_layers=2,
         num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=D_MODEL // HEADS, max_position_embeddings=128,
-        rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, pad_token_id=pad, eos_token_id=pad,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6, tie_word_embeddings=False, pad_token_id=pad, eos_token_id=pad,
         bos_token_id=pad, initializer_range=0.05, attention_dropout=0.0)
 
 
