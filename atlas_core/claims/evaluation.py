@@ -131,8 +131,13 @@ def _where(claim: Claim, s: Stat | None, models, who: str) -> Evaluation:
     name = lambda x: item_name(x, series or ({"n_heads": claim.n_heads} if claim.n_heads else None))  # noqa: E731
     ranking = list(s.ranking or ()) if s is not None and not s.tie else []
     value, ok, got = None, False, ""
+    xs = series.get("x") or []
     if not ranking:
         got = "not measured" if s is None else f"no top item ({s.label})"
+    elif claim.n_items is not None and xs and len(xs) != claim.n_items and (claim.kind == "top_k" or (
+            claim.kind == "location" and claim.depth is None)):  # absolute layers of a model of another depth
+        got = (f"the measured profile has {len(xs)} {'heads' if claim.n_heads else 'layers'}, the expected one "
+               f"{claim.n_items}: a claim on absolute layers of another depth cannot hold (claim the relative depth)")
     elif claim.kind == "location":
         top = ranking[0]
         n = series.get("n_layers") or claim.n_items or len(ranking)

@@ -63,8 +63,15 @@ class _Writer:
     body: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"kept": 0, "tightened": 0, "dropped": 0})
+    blind: Mapping[str, str] = field(default_factory=dict)  # claim id -> the wrong inputs it passed (audit)
 
     def add(self, entry: dict, tight: float | None = None) -> None:
+        if entry["id"] in self.blind:
+            self.counts["dropped"] += 1
+            self.notes.append(f"dropped {entry['id']}: it passes every wrong input the audit made from these runs "
+                              f"({self.blind[entry['id']]}), so it cannot tell this model from another; more prompts "
+                              "(a larger profile) would narrow it")
+            return
         decl = declaration(entry["statistic"])
         if decl is not None and decl.invariant and entry["kind"] not in ("location", "top_k", "profile"):
             entry = {**entry, "invariant": decl.invariant}
@@ -97,7 +104,20 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
     (finding claims for both plus a verdict and a statistic claim per hypothesis). Tolerance of a
     value claim: ``max(k * half-width of its bootstrap interval, floor, rel * |value|)``, tightened to
     ``k * half-width`` or dropped where the hygiene rules say it cannot fail (the file lists each);
-    observed verdicts become the expected verdicts; provenance records each run's weights, profile and date."""
+    observed verdicts become the expected verdicts; provenance records each run's weights, profile and date.
+    A pair's file is then audited on its own runs (``claims.audit``): a claim that passes every wrong input
+    (and is no declared invariant) asserts nothing about its model, and is dropped with the inputs it passed."""
+    path = _write_claims(run_dirs, out, label, k=k, floor=floor, rel=rel, rank=rank)
+    if len(run_dirs) != 2:
+        return path
+    from atlas_core.claims.audit import audit
+
+    blind = {r.claim.id: ", ".join(r.outcomes) for r in audit(path, run_dirs).blind}
+    return _write_claims(run_dirs, out, label, k=k, floor=floor, rel=rel, rank=rank, blind=blind) if blind else path
+
+
+def _write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
+                  k: float, floor: float, rel: float, rank: int, blind: Mapping[str, str] | None = None) -> Path:
     runs = [load_run(d) for d in run_dirs]
     if not 1 <= len(runs) <= 2:
         raise AtlasError(f"claims write takes one run or a pair (small then large), got {len(runs)}")
@@ -112,7 +132,7 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
     thresholds = default_thresholds()
     prof = PROFILES.get(profile)
     w = _Writer(thresholds, prof is not None and prof.head_layers is not None,
-                {"source": "measured", "profile": profile, "models": models})
+                {"source": "measured", "profile": profile, "models": models}, blind=blind or {})
     for r in runs:
         for spec in experiments().values():
             group = spec.group

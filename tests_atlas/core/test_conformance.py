@@ -115,12 +115,12 @@ def test_identity_fails_without_gemma2_softcap(monkeypatch):
 
 
 def test_noop_fails_when_a_hook_writes(monkeypatch):
-    real = interventions._op
+    real = interventions.act_fn
 
     def leaky(iv, rows, prompts):
         return (lambda act: act + 1e-3) if isinstance(iv, interventions.Noop) else real(iv, rows, prompts)
 
-    monkeypatch.setattr(interventions, "_op", leaky)
+    monkeypatch.setattr(interventions, "act_fn", leaky)
     _fails("llama", "noop", "no-op hooks")
 
 
