@@ -57,6 +57,7 @@ def read_run(folder: str | Path) -> RecordedRun:
         if rec.experiment == "lora_training":
             losses = tuple(float(v) for v in rec.result["loss_curve"])
     profile = next(iter(records.values())).provenance["profile"]
+    assert model is not None  # every record carries its model
     return RecordedRun(str(root), model["name"], profile, model["dtype"], model["device"], out, losses)
 
 
