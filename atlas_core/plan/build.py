@@ -70,11 +70,14 @@ def _rates(works: dict[str, ExperimentWork], flops_per_s: float | None, run: Rec
         return {name: Rate(flops_per_s, "--flops-per-s") for name in works}
     if run is not None and cal_works is not None:
         rates = calibrate(cal_works, run)
-        missing = [n for n in works if n not in rates]
-        if missing:
-            raise AtlasError(f"calibration run {run.folder} lacks {', '.join(missing)}: pass a run of every experiment "
-                             "of the profile, or --flops-per-s")
-        return rates
+        if not rates:
+            raise AtlasError(f"calibration run {run.folder} has no experiment this plan counts: pass a run of the "
+                             "profile's experiments, or --flops-per-s")
+        # an experiment the run lacks: the run's whole achieved rate (its planned FLOP over its seconds)
+        flop = sum(cal_works[n].flop for n in rates)
+        seconds = sum(run.experiments[n].wall_seconds for n in rates)
+        whole = Rate(flop / seconds, f"{run.model} {run.profile} on {run.device}, whole run (experiment not in it)")
+        return {name: rates.get(name, whole) for name in works}
     import torch
 
     from atlas_core.work import matmul_peak
