@@ -1,4 +1,4 @@
-"""The ``atlas`` command: models, info, run, report, compare, claims, golden."""
+"""The ``atlas`` command: models, info, run, plan, report, compare, claims, golden."""
 
 from __future__ import annotations
 
