@@ -1,4 +1,4 @@
-"""The ``atlas`` command: models, info, run, report, compare, claims, golden."""
+"""The ``atlas`` command: models, info, run, plan, report, compare, claims, golden."""
 
 from __future__ import annotations
 
@@ -221,6 +221,53 @@ def _golden(args) -> int:
     return 0
 
 
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def _plan(args) -> int:
+    from atlas_core.plan.build import make_plan
+    from atlas_core.plan.timing import compare, read_run
+
+    if args.check is not None:
+        read_run(args.check)  # a bad folder fails before the plan's work
+    plan = make_plan(args.model, args.profile, gpu_memory=args.gpu_memory, workers=args.workers,
+                     flops_per_s=args.flops_per_s, chunk=args.chunk, dtype=args.dtype, calibration=args.calibrate,
+                     tokenizer=args.tokenizer)
+    s = plan.model
+    print(f"{s.name}: {s.family}, {s.params / 1e9:.2f}B parameters, {s.n_layers} layers, {s.n_heads} heads "
+          f"({s.n_kv_heads} KV) x {s.head_dim}, d_model {s.d_model}, intermediate {s.intermediate}, vocab {s.vocab} "
+          "(built on the meta device)")
+    print(f"profile {plan.profile}, {plan.dtype}; prompt tokens by {plan.tokenizer}'s tokenizer; sweep chunk "
+          f"{plan.chunk} rows; LoRA steps: {plan.lora_steps}")
+    print(f"GPU memory {plan.gpu_bytes / 1e9:.0f} GB, {100 * plan.usable:.0f}% usable; {plan.workers} worker(s) "
+          f"(replicas); rate: {plan.rows[0].rate.source}")
+    head = (f"{'experiment':18s} {'variants':>8s} {'tokens':>10s} {'GFLOP':>11s} {'sharded':>8s} {'weights':>8s} "
+            f"{'caches':>7s} {'activ':>7s} {'LoRA':>6s} {'GiB':>8s} {'GPUs':>5s} {'GFLOP/s':>9s} {'of peak':>7s} "
+            f"{'time s':>10s}")
+    checks = {}
+    if args.check is not None:
+        checks = {c.experiment: c for c in compare({r.experiment: r.seconds for r in plan.rows}, read_run(args.check))}
+        head += f" {'measured':>9s} {'ratio':>6s}"
+    print(head)
+    for r in plan.rows:
+        m = r.memory
+        frac = f"{100 * r.rate.fraction_of_peak:.1f}%" if r.rate.fraction_of_peak is not None else "-"
+        shard = f"{100 * r.sharded_flop / r.flop:.0f}%" if r.flop else "-"
+        line = (f"{r.experiment:18s} {r.variants:8d} {r.tokens:10d} {r.flop / 1e9:11.1f} {shard:>8s} "
+                f"{_gib(m.weights):>8s} {_gib(m.caches):>7s} {_gib(m.activations):>7s} {_gib(m.lora):>6s} "
+                f"{_gib(m.total):>8s} {r.gpus_per_replica:5d} {r.rate.flops_per_s / 1e9:9.1f} {frac:>7s} "
+                f"{r.seconds:10.1f}")
+        c = checks.get(r.experiment)
+        if c is not None:
+            line += f" {c.measured_s:9.1f} {c.ratio:6.2f}"
+        print(line)
+    gpus = max(r.gpus_per_replica for r in plan.rows)
+    print(f"total {plan.seconds:.0f} s ({plan.seconds / 3600:.2f} h) on {plan.workers} replica(s) of {gpus} GPU(s) "
+          f"({plan.workers * gpus} GPUs); 'sharded': the share of FLOP split over the workers (the base model's sweeps)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from atlas_core.models.registry import DEFAULT_MODEL
 
@@ -323,6 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with write: let records that carry no code fingerprint (written before fingerprints "
                         "existed) stand while the golden values hold")
     g.set_defaults(fn=_golden)
+    pl = sub.add_parser("plan", help="before a run: work, memory per replica, GPUs and time per experiment of a "
+                        "profile, for any Hugging Face config (built on the meta device)")
+    pl.add_argument("model", help="registered or tiny model, a shipped plan config (llama-3.1-8b, llama-3.1-70b, "
+                    "qwen2.5-32b, gemma-2-27b), or a config.json (or its folder)")
+    pl.add_argument("--profile", default="full", help="smoke | ci | full | exhaustive (default full)")
+    pl.add_argument("--gpu-memory", default="141GB", help="memory of one GPU (default 141GB, an H200)")
+    pl.add_argument("--workers", type=int, default=1, help="model replicas sharing the sweeps (default 1)")
+    pl.add_argument("--flops-per-s", type=float, default=None,
+                    help="achieved FLOP/s for every experiment (default: --calibrate's rates, else this machine's "
+                    "measured matmul peak)")
+    pl.add_argument("--chunk", type=int, default=None, help="rows per sweep forward (default: the runner's, from "
+                    "the profile's memory budget)")
+    pl.add_argument("--dtype", default="bfloat16", help="float32 | bfloat16 | float16 (default bfloat16)")
+    pl.add_argument("--calibrate", default=None, metavar="RUN",
+                    help="a measured run folder (or committed baseline): each experiment's achieved FLOP/s")
+    pl.add_argument("--tokenizer", default=None, help="stand-in tokenizer for a model without its own here "
+                    "(default qwen2.5-coder-0.5b-instruct)")
+    pl.add_argument("--check", default=None, metavar="RUN", help="a measured run of this model and profile: "
+                    "print its times beside the prediction")
+    pl.set_defaults(fn=_plan)
+
     return p
 
 
