@@ -18,8 +18,8 @@ exhaustive sweep batches them, so a verified head's KL is the exhaustive sweep's
 are the ``k`` strongest verified (family, layer, head) cells and each family's strongest verified cell. The
 margin ``ρ`` is the largest ratio exact KL / estimate over the claimed cells: how far the estimate under-states
 a cell strong enough to be claimed, measured on this run. An unverified cell's bound is ``ρ x`` its estimate;
-the verification stops when every unverified cell's bound is below the weakest claim it could displace (the
-k-th exact KL, or its family's strongest exact KL), and otherwise verifies the layers holding the highest
+the verification stops when no unverified cell's bound exceeds the weakest claim it could displace (the k-th
+exact KL, or its family's strongest exact KL; a tie changes no claimed value), and otherwise verifies the layers holding the highest
 bounds (at most as many layers again as are verified) and measures again. This is a rule measured on the data,
 not a proof: a head the estimate under-states by more than any claimed cell can still be missed.
 """
@@ -130,7 +130,7 @@ def settle(exact: np.ndarray, estimate: np.ndarray, verified: np.ndarray, k: int
         rho = max(1e-300, float(ratio[claimed].max()))
     bound = np.where(ver, -np.inf, rho * estimate if np.isfinite(rho) else np.inf)
     floor = np.minimum(kth, best)[:, None, None]  # the weakest claim an unverified cell could displace
-    over = np.where(bound >= floor, bound, -np.inf).max(axis=(0, 2))  # per layer: its highest threatening bound
+    over = np.where(bound > floor, bound, -np.inf).max(axis=(0, 2))  # a tie changes no claimed value  # per layer: its highest threatening bound
     pending = [int(i) for i in np.argsort(-over, kind="stable") if over[i] > -np.inf]
     return Settled(pending[:max(1, int(verified.sum()))], rho, kth)
 

@@ -160,3 +160,18 @@ def test_screened_and_exhaustive_records_differ_in_config_only_when_screened(tin
     plain = head_ablation.config(Context(tiny, fams, EVERY_LAYER))
     assert "screen" not in plain  # exhaustive records (the baselines) keep their config hash
     assert head_ablation.config(Context(tiny, fams, EVERY_LAYER, screen="atp")) == {**plain, "screen": "atp"}
+
+
+def test_a_screened_run_says_what_it_verified_and_never_becomes_a_baseline(tmp_path):
+    from atlas_core.baselines import export_baseline
+    from atlas_core.results import RunStore
+
+    out = tmp_path / "run"
+    run_plan(RunPlan(model="tiny-qwen2", experiments=["head_ablation"], profile="smoke", out=out, screen="atp",
+                     families=["copying", "arithmetic"], progress=False, report=False))
+    rec = RunStore(out).records()["head_ablation"]
+    assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]
+    grid = np.array([rec.result["kl"][f] for f in rec.result["families"]], dtype=float)  # null -> NaN
+    assert np.isnan(grid).any() == (len(rec.result["screen"]["verified"]) < len(rec.result["layers"]))
+    with pytest.raises(AtlasError, match="head_ablation was screened .*baselines are exhaustive"):
+        export_baseline(out, tmp_path / "baselines")
