@@ -1,7 +1,9 @@
 """Head ablation: zero one query head's output (its ``head_dim`` slice at the input of the attention
 output projection, exact under grouped-query attention) at a time, for every head of the swept layers
 (every layer at the full profile, ``profile.head_layers`` sampled evenly otherwise), and measure the KL
-from the clean run per family."""
+from the clean run per family. With ``--screen atp`` (``ctx.screen``; None, exhaustive, at every profile) AtP ranks
+every head and exact ablation runs only on the layers needed to settle the top ``TOP`` (``atlas_core.screening``);
+the other heads are NaN (``null`` on disk) and no statistic reads them."""
 
 from __future__ import annotations
 
