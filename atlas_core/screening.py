@@ -116,8 +116,6 @@ def settle(exact: np.ndarray, estimate: np.ndarray, verified: np.ndarray, k: int
     exact KL (read only where ``verified``) and |AtP| estimate; ``verified``: [layer index] bool. ``margin=False``
     trusts the estimate's scale as it is (``ρ`` = 1): the perturbation that shows the margin is needed."""
     ver = np.broadcast_to(verified[None, :, None], exact.shape)
-    if ver.all():
-        return Settled([], 1.0, float("nan"))
     vals = np.where(ver, exact, -np.inf)
     flat = np.sort(vals, axis=None)[::-1]
     kth = float(flat[min(k, int(ver.sum())) - 1]) if ver.any() else -np.inf
@@ -128,9 +126,12 @@ def settle(exact: np.ndarray, estimate: np.ndarray, verified: np.ndarray, k: int
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(estimate > 0, exact / np.where(estimate > 0, estimate, 1.0), np.where(exact > 0, np.inf, 0.0))
         rho = max(1e-300, float(ratio[claimed].max()))
+    if ver.all():
+        return Settled([], rho, kth)
     bound = np.where(ver, -np.inf, rho * estimate if np.isfinite(rho) else np.inf)
     floor = np.minimum(kth, best)[:, None, None]  # the weakest claim an unverified cell could displace
-    over = np.where(bound > floor, bound, -np.inf).max(axis=(0, 2))  # a tie changes no claimed value  # per layer: its highest threatening bound
+    # per layer, its highest bound above the claim it threatens (a tie changes no claimed value)
+    over = np.where(bound > floor, bound, -np.inf).max(axis=(0, 2))
     pending = [int(i) for i in np.argsort(-over, kind="stable") if over[i] > -np.inf]
     return Settled(pending[:max(1, int(verified.sum()))], rho, kth)
 
