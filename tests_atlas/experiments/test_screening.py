@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from atlas_core import AtlasError, models, screening
 from atlas_core.experiments import head_ablation
 from atlas_core.experiments.context import Context
+from atlas_core.experiments.schema import load_result
 from atlas_core.interventions import Patch, Variant
 from atlas_core.models import planted
 from atlas_core.orchestrate import RunPlan, run_plan
@@ -173,5 +174,8 @@ def test_a_screened_run_says_what_it_verified_and_never_becomes_a_baseline(tmp_p
     assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]
     grid = np.array([rec.result["kl"][f] for f in rec.result["families"]], dtype=float)  # null -> NaN
     assert np.isnan(grid).any() == (len(rec.result["screen"]["verified"]) < len(rec.result["layers"]))
+    res = load_result("head_ablation", rec.result)  # null -> NaN; no statistic reads it
+    stats = head_ablation.statistics(res, res.n_layers, {})
+    assert all(math.isfinite(s.value) for s in stats.values() if s.value is not None)
     with pytest.raises(AtlasError, match="head_ablation was screened .*baselines are exhaustive"):
         export_baseline(out, tmp_path / "baselines")
