@@ -57,6 +57,10 @@ def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Pa
     if missing:
         raise AtlasError(f"run folder {store.root}: the manifest lists {', '.join(missing)} but their records are "
                          "missing; rerun `atlas run` on it")
+    screened = sorted(key for key, rec in records.items() if (rec.config.get("extra") or {}).get("screen"))
+    if screened:  # a baseline is every head measured: a screened sweep leaves heads unmeasured
+        raise AtlasError(f"run folder {store.root}: {', '.join(screened)} was screened (--screen); baselines are "
+                         "exhaustive: rerun it without --screen into another folder and export that")
     dest = Path(into) / store.root.name
     dest.mkdir(parents=True, exist_ok=True)
     for stale in dest.glob("*.json"):  # an older export's records of experiments no longer in the run

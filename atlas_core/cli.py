@@ -96,7 +96,7 @@ def _run(args) -> int:
     store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
                              seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
                              families=families, tasks=args.tasks, report=not args.no_report, ray=ray,
-                             device_map=args.device_map, max_memory=args.max_memory))
+                             device_map=args.device_map, max_memory=args.max_memory, screen=args.screen))
     print(work_summary(store))
     print(f"results: {store.root}")
     return 0
@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "larger than one device (needs the multidevice extra)")
     r.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...",
                    help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    r.add_argument("--screen", default=None, metavar="METHOD",
+                   help="head ablation screened by attribution patching (atp), then verified by exact ablation until "
+                        "its top 10 is settled (default: every head ablated exactly)")
     r.add_argument("--ray-shard", type=int, default=None, help="with --ray: variants per shard (default: ~4 per actor)")
     r.set_defaults(fn=_run)
 

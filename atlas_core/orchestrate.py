@@ -28,6 +28,7 @@ from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
+from atlas_core.screening import check_screen
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
 from atlas_core.tasks import check_targets, load_families, max_positions
 from atlas_core.work import matmul_peak, metering, summary
@@ -58,6 +59,9 @@ class RunPlan:
     # whose xdist workers need the same experiments); False: refused at once, naming the lock (`atlas run`)
     wait: bool = False
     drive: dict[str, str] | None = None  # experiment -> the family it drives (steering, knockout); None: their default
+    # head ablation screened by attribution patching, then verified exactly (atlas_core.screening): "atp"; None (the
+    # default at every profile, and what baselines are made with): every head ablated exactly
+    screen: str | None = None
     log: list[str] = field(default_factory=list)
 
 
@@ -161,6 +165,7 @@ def run_plan(plan: RunPlan) -> RunStore:
         raise AtlasError("--max-memory is given without --device-map, the flag it belongs to: add --device-map auto "
                          "or drop --max-memory")
     check_needed_families(names, families, plan.drive)
+    check_screen(plan.screen, names)
     if plan.device_map is not None and plan.device_map != "auto":
         raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
     if plan.device_map and plan.ray is not None:
@@ -186,14 +191,15 @@ def run_plan(plan: RunPlan) -> RunStore:
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress,
-                  drive=dict(plan.drive or {}))
+                  drive=dict(plan.drive or {}), screen=plan.screen)
     jobs: list[_Job] = []
     for name in names:
         seeds = [plan.seed + i for i in range(plan.seeds)] if spec_of(name).seed_dependent else [plan.seed]
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
-                                                              progress=plan.progress, drive=dict(plan.drive or {}))
+                                                              progress=plan.progress, drive=dict(plan.drive or {}),
+                                                              screen=plan.screen)
             cfg = experiment_config(name, run_ctx, seed, plan.seed)
             jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:

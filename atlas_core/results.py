@@ -31,7 +31,7 @@ from filelock import FileLock
 
 from atlas_core.integrity import CorruptFile, read_sealed_json, seal_doc
 
-SCHEMA = 3  # the version of the record format and of the result types (experiments.schema), written with each
+SCHEMA = 4  # the version of the record format and of the result types (experiments.schema), written with each
 # record; it lives here, below the experiments, so that storage imports nothing above it
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
 SCHEMAS_READ = tuple(range(1, SCHEMA + 1))  # record formats this code reads (older ones migrate on reading)

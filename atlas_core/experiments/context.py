@@ -26,6 +26,8 @@ class Context:
     progress: bool = False
     shared: dict = field(default_factory=dict)  # typed results (by experiment) and artifacts handed on in a run
     drive: dict = field(default_factory=dict)  # experiment -> the task family it drives (steering, knockout)
+    # head ablation's screen (``atlas_core.screening``: "atp"); None, the default at every profile: exhaustive
+    screen: str | None = None
 
     def driven_family(self, experiment: str, default: str) -> str:
         """The family ``experiment`` drives in this run: the run's choice, else the experiment's default."""

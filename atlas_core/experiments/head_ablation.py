@@ -1,18 +1,23 @@
 """Head ablation: zero one query head's output (its ``head_dim`` slice at the input of the attention
 output projection, exact under grouped-query attention) at a time, for every head of the swept layers
 (every layer at the full profile, ``profile.head_layers`` sampled evenly otherwise), and measure the KL
-from the clean run per family."""
+from the clean run per family. With ``--screen atp`` (``ctx.screen``; None, exhaustive, at every profile) AtP ranks
+every head and exact ablation runs only on the layers needed to settle the top ``TOP`` (``atlas_core.screening``);
+the other heads are NaN (``null`` on disk) and no statistic reads them."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
+
+from atlas_core import screening
 
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.layer_ablation import primary_sweep
-from atlas_core.experiments.schema import HeadAblationResult, HeadScore
+from atlas_core.experiments.schema import HeadAblationResult, HeadScore, HeadScreen
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.profiles import sample_layers
 from atlas_core.sites import Site
@@ -27,7 +32,13 @@ TOP = 10
 
 
 def config(ctx: Context) -> dict:
-    return {"mode": MODE, "head_layers": ctx.profile.head_layers, "top": TOP}
+    out = {"mode": MODE, "head_layers": ctx.profile.head_layers, "top": TOP}
+    return out if ctx.screen is None else {**out, "screen": ctx.screen}  # exhaustive records keep their hash
+
+
+def variants(layers: list[int], n_heads: int) -> list[Variant]:
+    return [Variant(f"head/{MODE}/L{layer}H{head}", (Ablate(Site("head", layer, head), MODE),))
+            for layer in layers for head in range(n_heads)]
 
 
 def run(ctx: Context) -> HeadAblationResult:
@@ -35,22 +46,48 @@ def run(ctx: Context) -> HeadAblationResult:
     runner = ctx.runner
     d = runner.dims
     layers = sample_layers(d.n_layers, ctx.profile.head_layers)
-    cells = [(layer, head) for layer in layers for head in range(d.n_heads)]
-    variants = [Variant(f"head/{MODE}/L{layer}H{head}", (Ablate(Site("head", layer, head), MODE),))
-                for layer, head in cells]
-    stats = runner.sweep(variants, progress=ctx.progress)
-    kl = stats.kl.reshape(len(layers), d.n_heads, -1)  # [layer index, head, prompt]
-    per_family = {name: kl[..., sl].mean(axis=-1) for name, sl in ctx.family_slices.items()}
+    if ctx.screen is not None:
+        return result(ctx, layers, *screened(ctx, layers))
+    stats = runner.sweep(variants(layers, d.n_heads), progress=ctx.progress)
+    return result(ctx, layers, stats.kl.reshape(len(layers), d.n_heads, -1), None)
 
+
+def screened(ctx: Context, layers: list[int]) -> tuple[np.ndarray, HeadScreen]:
+    """Per-prompt exact KL [layer index, head, prompt] of the heads the screen verified (NaN elsewhere) and the
+    screen's record: AtP ranks every head, exact ablation of whole layers settles the top ``TOP``
+    (``atlas_core.screening``)."""
+    runner, d = ctx.runner, ctx.runner.dims
+    t0 = time.perf_counter()
+    est = screening.atp_estimates(runner, layers, ctx.targets, MODE)
+    seconds = time.perf_counter() - t0
+    fam_est = np.stack([np.abs(est[..., sl]).mean(axis=-1) for sl in ctx.family_slices.values()])
+    per_prompt = np.full((len(layers), d.n_heads, runner.enc.n), np.nan)
+
+    def sweep(idx: list[int]) -> np.ndarray:  # the exhaustive sweep's code path, on whole layers
+        stats = runner.sweep(variants([layers[i] for i in idx], d.n_heads), progress=ctx.progress)
+        per_prompt[idx] = stats.kl.reshape(len(idx), d.n_heads, -1)
+        return np.stack([per_prompt[idx][..., sl].mean(axis=-1) for sl in ctx.family_slices.values()])
+
+    v = screening.verify(fam_est, TOP, sweep)
+    screen = HeadScreen(method=str(ctx.screen), k=TOP, verified=[layers[i] for i in v.verified], rounds=v.rounds,
+                        margin=v.margin, seconds=seconds,
+                        estimate={name: fam_est[fi].tolist() for fi, name in enumerate(ctx.family_slices)})
+    return per_prompt, screen
+
+
+def result(ctx: Context, layers: list[int], kl_prompts: np.ndarray, screen: HeadScreen | None) -> HeadAblationResult:
+    """The typed result from per-prompt KL [layer index, head, prompt] (NaN: a head not verified)."""
+    d = ctx.runner.dims
+    per_family = {name: kl_prompts[..., sl].mean(axis=-1) for name, sl in ctx.family_slices.items()}
     kl = {name: [[float(v) for v in row] for row in np.asarray(m)] for name, m in per_family.items()}
     top = top_heads(kl, layers, d.n_heads)
-    per_prompt = {name: stats.kl.reshape(len(layers), d.n_heads, -1)[..., sl] for name, sl in ctx.family_slices.items()}
+    per_prompt = {name: kl_prompts[..., sl] for name, sl in ctx.family_slices.items()}
     cells = [(s.family, np.asarray(per_prompt[s.family][layers.index(s.layer), s.head], dtype=np.float64)) for s in top]
-    result = HeadAblationResult(n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families),
-                                mode=MODE, kl=kl, max_head=top[0], top=top,
-                                max_kl=max_interval(cells, n_boot=ctx.profile.n_boot, seed=ctx.seed))
-    ctx.shared[NAME] = result
-    return result
+    res = HeadAblationResult(n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families),
+                             mode=MODE, kl=kl, max_head=top[0], top=top,
+                             max_kl=max_interval(cells, n_boot=ctx.profile.n_boot, seed=ctx.seed), screen=screen)
+    ctx.shared[NAME] = res
+    return res
 
 
 def max_interval(cells, *, n_boot: int, seed: int, level: float = 0.95) -> Estimate:
@@ -71,9 +108,10 @@ def max_interval(cells, *, n_boot: int, seed: int, level: float = 0.95) -> Estim
 
 
 def top_heads(kl: dict, layers: list[int], n_heads: int) -> list[HeadScore]:
-    """The ``TOP`` strongest (family, layer, head) cells of the per-family grids, strongest first."""
+    """The ``TOP`` strongest (family, layer, head) cells of the per-family grids, strongest first (a head a
+    screened run did not verify, NaN, is never ranked)."""
     scores = [HeadScore(family=name, layer=layers[li], head=h, kl=float(m[li][h]))
-              for name, m in kl.items() for li in range(len(layers)) for h in range(n_heads)]
+              for name, m in kl.items() for li in range(len(layers)) for h in range(n_heads) if not math.isnan(m[li][h])]
     order = sorted(range(len(scores)), key=lambda i: (-scores[i].kl, i))  # ties: family, layer, head order
     return [scores[i] for i in order[:TOP]]
 
@@ -81,20 +119,36 @@ def top_heads(kl: dict, layers: list[int], n_heads: int) -> list[HeadScore]:
 def relayer(result: HeadAblationResult, order) -> HeadAblationResult:
     from dataclasses import replace
 
+    from atlas_core.layers import inverse
+
     fams = list(result.kl)
     layers, grids = relabel(result.layers, order, *(result.kl[f] for f in fams))
     kl = dict(zip(fams, grids))
     top = top_heads(kl, layers, result.n_heads)
-    return replace(result, layers=layers, kl=kl, max_head=top[0], top=top)
+    screen = result.screen
+    if screen is not None:
+        inv = inverse(order)
+        _, est = relabel(result.layers, order, *(screen.estimate[f] for f in fams))
+        screen = replace(screen, verified=[inv[int(x)] for x in screen.verified], estimate=dict(zip(fams, est)))
+    return replace(result, layers=layers, kl=kl, max_head=top[0], top=top, screen=screen)
+
+
+def measured(result: HeadAblationResult) -> list[int]:
+    """Indices into ``result.layers`` of the layers whose heads were ablated exactly: every one in an exhaustive
+    sweep, the verified ones in a screened sweep (the others hold NaN, which no statistic reads)."""
+    grids = list(result.kl.values())
+    return [i for i in range(len(result.layers)) if grids and not any(math.isnan(v) for g in grids for v in g[i])]
 
 
 def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
     """The strongest single head (family, layer, head, KL), its depth, the strongest head per family
-    and, with the layer ablation of the same run, the layer/head gap (max layer KL / max head KL)."""
+    and, with the layer ablation of the same run, the layer/head gap (max layer KL / max head KL). In a screened
+    sweep the profiles hold the verified layers' heads only: an estimate is never read as a measurement."""
     mh = result.max_head
     label = f"{mh.family} L{mh.layer} H{mh.head}"
-    layers = list(result.layers)
-    grids = list(result.kl.values())
+    rows = measured(result)
+    layers = [result.layers[i] for i in rows]
+    grids = [[g[i] for i in rows] for g in result.kl.values()]
     per_layer = [max(max(g[i]) for g in grids) for i in range(len(layers))] if grids else []
     curve = series(layers, per_layer, "layer", "max head-ablation KL (nats)")
     per_head = [max(g[i][h] for g in grids) for i in range(len(layers)) for h in range(result.n_heads)] if grids else []
@@ -104,7 +158,8 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
                                            per_head, n_layers, axis="head", n_heads=result.n_heads,
                                            ylabel="head-ablation KL, max over families (nats)"),
         # the share of layers whose heads were ablated: below 1 the strongest head may sit in a skipped layer
-        "heads.layer_coverage": Stat(len(layers) / n_layers, label=f"{len(layers)} of {n_layers} layers"),
+        "heads.layer_coverage": Stat(len(result.layers) / n_layers, label=f"{len(result.layers)} of {n_layers} layers"
+                                     + (f" (screened: {len(layers)} verified)" if result.screen is not None else "")),
         # the interval where the record keeps one (schema 3); older records: the point alone
         "heads.max_kl": (Stat(float(mh.kl), finite(result.max_kl.lo), finite(result.max_kl.hi), result.max_kl.n,
                               kind="estimate", label=label, series=curve) if result.max_kl is not None
@@ -113,7 +168,7 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
         "heads.max_head": Stat(float(mh.head), kind="index", label=label),
         "heads.max_layer_depth": Stat(relative_depth(mh.layer, n_layers), label=label),
     }
-    for fam, grid in result.kl.items():
+    for fam, grid in zip(result.kl, grids):
         best = max(((v, li, h) for li, row in enumerate(grid) for h, v in enumerate(row)), default=None)
         if best is not None:
             out[f"heads.family_max_kl.{fam}"] = Stat(float(best[0]), label=f"L{layers[best[1]]} H{best[2]}")

@@ -27,6 +27,9 @@ ADDED: dict[int, dict[str, tuple[str, ...]]] = {
     # head ablation keeps the strongest head's KL with its bootstrap interval (H002 decides on it); the committed
     # full-profile baselines are of schema 2 and read None: for them H002's points decide
     3: {"head_ablation": ("max_kl",)},
+    # a screened head ablation (``atlas run --screen atp``) says which layers' heads it verified by exact ablation;
+    # None: the exhaustive sweep, every head measured
+    4: {"head_ablation": ("screen",)},
 }
 # Fields removed from a result type, by the schema that removed them.
 REMOVED: dict[int, dict[str, tuple[str, ...]]] = {
@@ -103,6 +106,22 @@ class HeadScore:
 
 
 @dataclass
+class HeadScreen:
+    """How a screened head ablation chose what to measure (``atlas_core.screening``): AtP estimated every head,
+    exact ablation measured the heads of ``verified`` layers only. ``estimate`` is AtP's, in nats of target
+    log-probability, never a measured effect: the result's ``kl`` holds exact values of verified heads and null
+    elsewhere, and every statistic reads ``kl``."""
+
+    method: str  # "atp"
+    k: int  # the exact top-k the verification settles (with each family's strongest head)
+    verified: list[int]  # layers whose every head was ablated exactly, in the order verified
+    rounds: int  # exact sweeps run
+    margin: float  # exact KL / estimate, the largest over the settled cells: the stopping rule's margin
+    estimate: dict[str, list[list[float]]]  # family -> [layer index][head] mean |AtP estimate| over its prompts
+    seconds: float  # the estimate's forward and backward passes
+
+
+@dataclass
 class HeadAblationResult:
     n_layers: int
     n_heads: int
@@ -115,6 +134,8 @@ class HeadAblationResult:
     # the strongest head's KL with its bootstrap 95% interval: each family's prompts resampled together, the max
     # over the ``top`` cells taken in each resample (schema 3; None in older records: no per-prompt data kept)
     max_kl: Estimate | None = None
+    # screened (``atlas run --screen atp``): which heads were verified; None: exhaustive, every head measured (schema 4)
+    screen: HeadScreen | None = None
 
 
 @dataclass

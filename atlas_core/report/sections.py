@@ -208,7 +208,16 @@ def heads(run: Run) -> dict | None:
     return {"grid": grid, "top": top, "mode": r["mode"], "layers": r["layers"], "n_heads": r["n_heads"],
             "max": {"family": mh["family"], "layer": run.rnum("head_ablation", "max_head", "layer"),
                     "head": run.rnum("head_ablation", "max_head", "head"), "kl": run.rnum("head_ablation", "max_head", "kl")},
-            "max_layer_kl": layer_kl, "gap": gap}
+            "max_layer_kl": layer_kl, "gap": gap, "screen": _screen(r)}
+
+
+def _screen(r: dict) -> dict | None:
+    """A screened head ablation's verification (``atlas run --screen atp``), or None for the exhaustive sweep."""
+    sc = r.get("screen")
+    if not sc:
+        return None
+    return {"method": sc["method"], "k": sc["k"], "verified": ", ".join(f"L{x}" for x in sorted(sc["verified"])),
+            "n": len(sc["verified"]), "rounds": sc["rounds"], "margin": f"{sc['margin']:.3g}"}
 
 
 def _max_layer_kl(run: Run):

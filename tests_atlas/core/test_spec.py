@@ -169,7 +169,7 @@ def test_a_field_the_type_lacks_is_an_error_naming_it_and_the_fix():
 
 
 def test_a_field_an_earlier_schema_had_is_dropped_on_reading():
-    assert SCHEMA == 3 and REMOVED[2] == {"head_ablation": ("max_layer_kl",)}
+    assert SCHEMA == 4 and REMOVED[2] == {"head_ablation": ("max_layer_kl",)}
     doc = json.loads(next(p for p in _records() if p.name == "head_ablation.json").read_text())
     assert "max_layer_kl" in doc["result"]  # committed under schema 1
     assert not hasattr(load_result("head_ablation", doc["result"]), "max_layer_kl")
@@ -184,6 +184,14 @@ def test_a_field_a_later_schema_added_reads_as_its_default_from_older_records():
     assert load_result("head_ablation", doc["result"]).max_kl is None
     new = {**doc["result"], "max_kl": {"value": 0.9, "lo": 0.7, "hi": 1.1, "n": 12}}
     assert load_result("head_ablation", new).max_kl.hi == 1.1
+
+
+def test_schema_4_screen_reads_none_from_exhaustive_records():
+    """Schema 4 added which heads a screened head ablation verified (``HeadAblationResult.screen``): an
+    exhaustive record lacks it and reads None (every head measured)."""
+    assert ADDED[4] == {"head_ablation": ("screen",)}
+    doc = json.loads(next(p for p in _records() if p.name == "head_ablation.json").read_text())
+    assert load_result("head_ablation", doc["result"]).screen is None
 
 
 _finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
