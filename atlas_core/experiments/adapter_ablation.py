@@ -103,7 +103,7 @@ def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> d
 SPEC = ExperimentSpec(
     name=NAME, title="Adapter ablation", about="adapter weight norm vs its functional effect", order=80,
     run=run, config=config, result=AdapterAblationResult, requires=("lora_training",), seed_dependent=True,
-    group="adapter", statistics=statistics,
+    group="adapter", statistics=statistics, finding="adapter ablation, the layers where the trained adapter acts",
     section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
     declares=(
         StatDecl("adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"),

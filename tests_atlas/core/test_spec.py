@@ -69,7 +69,8 @@ def test_every_experiment_module_declares_one_spec_and_the_run_order_follows_req
 def test_markers_thresholds_and_statistic_sources_come_from_the_specs():
     assert set(hypothesis_markers()) == {f"h00{i}" for i in range(1, 9)}
     assert set(finding_markers()) == {"finding_hub", "finding_heads", "finding_steering", "finding_knockout",
-                                      "finding_transfer", "finding_mlp", "finding_lora", "finding_efficiency"}
+                                      "finding_transfer", "finding_mlp", "finding_lora", "finding_efficiency",
+                                      "finding_adapter"}
     assert default_thresholds()["H003"]["min_boost"] == 0.01
     assert statistic_experiments("mlp.share_of_top_layer") == ("mlp_ablation", "layer_ablation")
     assert statistic_experiments("heads.layer_head_gap") == ("head_ablation", "layer_ablation")
