@@ -58,6 +58,9 @@ def test_a_missing_baseline_fails_the_default_tier_in_seconds_instead_of_computi
     how to compute it; it does not start hours of recompute (nor fetch any weights)."""
     test = (REPO / "tests_atlas" / "hypotheses" / "test_h003.py").read_text()
     pytester.makepyfile(test_h003=test)
+    suite = (REPO / "tests_atlas" / "conftest.py").read_text()  # the suite's check_claim fixture, as it is
+    start = suite.index("@pytest.fixture\ndef check_claim(")
+    pytester.makeconftest("import pytest\n\n\n" + suite[start:suite.index("    return check\n", start) + 17])
     runs = pytester.path / "runs"
     result = pytester.runpytest_subprocess(*PLUGIN, "-rf", "--atlas-baselines", "none", "--atlas-runs", str(runs),
                                            timeout=300)
