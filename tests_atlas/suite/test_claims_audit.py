@@ -305,7 +305,7 @@ def test_the_ci_file_passes_its_audit_on_the_recomputed_ci_runs(atlas):
     cf = load_claims(path)
     for m in cf.models:
         atlas.ensure(m)
-        # the adapter ablation has no finding test module, so no selected test asks the session for it
+        # every experiment the file's claims read, whichever tests were selected beside this one (alone: none)
         exps = sorted({e for c in cf.claims if m in c.models for e in c.experiments})
         run_plan(RunPlan(model=m, experiments=exps, profile=atlas.profile, out=atlas.run_dir(m), device=atlas.device,
                          tasks=atlas.tasks, report=False, progress=True, wait=True))
