@@ -3,7 +3,8 @@
 A claim tests nothing when it accepts every outcome its statistic could plausibly take. Three kinds are
 refused, each naming the claim and what to do instead:
 
-- *true by construction*: a statistic its experiment declares fixed whatever the model (``StatDecl.constructed``);
+- *true by construction*: a statistic its experiment declares fixed whatever the model (``StatDecl.constructed``),
+  or the location, top-k or profile of a profile whose order it declares fixed (``StatDecl.order_constructed``);
 - *spanning a decision threshold*: a hypothesis claim whose accepted range holds a boundary of its
   rule's verdicts (:func:`boundaries`), so it passes on both sides of the decision; or a hypothesis the
   claims file's profile cannot measure (H002 on sampled head layers);
@@ -74,6 +75,10 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
     why = constructed(claim.statistic)
     if why:
         return f"{claim.statistic} is true by construction ({why}); drop the claim"
+    d = declaration(claim.statistic)
+    if d is not None and d.order_constructed and claim.kind in ("location", "top_k", "profile"):
+        return (f"the order of {claim.statistic} is fixed by construction ({d.order_constructed}); claim its "
+                "per-layer values instead")
     hid = claim.hypothesis
     if hid == "H002" and head_layers_sampled:
         return ("H002 is not measurable at this profile: its head ablation samples layers, and the strongest head may "

@@ -153,7 +153,7 @@ def _claims_write(args) -> int:
     from atlas_core.claims import load_run, write_claims
     from atlas_core.spec import experiments, hypotheses
 
-    path = write_claims(args.runs, args.out, label=args.label)
+    path = write_claims(args.runs, args.out, label=args.label, substitutes=args.substitute)
     print(path)
     runs = [load_run(d) for d in args.runs]
     for run in runs:  # a partial run writes fewer claims: say which experiments gave none, and how to add them
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("runs", nargs="+")
     w.add_argument("--out", required=True)
     w.add_argument("--label", default=None)
+    w.add_argument("--substitute", nargs="+", default=None, metavar="RUN_DIR",
+                   help="with a pair: other models' runs of the same profile, fed in place of each claimed model "
+                        "by the audit that drops claims no wrong input fails (default: the committed baselines)")
     w.set_defaults(fn=_claims_write)
     a = cl.add_parser("audit", help="evaluate a claims file on wrong evidence (models swapped or substituted, "
                                     "the same model twice, layers reversed and shuffled); exit 1 when a claim "

@@ -35,6 +35,22 @@ def profile_stat(items: Sequence[int], values: Sequence[float], n_layers: int, *
                 label=item_name(top, series) if top is not None else "none", series=series)
 
 
+def value_at(items: Sequence[int], values: Sequence[float], item: int, n_layers: int, *, anchored: bool = True,
+             n_heads: int | None = None, label: str | None = None, ylabel: str = "") -> Stat:
+    """The value of a per-layer (per-head) profile at one item, carrying the profile and, when ``anchored``, the
+    item (``series["at"]``): a claim of it names the item and reads the profile there (a statistic declared
+    ``StatDecl.at``). Not anchored where no item stands out (a tie): its claims are of the value alone."""
+    items, ys = [int(i) for i in items], [finite(v) for v in values]
+    axis = "head" if n_heads else "layer"
+    series = {"x": items, "y": ys, "xlabel": axis, "ylabel": ylabel, "axis": axis, "n_layers": int(n_layers)}
+    if n_heads:
+        series["n_heads"] = int(n_heads)
+    if anchored:
+        series["at"] = int(item)
+    return Stat(ys[items.index(int(item))], label=label if label is not None else item_name(item, series),
+                series=series)
+
+
 def item_name(item, series: dict | None) -> str:
     """``L9``, or ``L0 H6`` for a head of a per-head profile."""
     if item is None:

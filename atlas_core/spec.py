@@ -70,9 +70,13 @@ class StatDecl:
     hygiene refuses claims that accept the whole range or hold the null while expecting an effect);
     ``direction`` is +1 when larger means a stronger effect, -1 when smaller does, 0 when neither;
     ``axis`` says that it is a per-layer (or per-head, per-family) profile, of which ``atlas claims
-    write`` writes location, top-k and profile claims; ``constructed`` says why the experiment fixes it
-    whatever the model (claims of it are refused); ``invariant`` says why every healthy model shows it
-    (its claims are declared invariants)."""
+    write`` writes location, top-k and profile claims; ``order_constructed`` says why a profile's order (its
+    top, top-k set and rank correlation) is fixed by construction while its values are not (its location,
+    top-k and profile claims are refused, its per-layer value claims kept); ``at`` (``layer`` or ``head``)
+    says that the value is read at one item of a profile its Stat carries (``series["at"]``), so that its
+    claims name that item and fail where another item holds the value; ``constructed`` says why the
+    experiment fixes it whatever the model (claims of it are refused); ``invariant`` says why every healthy
+    model shows it (its claims are declared invariants)."""
 
     name: str
     unit: str
@@ -83,6 +87,8 @@ class StatDecl:
     axis: str | None = None
     constructed: str | None = None
     about: str = ""
+    order_constructed: str | None = None
+    at: str | None = None
     # why any healthy model shows it (the same on every model measured): its claims are written as declared
     # invariants, which the claims audit lists apart instead of requiring them to fail on another model
     invariant: str | None = None
@@ -98,6 +104,10 @@ class StatDecl:
             raise AtlasError(f"statistic {self.name}: null {self.null} lies outside [{self.lo}, {self.hi}]")
         if self.direction not in (-1, 0, 1):
             raise AtlasError(f"statistic {self.name}: direction must be -1, 0 or 1")
+        if self.at not in (None, "layer", "head"):
+            raise AtlasError(f"statistic {self.name}: at {self.at!r} is not None, 'layer' or 'head'")
+        if self.order_constructed and self.axis not in ("layer", "head"):
+            raise AtlasError(f"statistic {self.name}: order_constructed is for a per-layer or per-head profile (axis)")
 
     def match(self, name: str) -> re.Match | None:
         """The match of ``name`` against this declaration (its ``family`` group: the task family named), or None."""

@@ -9,12 +9,18 @@ the claims tests).
 `pytester` gives each test a temporary HOME, and the cache defaults to ``~/.cache/atlas``, so a suite run
 in a pytester subprocess would fetch every real model again (gigabytes for the Coder pair). Pinning
 ``ATLAS_CACHE`` to the cache root resolved at import, before any HOME is swapped, keeps one cache.
+
+`pytester` also restores ``sys.modules`` after each test, dropping what the test imported first. ``cattrs`` is
+imported lazily by the results converter (cached for the session): dropped, the next ``import cattrs`` is a new
+module whose ``BaseValidationError`` no longer catches what the cached converter raises. Imported here, before any
+pytester test, it stays one module.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
+import cattrs  # noqa: F401
 import pytest
 import torch
 

@@ -13,9 +13,11 @@ on evidence made from stored runs that is wrong by construction:
   each experiment's derived fields (rankings, top layers, zones) recomputed from the arrays by the
   ``relayer`` its spec declares, never trusted from the record.
 
-It reports, per claim, the wrong inputs under which it fails, and the pass rate per kind of wrong input.
-A claim that passes under every wrong input fails the audit unless the claim is declared an
-``invariant`` (a property expected of any healthy model, with its reason; listed apart).
+It reports, per claim, the wrong inputs under which it fails, and the pass rate per kind of wrong input
+(for swaps also over the claims on absolute quantities alone: a claim in relative depth may hold on a model
+of another depth). A claim that passes under every wrong input fails the audit unless the claim is declared
+an ``invariant`` (a property expected of any healthy model, with its reason; listed apart), and so does a
+claim in relative depth that passes every reordering of the layers.
 """
 
 from __future__ import annotations
@@ -56,6 +58,18 @@ class ClaimAudit:
         """It passes under every wrong input it was fed (and it was fed some)."""
         return bool(self.outcomes) and all(self.outcomes.values())
 
+    @property
+    def relative(self) -> bool:
+        """Stated in relative depth (the top's depth as a fraction of the model's): it may hold on a model of
+        another depth, so passing a swap is allowed, but it must fail when the layers are reordered."""
+        return self.claim.kind == "location" and self.claim.depth is not None
+
+    @property
+    def order_blind(self) -> bool:
+        """A relative-depth claim that passes every reordering of the layers it was fed."""
+        fed = [ok for k, ok in self.outcomes.items() if _kind(k) in ("reversed", "shuffled")]
+        return self.relative and bool(fed) and all(fed)
+
 
 @dataclass
 class Audit:
@@ -75,9 +89,10 @@ class Audit:
                     passed += ok
         return passed, fed
 
-    def claims_passing(self, kind: str, finding: bool | None = None) -> tuple[int, int]:
-        """(claims passing every input of ``kind``, claims fed one)."""
-        fed = [r for r in self.rows if (finding is None or r.finding == finding)
+    def claims_passing(self, kind: str, finding: bool | None = None, absolute: bool = False) -> tuple[int, int]:
+        """(claims passing every input of ``kind``, claims fed one); ``absolute``: leaving out the claims stated
+        in relative depth, which may pass a swap (:attr:`ClaimAudit.relative`)."""
+        fed = [r for r in self.rows if (finding is None or r.finding == finding) and not (absolute and r.relative)
                and any(_kind(k) == kind for k in r.outcomes)]
         return sum(all(ok for k, ok in r.outcomes.items() if _kind(k) == kind) for r in fed), len(fed)
 
@@ -94,8 +109,12 @@ class Audit:
         return [r for r in self.rows if r.right is False]
 
     @property
+    def order_blind(self) -> list[ClaimAudit]:
+        return [r for r in self.rows if r.order_blind and not r.claim.invariant]
+
+    @property
     def ok(self) -> bool:
-        return not self.blind and not self.wrong_on_right
+        return not self.blind and not self.wrong_on_right and not self.order_blind
 
     def table(self) -> str:
         """Per claim: pass on the right evidence, and the wrong inputs it fails under; then the pass rates."""
@@ -115,12 +134,20 @@ class Audit:
                 p, n = self.claims_passing(kind, finding)
                 cells.append(f"{p} of {n} ({100 * p / n:.0f}%)" if n else "-")
             out.append(f"{kind.ljust(20)} {cells[0].ljust(25)} {cells[1]}")
+        p, n = self.claims_passing("swapped", True, absolute=True)
+        if n:
+            out.append(f"{'swapped, absolute':20} {p} of {n} ({100 * p / n:.0f}%)".ljust(47)
+                       + "  (leaving out the claims in relative depth, which may hold on a model of another depth)")
         out.append("")
         if self.invariants:
             out.append(f"declared invariants ({len(self.invariants)}):")
             out += [f"  {r.claim.id}: {r.claim.invariant}" for r in self.invariants]
         if self.wrong_on_right:
             out.append("FAIL on the right evidence: " + ", ".join(r.claim.id for r in self.wrong_on_right))
+        if self.order_blind:
+            out.append(f"FAIL: {len(self.order_blind)} claim(s) in relative depth pass every reordering of the layers "
+                       "(a relative-depth claim may pass a swap, never a reordering): "
+                       + ", ".join(r.claim.id for r in self.order_blind))
         if self.blind:
             out.append(f"FAIL: {len(self.blind)} claim(s) pass under every wrong input (declare each an invariant "
                        "with its reason, or make it tell models apart): " + ", ".join(r.claim.id for r in self.blind))

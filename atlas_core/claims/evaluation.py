@@ -92,12 +92,17 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
         if claim.kind == "value" and claim.layer is not None:  # the per-layer profile's value at one layer
             ser = (s.series or {}) if s is not None else {}
             xs = list(ser.get("x") or [])
-            i = xs.index(claim.layer) if claim.layer in xs else None
+            x = claim.layer
+            if claim.n_heads and ser.get("n_heads"):  # the same (layer, head) on a model of another head count
+                layer, head = divmod(claim.layer, claim.n_heads)
+                x = layer * ser["n_heads"] + head if head < ser["n_heads"] else None
+            i = xs.index(x) if x is not None and x in xs else None
             pick = lambda key: None if i is None or not ser.get(key) else ser[key][i]  # noqa: E731
             value, lo, hi = pick("y"), pick("lo"), pick("hi")
-            name = f"{claim.statistic} at L{claim.layer}"
-            label = "" if s is None else (f"L{claim.layer} of {ser.get('n_layers', len(xs))} layers" if i is not None
-                                          else f"no L{claim.layer}: {len(xs)} layers measured")
+            what, at = ("heads", claim.item(claim.layer)) if claim.n_heads else ("layers", f"L{claim.layer}")
+            name = f"{claim.statistic} at {at}"
+            label = "" if s is None else (f"{at} of {ser.get('n_layers', len(xs))} layers" if i is not None
+                                          else f"no {at}: {len(xs)} {what} measured")
         if claim.kind == "rank":
             ranking = list(s.ranking or ()) if s is not None else []
             target = claim.family if claim.family is not None else claim.layer

@@ -121,7 +121,7 @@ class Claim:
     def expectation(self) -> str:
         """The threshold in words, e.g. ``13.7 +- 2``, ``rank <= 3``, ``>= 0.5``, ``verdict rejected``."""
         if self.kind == "value":
-            at = f"L{self.layer}: " if self.layer is not None else ""
+            at = f"{self.item(self.layer)}: " if self.layer is not None else ""
             return f"{at}{self.expected:.4g} ± {self.tolerance:.3g}"
         if self.kind == "at_least":
             return f">= {self.threshold:.4g}"
@@ -227,14 +227,16 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         c = _replace(c, expected=_num(path, cid, entry, "expected"), tolerance=_num(path, cid, entry, "tolerance"))
         if c.tolerance < 0:
             raise _bad(path, f"claim {cid!r}: tolerance must be >= 0")
-        if entry.get("layer") is not None:  # a per-layer value: the profile's value at that (absolute) layer
+        if entry.get("layer") is not None:  # a per-layer value: the profile's value at that (absolute) layer or head
             from atlas_core.spec import declaration
 
             d = declaration(stat)
-            if hyp or d is None or d.axis != "layer":
+            if hyp or d is None or not (d.axis == "layer" or d.at in ("layer", "head")):
                 raise _bad(path, f"claim {cid!r}: a value claim with a 'layer' reads a statistic declared per layer "
-                                 f"(StatDecl axis 'layer'), not {stat!r}")
+                                 f"(StatDecl axis 'layer') or read at an item (StatDecl at), not {stat!r}")
             c = _replace(c, layer=_int(path, cid, entry, "layer"))
+            if d.at == "head":
+                c = _replace(c, n_heads=_int(path, cid, entry, "n_heads", 1))
     elif kind in ("at_least", "at_most"):
         c = _replace(c, threshold=_num(path, cid, entry, "threshold"))
     elif kind == "rank":

@@ -94,25 +94,39 @@ class _Writer:
         self.body += ["[[claim]]"] + [f"{key} = {_v(val)}" for key, val in entry.items()] + [""]
 
 
+def _anchor(name: str, s: Stat) -> dict:
+    """The item a value read at one item of a profile names (``StatDecl.at``): its claim reads the profile there,
+    so that a model whose value sits at another layer (or head) fails it. Nothing for other statistics."""
+    decl, at = declaration(name), (s.series or {}).get("at")
+    if decl is None or decl.at is None or at is None:
+        return {}
+    nh = (s.series or {}).get("n_heads")
+    return {"layer": int(at), **({"n_heads": int(nh)} if decl.at == "head" and nh else {})}
+
+
 def _first_clause(why: str) -> str:
     return why.split(";")[0]
 
 
 def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
-                 k: float = 2.0, floor: float = 0.01, rel: float = 0.1, rank: int = 3) -> Path:
+                 k: float = 2.0, floor: float = 0.01, rel: float = 0.1, rank: int = 3,
+                 substitutes: Sequence[str | Path] | None = None) -> Path:
     """Write a claims file from one run (finding claims) or two runs of a pair, small then large
     (finding claims for both plus a verdict and a statistic claim per hypothesis). Tolerance of a
     value claim: ``max(k * half-width of its bootstrap interval, floor, rel * |value|)``, tightened to
     ``k * half-width`` or dropped where the hygiene rules say it cannot fail (the file lists each);
     observed verdicts become the expected verdicts; provenance records each run's weights, profile and date.
-    A pair's file is then audited on its own runs (``claims.audit``): a claim that passes every wrong input
+    A pair's file is then audited on its own runs and on ``substitutes``, other models' runs of the same profile
+    (default: the committed baselines of that profile; ``claims.audit``): a claim that passes every wrong input
     (and is no declared invariant) asserts nothing about its model, and is dropped with the inputs it passed."""
     path = _write_claims(run_dirs, out, label, k=k, floor=floor, rel=rel, rank=rank)
     if len(run_dirs) != 2:
         return path
-    from atlas_core.claims.audit import audit
+    from atlas_core.claims.audit import audit, baseline_runs
 
-    blind = {r.claim.id: ", ".join(r.outcomes) for r in audit(path, run_dirs).blind}
+    if substitutes is None:
+        substitutes = baseline_runs(load_claims(path).profile)
+    blind = {r.claim.id: ", ".join(r.outcomes) for r in audit(path, [*run_dirs, *substitutes]).blind}
     return _write_claims(run_dirs, out, label, k=k, floor=floor, rel=rel, rank=rank, blind=blind) if blind else path
 
 
@@ -143,7 +157,8 @@ def _write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | 
                         continue
                     w.add({"id": f"{r.name}:{name}", "model": r.name, "statistic": name, "kind": "value",
                            "expected": float(_n(s.value)), "tolerance": float(_n(_tolerance(s, k, floor, rel, name))),
-                           "description": f"{name} = {s.text()} on {r.name}"}, k * (s.half_width or 0.0))
+                           **_anchor(name, s), "description": f"{name} = {s.text()} on {r.name}"},
+                          k * (s.half_width or 0.0))
             for decl in spec.declares:
                 if decl.axis not in ("layer", "head"):
                     continue

@@ -229,7 +229,10 @@ def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[s
     exits = [e for e in result.exits if e.layers_skipped > 0]
     if exits:
         best = max(exits, key=lambda e: finite(e.argmax_match.value) or 0.0)
-        out["efficiency.best_exit_argmax"] = estimate_stat(best.argmax_match, label=f"exit L{best.layer}")
+        # read at the best exit's layer, which the claims name (the exit profile carries it)
+        out["efficiency.best_exit_argmax"] = estimate_stat(best.argmax_match, label=f"exit L{best.layer}",
+                                                           series={**out["efficiency.exit_profile"].series,
+                                                                   "at": int(best.layer)})
     for e in exits:  # the exits the study tabulates (an exit after the last layer skips nothing: match 1)
         if e.layers_skipped in EXIT_SKIPS:
             out[f"efficiency.exit.skip{e.layers_skipped}.argmax_match"] = estimate_stat(
@@ -252,7 +255,8 @@ SPEC = ExperimentSpec(
         # model by construction, so it is not computed, and a claim of it is refused as an unknown statistic
         *(StatDecl(f"efficiency.exit.skip{n}.argmax_match", "fraction", 0.0, 1.0, None,
                    about=f"argmax match of the exit that skips {n} layer(s)") for n in EXIT_SKIPS),
-        StatDecl("efficiency.best_exit_argmax", "fraction", 0.0, 1.0, None, about="best argmax match of an early exit"),
+        StatDecl("efficiency.best_exit_argmax", "fraction", 0.0, 1.0, None, at="layer",
+                 about="best argmax match of an early exit"),
         StatDecl("efficiency.best_top5_overlap", "fraction", 0.0, 1.0, None, about="best top-5 overlap of a skip"),
         StatDecl("efficiency.best_mid_top5_overlap", "fraction", 0.0, 1.0, None,
                  about="best top-5 overlap of a mid-layer skip"),

@@ -21,7 +21,7 @@ from atlas_core.experiments.schema import HeadAblationResult, HeadScore, HeadScr
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.profiles import sample_layers
 from atlas_core.sites import Site
-from atlas_core.layers import profile_stat, relabel
+from atlas_core.layers import profile_stat, relabel, value_at
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.metrics import Estimate
 from atlas_core.stat import Stat, finite, ratio, relative_depth, series
@@ -168,10 +168,13 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
         "heads.max_head": Stat(float(mh.head), kind="index", label=label),
         "heads.max_layer_depth": Stat(relative_depth(mh.layer, n_layers), label=label),
     }
+    items = [layer * result.n_heads + h for layer in layers for h in range(result.n_heads)]
     for fam, grid in zip(result.kl, grids):
         best = max(((v, li, h) for li, row in enumerate(grid) for h, v in enumerate(row)), default=None)
-        if best is not None:
-            out[f"heads.family_max_kl.{fam}"] = Stat(float(best[0]), label=f"L{layers[best[1]]} H{best[2]}")
+        if best is not None:  # read at the family's strongest head, which the claims name
+            out[f"heads.family_max_kl.{fam}"] = value_at(
+                items, [v for row in grid for v in row], layers[best[1]] * result.n_heads + best[2], n_layers,
+                n_heads=result.n_heads, label=f"L{layers[best[1]]} H{best[2]}", ylabel=f"{fam} head-ablation KL (nats)")
     layer = results.get("layer_ablation")
     if layer is not None:
         out["heads.layer_head_gap"] = Stat(ratio(max(primary_sweep(layer).family_mean_kl), mh.kl),
@@ -197,7 +200,8 @@ SPEC = ExperimentSpec(
         StatDecl("heads.layer_head_gap", "ratio", 0.0, math.inf, None, direction=-1,
                  about="max layer KL / max head KL"),
         StatDecl("heads.max_kl", "nats", 0.0, math.inf, 0.0, about="KL of the strongest head"),
-        StatDecl("heads.family_max_kl.{family}", "nats", 0.0, math.inf, 0.0, about="a family's strongest head KL"),
+        StatDecl("heads.family_max_kl.{family}", "nats", 0.0, math.inf, 0.0, at="head",
+                 about="a family's strongest head KL"),
     ),
     relayer=relayer,
 )

@@ -23,7 +23,7 @@ from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LayerAblationResult, LayerSweep
 from atlas_core.interventions import ABLATION_MODES, Ablate, Variant
 from atlas_core.sites import Site
-from atlas_core.layers import relabel
+from atlas_core.layers import relabel, value_at
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.metrics import is_tie
 from atlas_core.stat import Stat, finite, relative_depth, series
@@ -153,8 +153,9 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
         f"{prefix}.top_layer_kl": Stat(fmk[i], None if lo is None else lo + shift, None if hi is None else hi + shift,
                                        est.n, kind="estimate", label=label, series=curve),
     }
-    for fam, vals in sweep.kl.items():
-        out[f"{prefix}.family_kl.{fam}"] = Stat(float(vals[i]), label=label)
+    for fam, vals in sweep.kl.items():  # read at the top layer, which the claims name
+        out[f"{prefix}.family_kl.{fam}"] = value_at(layers, vals, top, n_layers, anchored=not tie, label=label,
+                                                    ylabel=f"{fam} KL (nats)")
     return out
 
 
@@ -184,7 +185,8 @@ def sweep_decls(prefix: str, top: str, what: str, axis: str | None = "layer") ->
         StatDecl(f"{prefix}.{top}_depth", "fraction", 0.0, 1.0, None, direction=0, about="relative depth of the top layer"),
         StatDecl(f"{prefix}.{top}", "layer", 0.0, math.inf, None, direction=0, about="the top layer"),
         StatDecl(f"{prefix}.{kl}", "nats", 0.0, math.inf, 0.0, about=f"the top layer's {what} KL"),
-        StatDecl(f"{prefix}.family_kl.{{family}}", "nats", 0.0, math.inf, 0.0, about="KL per family at the top layer"),
+        StatDecl(f"{prefix}.family_kl.{{family}}", "nats", 0.0, math.inf, 0.0, at="layer",
+                 about="KL per family at the top layer"),
     )
 
 

@@ -142,7 +142,12 @@ SPEC = ExperimentSpec(
     headline=True, claims=("transfer.zone_final_fraction",), finding="headline finding, the transfer zone",
     section="atlas_core.report.sections:transfer", macro="transfer", overlay="atlas_core.report.compare:transfer_overlay",
     declares=(
-        StatDecl("transfer.layer_profile", "fraction", -math.inf, 1.0, 0.0, axis="layer", about="recovery per layer"),
+        StatDecl("transfer.layer_profile", "fraction", -math.inf, 1.0, 0.0, axis="layer", about="recovery per layer",
+                 order_constructed="recovery reaches 1 at the last layer by construction (patching the last "
+                                   "residual leaves only the final norm and LM head, which LoRA does not touch) and "
+                                   "rises toward it with depth on every model measured: the top and the top-k set "
+                                   "are the last layers and the rank order is depth order; the per-layer values "
+                                   "say where recovery rises"),
         StatDecl("transfer.final_recovery", "fraction", -math.inf, 1.0, 0.0,
                  constructed="patching the last layer's residual recovers 1 by construction (only the final norm "
                              "and LM head follow, and LoRA does not touch them)"),
@@ -152,7 +157,8 @@ SPEC = ExperimentSpec(
                  constructed="the top 3 transfer layers are the last 3 of any model whose recovery rises with "
                              "depth (it ends at 1 by construction); claim transfer.zone_final_fraction"),
         StatDecl("transfer.zone_final_fraction", "fraction", 0.0, 1.0, None, direction=0),
-        StatDecl("transfer.top_layer", "layer", 0.0, math.inf, None, direction=0),
+        StatDecl("transfer.top_layer", "layer", 0.0, math.inf, None, direction=0,
+                 constructed="the last layer recovers 1 by construction, so it is the top layer of any model"),
     ),
     relayer=relayer,
     # recovery is 1 - KL(patched) / KL(base) for nearly equal KLs: the trained values' relative freedom is an
