@@ -3,8 +3,8 @@ and ``-p atlas_core.pytest_plugin`` name this module, one registration, never tw
 
 The code lives in the package :mod:`atlas_core.pytest` (its docstring lists the options and the tiers), one
 module per job. This module is the one plugin object: it imports every hook implementation and fixture of
-those modules, which are never registered themselves, so each hook runs once; and the names other code
-imports from here.
+those modules, which are never registered themselves, so each hook runs once; and the session's classes and
+the tiers, for code that names them.
 """
 
 import pytest
@@ -16,31 +16,13 @@ pytest.register_assert_rewrite("atlas_core.pytest")
 from atlas_core.pytest.binding import pytest_collection_modifyitems, pytest_generate_tests  # noqa: E402
 from atlas_core.pytest.drift import DriftCheck  # noqa: E402
 from atlas_core.pytest.leak_guard import _no_hook_leaks  # noqa: E402
-from atlas_core.pytest.options import (  # noqa: E402
-    ALL_CLAIMS,
-    BASE_MARKERS,
-    DEFAULT_PAIR,
-    DEFAULT_PROFILE,
-    GROUPS,
-    TIERS,
-    Tier,
-    group_markers,
-    in_tier,
-    pytest_addoption,
-    validate_options,
-)
-from atlas_core.pytest.registration import (  # noqa: E402
-    REGISTERED,
-    pytest_addhooks,
-    pytest_unconfigure,
-    register_project_specs,
-)
+from atlas_core.pytest.options import DEFAULT_PAIR, DEFAULT_PROFILE, TIERS, Tier, pytest_addoption  # noqa: E402
+from atlas_core.pytest.registration import pytest_addhooks, pytest_unconfigure  # noqa: E402
 from atlas_core.pytest.session import (  # noqa: E402
     SESSION,
     AtlasSession,
     ResolvedClaim,
     atlas,
-    check_claims,
     pytest_configure,
     pytest_terminal_summary,
 )
@@ -54,8 +36,7 @@ __all__ = [
     "pytest_collection_modifyitems", "pytest_terminal_summary",
     # fixtures
     "atlas", "_no_hook_leaks",
-    # the session, tiers, options and stash keys
-    "AtlasSession", "ResolvedClaim", "DriftCheck", "Tier", "TIERS", "DEFAULT_PAIR", "DEFAULT_PROFILE", "ALL_CLAIMS",
-    "BASE_MARKERS", "SESSION", "GROUPS", "REGISTERED", "group_markers", "in_tier", "validate_options",
-    "register_project_specs", "check_claims",
+    # the session (in ``config.stash[SESSION]``, the ``atlas`` fixture's value) and the tiers; the helpers are
+    # the package's
+    "AtlasSession", "ResolvedClaim", "DriftCheck", "SESSION", "Tier", "TIERS", "DEFAULT_PAIR", "DEFAULT_PROFILE",
 ]
