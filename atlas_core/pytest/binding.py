@@ -1,0 +1,44 @@
+"""Claims-driven parametrization and tier selection: ``pytest_generate_tests`` binds each claims test's
+``claim`` argument to the claims of its group marker (and ``drift`` to the baseline's statistics), and
+``pytest_collection_modifyitems`` keeps the tier's tests, records the selection for the session and skips
+GPU tests where there is no GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from atlas_core.pytest.drift import parametrize_drift
+from atlas_core.pytest.options import GROUPS, in_tier
+from atlas_core.pytest.session import SESSION
+
+
+def pytest_generate_tests(metafunc):
+    session = metafunc.config.stash[SESSION]
+    if "claim" in metafunc.fixturenames:
+        known = metafunc.config.stash[GROUPS]
+        groups = [m.name for m in metafunc.definition.iter_markers() if m.name in known]
+        if len(groups) != 1:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a claims test carries exactly one of the "
+                                    f"markers {', '.join(known)} (found {groups or 'none'})")
+        metafunc.parametrize("claim", session.params_for(groups[0]))
+    if "drift" in metafunc.fixturenames:
+        parametrize_drift(metafunc, session, metafunc.config.stash[GROUPS])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not config.option.markexpr:  # an explicit -m expression selects by itself
+        tier = config.stash[SESSION].tier
+        dropped = [item for item in items if not in_tier(item, tier)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if in_tier(item, tier)]
+    config.stash[SESSION].items = items  # the selected items (the mark/keyword plugins deselect before us)
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine (runs where one exists)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

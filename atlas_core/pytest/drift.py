@@ -1,0 +1,56 @@
+"""The regression check (``--atlas-model CANDIDATE --atlas-baseline RUN_DIR``): a test taking a ``drift``
+argument runs once per statistic of the baseline run, comparing it with the candidate's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from atlas_core.pytest.session import AtlasSession
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """One statistic of the baseline run to compare with the candidate's."""
+
+    statistic: str
+    candidate: str
+
+    def __repr__(self) -> str:
+        return self.statistic
+
+
+def parametrize_drift(metafunc, session: AtlasSession, known: dict) -> None:
+    """``drift``: one parameter per statistic of the baseline (ranking statistics aside), each with its
+    finding marker; one skipped parameter without a baseline. ``known``: the claims-test markers."""
+    base = session.baseline
+    if base is None:
+        metafunc.parametrize("drift", [pytest.param(None, id="no-baseline", marks=pytest.mark.skip(
+            reason="regression check: pass --atlas-model CANDIDATE --atlas-baseline RUN_DIR"))])
+        return
+    params = []
+    for name, stat in base.stats.items():
+        if stat.kind == "ranking":
+            continue
+        group = name.split(".")[0]
+        marks = [getattr(pytest.mark, f"finding_{group}")] if f"finding_{group}" in known else []
+        params.append(pytest.param(DriftCheck(name, session.model), id=name, marks=marks))
+    metafunc.parametrize("drift", params)
+
+
+def drift_row(session: AtlasSession, check: DriftCheck):
+    """The comparison row of one baseline statistic against the candidate's run."""
+    from atlas_core.claims import ComparisonRow, compare_stats
+
+    cand = session.ensure(check.candidate)
+    base = session.baseline
+    rows = compare_stats({check.statistic: base.stats[check.statistic]},
+                         {k: v for k, v in cand.items() if k == check.statistic},
+                         model_a=f"{base.name} ({base.root})", model_b=check.candidate)
+    if not rows:  # a ranking statistic: compared through the top layer
+        return ComparisonRow(check.statistic, check.statistic.split(".")[0], base.stats[check.statistic],
+                             cand.get(check.statistic), None, None, False, base.name, check.candidate)
+    return rows[0]
