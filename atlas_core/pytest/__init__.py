@@ -45,6 +45,8 @@ Options::
     --atlas-baselines DIR       committed records that seed an empty run store (default
                                 the shipped atlas_core/data/baselines; ``none``: compute everything)
     --atlas-baseline RUN_DIR    regression: check every finding of --atlas-model against this run
+    --atlas-screen METHOD       compute missing head ablations screened (atp: attribution patching, then
+                                exact ablation of the layers that could hold the top heads; atlas run --screen)
     --atlas-no-compute          stored results only: a test whose experiment has no stored (or seeded)
                                 result matching this code and these weights fails, naming it, instead
                                 of computing it (a stale baseline fails in seconds, not after hours)

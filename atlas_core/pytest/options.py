@@ -85,6 +85,9 @@ def pytest_addoption(parser):
                      "'none' to compute everything)")
     g.addoption("--atlas-baseline", default=None, metavar="RUN_DIR",
                 help="regression: check every finding of --atlas-model against this stored run")
+    g.addoption("--atlas-screen", default=None, metavar="METHOD",
+                help="compute missing head ablations screened by attribution patching (atp), then verified by exact "
+                     "ablation (atlas run --screen); default: the exhaustive sweep")
     g.addoption("--atlas-no-compute", action="store_true", default=False,
                 help="stored results only: fail a test whose experiment has no matching stored result "
                      "instead of computing it")
@@ -113,6 +116,13 @@ def validate_options(config) -> None:
         from atlas_core.tasks import load_families
 
         checks.append(("--atlas-tasks", lambda: load_families(user_dir=opt("atlas_tasks"))))
+    screen = opt("atlas_screen")
+    if screen is not None:
+        from atlas_core.screening import SCREENS
+
+        if screen not in SCREENS:
+            raise pytest.UsageError(f"--atlas-screen {screen}: unknown method; methods are {', '.join(SCREENS)} (omit "
+                                    "it for the exhaustive sweep)")
     for path in opt("atlas_claims") or []:
         if not Path(path).expanduser().is_file():
             raise pytest.UsageError(f"--atlas-claims {path}: no such file; pass a claims file (a TOML file like atlas_core/data/claims/*.toml)")

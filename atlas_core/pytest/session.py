@@ -91,6 +91,7 @@ class AtlasSession:
         self.items: list = []  # the selected test items, set once collection ends
         tasks = opt("atlas_tasks")
         self.tasks: Path | None = Path(tasks).expanduser().resolve() if tasks else None
+        self.screen: str | None = opt("atlas_screen")
 
     # -- models and claims ------------------------------------------------------------------
 
@@ -218,8 +219,11 @@ class AtlasSession:
                     from atlas_core.distributed import RayConfig
 
                     ray = RayConfig(address=None if self.ray == "local" else self.ray)
+                from atlas_core.screening import SCREENED
+
+                screen = self.screen if any(e in SCREENED for e in exps) else None  # where an experiment takes it
                 run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
-                                 tasks=self.tasks, report=False, progress=True, compute=self.compute,
+                                 tasks=self.tasks, report=False, progress=True, compute=self.compute, screen=screen,
                                  wait=True))  # xdist workers needing one experiment: one computes, the others read
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
                 if self.compute:

@@ -179,3 +179,26 @@ def test_a_screened_run_says_what_it_verified_and_never_becomes_a_baseline(tmp_p
     assert all(math.isfinite(s.value) for s in stats.values() if s.value is not None)
     with pytest.raises(AtlasError, match="head_ablation was screened .*baselines are exhaustive"):
         export_baseline(out, tmp_path / "baselines")
+
+
+def test_the_plugin_computes_head_ablation_screened_with_atlas_screen(pytester):
+    """``--atlas-screen atp``: the session computes the head ablation its selected tests need screened (the record
+    says so), and the claims read the verified heads; the option is checked at start (test_plugin_integrity)."""
+    from pathlib import Path
+
+    from atlas_core.results import RunStore
+    from atlas_core.runs import run_path
+
+    heads = Path(__file__).resolve().parents[1] / "findings" / "test_heads.py"
+    claims = pytester.path / "mine.toml"
+    claims.write_text('[meta]\nsource = "measured"\nprofile = "smoke"\nmodels = ["tiny-qwen2"]\n\n'
+                      '[[claim]]\nid = "tiny-qwen2:heads.max_kl"\nmodel = "tiny-qwen2"\nstatistic = "heads.max_kl"\n'
+                      'kind = "at_least"\nthreshold = 1e-6\n')
+    runs = pytester.path / "runs"
+    result = pytester.runpytest_subprocess(
+        str(heads), "--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims),
+        "--atlas-runs", str(runs), "--atlas-baselines", "none", "--atlas-screen", "atp", "-p", "no:cacheprovider",
+        "-q", timeout=600)
+    result.assert_outcomes(passed=1)
+    rec = RunStore(run_path("tiny-qwen2", "smoke", runs)).records()["head_ablation"]
+    assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]

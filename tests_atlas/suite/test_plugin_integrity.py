@@ -20,6 +20,7 @@ PLUGIN = ["-p", "atlas_core.pytest_plugin", "-p", "no:cacheprovider"]
     (["--atlas-tasks", "no-tasks"], "--atlas-tasks: task folder no-tasks does not exist"),
     (["--atlas-tasks", "bad-tasks"], "--atlas-tasks: bad-tasks/mine.json: not valid UTF-8 JSON"),
     (["--atlas-runs", "a-file"], "the run store"),
+    (["--atlas-screen", "bogus"], "--atlas-screen bogus: unknown method; methods are atp"),
     (["--atlas-model", "tiny-qwen2", "--atlas-baseline", "damaged-run"], "layer_ablation.json is damaged"),
 ])
 def test_bad_option_values_are_one_usage_error_at_start(option, message, pytester):
