@@ -108,7 +108,7 @@ def test_invariant_claims_fail_on_a_broken_model(stats):
 
 def _valued(s: Stat, c, value: float) -> Stat:
     """``s`` with the value a value claim reads set to ``value``: the statistic's own, or, for a per-layer claim,
-    its profile's value at the claim's layer (the other layers untouched)."""
+    its profile's value at the claim's layer or head (the others untouched)."""
     if c.layer is None:
         return replace(s, value=value, lo=None, hi=None)
     ser = dict(s.series)
@@ -118,7 +118,8 @@ def _valued(s: Stat, c, value: float) -> Stat:
 
 
 def test_value_claims_fail_just_past_their_tolerance(stats):
-    """Every value claim, per-layer ones at their layer, holds just inside its tolerance and fails just past it."""
+    """Every value claim, those read at a layer or head at that item, holds just inside its tolerance and fails just
+    past it."""
     claims = _claims("value", False)
     assert len(claims) > 50 and sum(c.layer is not None for c in claims) > 50
     for c in claims:
@@ -132,7 +133,7 @@ def test_value_claims_fail_just_past_their_tolerance(stats):
             past = _with(stats, model, c.statistic, _valued(s, c, edge + sign * eps))
             message = _fails_by_name(c, past)
             if c.layer is not None:
-                assert f"at L{c.layer} measured" in message, message
+                assert f"at {c.item(c.layer)} measured" in message, message  # a layer (L9) or a head (L14 H7)
     print(message)
 
 
