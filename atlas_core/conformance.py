@@ -230,11 +230,17 @@ def check_writes(model, tokenizer, atol: float) -> float:
         spec = site_hook(model, Site("mlp", layer), lambda act: seen.__setitem__("mlp", act.clone()))
         with intervene(model, [Ablate(Site("attn", layer))]), hooked([spec]):
             plain_logprobs(model, r.enc)
-        moved = _diff(seen["mlp"][mask], mlp)  # the runner's packed pass vs a padded forward: rounding apart
-        if is_parallel(model) and moved > atol * scale:
-            raise AssertionError(f"L{layer}: parallel block, yet ablating attention moved the MLP write by {moved:.3g}")
-        if not is_parallel(model) and moved <= atol * scale:
-            raise AssertionError(f"L{layer}: serial block, yet ablating attention left the MLP write unchanged")
+        # per token, since rounding scales with each token's own largest write: one massive-activation token
+        # (Qwen's first position writes ~500 at L2-L3) must not widen every other token's tolerance
+        moved = (seen["mlp"][mask].float() - mlp.float()).abs().amax(-1)  # packed vs padded pass: rounding apart
+        beyond = moved > atol * delta.float().abs().amax(-1).clamp(min=1.0)
+        if is_parallel(model) and beyond.any():
+            raise AssertionError(
+                f"L{layer}: parallel block, yet ablating attention moved the MLP write by {moved.max().item():.3g}")
+        if not is_parallel(model) and beyond.float().mean().item() <= 0.5:
+            raise AssertionError(
+                f"L{layer}: serial block, yet ablating attention left the MLP write unchanged at "
+                f"{int((~beyond).sum())} of {beyond.numel()} tokens")
     return worst
 
 
