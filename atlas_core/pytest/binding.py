@@ -1,15 +1,18 @@
 """Claims-driven parametrization and tier selection: ``pytest_generate_tests`` binds each claims test's
 ``claim`` argument to the claims of its group marker (and ``drift`` to the baseline's statistics), and
-``pytest_collection_modifyitems`` keeps the tier's tests, records the selection for the session and skips
-GPU tests where there is no GPU."""
+``pytest_collection_modifyitems`` keeps the tier's tests, deselects the claims this session cannot bind (another
+profile's, another model's: the terminal summary says how many and the option that runs them), records the selection
+for the session and skips GPU tests where there is no GPU."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
 from atlas_core.pytest.drift import parametrize_drift
 from atlas_core.pytest.options import GROUPS, in_tier
-from atlas_core.pytest.session import SESSION
+from atlas_core.pytest.session import SESSION, ResolvedClaim
 
 
 def pytest_generate_tests(metafunc):
@@ -35,6 +38,11 @@ def pytest_collection_modifyitems(config, items):
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if in_tier(item, tier)]
+    unbound = {item: reason for item in items if (reason := _unbound(item))}
+    if unbound:
+        config.hook.pytest_deselected(items=list(unbound))
+        items[:] = [item for item in items if item not in unbound]
+        config.stash[SESSION].unbound = Counter(unbound.values())
     config.stash[SESSION].items = items  # the selected items (the mark/keyword plugins deselect before us)
     if torch.cuda.is_available():
         return
@@ -42,3 +50,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def _unbound(item) -> str | None:
+    """How to run a claim this session cannot bind (``pass --atlas-profile ci to run them``), or None. A report
+    of what was checked has no row for it: pytest's own deselection, counted in the summary line."""
+    rc = getattr(getattr(item, "callspec", None), "params", {}).get("claim")
+    if not isinstance(rc, ResolvedClaim) or not rc.skip:
+        return None
+    return rc.skip.rpartition("; ")[2]

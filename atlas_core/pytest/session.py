@@ -5,6 +5,7 @@ that builds it, and the terminal summary."""
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class AtlasSession:
         self._failed: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.items: list = []  # the selected test items, set once collection ends
+        self.unbound: Counter[str] = Counter()  # deselected claims, by the option that would run them
         tasks = opt("atlas_tasks")
         self.tasks: Path | None = Path(tasks).expanduser().resolve() if tasks else None
         self.screen: str | None = opt("atlas_screen")
@@ -297,6 +299,8 @@ def pytest_terminal_summary(terminalreporter, config):
     if session:
         terminalreporter.write_line(f"atlas tier: {session.tier.name} ({session.tier.about}); claims profile "
                                     f"{session.profile}{'' if session.compute else ', stored results only'}")
+        for how, n in sorted(session.unbound.items()):
+            terminalreporter.write_line(f"atlas: {n} claim{'s' * (n != 1)} deselected, not for this session: {how}")
     if session and session.timings:
         terminalreporter.write_sep("-", "atlas runs")
         for model, secs in session.timings.items():

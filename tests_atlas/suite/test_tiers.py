@@ -69,3 +69,19 @@ def test_a_missing_baseline_fails_the_default_tier_in_seconds_instead_of_computi
     assert "the default tier checks stored results only" in out and "steering: no stored result" in out
     assert "--atlas-profile full to compute them in this session" in out
     assert "running on" not in out + result.stderr.str()
+
+
+def test_claims_this_session_cannot_bind_are_deselected_and_counted_with_the_option_that_runs_them(pytester):
+    """The report shows what was checked: H003's claims of the ci profile are deselected (not a skipped row each),
+    and the summary says how many and which option would run them."""
+    pytester.makepyfile(test_h003=(REPO / "tests_atlas" / "hypotheses" / "test_h003.py").read_text())
+    suite = (REPO / "tests_atlas" / "conftest.py").read_text()
+    start = suite.index("@pytest.fixture\ndef check_claim(")
+    pytester.makeconftest("import pytest\n\n\n" + suite[start:suite.index("    return check\n", start) + 17])
+    result = pytester.runpytest_subprocess(*PLUGIN, "--atlas-runs", str(REPO / "reports" / "runs"), timeout=300)
+    out = result.stdout.str()
+    counts = result.parseoutcomes()
+    assert result.ret == 0 and counts["passed"] >= 1 and "skipped" not in counts, out[-2000:]
+    said = [line for line in out.splitlines() if line.startswith("atlas: ") and "deselected" in line]
+    assert any("pass --atlas-profile ci to run them" in line for line in said), out[-2000:]
+    assert sum(int(line.split()[1]) for line in said) == counts["deselected"], out[-2000:]
