@@ -104,7 +104,7 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False,
     """Run the golden slice of ``experiments`` (default: all, in order) on a loaded model. ``shared``: the
     stored results (JSON form) of experiments not rerun, handed on as a run hands on stored records (head
     ablation and efficiency read the layer ablation's)."""
-    from atlas_core.experiments import parse_experiments
+    from atlas_core.experiments import parse_experiments, run_experiment
     from atlas_core.experiments.context import Context
     from atlas_core.spec import experiment as spec_of
     from atlas_core.results import to_jsonable
@@ -115,11 +115,11 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False,
     out: dict[str, ExperimentSlice] = {}
     with tempfile.TemporaryDirectory(prefix="atlas-golden-") as tmp:
         ctx = Context(lm, families, GOLDEN_PROFILE, seed=0, out_dir=Path(tmp), progress=progress)
-        ctx.shared.update({n: load_result(n, r) for n, r in (shared or {}).items()})
+        results = {n: load_result(n, r) for n, r in (shared or {}).items()}
         for name in names:
             with recording_sweeps() as log:
-                result = spec_of(name).run(ctx)
-            out[name] = ExperimentSlice(sweeps=log, result=to_jsonable(result), codes=[fingerprint(name)])
+                results[name] = run_experiment(spec_of(name), ctx, results)
+            out[name] = ExperimentSlice(sweeps=log, result=to_jsonable(results[name]), codes=[fingerprint(name)])
     return out
 
 

@@ -17,7 +17,7 @@ from filelock import Timeout
 from atlas_core import AtlasError
 from atlas_core.checkpoints import checkpointing
 from atlas_core.codehash import baseline_stands, fingerprint
-from atlas_core.experiments import lora_training, parse_experiments
+from atlas_core.experiments import lora_training, parse_experiments, run_experiment
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import NonFiniteMetric
@@ -224,8 +224,10 @@ def run_plan(plan: RunPlan) -> RunStore:
             manifest.setdefault("experiments", {})
 
         store.update_manifest(start)
+        results: dict[int, dict[str, object]] = {}  # seed -> experiment -> typed result, computed or stored
         for job in jobs:
-            _run_job(plan, store, ctx, job)
+            results.setdefault(job.seed, {})[job.name] = _run_job(plan, store, job,
+                                                                  _visible(results, job.seed, plan.seed))
     if plan.report:
         from atlas_core.report import write_report
 
@@ -370,14 +372,19 @@ def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[_Job], held: ExitSt
                 job.stored = store.load(job.key)
 
 
-def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
-    """Run one experiment (or reuse its stored record), write its record and add it to the manifest."""
+def _visible(results: dict[int, dict[str, object]], seed: int, run_seed: int) -> dict[str, object]:
+    """The results a job at ``seed`` may read: its own seed's, over the run seed's (a seed-independent
+    experiment runs at the run seed only)."""
+    return {**results.get(run_seed, {}), **results.get(seed, {})}
+
+
+def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, object]) -> object:
+    """Run one experiment with the ``results`` it may read, write its record and add it to the manifest;
+    returns its typed result (a reused record's, read back, when it is done already)."""
     key, chash = job.key, job.config_hash
-    if job.done:
-        if job.seed == plan.seed:  # later experiments read it as if it had run now (typed)
-            ctx.shared.setdefault(job.name, load_result(job.name, job.stored.result))
+    if job.done and job.stored is not None:
         _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
-        return
+        return load_result(job.name, job.stored.result)
     lm, profile = job.ctx.lm, job.ctx.profile
     _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
     partial = store.partial_dir(key, chash)
@@ -388,7 +395,7 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     t0 = time.perf_counter()
     with checkpointing(partial) as ck, metering(lm.model) as work:
         try:
-            result = spec_of(job.name).run(job.ctx)
+            result = run_experiment(spec_of(job.name), job.ctx, results)
         except NonFiniteMetric as exc:  # nothing is stored; the message gains the experiment's name
             raise NonFiniteMetric(f"{key}: {exc}") from None
     run_s = time.perf_counter() - t0
@@ -408,6 +415,7 @@ def _run_job(plan: RunPlan, store: RunStore, ctx: Context, job: _Job) -> None:
     store.update_manifest(add_entry)
     store.clear_partial(key)
     _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
+    return result
 
 
 def work_summary(store: RunStore) -> str:

@@ -60,7 +60,6 @@ def run(ctx: Context) -> AdapterAblationResult:
         pearson_ci=correlation_ci(norms, list(means), pearson, ctx.profile.n_boot, ctx.seed),
         top_layers=[layer_ids[i] for i in np.argsort(-means, kind="stable")[:N_TOP]],
     )
-    ctx.shared[NAME] = result
     return result
 
 

@@ -58,7 +58,6 @@ def run(ctx: Context) -> CleanResult:
         ))
     result = CleanResult(families=families, prompts=prompts,
                          overall_accuracy=ctx.estimate(correct.astype(np.float64)))
-    ctx.shared[NAME] = result
     return result
 
 

@@ -1,11 +1,22 @@
-"""What every experiment receives: the loaded model, the task families, the profile, the seed, and a
-shared runner over all family prompts (so the clean pass runs once per run, not once per experiment)."""
+"""What every experiment receives: the loaded model, the task families, the profile, the seed, a shared
+runner over all family prompts (so the clean pass runs once per run, not once per experiment), the results
+of the experiments it declares it reads, and the run's artifacts.
+
+Who owns what: the orchestrator owns results. An experiment returns its result; ``run_experiment`` hands an
+experiment only the results its spec's ``requires`` and ``reuses`` name, as ``ctx.results``, and never
+keeps what the experiment returns. The state that is not a result lives in :class:`Artifacts`, one field
+per artifact, each written by one owner named beside it.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +25,21 @@ from atlas_core.models import LoadedModel
 from atlas_core.profiles import Profile
 from atlas_core.runner import Runner
 from atlas_core.tasks import TaskFamily, target_token_id
+
+if TYPE_CHECKING:
+    from atlas_core.experiments.directions import DirectionCache
+
+
+@dataclass
+class Artifacts:
+    """A context's shared state that is not a result, one owner per field."""
+
+    # lora_training.run: the folder of the adapter trained in this run (transfer and adapter ablation read it)
+    lora_adapter_dir: Path | None = None
+    # lora_training.adapter_dir, through Context.temporary_dir: where adapters go when the run has no out dir
+    lora_tmp: Path | None = None
+    # directions: the item and contrast runners and the skill directions steering and knockout share
+    directions: DirectionCache | None = None
 
 
 @dataclass
@@ -24,10 +50,19 @@ class Context:
     seed: int = 0
     out_dir: Path | None = None  # where artifacts (the LoRA adapter) are saved
     progress: bool = False
-    shared: dict = field(default_factory=dict)  # typed results (by experiment) and artifacts handed on in a run
+    # the typed results of the experiments this one declares it reads (set by ``run_experiment``)
+    results: dict[str, Any] = field(default_factory=dict)
+    artifacts: Artifacts = field(default_factory=Artifacts)
     drive: dict = field(default_factory=dict)  # experiment -> the task family it drives (steering, knockout)
     # head ablation's screen (``atlas_core.screening``: "atp"); None, the default at every profile: exhaustive
     screen: str | None = None
+
+    def temporary_dir(self, prefix: str) -> Path:
+        """A fresh temporary folder that lives as long as this context (removed when it is collected, or at
+        exit): artifacts a run without an out dir still hands from one experiment to the next."""
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        weakref.finalize(self, shutil.rmtree, path, True)
+        return path
 
     def driven_family(self, experiment: str, default: str) -> str:
         """The family ``experiment`` drives in this run: the run's choice, else the experiment's default."""

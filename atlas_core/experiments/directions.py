@@ -3,7 +3,7 @@ family's item prompts and its contrast prompts, at the residual after a layer.
 
 The direction is the raw mean difference, not normalised (the study's "sv_norm 9.625" at L2 is its
 length): a steering strength multiplies it. The item and contrast runners of a family and every
-direction are cached in ``ctx.shared["directions"]``, so steering and knockout in one run build them
+direction are cached in the context's artifacts (``ctx.artifacts.directions``, owned here), so steering and knockout in one run build them
 once and use the same vectors.
 """
 
@@ -18,12 +18,9 @@ from atlas_core.experiments.context import Context
 from atlas_core.runner import Runner
 from atlas_core.sites import check_layer, dims
 
-SHARED_KEY = "directions"
-
-
 @dataclass
 class DirectionCache:
-    """What ``ctx.shared[SHARED_KEY]`` holds."""
+    """What ``ctx.artifacts.directions`` holds."""
 
     items: dict[str, Runner] = field(default_factory=dict)  # family -> runner over its item prompts
     contrast: dict[str, Runner] = field(default_factory=dict)  # family -> runner over its contrast prompts
@@ -31,10 +28,9 @@ class DirectionCache:
 
 
 def _cache(ctx: Context) -> DirectionCache:
-    cache = ctx.shared.get(SHARED_KEY)
-    if cache is None:
-        cache = ctx.shared[SHARED_KEY] = DirectionCache()
-    return cache
+    if ctx.artifacts.directions is None:
+        ctx.artifacts.directions = DirectionCache()
+    return ctx.artifacts.directions
 
 
 def check_family(ctx: Context, family: str) -> None:

@@ -139,7 +139,7 @@ def run(ctx: Context) -> EfficiencyResult:
         skip_configs([0.0] * n)  # raises the clear error before any work
     runner = ctx.runner
 
-    single_skip_kl = reuse_single_skips(ctx.shared, n)
+    single_skip_kl = reuse_single_skips(ctx.results, n)
     if single_skip_kl is None:
         single = runner.sweep([Variant(f"skip/L{layer}", (Skip((layer,)),)) for layer in range(n)], k=TOP_K,
                               progress=ctx.progress)
@@ -171,12 +171,11 @@ def run(ctx: Context) -> EfficiencyResult:
         f"over all layers, {min(middle):.3f} to {max(middle):.3f} nats over the middle layers (first and last "
         "excluded). The study's 9.5 nats for skipping one middle layer (L15 of 28) is far above what a clean "
         "skip gives; figures of that size are what zeroing a layer's whole output gives (layer_ablation, "
-        f"target 'resid'{_zeroed_range(ctx.shared)}), which a skip does not do. This result does not imitate it. "
+        f"target 'resid'{_zeroed_range(ctx.results)}), which a skip does not do. This result does not imitate it. "
         f"Timings: median of {max(1, ctx.profile.timing_repeats)} stock forwards over "
         f"{int(_timing_batch(ctx)['input_ids'].shape[0])} prompts, truncated to the exit depth, last-position logits."
     )
     result = EfficiencyResult(skip_configs=configs, exits=exits, single_skip_kl=single_skip_kl, notes=notes)
-    ctx.shared[NAME] = result
     return result
 
 

@@ -86,7 +86,6 @@ def result(ctx: Context, layers: list[int], kl_prompts: np.ndarray, screen: Head
     res = HeadAblationResult(n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families),
                              mode=MODE, kl=kl, max_head=top[0], top=top,
                              max_kl=max_interval(cells, n_boot=ctx.profile.n_boot, seed=ctx.seed), screen=screen)
-    ctx.shared[NAME] = res
     return res
 
 

@@ -78,7 +78,6 @@ def run(ctx: Context, family: str | None = None, strength: float = STRENGTH) -> 
     best = max(out, key=lambda k: k.selectivity)
     result = KnockoutResult(family=family, strength=float(strength), layers=out, best_layer=best.layer,
                             best_selectivity=best.selectivity)
-    ctx.shared[NAME] = result
     return result
 
 

@@ -107,7 +107,6 @@ def run(ctx: Context) -> LayerAblationResult:
     )
     result = LayerAblationResult(n_layers=ctx.runner.dims.n_layers, families=list(ctx.families),
                                  sweeps=sweeps, primary=PRIMARY, notes=notes)
-    ctx.shared[NAME] = result
     return result
 
 

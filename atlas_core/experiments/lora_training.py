@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,10 +83,9 @@ def adapter_dir(ctx: Context) -> Path:
     """``<out>/lora_adapter_seed<seed>``; without an out dir, a temporary folder kept for the run."""
     if ctx.out_dir is not None:
         return Path(ctx.out_dir) / f"lora_adapter_seed{ctx.seed}"
-    tmp = ctx.shared.get("_lora_tmp")
-    if tmp is None:
-        tmp = ctx.shared["_lora_tmp"] = tempfile.mkdtemp(prefix="atlas-lora-")
-    return Path(tmp) / f"lora_adapter_seed{ctx.seed}"
+    if ctx.artifacts.lora_tmp is None:
+        ctx.artifacts.lora_tmp = ctx.temporary_dir("atlas-lora-")
+    return ctx.artifacts.lora_tmp / f"lora_adapter_seed{ctx.seed}"
 
 
 def training_items(ctx: Context) -> list[tuple[str, object]]:
@@ -285,8 +283,7 @@ def run(ctx: Context) -> LoraResult:
         adapter_dir=str(out_dir), train_seconds=round(train_seconds, 3), seed=ctx.seed,
         above_target=_above_target(training_items(ctx), per_pair, prof.lora_target_loss),
     )
-    ctx.shared[NAME] = result
-    ctx.shared["lora_adapter_dir"] = str(out_dir)
+    ctx.artifacts.lora_adapter_dir = Path(out_dir)
     return result
 
 
@@ -303,7 +300,7 @@ def ensure_adapter(ctx: Context) -> Path:
     key = adapter_key(ctx)
 
     def saved() -> Path | None:
-        for candidate in (ctx.shared.get("lora_adapter_dir"), adapter_dir(ctx) if ctx.out_dir is not None else None):
+        for candidate in (ctx.artifacts.lora_adapter_dir, adapter_dir(ctx) if ctx.out_dir is not None else None):
             if candidate is not None:
                 meta = read_meta(candidate)  # a damaged adapter raises, naming the fix
                 if meta is not None and meta.get("key") == key:
@@ -317,7 +314,8 @@ def ensure_adapter(ctx: Context) -> Path:
         found = saved()  # trained by the run we waited for
         if found is None:
             run(ctx)
-            found = Path(ctx.shared["lora_adapter_dir"])
+            found = ctx.artifacts.lora_adapter_dir
+            assert found is not None  # run(ctx) sets it
     return found
 
 

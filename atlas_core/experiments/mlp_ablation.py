@@ -30,7 +30,6 @@ def run(ctx: Context) -> MLPAblationResult:
                   f"strongest MLP at L{primary.ranking[0]}.")
     result = MLPAblationResult(n_layers=ctx.runner.dims.n_layers, families=list(ctx.families), sweeps=sweeps,
                                primary=PRIMARY, notes=notes)
-    ctx.shared[NAME] = result
     return result
 
 

@@ -153,7 +153,6 @@ def run(ctx: Context, family: str | None = None) -> SteeringResult:
         study_layer_best_boost=ctx.estimate(boost[sl, ss]),
         prompts=prompts,
     )
-    ctx.shared[NAME] = result
     return result
 
 

@@ -85,7 +85,6 @@ def run(ctx: Context) -> TransferResult:
         base_kl=fam_base_kl, top_layers=ranked[:N_TOP],
         zone=[layer for layer, v in zip(layer_ids, values) if v >= ZONE_THRESHOLD], zone_threshold=ZONE_THRESHOLD,
     )
-    ctx.shared[NAME] = result
     return result
 
 

@@ -56,6 +56,34 @@ def test_rerun_skips_finished_experiments_and_feeds_their_results_forward(tmp_pa
     assert manifest["updated"] >= manifest["experiments"]["head_ablation"]["finished"]
 
 
+@pytest.mark.parametrize("earlier", [False, True], ids=["this run", "an earlier run"])
+def test_the_orchestrator_hands_a_result_to_the_experiment_that_reuses_it(tmp_path, monkeypatch, earlier):
+    """Efficiency declares it reuses the layer ablation: it is handed that result, typed, whether computed in
+    this run or stored by an earlier one, and nothing it does not declare (clean ran before it too)."""
+    from atlas_core.experiments import efficiency
+    from atlas_core.experiments.schema import LayerAblationResult
+
+    out = tmp_path / "run"
+    if earlier:
+        run_plan(plan(out, ["clean", "layer_ablation"]))
+    seen = []
+
+    def spy(ctx):
+        seen.append(dict(ctx.results))
+        return efficiency.run(ctx)
+
+    patch_run(monkeypatch, "efficiency", spy)
+    p = plan(out, ["clean", "layer_ablation", "efficiency"])
+    run_plan(p)
+    assert (sum("layer_ablation: done already" in m for m in p.log) == 1) == earlier
+    assert len(seen) == 1 and list(seen[0]) == ["layer_ablation"]
+    assert isinstance(seen[0]["layer_ablation"], LayerAblationResult)
+    stored = RunStore(out).load("layer_ablation").result
+    assert seen[0]["layer_ablation"].n_layers == stored["n_layers"]
+    notes = json.loads((out / "efficiency.json").read_text())["result"]["notes"]
+    assert "over the middle layers in this run" in notes  # it reused the sweep it was handed
+
+
 def test_interrupted_run_keeps_finished_results_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "run"
     def boom(ctx):

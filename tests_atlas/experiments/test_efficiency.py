@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from atlas_core import AtlasError
-from atlas_core.experiments import efficiency, layer_ablation
+from atlas_core.experiments import efficiency, layer_ablation, run_experiment
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
 from atlas_core.experiments.schema import EfficiencyResult
@@ -117,7 +117,6 @@ def test_shapes_and_ranges(smoke, tiny):
     assert last.speedup == 1.0
     assert r.exits[0].mean_kl.value > 1e-3  # the logit lens at layer 0 is not the model's output
     assert "unchanged" in r.notes and "9.5" in r.notes
-    assert ctx.shared["efficiency"] is r
 
 
 def test_skip_matches_its_single_layer_sweep(smoke):
@@ -133,15 +132,29 @@ def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny):
     same intervention) and equals a fresh skip sweep."""
     _, fresh = smoke
     ctx = smoke_ctx(tiny)
-    layer_ablation.run(ctx)
-    assert efficiency.reuse_single_skips(ctx.shared, len(fresh.single_skip_kl)) is not None
-    r = efficiency.run(ctx)
+    handed = {"layer_ablation": layer_ablation.run(ctx)}
+    assert efficiency.reuse_single_skips(handed, len(fresh.single_skip_kl)) is not None
+    r = run_experiment(efficiency.SPEC, ctx, handed)
     np.testing.assert_allclose(r.single_skip_kl, fresh.single_skip_kl, rtol=1e-5, atol=1e-7)
     assert [c.layers for c in r.skip_configs] == [c.layers for c in fresh.skip_configs]
     assert "over the middle layers in this run" in r.notes
     # a result read back from the store, as the orchestrator hands it on (typed)
-    stored = {"layer_ablation": load_result("layer_ablation", as_json(ctx.shared["layer_ablation"]))}
+    stored = {"layer_ablation": load_result("layer_ablation", as_json(handed["layer_ablation"]))}
     assert efficiency.reuse_single_skips(stored, len(r.single_skip_kl)) == r.single_skip_kl
+
+
+def test_an_experiment_is_handed_only_the_results_it_declares(smoke, tiny):
+    """``run_experiment`` gives efficiency the layer ablation it reuses, not the other results on offer, and
+    takes them back afterwards: nothing a run passes leaks into a later experiment's context."""
+    ctx = smoke_ctx(tiny)
+    offered = {"layer_ablation": layer_ablation.run(ctx), "clean": object(), "head_ablation": object()}
+    seen = []
+    spec = dataclasses.replace(efficiency.SPEC, run=lambda c: seen.append(dict(c.results)) or efficiency.run(c))
+    r = run_experiment(spec, ctx, offered)
+    assert [list(s) for s in seen] == [["layer_ablation"]] and seen[0]["layer_ablation"] is offered["layer_ablation"]
+    assert ctx.results == {}
+    assert "over the middle layers in this run" in r.notes
+    assert "over the middle layers in this run" not in efficiency.run(ctx).notes  # handed nothing: computed anew
 
 
 def test_json_serialisable(smoke):

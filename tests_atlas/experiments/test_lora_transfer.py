@@ -137,7 +137,7 @@ def test_crash_mid_training_restores_everything(tiny, tmp_path, monkeypatch):
     assert_pristine(tiny, ctx.prompts, before)
     left = [p.name for p in tmp_path.iterdir() if p.name != ".locks"]  # the adapter's lock, released
     assert not left, "a crashed training left files behind"
-    assert "lora_training" not in ctx.shared
+    assert ctx.artifacts.lora_adapter_dir is None  # no adapter handed on
 
 
 @pytest.mark.parametrize("stop_after", [1, 4, 9])
@@ -428,8 +428,8 @@ def test_real_lora_transfer_coder05(coder05, tmp_path):
     profile = dataclasses.replace(get_profile("ci"), n_items=2, lora_items=2, lora_max_steps=30, n_boot=200)
     ctx = make_ctx(coder05, out_dir=tmp_path, profile=profile, families=["factual_recall"])
     before = snapshot(coder05, ctx.prompts)
-    res = transfer.run(ctx)  # trains the adapter first (nothing saved yet)
-    lora: LoraResult = ctx.shared["lora_training"]
+    lora: LoraResult = lora_training.run(ctx)
+    res = transfer.run(ctx)  # reads the adapter this context trained
     assert_pristine(coder05, ctx.prompts, before)
     pairs = lora_training.training_pairs(ctx)
     base_loss = lora_training.pair_losses(coder05.model, pairs)

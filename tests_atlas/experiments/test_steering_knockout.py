@@ -20,7 +20,7 @@ from atlas_core import AtlasError
 from atlas_core.experiments import knockout, steering
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.directions import (
-    SHARED_KEY, contrast_runner, direction_norm, family_runner, skill_direction, study_layer,
+    contrast_runner, direction_norm, family_runner, skill_direction, study_layer,
 )
 from atlas_core.experiments.schema import KnockoutResult, SteeringResult
 from atlas_core.interventions import Steer, Variant
@@ -79,7 +79,7 @@ def test_direction_is_item_minus_contrast_mean(tiny_run, tiny):
 
 def test_directions_and_runners_are_cached(tiny_run):
     ctx, _, _ = tiny_run
-    cache = ctx.shared[SHARED_KEY]
+    cache = ctx.artifacts.directions
     assert contrast_runner(ctx, FAMILY) is cache.contrast[FAMILY] is contrast_runner(ctx, FAMILY)
     assert skill_direction(ctx, FAMILY, 1) is skill_direction(ctx, FAMILY, 1)
     assert list(cache.contrast) == [FAMILY]  # one contrast runner for both experiments
@@ -88,7 +88,7 @@ def test_directions_and_runners_are_cached(tiny_run):
 # ---- steering on tiny ---------------------------------------------------------------------------
 def test_steering_shapes_and_ranges(tiny_run, tiny):
     ctx, res, _ = tiny_run
-    assert isinstance(res, SteeringResult) and ctx.shared[steering.NAME] is res
+    assert isinstance(res, SteeringResult)
     n = tiny.info.n_layers
     assert res.layers == sorted(set(sample_layers(n, ctx.profile.steer_layers)) | {study_layer(n)})
     assert res.strengths == list(ctx.profile.steer_strengths)
@@ -166,7 +166,7 @@ def test_steering_is_deterministic(tiny_run, tiny):
 # ---- knockout on tiny ---------------------------------------------------------------------------
 def test_knockout_shapes_and_ranges(tiny_run, tiny):
     ctx, _, res = tiny_run
-    assert isinstance(res, KnockoutResult) and ctx.shared[knockout.NAME] is res
+    assert isinstance(res, KnockoutResult)
     assert res.family == FAMILY and res.strength == knockout.STRENGTH == -1.0
     assert [k.layer for k in res.layers] == sample_layers(tiny.info.n_layers, ctx.profile.steer_layers)
     n_other = len(ctx.prompts) - len(ctx.families[FAMILY].items)
@@ -293,8 +293,5 @@ def test_coder05_knockout(coder05_ctx):
         assert k.direction_norm == pytest.approx(direction_norm(coder05_ctx, FAMILY, k.layer))
         assert np.isfinite(k.selectivity)
         assert k.selectivity == pytest.approx(k.skill_drop.value / k.nonskill_drop.value)
-    steer = coder05_ctx.shared.get(steering.NAME)
-    if steer is not None:  # same cached direction in both experiments
-        for k in res.layers:
-            if k.layer in steer.layers:
-                assert k.direction_norm == steer.direction_norm[steer.layers.index(k.layer)]
+    cache = coder05_ctx.artifacts.directions  # the vectors steering reads in the same context
+    assert cache is not None and all((FAMILY, k.layer) in cache.vectors for k in res.layers)
