@@ -18,12 +18,13 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from atlas_core import AtlasError
+from atlas_core.forward import encode, naive_logprobs, plain_logprobs
 from atlas_core.hooks import hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Skip, Steer, Variant, intervene
 from atlas_core.models.adapters import (
     adapter_for, decoder, final_norm, final_softcap, is_parallel, layer_part, layers, lm_head,
 )
-from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
+from atlas_core.runner import Runner
 from atlas_core.sites import SITE_KINDS, Site, dims, site_hook
 
 # different lengths (left padding), each longer than the tiny models' 4-token sliding windows

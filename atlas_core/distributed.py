@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from atlas_core import AtlasError
-from atlas_core.runner import SWEEP_BACKEND, Runner, SweepBackend, SweepStats
+from atlas_core.runner import SWEEP_BACKEND, Runner, SweepBackend
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,8 @@ class RayPool:
         return self.config.shard_variants or max(1, math.ceil(n / (4 * len(self.actors))))
 
     def sweep(self, runner, variants, targets, k, reference_logprobs):
-        """``Runner.sweep`` of ``variants`` on the actors; same arrays, same checkpoint slot."""
+        """``Runner.sweep`` of ``variants`` on the actors; same arrays, same checkpoint slot, same statistics
+        (``Runner.stats`` on the driver)."""
         import ray
         from tqdm.auto import tqdm
 
@@ -198,7 +199,6 @@ class RayPool:
         queue = deque(enumerate(shards(todo, self.shard_size(len(todo)))))
         idle = deque(self.live)
         inflight: dict = {}
-        ref_tp = None
         bar = tqdm(total=len(queue), desc="ray shards", unit="shard", disable=not runner.progress, leave=False)
         while queue or inflight:
             while queue and idle:
@@ -223,7 +223,6 @@ class RayPool:
                 if name in arrays:
                     arrays[name][rows] = got
             arrays["done"][rows] = 1
-            ref_tp = st.ref_target_prob
             if slot is not None:
                 slot.save(arrays, force=True)  # each finished shard is durable: a restarted driver skips it
             idle.append(w)
@@ -231,10 +230,5 @@ class RayPool:
             if self.on_shard is not None:
                 self.on_shard(ShardEvent(si, rows, w))
         bar.close()
-        if targets is not None and ref_tp is None:  # every shard was finished already: the driver's clean pass
-            base = runner.clean_logprobs if reference_logprobs is None else reference_logprobs.to(runner.device).float()
-            tid = torch.as_tensor(tgt, device=base.device)
-            ref_tp = base.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
-        return SweepStats([v.name for v in variants], arrays["kl"], arrays["argmax_match"].astype(bool),
-                          arrays["topk_overlap"], arrays.get("target_prob"), ref_tp, arrays["argmax"])
+        return runner.stats(variants, arrays, targets, reference_logprobs)
 

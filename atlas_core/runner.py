@@ -26,16 +26,16 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from atlas_core import AtlasError, checkpoints, packing
 from atlas_core.checkpoints import Slot
+from atlas_core.forward import check_prompts, encode, logprobs_of_hidden
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
-    Ablate, ExitAt, Intervention, Patch, Steer, Variant, act_fn, exit_layer, first_layer, hook_specs, intervene,
-    sites_of, validate,
+    Ablate, ExitAt, Intervention, Patch, Steer, Variant, act_fn, exit_layer, first_layer, hook_specs, sites_of,
+    validate,
 )
 from atlas_core.integrity import check_finite
 from atlas_core.metrics import kl_divergence
@@ -54,78 +54,6 @@ PACK_TOKENS = 256
 
 
 @dataclass
-class Encoded:
-    """Prompts tokenized and left-padded to one length."""
-
-    input_ids: torch.Tensor  # [P, T]
-    attention_mask: torch.Tensor  # [P, T]
-    position_ids: torch.Tensor  # [P, T]
-    lengths: list[int]
-
-    @property
-    def n(self) -> int:
-        return self.input_ids.shape[0]
-
-    @property
-    def seq(self) -> int:
-        return self.input_ids.shape[1]
-
-
-def check_prompts(prompts: Sequence[str]) -> list[str]:
-    prompts = list(prompts)
-    if not prompts:
-        raise AtlasError("empty prompt set: pass at least one prompt (check the task family selection)")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p:
-            raise AtlasError(f"prompt {i} is empty or not a string: {p!r}")
-    return prompts
-
-
-def encode(tokenizer, prompts: Sequence[str], device: torch.device | str = "cpu") -> Encoded:
-    prompts = check_prompts(prompts)
-    ids = [tokenizer(p)["input_ids"] for p in prompts]
-    for p, row in zip(prompts, ids):
-        if not row:
-            raise AtlasError(f"prompt {p!r} tokenizes to nothing")
-    seq = max(map(len, ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(ids), seq), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), seq), dtype=torch.long)
-    for i, row in enumerate(ids):
-        input_ids[i, seq - len(row):] = torch.tensor(row)
-        mask[i, seq - len(row):] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    return Encoded(input_ids.to(device), mask.to(device), position_ids.to(device), [len(r) for r in ids])
-
-
-def _logits_to_logprobs(model: nn.Module, hidden_last: torch.Tensor) -> torch.Tensor:
-    logits = lm_head(model)(hidden_last).float()
-    cap = getattr(text_config(model), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.log_softmax(logits, dim=-1)
-
-
-def plain_logprobs(model: nn.Module, enc: Encoded) -> torch.Tensor:
-    """The stock CausalLM forward, all positions, last position's log-probs (the reference path)."""
-    with torch.inference_mode():
-        out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids,
-                    use_cache=False)
-    return F.log_softmax(out.logits[:, -1].float(), dim=-1)
-
-
-def naive_logprobs(model: nn.Module, tokenizer, prompts: Sequence[str], variants: Sequence[Variant]) -> torch.Tensor:
-    """The baseline a sweep replaces: one hooked stock forward per variant over all positions."""
-    enc = encode(tokenizer, prompts, next(model.parameters()).device)
-    return torch.stack([_naive_one(model, enc, v) for v in variants])
-
-
-def _naive_one(model, enc, variant):
-    with intervene(model, variant.interventions):
-        return plain_logprobs(model, enc)
-
-
-@dataclass
 class SweepStats:
     """Per (variant, prompt) metrics of a sweep against a reference distribution (default: clean)."""
 
@@ -136,6 +64,21 @@ class SweepStats:
     target_prob: np.ndarray | None  # [V, P]
     ref_target_prob: np.ndarray | None  # [P]
     argmax: np.ndarray  # [V, P] token ids
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a resolved variant runs: decoder layers ``start..end-1`` from the cached clean residual entering
+    ``start``, after ``pre`` is applied to that residual, with ``hooks`` on the layers that run."""
+
+    start: int
+    end: int
+    pre: tuple[Intervention, ...]
+    hooks: tuple[Intervention, ...]
+
+    @property
+    def untouched(self) -> bool:
+        return not self.pre and not self.hooks
 
 
 class SweepBackend(Protocol):
@@ -193,7 +136,7 @@ class Runner:
 
             last = self._packed_pass(p0, p1, specs)
             with torch.inference_mode():
-                logps.append(_logits_to_logprobs(self.model, last))
+                logps.append(logprobs_of_hidden(self.model, last))
             resid.append(torch.stack([store[-1]] + [store[layer] for layer in range(n)]))
         self._resid_in = torch.cat(resid, dim=1)  # [n_layers + 1, P, T, d]: entering layer L = index L
         self._clean = torch.cat(logps)
@@ -298,11 +241,13 @@ class Runner:
                              "and no reference_prompts there is none (pass reference_prompts or more prompts)")
 
     # ---- variants -------------------------------------------------------------------------------
-    def check(self, variants: Sequence[Variant]) -> None:
+    def check(self, variants: Sequence[Variant]) -> list[int | None]:
         """Every check on ``variants`` that needs no forward (mean vectors and resample donors are drawn
-        later): bad input fails here, before the clean pass or any sweep forward runs."""
+        later): bad input fails here, before the clean pass or any sweep forward runs. Returns each variant's
+        exit layer (None: the last layer)."""
         if not variants:
             raise AtlasError("no variants to run: pass at least one Variant")
+        exits: list[int | None] = []
         for v in variants:
             if not isinstance(v, Variant):
                 raise AtlasError(f"expected a Variant, got {type(v).__name__}: wrap interventions as "
@@ -314,43 +259,35 @@ class Runner:
                         self._check_resample()
                 else:
                     validate(iv, self.dims, self.enc.n, self.enc.seq)
-            exit_layer(tuple(v.interventions))
+            exits.append(exit_layer(tuple(v.interventions)))
+        return exits
 
     def resolve(self, variant: Variant) -> Variant:
-        """Fill in mean vectors and resample donors; validate everything."""
+        """``variant`` (checked) with its mean vectors and resample donors filled in."""
         ivs = []
         for iv in variant.interventions:
             if isinstance(iv, Ablate) and iv.value is None and iv.mode in ("mean", "resample"):
-                validate_site(iv.site, self.dims)
                 value = self.mean_activation(iv.site) if iv.mode == "mean" else self.resample_donors(iv.site)
                 iv = Ablate(iv.site, iv.mode, value)
-            validate(iv, self.dims, self.enc.n, self.enc.seq)
             ivs.append(iv)
-        exit_layer(tuple(ivs))
         return Variant(variant.name, tuple(ivs))
 
-    def _plan(self, variant: Variant) -> tuple[int, int, tuple[Intervention, ...], tuple[Intervention, ...]]:
-        """(start, end, pre, hooks) for a resolved variant: run layers ``start..end-1`` from the cached clean
-        residual entering ``start``. When only residual-stream ablations, steers or patches touch the first
-        touched layer L, that layer's output is the clean one, which is cached: ``pre`` applies them to it
-        directly and the run starts at L + 1. ``hooks``: the interventions hooked on the layers that run.
-        A ``Noop`` is never pre-applied: it exists to hook the stock layer as it runs (identity and overhead
-        checks, or starting a run at L on a model changed outside the runner, as adapter ablation does)."""
-        stop = exit_layer(variant.interventions)
+    def _plan(self, variant: Variant, stop: int | None) -> Plan:
+        """The plan of a resolved variant whose exit layer is ``stop`` (None: the last layer). When only
+        residual-stream ablations, steers or patches touch the first touched layer L, that layer's output is the
+        clean one, which is cached: ``pre`` applies them to it directly and the run starts at L + 1. A ``Noop``
+        is never pre-applied: it exists to hook the stock layer as it runs (identity and overhead checks, or
+        starting a run at L on a model changed outside the runner, as adapter ablation does)."""
         end = self.dims.n_layers if stop is None else stop + 1
         live = [(iv, first_layer(iv)) for iv in variant.interventions if not isinstance(iv, ExitAt)]
         live = [(iv, layer) for iv, layer in live if layer is not None and layer < end]
         if not live:
-            return end, end, (), ()
+            return Plan(end, end, (), ())
         first = min(layer for _, layer in live)
         at_first = [iv for iv, layer in live if layer == first]
         if all(isinstance(iv, (Ablate, Steer, Patch)) and iv.site.kind == "resid" for iv in at_first):
-            return first + 1, end, tuple(at_first), tuple(iv for iv, layer in live if layer != first)
-        return first, end, (), tuple(iv for iv, _ in live)
-
-    def _window(self, variant: Variant) -> tuple[int, int]:
-        """The decoder layers ``[start, end)`` a resolved variant runs (see ``_plan``)."""
-        return self._plan(variant)[:2]
+            return Plan(first + 1, end, tuple(at_first), tuple(iv for iv, layer in live if layer != first))
+        return Plan(first, end, (), tuple(iv for iv, _ in live))
 
     def _bytes_per_row(self) -> int:
         cfg = text_config(self.model)
@@ -375,17 +312,17 @@ class Runner:
 
     def logprobs(self, variants: Sequence[Variant], progress: bool | None = None) -> torch.Tensor:
         """[len(variants), P, vocab] fp32 last-position log-probabilities."""
-        self.check(variants)
+        exits = self.check(variants)
         out = torch.empty((len(variants), self.enc.n, self.clean_logprobs.shape[-1]), dtype=torch.float32,
                           device=self.device)
-        for vi, idx, lp in self._run(variants, progress):
+        for vi, idx, lp in self._run(variants, exits, progress):
             out[vi, idx.to(self.device)] = lp
         return out
 
     def sweep(self, variants: Sequence[Variant], targets: Sequence[int] | None = None, k: int = 5,
               reference_logprobs: torch.Tensor | None = None, progress: bool | None = None) -> SweepStats:
         """Metrics per (variant, prompt) without keeping full distributions."""
-        self.check(variants)
+        exits = self.check(variants)
         if targets is not None and len(targets) != self.enc.n:
             raise AtlasError(f"{len(targets)} targets for {self.enc.n} prompts")
         if targets is not None:
@@ -398,7 +335,7 @@ class Runner:
         pool = SWEEP_BACKEND.get()  # inside `atlas run --ray`: the variants go to Ray actors in shards
         if pool is not None and pool.takes(self):
             return pool.sweep(self, variants, targets, k, reference_logprobs)
-        ref = self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
+        ref = self._reference_logprobs(reference_logprobs)
         nv = len(variants)
         arrays, slot = self.saved(variants, targets, k, reference_logprobs)
         kl, am, tk, arg, tp, done = (arrays["kl"], arrays["argmax_match"], arrays["topk_overlap"], arrays["argmax"],
@@ -406,7 +343,7 @@ class Runner:
         todo = [i for i in range(nv) if not done[i].all()]  # a resumed sweep redoes only unfinished variants
         tid = torch.as_tensor(list(targets), device=self.device) if targets is not None else None
         ref_arg, ref_top = ref.argmax(-1), ref.topk(k, dim=-1).indices  # once, not per chunk
-        for ti, idx, lp in self._run([variants[i] for i in todo], progress) if todo else ():
+        for ti, idx, lp in self._run([variants[i] for i in todo], [exits[i] for i in todo], progress) if todo else ():
             vi, at, ii = todo[ti], idx.to(self.device), idx.numpy()
             kl[vi, ii] = kl_divergence(ref[at], lp).cpu().numpy()
             lp_arg = lp.argmax(-1)  # as metrics.argmax_match / topk_overlap, with the reference's part cached
@@ -421,11 +358,25 @@ class Runner:
                 slot.save(arrays)
         if slot is not None and todo:
             slot.save(arrays, force=True)
-        check_finite(kl, "KL", [v.name for v in variants], self.prompts)
+        return self.stats(variants, arrays, targets, reference_logprobs)
+
+    def stats(self, variants: Sequence[Variant], arrays: dict[str, np.ndarray], targets: Sequence[int] | None,
+              reference_logprobs: torch.Tensor | None) -> SweepStats:
+        """The ``SweepStats`` of a finished sweep's arrays (see ``saved``), run here or on a backend: a non-finite
+        KL is an error; the reference target probabilities come from this runner's reference."""
+        names = [v.name for v in variants]
+        check_finite(arrays["kl"], "KL", names, self.prompts)
         ref_tp = None
-        if tid is not None:
+        if targets is not None:
+            ref = self._reference_logprobs(reference_logprobs)
+            tid = torch.as_tensor(list(targets), device=self.device)
             ref_tp = ref.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
-        return SweepStats([v.name for v in variants], kl, am.astype(bool), tk, tp, ref_tp, arg)
+        return SweepStats(names, arrays["kl"], arrays["argmax_match"].astype(bool), arrays["topk_overlap"],
+                          arrays.get("target_prob"), ref_tp, arrays["argmax"])
+
+    def _reference_logprobs(self, reference_logprobs: torch.Tensor | None) -> torch.Tensor:
+        """What a sweep's metrics compare against: ``reference_logprobs`` when given, else the clean run."""
+        return self.clean_logprobs if reference_logprobs is None else reference_logprobs.to(self.device).float()
 
     def saved(self, variants, targets, k, reference_logprobs) -> tuple[dict[str, np.ndarray], Slot | None]:
         """A sweep's per-(variant, prompt) arrays (``done`` marks finished cells), reloaded from its checkpoint
@@ -453,16 +404,15 @@ class Runner:
                         "prompts": checkpoints.digest_strings(self.prompts),
                         "targets": None if targets is None else [int(t) for t in targets], "k": k, "reference": ref})
 
-    def _run(self, variants: Sequence[Variant], progress: bool | None):
+    def _run(self, variants: Sequence[Variant], exits: Sequence[int | None], progress: bool | None):
         """Yield (variant index, prompt indices [CPU long tensor], [len(indices), vocab] log-probs) until every
-        variant has every prompt."""
-        self.check(variants)  # every check before any forward
+        variant has every prompt. ``variants`` are checked, ``exits`` their exit layers (``check``)."""
         resolved = [self.resolve(v) for v in variants]
         resid = self.residuals
-        plans = [self._plan(v) for v in resolved]
+        plans = [self._plan(v, stop) for v, stop in zip(resolved, exits)]
         groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
-        for i, (start, end, pre, hooks) in enumerate(plans):
-            groups[(start, end, not pre and not hooks)].append(i)
+        for i, plan in enumerate(plans):
+            groups[(plan.start, plan.end, plan.untouched)].append(i)
         per_chunk = self._rows_per_chunk()
         blocks = self._blocks()
         total = len(variants) * self.enc.n
@@ -497,12 +447,12 @@ class Runner:
             x = torch.cat([resid[start, i, t0:] for i in at])
             r0 = 0
             for vi, idx, *_ in chunk:  # residual interventions after layer start-1, on its cached output
-                for iv in plans[vi][2]:
+                for iv in plans[vi].pre:
                     new = act_fn(iv, slice(r0, r0 + len(idx)), idx)(x)
                     x = x if new is None else new
                 r0 += len(idx)
             if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
-                return _logits_to_logprobs(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
+                return logprobs_of_hidden(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
         if PACK_TOKENS:
             return self._forward_packed(plans, chunk, start, end, x)
         mask = torch.cat([enc.attention_mask[i, t0:] for i in at])
@@ -510,12 +460,12 @@ class Runner:
         specs = []
         r0 = 0
         for vi, idx, *_ in chunk:
-            specs += hook_specs(self.model, plans[vi][3], rows=slice(r0, r0 + len(idx)), prompts=idx)
+            specs += hook_specs(self.model, plans[vi].hooks, rows=slice(r0, r0 + len(idx)), prompts=idx)
             r0 += len(idx)
         with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs):
             hidden = decoder(self.model)(inputs_embeds=x, attention_mask=mask, position_ids=pos,
                                          use_cache=False).last_hidden_state[:, -1]
-            return _logits_to_logprobs(self.model, hidden)
+            return logprobs_of_hidden(self.model, hidden)
 
     def _forward_packed(self, plans, chunk, start, end, x) -> torch.Tensor:
         """Layers ``start..end-1`` over the chunk's left-padded residual ``x`` [B, T, d], its sequences packed
@@ -525,11 +475,11 @@ class Runner:
         specs = []
         r0 = 0
         for vi, idx, *_ in chunk:
-            for iv in plans[vi][3]:
+            for iv in plans[vi].hooks:
                 specs += [site_hook(self.model, site, pk.wrap(act_fn(iv, slice(r0, r0 + len(idx)), idx)))
                           for site in sites_of(iv)]
             r0 += len(idx)
         with (torch.inference_mode(), layer_window(self.model, start, end), hooked(specs), declared(lengths)):
             hidden = decoder(self.model)(inputs_embeds=pk.pack(x), position_ids=pk.position_ids,
                                          use_cache=False).last_hidden_state
-            return _logits_to_logprobs(self.model, hidden.reshape(-1, hidden.shape[-1])[pk.last])
+            return logprobs_of_hidden(self.model, hidden.reshape(-1, hidden.shape[-1])[pk.last])

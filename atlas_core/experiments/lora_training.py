@@ -46,7 +46,8 @@ from atlas_core.integrity import torch_load_sealed, torch_save_sealed
 from atlas_core.metrics import kl_divergence
 from atlas_core.models.adapters import decoder
 from atlas_core.results import RunStore, atomic_write, config_hash
-from atlas_core.runner import Runner, _logits_to_logprobs
+from atlas_core.forward import logprobs_of_hidden
+from atlas_core.runner import Runner
 
 NAME = "lora_training"
 
@@ -133,7 +134,7 @@ def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     logits go through the same final soft-capping as the runner's."""
     keep = labels[:, 1:] != -100  # position i predicts token i + 1
     hidden = decoder(model)(input_ids=ids, use_cache=False).last_hidden_state[:, :-1][keep]
-    logp = _logits_to_logprobs(model, hidden)  # [n_target, vocab] fp32
+    logp = logprobs_of_hidden(model, hidden)  # [n_target, vocab] fp32
     return -logp.gather(-1, labels[:, 1:][keep][:, None]).mean()
 
 

@@ -16,9 +16,9 @@ import shutil
 
 import pytest
 
+from atlas_core.forward import encode, plain_logprobs
 from atlas_core.models import OFFLINE_MODELS, load
 from atlas_core.models import offline
-from atlas_core.runner import encode, plain_logprobs
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 import torch
 
+from atlas_core.forward import encode, naive_logprobs, plain_logprobs
 from atlas_core.interventions import Ablate, Noop, Variant, intervene
 from atlas_core.metrics import kl_divergence
-from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
+from atlas_core.runner import Runner
 from atlas_core.sites import Site, dims
 from atlas_core.tasks import load_families
 from atlas_core.work import Work, metering

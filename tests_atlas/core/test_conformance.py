@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import atlas_core.conformance as conf
+import atlas_core.forward as forward
 import atlas_core.interventions as interventions
 import atlas_core.models.adapters as adapters
 import atlas_core.runner as runner
@@ -92,7 +93,7 @@ def test_drawn_compositions_equal_the_full_recompute(case):
     r = runner.Runner(model, tok, conf.PROMPTS)
     resolved = r.resolve(variant)
     got = r.logprobs([variant])
-    want = runner.naive_logprobs(model, tok, conf.PROMPTS, [resolved])
+    want = forward.naive_logprobs(model, tok, conf.PROMPTS, [resolved])
     assert (got - want).abs().max().item() <= conf.ATOL
 
 
@@ -110,7 +111,7 @@ def test_identity_fails_without_gemma2_softcap(monkeypatch):
     def no_cap(model, hidden_last):
         return torch.log_softmax(adapters.lm_head(model)(hidden_last).float(), dim=-1)
 
-    monkeypatch.setattr(runner, "_logits_to_logprobs", no_cap)
+    monkeypatch.setattr(runner, "logprobs_of_hidden", no_cap)
     _fails("gemma2", "identity", "identity")
 
 

@@ -7,6 +7,7 @@ cluster serves the module (starting it costs ~13 s here)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import numpy as np
@@ -167,6 +168,34 @@ def test_worker_killed_mid_sweep_is_restarted_then_its_shards_go_elsewhere(lm, p
     print(f"killed worker 1 (pid {killed[0]}) again: restarts spent, live workers now {pool.live}")
     assert pool.live == [0]
     assert_same(local, again)
+
+
+def test_a_non_finite_kl_is_an_error_on_the_ray_path(lm, pool, tmp_path):
+    """Ray sweeps go through the same statistics as local ones: a NaN KL raises, whether an actor measured it or
+    the driver reloaded it from the checkpoint slot with every shard done (no actor runs)."""
+    import torch
+
+    from atlas_core.integrity import NonFiniteMetric
+    from atlas_core.interventions import Patch
+
+    runner = Runner(lm.model, lm.tokenizer, PROMPTS)
+    nan = torch.full_like(runner.residuals[2], float("nan"))
+    before = pool.dispatched
+    with pytest.raises(NonFiniteMetric, match=r"KL is nan for variant 'poisoned'"):
+        runner.sweep([Variant("fine", ()), Variant("poisoned", (Patch(Site("resid", 1), nan),))], targets=TARGETS)
+    assert pool.dispatched > before
+
+    vs = variants(lm)[:4]
+    with checkpointing(tmp_path):  # the slot an interrupted run left, every cell done
+        arrays, slot = runner.saved(vs, TARGETS, 5, None)
+        arrays["kl"][2, 1] = float("nan")
+        arrays["done"][:] = 1
+        assert slot is not None and slot.save(arrays, force=True)
+    before = pool.dispatched
+    want = re.escape(f"KL is nan for variant {vs[2].name!r}, prompt {PROMPTS[1]!r}")
+    with checkpointing(tmp_path), pytest.raises(NonFiniteMetric, match=want):
+        runner.sweep(vs, targets=TARGETS)
+    assert pool.dispatched == before
 
 
 def test_bad_ray_config_fails_before_work(tmp_path, capsys):

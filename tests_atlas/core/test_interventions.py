@@ -12,12 +12,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from atlas_core import AtlasError
+from atlas_core.forward import encode
 from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant, intervene
 from atlas_core.models.adapters import (
     adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head,
 )
-from atlas_core.runner import encode
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
 
 ALPHABET = string.ascii_letters + string.digits + " .,:=+()"

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from atlas_core import AtlasError
+from atlas_core.forward import encode, plain_logprobs
 from atlas_core.models import (
     OFFLINE_MODELS, ModelInfo, cache_dir, cache_root, check_supported, fetch, is_cached, known_names, load,
 )
@@ -31,7 +32,6 @@ from atlas_core.models import offline
 from atlas_core.models.offline import MARKER, assemble_gguf, convert_gguf
 from atlas_core.models.registry import OfflineModel
 from atlas_core.models.tiny import build_tiny_qwen2
-from atlas_core.runner import encode, plain_logprobs
 
 PROMPTS = ["The capital of Italy is", "def add(a, b):\n    return a", "x"]
 FAKE = "fake-tiny"

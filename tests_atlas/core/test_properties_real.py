@@ -30,11 +30,12 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from atlas_core import AtlasError
+from atlas_core.forward import encode, naive_logprobs, plain_logprobs
 from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Steer, Variant, intervene
 from atlas_core.metrics import kl_recovery
 from atlas_core.models.adapters import adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head
-from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
+from atlas_core.runner import Runner
 from atlas_core.sites import SITE_KINDS, Site, dims
 
 pytestmark = pytest.mark.real_model

@@ -11,9 +11,10 @@ import gc
 import pytest
 import torch
 
+from atlas_core.forward import encode, plain_logprobs
 from atlas_core.models import OFFLINE_MODELS, cache_dir, is_cached, load
 from atlas_core.models.offline import read_marker, sha256_file
-from atlas_core.runner import Runner, encode, plain_logprobs
+from atlas_core.runner import Runner
 
 pytestmark = pytest.mark.real_model
 

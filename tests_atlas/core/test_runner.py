@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from atlas_core import AtlasError, packing
+from atlas_core.forward import encode, naive_logprobs, plain_logprobs
 from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant
 from atlas_core.metrics import argmax_match, kl_divergence, kl_recovery, topk_overlap
 from atlas_core.models.adapters import (
     adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head,
 )
-from atlas_core.runner import Runner, encode, naive_logprobs, plain_logprobs
+from atlas_core.runner import Runner
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
 
 ALPHABET = string.ascii_letters + string.digits + " .,:=+()"
@@ -119,6 +120,13 @@ def one_at_a_time(runner: Runner, variants) -> torch.Tensor:
     cols = [naive_logprobs(runner.model, runner.tokenizer, [p], [for_prompt(v, i) for v in resolved])[:, 0]
             for i, p in enumerate(runner.prompts)]
     return torch.stack(cols, dim=1)
+
+
+def window(runner: Runner, variant: Variant) -> tuple[int, int]:
+    """The decoder layers ``[start, end)`` the runner's plan for ``variant`` runs."""
+    (stop,) = runner.check([variant])
+    plan = runner._plan(runner.resolve(variant), stop)
+    return plan.start, plan.end
 
 
 def max_diff(a, b) -> float:
@@ -229,8 +237,8 @@ def test_prefix_reuse_runs_only_layers_from_the_first_touched_one_and_equals_ful
     v = Variant("abl", (Ablate(site),))
     # the residual after layer L is cached too: an intervention there starts the run at L + 1
     start = site.layer + 1 if site.kind == "resid" else site.layer
-    assert r._window(v) == (start, d.n_layers)
-    assert r._window(Variant("noop", (Noop(site),))) == (site.layer, d.n_layers)
+    assert window(r, v) == (start, d.n_layers)
+    assert window(r, Variant("noop", (Noop(site),))) == (site.layer, d.n_layers)
     r.clean_logprobs  # the clean pass is cached before counting
     with forward_counter(tiny.model) as calls:
         reused = r.logprobs([v])
@@ -253,7 +261,7 @@ def test_residual_interventions_on_the_last_layer_and_at_the_exit_layer(tiny, fo
                 Variant("exit1", (ExitAt(1),)), Variant("steer-exit1", (Steer(1, direction, 3.0), ExitAt(1))),
                 Variant("noop-last", (Noop(Site("resid", n - 1)),))]
     # a Noop hooks the stock layer as it runs: its layer runs (adapter ablation relies on that)
-    assert [r._window(v) for v in variants] == [(n, n), (n, n), (n, n), (2, 2), (2, 2), (n - 1, n)]
+    assert [window(r, v) for v in variants] == [(n, n), (n, n), (n, n), (2, 2), (2, 2), (n - 1, n)]
     r.clean_logprobs
     with forward_counter(tiny.model) as calls:
         lp = r.logprobs(variants)
@@ -419,7 +427,7 @@ def test_exit_at_is_the_logit_lens_on_the_cached_residual(tiny, layer, prompts):
     assert_lp_close(got, windowed)
     # with an intervention below the exit the runner runs the window [site layer, exit]
     v = Variant("abl+exit", (Ablate(Site("mlp", 0)), ExitAt(layer)))
-    assert r._window(v) == (0, layer + 1)
+    assert window(r, v) == (0, layer + 1)
     assert_lp_close(r.logprobs([v]), naive_logprobs(model, tiny.tokenizer, prompts, [v]))
 
 

@@ -28,7 +28,7 @@ from atlas_core.interventions import Noop, Variant
 from atlas_core.metrics import kl_divergence
 from atlas_core.profiles import get_profile
 from atlas_core.results import to_jsonable
-from atlas_core.runner import encode, plain_logprobs
+from atlas_core.forward import encode, plain_logprobs
 from atlas_core.sites import Site
 from atlas_core.tasks import load_families
 

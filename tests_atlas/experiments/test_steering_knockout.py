@@ -28,7 +28,8 @@ from atlas_core.metrics import selectivity
 from atlas_core.models.adapters import decoder
 from atlas_core.profiles import get_profile, sample_layers
 from atlas_core.results import to_jsonable
-from atlas_core.runner import Runner, naive_logprobs
+from atlas_core.forward import naive_logprobs
+from atlas_core.runner import Runner
 from atlas_core.tasks import load_families, target_token_id
 
 FAMILY = "factual_recall"

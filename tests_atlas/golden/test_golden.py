@@ -85,9 +85,9 @@ def test_mutation_a_window_that_starts_one_layer_late_fails(coder05, monkeypatch
 
     plan = Runner._plan
 
-    def late(self, variant):
-        start, end, pre, hooks = plan(self, variant)
-        return (min(start + 1, end), end, pre, hooks)
+    def late(self, variant, stop):
+        p = plan(self, variant, stop)
+        return dataclasses.replace(p, start=min(p.start + 1, p.end))
 
     monkeypatch.setattr(Runner, "_plan", late)
     msg = _check_fails(coder05, "steering")
