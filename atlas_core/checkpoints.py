@@ -1,8 +1,8 @@
 """Partial work saved while an experiment runs, so an interrupted run resumes mid-experiment.
 
 A run's results are written per experiment, and one experiment of a full profile can take hours on a CPU
-(the 1.5B head ablation is ~32k sweep rows). ``atlas run`` therefore opens ``checkpointing(dir)`` around
-each experiment: every ``Runner.sweep`` inside takes the next slot (its position in the experiment, plus a
+(the 1.5B head ablation is ~32k sweep rows). ``atlas run`` therefore lends each experiment a
+``Checkpoints(dir)`` through the runners' ``Sweeping``: every ``Runner.sweep`` of it takes the next slot (its position in the experiment, plus a
 digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
 ``INTERVAL`` seconds, and on a rerun reloads them and computes only the variants not yet finished; LoRA
 training saves its state in the same folder (``lora_training.train``). The folder is removed once the
@@ -11,14 +11,12 @@ experiment's record is written.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -26,8 +24,6 @@ from atlas_core.integrity import sha256_arrays
 from atlas_core.results import atomic_write, atomic_write_text
 
 INTERVAL = 30.0  # seconds between saves: the most work an interruption loses
-
-_ACTIVE: contextvars.ContextVar["Checkpoints | None"] = contextvars.ContextVar("atlas_checkpoints", default=None)
 
 
 class Slot:
@@ -73,11 +69,13 @@ class Slot:
 
 
 class Checkpoints:
-    """The slots of one experiment run, handed out in call order."""
+    """The slots of one experiment run under ``directory``, handed out in call order, each saved at most every
+    ``interval`` seconds (default ``INTERVAL``); the caller removes the folder when the experiment's work is
+    stored."""
 
-    def __init__(self, directory: Path, interval: float):
+    def __init__(self, directory: str | Path, interval: float | None = None):
         self.directory = Path(directory)
-        self.interval = interval
+        self.interval = INTERVAL if interval is None else interval
         self._count = 0
         self._t0 = time.monotonic()
         try:  # compute time spent by earlier, interrupted attempts (up to their last save)
@@ -93,22 +91,6 @@ class Checkpoints:
 
     def save_elapsed(self) -> None:
         atomic_write_text(self.directory / "elapsed.txt", f"{self.prior_seconds + time.monotonic() - self._t0:.3f}")
-
-
-@contextmanager
-def checkpointing(directory: str | Path, interval: float | None = None) -> Iterator[Checkpoints]:
-    """Save and resume the sweeps (and LoRA training) run inside this block under ``directory``, every
-    ``interval`` seconds (default ``INTERVAL``); the caller removes the folder when its work is stored."""
-    ck = Checkpoints(Path(directory), INTERVAL if interval is None else interval)
-    token = _ACTIVE.set(ck)
-    try:
-        yield ck
-    finally:
-        _ACTIVE.reset(token)
-
-
-def current() -> Checkpoints | None:
-    return _ACTIVE.get()
 
 
 def digest_strings(items: Sequence[str]) -> str:

@@ -1,10 +1,11 @@
 """Sweeps sharded over Ray actors (``atlas run --ray [ADDRESS]``), each actor holding a model replica.
 
-Built above the runner: inside ``RayPool`` (a context manager), ``Runner.sweep`` hands a sweep of the pool's
-model to ``RayPool.sweep``, which splits the variants still to do into shards, runs each shard with the
-runner's own ``sweep`` inside an actor (one GPU per actor on a GPU cluster, ``threads`` torch threads per actor
-on a CPU) and writes each finished shard's per-(variant, prompt) arrays into the sweep's checkpoint slot, the
-same arrays and file a local sweep keeps, so a restarted driver (or a local rerun) skips finished shards.
+Built above the runner: a ``RayPool`` (a context manager) lent as the backend of a run's ``runner.Sweeping``
+receives from ``Runner.sweep`` every sweep of the pool's model. ``RayPool.sweep`` splits the variants still to
+do into shards, runs each shard with the runner's own ``sweep`` inside an actor (one GPU per actor on a GPU
+cluster, ``threads`` torch threads per actor on a CPU) and writes each finished shard's per-(variant, prompt)
+arrays into the sweep's checkpoint slot, the same arrays and file a local sweep keeps, so a restarted driver
+(or a local rerun) skips finished shards.
 Faults: actors are restarted by Ray and their tasks retried (``max_restarts``/``max_task_retries``); a shard
 whose actor is gone for good goes back on the queue for the remaining actors.
 
@@ -13,7 +14,6 @@ Ray is imported only when a pool is entered: without ``--ray`` Atlas stays a pla
 
 from __future__ import annotations
 
-import contextvars
 import math
 import os
 from collections import deque
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from atlas_core import AtlasError
-from atlas_core.runner import SWEEP_BACKEND, Runner, SweepBackend
+from atlas_core.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ class ShardEvent:
 
 
 class RayPool:
-    """Actors holding replicas of ``lm`` (loaded by each actor from ``model``); while entered, sweeps of
+    """Actors holding replicas of ``lm`` (loaded by each actor from ``model``), alive while entered. A
+    ``runner.SweepBackend``: lent to a run's ``Sweeping`` (``sweeping.lent(backend=pool)``), the sweeps of
     ``lm.model`` are sharded over them."""
 
     def __init__(self, config: RayConfig, model: str, lm, on_shard: Callable[[ShardEvent], None] | None = None):
@@ -118,7 +119,6 @@ class RayPool:
         self.pids: list[int] = []
         self.dispatched = 0  # shards sent to actors (a test reads how many a resumed run sent)
         self._started = False
-        self._token: contextvars.Token[SweepBackend | None] | None = None
 
     # ---- lifetime ---------------------------------------------------------------------------------------
     def __enter__(self) -> "RayPool":
@@ -151,13 +151,9 @@ class RayPool:
         except BaseException:
             self._close()
             raise
-        self._token = SWEEP_BACKEND.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._token is not None:
-            SWEEP_BACKEND.reset(self._token)
-            self._token = None
         self._close()
 
     def _close(self) -> None:

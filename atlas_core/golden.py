@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from atlas_core.data import GOLDEN_DIR
 from atlas_core.experiments.schema import added, load_result, migrate
 from atlas_core.profiles import Profile
 from atlas_core.spec import experiment
+
+if TYPE_CHECKING:
+    from atlas_core.runner import Runner, Sweeping, SweepStats
 
 GOLDEN_MODEL = "qwen2.5-coder-0.5b-instruct"
 FORMAT = 1
@@ -73,26 +76,18 @@ class ExperimentSlice:
 
 
 @contextmanager
-def recording_sweeps() -> Iterator[list[SweepRecord]]:
-    """Record every ``Runner.sweep`` made inside the block (the class method is restored on exit)."""
-    from atlas_core.runner import Runner
-
-    original = Runner.sweep
+def recording_sweeps(sweeping: Sweeping) -> Iterator[list[SweepRecord]]:
+    """Record every sweep of the runners that share ``sweeping`` inside the block (an observer lent to it)."""
     log: list[SweepRecord] = []
 
-    def recorded(self, variants, *args, **kwargs):
-        stats = original(self, variants, *args, **kwargs)
+    def record(runner: Runner, variants, stats: SweepStats) -> None:
         log.append(SweepRecord(
-            variants=list(stats.names), prompts=list(self.prompts),
+            variants=list(stats.names), prompts=list(runner.prompts),
             kl=_rounded(stats.kl), argmax=stats.argmax.astype(int).tolist(),
             target_prob=None if stats.target_prob is None else _rounded(stats.target_prob)))
-        return stats
 
-    Runner.sweep = recorded
-    try:
+    with sweeping.lent(observer=record):
         yield log
-    finally:
-        Runner.sweep = original
 
 
 def _rounded(a) -> list:
@@ -117,7 +112,7 @@ def compute(lm, experiments: list[str] | None = None, progress: bool = False,
         ctx = Context(lm, families, GOLDEN_PROFILE, seed=0, out_dir=Path(tmp), progress=progress)
         results = {n: load_result(n, r) for n, r in (shared or {}).items()}
         for name in names:
-            with recording_sweeps() as log:
+            with recording_sweeps(ctx.sweeping) as log:
                 results[name] = run_experiment(spec_of(name), ctx, results)
             out[name] = ExperimentSlice(sweeps=log, result=to_jsonable(results[name]), codes=[fingerprint(name)])
     return out

@@ -15,7 +15,7 @@ import torch
 from filelock import Timeout
 
 from atlas_core import AtlasError
-from atlas_core.checkpoints import checkpointing
+from atlas_core.checkpoints import Checkpoints
 from atlas_core.codehash import baseline_stands, fingerprint
 from atlas_core.experiments import lora_training, parse_experiments, run_experiment
 from atlas_core.experiments.context import Context
@@ -30,6 +30,7 @@ from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
 from atlas_core.screening import check_screen
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
+from atlas_core.runner import Sweeping
 from atlas_core.tasks import check_targets, load_families, max_positions
 from atlas_core.work import matmul_peak, metering, summary
 
@@ -190,8 +191,9 @@ def run_plan(plan: RunPlan) -> RunStore:
         check_targets(families, lm.tokenizer, lm.info.name, max_positions(lm.model))
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
+    sweeping = Sweeping()  # one for the run: every context's runners sweep where it says
     ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress,
-                  drive=dict(plan.drive or {}), screen=plan.screen)
+                  drive=dict(plan.drive or {}), screen=plan.screen, sweeping=sweeping)
     jobs: list[_Job] = []
     for name in names:
         seeds = [plan.seed + i for i in range(plan.seeds)] if spec_of(name).seed_dependent else [plan.seed]
@@ -199,7 +201,7 @@ def run_plan(plan: RunPlan) -> RunStore:
             key = record_key(name, seed, plan.seed)
             run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
                                                               progress=plan.progress, drive=dict(plan.drive or {}),
-                                                              screen=plan.screen)
+                                                              screen=plan.screen, sweeping=sweeping)
             cfg = experiment_config(name, run_ctx, seed, plan.seed)
             jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:
@@ -212,7 +214,7 @@ def run_plan(plan: RunPlan) -> RunStore:
         if plan.ray is not None and not all(job.done for job in jobs):
             from atlas_core.distributed import RayPool
 
-            held.enter_context(RayPool(plan.ray, plan.model, lm))
+            held.enter_context(sweeping.lent(backend=held.enter_context(RayPool(plan.ray, plan.model, lm))))
             _say(plan, f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
                        f"({plan.ray.address or 'a local cluster'})")
         run_info = {"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
@@ -393,7 +395,8 @@ def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, objec
         _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
     peak = matmul_peak(next(lm.model.parameters()).device, next(lm.model.parameters()).dtype)
     t0 = time.perf_counter()
-    with checkpointing(partial) as ck, metering(lm.model) as work:
+    ck = Checkpoints(partial)  # this experiment's sweeps and training save here, and resume from it
+    with job.ctx.sweeping.lent(checkpoints=ck), metering(lm.model) as work:
         try:
             result = run_experiment(spec_of(job.name), job.ctx, results)
         except NonFiniteMetric as exc:  # nothing is stored; the message gains the experiment's name

@@ -18,19 +18,19 @@
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError, checkpoints, packing
-from atlas_core.checkpoints import Slot
+from atlas_core import AtlasError, packing
+from atlas_core.checkpoints import Checkpoints, Slot, digest_strings
 from atlas_core.forward import check_prompts, encode, logprobs_of_hidden
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
@@ -90,16 +90,45 @@ class SweepBackend(Protocol):
               reference_logprobs: torch.Tensor | None) -> SweepStats: ...
 
 
-# The backend set by ``distributed.RayPool`` while it is entered; None: every sweep runs here. It lives with the
-# runner so that the runner imports nothing above it (the pool is built on the runner).
-SWEEP_BACKEND: contextvars.ContextVar[SweepBackend | None] = contextvars.ContextVar("atlas_ray_pool", default=None)
+SweepObserver = Callable[["Runner", Sequence[Variant], SweepStats], None]
+_KEEP: Any = object()
+
+
+@dataclass
+class Sweeping:
+    """How the sweeps of a run are carried out, handed explicitly to every runner of the run (through the
+    experiment context): where they run (``backend``: a Ray pool; None: here), where their partial metrics are
+    saved so an interrupted run resumes (``checkpoints``: the slot folder of the experiment running; None:
+    nowhere), and who is told of each finished sweep (``observers``: the golden recorder)."""
+
+    backend: SweepBackend | None = None
+    checkpoints: Checkpoints | None = None
+    observers: list[SweepObserver] = field(default_factory=list)
+
+    @contextmanager
+    def lent(self, *, backend: SweepBackend | None = _KEEP, checkpoints: Checkpoints | None = _KEEP,
+             observer: SweepObserver | None = None) -> Iterator[Sweeping]:
+        """Set ``backend`` and ``checkpoints`` (those given) and add ``observer`` for the block; on leaving it,
+        however it is left, every field is as it was."""
+        saved = self.backend, self.checkpoints, list(self.observers)
+        if backend is not _KEEP:
+            self.backend = backend
+        if checkpoints is not _KEEP:
+            self.checkpoints = checkpoints
+        if observer is not None:
+            self.observers.append(observer)
+        try:
+            yield self
+        finally:
+            self.backend, self.checkpoints, self.observers[:] = saved[0], saved[1], saved[2]
 
 
 class Runner:
     """Sweeps over one prompt set on one model. Construct once; the clean pass is cached."""
 
     def __init__(self, model: nn.Module, tokenizer, prompts: Sequence[str], *, memory_mb: int = 1024,
-                 reference_prompts: Sequence[str] | None = None, seed: int = 0, progress: bool = False):
+                 reference_prompts: Sequence[str] | None = None, seed: int = 0, progress: bool = False,
+                 sweeping: Sweeping | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.prompts = check_prompts(prompts)
@@ -109,6 +138,7 @@ class Runner:
         self.memory_mb = memory_mb
         self.seed = seed
         self.progress = progress
+        self.sweeping = Sweeping() if sweeping is None else sweeping
         self.reference_prompts = check_prompts(reference_prompts) if reference_prompts is not None else None
         self._reference: Runner | None = None
         self._resid_in: torch.Tensor | None = None
@@ -211,7 +241,7 @@ class Runner:
             return self
         if self._reference is None:
             self._reference = Runner(self.model, self.tokenizer, self.reference_prompts,
-                                     memory_mb=self.memory_mb, seed=self.seed)
+                                     memory_mb=self.memory_mb, seed=self.seed, sweeping=self.sweeping)
         return self._reference
 
     def resample_donors(self, site: Site) -> torch.Tensor:
@@ -321,7 +351,8 @@ class Runner:
 
     def sweep(self, variants: Sequence[Variant], targets: Sequence[int] | None = None, k: int = 5,
               reference_logprobs: torch.Tensor | None = None, progress: bool | None = None) -> SweepStats:
-        """Metrics per (variant, prompt) without keeping full distributions."""
+        """Metrics per (variant, prompt) without keeping full distributions, run where ``self.sweeping`` says
+        and told to its observers."""
         exits = self.check(variants)
         if targets is not None and len(targets) != self.enc.n:
             raise AtlasError(f"{len(targets)} targets for {self.enc.n} prompts")
@@ -332,9 +363,17 @@ class Runner:
                 raise AtlasError(f"target token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
         if reference_logprobs is not None and reference_logprobs.shape[0] != self.enc.n:
             raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
-        pool = SWEEP_BACKEND.get()  # inside `atlas run --ray`: the variants go to Ray actors in shards
-        if pool is not None and pool.takes(self):
-            return pool.sweep(self, variants, targets, k, reference_logprobs)
+        backend = self.sweeping.backend  # `atlas run --ray`: the variants go to Ray actors in shards
+        if backend is not None and backend.takes(self):
+            stats = backend.sweep(self, variants, targets, k, reference_logprobs)
+        else:
+            stats = self._sweep_here(variants, exits, targets, k, reference_logprobs, progress)
+        for observe in list(self.sweeping.observers):
+            observe(self, variants, stats)
+        return stats
+
+    def _sweep_here(self, variants: Sequence[Variant], exits: list[int | None], targets: Sequence[int] | None, k: int,
+                    reference_logprobs: torch.Tensor | None, progress: bool | None) -> SweepStats:
         ref = self._reference_logprobs(reference_logprobs)
         nv = len(variants)
         arrays, slot = self.saved(variants, targets, k, reference_logprobs)
@@ -380,7 +419,7 @@ class Runner:
 
     def saved(self, variants, targets, k, reference_logprobs) -> tuple[dict[str, np.ndarray], Slot | None]:
         """A sweep's per-(variant, prompt) arrays (``done`` marks finished cells), reloaded from its checkpoint
-        slot when one holds them (zeros otherwise), and the slot (None outside ``checkpointing``)."""
+        slot when one holds them (zeros otherwise), and the slot (None when no checkpoints are lent)."""
         nv, p = len(variants), self.enc.n
         arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
                   "topk_overlap": np.zeros((nv, p), np.float64), "argmax": np.zeros((nv, p), np.int64),
@@ -393,15 +432,15 @@ class Runner:
         return arrays, slot
 
     def _slot(self, variants, targets, k, reference_logprobs) -> Slot | None:
-        """This sweep's checkpoint slot when it runs inside ``checkpoints.checkpointing`` (``atlas run``)."""
-        ck = checkpoints.current()
+        """This sweep's checkpoint slot when the run lent checkpoints (``atlas run``: one folder per experiment)."""
+        ck = self.sweeping.checkpoints
         if ck is None:
             return None
         ref = "clean"
         if reference_logprobs is not None:
             ref = hashlib.sha256(reference_logprobs.detach().float().cpu().numpy().tobytes()).hexdigest()
-        return ck.slot({"variants": checkpoints.digest_strings([v.name for v in variants]),
-                        "prompts": checkpoints.digest_strings(self.prompts),
+        return ck.slot({"variants": digest_strings([v.name for v in variants]),
+                        "prompts": digest_strings(self.prompts),
                         "targets": None if targets is None else [int(t) for t in targets], "k": k, "reference": ref})
 
     def _run(self, variants: Sequence[Variant], exits: Sequence[int | None], progress: bool | None):

@@ -23,7 +23,7 @@ import numpy as np
 from atlas_core.metrics import Estimate, bootstrap
 from atlas_core.models import LoadedModel
 from atlas_core.profiles import Profile
-from atlas_core.runner import Runner
+from atlas_core.runner import Runner, Sweeping
 from atlas_core.tasks import TaskFamily, target_token_id
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ class Context:
     # the typed results of the experiments this one declares it reads (set by ``run_experiment``)
     results: dict[str, Any] = field(default_factory=dict)
     artifacts: Artifacts = field(default_factory=Artifacts)
+    # where the sweeps of every runner built from this context run, save and are observed (one per run)
+    sweeping: Sweeping = field(default_factory=Sweeping)
     drive: dict = field(default_factory=dict)  # experiment -> the task family it drives (steering, knockout)
     # head ablation's screen (``atlas_core.screening``: "atp"); None, the default at every profile: exhaustive
     screen: str | None = None
@@ -87,7 +89,7 @@ class Context:
     @cached_property
     def runner(self) -> Runner:
         return Runner(self.lm.model, self.lm.tokenizer, self.prompts, memory_mb=self.profile.memory_mb,
-                      seed=self.seed, progress=self.progress)
+                      seed=self.seed, progress=self.progress, sweeping=self.sweeping)
 
     def estimate(self, values) -> Estimate:
         return bootstrap(np.asarray(values), n_boot=self.profile.n_boot, seed=self.seed)

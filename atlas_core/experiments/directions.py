@@ -46,7 +46,7 @@ def check_family(ctx: Context, family: str) -> None:
 
 def _runner(ctx: Context, prompts: list[str]) -> Runner:
     return Runner(ctx.lm.model, ctx.lm.tokenizer, prompts, memory_mb=ctx.profile.memory_mb, seed=ctx.seed,
-                  progress=ctx.progress)
+                  progress=ctx.progress, sweeping=ctx.sweeping)
 
 
 def family_runner(ctx: Context, family: str) -> Runner:

@@ -34,7 +34,8 @@ import torch
 from filelock import Timeout
 from tqdm.auto import tqdm
 
-from atlas_core import AtlasError, checkpoints
+from atlas_core import AtlasError
+from atlas_core.checkpoints import Checkpoints
 from atlas_core.adapters_lora import (
     LoraSpec, attached_adapter, new_adapter, read_meta, save_adapter, spec_for, training_mode,
 )
@@ -141,7 +142,7 @@ def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr: float, max_steps: int,
           target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM, schedule: str = "constant",
           progress: bool = False, checkpoint: Path | None = None, checkpoint_every: float = 60.0,
-          checkpoint_key: str = "") -> tuple[list[float], bool]:
+          checkpoint_key: str = "", checkpoints: Checkpoints | None = None) -> tuple[list[float], bool]:
     """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
     tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` and a
     pass over every pair confirms it, or after ``max_steps``. Returns the per-step loss curve and
@@ -150,7 +151,8 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
     With ``checkpoint``, the whole training state (LoRA weights, AdamW moments, schedule, shuffling RNG,
     the epoch's remaining order, the loss curve) is saved there every ``checkpoint_every`` seconds, and a
     call that finds a state saved under the same ``checkpoint_key`` continues from it: the result equals
-    an uninterrupted run's bit for bit on CPU."""
+    an uninterrupted run's bit for bit on CPU. ``checkpoints``: the run's, told of each save (the time an
+    interrupted run had spent is kept)."""
     device = next(peft_model.parameters()).device
     params = [p for p in peft_model.parameters() if p.requires_grad]
     if not params:
@@ -205,7 +207,7 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
                         converged = True
                         break
             if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
-                _save_state(checkpoint, {"key": checkpoint_key, "step": step + 1, "params": [p.detach().clone() for p in params],
+                _save_state(checkpoint, checkpoints, {"key": checkpoint_key, "step": step + 1, "params": [p.detach().clone() for p in params],
                                          "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state,
                                          "order": [int(i) for i in order], "losses": losses, "last_check": last_check})
                 last_save = time.monotonic()
@@ -215,13 +217,12 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
     return losses, converged
 
 
-def _save_state(path: Path, state: dict) -> None:
+def _save_state(path: Path, checkpoints: Checkpoints | None, state: dict) -> None:
     """torch.save (the AdamW state is nested, which safetensors does not hold), sealed with its SHA-256
     (``torch.load`` does not check the zip's CRC: garbled bytes would load as other numbers), written atomically."""
     atomic_write(path, lambda tmp: torch_save_sealed(state, tmp))
-    ck = checkpoints.current()
-    if ck is not None:
-        ck.save_elapsed()
+    if checkpoints is not None:
+        checkpoints.save_elapsed()
 
 
 def _load_state(path: Path, key: str) -> dict | None:
@@ -259,13 +260,13 @@ def run(ctx: Context) -> LoraResult:
 
     with _adapter_lock(ctx, wait=False), new_adapter(model, spec, ctx.seed) as peft_model:
         t0 = time.perf_counter()
-        ck = checkpoints.current()  # inside `atlas run`: training resumes where an interrupted run left it
+        ck = ctx.sweeping.checkpoints  # lent by `atlas run`: training resumes where an interrupted run left it
         state = None if ck is None else ck.directory / f"lora_train_seed{ctx.seed}.pt"
         with training_mode(peft_model):
             losses, converged = train(peft_model, pairs, seed=ctx.seed, lr=LEARNING_RATE, max_steps=prof.lora_max_steps,
                                       target_loss=prof.lora_target_loss, window=window, schedule=SCHEDULE,
                                       progress=ctx.progress, checkpoint=state, checkpoint_key=adapter_key(ctx),
-                                      checkpoint_every=ck.interval if ck is not None else 0.0)
+                                      checkpoint_every=ck.interval if ck is not None else 0.0, checkpoints=ck)
         train_seconds = time.perf_counter() - t0 + (ck.prior_seconds if ck is not None else 0.0)
         per_pair = pair_losses(peft_model, pairs)  # the trained adapter on every pair
         final = float(per_pair.mean())
@@ -356,7 +357,7 @@ def trained_runner(ctx: Context, peft_model) -> Runner:
     """A runner over the context's prompts on the adapter-carrying model (same tokenizer and padding as
     ``ctx.runner``, so activations line up position for position)."""
     return Runner(peft_model, ctx.lm.tokenizer, ctx.prompts, memory_mb=ctx.profile.memory_mb, seed=ctx.seed,
-                  progress=ctx.progress)
+                  progress=ctx.progress, sweeping=ctx.sweeping)
 
 
 __all__ = ["NAME", "SPEC", "config", "run", "ensure_adapter", "attached_adapter",

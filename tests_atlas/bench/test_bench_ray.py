@@ -16,7 +16,7 @@ import torch
 
 from atlas_core.distributed import RayConfig, RayPool
 from atlas_core.interventions import Ablate, Variant
-from atlas_core.runner import Runner
+from atlas_core.runner import Runner, Sweeping
 from atlas_core.sites import Site
 from atlas_core.tasks import load_families
 
@@ -34,7 +34,7 @@ def _timed_sweeps(config: RayConfig, lm, variants) -> tuple[dict, object]:
         times = []
         for _ in range(2):  # cold, then warm
             t = time.perf_counter()
-            stats = Runner(lm.model, lm.tokenizer, PROMPTS).sweep(variants)
+            stats = Runner(lm.model, lm.tokenizer, PROMPTS, sweeping=Sweeping(backend=pool)).sweep(variants)
             times.append(time.perf_counter() - t)
         shards = pool.dispatched
     return {"startup_s": round(up, 2), "cold_s": round(times[0], 2), "warm_s": round(times[1], 2),

@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from atlas_core import checkpoints
-from atlas_core.checkpoints import checkpointing, current
+from atlas_core.checkpoints import Checkpoints
 from atlas_core.experiments import lora_training
 from atlas_core.integrity import torch_load_sealed
 from atlas_core.interventions import Ablate, Variant
@@ -60,6 +60,12 @@ def assert_same_stats(a, b):
     np.testing.assert_allclose(a.target_prob, b.target_prob, atol=1e-6, rtol=1e-4)
 
 
+def saving(runner: Runner, folder: Path):
+    """Lend ``runner`` checkpoints in ``folder`` that save at every chance (`atlas run` lends each experiment
+    its own folder the same way)."""
+    return runner.sweeping.lent(checkpoints=Checkpoints(folder, interval=0))
+
+
 @settings(max_examples=6, deadline=None)
 @given(chunks=st.integers(0, 12), memory_mb=st.sampled_from([0, 1]), mode=st.sampled_from(["zero", "mean"]))
 def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(tiny, tmp_path_factory, chunks, memory_mb, mode):
@@ -72,7 +78,7 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(tiny, tmp_path
     mp = pytest.MonkeyPatch()
     forwarded = interrupt_after(mp, first, chunks)
     try:
-        with checkpointing(folder, interval=0):
+        with saving(first, folder):
             first.sweep(variants, targets)
         interrupted = False
     except Interrupt:
@@ -84,7 +90,7 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(tiny, tmp_path
     mp = pytest.MonkeyPatch()
     redone = interrupt_after(mp, second, 10**9)
     try:
-        with checkpointing(folder, interval=0):
+        with saving(second, folder):
             resumed = second.sweep(variants, targets)
     finally:
         mp.undo()
@@ -100,14 +106,14 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_result(tiny, tmp_path
 def test_a_checkpoint_of_another_sweep_is_not_used(tiny, tmp_path):
     d = dims(tiny.model)
     runner = Runner(tiny.model, tiny.tokenizer, PROMPTS)
-    with checkpointing(tmp_path, interval=0):
+    with saving(runner, tmp_path):
         runner.sweep(head_variants(d, "zero"), [1] * len(PROMPTS))
     other = head_variants(d, "mean")  # same count, other variants, same slot position
     expected = Runner(tiny.model, tiny.tokenizer, PROMPTS).sweep(other, [1] * len(PROMPTS))
-    with checkpointing(tmp_path, interval=0):
+    with saving(runner, tmp_path):
         got = runner.sweep(other, [1] * len(PROMPTS))
     assert_same_stats(got, expected)
-    with checkpointing(tmp_path, interval=0):  # other targets: not the same sweep either
+    with saving(runner, tmp_path):  # other targets: not the same sweep either
         got = runner.sweep(other, [2] * len(PROMPTS))
     assert_same_stats(got, Runner(tiny.model, tiny.tokenizer, PROMPTS).sweep(other, [2] * len(PROMPTS)))
 
@@ -116,20 +122,21 @@ def test_a_corrupt_checkpoint_is_recomputed(tiny, tmp_path):
     variants = head_variants(dims(tiny.model))
     runner = Runner(tiny.model, tiny.tokenizer, PROMPTS)
     expected = runner.sweep(variants)
-    with checkpointing(tmp_path, interval=0):
+    with saving(runner, tmp_path):
         runner.sweep(variants)
     (file,) = tmp_path.glob("sweep-*.safetensors")
     file.write_bytes(file.read_bytes()[:100])
-    with checkpointing(tmp_path, interval=0):
+    with saving(runner, tmp_path):
         got = runner.sweep(variants)
     np.testing.assert_allclose(got.kl, expected.kl, atol=1e-6)
 
 
-def test_sweeps_outside_a_checkpointing_block_write_nothing(tiny, tmp_path):
-    with checkpointing(tmp_path):
-        assert current() is not None
-    assert current() is None
-    Runner(tiny.model, tiny.tokenizer, PROMPTS).sweep(head_variants(dims(tiny.model)))
+def test_a_runner_lent_no_checkpoints_writes_nothing(tiny, tmp_path):
+    runner = Runner(tiny.model, tiny.tokenizer, PROMPTS)
+    with saving(runner, tmp_path):
+        assert runner.sweeping.checkpoints is not None
+    assert runner.sweeping.checkpoints is None  # taken back on leaving the block
+    runner.sweep(head_variants(dims(tiny.model)))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from atlas_core import AtlasError
-from atlas_core.checkpoints import checkpointing
+from atlas_core.checkpoints import Checkpoints
 from atlas_core.distributed import RayConfig, RayPool, shards
 from atlas_core.interventions import Ablate, Steer, Variant
 from atlas_core.models import load
-from atlas_core.runner import Runner
+from atlas_core.runner import Runner, Sweeping
 from atlas_core.sites import Site
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e \".[ray]\"")
@@ -41,6 +41,11 @@ def lm():
 def pool(lm):
     with RayPool(RayConfig(workers=2, threads=1, shard_variants=3, max_restarts=1), "tiny-qwen2", lm) as p:
         yield p
+
+
+def on_ray(lm, pool, **kwargs) -> Runner:
+    """A runner whose sweeps the pool shards (as every runner of an `atlas run --ray` is lent it)."""
+    return Runner(lm.model, lm.tokenizer, PROMPTS, sweeping=Sweeping(backend=pool), **kwargs)
 
 
 def variants(lm):
@@ -81,7 +86,7 @@ def test_shards_cover_every_variant_once():
 
 
 def test_sharded_equals_local_per_variant_and_prompt(lm, pool, local):
-    runner = Runner(lm.model, lm.tokenizer, PROMPTS)
+    runner = on_ray(lm, pool)
     before = pool.dispatched
     sharded = runner.sweep(variants(lm), targets=TARGETS)
     assert pool.dispatched - before == len(shards(range(len(local.names)), 3)) > 2
@@ -91,7 +96,7 @@ def test_sharded_equals_local_per_variant_and_prompt(lm, pool, local):
 def test_a_wrong_shard_spec_is_caught(lm, pool, local):
     """The comparison bites: a driver runner seeded differently sends that seed to the actors, whose
     resample donors then differ; the check names the field and the (variant, prompt) cells."""
-    sharded = Runner(lm.model, lm.tokenizer, PROMPTS, seed=1).sweep(variants(lm), targets=TARGETS)
+    sharded = on_ray(lm, pool, seed=1).sweep(variants(lm), targets=TARGETS)
     with pytest.raises(AssertionError, match=r"kl differs at \(variant, prompt\)") as err:
         assert_same(local, sharded)
     print(err.value)
@@ -125,14 +130,15 @@ def test_driver_interrupted_mid_sweep_resumes_with_only_unfinished_shards(lm, po
             raise Interrupt()
 
     pool.on_shard = stop_after_two
+    sweeping = Sweeping(backend=pool)
     try:
-        with checkpointing(tmp_path), pytest.raises(Interrupt):
-            Runner(lm.model, lm.tokenizer, PROMPTS).sweep(vs, targets=TARGETS)
+        with sweeping.lent(checkpoints=Checkpoints(tmp_path)), pytest.raises(Interrupt):
+            Runner(lm.model, lm.tokenizer, PROMPTS, sweeping=sweeping).sweep(vs, targets=TARGETS)
         pool.on_shard = None
         ray.get([a.identity.remote() for a in pool.actors])  # the interrupted shards' tasks drain
         before = pool.dispatched
-        with checkpointing(tmp_path):
-            resumed = Runner(lm.model, lm.tokenizer, PROMPTS).sweep(vs, targets=TARGETS)
+        with sweeping.lent(checkpoints=Checkpoints(tmp_path)):
+            resumed = Runner(lm.model, lm.tokenizer, PROMPTS, sweeping=sweeping).sweep(vs, targets=TARGETS)
     finally:
         pool.on_shard = None
     sent = pool.dispatched - before
@@ -154,7 +160,7 @@ def test_worker_killed_mid_sweep_is_restarted_then_its_shards_go_elsewhere(lm, p
 
     pool.on_shard = kill_worker_1
     try:
-        restarted = Runner(lm.model, lm.tokenizer, PROMPTS).sweep(variants(lm), targets=TARGETS)
+        restarted = on_ray(lm, pool).sweep(variants(lm), targets=TARGETS)
         new_pid = ray.get(pool.actors[1].identity.remote())[1]
         print(f"killed worker 1 (pid {killed[0]}) mid-sweep; Ray restarted it as pid {new_pid}")
         assert killed and new_pid != killed[0] and pool.live == [0, 1]
@@ -162,7 +168,7 @@ def test_worker_killed_mid_sweep_is_restarted_then_its_shards_go_elsewhere(lm, p
 
         pool.pids[1] = new_pid
         killed.clear()
-        again = Runner(lm.model, lm.tokenizer, PROMPTS).sweep(variants(lm), targets=TARGETS)
+        again = on_ray(lm, pool).sweep(variants(lm), targets=TARGETS)
     finally:
         pool.on_shard = None
     print(f"killed worker 1 (pid {killed[0]}) again: restarts spent, live workers now {pool.live}")
@@ -178,7 +184,7 @@ def test_a_non_finite_kl_is_an_error_on_the_ray_path(lm, pool, tmp_path):
     from atlas_core.integrity import NonFiniteMetric
     from atlas_core.interventions import Patch
 
-    runner = Runner(lm.model, lm.tokenizer, PROMPTS)
+    runner = on_ray(lm, pool)
     nan = torch.full_like(runner.residuals[2], float("nan"))
     before = pool.dispatched
     with pytest.raises(NonFiniteMetric, match=r"KL is nan for variant 'poisoned'"):
@@ -186,14 +192,14 @@ def test_a_non_finite_kl_is_an_error_on_the_ray_path(lm, pool, tmp_path):
     assert pool.dispatched > before
 
     vs = variants(lm)[:4]
-    with checkpointing(tmp_path):  # the slot an interrupted run left, every cell done
+    with runner.sweeping.lent(checkpoints=Checkpoints(tmp_path)):  # the slot an interrupted run left, all done
         arrays, slot = runner.saved(vs, TARGETS, 5, None)
         arrays["kl"][2, 1] = float("nan")
         arrays["done"][:] = 1
         assert slot is not None and slot.save(arrays, force=True)
     before = pool.dispatched
     want = re.escape(f"KL is nan for variant {vs[2].name!r}, prompt {PROMPTS[1]!r}")
-    with checkpointing(tmp_path), pytest.raises(NonFiniteMetric, match=want):
+    with runner.sweeping.lent(checkpoints=Checkpoints(tmp_path)), pytest.raises(NonFiniteMetric, match=want):
         runner.sweep(vs, targets=TARGETS)
     assert pool.dispatched == before
 

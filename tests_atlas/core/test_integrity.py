@@ -93,7 +93,7 @@ def test_garbled_checkpoint_bytes_that_still_parse_are_discarded(tmp_path):
 
 def test_a_garbled_lora_state_is_refused_and_retrained(tmp_path):
     path = tmp_path / "state.pt"
-    lora_training._save_state(path, {"key": "k", "step": 3, "w": torch.arange(64.0)})
+    lora_training._save_state(path, None, {"key": "k", "step": 3, "w": torch.arange(64.0)})
     assert lora_training._load_state(path, "k")["step"] == 3
     flip(path, random.Random(0), lo=65)
     with pytest.raises(CorruptFile, match="does not match the SHA-256"):

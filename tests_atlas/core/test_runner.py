@@ -558,3 +558,57 @@ def test_padded_sweep_chunks_equal_packed_ones(tiny, monkeypatch):
     for tokens in (0, 8, 4096):
         monkeypatch.setattr(runner_mod, "PACK_TOKENS", tokens)
         assert_lp_close(r.logprobs(variants), packed, f"PACK_TOKENS={tokens}")
+
+
+# ---- what a run lends its runners: Sweeping -------------------------------------------------------------
+class _Elsewhere:
+    """A sweep backend that takes every sweep and runs it on a runner of its own (a stand-in for Ray)."""
+
+    def __init__(self):
+        self.swept: list[list[str]] = []
+
+    def takes(self, runner) -> bool:
+        return True
+
+    def sweep(self, runner, variants, targets, k, reference_logprobs):
+        self.swept.append([v.name for v in variants])
+        return Runner(runner.model, runner.tokenizer, runner.prompts).sweep(variants, targets, k, reference_logprobs)
+
+
+def test_a_runner_sweeps_where_its_sweeping_says_and_every_observer_sees_each_sweep(tiny):
+    from atlas_core.runner import Sweeping
+
+    prompts = ["a b c", "1 2 3 4"]
+    variants = [Variant("L0", (Ablate(Site("resid", 0)),)), Variant("L1", (Ablate(Site("resid", 1)),))]
+    sweeping = Sweeping()
+    runner = Runner(tiny.model, tiny.tokenizer, prompts, sweeping=sweeping)
+    seen: list[tuple[Runner, list[str]]] = []
+    here = runner.sweep(variants)  # no observer yet: nothing seen
+    backend = _Elsewhere()
+    with sweeping.lent(observer=lambda r, vs, st: seen.append((r, [v.name for v in vs]))):
+        runner.sweep(variants[:1])
+        with sweeping.lent(backend=backend):
+            there = runner.sweep(variants)
+        runner.reference.sweep(variants[1:])  # the reference runner shares its parent's sweeping
+    assert backend.swept == [["L0", "L1"]]
+    assert [(r is runner, names) for r, names in seen] == [(True, ["L0"]), (True, ["L0", "L1"]), (True, ["L1"])]
+    np.testing.assert_allclose(there.kl, here.kl, rtol=1e-6, atol=1e-9)
+    runner.sweep(variants)
+    assert len(seen) == 3 and sweeping.backend is None and sweeping.observers == []
+
+
+def test_sweeping_lent_restores_every_field_even_when_the_block_raises(tmp_path):
+    from atlas_core.checkpoints import Checkpoints
+    from atlas_core.runner import Sweeping
+
+    outer = Checkpoints(tmp_path / "outer")
+    sweeping = Sweeping(checkpoints=outer)
+    backend, observer = _Elsewhere(), (lambda r, vs, st: None)
+    with pytest.raises(KeyboardInterrupt):
+        with sweeping.lent(backend=backend, checkpoints=Checkpoints(tmp_path / "inner"), observer=observer):
+            assert sweeping.backend is backend and sweeping.observers == [observer]
+            with sweeping.lent(checkpoints=None):  # lending None takes the folder away for the inner block
+                assert sweeping.checkpoints is None and sweeping.backend is backend
+            assert sweeping.checkpoints.directory == tmp_path / "inner"
+            raise KeyboardInterrupt
+    assert sweeping.backend is None and sweeping.checkpoints is outer and sweeping.observers == []
