@@ -55,8 +55,14 @@ def _lora_config(spec: LoraSpec):
 
     if spec.rank < 1 or spec.alpha <= 0 or not 0.0 <= spec.dropout < 1.0 or not spec.targets:
         raise AtlasError(f"invalid LoRA spec {spec}: need rank >= 1, alpha > 0, 0 <= dropout < 1, some targets")
-    return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=list(spec.targets), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -152,7 +158,9 @@ def new_adapter(model: nn.Module, spec: LoraSpec, seed: int) -> Iterator[nn.Modu
     config = _lora_config(spec)
     config.fan_in_fan_out = adapter_for(model).fan_in_fan_out
     device = next(model.parameters()).device
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
 
     def make():
         with torch.random.fork_rng(devices=devices):
@@ -166,8 +174,10 @@ def new_adapter(model: nn.Module, spec: LoraSpec, seed: int) -> Iterator[nn.Modu
 def check_adapter_dir(adapter_dir: str | Path) -> Path:
     path = Path(adapter_dir)
     if not (path / ADAPTER_CONFIG).is_file():
-        raise AtlasError(f"{path} holds no saved LoRA adapter ({ADAPTER_CONFIG} missing); run the lora_training "
-                         "experiment first (atlas run --experiments lora_training)")
+        raise AtlasError(
+            f"{path} holds no saved LoRA adapter ({ADAPTER_CONFIG} missing); run the lora_training "
+            "experiment first (atlas run --experiments lora_training)"
+        )
     return path
 
 
@@ -311,11 +321,19 @@ def read_meta(adapter_dir: str | Path) -> dict | None:
     fix = f"delete {folder} and run again: the experiments that need the adapter train it again"
     meta = read_json(path, fix)
     files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(k, str) and k == Path(k).name and not k.startswith(".") and isinstance(v, str) for k, v in files.items()):
+    if (
+        not isinstance(files, dict)
+        or not files
+        or not all(
+            isinstance(k, str) and k == Path(k).name and not k.startswith(".") and isinstance(v, str)
+            for k, v in files.items()
+        )
+    ):
         raise CorruptFile(f"{path} records no valid file hashes; {fix}")
     for name, expected in sorted(files.items()):
         if not (folder / name).is_file() or sha256_file(folder / name) != expected:
-            raise CorruptFile(f"the LoRA adapter in {folder} is damaged: {name} does not match the SHA-256 recorded "
-                              f"when it was saved; {fix}")
+            raise CorruptFile(
+                f"the LoRA adapter in {folder} is damaged: {name} does not match the SHA-256 recorded "
+                f"when it was saved; {fix}"
+            )
     return meta

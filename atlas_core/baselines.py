@@ -20,7 +20,6 @@ from atlas_core.integrity import seal_doc
 from atlas_core.results import RunStore, atomic_write, atomic_write_text
 
 
-
 def _compact(doc: dict) -> str:
     """Compact JSON, sealed with its content hash (``integrity.seal_doc``) as the run store writes records."""
     return json.dumps(seal_doc(doc), separators=(",", ":")) + "\n"
@@ -51,16 +50,22 @@ def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Pa
     manifest = store.manifest()
     records = store.records()
     if not manifest or not records:
-        raise AtlasError(f"run folder {store.root} holds no manifest or no experiment results; "
-                         f"finish it with `atlas run --out {store.root}` first")
+        raise AtlasError(
+            f"run folder {store.root} holds no manifest or no experiment results; "
+            f"finish it with `atlas run --out {store.root}` first"
+        )
     missing = sorted(set(manifest.get("experiments", {})) - set(records))
     if missing:
-        raise AtlasError(f"run folder {store.root}: the manifest lists {', '.join(missing)} but their records are "
-                         "missing; rerun `atlas run` on it")
+        raise AtlasError(
+            f"run folder {store.root}: the manifest lists {', '.join(missing)} but their records are "
+            "missing; rerun `atlas run` on it"
+        )
     screened = sorted(key for key, rec in records.items() if (rec.config.get("extra") or {}).get("screen"))
     if screened:  # a baseline is every head measured: a screened sweep leaves heads unmeasured
-        raise AtlasError(f"run folder {store.root}: {', '.join(screened)} was screened (--screen); baselines are "
-                         "exhaustive: rerun it without --screen into another folder and export that")
+        raise AtlasError(
+            f"run folder {store.root}: {', '.join(screened)} was screened (--screen); baselines are "
+            "exhaustive: rerun it without --screen into another folder and export that"
+        )
     dest = Path(into) / store.root.name
     dest.mkdir(parents=True, exist_ok=True)
     for stale in dest.glob("*.json"):  # an older export's records of experiments no longer in the run
@@ -72,8 +77,13 @@ def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Pa
     return dest
 
 
-def seed_run(run_dir: str | Path, baselines: str | Path | None = BASELINES_DIR, *, dtype: str | None = None,
-             families: list[str] | None = None) -> list[str]:
+def seed_run(
+    run_dir: str | Path,
+    baselines: str | Path | None = BASELINES_DIR,
+    *,
+    dtype: str | None = None,
+    families: list[str] | None = None,
+) -> list[str]:
     """Copy the committed records of ``baselines/<run folder name>/`` into ``run_dir`` where it has none of
     its own; returns the record keys copied. A baseline of another dtype or set of task families than the
     run's (when given) is not copied: its records would not be reused, and a run folder holds one run."""
@@ -101,8 +111,10 @@ def baseline_runs(baselines_dir: str | Path) -> list[Path]:
     """Run folders under ``baselines_dir``: every folder (itself included) holding a manifest.json."""
     root = Path(baselines_dir)
     if not root.is_dir():
-        raise AtlasError(f"baselines folder {root} does not exist; pass the folder holding the committed runs "
-                         "(for example atlas_core/data/baselines)")
+        raise AtlasError(
+            f"baselines folder {root} does not exist; pass the folder holding the committed runs "
+            "(for example atlas_core/data/baselines)"
+        )
     found = sorted({p.parent for p in root.rglob("manifest.json")})
     if not found:
         raise AtlasError(f"{root} holds no run folders (no manifest.json below it); commit runs there first")

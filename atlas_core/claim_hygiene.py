@@ -77,17 +77,23 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
         return f"{claim.statistic} is true by construction ({why}); drop the claim"
     d = declaration(claim.statistic)
     if d is not None and d.order_constructed and claim.kind in ("location", "top_k", "profile"):
-        return (f"the order of {claim.statistic} is fixed by construction ({d.order_constructed}); claim its "
-                "per-layer values instead")
+        return (
+            f"the order of {claim.statistic} is fixed by construction ({d.order_constructed}); claim its "
+            "per-layer values instead"
+        )
     hid = claim.hypothesis
     if hid == "H002" and head_layers_sampled:
-        return ("H002 is not measurable at this profile: its head ablation samples layers, and the strongest head may "
-                "sit in a skipped one (Coder-1.5B's is in L1); claim H002 at the full profile")
+        return (
+            "H002 is not measurable at this profile: its head ablation samples layers, and the strongest head may "
+            "sit in a skipped one (Coder-1.5B's is in L1); claim H002 at the full profile"
+        )
     if claim.kind == "rank" and claim.statistic == "lora.ranking" and claim.max_rank >= len(FAMILIES):
         return f"max_rank {claim.max_rank} admits every one of the {len(FAMILIES)} families; claim a smaller rank"
     if claim.kind == "verdict" and claim.expected_verdict == INCONCLUSIVE:
-        return ("it expects the verdict inconclusive, which any evidence too noisy to decide also gives: a claim "
-                "states a finding; measure more prompts or drop the claim")
+        return (
+            "it expects the verdict inconclusive, which any evidence too noisy to decide also gives: a claim "
+            "states a finding; measure more prompts or drop the claim"
+        )
     where = _location_refusal(claim)
     if where:
         return where
@@ -101,8 +107,10 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
         # a one-sided claim may end on a boundary (``at_most 0.1`` is a verdict's side); a value claim may not
         inside = [b for b in boundaries(hid, th) if (lo <= b <= hi if claim.kind == "value" else lo < b < hi)]
         if inside:
-            return (f"{span}, which holds the {hid} decision threshold {inside[0]:g}: it passes whichever side of the "
-                    "threshold the statistic falls; tighten the tolerance or drop the claim")
+            return (
+                f"{span}, which holds the {hid} decision threshold {inside[0]:g}: it passes whichever side of the "
+                "threshold the statistic falls; tighten the tolerance or drop the claim"
+            )
     r = plausible(claim.statistic)
     if r is None:
         return None
@@ -110,11 +118,15 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
         return f"{span}, the whole plausible range [{r.lo:g}, {r.hi:g}] of {claim.statistic}; it cannot fail"
     if r.null is not None:
         if claim.kind == "value" and lo <= r.null <= hi and claim.expected != r.null:
-            return (f"{span}, which holds {r.null:g} (no effect) though it expects {claim.expected:.4g}: it cannot tell "
-                    "the effect from none; tighten the tolerance or drop the claim")
+            return (
+                f"{span}, which holds {r.null:g} (no effect) though it expects {claim.expected:.4g}: it cannot tell "
+                "the effect from none; tighten the tolerance or drop the claim"
+            )
         if claim.kind == "at_least" and claim.threshold < r.null:  # ``at_most`` claims smallness: the null is its point
-            return (f"{span}, which holds {r.null:g} (no effect) and less: it claims no effect; raise the threshold "
-                    "above the null or drop the claim")
+            return (
+                f"{span}, which holds {r.null:g} (no effect) and less: it claims no effect; raise the threshold "
+                "above the null or drop the claim"
+            )
     return None
 
 
@@ -124,12 +136,16 @@ def _location_refusal(claim) -> str | None:
     if claim.kind == "location" and claim.layer is not None and n is not None and claim.within >= n - 1:
         return f"within ± {claim.within} layers of {n} admits every layer; claim a smaller distance"
     if claim.kind == "location" and claim.depth is not None and claim.tolerance >= 0.5:
-        return f"a depth of {claim.depth:.3g} ± {claim.tolerance:.3g} admits most of the model; claim a smaller tolerance"
+        return (
+            f"a depth of {claim.depth:.3g} ± {claim.tolerance:.3g} admits most of the model; claim a smaller tolerance"
+        )
     if claim.kind == "top_k" and n is not None and len(claim.layers) >= n:
         return f"its top-{len(claim.layers)} set holds all {n} items; claim fewer"
     if claim.kind == "top_k" and claim.min_common < 1:
         return "min_common < 1 admits any top-k set; claim at least one shared item"
     if claim.kind == "profile" and claim.min_rho <= 0.0:
-        return (f"min_rho {claim.min_rho:g} admits an unrelated or inverted profile (rank correlation <= 0); "
-                "claim a positive bound")
+        return (
+            f"min_rho {claim.min_rho:g} admits an unrelated or inverted profile (rank correlation <= 0); "
+            "claim a positive bound"
+        )
     return None

@@ -31,8 +31,10 @@ def _models_list(args) -> int:
     for family in TINY_FAMILIES:
         print(f"{'tiny-' + family:32s} {'built-in':12s} deterministic random stock {family} (4 layers), for tests")
     for name in PLANTED_MODELS:
-        print(f"{name:32s} {'built-in':12s} stock {name.removeprefix('planted-')} with hand-set mechanisms "
-              "(planted.json says what each experiment must find)")
+        print(
+            f"{name:32s} {'built-in':12s} stock {name.removeprefix('planted-')} with hand-set mechanisms "
+            "(planted.json says what each experiment must find)"
+        )
     return 0
 
 
@@ -79,24 +81,48 @@ def _run(args) -> int:
     from atlas_core.runs import run_path
 
     families = [f.strip() for f in args.families.split(",")] if args.families else None
-    ray_opts = {"workers": args.ray_workers, "threads": args.ray_threads, "gpus_per_worker": args.ray_gpus,
-                "shard_variants": args.ray_shard}
+    ray_opts = {
+        "workers": args.ray_workers,
+        "threads": args.ray_threads,
+        "gpus_per_worker": args.ray_gpus,
+        "shard_variants": args.ray_shard,
+    }
     ray = None
     if args.ray is None:
-        given = [f"--ray-{o}" for o, v in zip(("workers", "threads", "gpus", "shard"), ray_opts.values()) if v is not None]
+        given = [
+            f"--ray-{o}" for o, v in zip(("workers", "threads", "gpus", "shard"), ray_opts.values()) if v is not None
+        ]
         if given:
-            raise AtlasError(f"{', '.join(given)} given without --ray, the flag {'they belong' if len(given) > 1 else 'it belongs'}"
-                             f" to: add --ray (or --ray ADDRESS) or drop {'them' if len(given) > 1 else 'it'}")
+            raise AtlasError(
+                f"{', '.join(given)} given without --ray, the flag {'they belong' if len(given) > 1 else 'it belongs'}"
+                f" to: add --ray (or --ray ADDRESS) or drop {'them' if len(given) > 1 else 'it'}"
+            )
     else:
         from atlas_core.distributed import RayConfig
 
-        ray = RayConfig(address=None if args.ray == "local" else args.ray,
-                        **{k: v for k, v in ray_opts.items() if v is not None})
+        ray = RayConfig(
+            address=None if args.ray == "local" else args.ray, **{k: v for k, v in ray_opts.items() if v is not None}
+        )
     out = args.out or run_path(args.model, args.profile)
-    store = run_plan(RunPlan(model=args.model, experiments=args.experiments, profile=args.profile, out=out,
-                             seed=args.seed, seeds=args.seeds, device=args.device, dtype=args.dtype,
-                             families=families, tasks=args.tasks, report=not args.no_report, ray=ray,
-                             device_map=args.device_map, max_memory=args.max_memory, screen=args.screen))
+    store = run_plan(
+        RunPlan(
+            model=args.model,
+            experiments=args.experiments,
+            profile=args.profile,
+            out=out,
+            seed=args.seed,
+            seeds=args.seeds,
+            device=args.device,
+            dtype=args.dtype,
+            families=families,
+            tasks=args.tasks,
+            report=not args.no_report,
+            ray=ray,
+            device_map=args.device_map,
+            max_memory=args.max_memory,
+            screen=args.screen,
+        )
+    )
     print(work_summary(store))
     print(f"results: {store.root}")
     return 0
@@ -116,8 +142,10 @@ def _report(args) -> int:
                 return 0
         path = report.write_replication(args.replication, out=args.out)
     elif args.doc:
-        raise AtlasError("--doc writes the replication document: give the baselines too, "
-                         "e.g. atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md")
+        raise AtlasError(
+            "--doc writes the replication document: give the baselines too, "
+            "e.g. atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md"
+        )
     else:
         if not args.run_dir:
             raise AtlasError("give a run folder (atlas report RUN_DIR) or --compare RUN_A RUN_B")
@@ -159,14 +187,18 @@ def _claims_write(args) -> int:
     for run in runs:  # a partial run writes fewer claims: say which experiments gave none, and how to add them
         lacking = [n for n, s in experiments().items() if (s.claims or s.ranked) and not run.has(n)]
         if lacking:
-            print(f"atlas: note: {run.root} lacks {', '.join(lacking)}: no claims of theirs were written; compute "
-                  f"them with `atlas run --experiments {','.join(lacking)} --out {run.root}` and write again",
-                  file=sys.stderr)
+            print(
+                f"atlas: note: {run.root} lacks {', '.join(lacking)}: no claims of theirs were written; compute "
+                f"them with `atlas run --experiments {','.join(lacking)} --out {run.root}` and write again",
+                file=sys.stderr,
+            )
     if len(runs) == 2:
         unjudged = [h for h, spec in hypotheses().items() if not all(r.has(e) for r in runs for e in spec.experiments)]
         if unjudged:
-            print(f"atlas: note: no verdict claims for {', '.join(unjudged)}: their experiments are not in both runs",
-                  file=sys.stderr)
+            print(
+                f"atlas: note: no verdict claims for {', '.join(unjudged)}: their experiments are not in both runs",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -205,8 +237,12 @@ def _golden(args) -> int:
         print(f"golden slice matches {path}")
         return 0
     old = golden.read(path) if path.is_file() else {}
-    new = golden.compute(lm, experiments, progress=True,  # the others' recorded results feed the ones rerun
-                         shared={n: s.result for n, s in old.items() if experiments and n not in experiments})
+    new = golden.compute(
+        lm,
+        experiments,
+        progress=True,  # the others' recorded results feed the ones rerun
+        shared={n: s.result for n, s in old.items() if experiments and n not in experiments},
+    )
     merged = {**old, **golden.merge_codes(old, new)}
     if args.accept_unrecorded:
         for s in merged.values():
@@ -214,8 +250,13 @@ def _golden(args) -> int:
                 s.codes.append(golden.UNRECORDED)
     golden.write(path, merged, lm.info.name)
     for name in new:
-        state = ("new" if name not in old else "values changed: records made by earlier code are stale"
-                 if golden.compare_slice(name, old[name], new[name]) else "values unchanged")
+        state = (
+            "new"
+            if name not in old
+            else "values changed: records made by earlier code are stale"
+            if golden.compare_slice(name, old[name], new[name])
+            else "values unchanged"
+        )
         print(f"{name}: {state} (codes {', '.join(merged[name].codes)})")
     print(f"wrote {path}")
     return 0
@@ -231,20 +272,36 @@ def _plan(args) -> int:
 
     if args.check is not None:
         read_run(args.check)  # a bad folder fails before the plan's work
-    plan = make_plan(args.model, args.profile, gpu_memory=args.gpu_memory, workers=args.workers,
-                     flops_per_s=args.flops_per_s, chunk=args.chunk, dtype=args.dtype, calibration=args.calibrate,
-                     tokenizer=args.tokenizer)
+    plan = make_plan(
+        args.model,
+        args.profile,
+        gpu_memory=args.gpu_memory,
+        workers=args.workers,
+        flops_per_s=args.flops_per_s,
+        chunk=args.chunk,
+        dtype=args.dtype,
+        calibration=args.calibrate,
+        tokenizer=args.tokenizer,
+    )
     s = plan.model
-    print(f"{s.name}: {s.family}, {s.params / 1e9:.2f}B parameters, {s.n_layers} layers, {s.n_heads} heads "
-          f"({s.n_kv_heads} KV) x {s.head_dim}, d_model {s.d_model}, intermediate {s.intermediate}, vocab {s.vocab} "
-          "(built on the meta device)")
-    print(f"profile {plan.profile}, {plan.dtype}; prompt tokens by {plan.tokenizer}'s tokenizer; sweep chunk "
-          f"{plan.chunk} rows; LoRA steps: {plan.lora_steps}")
-    print(f"GPU memory {plan.gpu_bytes / 1e9:.0f} GB, {100 * plan.usable:.0f}% usable; {plan.workers} worker(s) "
-          f"(replicas); rate: {plan.rows[0].rate.source}")
-    head = (f"{'experiment':18s} {'variants':>8s} {'tokens':>10s} {'GFLOP':>11s} {'sharded':>8s} {'weights':>8s} "
-            f"{'caches':>7s} {'activ':>7s} {'LoRA':>6s} {'GiB':>8s} {'GPUs':>5s} {'GFLOP/s':>9s} {'of peak':>7s} "
-            f"{'time s':>10s}")
+    print(
+        f"{s.name}: {s.family}, {s.params / 1e9:.2f}B parameters, {s.n_layers} layers, {s.n_heads} heads "
+        f"({s.n_kv_heads} KV) x {s.head_dim}, d_model {s.d_model}, intermediate {s.intermediate}, vocab {s.vocab} "
+        "(built on the meta device)"
+    )
+    print(
+        f"profile {plan.profile}, {plan.dtype}; prompt tokens by {plan.tokenizer}'s tokenizer; sweep chunk "
+        f"{plan.chunk} rows; LoRA steps: {plan.lora_steps}"
+    )
+    print(
+        f"GPU memory {plan.gpu_bytes / 1e9:.0f} GB, {100 * plan.usable:.0f}% usable; {plan.workers} worker(s) "
+        f"(replicas); rate: {plan.rows[0].rate.source}"
+    )
+    head = (
+        f"{'experiment':18s} {'variants':>8s} {'tokens':>10s} {'GFLOP':>11s} {'sharded':>8s} {'weights':>8s} "
+        f"{'caches':>7s} {'activ':>7s} {'LoRA':>6s} {'GiB':>8s} {'GPUs':>5s} {'GFLOP/s':>9s} {'of peak':>7s} "
+        f"{'time s':>10s}"
+    )
     checks = {}
     if args.check is not None:
         checks = {c.experiment: c for c in compare({r.experiment: r.seconds for r in plan.rows}, read_run(args.check))}
@@ -254,17 +311,21 @@ def _plan(args) -> int:
         m = r.memory
         frac = f"{100 * r.rate.fraction_of_peak:.1f}%" if r.rate.fraction_of_peak is not None else "-"
         shard = f"{100 * r.sharded_flop / r.flop:.0f}%" if r.flop else "-"
-        line = (f"{r.experiment:18s} {r.variants:8d} {r.tokens:10d} {r.flop / 1e9:11.1f} {shard:>8s} "
-                f"{_gib(m.weights):>8s} {_gib(m.caches):>7s} {_gib(m.activations):>7s} {_gib(m.lora):>6s} "
-                f"{_gib(m.total):>8s} {r.gpus_per_replica:5d} {r.rate.flops_per_s / 1e9:9.1f} {frac:>7s} "
-                f"{r.seconds:10.1f}")
+        line = (
+            f"{r.experiment:18s} {r.variants:8d} {r.tokens:10d} {r.flop / 1e9:11.1f} {shard:>8s} "
+            f"{_gib(m.weights):>8s} {_gib(m.caches):>7s} {_gib(m.activations):>7s} {_gib(m.lora):>6s} "
+            f"{_gib(m.total):>8s} {r.gpus_per_replica:5d} {r.rate.flops_per_s / 1e9:9.1f} {frac:>7s} "
+            f"{r.seconds:10.1f}"
+        )
         c = checks.get(r.experiment)
         if c is not None:
             line += f" {c.measured_s:9.1f} {c.ratio:6.2f}"
         print(line)
     gpus = max(r.gpus_per_replica for r in plan.rows)
-    print(f"total {plan.seconds:.0f} s ({plan.seconds / 3600:.2f} h) on {plan.workers} replica(s) of {gpus} GPU(s) "
-          f"({plan.workers * gpus} GPUs); 'sharded': the share of FLOP split over the workers (the base model's sweeps)")
+    print(
+        f"total {plan.seconds:.0f} s ({plan.seconds / 3600:.2f} h) on {plan.workers} replica(s) of {gpus} GPU(s) "
+        f"({plan.workers * gpus} GPUs); 'sharded': the share of FLOP split over the workers (the base model's sweeps)"
+    )
     return 0
 
 
@@ -274,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atlas", description="A causal-intervention atlas of transformer LMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    models = sub.add_parser("models", help="list or fetch the offline models").add_subparsers(dest="action", required=True)
+    models = sub.add_parser("models", help="list or fetch the offline models").add_subparsers(
+        dest="action", required=True
+    )
     models.add_parser("list", help="registered models and whether they are cached").set_defaults(fn=_models_list)
     f = models.add_parser("fetch", help="download, verify, convert and cache a registered model")
     f.add_argument("name")
@@ -284,9 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=_models_verify)
 
     def model_args(sp):
-        sp.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name, local dir, hub id or .gguf (default {DEFAULT_MODEL})")
+        sp.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            help=f"registered name, local dir, hub id or .gguf (default {DEFAULT_MODEL})",
+        )
         sp.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if present)")
-        sp.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)")
+        sp.add_argument(
+            "--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on GPU, fp32 on CPU)"
+        )
 
     i = sub.add_parser("info", help="load a model, print its facts and a few predictions")
     model_args(i)
@@ -299,25 +368,50 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="run folder (default reports/runs/MODEL-PROFILE)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--seeds", type=int, default=1, help="repeat seed-dependent experiments with N seeds")
-    r.add_argument("--families", default=None,
-                   help="comma list of task families (default: the eight built-in ones and those of --tasks)")
-    r.add_argument("--tasks", default=None, metavar="DIR",
-                   help="a folder of <family>.json files (the built-in families' format) added to the built-in ones")
+    r.add_argument(
+        "--families",
+        default=None,
+        help="comma list of task families (default: the eight built-in ones and those of --tasks)",
+    )
+    r.add_argument(
+        "--tasks",
+        default=None,
+        metavar="DIR",
+        help="a folder of <family>.json files (the built-in families' format) added to the built-in ones",
+    )
     r.add_argument("--no-report", action="store_true", help="skip writing atlas.html at the end")
-    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="shard sweeps over Ray actors; ADDRESS of an existing cluster (auto, ray://host:10001), "
-                        "omitted: a local cluster started and stopped by the run (needs the ray extra)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="shard sweeps over Ray actors; ADDRESS of an existing cluster (auto, ray://host:10001), "
+        "omitted: a local cluster started and stopped by the run (needs the ray extra)",
+    )
     r.add_argument("--ray-workers", type=int, default=None, help="with --ray: actors, each a model replica (default 2)")
     r.add_argument("--ray-threads", type=int, default=None, help="with --ray: torch threads per actor (default 1)")
     r.add_argument("--ray-gpus", type=float, default=None, help="with --ray: GPUs per actor (1 on a GPU cluster)")
-    r.add_argument("--device-map", default=None, choices=("auto",),
-                   help="place layers across devices with accelerate (GPUs, then CPU, then disk), for models "
-                        "larger than one device (needs the multidevice extra)")
-    r.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...",
-                   help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
-    r.add_argument("--screen", default=None, metavar="METHOD",
-                   help="head ablation screened by attribution patching (atp), then verified by exact ablation until "
-                        "its top 10 is settled (default: every head ablated exactly)")
+    r.add_argument(
+        "--device-map",
+        default=None,
+        choices=("auto",),
+        help="place layers across devices with accelerate (GPUs, then CPU, then disk), for models "
+        "larger than one device (needs the multidevice extra)",
+    )
+    r.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="DEV=SIZE,...",
+        help="with --device-map: per-device limits, e.g. 0=20GiB,1=20GiB,cpu=60GiB",
+    )
+    r.add_argument(
+        "--screen",
+        default=None,
+        metavar="METHOD",
+        help="head ablation screened by attribution patching (atp), then verified by exact ablation until "
+        "its top 10 is settled (default: every head ablated exactly)",
+    )
     r.add_argument("--ray-shard", type=int, default=None, help="with --ray: variants per shard (default: ~4 per actor)")
     r.set_defaults(fn=_run)
 
@@ -326,17 +420,27 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"))
     rep.add_argument("--replication", default=None, metavar="BASELINES_DIR")
     rep.add_argument("--out", default=None, help="HTML output path")
-    rep.add_argument("--doc", default=None, metavar="MARKDOWN",
-                     help="with --replication: write the replication document (docs/REPLICATION.md) there; "
-                          "the HTML too only when --out is given")
+    rep.add_argument(
+        "--doc",
+        default=None,
+        metavar="MARKDOWN",
+        help="with --replication: write the replication document (docs/REPLICATION.md) there; "
+        "the HTML too only when --out is given",
+    )
     rep.set_defaults(fn=_report)
 
-    c = sub.add_parser("compare", help="compare every finding of a candidate run with a baseline run; exit 1 on "
-                                       "drift, 3 when the candidate lacks what the baseline has")
+    c = sub.add_parser(
+        "compare",
+        help="compare every finding of a candidate run with a baseline run; exit 1 on "
+        "drift, 3 when the candidate lacks what the baseline has",
+    )
     c.add_argument("baseline", help="the baseline run folder (A)")
     c.add_argument("candidate", help="the candidate run folder (B), checked against the baseline")
-    c.add_argument("--experiments", default=None,
-                   help="comma list: compare only these experiments' statistics (default: all the baseline holds)")
+    c.add_argument(
+        "--experiments",
+        default=None,
+        help="comma list: compare only these experiments' statistics (default: all the baseline holds)",
+    )
     c.set_defaults(fn=_compare)
 
     b = sub.add_parser("baseline", help="export a finished run's records, compact, as a committed baseline")
@@ -349,21 +453,36 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("runs", nargs="+")
     w.add_argument("--out", required=True)
     w.add_argument("--label", default=None)
-    w.add_argument("--substitute", nargs="+", default=None, metavar="RUN_DIR",
-                   help="with a pair: other models' runs of the same profile, fed in place of each claimed model "
-                        "by the audit that drops claims no wrong input fails (default: the committed baselines)")
+    w.add_argument(
+        "--substitute",
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="with a pair: other models' runs of the same profile, fed in place of each claimed model "
+        "by the audit that drops claims no wrong input fails (default: the committed baselines)",
+    )
     w.set_defaults(fn=_claims_write)
-    a = cl.add_parser("audit", help="evaluate a claims file on wrong evidence (models swapped or substituted, "
-                                    "the same model twice, layers reversed and shuffled); exit 1 when a claim "
-                                    "that is not a declared invariant passes every wrong input")
+    a = cl.add_parser(
+        "audit",
+        help="evaluate a claims file on wrong evidence (models swapped or substituted, "
+        "the same model twice, layers reversed and shuffled); exit 1 when a claim "
+        "that is not a declared invariant passes every wrong input",
+    )
     a.add_argument("file")
-    a.add_argument("--runs", nargs="+", default=None,
-                   help="run folders of the claimed models and others to substitute (default: the committed baselines)")
+    a.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="run folders of the claimed models and others to substitute (default: the committed baselines)",
+    )
     a.add_argument("--seeds", type=int, default=5, help="shuffles fed (seeds 0..N-1, default 5)")
     a.set_defaults(fn=_claims_audit)
-    ck = cl.add_parser("check", help="evaluate a claims file on other runs of its models (another dtype, device or "
-                                     "thread count); claims whose experiments a run lacks are listed as not "
-                                     "evaluated; exit 1 when a claim fails")
+    ck = cl.add_parser(
+        "check",
+        help="evaluate a claims file on other runs of its models (another dtype, device or "
+        "thread count); claims whose experiments a run lacks are listed as not "
+        "evaluated; exit 1 when a claim fails",
+    )
     ck.add_argument("file")
     ck.add_argument("--runs", nargs="+", required=True, help="one run folder per claimed model")
     ck.set_defaults(fn=_claims_check)
@@ -372,29 +491,57 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("action", choices=("check", "write"))
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"the record's model (default {DEFAULT_MODEL})")
     g.add_argument("--experiments", default=None, help="comma list (default: all)")
-    g.add_argument("--accept-unrecorded", action="store_true",
-                   help="with write: let records that carry no code fingerprint (written before fingerprints "
-                        "existed) stand while the golden values hold")
+    g.add_argument(
+        "--accept-unrecorded",
+        action="store_true",
+        help="with write: let records that carry no code fingerprint (written before fingerprints "
+        "existed) stand while the golden values hold",
+    )
     g.set_defaults(fn=_golden)
-    pl = sub.add_parser("plan", help="before a run: work, memory per replica, GPUs and time per experiment of a "
-                        "profile, for any Hugging Face config (built on the meta device)")
-    pl.add_argument("model", help="registered or tiny model, a shipped plan config (llama-3.1-8b, llama-3.1-70b, "
-                    "qwen2.5-32b, gemma-2-27b), or a config.json (or its folder)")
+    pl = sub.add_parser(
+        "plan",
+        help="before a run: work, memory per replica, GPUs and time per experiment of a "
+        "profile, for any Hugging Face config (built on the meta device)",
+    )
+    pl.add_argument(
+        "model",
+        help="registered or tiny model, a shipped plan config (llama-3.1-8b, llama-3.1-70b, "
+        "qwen2.5-32b, gemma-2-27b), or a config.json (or its folder)",
+    )
     pl.add_argument("--profile", default="full", help="smoke | ci | full | exhaustive (default full)")
     pl.add_argument("--gpu-memory", default="141GB", help="memory of one GPU (default 141GB, an H200)")
     pl.add_argument("--workers", type=int, default=1, help="model replicas sharing the sweeps (default 1)")
-    pl.add_argument("--flops-per-s", type=float, default=None,
-                    help="achieved FLOP/s for every experiment (default: --calibrate's rates, else this machine's "
-                    "measured matmul peak)")
-    pl.add_argument("--chunk", type=int, default=None, help="rows per sweep forward (default: the runner's, from "
-                    "the profile's memory budget)")
+    pl.add_argument(
+        "--flops-per-s",
+        type=float,
+        default=None,
+        help="achieved FLOP/s for every experiment (default: --calibrate's rates, else this machine's "
+        "measured matmul peak)",
+    )
+    pl.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="rows per sweep forward (default: the runner's, from the profile's memory budget)",
+    )
     pl.add_argument("--dtype", default="bfloat16", help="float32 | bfloat16 | float16 (default bfloat16)")
-    pl.add_argument("--calibrate", default=None, metavar="RUN",
-                    help="a measured run folder (or committed baseline): each experiment's achieved FLOP/s")
-    pl.add_argument("--tokenizer", default=None, help="stand-in tokenizer for a model without its own here "
-                    "(default qwen2.5-coder-0.5b-instruct)")
-    pl.add_argument("--check", default=None, metavar="RUN", help="a measured run of this model and profile: "
-                    "print its times beside the prediction")
+    pl.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="RUN",
+        help="a measured run folder (or committed baseline): each experiment's achieved FLOP/s",
+    )
+    pl.add_argument(
+        "--tokenizer",
+        default=None,
+        help="stand-in tokenizer for a model without its own here (default qwen2.5-coder-0.5b-instruct)",
+    )
+    pl.add_argument(
+        "--check",
+        default=None,
+        metavar="RUN",
+        help="a measured run of this model and profile: print its times beside the prediction",
+    )
     pl.set_defaults(fn=_plan)
 
     return p
@@ -408,7 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atlas: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the environment: a full disk, a permission, a folder removed under us
-        print(f"atlas: error: {exc}; free the space or fix the permission and run the same command again", file=sys.stderr)
+        print(
+            f"atlas: error: {exc}; free the space or fix the permission and run the same command again", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print(f"\natlas: interrupted; run the same command again to resume ({RESUME_NOTE})", file=sys.stderr)

@@ -59,8 +59,13 @@ def _imports(path: Path, tree: ast.AST) -> set[str]:
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -109,8 +114,12 @@ def baseline_stands(experiment: str, recorded: str | None, verified: list[str]) 
     if recorded == now or (recorded in verified and now in verified):
         return None
     if now not in verified:
-        return (f"{experiment}: the current code ({now}) is not verified against the golden slice, and the record was "
-                f"made by code {recorded}; run `atlas golden write` (it keeps the baselines if the golden values still "
-                f"match) or recompute the record")
-    return (f"{experiment}: the record was made by code {recorded}, which the golden record does not list as "
-            f"computing the current definition ({now}); recompute it (`atlas run ... --experiments {experiment}`)")
+        return (
+            f"{experiment}: the current code ({now}) is not verified against the golden slice, and the record was "
+            f"made by code {recorded}; run `atlas golden write` (it keeps the baselines if the golden values still "
+            f"match) or recompute the record"
+        )
+    return (
+        f"{experiment}: the record was made by code {recorded}, which the golden record does not list as "
+        f"computing the current definition ({now}); recompute it (`atlas run ... --experiments {experiment}`)"
+    )

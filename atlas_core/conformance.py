@@ -22,7 +22,14 @@ from atlas_core.forward import encode, naive_logprobs, plain_logprobs
 from atlas_core.hooks import hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Skip, Steer, Variant, intervene
 from atlas_core.models.adapters import (
-    adapter_for, decoder, final_norm, final_softcap, is_parallel, layer_part, layers, lm_head,
+    adapter_for,
+    decoder,
+    final_norm,
+    final_softcap,
+    is_parallel,
+    layer_part,
+    layers,
+    lm_head,
 )
 from atlas_core.runner import Runner
 from atlas_core.sites import SITE_KINDS, Site, dims, site_hook
@@ -62,16 +69,18 @@ def check_identity(model, tokenizer, atol: float) -> float:
     rows (``atlas_core.packing``) where the stock forward pads them, and matmuls over other shapes round
     differently; the identity of interventions themselves is exact (``noop``, ``steer_zero``)."""
     r = Runner(model, tokenizer, PROMPTS)
-    return _close("identity (runner clean pass vs stock forward)", r.clean_logprobs,
-                  plain_logprobs(model, r.enc), atol)
+    return _close("identity (runner clean pass vs stock forward)", r.clean_logprobs, plain_logprobs(model, r.enc), atol)
 
 
 def check_noop(model, tokenizer, atol: float) -> float:
     """Hooks that read every site of every layer and change nothing leave the stock forward bit for bit."""
     enc = encode(tokenizer, PROMPTS, next(model.parameters()).device)
     want = plain_logprobs(model, enc)
-    ivs = [Noop(Site(kind, layer, 0 if kind == "head" else None))
-           for layer in range(dims(model).n_layers) for kind in SITE_KINDS]
+    ivs = [
+        Noop(Site(kind, layer, 0 if kind == "head" else None))
+        for layer in range(dims(model).n_layers)
+        for kind in SITE_KINDS
+    ]
     with intervene(model, ivs):
         got = plain_logprobs(model, enc)
     return _close("no-op hooks at every site vs the plain forward", got, want, atol)
@@ -80,10 +89,16 @@ def check_noop(model, tokenizer, atol: float) -> float:
 def _variants(model) -> list[Variant]:
     d = dims(model)
     mid = d.n_layers // 2
-    return [Variant("clean"), Variant("head", (Ablate(Site("head", mid, d.n_heads - 1)),)),
-            Variant("skip", (Skip((mid,)),)), Variant("steer", (Steer(mid, _direction(model), 2.0),)),
-            Variant("attn", (Ablate(Site("attn", 0)),)), Variant("mlp", (Ablate(Site("mlp", d.n_layers - 1)),)),
-            Variant("resid", (Ablate(Site("resid", 1 % d.n_layers)),)), Variant("exit", (ExitAt(mid),))]
+    return [
+        Variant("clean"),
+        Variant("head", (Ablate(Site("head", mid, d.n_heads - 1)),)),
+        Variant("skip", (Skip((mid,)),)),
+        Variant("steer", (Steer(mid, _direction(model), 2.0),)),
+        Variant("attn", (Ablate(Site("attn", 0)),)),
+        Variant("mlp", (Ablate(Site("mlp", d.n_layers - 1)),)),
+        Variant("resid", (Ablate(Site("resid", 1 % d.n_layers)),)),
+        Variant("exit", (ExitAt(mid),)),
+    ]
 
 
 def check_batched(model, tokenizer, atol: float) -> float:
@@ -166,12 +181,19 @@ def check_skip(model, tokenizer, atol: float) -> float:
     r = Runner(model, tokenizer, PROMPTS)
     worst = 0.0
     for layer in _mid_layers(model):
-        skip, writes = r.logprobs([Variant("skip", (Skip((layer,)),)),
-                                   Variant("writes", (Ablate(Site("attn", layer)), Ablate(Site("mlp", layer))))])
+        skip, writes = r.logprobs(
+            [
+                Variant("skip", (Skip((layer,)),)),
+                Variant("writes", (Ablate(Site("attn", layer)), Ablate(Site("mlp", layer)))),
+            ]
+        )
         with without_layer(model, layer):
             removed = plain_logprobs(model, r.enc)
-        worst = max(worst, _close(f"Skip(L{layer}) vs zeroed attention and MLP writes", skip, writes, atol),
-                    _close(f"Skip(L{layer}) vs the stock model without layer {layer}", skip, removed, atol))
+        worst = max(
+            worst,
+            _close(f"Skip(L{layer}) vs zeroed attention and MLP writes", skip, writes, atol),
+            _close(f"Skip(L{layer}) vs the stock model without layer {layer}", skip, removed, atol),
+        )
     return worst
 
 
@@ -192,7 +214,8 @@ def check_exit_at(model, tokenizer, atol: float) -> float:
     for layer in range(dims(model).n_layers - 1):
         seen = {}
         handle = layers(model)[layer].register_forward_hook(
-            lambda m, a, out: seen.__setitem__("h", (out[0] if isinstance(out, tuple) else out)[:, -1]))
+            lambda m, a, out: seen.__setitem__("h", (out[0] if isinstance(out, tuple) else out)[:, -1])
+        )
         try:
             plain_logprobs(model, r.enc)
         finally:
@@ -202,8 +225,11 @@ def check_exit_at(model, tokenizer, atol: float) -> float:
         variant = Variant("exit", (ExitAt(layer),))
         got = r.logprobs([variant])[0]
         naive = naive_logprobs(model, tokenizer, PROMPTS, [variant])[0]
-        worst = max(worst, _close(f"ExitAt(L{layer}) in a sweep vs the logit lens by hand", got, want, atol),
-                    _close(f"ExitAt(L{layer}) through intervene vs the logit lens by hand", naive, want, atol))
+        worst = max(
+            worst,
+            _close(f"ExitAt(L{layer}) in a sweep vs the logit lens by hand", got, want, atol),
+            _close(f"ExitAt(L{layer}) through intervene vs the logit lens by hand", naive, want, atol),
+        )
     return worst
 
 
@@ -237,11 +263,13 @@ def check_writes(model, tokenizer, atol: float) -> float:
         beyond = moved > atol * delta.float().abs().amax(-1).clamp(min=1.0)
         if is_parallel(model) and beyond.any():
             raise AssertionError(
-                f"L{layer}: parallel block, yet ablating attention moved the MLP write by {moved.max().item():.3g}")
+                f"L{layer}: parallel block, yet ablating attention moved the MLP write by {moved.max().item():.3g}"
+            )
         if not is_parallel(model) and beyond.float().mean().item() <= 0.5:
             raise AssertionError(
                 f"L{layer}: serial block, yet ablating attention left the MLP write unchanged at "
-                f"{int((~beyond).sum())} of {beyond.numel()} tokens")
+                f"{int((~beyond).sum())} of {beyond.numel()} tokens"
+            )
     return worst
 
 
@@ -252,17 +280,27 @@ class Check:
     exact: bool  # bit for bit: the same stock computation, with hooks that change nothing or add zero
 
 
-CHECKS: tuple[Check, ...] = tuple(Check(name, fn, exact) for name, fn, exact in (
-    ("identity", check_identity, False), ("noop", check_noop, True), ("batched", check_batched, False),
-    ("left_padding", check_left_padding, False), ("prefix_reuse", check_prefix_reuse, False),
-    ("head_ablation", check_head_ablation, False), ("skip", check_skip, False), ("exit_at", check_exit_at, False),
-    ("steer_zero", check_steer_zero, True), ("writes", check_writes, False),
-))
+CHECKS: tuple[Check, ...] = tuple(
+    Check(name, fn, exact)
+    for name, fn, exact in (
+        ("identity", check_identity, False),
+        ("noop", check_noop, True),
+        ("batched", check_batched, False),
+        ("left_padding", check_left_padding, False),
+        ("prefix_reuse", check_prefix_reuse, False),
+        ("head_ablation", check_head_ablation, False),
+        ("skip", check_skip, False),
+        ("exit_at", check_exit_at, False),
+        ("steer_zero", check_steer_zero, True),
+        ("writes", check_writes, False),
+    )
+)
 CHECK_NAMES = tuple(c.name for c in CHECKS)
 
 
-def run_checks(model: nn.Module, tokenizer, names: tuple[str, ...] = CHECK_NAMES, atol: float = ATOL,
-               exact: bool = True) -> dict[str, float]:
+def run_checks(
+    model: nn.Module, tokenizer, names: tuple[str, ...] = CHECK_NAMES, atol: float = ATOL, exact: bool = True
+) -> dict[str, float]:
     """The named checks on one model: {check: largest difference measured}; the first failure raises.
 
     ``exact``: the exact checks allow no difference at all (true of the tiny fp32 models here; on a large

@@ -83,16 +83,21 @@ class SweepWorker:
     def sweep(self, spec: RunnerSpec, variants, targets, k, reference_logprobs):
         runner = self._runners.get(spec)
         if runner is None:
-            runner = self._runners[spec] = Runner(self.lm.model, self.lm.tokenizer, list(spec.prompts),
-                                                  memory_mb=spec.memory_mb, seed=spec.seed,
-                                                  reference_prompts=spec.reference_prompts)
+            runner = self._runners[spec] = Runner(
+                self.lm.model,
+                self.lm.tokenizer,
+                list(spec.prompts),
+                memory_mb=spec.memory_mb,
+                seed=spec.seed,
+                reference_prompts=spec.reference_prompts,
+            )
         return runner.sweep(variants, targets=targets, k=k, reference_logprobs=reference_logprobs, progress=False)
 
 
 def shards(indices: Sequence[int], size: int) -> list[list[int]]:
     """Consecutive runs of ``size`` indices (the last may be shorter)."""
     indices = list(indices)
-    return [indices[i:i + size] for i in range(0, len(indices), size)]
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 @dataclass
@@ -125,27 +130,38 @@ class RayPool:
         try:
             import ray
         except ImportError:
-            raise AtlasError("--ray needs Ray: pip install -e \".[ray]\"") from None
+            raise AtlasError('--ray needs Ray: pip install -e ".[ray]"') from None
         cfg = self.config
         if not ray.is_initialized():
             if cfg.address is None:
-                ray.init(num_cpus=cfg.workers * cfg.threads, num_gpus=None if cfg.gpus_per_worker else 0,
-                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(
+                    num_cpus=cfg.workers * cfg.threads,
+                    num_gpus=None if cfg.gpus_per_worker else 0,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             else:
                 ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
             self._started = True
         try:
             actor = ray.remote(SweepWorker).options(
-                num_cpus=cfg.threads, num_gpus=cfg.gpus_per_worker, max_restarts=cfg.max_restarts,
-                max_task_retries=cfg.max_restarts)
+                num_cpus=cfg.threads,
+                num_gpus=cfg.gpus_per_worker,
+                max_restarts=cfg.max_restarts,
+                max_task_retries=cfg.max_restarts,
+            )
             device = "cuda" if cfg.gpus_per_worker else "cpu"
-            self.actors = [actor.remote(self.model, device, self.lm.info.dtype, cfg.threads)
-                           for _ in range(cfg.workers)]
+            self.actors = [
+                actor.remote(self.model, device, self.lm.info.dtype, cfg.threads) for _ in range(cfg.workers)
+            ]
             ids = ray.get([a.identity.remote() for a in self.actors])
             bad = {sha for sha, _ in ids if sha != self.lm.info.weights_sha256}
             if bad:
-                raise AtlasError(f"the Ray workers loaded {self.model!r} with weights {sorted(bad)}, not the driver's "
-                                 f"{self.lm.info.weights_sha256}: install the same model (same cache) on every node")
+                raise AtlasError(
+                    f"the Ray workers loaded {self.model!r} with weights {sorted(bad)}, not the driver's "
+                    f"{self.lm.info.weights_sha256}: install the same model (same cache) on every node"
+                )
             self.pids = [pid for _, pid in ids]
             self.live = list(range(len(self.actors)))
         except BaseException:
@@ -204,8 +220,10 @@ class RayPool:
                 inflight[task] = (w, si, rows)
                 self.dispatched += 1
             if not inflight:
-                raise AtlasError(f"every Ray worker died; {len(queue)} shard(s) of {nv} variants left undone "
-                                 "(their finished shards are saved: rerun to resume)")
+                raise AtlasError(
+                    f"every Ray worker died; {len(queue)} shard(s) of {nv} variants left undone "
+                    "(their finished shards are saved: rerun to resume)"
+                )
             (done,), _ = ray.wait(list(inflight), num_returns=1)
             w, si, rows = inflight.pop(done)
             try:
@@ -214,8 +232,13 @@ class RayPool:
                 self.live.remove(w)
                 queue.appendleft((si, rows))
                 continue
-            for name, got in (("kl", st.kl), ("argmax_match", st.argmax_match), ("topk_overlap", st.topk_overlap),
-                              ("argmax", st.argmax), ("target_prob", st.target_prob)):
+            for name, got in (
+                ("kl", st.kl),
+                ("argmax_match", st.argmax_match),
+                ("topk_overlap", st.topk_overlap),
+                ("argmax", st.argmax),
+                ("target_prob", st.target_prob),
+            ):
                 if name in arrays:
                     arrays[name][rows] = got
             arrays["done"][rows] = 1
@@ -227,4 +250,3 @@ class RayPool:
                 self.on_shard(ShardEvent(si, rows, w))
         bar.close()
         return runner.stats(variants, arrays, targets, reference_logprobs)
-

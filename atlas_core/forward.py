@@ -60,8 +60,8 @@ def encode(tokenizer, prompts: Sequence[str], device: torch.device | str = "cpu"
     input_ids = torch.full((len(ids), seq), pad, dtype=torch.long)
     mask = torch.zeros((len(ids), seq), dtype=torch.long)
     for i, row in enumerate(ids):
-        input_ids[i, seq - len(row):] = torch.tensor(row)
-        mask[i, seq - len(row):] = 1
+        input_ids[i, seq - len(row) :] = torch.tensor(row)
+        mask[i, seq - len(row) :] = 1
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return Encoded(input_ids.to(device), mask.to(device), position_ids.to(device), [len(r) for r in ids])
 
@@ -78,8 +78,9 @@ def logprobs_of_hidden(model: nn.Module, hidden_last: torch.Tensor) -> torch.Ten
 def plain_logprobs(model: nn.Module, enc: Encoded) -> torch.Tensor:
     """The stock CausalLM forward, all positions, last position's log-probs (the reference path)."""
     with torch.inference_mode():
-        out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids,
-                    use_cache=False)
+        out = model(
+            input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids, use_cache=False
+        )
     return F.log_softmax(out.logits[:, -1].float(), dim=-1)
 
 

@@ -41,8 +41,18 @@ GOLDEN_MODEL = "qwen2.5-coder-0.5b-instruct"
 FORMAT = 1
 
 GOLDEN_PROFILE = Profile(
-    "golden", n_items=1, head_layers=2, ablation_modes=("zero", "mean", "resample"), steer_strengths=(-2.0, 0.0, 2.0),
-    steer_layers=2, lora_items=1, lora_max_steps=4, lora_target_loss=0.01, n_boot=50, memory_mb=512, timing_repeats=1,
+    "golden",
+    n_items=1,
+    head_layers=2,
+    ablation_modes=("zero", "mean", "resample"),
+    steer_strengths=(-2.0, 0.0, 2.0),
+    steer_layers=2,
+    lora_items=1,
+    lora_max_steps=4,
+    lora_target_loss=0.01,
+    n_boot=50,
+    memory_mb=512,
+    timing_repeats=1,
 )
 
 # Tolerances (fp32 on a CPU): each experiment's relative one is declared in its spec (``golden_rel``, set from
@@ -81,10 +91,15 @@ def recording_sweeps(sweeping: Sweeping) -> Iterator[list[SweepRecord]]:
     log: list[SweepRecord] = []
 
     def record(runner: Runner, variants, stats: SweepStats) -> None:
-        log.append(SweepRecord(
-            variants=list(stats.names), prompts=list(runner.prompts),
-            kl=_rounded(stats.kl), argmax=stats.argmax.astype(int).tolist(),
-            target_prob=None if stats.target_prob is None else _rounded(stats.target_prob)))
+        log.append(
+            SweepRecord(
+                variants=list(stats.names),
+                prompts=list(runner.prompts),
+                kl=_rounded(stats.kl),
+                argmax=stats.argmax.astype(int).tolist(),
+                target_prob=None if stats.target_prob is None else _rounded(stats.target_prob),
+            )
+        )
 
     with sweeping.lent(observer=record):
         yield log
@@ -94,8 +109,9 @@ def _rounded(a) -> list:
     return [[float(f"{v:.9g}") for v in row] for row in np.asarray(a, dtype=np.float64)]
 
 
-def compute(lm, experiments: list[str] | None = None, progress: bool = False,
-            shared: dict | None = None) -> dict[str, ExperimentSlice]:
+def compute(
+    lm, experiments: list[str] | None = None, progress: bool = False, shared: dict | None = None
+) -> dict[str, ExperimentSlice]:
     """Run the golden slice of ``experiments`` (default: all, in order) on a loaded model. ``shared``: the
     stored results (JSON form) of experiments not rerun, handed on as a run hands on stored records (head
     ablation and efficiency read the layer ablation's)."""
@@ -131,8 +147,10 @@ def read(path: Path) -> dict[str, ExperimentSlice]:
     if not path.is_file():
         raise AtlasError(f"no golden record at {path}; write one with `atlas golden write`")
     stat = path.stat()
-    return {name: ExperimentSlice(s.sweeps, s.result, list(s.codes))
-            for name, s in _read(path, stat.st_mtime_ns, stat.st_size).items()}
+    return {
+        name: ExperimentSlice(s.sweeps, s.result, list(s.codes))
+        for name, s in _read(path, stat.st_mtime_ns, stat.st_size).items()
+    }
 
 
 def golden_schema() -> dict:
@@ -143,16 +161,39 @@ def golden_schema() -> dict:
     def grid(cell):
         return {"type": "array", "items": {"type": "array", "items": cell}}
 
-    sweep = {"type": "object", "additionalProperties": False, "required": ["variants", "prompts", "kl", "argmax"],
-             "properties": {"variants": {"type": "array", "items": STRING}, "prompts": {"type": "array", "items": STRING},
-                            "kl": grid({"type": "number"}), "argmax": grid({"type": "integer"}),
-                            "target_prob": {**grid({"type": "number"}), "type": ["array", "null"]}}}
-    entry = {"type": "object", "additionalProperties": False, "required": ["sweeps", "result", "codes"],
-             "properties": {"sweeps": {"type": "array", "items": sweep}, "result": OBJECT,
-                            "codes": {"type": "array", "items": STRING}}}
-    return {"type": "object", "additionalProperties": False, "required": ["format", "experiments"],
-            "properties": {"format": {"const": FORMAT}, "model": STRING, "profile": OBJECT,
-                           "experiments": {"type": "object", "additionalProperties": entry}}}
+    sweep = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["variants", "prompts", "kl", "argmax"],
+        "properties": {
+            "variants": {"type": "array", "items": STRING},
+            "prompts": {"type": "array", "items": STRING},
+            "kl": grid({"type": "number"}),
+            "argmax": grid({"type": "integer"}),
+            "target_prob": {**grid({"type": "number"}), "type": ["array", "null"]},
+        },
+    }
+    entry = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["sweeps", "result", "codes"],
+        "properties": {
+            "sweeps": {"type": "array", "items": sweep},
+            "result": OBJECT,
+            "codes": {"type": "array", "items": STRING},
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["format", "experiments"],
+        "properties": {
+            "format": {"const": FORMAT},
+            "model": STRING,
+            "profile": OBJECT,
+            "experiments": {"type": "object", "additionalProperties": entry},
+        },
+    }
 
 
 FIX = "restore it from git (`git checkout -- atlas_core/data/golden`) or rewrite it with `atlas golden write`"
@@ -167,16 +208,23 @@ def _read(path: Path, mtime_ns: int, size: int) -> dict[str, ExperimentSlice]:
     except (ValueError, OSError) as exc:
         raise AtlasError(f"golden record {path} is unreadable ({exc}); {FIX}") from None
     check(data, golden_schema, f"golden record {path}", FIX)
-    return {name: ExperimentSlice(sweeps=[SweepRecord(**s) for s in e["sweeps"]], result=e["result"],
-                                  codes=list(e["codes"]))
-            for name, e in data["experiments"].items()}
+    return {
+        name: ExperimentSlice(
+            sweeps=[SweepRecord(**s) for s in e["sweeps"]], result=e["result"], codes=list(e["codes"])
+        )
+        for name, e in data["experiments"].items()
+    }
 
 
 def write(path: Path, slices: dict[str, ExperimentSlice], model: str) -> Path:
     from atlas_core.results import atomic_write_text, to_jsonable
 
-    data = {"format": FORMAT, "model": model, "profile": GOLDEN_PROFILE.to_dict(),
-            "experiments": {name: to_jsonable(s) for name, s in slices.items()}}
+    data = {
+        "format": FORMAT,
+        "model": model,
+        "profile": GOLDEN_PROFILE.to_dict(),
+        "experiments": {name: to_jsonable(s) for name, s in slices.items()},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
@@ -230,8 +278,14 @@ def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice, above:
         out.append(Mismatch(name, "number of sweeps", len(want.sweeps), len(got.sweeps)))
     for si, (w, g) in enumerate(zip(want.sweeps, got.sweeps)):
         if w.variants != g.variants or w.prompts != g.prompts:
-            out.append(Mismatch(name, f"sweep {si} variants/prompts", (w.variants[:4], w.prompts[:2]),
-                                (g.variants[:4], g.prompts[:2])))
+            out.append(
+                Mismatch(
+                    name,
+                    f"sweep {si} variants/prompts",
+                    (w.variants[:4], w.prompts[:2]),
+                    (g.variants[:4], g.prompts[:2]),
+                )
+            )
             continue
         for metric in ("kl", "target_prob", "argmax"):
             wm, gm = getattr(w, metric), getattr(g, metric)
@@ -245,7 +299,9 @@ def compare_slice(name: str, want: ExperimentSlice, got: ExperimentSlice, above:
                     a, b = wm[vi][pi], gm[vi][pi]
                     x = (0.0 if a == b else math.inf) if metric == "argmax" else excess(a, b, rel, ABS[metric])
                     if x > above:
-                        out.append(Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b, x))
+                        out.append(
+                            Mismatch(name, f"sweep {si} variant {variant!r} prompt {prompt!r} {metric}", a, b, x)
+                        )
     # results compare in the current schema: fields a later schema removed are not expected of new code, and
     # fields it added (None in a record that predates them) are not expected of the record
     a, b = migrate(name, want.result), migrate(name, got.result)
@@ -260,20 +316,25 @@ def _compare_tree(name: str, path: str, a, b, rel: float, abs_: float, above: fl
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [Mismatch(name, f"{path} keys", sorted(a), sorted(b))]
-        return [m for k in a if k not in NOT_COMPARED
-                for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel, abs_, above)]
+        return [
+            m
+            for k in a
+            if k not in NOT_COMPARED
+            for m in _compare_tree(name, f"{path}.{k}", a[k], b[k], rel, abs_, above)
+        ]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [Mismatch(name, f"{path} length", len(a), len(b))]
-        return [m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel, abs_, above)]
+        return [
+            m for i, (x, y) in enumerate(zip(a, b)) for m in _compare_tree(name, f"{path}[{i}]", x, y, rel, abs_, above)
+        ]
     if isinstance(a, float) or isinstance(b, float):
         x = math.inf if a is None or b is None else excess(float(a), float(b), rel, abs_)
         return [Mismatch(name, path, a, b, x)] if x > above else []
     return [] if a == b else [Mismatch(name, path, a, b)]
 
 
-def check(lm, path: Path | None = None, experiments: list[str] | None = None,
-          progress: bool = False) -> list[Mismatch]:
+def check(lm, path: Path | None = None, experiments: list[str] | None = None, progress: bool = False) -> list[Mismatch]:
     """Recompute the slice of ``experiments`` (default: every one in the record) and compare it with the
     record; returns every mismatch (empty: the experiments compute what they computed)."""
     want = read(path or golden_path(lm.info.name))
@@ -281,8 +342,7 @@ def check(lm, path: Path | None = None, experiments: list[str] | None = None,
     missing = [n for n in names if n not in want]
     if missing:
         raise AtlasError(f"the golden record has no {', '.join(missing)}; rewrite it with `atlas golden write`")
-    got = compute(lm, names, progress=progress,
-                  shared={n: s.result for n, s in want.items() if n not in names})
+    got = compute(lm, names, progress=progress, shared={n: s.result for n, s in want.items() if n not in names})
     return [m for n in names for m in compare_slice(n, want[n], got[n])]
 
 
@@ -292,5 +352,19 @@ def unverified_code(path: Path | None = None, model: str = GOLDEN_MODEL) -> dict
     return {n: fingerprint(n) for n, s in want.items() if fingerprint(n) not in s.codes}
 
 
-__all__ = ["GOLDEN_MODEL", "GOLDEN_PROFILE", "UNRECORDED", "Mismatch", "check", "compute", "compare_slice", "excess",
-           "golden_path", "merge_codes", "read", "recording_sweeps", "unverified_code", "write"]
+__all__ = [
+    "GOLDEN_MODEL",
+    "GOLDEN_PROFILE",
+    "UNRECORDED",
+    "Mismatch",
+    "check",
+    "compute",
+    "compare_slice",
+    "excess",
+    "golden_path",
+    "merge_codes",
+    "read",
+    "recording_sweeps",
+    "unverified_code",
+    "write",
+]

@@ -38,8 +38,12 @@ def _is_library_hook(fn: Callable) -> bool:
 
 _KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _SIDE_TABLES = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
-_GLOBAL_KINDS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks")
+_GLOBAL_KINDS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
 
 Hook = tuple[object, str, int]  # (owner: a module, or None for torch's global hooks; kind; handle id)
 
@@ -47,8 +51,13 @@ Hook = tuple[object, str, int]  # (owner: a module, or None for torch's global h
 def module_hooks(model: nn.Module, include_library: bool = False) -> list[Hook]:
     """Every forward, forward-pre, backward and backward-pre hook on any submodule. Hooks that transformers
     itself keeps installed are left out unless ``include_library``."""
-    return [(m, kind, key) for m in model.modules() for kind in _KINDS
-            for key, fn in getattr(m, kind).items() if include_library or not _is_library_hook(fn)]
+    return [
+        (m, kind, key)
+        for m in model.modules()
+        for kind in _KINDS
+        for key, fn in getattr(m, kind).items()
+        if include_library or not _is_library_hook(fn)
+    ]
 
 
 def global_hooks() -> list[Hook]:

@@ -71,8 +71,11 @@ SEAL = "sha256"  # the key of a JSON document's own content hash
 
 
 def _doc_hash(doc: dict) -> str:
-    return sha256_bytes(json.dumps({k: v for k, v in doc.items() if k != SEAL}, sort_keys=True,
-                                   separators=(",", ":"), allow_nan=False).encode())
+    return sha256_bytes(
+        json.dumps(
+            {k: v for k, v in doc.items() if k != SEAL}, sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode()
+    )
 
 
 def seal_doc(doc: dict) -> dict:
@@ -135,4 +138,5 @@ def check_finite(values: np.ndarray, what: str, rows: Sequence[str], cols: Seque
         r, c = (int(i) for i in bad[0])
         raise NonFiniteMetric(
             f"{what} is {values[r, c]} for variant {rows[r]!r}, prompt {cols[c]!r} ({len(bad)} non-finite value(s)); "
-            "the model's output is not finite there: check the weights (atlas models verify) or the adapter")
+            "the model's output is not finite there: check the weights (atlas models verify) or the adapter"
+        )

@@ -115,8 +115,10 @@ def _check_values(iv: Intervention, what: str, value, w: int, n_prompts: int | N
     if n_prompts is not None and value.shape[0] != n_prompts:
         raise AtlasError(f"{what} at {iv.site} holds {value.shape[0]} prompts; the run has {n_prompts}")
     if seq is not None and value.shape[1] < seq:
-        raise AtlasError(f"{what} at {iv.site} covers {value.shape[1]} positions; the run's prompts are padded to "
-                         f"{seq} (record the activations on prompts at least as long, in the runner's layout)")
+        raise AtlasError(
+            f"{what} at {iv.site} covers {value.shape[1]} positions; the run's prompts are padded to "
+            f"{seq} (record the activations on prompts at least as long, in the runner's layout)"
+        )
 
 
 def validate(iv: Intervention, d: Dims, n_prompts: int | None = None, seq: int | None = None) -> None:
@@ -142,13 +144,16 @@ def validate(iv: Intervention, d: Dims, n_prompts: int | None = None, seq: int |
             raise AtlasError(f"mean ablation at {iv.site} needs a [{w}] mean vector (the Runner computes it)")
         if iv.mode == "resample":
             if iv.value is None:
-                raise AtlasError(f"resample ablation at {iv.site} needs [prompts, seq, {w}] donor activations "
-                                 "(the Runner draws them)")
+                raise AtlasError(
+                    f"resample ablation at {iv.site} needs [prompts, seq, {w}] donor activations "
+                    "(the Runner draws them)"
+                )
             _check_values(iv, "resample ablation", iv.value, w, n_prompts, seq)
     if isinstance(iv, Steer):
         if not isinstance(iv.direction, torch.Tensor):
-            raise AtlasError(f"steering direction must be a torch.Tensor of shape [{d.d_model}], "
-                             f"got {type(iv.direction).__name__}")
+            raise AtlasError(
+                f"steering direction must be a torch.Tensor of shape [{d.d_model}], got {type(iv.direction).__name__}"
+            )
         if iv.direction.dim() != 1 or iv.direction.shape[0] != d.d_model:
             raise AtlasError(
                 f"steering direction has shape {tuple(iv.direction.shape)}; the residual is [{d.d_model}] wide"
@@ -204,8 +209,12 @@ def act_fn(iv: Intervention, rows: slice, prompts: slice | torch.Tensor):
     return fn
 
 
-def hook_specs(model: nn.Module, ivs: tuple[Intervention, ...], rows: slice = slice(None),
-               prompts: slice | torch.Tensor = slice(None)) -> list[HookSpec]:
+def hook_specs(
+    model: nn.Module,
+    ivs: tuple[Intervention, ...],
+    rows: slice = slice(None),
+    prompts: slice | torch.Tensor = slice(None),
+) -> list[HookSpec]:
     specs = []
     for iv in ivs:
         for site in sites_of(iv):

@@ -15,9 +15,19 @@ from typing import Sequence
 from atlas_core.stat import Stat, finite
 
 
-def profile_stat(items: Sequence[int], values: Sequence[float], n_layers: int, *, axis: str = "layer",
-                 lo: Sequence[float] | None = None, hi: Sequence[float] | None = None, direction: int = 1,
-                 ylabel: str = "", n_heads: int | None = None, n: int | None = None) -> Stat:
+def profile_stat(
+    items: Sequence[int],
+    values: Sequence[float],
+    n_layers: int,
+    *,
+    axis: str = "layer",
+    lo: Sequence[float] | None = None,
+    hi: Sequence[float] | None = None,
+    direction: int = 1,
+    ylabel: str = "",
+    n_heads: int | None = None,
+    n: int | None = None,
+) -> Stat:
     """A per-layer (or per-head) profile as a ranking Stat; items whose value is undefined rank last."""
     items, ys = [int(i) for i in items], [finite(v) for v in values]
     key = lambda k: (ys[k] is None, -direction * (ys[k] or 0.0), items[k])  # noqa: E731
@@ -31,12 +41,26 @@ def profile_stat(items: Sequence[int], values: Sequence[float], n_layers: int, *
             series["n"] = int(n)
     if n_heads is not None:
         series["n_heads"] = int(n_heads)
-    return Stat(None if top is None else float(top), kind="ranking", ranking=ranking,
-                label=item_name(top, series) if top is not None else "none", series=series)
+    return Stat(
+        None if top is None else float(top),
+        kind="ranking",
+        ranking=ranking,
+        label=item_name(top, series) if top is not None else "none",
+        series=series,
+    )
 
 
-def value_at(items: Sequence[int], values: Sequence[float], item: int, n_layers: int, *, anchored: bool = True,
-             n_heads: int | None = None, label: str | None = None, ylabel: str = "") -> Stat:
+def value_at(
+    items: Sequence[int],
+    values: Sequence[float],
+    item: int,
+    n_layers: int,
+    *,
+    anchored: bool = True,
+    n_heads: int | None = None,
+    label: str | None = None,
+    ylabel: str = "",
+) -> Stat:
     """The value of a per-layer (per-head) profile at one item, carrying the profile and, when ``anchored``, the
     item (``series["at"]``): a claim of it names the item and reads the profile there (a statistic declared
     ``StatDecl.at``). Not anchored where no item stands out (a tie): its claims are of the value alone."""
@@ -47,8 +71,9 @@ def value_at(items: Sequence[int], values: Sequence[float], item: int, n_layers:
         series["n_heads"] = int(n_heads)
     if anchored:
         series["at"] = int(item)
-    return Stat(ys[items.index(int(item))], label=label if label is not None else item_name(item, series),
-                series=series)
+    return Stat(
+        ys[items.index(int(item))], label=label if label is not None else item_name(item, series), series=series
+    )
 
 
 def item_name(item, series: dict | None) -> str:

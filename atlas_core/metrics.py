@@ -126,8 +126,9 @@ def is_tie(values, rtol: float = TIE_RTOL) -> bool:
     return len(v) >= 2 and float(np.ptp(v)) <= rtol * float(np.abs(v).max())
 
 
-def bootstrap(values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int = 1000,
-              level: float = 0.95, seed: int = 0) -> Estimate:
+def bootstrap(
+    values, stat: Callable[[np.ndarray], float] = np.mean, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> Estimate:
     """Percentile bootstrap over the first axis (prompts)."""
     x = np.asarray(values, dtype=np.float64)
     if x.shape[0] == 0:

@@ -69,6 +69,7 @@ class RunPlan:
 @dataclass
 class _Job:
     """One experiment at one seed: its record key, context, config and the record stored for it, if any."""
+
     name: str
     seed: int
     key: str
@@ -107,21 +108,31 @@ def check_needed_families(names: list[str], families: dict, drive: dict | None =
     ``ExperimentSpec.families``) are loaded, with the item and contrast prompts a skill direction needs: found
     before the model loads, not after other experiments ran."""
     for name in names:
-        for family in ((drive[name],) if drive and name in drive else spec_of(name).families):
+        for family in (drive[name],) if drive and name in drive else spec_of(name).families:
             if family not in families:
-                raise AtlasError(f"experiment {name} needs task family {family!r}, which this run does not load "
-                                 f"(loaded: {', '.join(families)}); add it to --families or leave {name} out of "
-                                 "--experiments")
+                raise AtlasError(
+                    f"experiment {name} needs task family {family!r}, which this run does not load "
+                    f"(loaded: {', '.join(families)}); add it to --families or leave {name} out of "
+                    "--experiments"
+                )
             fam = families[family]
             if not fam.items or not fam.contrast:
-                raise AtlasError(f"experiment {name} needs task family {family!r} with item and contrast prompts; "
-                                 f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts")
+                raise AtlasError(
+                    f"experiment {name} needs task family {family!r} with item and contrast prompts; "
+                    f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts"
+                )
 
 
 def check_model_name(name: str) -> None:
     """Fail before any work on a name that is neither registered nor a path nor a hub id."""
     p = Path(name).expanduser()
-    if name in OFFLINE_MODELS or name in TINY_MODELS or name in PLANTED_MODELS or p.exists() or ("/" in name and not name.startswith((".", "/", "~"))):
+    if (
+        name in OFFLINE_MODELS
+        or name in TINY_MODELS
+        or name in PLANTED_MODELS
+        or p.exists()
+        or ("/" in name and not name.startswith((".", "/", "~")))
+    ):
         return
     raise AtlasError(
         f"unknown model {name!r}; known models: {', '.join(known_names())} "
@@ -160,25 +171,37 @@ def run_plan(plan: RunPlan) -> RunStore:
     if plan.seeds < 1:
         raise AtlasError(f"--seeds must be at least 1 (got {plan.seeds})")
     if not (0 <= plan.seed and plan.seed + plan.seeds - 1 <= MAX_SEED):
-        raise AtlasError(f"--seed {plan.seed}{f' with --seeds {plan.seeds}' if plan.seeds > 1 else ''}: seeds run from 0 "
-                         f"to {MAX_SEED} (what torch and numpy accept); pass a seed in that range")
+        raise AtlasError(
+            f"--seed {plan.seed}{f' with --seeds {plan.seeds}' if plan.seeds > 1 else ''}: seeds run from 0 "
+            f"to {MAX_SEED} (what torch and numpy accept); pass a seed in that range"
+        )
     if plan.max_memory is not None and plan.device_map is None:
-        raise AtlasError("--max-memory is given without --device-map, the flag it belongs to: add --device-map auto "
-                         "or drop --max-memory")
+        raise AtlasError(
+            "--max-memory is given without --device-map, the flag it belongs to: add --device-map auto "
+            "or drop --max-memory"
+        )
     check_needed_families(names, families, plan.drive)
     check_screen(plan.screen, names)
     if plan.device_map is not None and plan.device_map != "auto":
         raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
     if plan.device_map and plan.ray is not None:
-        raise AtlasError("--ray runs one whole replica per actor and --device-map splits one model across "
-                         "devices; use one of them")
+        raise AtlasError(
+            "--ray runs one whole replica per actor and --device-map splits one model across devices; use one of them"
+        )
     max_memory = parse_max_memory(plan.max_memory)
     _preflight(plan, names)
     dtype = resolve_dtype(plan.dtype, torch.device("cpu") if plan.device_map else resolve_device(plan.device))
     named = plan.model in OFFLINE_MODELS or plan.model in TINY_MODELS or not Path(plan.model).expanduser().exists()
-    check_folder_owner(plan, RunStore(plan.out), {"model": plan.model if named else None, "profile": profile.name,
-                                                  "dtype": str(dtype).removeprefix("torch."),
-                                                  "families": sorted(families)})
+    check_folder_owner(
+        plan,
+        RunStore(plan.out),
+        {
+            "model": plan.model if named else None,
+            "profile": profile.name,
+            "dtype": str(dtype).removeprefix("torch."),
+            "families": sorted(families),
+        },
+    )
     if not plan.compute and plan.model in OFFLINE_MODELS:  # stored results only: the weights are not needed
         lm = skeleton(plan.model, device=plan.device, dtype=plan.dtype)
     elif plan.device_map:  # loaded on the CPU, then dispatched: accelerate moves each layer where it goes
@@ -192,16 +215,37 @@ def run_plan(plan: RunPlan) -> RunStore:
     store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
     sweeping = Sweeping()  # one for the run: every context's runners sweep where it says
-    ctx = Context(lm, families, profile, seed=plan.seed, out_dir=store.root, progress=plan.progress,
-                  drive=dict(plan.drive or {}), screen=plan.screen, sweeping=sweeping)
+    ctx = Context(
+        lm,
+        families,
+        profile,
+        seed=plan.seed,
+        out_dir=store.root,
+        progress=plan.progress,
+        drive=dict(plan.drive or {}),
+        screen=plan.screen,
+        sweeping=sweeping,
+    )
     jobs: list[_Job] = []
     for name in names:
         seeds = [plan.seed + i for i in range(plan.seeds)] if spec_of(name).seed_dependent else [plan.seed]
         for seed in seeds:
             key = record_key(name, seed, plan.seed)
-            run_ctx = ctx if seed == plan.seed else Context(lm, families, profile, seed=seed, out_dir=store.root,
-                                                              progress=plan.progress, drive=dict(plan.drive or {}),
-                                                              screen=plan.screen, sweeping=sweeping)
+            run_ctx = (
+                ctx
+                if seed == plan.seed
+                else Context(
+                    lm,
+                    families,
+                    profile,
+                    seed=seed,
+                    out_dir=store.root,
+                    progress=plan.progress,
+                    drive=dict(plan.drive or {}),
+                    screen=plan.screen,
+                    sweeping=sweeping,
+                )
+            )
             cfg = experiment_config(name, run_ctx, seed, plan.seed)
             jobs.append(_Job(name, seed, key, run_ctx, cfg, config_hash(cfg), store.load(key)))
     if not plan.compute:
@@ -215,10 +259,17 @@ def run_plan(plan: RunPlan) -> RunStore:
             from atlas_core.distributed import RayPool
 
             held.enter_context(sweeping.lent(backend=held.enter_context(RayPool(plan.ray, plan.model, lm))))
-            _say(plan, f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
-                       f"({plan.ray.address or 'a local cluster'})")
-        run_info = {"model": lm.info.to_dict(), "profile": profile.to_dict(), "versions": versions(),
-                    "families": {n: f.sha256 for n, f in families.items()}}
+            _say(
+                plan,
+                f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
+                f"({plan.ray.address or 'a local cluster'})",
+            )
+        run_info = {
+            "model": lm.info.to_dict(),
+            "profile": profile.to_dict(),
+            "versions": versions(),
+            "families": {n: f.sha256 for n, f in families.items()},
+        }
 
         def start(manifest: dict) -> None:
             manifest.setdefault("created", now())
@@ -228,8 +279,9 @@ def run_plan(plan: RunPlan) -> RunStore:
         store.update_manifest(start)
         results: dict[int, dict[str, object]] = {}  # seed -> experiment -> typed result, computed or stored
         for job in jobs:
-            results.setdefault(job.seed, {})[job.name] = _run_job(plan, store, job,
-                                                                  _visible(results, job.seed, plan.seed))
+            results.setdefault(job.seed, {})[job.name] = _run_job(
+                plan, store, job, _visible(results, job.seed, plan.seed)
+            )
     if plan.report:
         from atlas_core.report import write_report
 
@@ -275,8 +327,13 @@ IDENTITY = ("model", "weights_sha256", "profile", "dtype", "families")  # what o
 def folder_identity(model: dict, profile: str | None, families) -> dict:
     """The facts a run folder holds one of, from a model's facts (``ModelInfo.to_dict()``), a profile name
     and the family names; a fact that is unknown (None) constrains nothing."""
-    return {"model": model.get("name"), "weights_sha256": model.get("weights_sha256"), "profile": profile,
-            "dtype": model.get("dtype"), "families": sorted(families) if families is not None else None}
+    return {
+        "model": model.get("name"),
+        "weights_sha256": model.get("weights_sha256"),
+        "profile": profile,
+        "dtype": model.get("dtype"),
+        "families": sorted(families) if families is not None else None,
+    }
 
 
 def stored_identities(store: RunStore) -> list[tuple[str, dict]]:
@@ -285,12 +342,20 @@ def stored_identities(store: RunStore) -> list[tuple[str, dict]]:
     manifest_path = store.root / "manifest.json"
     if manifest_path.is_file():
         m = store.manifest()
-        out.append((str(manifest_path), folder_identity(m.get("model") or {}, (m.get("profile") or {}).get("name"),
-                                                        m.get("families"))))
+        out.append(
+            (
+                str(manifest_path),
+                folder_identity(m.get("model") or {}, (m.get("profile") or {}).get("name"), m.get("families")),
+            )
+        )
     for key, rec in store.records().items():
         prov = rec.provenance
-        out.append((str(store.path(key)), folder_identity(prov.get("model") or {}, prov.get("profile"),
-                                                          prov.get("task_sha256"))))
+        out.append(
+            (
+                str(store.path(key)),
+                folder_identity(prov.get("model") or {}, prov.get("profile"), prov.get("task_sha256")),
+            )
+        )
     return out
 
 
@@ -302,14 +367,17 @@ def check_folder_owner(plan: RunPlan, store: RunStore, run: dict) -> None:
     for where, held in stored_identities(store):
         differ = [k for k in IDENTITY if run.get(k) is not None and held.get(k) is not None and run[k] != held[k]]
         if differ:
+
             def show(ident: dict) -> str:
                 return ", ".join(f"{k} {','.join(ident[k]) if k == 'families' else ident[k]}" for k in differ)
 
             from atlas_core.runs import run_path
 
-            raise AtlasError(f"run folder {store.root} holds another run ({where}: {show(held)}) than this one "
-                             f"({show(run)}); a run folder holds one model, profile, dtype and set of task families: "
-                             f"write this run to another --out (e.g. {run_path(plan.model, plan.profile)})")
+            raise AtlasError(
+                f"run folder {store.root} holds another run ({where}: {show(held)}) than this one "
+                f"({show(run)}); a run folder holds one model, profile, dtype and set of task families: "
+                f"write this run to another --out (e.g. {run_path(plan.model, plan.profile)})"
+            )
 
 
 def check_writable_dir(path: Path, what: str) -> None:
@@ -327,8 +395,10 @@ def check_writable_dir(path: Path, what: str) -> None:
 
 
 def _locked(store: RunStore, name: str, lock) -> str:
-    return (f"{name} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
-            f"it to finish, or leave {name} out of --experiments")
+    return (
+        f"{name} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
+        f"it to finish, or leave {name} out of --experiments"
+    )
 
 
 def _check_free(store: RunStore, name: str, seeds: list[int]) -> None:
@@ -339,8 +409,12 @@ def _check_free(store: RunStore, name: str, seeds: list[int]) -> None:
         for seed in seeds:
             path = store.root / ".locks" / f"{lora_training.adapter_lock_name(seed)}.lock"
             if path.exists():
-                locks.append((store.lock(lora_training.adapter_lock_name(seed)),
-                              lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file)))
+                locks.append(
+                    (
+                        store.lock(lora_training.adapter_lock_name(seed)),
+                        lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file),
+                    )
+                )
     for lock, busy in locks:
         try:
             lock.acquire(timeout=0)
@@ -404,15 +478,27 @@ def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, objec
     run_s = time.perf_counter() - t0
     wall = run_s + ck.prior_seconds  # earlier attempts' time, up to their last save
     finished = now()  # one instant: the record and its manifest entry must agree
-    prov = {"model": lm.info.to_dict(), "seed": job.seed, "profile": profile.name, "versions": versions(),
-            "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()}, "wall_seconds": round(wall, 3),
-            "resumed_after_seconds": round(ck.prior_seconds, 3), "torch_threads": torch.get_num_threads(),
-            "code": fingerprint(job.name), "work": work.record(run_s, peak), "finished": finished}
+    prov = {
+        "model": lm.info.to_dict(),
+        "seed": job.seed,
+        "profile": profile.name,
+        "versions": versions(),
+        "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()},
+        "wall_seconds": round(wall, 3),
+        "resumed_after_seconds": round(ck.prior_seconds, 3),
+        "torch_threads": torch.get_num_threads(),
+        "code": fingerprint(job.name),
+        "work": work.record(run_s, peak),
+        "finished": finished,
+    }
     store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
-        manifest.setdefault("experiments", {})[key] = {"config_hash": chash, "wall_seconds": round(wall, 3),
-                                                       "finished": finished}
+        manifest.setdefault("experiments", {})[key] = {
+            "config_hash": chash,
+            "wall_seconds": round(wall, 3),
+            "finished": finished,
+        }
         manifest["updated"] = finished
 
     store.update_manifest(add_entry)
@@ -424,8 +510,12 @@ def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, objec
 def work_summary(store: RunStore) -> str:
     """The per-experiment table of useful work and achieved rate of a run folder, from its records' provenance
     (each record's own figures: one reused from an earlier run shows that run's)."""
-    return summary([(key, rec.provenance.get("work"), float(rec.provenance.get("wall_seconds") or 0.0))
-                    for key, rec in store.records().items()])
+    return summary(
+        [
+            (key, rec.provenance.get("work"), float(rec.provenance.get("wall_seconds") or 0.0))
+            for key, rec in store.records().items()
+        ]
+    )
 
 
 def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:
@@ -449,11 +539,16 @@ def _stored_only_error(plan: RunPlan, root: Path, stale: list[_Job]) -> str:
             lines.append(f"  {job.key}: the stored result is stale ({job.code_stale})")
         else:
             diff = config_diff(job.stored.config, to_jsonable(job.config))  # tuples as the stored JSON lists
-            lines.append(f"  {job.key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})")
+            lines.append(
+                f"  {job.key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})"
+            )
     exps = ",".join(dict.fromkeys(job.name for job in stale))
-    return (f"stored results only, and {len(stale)} of the needed results in {root} cannot be reused:\n"
-            + "\n".join(lines) + f"\ncompute them with `atlas run --model {plan.model} --profile {plan.profile} "
-            f"--experiments {exps} --out {root}`")
+    return (
+        f"stored results only, and {len(stale)} of the needed results in {root} cannot be reused:\n"
+        + "\n".join(lines)
+        + f"\ncompute them with `atlas run --model {plan.model} --profile {plan.profile} "
+        f"--experiments {exps} --out {root}`"
+    )
 
 
 def _say(plan: RunPlan, msg: str) -> None:

@@ -103,6 +103,11 @@ def plan(lengths: Sequence[int], seq: int, row_tokens: int, device: torch.device
         gap = width * (r + 1) - len(src)
         src += [filler] * gap
         pos += range(gap)
-    return Packing(len(lengths), seq, torch.tensor(src, device=device),
-                   torch.tensor(pos, device=device).view(len(rows), width), torch.tensor(last, device=device),
-                   list(lengths))
+    return Packing(
+        len(lengths),
+        seq,
+        torch.tensor(src, device=device),
+        torch.tensor(pos, device=device).view(len(rows), width),
+        torch.tensor(last, device=device),
+        list(lengths),
+    )

@@ -32,11 +32,24 @@ pytest_plugins = ["atlas_core.report.pytest_html_hooks"]
 
 __all__ = [
     # hooks
-    "pytest_addhooks", "pytest_addoption", "pytest_configure", "pytest_unconfigure", "pytest_generate_tests",
-    "pytest_collection_modifyitems", "pytest_terminal_summary",
+    "pytest_addhooks",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_unconfigure",
+    "pytest_generate_tests",
+    "pytest_collection_modifyitems",
+    "pytest_terminal_summary",
     # fixtures
-    "atlas", "_no_hook_leaks",
+    "atlas",
+    "_no_hook_leaks",
     # the session (in ``config.stash[SESSION]``, the ``atlas`` fixture's value) and the tiers; the helpers are
     # the package's
-    "AtlasSession", "ResolvedClaim", "DriftCheck", "SESSION", "Tier", "TIERS", "DEFAULT_PAIR", "DEFAULT_PROFILE",
+    "AtlasSession",
+    "ResolvedClaim",
+    "DriftCheck",
+    "SESSION",
+    "Tier",
+    "TIERS",
+    "DEFAULT_PAIR",
+    "DEFAULT_PROFILE",
 ]

@@ -44,10 +44,20 @@ def record_schema() -> dict:
     from atlas_core.validation import INTEGER, OBJECT
 
     name = {"type": "string", "pattern": f"^{_NAME.pattern}$"}
-    return {"type": "object", "additionalProperties": False,
-            "required": ["experiment", "seed", "config", "config_hash", "provenance", "result"],
-            "properties": {"experiment": name, "seed": INTEGER, "config": OBJECT, "config_hash": name,
-                           "provenance": OBJECT, "result": OBJECT, "schema": {"enum": list(SCHEMAS_READ)}}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["experiment", "seed", "config", "config_hash", "provenance", "result"],
+        "properties": {
+            "experiment": name,
+            "seed": INTEGER,
+            "config": OBJECT,
+            "config_hash": name,
+            "provenance": OBJECT,
+            "result": OBJECT,
+            "schema": {"enum": list(SCHEMAS_READ)},
+        },
+    }
 
 
 def manifest_schema() -> dict:
@@ -55,15 +65,31 @@ def manifest_schema() -> dict:
     from atlas_core.validation import STRING
 
     when = {"type": ["string", "null"]}
-    entry = {"type": "object", "additionalProperties": False, "required": ["config_hash"],
-             "properties": {"config_hash": {"type": "string", "pattern": f"^{_NAME.pattern}$"},
-                            "wall_seconds": {"type": ["number", "null"]}, "finished": when}}
+    entry = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["config_hash"],
+        "properties": {
+            "config_hash": {"type": "string", "pattern": f"^{_NAME.pattern}$"},
+            "wall_seconds": {"type": ["number", "null"]},
+            "finished": when,
+        },
+    }
     facts = {"type": ["object", "null"]}
-    return {"type": "object", "additionalProperties": False,
-            "properties": {"experiments": {"type": "object", "additionalProperties": entry},
-                           "created": STRING, "updated": STRING, "rebuilt": STRING, "model": facts, "profile": facts,
-                           "versions": {"type": ["object", "null"], "additionalProperties": STRING},
-                           "families": {"type": ["object", "null"], "additionalProperties": STRING}}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "experiments": {"type": "object", "additionalProperties": entry},
+            "created": STRING,
+            "updated": STRING,
+            "rebuilt": STRING,
+            "model": facts,
+            "profile": facts,
+            "versions": {"type": ["object", "null"], "additionalProperties": STRING},
+            "families": {"type": ["object", "null"], "additionalProperties": STRING},
+        },
+    }
 
 
 def read_manifest(path: Path) -> dict:
@@ -72,8 +98,13 @@ def read_manifest(path: Path) -> dict:
     from atlas_core.validation import check
 
     manifest = read_sealed_json(path, "")
-    check(manifest, manifest_schema, path, "it is rebuilt from the records when read through the run store",
-          error=CorruptFile)
+    check(
+        manifest,
+        manifest_schema,
+        path,
+        "it is rebuilt from the records when read through the run store",
+        error=CorruptFile,
+    )
     return manifest
 
 
@@ -143,6 +174,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """``atomic_write`` of a text file."""
+
     def write(tmp: str) -> None:
         Path(tmp).write_text(text)
 
@@ -178,8 +210,13 @@ class ExperimentRecord:
         from atlas_core.validation import check
 
         data = read_sealed_json(path, RECORD_FIX)
-        check(data, record_schema, f"{path} is not an Atlas record", f"{RECORD_FIX} (this code reads record schemas "
-              f"{', '.join(map(str, SCHEMAS_READ))})", error=CorruptFile)
+        check(
+            data,
+            record_schema,
+            f"{path} is not an Atlas record",
+            f"{RECORD_FIX} (this code reads record schemas {', '.join(map(str, SCHEMAS_READ))})",
+            error=CorruptFile,
+        )
         return cls.from_dict(data)
 
 
@@ -205,7 +242,7 @@ class RunStore:
         while another run cleans its own: a folder or ``.partial`` gone or refilled meanwhile is left be."""
         base = self.root / ".partial"
         for d in base.glob(f"{key}-*") if base.is_dir() else ():
-            if d != keep and d.name[len(key) + 1:].isalnum():
+            if d != keep and d.name[len(key) + 1 :].isalnum():
                 shutil.rmtree(d, ignore_errors=True)
         try:
             base.rmdir()  # only when empty; the OS decides atomically
@@ -268,8 +305,11 @@ class RunStore:
         records = self.records()
         out: dict = {"experiments": {}, "rebuilt": now()}
         for key, rec in sorted(records.items(), key=lambda kv: str(kv[1].provenance.get("finished", ""))):
-            out["experiments"][key] = {"config_hash": rec.config_hash, "wall_seconds": rec.provenance.get("wall_seconds"),
-                                       "finished": rec.provenance.get("finished")}
+            out["experiments"][key] = {
+                "config_hash": rec.config_hash,
+                "wall_seconds": rec.provenance.get("wall_seconds"),
+                "finished": rec.provenance.get("finished"),
+            }
             out.update({k: rec.provenance[k] for k in ("model", "versions") if k in rec.provenance})
             out["profile"] = rec.config.get("profile", out.get("profile"))
             out["families"] = rec.provenance.get("task_sha256", out.get("families"))

@@ -34,7 +34,17 @@ from atlas_core.checkpoints import Checkpoints, Slot, digest_strings
 from atlas_core.forward import check_prompts, encode, logprobs_of_hidden
 from atlas_core.hooks import hooked
 from atlas_core.interventions import (
-    Ablate, ExitAt, Intervention, Patch, Steer, Variant, act_fn, exit_layer, first_layer, hook_specs, sites_of,
+    Ablate,
+    ExitAt,
+    Intervention,
+    Patch,
+    Steer,
+    Variant,
+    act_fn,
+    exit_layer,
+    first_layer,
+    hook_specs,
+    sites_of,
     validate,
 )
 from atlas_core.integrity import check_finite
@@ -86,8 +96,14 @@ class SweepBackend(Protocol):
 
     def takes(self, runner: Runner) -> bool: ...
 
-    def sweep(self, runner: Runner, variants: Sequence[Variant], targets: Sequence[int] | None, k: int,
-              reference_logprobs: torch.Tensor | None) -> SweepStats: ...
+    def sweep(
+        self,
+        runner: Runner,
+        variants: Sequence[Variant],
+        targets: Sequence[int] | None,
+        k: int,
+        reference_logprobs: torch.Tensor | None,
+    ) -> SweepStats: ...
 
 
 SweepObserver = Callable[["Runner", Sequence[Variant], SweepStats], None]
@@ -106,8 +122,13 @@ class Sweeping:
     observers: list[SweepObserver] = field(default_factory=list)
 
     @contextmanager
-    def lent(self, *, backend: SweepBackend | None = _KEEP, checkpoints: Checkpoints | None = _KEEP,
-             observer: SweepObserver | None = None) -> Iterator[Sweeping]:
+    def lent(
+        self,
+        *,
+        backend: SweepBackend | None = _KEEP,
+        checkpoints: Checkpoints | None = _KEEP,
+        observer: SweepObserver | None = None,
+    ) -> Iterator[Sweeping]:
         """Set ``backend`` and ``checkpoints`` (those given) and add ``observer`` for the block; on leaving it,
         however it is left, every field is as it was."""
         saved = self.backend, self.checkpoints, list(self.observers)
@@ -126,9 +147,18 @@ class Sweeping:
 class Runner:
     """Sweeps over one prompt set on one model. Construct once; the clean pass is cached."""
 
-    def __init__(self, model: nn.Module, tokenizer, prompts: Sequence[str], *, memory_mb: int = 1024,
-                 reference_prompts: Sequence[str] | None = None, seed: int = 0, progress: bool = False,
-                 sweeping: Sweeping | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        prompts: Sequence[str],
+        *,
+        memory_mb: int = 1024,
+        reference_prompts: Sequence[str] | None = None,
+        seed: int = 0,
+        progress: bool = False,
+        sweeping: Sweeping | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.prompts = check_prompts(prompts)
@@ -159,6 +189,7 @@ class Runner:
                     def fn(act):
                         store[idx] = pk.unpack(act.detach())
                         return None
+
                     return fn
 
                 out = [entry_hook(self.model, keep(-1))]  # after learned positions too (GPT-2)
@@ -209,12 +240,15 @@ class Runner:
             else:
                 chunks: dict[Site, list[torch.Tensor]] = defaultdict(list)
                 for p0, p1 in self._prompt_blocks():
+
                     def specs(pk: packing.Packing):
                         def keep(site):
                             def fn(act):
                                 chunks[site].append(pk.unpack(act.detach()))
                                 return None
+
                             return fn
+
                         return [site_hook(self.model, s, keep(s)) for s in missing]
 
                     self._packed_pass(p0, p1, specs)
@@ -240,8 +274,14 @@ class Runner:
         if self.reference_prompts is None:
             return self
         if self._reference is None:
-            self._reference = Runner(self.model, self.tokenizer, self.reference_prompts,
-                                     memory_mb=self.memory_mb, seed=self.seed, sweeping=self.sweeping)
+            self._reference = Runner(
+                self.model,
+                self.tokenizer,
+                self.reference_prompts,
+                memory_mb=self.memory_mb,
+                seed=self.seed,
+                sweeping=self.sweeping,
+            )
         return self._reference
 
     def resample_donors(self, site: Site) -> torch.Tensor:
@@ -261,14 +301,16 @@ class Runner:
         picked = acts[torch.as_tensor(donors, device=acts.device)]
         t, tr = self.enc.seq, ref.enc.seq
         if tr >= t:
-            return picked[:, tr - t:]
+            return picked[:, tr - t :]
         pad = mean.to(acts.dtype).expand(picked.shape[0], t - tr, -1)
         return torch.cat([pad, picked], dim=1)
 
     def _check_resample(self) -> None:
         if self.reference_prompts is None and self.enc.n < 2:
-            raise AtlasError("resample ablation draws each prompt's donor from the other prompts: with one prompt "
-                             "and no reference_prompts there is none (pass reference_prompts or more prompts)")
+            raise AtlasError(
+                "resample ablation draws each prompt's donor from the other prompts: with one prompt "
+                "and no reference_prompts there is none (pass reference_prompts or more prompts)"
+            )
 
     # ---- variants -------------------------------------------------------------------------------
     def check(self, variants: Sequence[Variant]) -> list[int | None]:
@@ -280,8 +322,10 @@ class Runner:
         exits: list[int | None] = []
         for v in variants:
             if not isinstance(v, Variant):
-                raise AtlasError(f"expected a Variant, got {type(v).__name__}: wrap interventions as "
-                                 "Variant(name, (intervention, ...))")
+                raise AtlasError(
+                    f"expected a Variant, got {type(v).__name__}: wrap interventions as "
+                    "Variant(name, (intervention, ...))"
+                )
             for iv in v.interventions:
                 if isinstance(iv, Ablate) and iv.value is None and iv.mode in ("mean", "resample"):
                     validate_site(iv.site, self.dims)
@@ -337,20 +381,32 @@ class Runner:
         prompts first."""
         order = sorted(range(self.enc.n), key=lambda i: (self.enc.lengths[i], i))
         step = self._rows_per_chunk()
-        return [(torch.tensor(order[b:b + step], dtype=torch.long),
-                 self.enc.seq - max(self.enc.lengths[i] for i in order[b:b + step])) for b in range(0, len(order), step)]
+        return [
+            (
+                torch.tensor(order[b : b + step], dtype=torch.long),
+                self.enc.seq - max(self.enc.lengths[i] for i in order[b : b + step]),
+            )
+            for b in range(0, len(order), step)
+        ]
 
     def logprobs(self, variants: Sequence[Variant], progress: bool | None = None) -> torch.Tensor:
         """[len(variants), P, vocab] fp32 last-position log-probabilities."""
         exits = self.check(variants)
-        out = torch.empty((len(variants), self.enc.n, self.clean_logprobs.shape[-1]), dtype=torch.float32,
-                          device=self.device)
+        out = torch.empty(
+            (len(variants), self.enc.n, self.clean_logprobs.shape[-1]), dtype=torch.float32, device=self.device
+        )
         for vi, idx, lp in self._run(variants, exits, progress):
             out[vi, idx.to(self.device)] = lp
         return out
 
-    def sweep(self, variants: Sequence[Variant], targets: Sequence[int] | None = None, k: int = 5,
-              reference_logprobs: torch.Tensor | None = None, progress: bool | None = None) -> SweepStats:
+    def sweep(
+        self,
+        variants: Sequence[Variant],
+        targets: Sequence[int] | None = None,
+        k: int = 5,
+        reference_logprobs: torch.Tensor | None = None,
+        progress: bool | None = None,
+    ) -> SweepStats:
         """Metrics per (variant, prompt) without keeping full distributions, run where ``self.sweeping`` says
         and told to its observers."""
         exits = self.check(variants)
@@ -362,7 +418,9 @@ class Runner:
             if bad:
                 raise AtlasError(f"target token ids {bad[:5]} outside the vocabulary 0..{vocab - 1}")
         if reference_logprobs is not None and reference_logprobs.shape[0] != self.enc.n:
-            raise AtlasError(f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}")
+            raise AtlasError(
+                f"reference log-probs cover {reference_logprobs.shape[0]} prompts; the run has {self.enc.n}"
+            )
         backend = self.sweeping.backend  # `atlas run --ray`: the variants go to Ray actors in shards
         if backend is not None and backend.takes(self):
             stats = backend.sweep(self, variants, targets, k, reference_logprobs)
@@ -372,13 +430,26 @@ class Runner:
             observe(self, variants, stats)
         return stats
 
-    def _sweep_here(self, variants: Sequence[Variant], exits: list[int | None], targets: Sequence[int] | None, k: int,
-                    reference_logprobs: torch.Tensor | None, progress: bool | None) -> SweepStats:
+    def _sweep_here(
+        self,
+        variants: Sequence[Variant],
+        exits: list[int | None],
+        targets: Sequence[int] | None,
+        k: int,
+        reference_logprobs: torch.Tensor | None,
+        progress: bool | None,
+    ) -> SweepStats:
         ref = self._reference_logprobs(reference_logprobs)
         nv = len(variants)
         arrays, slot = self.saved(variants, targets, k, reference_logprobs)
-        kl, am, tk, arg, tp, done = (arrays["kl"], arrays["argmax_match"], arrays["topk_overlap"], arrays["argmax"],
-                                     arrays.get("target_prob"), arrays["done"])
+        kl, am, tk, arg, tp, done = (
+            arrays["kl"],
+            arrays["argmax_match"],
+            arrays["topk_overlap"],
+            arrays["argmax"],
+            arrays.get("target_prob"),
+            arrays["done"],
+        )
         todo = [i for i in range(nv) if not done[i].all()]  # a resumed sweep redoes only unfinished variants
         tid = torch.as_tensor(list(targets), device=self.device) if targets is not None else None
         ref_arg, ref_top = ref.argmax(-1), ref.topk(k, dim=-1).indices  # once, not per chunk
@@ -399,8 +470,13 @@ class Runner:
             slot.save(arrays, force=True)
         return self.stats(variants, arrays, targets, reference_logprobs)
 
-    def stats(self, variants: Sequence[Variant], arrays: dict[str, np.ndarray], targets: Sequence[int] | None,
-              reference_logprobs: torch.Tensor | None) -> SweepStats:
+    def stats(
+        self,
+        variants: Sequence[Variant],
+        arrays: dict[str, np.ndarray],
+        targets: Sequence[int] | None,
+        reference_logprobs: torch.Tensor | None,
+    ) -> SweepStats:
         """The ``SweepStats`` of a finished sweep's arrays (see ``saved``), run here or on a backend: a non-finite
         KL is an error; the reference target probabilities come from this runner's reference."""
         names = [v.name for v in variants]
@@ -410,8 +486,15 @@ class Runner:
             ref = self._reference_logprobs(reference_logprobs)
             tid = torch.as_tensor(list(targets), device=self.device)
             ref_tp = ref.gather(-1, tid[:, None]).squeeze(-1).exp().cpu().numpy()
-        return SweepStats(names, arrays["kl"], arrays["argmax_match"].astype(bool), arrays["topk_overlap"],
-                          arrays.get("target_prob"), ref_tp, arrays["argmax"])
+        return SweepStats(
+            names,
+            arrays["kl"],
+            arrays["argmax_match"].astype(bool),
+            arrays["topk_overlap"],
+            arrays.get("target_prob"),
+            ref_tp,
+            arrays["argmax"],
+        )
 
     def _reference_logprobs(self, reference_logprobs: torch.Tensor | None) -> torch.Tensor:
         """What a sweep's metrics compare against: ``reference_logprobs`` when given, else the clean run."""
@@ -421,9 +504,13 @@ class Runner:
         """A sweep's per-(variant, prompt) arrays (``done`` marks finished cells), reloaded from its checkpoint
         slot when one holds them (zeros otherwise), and the slot (None when no checkpoints are lent)."""
         nv, p = len(variants), self.enc.n
-        arrays = {"kl": np.zeros((nv, p), np.float64), "argmax_match": np.zeros((nv, p), np.uint8),
-                  "topk_overlap": np.zeros((nv, p), np.float64), "argmax": np.zeros((nv, p), np.int64),
-                  "done": np.zeros((nv, p), np.uint8)}
+        arrays = {
+            "kl": np.zeros((nv, p), np.float64),
+            "argmax_match": np.zeros((nv, p), np.uint8),
+            "topk_overlap": np.zeros((nv, p), np.float64),
+            "argmax": np.zeros((nv, p), np.int64),
+            "done": np.zeros((nv, p), np.uint8),
+        }
         if targets is not None:
             arrays["target_prob"] = np.zeros((nv, p), np.float64)
         slot = self._slot(variants, targets, k, reference_logprobs)
@@ -439,9 +526,15 @@ class Runner:
         ref = "clean"
         if reference_logprobs is not None:
             ref = hashlib.sha256(reference_logprobs.detach().float().cpu().numpy().tobytes()).hexdigest()
-        return ck.slot({"variants": digest_strings([v.name for v in variants]),
-                        "prompts": digest_strings(self.prompts),
-                        "targets": None if targets is None else [int(t) for t in targets], "k": k, "reference": ref})
+        return ck.slot(
+            {
+                "variants": digest_strings([v.name for v in variants]),
+                "prompts": digest_strings(self.prompts),
+                "targets": None if targets is None else [int(t) for t in targets],
+                "k": k,
+                "reference": ref,
+            }
+        )
 
     def _run(self, variants: Sequence[Variant], exits: Sequence[int | None], progress: bool | None):
         """Yield (variant index, prompt indices [CPU long tensor], [len(indices), vocab] log-probs) until every
@@ -455,8 +548,13 @@ class Runner:
         per_chunk = self._rows_per_chunk()
         blocks = self._blocks()
         total = len(variants) * self.enc.n
-        bar = tqdm(total=total, desc="sweep", unit="row", disable=not (self.progress if progress is None else progress),
-                   leave=False)
+        bar = tqdm(
+            total=total,
+            desc="sweep",
+            unit="row",
+            disable=not (self.progress if progress is None else progress),
+            leave=False,
+        )
         for (start, end, untouched), idxs in sorted(groups.items()):
             segments = [(vi, idx, t0) for idx, t0 in blocks for vi in idxs]
             chunk: list[tuple[int, torch.Tensor, int]] = []
@@ -470,7 +568,7 @@ class Runner:
                     lp = self._forward_chunk(plans, chunk, start, end, resid, untouched)
                     r0 = 0
                     for vi, idx, *_ in chunk:
-                        yield vi, idx, lp[r0:r0 + len(idx)]
+                        yield vi, idx, lp[r0 : r0 + len(idx)]
                         r0 += len(idx)
                     bar.update(rows)
                 chunk, rows = ([seg], len(seg[1])) if seg is not None else ([], 0)
@@ -502,8 +600,9 @@ class Runner:
             specs += hook_specs(self.model, plans[vi].hooks, rows=slice(r0, r0 + len(idx)), prompts=idx)
             r0 += len(idx)
         with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs):
-            hidden = decoder(self.model)(inputs_embeds=x, attention_mask=mask, position_ids=pos,
-                                         use_cache=False).last_hidden_state[:, -1]
+            hidden = decoder(self.model)(
+                inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False
+            ).last_hidden_state[:, -1]
             return logprobs_of_hidden(self.model, hidden)
 
     def _forward_packed(self, plans, chunk, start, end, x) -> torch.Tensor:
@@ -515,10 +614,13 @@ class Runner:
         r0 = 0
         for vi, idx, *_ in chunk:
             for iv in plans[vi].hooks:
-                specs += [site_hook(self.model, site, pk.wrap(act_fn(iv, slice(r0, r0 + len(idx)), idx)))
-                          for site in sites_of(iv)]
+                specs += [
+                    site_hook(self.model, site, pk.wrap(act_fn(iv, slice(r0, r0 + len(idx)), idx)))
+                    for site in sites_of(iv)
+                ]
             r0 += len(idx)
-        with (torch.inference_mode(), layer_window(self.model, start, end), hooked(specs), declared(lengths)):
-            hidden = decoder(self.model)(inputs_embeds=pk.pack(x), position_ids=pk.position_ids,
-                                         use_cache=False).last_hidden_state
+        with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs), declared(lengths):
+            hidden = decoder(self.model)(
+                inputs_embeds=pk.pack(x), position_ids=pk.position_ids, use_cache=False
+            ).last_hidden_state
             return logprobs_of_hidden(self.model, hidden.reshape(-1, hidden.shape[-1])[pk.last])

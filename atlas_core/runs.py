@@ -39,15 +39,19 @@ class RunFolder:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise AtlasError(f"run folder {self.root} does not exist; make one with "
-                             f"`atlas run --out {self.root}` (or pass the folder a run wrote)")
+            raise AtlasError(
+                f"run folder {self.root} does not exist; make one with "
+                f"`atlas run --out {self.root}` (or pass the folder a run wrote)"
+            )
         store = RunStore(self.root)
         self._typed: dict[str, Any] = {}
         self.records: dict[str, ExperimentRecord] = store.records()  # by key: `steering`, `steering.seed1`
         self.manifest: dict = store.manifest()
         if not self.records and not self.manifest:
-            raise AtlasError(f"{self.root} holds no atlas results (no manifest.json, no experiment records); "
-                             f"run `atlas run --out {self.root}` first")
+            raise AtlasError(
+                f"{self.root} holds no atlas results (no manifest.json, no experiment records); "
+                f"run `atlas run --out {self.root}` first"
+            )
 
     @property
     def lost(self) -> list[str]:
@@ -58,10 +62,12 @@ class RunFolder:
         """An AtlasError when the manifest lists finished experiments whose records are gone: the folder is
         incomplete, and anything read from it would claim results it does not hold."""
         if self.lost:
-            raise AtlasError(f"run folder {self.root}: its manifest lists {len(self.lost)} finished experiment(s) "
-                             f"whose records are missing ({', '.join(self.lost)}); recompute them with "
-                             f"`atlas run --experiments {','.join(dict.fromkeys(k.split('.')[0] for k in self.lost))} "
-                             f"--out {self.root}`")
+            raise AtlasError(
+                f"run folder {self.root}: its manifest lists {len(self.lost)} finished experiment(s) "
+                f"whose records are missing ({', '.join(self.lost)}); recompute them with "
+                f"`atlas run --experiments {','.join(dict.fromkeys(k.split('.')[0] for k in self.lost))} "
+                f"--out {self.root}`"
+            )
 
     # -- facts ---------------------------------------------------------------------------------------
     @property
@@ -86,8 +92,7 @@ class RunFolder:
     def profile(self) -> str | None:
         """The profile's name: the manifest's, else the first record's provenance; None when neither says."""
         name = (self.manifest.get("profile") or {}).get("name")
-        return name or next((r.provenance["profile"] for r in self.records.values() if "profile" in r.provenance),
-                            None)
+        return name or next((r.provenance["profile"] for r in self.records.values() if "profile" in r.provenance), None)
 
     def depth(self, layer: Any) -> float | None:
         """``layer``'s relative depth (:func:`atlas_core.verdicts.relative_depth`); None without a layer or

@@ -48,10 +48,14 @@ def check_screen(screen: str | None, experiments: Sequence[str]) -> None:
     if screen is None:
         return
     if screen not in SCREENS:
-        raise AtlasError(f"unknown --screen {screen!r}; methods are {', '.join(SCREENS)} (omit it for the exhaustive sweep)")
+        raise AtlasError(
+            f"unknown --screen {screen!r}; methods are {', '.join(SCREENS)} (omit it for the exhaustive sweep)"
+        )
     if not any(name in SCREENED for name in experiments):
-        raise AtlasError(f"--screen {screen} applies to {', '.join(SCREENED)}, which this run does not include "
-                         f"(experiments: {', '.join(experiments)}); add it or drop --screen")
+        raise AtlasError(
+            f"--screen {screen} applies to {', '.join(SCREENED)}, which this run does not include "
+            f"(experiments: {', '.join(experiments)}); add it or drop --screen"
+        )
 
 
 def atp_estimates(runner: Runner, layers: Sequence[int], targets: Sequence[int], mode: str = "zero") -> np.ndarray:
@@ -64,9 +68,14 @@ def atp_estimates(runner: Runner, layers: Sequence[int], targets: Sequence[int],
     if len(targets) != enc.n:
         raise AtlasError(f"{len(targets)} targets for {enc.n} prompts")
     o_proj = adapter_for(model).o_proj
-    ablated = {layer: (torch.zeros(d.n_heads, d.head_dim) if mode == "zero" else
-                       torch.stack([runner.mean_activation(Site("head", layer, h)).float().cpu()
-                                    for h in range(d.n_heads)])) for layer in layers}
+    ablated = {
+        layer: (
+            torch.zeros(d.n_heads, d.head_dim)
+            if mode == "zero"
+            else torch.stack([runner.mean_activation(Site("head", layer, h)).float().cpu() for h in range(d.n_heads)])
+        )
+        for layer in layers
+    }
     tid = torch.as_tensor([int(t) for t in targets], device=runner.device)
     out = np.zeros((len(layers), d.n_heads, enc.n))
     for p0 in range(0, enc.n, BLOCK):
@@ -76,16 +85,22 @@ def atp_estimates(runner: Runner, layers: Sequence[int], targets: Sequence[int],
         def keep(layer: int):
             def hook(module, args, kwargs):
                 acts[layer] = args[0] if args else kwargs["input"]
+
             return hook
 
         def track(module, args, kwargs, output):  # the graph starts at the embedding: weights need no grad
             return output.detach().requires_grad_(True)
 
-        specs = [(embeddings(model), "forward", track)] + [(layer_part(model, layer, o_proj), "pre", keep(layer))
-                                                           for layer in layers]
+        specs = [(embeddings(model), "forward", track)] + [
+            (layer_part(model, layer, o_proj), "pre", keep(layer)) for layer in layers
+        ]
         with torch.enable_grad(), hooked(specs):
-            hidden = decoder(model)(input_ids=enc.input_ids[rows], attention_mask=enc.attention_mask[rows],
-                                    position_ids=enc.position_ids[rows], use_cache=False).last_hidden_state[:, -1]
+            hidden = decoder(model)(
+                input_ids=enc.input_ids[rows],
+                attention_mask=enc.attention_mask[rows],
+                position_ids=enc.position_ids[rows],
+                use_cache=False,
+            ).last_hidden_state[:, -1]
             logits = lm_head(model)(hidden).float()
             cap = getattr(text_config(model), "final_logit_softcapping", None)
             if cap:
@@ -124,7 +139,9 @@ def settle(exact: np.ndarray, estimate: np.ndarray, verified: np.ndarray, k: int
     rho = 1.0
     if margin and claimed.any():
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(estimate > 0, exact / np.where(estimate > 0, estimate, 1.0), np.where(exact > 0, np.inf, 0.0))
+            ratio = np.where(
+                estimate > 0, exact / np.where(estimate > 0, estimate, 1.0), np.where(exact > 0, np.inf, 0.0)
+            )
         rho = max(1e-300, float(ratio[claimed].max()))
     if ver.all():
         return Settled([], rho, kth)
@@ -133,7 +150,7 @@ def settle(exact: np.ndarray, estimate: np.ndarray, verified: np.ndarray, k: int
     # per layer, its highest bound above the claim it threatens (a tie changes no claimed value)
     over = np.where(bound > floor, bound, -np.inf).max(axis=(0, 2))
     pending = [int(i) for i in np.argsort(-over, kind="stable") if over[i] > -np.inf]
-    return Settled(pending[:max(1, int(verified.sum()))], rho, kth)
+    return Settled(pending[: max(1, int(verified.sum()))], rho, kth)
 
 
 @dataclass

@@ -106,26 +106,33 @@ def site_hook(model: nn.Module, site: Site, fn: ActFn) -> tuple[nn.Module, str, 
     it returns. ``fn`` may modify its argument in place and return it."""
     adapter = adapter_for(model)
     if site.kind == "resid":
+
         def hook(module, args, kwargs, output):
             new = fn(_first(output))
             return None if new is None else _replace_first(output, new)
+
         return layers(model)[site.layer], "forward", hook
     if site.kind == "delta":
+
         def hook(module, args, kwargs, output):
             inp = hidden_arg(args, kwargs)
             out = _first(output)
             new = fn(out - inp)
             return None if new is None else _replace_first(output, inp + new)
+
         return layers(model)[site.layer], "forward", hook
     if site.kind in ("attn", "mlp"):
         path = adapter.attn_write if site.kind == "attn" else adapter.mlp_write
+
         def hook(module, args, kwargs, output):
             new = fn(_first(output))
             return None if new is None else _replace_first(output, new)
+
         return layer_part(model, site.layer, path), "forward", hook
     if site.kind == "head":
         d = dims(model)
         lo, hi = site.head * d.head_dim, (site.head + 1) * d.head_dim
+
         def pre_hook(module, args, kwargs):
             x = args[0] if args else kwargs["input"]
             new = fn(x[..., lo:hi])
@@ -134,5 +141,6 @@ def site_hook(model: nn.Module, site: Site, fn: ActFn) -> tuple[nn.Module, str, 
             x = x.clone() if torch.is_grad_enabled() else x
             x[..., lo:hi] = new
             return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "input": x})
+
         return layer_part(model, site.layer, adapter.o_proj), "pre", pre_hook
     raise AtlasError(f"unknown site {site.kind!r}; sites are {', '.join(SITE_KINDS)}")

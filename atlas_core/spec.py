@@ -190,8 +190,10 @@ class ExperimentSpec:
         for k in self.knobs:
             if k.name == name:
                 return k.value(profile)
-        raise AtlasError(f"experiment {self.name} declares no knob {name!r}; its knobs: "
-                         f"{', '.join(k.name for k in self.knobs) or 'none'}")
+        raise AtlasError(
+            f"experiment {self.name} declares no knob {name!r}; its knobs: "
+            f"{', '.join(k.name for k in self.knobs) or 'none'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -253,8 +255,10 @@ class _Registry:
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin package: say which, do not hide it
-                raise AtlasError(f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUPS[self.kind]}) failed to "
-                                 f"load: {exc}; fix or uninstall the package that declares it") from exc
+                raise AtlasError(
+                    f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUPS[self.kind]}) failed to "
+                    f"load: {exc}; fix or uninstall the package that declares it"
+                ) from exc
             self._add(found, obj.SPEC if isinstance(obj, ModuleType) else obj, f"entry point {ep.value}")
         return found
 
@@ -318,16 +322,21 @@ def _check_experiments(specs: Mapping[str, ExperimentSpec]) -> None:
     for s in specs.values():
         unknown = [f for f in s.profile_fields if f not in profile_fields]
         if unknown:
-            raise AtlasError(f"experiment {s.name} reads profile field(s) {', '.join(unknown)}, which Profile lacks "
-                             f"({', '.join(sorted(profile_fields))}); declare a setting of its own as a Knob")
+            raise AtlasError(
+                f"experiment {s.name} reads profile field(s) {', '.join(unknown)}, which Profile lacks "
+                f"({', '.join(sorted(profile_fields))}); declare a setting of its own as a Knob"
+            )
         for dep in s.requires + s.reuses + tuple(x for r in s.reads.values() for x in r):
             if dep not in specs:
-                raise AtlasError(f"experiment {s.name} names {dep!r}, which is not a known experiment "
-                                 f"({', '.join(order)})")
+                raise AtlasError(
+                    f"experiment {s.name} names {dep!r}, which is not a known experiment ({', '.join(order)})"
+                )
         for dep in s.requires + s.reuses:
             if order.index(dep) > order.index(s.name):
-                raise AtlasError(f"experiment {s.name} (order {s.order}) needs {dep} (order {specs[dep].order}) "
-                                 "to run first: give it a larger order")
+                raise AtlasError(
+                    f"experiment {s.name} (order {s.order}) needs {dep} (order {specs[dep].order}) "
+                    "to run first: give it a larger order"
+                )
 
 
 def experiments() -> dict[str, ExperimentSpec]:
@@ -347,8 +356,9 @@ def hypotheses() -> dict[str, HypothesisSpec]:
         for h in hyps.values():
             bad = [e for e in h.experiments if e not in exps]
             if bad:
-                raise AtlasError(f"hypothesis {h.id} reads unknown experiment(s) {', '.join(bad)}; known: "
-                                 f"{', '.join(exps)}")
+                raise AtlasError(
+                    f"hypothesis {h.id} reads unknown experiment(s) {', '.join(bad)}; known: {', '.join(exps)}"
+                )
         _CHECKED["hypotheses"] = dict(sorted(hyps.items(), key=lambda kv: int(kv[0][1:])))
     return dict(_CHECKED["hypotheses"])
 
@@ -392,8 +402,9 @@ def default_thresholds() -> dict[str, dict[str, Any]]:
 @cache
 def _pattern(declared: str) -> re.Pattern:
     parts = re.split(r"(\{family\}|\*)", declared)
-    rx = "".join("(?P<family>[A-Za-z0-9_-]+)" if p == "{family}" else "[^.]+" if p == "*" else re.escape(p)
-                 for p in parts)
+    rx = "".join(
+        "(?P<family>[A-Za-z0-9_-]+)" if p == "{family}" else "[^.]+" if p == "*" else re.escape(p) for p in parts
+    )
     return re.compile(rx)
 
 
@@ -412,8 +423,10 @@ def statistic_family(name: str) -> str | None:
         m = decl.match(name)
         if m:
             return m.groupdict().get("family")
-    raise AtlasError(f"unknown statistic {name!r}: the {spec.name} experiment computes "
-                     f"{', '.join(d.name for d in spec.declares)} ({{family}}: a task family's name)")
+    raise AtlasError(
+        f"unknown statistic {name!r}: the {spec.name} experiment computes "
+        f"{', '.join(d.name for d in spec.declares)} ({{family}}: a task family's name)"
+    )
 
 
 def statistic_experiments(name: str) -> tuple[str, ...]:
@@ -447,4 +460,6 @@ def resolve(ref: str) -> Callable:
     try:
         return getattr(importlib.import_module(mod), attr)
     except (ImportError, AttributeError) as exc:
-        raise AtlasError(f"cannot resolve {ref!r}: {exc}; a spec names its builder as 'package.module:function'") from None
+        raise AtlasError(
+            f"cannot resolve {ref!r}: {exc}; a spec names its builder as 'package.module:function'"
+        ) from None

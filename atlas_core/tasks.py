@@ -9,6 +9,7 @@ its families to the built-in ones; every file is validated before any model load
 Only the FIRST token of a target is scored: :func:`target_token_id` returns
 ``tokenizer.encode(target, add_special_tokens=False)[0]``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,13 +41,24 @@ def task_schema() -> dict:
     from atlas_core.validation import STRING, TEXT
 
     def row(required):
-        return {"type": "object", "required": list(required), "additionalProperties": False,
-                "properties": {"prompt": TEXT, "target": TEXT, "id": TEXT}}
+        return {
+            "type": "object",
+            "required": list(required),
+            "additionalProperties": False,
+            "properties": {"prompt": TEXT, "target": TEXT, "id": TEXT},
+        }
 
-    return {"type": "object", "required": ["family", "items", "contrast"], "additionalProperties": False,
-            "properties": {"family": TEXT, "description": STRING,
-                           "items": {"type": "array", "minItems": 1, "items": row(ROW_FIELDS)},
-                           "contrast": {"type": "array", "minItems": 1, "items": row(("prompt", "target"))}}}
+    return {
+        "type": "object",
+        "required": ["family", "items", "contrast"],
+        "additionalProperties": False,
+        "properties": {
+            "family": TEXT,
+            "description": STRING,
+            "items": {"type": "array", "minItems": 1, "items": row(ROW_FIELDS)},
+            "contrast": {"type": "array", "minItems": 1, "items": row(("prompt", "target"))},
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,10 @@ class TaskFamily:
         return [it.prompt for it in self.contrast]
 
 
-FORMAT_HINT = ('{"family": NAME, "description": str, "items": [{"id", "prompt", "target"}, ...], '
-               '"contrast": [{"prompt", "target"}, ...]}')
+FORMAT_HINT = (
+    '{"family": NAME, "description": str, "items": [{"id", "prompt", "target"}, ...], '
+    '"contrast": [{"prompt", "target"}, ...]}'
+)
 
 
 def _unknown(name: object, known: Iterable[str] = FAMILIES) -> AtlasError:
@@ -103,12 +117,13 @@ def user_task_files(directory: str | Path) -> dict[str, Path]:
         raise AtlasError(f"task folder {root} is not a folder; pass a folder of <family>.json files")
     files = {p.stem: p for p in sorted(root.glob("*.json"))}
     if not files:
-        raise AtlasError(f"task folder {root} holds no <family>.json file; add one file per family, "
-                         f"each {FORMAT_HINT}")
+        raise AtlasError(f"task folder {root} holds no <family>.json file; add one file per family, each {FORMAT_HINT}")
     for name, path in files.items():
         if not name.replace("_", "").replace("-", "").isalnum():
-            raise AtlasError(f"{path}: a family name holds only letters, digits, '_' and '-' (statistics are "
-                             f"named clean.accuracy.<family>); rename the file")
+            raise AtlasError(
+                f"{path}: a family name holds only letters, digits, '_' and '-' (statistics are "
+                f"named clean.accuracy.<family>); rename the file"
+            )
     return files
 
 
@@ -120,8 +135,10 @@ def task_files(user_dir: str | Path | None = None) -> dict[str, Path]:
     user = user_task_files(user_dir)
     for name in user:
         if name in builtin:
-            raise AtlasError(f"task family {name!r} of {user[name]} collides with the built-in {builtin[name]}; "
-                             "rename the file (and its 'family' field)")
+            raise AtlasError(
+                f"task family {name!r} of {user[name]} collides with the built-in {builtin[name]}; "
+                "rename the file (and its 'family' field)"
+            )
     return {**builtin, **user}
 
 
@@ -194,12 +211,8 @@ def load_families(
                 f"{', '.join(map(repr, unknown))}; known families: {', '.join(files)}"
             )
         if not selected:
-            raise AtlasError(
-                f"no task families selected; choose from: {', '.join(files)}"
-            )
-    if n_items is not None and (
-        isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1
-    ):
+            raise AtlasError(f"no task families selected; choose from: {', '.join(files)}")
+    if n_items is not None and (isinstance(n_items, bool) or not isinstance(n_items, int) or n_items < 1):
         raise AtlasError(f"n_items must be a positive integer or None, got {n_items!r}")
     user = {n: read_family(files[n], n) for n in files if n not in FAMILIES}
     return {name: (user.get(name) or read_family(files[name], name)).subset(n_items) for name in selected}
@@ -214,8 +227,9 @@ def max_positions(model) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
-def check_targets(families: Mapping[str, TaskFamily], tokenizer, model: str = "the model",
-                  positions: int | None = None) -> None:
+def check_targets(
+    families: Mapping[str, TaskFamily], tokenizer, model: str = "the model", positions: int | None = None
+) -> None:
     """Every target (items and contrast) tokenizes to at least one token with the run's tokenizer, and each
     prompt with its target fits in the model's ``positions``: checked once before the first experiment, so a
     bad one names its file and item instead of failing mid-sweep (GPT-2: an IndexError) or, on a model with
@@ -227,16 +241,20 @@ def check_targets(families: Mapping[str, TaskFamily], tokenizer, model: str = "t
                 where = f"{fam.path or fam.name}: {section}[{i}] (id {it.id!r})"
                 n_target = len(getattr(ids, "ids", ids))
                 if n_target == 0:
-                    raise AtlasError(f"{where}: target {it.target!r} "
-                                     f"tokenizes to nothing with {model}'s tokenizer; give a target of at least "
-                                     "one token")
+                    raise AtlasError(
+                        f"{where}: target {it.target!r} "
+                        f"tokenizes to nothing with {model}'s tokenizer; give a target of at least "
+                        "one token"
+                    )
                 if positions is not None:
                     prompt = tokenizer.encode(it.prompt)  # with special tokens, as the runner encodes it
                     n = len(getattr(prompt, "ids", prompt)) + n_target
                     if n > positions:
-                        raise AtlasError(f"{where}: the prompt and its target are {n} tokens with {model}'s "
-                                         f"tokenizer, past the model's {positions} positions; shorten the prompt "
-                                         "or leave the family out")
+                        raise AtlasError(
+                            f"{where}: the prompt and its target are {n} tokens with {model}'s "
+                            f"tokenizer, past the model's {positions} positions; shorten the prompt "
+                            "or leave the family out"
+                        )
 
 
 def target_token_id(tokenizer, target: str) -> int:

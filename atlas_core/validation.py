@@ -91,8 +91,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check(doc: Any, schema: Callable[[], dict], where: str | Path, fix: str,
-          entry: Callable[[Any, list], str | None] | None = None, error: type[AtlasError] = AtlasError) -> None:
+def check(
+    doc: Any,
+    schema: Callable[[], dict],
+    where: str | Path,
+    fix: str,
+    entry: Callable[[Any, list], str | None] | None = None,
+    error: type[AtlasError] = AtlasError,
+) -> None:
     """Validate ``doc`` against ``schema()`` (a function returning the declared schema, built once); the most
     relevant violation is an ``error`` reading ``WHERE: FIELD (ENTRY): PROBLEM; FIX``. ``entry(doc, path)``
     names the entry the field belongs to (a claim's id, an item's id), when there is one."""

@@ -23,7 +23,19 @@ from typing import Any, Mapping
 from atlas_core import AtlasError
 from atlas_core.spec import experiments, hypothesis, statistic_experiments
 from atlas_core.stat import (  # noqa: F401  (the names rules, claims and reports import from here)
-    INCONCLUSIVE, PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, banded, bounds, Verdict, final_fraction, ratio, ratio_stat,
+    INCONCLUSIVE,
+    PARTIAL,
+    REJECTED,
+    SUPPORTED,
+    VERDICTS,
+    WEAKENED,
+    Stat,
+    banded,
+    bounds,
+    Verdict,
+    final_fraction,
+    ratio,
+    ratio_stat,
     relative_depth,
 )
 
@@ -45,19 +57,34 @@ def need(stats: Mapping[str, Stat], name: str, role: str) -> Stat:
     """Statistic ``name`` of the ``role`` model, or an error saying which experiment to run."""
     s = stats.get(name)
     if s is None or (s.value is None and not s.tie):  # a tie is measured: it has no top item
-        raise AtlasError(f"statistic {name} of the {role} model is missing: run its experiment "
-                         f"({', '.join(statistic_experiments(name))}) for that model")
+        raise AtlasError(
+            f"statistic {name} of the {role} model is missing: run its experiment "
+            f"({', '.join(statistic_experiments(name))}) for that model"
+        )
     return s
 
 
-def ratio_rule(hid: str, what: str, small: float, large: float, *, min_ratio: float, reject_below: float,
-               middle: str, lo=None, hi=None, evidence=None) -> Verdict:
+def ratio_rule(
+    hid: str,
+    what: str,
+    small: float,
+    large: float,
+    *,
+    min_ratio: float,
+    reject_below: float,
+    middle: str,
+    lo=None,
+    hi=None,
+    evidence=None,
+) -> Verdict:
     """large / small on its interval (:func:`banded`, a scaling rule: support needs the whole interval
     >= ``min_ratio`` and above 1), rejected if below ``reject_below`` (or undefined), ``middle`` wholly
     between, else inconclusive; a small value <= 0 has nothing to scale from (the ratio is +-inf by the
     large one's sign)."""
     if reject_below > min_ratio:
-        raise AtlasError(f"{hid}: reject_below ({reject_below}) must not exceed min_ratio ({min_ratio}) in the claims file")
+        raise AtlasError(
+            f"{hid}: reject_below ({reject_below}) must not exceed min_ratio ({min_ratio}) in the claims file"
+        )
     r = ratio(large, small)
     if small is not None and small <= 0:  # nothing to scale or preserve at the small scale
         r = math.inf if large is not None and large > 0 else -math.inf
@@ -66,9 +93,12 @@ def ratio_rule(hid: str, what: str, small: float, large: float, *, min_ratio: fl
     verdict = banded(r, lo, hi, support_at=min_ratio, reject_below=reject_below, middle=middle, scaling=True)
     sup = f">= {min_ratio:g}" + (" and above 1" if min_ratio <= 1 else "")
     rej = "<= 1" if reject_below >= 1 or middle == PARTIAL else f"< {reject_below:g}"
-    rule = f"on the interval: supported if it lies {sup}, rejected if {rej}, {middle} if wholly between, else inconclusive"
-    return Verdict(hid, verdict, f"{what} ratio large/small", r, lo, hi, rule,
-                   {"small": small, "large": large, **(evidence or {})})
+    rule = (
+        f"on the interval: supported if it lies {sup}, rejected if {rej}, {middle} if wholly between, else inconclusive"
+    )
+    return Verdict(
+        hid, verdict, f"{what} ratio large/small", r, lo, hi, rule, {"small": small, "large": large, **(evidence or {})}
+    )
 
 
 def decide(hid: str, small: Mapping[str, Stat], large: Mapping[str, Stat], thresholds: Mapping) -> Verdict:

@@ -85,8 +85,13 @@ class Work:
 
     def record(self, wall_seconds: float, peak: dict | None = None) -> dict:
         """The provenance entry: the counts, the formula's name, the achieved rates and their share of ``peak``."""
-        out = {**asdict(self), "forward_seconds": round(self.forward_seconds, 3), "formula": "atlas_core.work v1",
-               "gflops_wall": _rate(self.flop, wall_seconds), "gflops_forward": _rate(self.flop, self.forward_seconds)}
+        out = {
+            **asdict(self),
+            "forward_seconds": round(self.forward_seconds, 3),
+            "formula": "atlas_core.work v1",
+            "gflops_wall": _rate(self.flop, wall_seconds),
+            "gflops_forward": _rate(self.flop, self.forward_seconds),
+        }
         if peak:
             out["peak_gflops"] = peak["gflops"]
             out["peak_fraction_wall"] = round(out["gflops_wall"] / peak["gflops"], 4) if out["gflops_wall"] else 0.0
@@ -112,8 +117,9 @@ def declared(lengths: list[int]) -> Iterator[None]:
         _DECLARED.reset(token)
 
 
-def forward_work(fm: FlopModel, mask: torch.Tensor, n_layers: int, grad: bool = False,
-                 real: list[int] | None = None) -> Work:
+def forward_work(
+    fm: FlopModel, mask: torch.Tensor, n_layers: int, grad: bool = False, real: list[int] | None = None
+) -> Work:
     """The work of one decoder forward over a batch with attention ``mask`` [B, T] (1 = real token); ``real``:
     the sequence lengths when the rows hold several sequences each (packed), instead of the mask's counts."""
     real = mask.sum(-1).tolist() if real is None else real
@@ -122,8 +128,9 @@ def forward_work(fm: FlopModel, mask: torch.Tensor, n_layers: int, grad: bool = 
     executed = n_layers * b * fm.layer_flop(t, t * t)
     times = 2 if grad else 1
     tokens = int(sum(real))
-    return Work(flop=times * useful, executed_flop=times * executed, tokens=tokens, token_layers=tokens * n_layers,
-                forwards=1)
+    return Work(
+        flop=times * useful, executed_flop=times * executed, tokens=tokens, token_layers=tokens * n_layers, forwards=1
+    )
 
 
 class Meter:
@@ -214,8 +221,7 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
     return f"{name}|{str(dtype).removeprefix('torch.')}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
-def measure_peak(device: torch.device, dtype: torch.dtype, n: int | None = None,
-                 seconds: float | None = None) -> dict:
+def measure_peak(device: torch.device, dtype: torch.dtype, n: int | None = None, seconds: float | None = None) -> dict:
     """Best rate of repeated ``n x n`` matmuls in ``dtype`` over about ``seconds`` (after one warm-up)."""
     n = PEAK_N.get(device.type, 4096) if n is None else n
     seconds = PEAK_SECONDS if seconds is None else seconds
@@ -233,7 +239,7 @@ def measure_peak(device: torch.device, dtype: torch.dtype, n: int | None = None,
         sync()
         dt = time.perf_counter() - t0
         best, spent = min(best, dt), spent + dt
-    return {"gflops": round(2 * n ** 3 / best / 1e9, 3), "n": n, "key": peak_key(device, dtype), "measured": time.time()}
+    return {"gflops": round(2 * n**3 / best / 1e9, 3), "n": n, "key": peak_key(device, dtype), "measured": time.time()}
 
 
 def matmul_peak(device: torch.device | str, dtype: torch.dtype, refresh: bool = False) -> dict:
@@ -264,6 +270,8 @@ def summary(rows: list[tuple[str, dict | None, float]]) -> str:
             continue
         frac = w.get("peak_fraction_wall")
         pad = w["executed_flop"] / w["flop"] if w["flop"] else 1.0
-        lines.append(f"{key:20s} {wall:8.1f} {w['flop'] / 1e9:13.1f} {w['gflops_wall']:8.2f} "
-                     f"{(f'{100 * frac:.1f}%' if frac is not None else '—'):>8s} {pad:7.2f}x")
+        lines.append(
+            f"{key:20s} {wall:8.1f} {w['flop'] / 1e9:13.1f} {w['gflops_wall']:8.2f} "
+            f"{(f'{100 * frac:.1f}%' if frac is not None else '—'):>8s} {pad:7.2f}x"
+        )
     return "\n".join(lines)

@@ -117,8 +117,14 @@ def forward_counter(model):
     """Counts calls into the model, its decoder, embeddings, every layer, the final norm and the LM head: the
     names, in call order."""
     calls: list[str] = []
-    mods = {"model": model, "decoder": decoder(model), "embed": embeddings(model), "norm": final_norm(model),
-            "head": lm_head(model), **{f"L{i}": m for i, m in enumerate(layers(model))}}
+    mods = {
+        "model": model,
+        "decoder": decoder(model),
+        "embed": embeddings(model),
+        "norm": final_norm(model),
+        "head": lm_head(model),
+        **{f"L{i}": m for i, m in enumerate(layers(model))},
+    }
 
     def counter(name):
         return lambda module, args, kwargs: calls.append(name)

@@ -37,14 +37,37 @@ statistic of two runs (``compare_runs``, regression across model versions) and p
 from atlas_core.claims.comparison import ComparisonRow, compare_runs, compare_stats, format_comparison
 from atlas_core.claims.evaluation import Evaluation, evaluate, tolerance
 from atlas_core.claims.files import (
-    CLAIMS_DIR, KINDS, SOURCES, Claim, ClaimsFile, default_claims_files, load_claims, parse_claim,
+    CLAIMS_DIR,
+    KINDS,
+    SOURCES,
+    Claim,
+    ClaimsFile,
+    default_claims_files,
+    load_claims,
+    parse_claim,
     same_model,
 )
 from atlas_core.claims.writing import write_claims
 from atlas_core.runs import RunFolder, load_run
 
 __all__ = [
-    "CLAIMS_DIR", "KINDS", "SOURCES", "Claim", "ClaimsFile",
-    "ComparisonRow", "Evaluation", "RunFolder", "compare_runs", "compare_stats", "default_claims_files", "evaluate",
-    "format_comparison", "load_claims", "load_run", "parse_claim", "same_model", "tolerance", "write_claims",
+    "CLAIMS_DIR",
+    "KINDS",
+    "SOURCES",
+    "Claim",
+    "ClaimsFile",
+    "ComparisonRow",
+    "Evaluation",
+    "RunFolder",
+    "compare_runs",
+    "compare_stats",
+    "default_claims_files",
+    "evaluate",
+    "format_comparison",
+    "load_claims",
+    "load_run",
+    "parse_claim",
+    "same_model",
+    "tolerance",
+    "write_claims",
 ]

@@ -92,8 +92,13 @@ class Audit:
     def claims_passing(self, kind: str, finding: bool | None = None, absolute: bool = False) -> tuple[int, int]:
         """(claims passing every input of ``kind``, claims fed one); ``absolute``: leaving out the claims stated
         in relative depth, which may pass a swap (:attr:`ClaimAudit.relative`)."""
-        fed = [r for r in self.rows if (finding is None or r.finding == finding) and not (absolute and r.relative)
-               and any(_kind(k) == kind for k in r.outcomes)]
+        fed = [
+            r
+            for r in self.rows
+            if (finding is None or r.finding == finding)
+            and not (absolute and r.relative)
+            and any(_kind(k) == kind for k in r.outcomes)
+        ]
         return sum(all(ok for k, ok in r.outcomes.items() if _kind(k) == kind) for r in fed), len(fed)
 
     @property
@@ -118,8 +123,11 @@ class Audit:
 
     def table(self) -> str:
         """Per claim: pass on the right evidence, and the wrong inputs it fails under; then the pass rates."""
-        out = [f"claims audit of {self.path} ({len(self.rows)} claims); evidence: "
-               + ", ".join(f"{m} = {d}" for m, d in self.evidence.items()), ""]
+        out = [
+            f"claims audit of {self.path} ({len(self.rows)} claims); evidence: "
+            + ", ".join(f"{m} = {d}" for m, d in self.evidence.items()),
+            "",
+        ]
         w = max((len(r.claim.id) for r in self.rows), default=5)
         out.append(f"{'claim'.ljust(w)}  right  fails under")
         for r in self.rows:
@@ -136,8 +144,10 @@ class Audit:
             out.append(f"{kind.ljust(20)} {cells[0].ljust(25)} {cells[1]}")
         p, n = self.claims_passing("swapped", True, absolute=True)
         if n:
-            out.append(f"{'swapped, absolute':20} {p} of {n} ({100 * p / n:.0f}%)".ljust(47)
-                       + "  (leaving out the claims in relative depth, which may hold on a model of another depth)")
+            out.append(
+                f"{'swapped, absolute':20} {p} of {n} ({100 * p / n:.0f}%)".ljust(47)
+                + "  (leaving out the claims in relative depth, which may hold on a model of another depth)"
+            )
         out.append("")
         if self.invariants:
             out.append(f"declared invariants ({len(self.invariants)}):")
@@ -145,12 +155,16 @@ class Audit:
         if self.wrong_on_right:
             out.append("FAIL on the right evidence: " + ", ".join(r.claim.id for r in self.wrong_on_right))
         if self.order_blind:
-            out.append(f"FAIL: {len(self.order_blind)} claim(s) in relative depth pass every reordering of the layers "
-                       "(a relative-depth claim may pass a swap, never a reordering): "
-                       + ", ".join(r.claim.id for r in self.order_blind))
+            out.append(
+                f"FAIL: {len(self.order_blind)} claim(s) in relative depth pass every reordering of the layers "
+                "(a relative-depth claim may pass a swap, never a reordering): "
+                + ", ".join(r.claim.id for r in self.order_blind)
+            )
         if self.blind:
-            out.append(f"FAIL: {len(self.blind)} claim(s) pass under every wrong input (declare each an invariant "
-                       "with its reason, or make it tell models apart): " + ", ".join(r.claim.id for r in self.blind))
+            out.append(
+                f"FAIL: {len(self.blind)} claim(s) pass under every wrong input (declare each an invariant "
+                "with its reason, or make it tell models apart): " + ", ".join(r.claim.id for r in self.blind)
+            )
         else:
             out.append("ok: every claim that is not a declared invariant fails under some wrong input")
         return "\n".join(out)
@@ -207,8 +221,10 @@ def audit(path: str | Path, runs: Sequence[str | Path], seeds: Sequence[int] = (
     claimed = [m for m in cf.models if run_of(m) is not None]
     missing = [m for m in cf.models if run_of(m) is None]
     if missing:
-        raise AtlasError(f"claims audit of {path}: no run of {', '.join(missing)} at the {cf.profile} profile among "
-                         f"{len(list(runs))} run folder(s); pass the runs the claims were written from")
+        raise AtlasError(
+            f"claims audit of {path}: no run of {', '.join(missing)} at the {cf.profile} profile among "
+            f"{len(list(runs))} run folder(s); pass the runs the claims were written from"
+        )
     others = [r for name, r in pool.items() if not any(same_model(m, name) for m in cf.models)]
     relayered: dict[tuple[str, str], dict] = {}
 
@@ -224,11 +240,13 @@ def audit(path: str | Path, runs: Sequence[str | Path], seeds: Sequence[int] = (
     rows = []
     small, large = (run_of(cf.models[0]), run_of(cf.models[1])) if len(cf.models) == 2 else (None, None)
     for c in cf.claims:
+
         def ev(stats, names) -> bool:
             try:
                 return evaluate(c, stats, names, cf.thresholds).passed
             except AtlasError:
                 return False  # the wrong evidence lacks what the claim reads: it cannot pass
+
         row = ClaimAudit(c, None)
         if c.hypothesis:
             if small is None:
@@ -266,13 +284,17 @@ def baseline_runs(profile: str | None = None) -> list[Path]:
     """The committed baselines (``atlas_core/data/baselines``), the stored runs the default tier audits on."""
     from atlas_core.data import BASELINES_DIR
 
-    return sorted(p for p in Path(BASELINES_DIR).iterdir() if p.is_dir()
-                  and (profile is None or p.name.endswith(f"-{profile}")))
+    return sorted(
+        p for p in Path(BASELINES_DIR).iterdir() if p.is_dir() and (profile is None or p.name.endswith(f"-{profile}"))
+    )
 
 
 def audit_stats(rows: Sequence[ClaimAudit]) -> Mapping[str, int]:
-    return {"claims": len(rows), "blind": sum(r.blind and not r.claim.invariant for r in rows),
-            "invariants": sum(bool(r.claim.invariant) for r in rows)}
+    return {
+        "claims": len(rows),
+        "blind": sum(r.blind and not r.claim.invariant for r in rows),
+        "invariants": sum(bool(r.claim.invariant) for r in rows),
+    }
 
 
 @dataclass
@@ -286,8 +308,11 @@ class Check:
 
     def counts(self, finding: bool | None = None) -> tuple[int, int, int]:
         rows = [r for r in self.results if finding is None or (r[0].hypothesis is None) == finding]
-        return (sum(ok is True for _, ok, _ in rows), sum(ok is False for _, ok, _ in rows),
-                sum(ok is None for _, ok, _ in rows))
+        return (
+            sum(ok is True for _, ok, _ in rows),
+            sum(ok is False for _, ok, _ in rows),
+            sum(ok is None for _, ok, _ in rows),
+        )
 
     def by_group(self) -> dict[str, tuple[int, int]]:
         """(passed, failed) per model x statistic group (``H00x`` for hypothesis claims)."""
@@ -306,7 +331,9 @@ class Check:
         out += [f"{g.ljust(46)} {p:6d}  {f:6d}" for g, (p, f) in sorted(self.by_group().items())]
         for label, finding in (("finding", True), ("hypothesis", False)):
             p, f, n = self.counts(finding)
-            out.append(f"{label} claims: {p} passed, {f} failed, {n} not evaluated (the runs lack an experiment they read)")
+            out.append(
+                f"{label} claims: {p} passed, {f} failed, {n} not evaluated (the runs lack an experiment they read)"
+            )
         return "\n".join(out)
 
 
@@ -318,8 +345,10 @@ def check_on_runs(path: str | Path, runs: Sequence[str | Path]) -> Check:
     of = {m: next((r for n, r in pool.items() if same_model(m, n)), None) for m in cf.models}
     missing = [m for m, r in of.items() if r is None]
     if missing:
-        raise AtlasError(f"claims check of {path}: no run of {', '.join(missing)} at the {cf.profile} profile among "
-                         f"{len(list(runs))} run folder(s)")
+        raise AtlasError(
+            f"claims check of {path}: no run of {', '.join(missing)} at the {cf.profile} profile among "
+            f"{len(list(runs))} run folder(s)"
+        )
     results = []
     for c in cf.claims:
         rs = [of[m] for m in c.models]

@@ -49,13 +49,28 @@ class ComparisonRow:
         a = self.a.text() if self.a else "absent"
         b = self.b.text() if self.b else "absent"
         state = "drifted" if self.drifted else "within tolerance"
-        tol = "" if self.tolerance is None else (" (layer/head index: must match)" if self.a and self.a.kind == "index"
-                                                 else f" (|delta| {abs(self.delta or 0):.4g}, tolerance {self.tolerance:.4g})")
+        tol = (
+            ""
+            if self.tolerance is None
+            else (
+                " (layer/head index: must match)"
+                if self.a and self.a.kind == "index"
+                else f" (|delta| {abs(self.delta or 0):.4g}, tolerance {self.tolerance:.4g})"
+            )
+        )
         return f"{self.statistic} {state}: baseline {self.model_a} {a} vs candidate {self.model_b} {b}{tol}"
 
 
-def compare_stats(a: Mapping[str, Stat], b: Mapping[str, Stat], *, model_a: str = "A", model_b: str = "B",
-                  k: float = 2.0, floor: float = 1e-3, rel: float = 0.05) -> list[ComparisonRow]:
+def compare_stats(
+    a: Mapping[str, Stat],
+    b: Mapping[str, Stat],
+    *,
+    model_a: str = "A",
+    model_b: str = "B",
+    k: float = 2.0,
+    floor: float = 1e-3,
+    rel: float = 0.05,
+) -> list[ComparisonRow]:
     """Every statistic of either side. Layer/head indices must match exactly; a value drifts when
     ``|a - b| > max(k * sqrt(ha^2 + hb^2), floor, rel * max(|a|, |b|))`` (h: interval half-widths)."""
     rows = []
@@ -67,13 +82,26 @@ def compare_stats(a: Mapping[str, Stat], b: Mapping[str, Stat], *, model_a: str 
             continue  # the top layer is compared as an index; the full order is too strict to compare
         group = name.split(".")[0]
         if sa is None or sb is None:
-            rows.append(ComparisonRow(name, group, sa, sb, None, None, False, model_a, model_b,
-                                      "MISSING in candidate" if sb is None else "only in candidate"))
+            rows.append(
+                ComparisonRow(
+                    name,
+                    group,
+                    sa,
+                    sb,
+                    None,
+                    None,
+                    False,
+                    model_a,
+                    model_b,
+                    "MISSING in candidate" if sb is None else "only in candidate",
+                )
+            )
             continue
         va, vb = sa.value, sb.value
         if va is None or vb is None or not (math.isfinite(va) and math.isfinite(vb)):
-            same = (va is None and vb is None) or (va is not None and vb is not None and
-                                                   (va == vb or (math.isnan(va) and math.isnan(vb))))
+            same = (va is None and vb is None) or (
+                va is not None and vb is not None and (va == vb or (math.isnan(va) and math.isnan(vb)))
+            )
             note = "tie" if sa.tie or sb.tie else "not finite"
             rows.append(ComparisonRow(name, group, sa, sb, None, None, not same, model_a, model_b, note))
             continue
@@ -118,19 +146,25 @@ class RunComparison:
         if self.missing_experiments:
             parts.append(f"experiment(s) {', '.join(self.missing_experiments)}")
         if self.missing:
-            parts.append(f"{len(self.missing)} statistic(s) ({', '.join(self.missing[:8])}"
-                         f"{', ...' if len(self.missing) > 8 else ''})")
-        need = ",".join(dict.fromkeys(self.missing_experiments + [e for s in self.missing
-                                                                   for e in statistic_experiments(s)]))
+            parts.append(
+                f"{len(self.missing)} statistic(s) ({', '.join(self.missing[:8])}"
+                f"{', ...' if len(self.missing) > 8 else ''})"
+            )
+        need = ",".join(
+            dict.fromkeys(self.missing_experiments + [e for s in self.missing for e in statistic_experiments(s)])
+        )
         both = [e for e in self.baseline.experiments if self.candidate.has(e)]
-        narrow = (f", or compare only what both hold: --experiments {','.join(both)}" if both else "")
-        return (f"missing evidence: the candidate {self.candidate.root} lacks {' and '.join(parts)} that the "
-                f"baseline {self.baseline.root} has; compute them (atlas run --experiments {need} --out "
-                f"{self.candidate.root}){narrow}")
+        narrow = f", or compare only what both hold: --experiments {','.join(both)}" if both else ""
+        return (
+            f"missing evidence: the candidate {self.candidate.root} lacks {' and '.join(parts)} that the "
+            f"baseline {self.baseline.root} has; compute them (atlas run --experiments {need} --out "
+            f"{self.candidate.root}){narrow}"
+        )
 
 
-def compare_folders(baseline: str | Path, candidate: str | Path, experiments: Sequence[str] | None = None,
-                    **kw) -> RunComparison:
+def compare_folders(
+    baseline: str | Path, candidate: str | Path, experiments: Sequence[str] | None = None, **kw
+) -> RunComparison:
     """Compare the candidate run with the baseline run: every statistic the baseline holds, or, with
     ``experiments``, only the statistics computed from those experiments (which the baseline must hold)."""
     base = load_run(baseline)
@@ -138,8 +172,10 @@ def compare_folders(baseline: str | Path, candidate: str | Path, experiments: Se
     if experiments is not None:
         lacking = [e for e in experiments if not base.has(e)]
         if lacking:
-            raise AtlasError(f"--experiments {','.join(experiments)}: the baseline {base.root} holds no "
-                             f"{', '.join(lacking)}; choose among {', '.join(base.experiments)}")
+            raise AtlasError(
+                f"--experiments {','.join(experiments)}: the baseline {base.root} holds no "
+                f"{', '.join(lacking)}; choose among {', '.join(base.experiments)}"
+            )
     wanted = list(experiments) if experiments is not None else base.experiments
     missing_exps = [e for e in wanted if not cand.has(e)]
     cand_stats = cand.stats if cand.experiments else {}
@@ -156,15 +192,23 @@ def format_comparison(rows: Sequence[ComparisonRow], comparison: RunComparison |
     table = [head]
     for r in rows:
         status = "DRIFT" if r.drifted else ("MISSING" if r.missing else (r.note or "ok"))
-        table.append((r.statistic, r.a.text() if r.a else "-", r.b.text() if r.b else "-",
-                      "-" if r.delta is None else f"{r.delta:+.4g}",
-                      "-" if r.tolerance is None else ("exact" if r.a and r.a.kind == "index" else f"{r.tolerance:.4g}"),
-                      status))
+        table.append(
+            (
+                r.statistic,
+                r.a.text() if r.a else "-",
+                r.b.text() if r.b else "-",
+                "-" if r.delta is None else f"{r.delta:+.4g}",
+                "-" if r.tolerance is None else ("exact" if r.a and r.a.kind == "index" else f"{r.tolerance:.4g}"),
+                status,
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     out = []
     if comparison is not None:
-        out.append(f"baseline (A): {comparison.baseline.name} ({comparison.baseline.root})    "
-                   f"candidate (B): {comparison.candidate.name} ({comparison.candidate.root})")
+        out.append(
+            f"baseline (A): {comparison.baseline.name} ({comparison.baseline.root})    "
+            f"candidate (B): {comparison.candidate.name} ({comparison.candidate.root})"
+        )
     elif rows:
         out.append(f"baseline (A): {rows[0].model_a}    candidate (B): {rows[0].model_b}")
     for i, row in enumerate(table):
@@ -173,8 +217,11 @@ def format_comparison(rows: Sequence[ComparisonRow], comparison: RunComparison |
             out.append("  ".join("-" * w for w in widths))
     drifted = [r.statistic for r in rows if r.drifted]
     missing = sum(r.missing for r in rows)
-    out.append(f"{len(drifted)} of {len(rows)} statistics drifted" + (f": {', '.join(drifted)}" if drifted else "")
-               + (f"; {missing} MISSING in the candidate" if missing else ""))
+    out.append(
+        f"{len(drifted)} of {len(rows)} statistics drifted"
+        + (f": {', '.join(drifted)}" if drifted else "")
+        + (f"; {missing} MISSING in the candidate" if missing else "")
+    )
     if comparison is not None and comparison.missing_message():
         out.append(comparison.missing_message())
     return "\n".join(out)

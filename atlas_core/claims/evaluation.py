@@ -33,10 +33,18 @@ class Evaluation:
 
     def row(self) -> dict:
         """The ``("atlas", {...})`` user property the pytest-html rows render."""
-        return {"claim": self.claim.id, "models": list(self.models), "statistic": self.statistic,
-                "value": _finite(self.value), "lo": _finite(self.lo), "hi": _finite(self.hi),
-                "threshold": self.threshold, "verdict": self.verdict, "expected_verdict": self.expected_verdict,
-                "series": self.series}
+        return {
+            "claim": self.claim.id,
+            "models": list(self.models),
+            "statistic": self.statistic,
+            "value": _finite(self.value),
+            "lo": _finite(self.lo),
+            "hi": _finite(self.hi),
+            "threshold": self.threshold,
+            "verdict": self.verdict,
+            "expected_verdict": self.expected_verdict,
+            "series": self.series,
+        }
 
 
 def _finite(x):
@@ -55,8 +63,12 @@ def format_estimate(value, lo=None, hi=None) -> str:
     return s
 
 
-def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence[str],
-             thresholds: Mapping[str, Mapping] | None = None) -> Evaluation:
+def evaluate(
+    claim: Claim,
+    stats: Sequence[Mapping[str, Stat]],
+    models: Sequence[str],
+    thresholds: Mapping[str, Mapping] | None = None,
+) -> Evaluation:
     """Check ``claim`` against the statistics of its model(s) (same order as ``claim.models``:
     one model, or small then large). ``models`` are the names actually measured."""
     models = tuple(models)
@@ -72,11 +84,26 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
         ev = {"verdict": v.verdict, "evidence": v.evidence, "rule": v.rule}
         if claim.kind == "verdict":
             ok = v.verdict == claim.expected_verdict
-            msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.hypothesis} verdict {v.verdict.upper()}, "
-                   f"expected {claim.expected_verdict.upper()}; {v.statistic} = {measured} "
-                   f"(rule: {v.rule}; evidence {_evidence(v.evidence)})")
-            return Evaluation(claim, models, ok, v.statistic, v.value, v.lo, v.hi, claim.expectation(),
-                              msg + ("" if ok else " -> FAIL"), v.verdict, claim.expected_verdict, None, ev)
+            msg = (
+                f"claim {claim.id} ({claim.source}) on {who}: {claim.hypothesis} verdict {v.verdict.upper()}, "
+                f"expected {claim.expected_verdict.upper()}; {v.statistic} = {measured} "
+                f"(rule: {v.rule}; evidence {_evidence(v.evidence)})"
+            )
+            return Evaluation(
+                claim,
+                models,
+                ok,
+                v.statistic,
+                v.value,
+                v.lo,
+                v.hi,
+                claim.expectation(),
+                msg + ("" if ok else " -> FAIL"),
+                v.verdict,
+                claim.expected_verdict,
+                None,
+                ev,
+            )
         value, lo, hi, name, series, label = v.value, v.lo, v.hi, v.statistic, None, ""
         verdict = v.verdict
     else:
@@ -101,8 +128,15 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
             value, lo, hi = pick("y"), pick("lo"), pick("hi")
             what, at = ("heads", claim.item(claim.layer)) if claim.n_heads else ("layers", f"L{claim.layer}")
             name = f"{claim.statistic} at {at}"
-            label = "" if s is None else (f"{at} of {ser.get('n_layers', len(xs))} layers" if i is not None
-                                          else f"no {at}: {len(xs)} {what} measured")
+            label = (
+                ""
+                if s is None
+                else (
+                    f"{at} of {ser.get('n_layers', len(xs))} layers"
+                    if i is not None
+                    else f"no {at}: {len(xs)} {what} measured"
+                )
+            )
         if claim.kind == "rank":
             ranking = list(s.ranking or ()) if s is not None else []
             target = claim.family if claim.family is not None else claim.layer
@@ -110,19 +144,42 @@ def evaluate(claim: Claim, stats: Sequence[Mapping[str, Stat]], models: Sequence
             ok = rank is not None and rank <= claim.max_rank
             top = ", ".join(str(x) if isinstance(x, str) else f"L{x}" for x in ranking[: max(claim.max_rank, 3)])
             what = "families" if claim.family is not None else "layers"
-            got = (f"rank {rank} of {len(ranking)}" if rank is not None else
-                   (f"{claim.ranked} not among the {len(ranking)} {what} measured" if ranking else
-                    f"not ranked: {label}" if s is not None and s.tie else "not measured"))
-            msg = (f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: {claim.ranked} {got} "
-                   f"(top: {top or 'n/a'}); expected rank <= {claim.max_rank}" + ("" if ok else " -> FAIL"))
-            return Evaluation(claim, models, ok, f"rank of {claim.ranked} by {claim.statistic}",
-                              None if rank is None else float(rank), None, None, claim.expectation(), msg,
-                              None, None, series, {})
+            got = (
+                f"rank {rank} of {len(ranking)}"
+                if rank is not None
+                else (
+                    f"{claim.ranked} not among the {len(ranking)} {what} measured"
+                    if ranking
+                    else f"not ranked: {label}"
+                    if s is not None and s.tie
+                    else "not measured"
+                )
+            )
+            msg = (
+                f"claim {claim.id} ({claim.source}) on {who}: {claim.statistic}: {claim.ranked} {got} "
+                f"(top: {top or 'n/a'}); expected rank <= {claim.max_rank}" + ("" if ok else " -> FAIL")
+            )
+            return Evaluation(
+                claim,
+                models,
+                ok,
+                f"rank of {claim.ranked} by {claim.statistic}",
+                None if rank is None else float(rank),
+                None,
+                None,
+                claim.expectation(),
+                msg,
+                None,
+                None,
+                series,
+                {},
+            )
     ok = _check(claim, value)
     tie = claim.hypothesis is None and s is not None and s.tie
     measured = f"none: {label}" if tie else format_estimate(value, lo, hi) + (f" ({label})" if label else "")
-    msg = (f"claim {claim.id} ({claim.source}) on {who}: {name} measured {measured}; expected "
-           f"{claim.expectation()}" + ("" if ok else " -> FAIL"))
+    msg = f"claim {claim.id} ({claim.source}) on {who}: {name} measured {measured}; expected {claim.expectation()}" + (
+        "" if ok else " -> FAIL"
+    )
     return Evaluation(claim, models, ok, name, value, lo, hi, claim.expectation(), msg, verdict, None, series, {})
 
 
@@ -139,10 +196,16 @@ def _where(claim: Claim, s: Stat | None, models, who: str) -> Evaluation:
     xs = series.get("x") or []
     if not ranking:
         got = "not measured" if s is None else f"no top item ({s.label})"
-    elif claim.n_items is not None and xs and len(xs) != claim.n_items and (claim.kind == "top_k" or (
-            claim.kind == "location" and claim.depth is None)):  # absolute layers of a model of another depth
-        got = (f"the measured profile has {len(xs)} {'heads' if claim.n_heads else 'layers'}, the expected one "
-               f"{claim.n_items}: a claim on absolute layers of another depth cannot hold (claim the relative depth)")
+    elif (
+        claim.n_items is not None
+        and xs
+        and len(xs) != claim.n_items
+        and (claim.kind == "top_k" or (claim.kind == "location" and claim.depth is None))
+    ):  # absolute layers of a model of another depth
+        got = (
+            f"the measured profile has {len(xs)} {'heads' if claim.n_heads else 'layers'}, the expected one "
+            f"{claim.n_items}: a claim on absolute layers of another depth cannot hold (claim the relative depth)"
+        )
     elif claim.kind == "location":
         top = ranking[0]
         n = series.get("n_layers") or claim.n_items or len(ranking)
@@ -163,15 +226,18 @@ def _where(claim: Claim, s: Stat | None, models, who: str) -> Evaluation:
         value = float(len(common))
         ok = len(common) >= claim.min_common
         missing = [name(x) for x in claim.layers if x not in measured]
-        got = (f"top-{k} {', '.join(name(x) for x in measured)}: {len(common)} of the expected"
-               + (f" (missing {', '.join(missing)})" if missing else ""))
+        got = f"top-{k} {', '.join(name(x) for x in measured)}: {len(common)} of the expected" + (
+            f" (missing {', '.join(missing)})" if missing else ""
+        )
     else:
         xs, ys = list(series.get("x") or []), list(series.get("y") or [])
         have = {int(x): y for x, y in zip(xs, ys) if y is not None}
         common = [i for i in claim.items if i in have]
         if claim.n_items is not None and len(xs) != claim.n_items:  # absolute layers of a model of another depth
-            got = (f"the measured profile has {len(xs)} {'heads' if claim.n_heads else 'layers'}, the expected one "
-                   f"{claim.n_items}: a profile over absolute layers of another depth cannot match")
+            got = (
+                f"the measured profile has {len(xs)} {'heads' if claim.n_heads else 'layers'}, the expected one "
+                f"{claim.n_items}: a profile over absolute layers of another depth cannot match"
+            )
         elif len(common) < 3:
             got = f"only {len(common)} of the expected profile's {len(claim.items)} items measured"
         else:
@@ -182,11 +248,26 @@ def _where(claim: Claim, s: Stat | None, models, who: str) -> Evaluation:
             re_, rg = _ranks(exp), _ranks(got_vals)
             j = max(range(len(common)), key=lambda t: (abs(re_[t] - rg[t]), -t))
             n = len(common)
-            got = (f"rank correlation {value:.3g} with the expected profile; largest move {name(common[j])} "
-                   f"(rank {n - rg[j]:.0f} of {n}, expected {n - re_[j]:.0f})")
+            got = (
+                f"rank correlation {value:.3g} with the expected profile; largest move {name(common[j])} "
+                f"(rank {n - rg[j]:.0f} of {n}, expected {n - re_[j]:.0f})"
+            )
     msg = head + got + f"; expected {claim.expectation()}" + ("" if ok else " -> FAIL")
-    return Evaluation(claim, tuple(models), ok, f"{claim.kind} of {claim.statistic}", value, None, None,
-                      claim.expectation(), msg, None, None, s.series if s is not None else None, {})
+    return Evaluation(
+        claim,
+        tuple(models),
+        ok,
+        f"{claim.kind} of {claim.statistic}",
+        value,
+        None,
+        None,
+        claim.expectation(),
+        msg,
+        None,
+        None,
+        s.series if s is not None else None,
+        {},
+    )
 
 
 def _ranks(v) -> list[float]:
@@ -227,7 +308,6 @@ def _check(claim: Claim, value) -> bool:
     if claim.kind == "at_most":
         return value <= claim.threshold
     raise AtlasError(f"claim {claim.id}: kind {claim.kind} is not a value check")
-
 
 
 def tolerance(half_width: float, magnitude: float, *, k: float, floor: float, rel: float) -> float:

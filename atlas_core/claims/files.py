@@ -45,26 +45,66 @@ def claims_schema() -> dict:
         return {"type": "integer", "minimum": n}
 
     claim = {
-        "type": "object", "required": ["id", "statistic"], "additionalProperties": False,
-        "properties": {"id": TEXT, "statistic": TEXT, "kind": {"enum": list(KINDS)}, "source": {"enum": list(SOURCES)},
-                       "model": TEXT, "models": {"type": "array", "items": TEXT}, "expected": NUMBER,
-                       "tolerance": {"type": "number", "minimum": 0}, "threshold": NUMBER, "layer": INTEGER,
-                       "max_rank": at_least(1), "family": TEXT, "expected_verdict": TEXT, "description": STRING,
-                       "within": at_least(0), "depth": {"type": "number", "minimum": 0, "maximum": 1},
-                       "n_items": at_least(1), "n_heads": at_least(1), "layers": {"type": "array", "items": INTEGER},
-                       "min_common": at_least(1), "items": {"type": "array", "items": INTEGER},
-                       "profile": {"type": "array", "items": NUMBER},
-                       "min_rho": {"type": "number", "minimum": -1, "maximum": 1}, "invariant": TEXT},
-        "allOf": [{"if": {"required": ["kind"], "properties": {"kind": {"const": kind}}},
-                   "then": {"anyOf": [{"required": list(need)} for need in alternatives]}}
-                  for kind, alternatives in KIND_FIELDS.items()],
+        "type": "object",
+        "required": ["id", "statistic"],
+        "additionalProperties": False,
+        "properties": {
+            "id": TEXT,
+            "statistic": TEXT,
+            "kind": {"enum": list(KINDS)},
+            "source": {"enum": list(SOURCES)},
+            "model": TEXT,
+            "models": {"type": "array", "items": TEXT},
+            "expected": NUMBER,
+            "tolerance": {"type": "number", "minimum": 0},
+            "threshold": NUMBER,
+            "layer": INTEGER,
+            "max_rank": at_least(1),
+            "family": TEXT,
+            "expected_verdict": TEXT,
+            "description": STRING,
+            "within": at_least(0),
+            "depth": {"type": "number", "minimum": 0, "maximum": 1},
+            "n_items": at_least(1),
+            "n_heads": at_least(1),
+            "layers": {"type": "array", "items": INTEGER},
+            "min_common": at_least(1),
+            "items": {"type": "array", "items": INTEGER},
+            "profile": {"type": "array", "items": NUMBER},
+            "min_rho": {"type": "number", "minimum": -1, "maximum": 1},
+            "invariant": TEXT,
+        },
+        "allOf": [
+            {
+                "if": {"required": ["kind"], "properties": {"kind": {"const": kind}}},
+                "then": {"anyOf": [{"required": list(need)} for need in alternatives]},
+            }
+            for kind, alternatives in KIND_FIELDS.items()
+        ],
     }
-    meta = {"type": "object", "properties": {"models": {"type": "array", "items": TEXT}, "profile": TEXT,
-                                             "source": {"enum": list(SOURCES)}, "label": STRING, "citation": STRING,
-                                             "generated": STRING, "provenance": OBJECT, "tolerance_rule": STRING}}
-    return {"type": "object", "additionalProperties": False,
-            "properties": {"meta": meta, "thresholds": {"type": "object", "additionalProperties": OBJECT},
-                           "claim": {"type": "array", "items": claim}, "study": OBJECT}}
+    meta = {
+        "type": "object",
+        "properties": {
+            "models": {"type": "array", "items": TEXT},
+            "profile": TEXT,
+            "source": {"enum": list(SOURCES)},
+            "label": STRING,
+            "citation": STRING,
+            "generated": STRING,
+            "provenance": OBJECT,
+            "tolerance_rule": STRING,
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "meta": meta,
+            "thresholds": {"type": "object", "additionalProperties": OBJECT},
+            "claim": {"type": "array", "items": claim},
+            "study": OBJECT,
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -134,8 +174,9 @@ class Claim:
                 return f"top at relative depth {self.depth:.3g} ± {self.tolerance:.3g}"
             return f"top {self.item(self.layer)} ± {self.within} layers"
         if self.kind == "top_k":
-            return (f"top-{len(self.layers)} holds >= {self.min_common} of "
-                    + ", ".join(self.item(x) for x in self.layers))
+            return f"top-{len(self.layers)} holds >= {self.min_common} of " + ", ".join(
+                self.item(x) for x in self.layers
+            )
         if self.kind == "profile":
             return f"rank correlation with the expected profile >= {self.min_rho:.3g}"
         return f"verdict {self.expected_verdict}"
@@ -205,8 +246,11 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
     if hyp:
         models = tuple(entry.get("models", meta.get("models", ())))
         if len(models) != 2:
-            raise _bad(path, f"claim {cid!r} is about hypothesis {stat}: it needs two models (small, large) "
-                             "in 'models' or in [meta] models")
+            raise _bad(
+                path,
+                f"claim {cid!r} is about hypothesis {stat}: it needs two models (small, large) "
+                "in 'models' or in [meta] models",
+            )
     else:
         model = entry.get("model")
         if not model:
@@ -219,8 +263,15 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
     inv = entry.get("invariant")
     if inv is not None and (not isinstance(inv, str) or not inv.strip()):
         raise _bad(path, f"claim {cid!r}: 'invariant' states, as a string, why any healthy model passes the claim")
-    c = Claim(id=cid, statistic=stat, kind=kind, models=models, source=source,
-              description=str(entry.get("description", "")), invariant=inv)
+    c = Claim(
+        id=cid,
+        statistic=stat,
+        kind=kind,
+        models=models,
+        source=source,
+        description=str(entry.get("description", "")),
+        invariant=inv,
+    )
     if kind in PROFILE_KINDS:
         return _profile_claim(path, cid, entry, c, hyp)
     if kind == "value":
@@ -232,8 +283,11 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
 
             d = declaration(stat)
             if hyp or d is None or not (d.axis == "layer" or d.at in ("layer", "head")):
-                raise _bad(path, f"claim {cid!r}: a value claim with a 'layer' reads a statistic declared per layer "
-                                 f"(StatDecl axis 'layer') or read at an item (StatDecl at), not {stat!r}")
+                raise _bad(
+                    path,
+                    f"claim {cid!r}: a value claim with a 'layer' reads a statistic declared per layer "
+                    f"(StatDecl axis 'layer') or read at an item (StatDecl at), not {stat!r}",
+                )
             c = _replace(c, layer=_int(path, cid, entry, "layer"))
             if d.at == "head":
                 c = _replace(c, n_heads=_int(path, cid, entry, "n_heads", 1))
@@ -245,11 +299,17 @@ def parse_claim(entry: Mapping, meta: Mapping, path: Path | str = "<claims>") ->
         layer, family, max_rank = entry.get("layer"), entry.get("family"), entry.get("max_rank")
         if stat == "lora.ranking":
             if not isinstance(family, str) or not isinstance(max_rank, int) or max_rank < 1:
-                raise _bad(path, f"claim {cid!r}: rank claims on lora.ranking need a string 'family' and 'max_rank' >= 1")
+                raise _bad(
+                    path, f"claim {cid!r}: rank claims on lora.ranking need a string 'family' and 'max_rank' >= 1"
+                )
         elif not isinstance(layer, int) or not isinstance(max_rank, int) or max_rank < 1:
             raise _bad(path, f"claim {cid!r}: rank claims need an integer 'layer' and 'max_rank' >= 1")
-        c = _replace(c, layer=layer if stat != "lora.ranking" else None, family=family if stat == "lora.ranking" else None,
-                     max_rank=max_rank)
+        c = _replace(
+            c,
+            layer=layer if stat != "lora.ranking" else None,
+            family=family if stat == "lora.ranking" else None,
+            max_rank=max_rank,
+        )
     else:
         ev = entry.get("expected_verdict")
         if ev is None:
@@ -274,8 +334,11 @@ def _list(path, cid, entry, key, typ) -> tuple:
     v = entry.get(key)
     ok = isinstance(v, list) and v and all(isinstance(x, typ) and not isinstance(x, bool) for x in v)
     if not ok:
-        raise _bad(path, f"claim {cid!r} ({entry.get('kind')}) needs a non-empty list {key!r} of "
-                         f"{'integers' if typ is int else 'numbers'}, got {v!r}")
+        raise _bad(
+            path,
+            f"claim {cid!r} ({entry.get('kind')}) needs a non-empty list {key!r} of "
+            f"{'integers' if typ is int else 'numbers'}, got {v!r}",
+        )
     return tuple(typ(x) if typ is int else float(x) for x in v)
 
 
@@ -286,8 +349,11 @@ def _profile_claim(path, cid, entry, c: Claim, hyp: bool) -> Claim:
 
     d = declaration(c.statistic)
     if hyp or d is None or d.axis not in ("layer", "head"):
-        raise _bad(path, f"claim {cid!r}: {c.kind} claims read a statistic declared per layer or per head "
-                         f"(StatDecl axis), not {c.statistic!r}")
+        raise _bad(
+            path,
+            f"claim {cid!r}: {c.kind} claims read a statistic declared per layer or per head "
+            f"(StatDecl axis), not {c.statistic!r}",
+        )
     if d.axis == "head":
         c = _replace(c, n_heads=_int(path, cid, entry, "n_heads", 1))
     if c.kind == "location":
@@ -296,8 +362,12 @@ def _profile_claim(path, cid, entry, c: Claim, hyp: bool) -> Claim:
             if not 0 <= depth <= 1 or tol < 0:
                 raise _bad(path, f"claim {cid!r}: depth must lie in [0, 1] and tolerance be >= 0")
             return _replace(c, depth=depth, tolerance=tol, n_items=_int(path, cid, entry, "n_items", 1, False))
-        return _replace(c, layer=_int(path, cid, entry, "layer"), within=_int(path, cid, entry, "within"),
-                        n_items=_int(path, cid, entry, "n_items", 1, False))
+        return _replace(
+            c,
+            layer=_int(path, cid, entry, "layer"),
+            within=_int(path, cid, entry, "within"),
+            n_items=_int(path, cid, entry, "n_items", 1, False),
+        )
     if c.kind == "top_k":
         layers = _list(path, cid, entry, "layers", int)
         k = _int(path, cid, entry, "min_common", 1)
@@ -331,8 +401,13 @@ def load_claims(path: str | Path) -> ClaimsFile:
         raise _bad(path, f"not valid TOML ({exc})") from None
     from atlas_core.validation import check, entry_id
 
-    check(data, claims_schema, f"claims file {path}", "each claim is a [[claim]] table (see atlas_core.claims)",
-          entry=entry_id("claim"))
+    check(
+        data,
+        claims_schema,
+        f"claims file {path}",
+        "each claim is a [[claim]] table (see atlas_core.claims)",
+        entry=entry_id("claim"),
+    )
     meta = dict(data.get("meta", {}))
     thresholds = {k: dict(v) for k, v in data.get("thresholds", {}).items()}
     for hid in thresholds:
@@ -373,9 +448,12 @@ def check_families(cf: ClaimsFile, families: Iterable[str], how: str = "--tasks 
     for c in cf.claims:
         missing = sorted(claim_families(c) - have)
         if missing:
-            raise _bad(cf.path, f"claim {c.id!r} ({c.statistic}) names task famil{'y' if len(missing) == 1 else 'ies'} "
-                                f"{', '.join(missing)}, which this session does not load (it loads {', '.join(sorted(have))}); "
-                                f"add the family's file ({how}) or fix the claim")
+            raise _bad(
+                cf.path,
+                f"claim {c.id!r} ({c.statistic}) names task famil{'y' if len(missing) == 1 else 'ies'} "
+                f"{', '.join(missing)}, which this session does not load (it loads {', '.join(sorted(have))}); "
+                f"add the family's file ({how}) or fix the claim",
+            )
 
 
 def default_claims_files(directory: str | Path = CLAIMS_DIR) -> list[Path]:
@@ -384,8 +462,8 @@ def default_claims_files(directory: str | Path = CLAIMS_DIR) -> list[Path]:
 
 def same_model(claimed: str, actual: str) -> bool:
     """A claim about ``Qwen/Qwen2.5-1.5B`` applies to that hub id and to a folder named Qwen2.5-1.5B."""
+
     def base(s: str) -> str:
         return Path(str(s).rstrip("/")).name.lower()
 
     return claimed == actual or base(claimed) == base(actual)
-

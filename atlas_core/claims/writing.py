@@ -68,9 +68,11 @@ class _Writer:
     def add(self, entry: dict, tight: float | None = None) -> None:
         if entry["id"] in self.blind:
             self.counts["dropped"] += 1
-            self.notes.append(f"dropped {entry['id']}: it passes every wrong input the audit made from these runs "
-                              f"({self.blind[entry['id']]}), so it cannot tell this model from another; more prompts "
-                              "(a larger profile) would narrow it")
+            self.notes.append(
+                f"dropped {entry['id']}: it passes every wrong input the audit made from these runs "
+                f"({self.blind[entry['id']]}), so it cannot tell this model from another; more prompts "
+                "(a larger profile) would narrow it"
+            )
             return
         decl = declaration(entry["statistic"])
         if decl is not None and decl.invariant and entry["kind"] not in ("location", "top_k", "profile"):
@@ -83,8 +85,9 @@ class _Writer:
             claim = parse_claim(entry, self.meta)
             if refusal(claim, self.thresholds, self.sampled) is None:
                 self.counts["tightened"] += 1
-                self.notes.append(f"tightened {claim.id}: ± {looser:.4g} -> ± {claim.tolerance:.4g} "
-                                  f"({_first_clause(why)})")
+                self.notes.append(
+                    f"tightened {claim.id}: ± {looser:.4g} -> ± {claim.tolerance:.4g} ({_first_clause(why)})"
+                )
                 why = None
         if why:
             self.counts["dropped"] += 1
@@ -108,9 +111,17 @@ def _first_clause(why: str) -> str:
     return why.split(";")[0]
 
 
-def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
-                 k: float = 2.0, floor: float = 0.01, rel: float = 0.1, rank: int = 3,
-                 substitutes: Sequence[str | Path] | None = None) -> Path:
+def write_claims(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    label: str | None = None,
+    *,
+    k: float = 2.0,
+    floor: float = 0.01,
+    rel: float = 0.1,
+    rank: int = 3,
+    substitutes: Sequence[str | Path] | None = None,
+) -> Path:
     """Write a claims file from one run (finding claims) or two runs of a pair, small then large
     (finding claims for both plus a verdict and a statistic claim per hypothesis). Tolerance of a
     value claim: ``max(k * half-width of its bootstrap interval, floor, rel * |value|)``, tightened to
@@ -130,23 +141,38 @@ def write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | N
     return _write_claims(run_dirs, out, label, k=k, floor=floor, rel=rel, rank=rank, blind=blind) if blind else path
 
 
-def _write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | None = None, *,
-                  k: float, floor: float, rel: float, rank: int, blind: Mapping[str, str] | None = None) -> Path:
+def _write_claims(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    label: str | None = None,
+    *,
+    k: float,
+    floor: float,
+    rel: float,
+    rank: int,
+    blind: Mapping[str, str] | None = None,
+) -> Path:
     runs = [load_run(d) for d in run_dirs]
     if not 1 <= len(runs) <= 2:
         raise AtlasError(f"claims write takes one run or a pair (small then large), got {len(runs)}")
     profiles = {r.profile or "?" for r in runs}
     if len(profiles) != 1:
-        raise AtlasError(f"the runs were made at different profiles ({', '.join(sorted(profiles))}); "
-                         "write claims from runs of one profile")
+        raise AtlasError(
+            f"the runs were made at different profiles ({', '.join(sorted(profiles))}); "
+            "write claims from runs of one profile"
+        )
     profile = profiles.pop()
     models = [r.name for r in runs]
     if len(set(models)) != len(models):
         raise AtlasError(f"both runs are of {models[0]}: a pair is two different models (small then large)")
     thresholds = default_thresholds()
     prof = PROFILES.get(profile)
-    w = _Writer(thresholds, prof is not None and prof.head_layers is not None,
-                {"source": "measured", "profile": profile, "models": models}, blind=blind or {})
+    w = _Writer(
+        thresholds,
+        prof is not None and prof.head_layers is not None,
+        {"source": "measured", "profile": profile, "models": models},
+        blind=blind or {},
+    )
     for r in runs:
         for spec in experiments().values():
             group = spec.group
@@ -155,10 +181,19 @@ def _write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | 
                     s = r.stats[name]
                     if s.value is None or not math.isfinite(s.value):
                         continue
-                    w.add({"id": f"{r.name}:{name}", "model": r.name, "statistic": name, "kind": "value",
-                           "expected": float(_n(s.value)), "tolerance": float(_n(_tolerance(s, k, floor, rel, name))),
-                           **_anchor(name, s), "description": f"{name} = {s.text()} on {r.name}"},
-                          k * (s.half_width or 0.0))
+                    w.add(
+                        {
+                            "id": f"{r.name}:{name}",
+                            "model": r.name,
+                            "statistic": name,
+                            "kind": "value",
+                            "expected": float(_n(s.value)),
+                            "tolerance": float(_n(_tolerance(s, k, floor, rel, name))),
+                            **_anchor(name, s),
+                            "description": f"{name} = {s.text()} on {r.name}",
+                        },
+                        k * (s.half_width or 0.0),
+                    )
             for decl in spec.declares:
                 if decl.axis not in ("layer", "head"):
                     continue
@@ -175,9 +210,17 @@ def _write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | 
                     continue
                 top, key = st.ranking[0], "family" if group == "lora" else "layer"
                 name = top if group == "lora" else f"L{top}"
-                w.add({"id": f"{r.name}:{group}.rank.{name}", "model": r.name, "statistic": stat, "kind": "rank",
-                       key: top, "max_rank": min(rank, len(st.ranking) - 1),
-                       "description": f"{name} ranks top-{min(rank, len(st.ranking) - 1)} by {what} on {r.name}"})
+                w.add(
+                    {
+                        "id": f"{r.name}:{group}.rank.{name}",
+                        "model": r.name,
+                        "statistic": stat,
+                        "kind": "rank",
+                        key: top,
+                        "max_rank": min(rank, len(st.ranking) - 1),
+                        "description": f"{name} ranks top-{min(rank, len(st.ranking) - 1)} by {what} on {r.name}",
+                    }
+                )
     if len(runs) == 2:
         small, large = runs
         for hid, hyp in hypotheses().items():
@@ -187,29 +230,58 @@ def _write_claims(run_dirs: Sequence[str | Path], out: str | Path, label: str | 
                 w.notes.append(f"no {hid} claims: {exc}")
                 continue  # that experiment is not in both runs, or the profile cannot measure it
             measured = format_estimate(v.value, v.lo, v.hi)
-            w.add({"id": hid, "statistic": hid, "kind": "verdict", "expected_verdict": v.verdict,
-                   "description": f"{hyp.text}: {v.verdict} ({v.statistic} {measured})"})
+            w.add(
+                {
+                    "id": hid,
+                    "statistic": hid,
+                    "kind": "verdict",
+                    "expected_verdict": v.verdict,
+                    "description": f"{hyp.text}: {v.verdict} ({v.statistic} {measured})",
+                }
+            )
             if v.value is not None and math.isfinite(v.value):
                 st = Stat(v.value, v.lo, v.hi)
-                w.add({"id": f"{hid}.statistic", "statistic": hid, "kind": "value", "expected": float(_n(v.value)),
-                       "tolerance": float(_n(_tolerance(st, k, floor, rel))),
-                       "description": f"{v.statistic} = {measured}"}, k * (st.half_width or 0.0))
-    lines = ["# Generated by `atlas claims write` from the suite's own runs; regenerate, do not hand-edit.",
-             f"# Claim hygiene (atlas_core.claim_hygiene): {w.counts['kept']} claims kept "
-             f"({w.counts['tightened']} tightened to {k:g} x the bootstrap half-width), {w.counts['dropped']} dropped:"]
+                w.add(
+                    {
+                        "id": f"{hid}.statistic",
+                        "statistic": hid,
+                        "kind": "value",
+                        "expected": float(_n(v.value)),
+                        "tolerance": float(_n(_tolerance(st, k, floor, rel))),
+                        "description": f"{v.statistic} = {measured}",
+                    },
+                    k * (st.half_width or 0.0),
+                )
+    lines = [
+        "# Generated by `atlas claims write` from the suite's own runs; regenerate, do not hand-edit.",
+        f"# Claim hygiene (atlas_core.claim_hygiene): {w.counts['kept']} claims kept "
+        f"({w.counts['tightened']} tightened to {k:g} x the bootstrap half-width), {w.counts['dropped']} dropped:",
+    ]
     lines += [f"#   {n}" for n in w.notes]
-    lines += ["[meta]", f"label = {_q(label or ' vs '.join(models) + f' ({profile} profile)')}",
-              'source = "measured"', f"profile = {_q(profile)}", f"models = {_list(models)}",
-              f"generated = {_q(time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}",
-              f"tolerance_rule = {_q(f'{STABLE_K:g} * bootstrap half-width (an interval from >= {STABLE_N} prompts; at least {RERUN_MARGIN:g} golden tolerances), else max({k:g} * bootstrap half-width, {floor:g}, {rel:g} * |value|)')}", ""]
+    lines += [
+        "[meta]",
+        f"label = {_q(label or ' vs '.join(models) + f' ({profile} profile)')}",
+        'source = "measured"',
+        f"profile = {_q(profile)}",
+        f"models = {_list(models)}",
+        f"generated = {_q(time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))}",
+        f"tolerance_rule = {_q(f'{STABLE_K:g} * bootstrap half-width (an interval from >= {STABLE_N} prompts; at least {RERUN_MARGIN:g} golden tolerances), else max({k:g} * bootstrap half-width, {floor:g}, {rel:g} * |value|)')}",
+        "",
+    ]
     for r in runs:
         versions = r.records[r.experiments[0]].provenance.get("versions", {})
-        lines += [f"[meta.provenance.{_q(r.name)}]", f"run = {_q(str(r.root))}",
-                  f"weights_sha256 = {_q(r.model.get('weights_sha256', ''))}", f"profile = {_q(profile)}",
-                  f"dtype = {_q(r.model.get('dtype', ''))}", f"device = {_q(r.model.get('device', ''))}",
-                  f"torch = {_q(versions.get('torch', ''))}", f"transformers = {_q(versions.get('transformers', ''))}",
-                  "experiments = {" + ", ".join(f"{e} = {_q(r.records[e].config_hash)}" for e in sorted(r.experiments))
-                  + "}", ""]
+        lines += [
+            f"[meta.provenance.{_q(r.name)}]",
+            f"run = {_q(str(r.root))}",
+            f"weights_sha256 = {_q(r.model.get('weights_sha256', ''))}",
+            f"profile = {_q(profile)}",
+            f"dtype = {_q(r.model.get('dtype', ''))}",
+            f"device = {_q(r.model.get('device', ''))}",
+            f"torch = {_q(versions.get('torch', ''))}",
+            f"transformers = {_q(versions.get('transformers', ''))}",
+            "experiments = {" + ", ".join(f"{e} = {_q(r.records[e].config_hash)}" for e in sorted(r.experiments)) + "}",
+            "",
+        ]
     for hid, th in thresholds.items():
         lines += [f"[thresholds.{hid}]"] + [f"{key} = {_v(val)}" for key, val in th.items()] + [""]
     out = Path(out)
@@ -257,12 +329,26 @@ def where_claims(model: str, name: str, s: Stat, *, k: int = 3, draws: int = 400
     tag, what = item_name(top, ser), ("head" if nh else "layer")
     base = {"model": model, "statistic": name}
     out = [
-        {"id": f"{model}:{name}.top", **base, "kind": "location", "layer": int(top), "within": int(within),
-         "n_items": len(xs), **extra,
-         "description": f"the top {what} of {name} is {tag} (± {within} layers: the {what}s whose interval reaches its) on {model}"},
-        {"id": f"{model}:{name}.top_depth", **base, "kind": "location", "depth": float(_n(d0)),
-         "tolerance": float(_n(dtol)), "n_items": len(xs), **extra,
-         "description": f"the top {what} of {name} sits at relative depth {d0:.3g} on {model}"},
+        {
+            "id": f"{model}:{name}.top",
+            **base,
+            "kind": "location",
+            "layer": int(top),
+            "within": int(within),
+            "n_items": len(xs),
+            **extra,
+            "description": f"the top {what} of {name} is {tag} (± {within} layers: the {what}s whose interval reaches its) on {model}",
+        },
+        {
+            "id": f"{model}:{name}.top_depth",
+            **base,
+            "kind": "location",
+            "depth": float(_n(d0)),
+            "tolerance": float(_n(dtol)),
+            "n_items": len(xs),
+            **extra,
+            "description": f"the top {what} of {name} sits at relative depth {d0:.3g} on {model}",
+        },
     ]
     kk = min(k, len(xs) - 1)
     if kk >= 2:
@@ -271,13 +357,27 @@ def where_claims(model: str, name: str, s: Stat, *, k: int = 3, draws: int = 400
         los, his = ser.get("lo"), ser.get("hi")
         if los and his:
             lo_of, hi_of = dict(zip(xs, los)), dict(zip(xs, his))
-            clear = lo_of[ranked[kk - 1]] is not None and hi_of[ranked[kk]] is not None and lo_of[ranked[kk - 1]] > hi_of[ranked[kk]]
+            clear = (
+                lo_of[ranked[kk - 1]] is not None
+                and hi_of[ranked[kk]] is not None
+                and lo_of[ranked[kk - 1]] > hi_of[ranked[kk]]
+            )
         else:
             clear = val[ranked[kk - 1]] - val[ranked[kk]] > 0.02 * abs(val[ranked[0]])
         top_k = ranked[:kk]
-        out.append({"id": f"{model}:{name}.top{kk}", **base, "kind": "top_k", "layers": [int(x) for x in top_k],
-                    "min_common": kk if clear else kk - 1, "n_items": len(xs), **extra,
-                    "description": f"the top {kk} {what}s of {name} on {model}: " + ", ".join(item_name(x, ser) for x in top_k)})
+        out.append(
+            {
+                "id": f"{model}:{name}.top{kk}",
+                **base,
+                "kind": "top_k",
+                "layers": [int(x) for x in top_k],
+                "min_common": kk if clear else kk - 1,
+                "n_items": len(xs),
+                **extra,
+                "description": f"the top {kk} {what}s of {name} on {model}: "
+                + ", ".join(item_name(x, ser) for x in top_k),
+            }
+        )
     y = np.asarray(ys, dtype=float)
     los, his = ser.get("lo"), ser.get("hi")
     if los and his and all(v is not None for v in los + his):
@@ -287,15 +387,26 @@ def where_claims(model: str, name: str, s: Stat, *, k: int = 3, draws: int = 400
     rng = np.random.default_rng(seed)
     rhos = [rank_correlation(y, y + rng.normal(0.0, 1.0, len(y)) * sd) for _ in range(draws)]
     bound = float(min(np.percentile(rhos, 1) - 0.05, 0.99))
-    out.append({"id": f"{model}:{name}.profile", **base, "kind": "profile", "items": [int(x) for x in xs],
-                "profile": [float(_n(v)) for v in ys], "min_rho": float(_n(bound)), "n_items": len(xs), **extra,
-                "description": f"the {what} profile of {name} on {model} (rank correlation >= {bound:.3g}: the 1st "
-                               f"percentile over {draws} profiles drawn within its intervals, less 0.05)"})
+    out.append(
+        {
+            "id": f"{model}:{name}.profile",
+            **base,
+            "kind": "profile",
+            "items": [int(x) for x in xs],
+            "profile": [float(_n(v)) for v in ys],
+            "min_rho": float(_n(bound)),
+            "n_items": len(xs),
+            **extra,
+            "description": f"the {what} profile of {name} on {model} (rank correlation >= {bound:.3g}: the 1st "
+            f"percentile over {draws} profiles drawn within its intervals, less 0.05)",
+        }
+    )
     return out
 
 
-def layer_value_claims(model: str, name: str, s: Stat, *, k: float = 2.0, floor: float = 0.01,
-                       rel: float = 0.1, most: int = 8) -> list[tuple[dict, float]]:
+def layer_value_claims(
+    model: str, name: str, s: Stat, *, k: float = 2.0, floor: float = 0.01, rel: float = 0.1, most: int = 8
+) -> list[tuple[dict, float]]:
     """Value claims of a per-layer profile at the model's distinctive layers, each with the tolerance it may be
     tightened to. The distinctive layers are the profile's features: its top layer, the layer after its steepest
     rise and the layer after its steepest fall (a peak's flanks, a monotone profile's knee), then the layers whose
@@ -318,7 +429,10 @@ def layer_value_claims(model: str, name: str, s: Stat, *, k: float = 2.0, floor:
     features = [("top", xs.index(s.ranking[0])), ("rise", int(np.argmax(d)) + 1), ("fall", int(np.argmin(d)) + 1)]
     # then the layers that stand out most from the profile's median, in units of their own tolerance
     hw = (np.asarray(his, float) - np.asarray(los, float)) / 2 if has else np.zeros(len(y))
-    tols = np.maximum(STABLE_K * hw if (ser.get('n') or 0) >= STABLE_N else k * hw, np.where(hw > 0, 0.0, np.maximum(floor, rel * np.abs(y))))
+    tols = np.maximum(
+        STABLE_K * hw if (ser.get("n") or 0) >= STABLE_N else k * hw,
+        np.where(hw > 0, 0.0, np.maximum(floor, rel * np.abs(y))),
+    )
     z = np.abs(y - np.median(y)) / np.where(tols > 0, tols, np.inf)
     features += [("apart", int(i)) for i in sorted(range(len(xs)), key=lambda i: (-z[i], i)) if z[i] >= 2.0]
     decl = declaration(name)
@@ -329,20 +443,43 @@ def layer_value_claims(model: str, name: str, s: Stat, *, k: float = 2.0, floor:
         if i in seen or (what == "rise" and d[i - 1] <= 0) or (what == "fall" and d[i - 1] >= 0):
             continue
         seen.add(i)
-        st = Stat(float(y[i]), float(los[i]) if has else None, float(his[i]) if has else None,
-                  ser.get("n") if has else None, kind="estimate" if has else "value")
+        st = Stat(
+            float(y[i]),
+            float(los[i]) if has else None,
+            float(his[i]) if has else None,
+            ser.get("n") if has else None,
+            kind="estimate" if has else "value",
+        )
         tol = _tolerance(st, k, floor, rel, name)
-        if (has and not (st.half_width or 0) > 0) or (decl and decl.null is not None and abs(y[i] - decl.null) <= tol) \
-                or abs(y[i] - np.median(y)) <= tol:
+        if (
+            (has and not (st.half_width or 0) > 0)
+            or (decl and decl.null is not None and abs(y[i] - decl.null) <= tol)
+            or abs(y[i] - np.median(y)) <= tol
+        ):
             continue  # nothing measured there, a degenerate interval, or a value the profile's median lies within
         x = int(xs[i])
         shown = format_estimate(st.value, st.lo, st.hi)
-        why = {"top": "its top layer", "rise": "after its steepest rise", "fall": "after its steepest fall",
-               "apart": f"{abs(y[i] - np.median(y)) / tol:.3g} tolerances from the profile's median"}[what]
-        out.append(({"id": f"{model}:{name}.L{x}", "model": model, "statistic": name, "kind": "value", "layer": x,
-                     "expected": float(_n(st.value)), "tolerance": float(_n(tol)),
-                     "description": f"{name} at L{x} = {shown} on {model} ({why})"},
-                    k * (st.half_width or 0.0)))
+        why = {
+            "top": "its top layer",
+            "rise": "after its steepest rise",
+            "fall": "after its steepest fall",
+            "apart": f"{abs(y[i] - np.median(y)) / tol:.3g} tolerances from the profile's median",
+        }[what]
+        out.append(
+            (
+                {
+                    "id": f"{model}:{name}.L{x}",
+                    "model": model,
+                    "statistic": name,
+                    "kind": "value",
+                    "layer": x,
+                    "expected": float(_n(st.value)),
+                    "tolerance": float(_n(tol)),
+                    "description": f"{name} at L{x} = {shown} on {model} ({why})",
+                },
+                k * (st.half_width or 0.0),
+            )
+        )
     return out
 
 
@@ -370,4 +507,3 @@ def _v(x) -> str:
 
 def _list(xs) -> str:
     return "[" + ", ".join(_q(x) for x in xs) + "]"
-

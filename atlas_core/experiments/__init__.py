@@ -21,8 +21,11 @@ def parse_experiments(selection: str | list[str] | tuple[str, ...]) -> list[str]
     from atlas_core.spec import experiments
 
     known = list(experiments())
-    names = known if selection in ("all", ["all"], ("all",)) else (
-        [s.strip() for s in selection.split(",") if s.strip()] if isinstance(selection, str) else list(selection))
+    names = (
+        known
+        if selection in ("all", ["all"], ("all",))
+        else ([s.strip() for s in selection.split(",") if s.strip()] if isinstance(selection, str) else list(selection))
+    )
     if not names:
         raise AtlasError(f"no experiments selected; choose from: all, {', '.join(known)}")
     unknown = [n for n in names if n not in known]

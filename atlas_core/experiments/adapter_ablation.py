@@ -56,7 +56,10 @@ def run(ctx: Context) -> AdapterAblationResult:
     means = np.array([e.value for e in kl])
     r = pearson(norms, means)
     result = AdapterAblationResult(
-        layers=layer_ids, kl=kl, norm=norms, pearson=r,
+        layers=layer_ids,
+        kl=kl,
+        norm=norms,
+        pearson=r,
         pearson_ci=correlation_ci(norms, list(means), pearson, ctx.profile.n_boot, ctx.seed),
         top_layers=[layer_ids[i] for i in np.argsort(-means, kind="stable")[:N_TOP]],
     )
@@ -70,8 +73,13 @@ def relayer(result: AdapterAblationResult, order) -> AdapterAblationResult:
 
     layers, (kl, norm) = relabel(result.layers, order, result.kl, result.norm)
     means = np.array([e.value for e in kl])
-    return replace(result, layers=layers, kl=kl, norm=norm,
-                   top_layers=[layers[i] for i in np.argsort(-means, kind="stable")[:len(result.top_layers)]])
+    return replace(
+        result,
+        layers=layers,
+        kl=kl,
+        norm=norm,
+        top_layers=[layers[i] for i in np.argsort(-means, kind="stable")[: len(result.top_layers)]],
+    )
 
 
 def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> dict[str, Stat]:
@@ -83,31 +91,61 @@ def statistics(result: AdapterAblationResult, n_layers: int, results: dict) -> d
     kl = [finite(k.value) for k in result.kl]
     curve = series(result.norm, kl, "adapter norm", "ablation KL (nats)")
     lo, hi = finite(ci[0]), finite(ci[1])
-    out = {"adapter.pearson": Stat(finite(result.pearson), lo, hi, len(result.layers),
-                                   kind="estimate" if None not in (lo, hi) else "value", series=curve)}
+    out = {
+        "adapter.pearson": Stat(
+            finite(result.pearson),
+            lo,
+            hi,
+            len(result.layers),
+            kind="estimate" if None not in (lo, hi) else "value",
+            series=curve,
+        )
+    }
     pts = [(n, k) for n, k in zip(result.norm, kl) if finite(n) is not None and k is not None]
     if len(pts) >= 2:
         norm, eff = zip(*pts)
         slo, shi = correlation_ci(norm, eff, spearman)
-        out["adapter.spearman"] = Stat(finite(spearman(norm, eff)), finite(slo), finite(shi), len(pts),
-                                       kind="estimate", series=curve)
-    out["adapter.layer_profile"] = profile_stat(result.layers, kl, n_layers, lo=[k.lo for k in result.kl],
-                                                hi=[k.hi for k in result.kl], ylabel="adapter-ablation KL (nats)",
-                                                n=min((k.n for k in result.kl), default=None))
+        out["adapter.spearman"] = Stat(
+            finite(spearman(norm, eff)), finite(slo), finite(shi), len(pts), kind="estimate", series=curve
+        )
+    out["adapter.layer_profile"] = profile_stat(
+        result.layers,
+        kl,
+        n_layers,
+        lo=[k.lo for k in result.kl],
+        hi=[k.hi for k in result.kl],
+        ylabel="adapter-ablation KL (nats)",
+        n=min((k.n for k in result.kl), default=None),
+    )
     if top is not None:
         out["adapter.top_layer"] = Stat(float(top), kind="index", label=f"L{top}")
     return out
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Adapter ablation", about="adapter weight norm vs its functional effect", order=80,
-    run=run, config=config, result=AdapterAblationResult, requires=("lora_training",), seed_dependent=True,
-    group="adapter", statistics=statistics, finding="adapter ablation, the layers where the trained adapter acts",
-    section="atlas_core.report.sections:adapter", macro="adapter", overlay="atlas_core.report.compare:adapter_overlay",
+    name=NAME,
+    title="Adapter ablation",
+    about="adapter weight norm vs its functional effect",
+    order=80,
+    run=run,
+    config=config,
+    result=AdapterAblationResult,
+    requires=("lora_training",),
+    seed_dependent=True,
+    group="adapter",
+    statistics=statistics,
+    finding="adapter ablation, the layers where the trained adapter acts",
+    section="atlas_core.report.sections:adapter",
+    macro="adapter",
+    overlay="atlas_core.report.compare:adapter_overlay",
     declares=(
-        StatDecl("adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"),
-        StatDecl("adapter.pearson", "correlation", -1.0, 1.0, 0.0), StatDecl("adapter.spearman", "correlation", -1.0, 1.0, 0.0),
+        StatDecl(
+            "adapter.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="adapter-ablation KL per layer"
+        ),
+        StatDecl("adapter.pearson", "correlation", -1.0, 1.0, 0.0),
+        StatDecl("adapter.spearman", "correlation", -1.0, 1.0, 0.0),
         StatDecl("adapter.top_layer", "layer", 0.0, math.inf, None, direction=0),
     ),
-    relayer=relayer, golden_rel=GOLDEN_REL_TRAINED,  # LoRA-derived
+    relayer=relayer,
+    golden_rel=GOLDEN_REL_TRAINED,  # LoRA-derived
 )

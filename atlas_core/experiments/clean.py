@@ -24,8 +24,10 @@ def check_families(ctx: Context) -> None:
         raise AtlasError("no task families in the context; load some with atlas_core.tasks.load_families()")
     empty = [name for name, fam in ctx.families.items() if not fam.items]
     if empty:
-        raise AtlasError(f"task famil{'y' if len(empty) == 1 else 'ies'} {', '.join(empty)} "
-                         "hold no items; load them with n_items >= 1 or drop them from the selection")
+        raise AtlasError(
+            f"task famil{'y' if len(empty) == 1 else 'ies'} {', '.join(empty)} "
+            "hold no items; load them with n_items >= 1 or drop them from the selection"
+        )
 
 
 def config(ctx: Context) -> dict:
@@ -38,7 +40,13 @@ def run(ctx: Context) -> CleanResult:
     logp = ctx.runner.clean_logprobs.float()
     argmax = logp.argmax(-1).cpu().numpy()
     tid = np.asarray(targets, dtype=np.int64)
-    tprob = logp[torch.arange(len(tid), device=logp.device), torch.as_tensor(tid, device=logp.device)].exp().cpu().numpy().astype(np.float64)
+    tprob = (
+        logp[torch.arange(len(tid), device=logp.device), torch.as_tensor(tid, device=logp.device)]
+        .exp()
+        .cpu()
+        .numpy()
+        .astype(np.float64)
+    )
     correct = argmax == tid
     tok = ctx.lm.tokenizer
 
@@ -47,17 +55,26 @@ def run(ctx: Context) -> CleanResult:
     for name, fam in ctx.families.items():
         sl = ctx.family_slices[name]
         for i, item in zip(range(sl.start, sl.stop), fam.items):
-            prompts.append(PromptOutcome(
-                family=name, prompt=item.prompt, target=item.target, target_id=int(tid[i]),
-                predicted=tok.decode([int(argmax[i])]), target_prob=float(tprob[i]), correct=bool(correct[i]),
-            ))
-        families.append(FamilyAccuracy(
-            family=name, n=len(fam.items),
-            top1_accuracy=ctx.estimate(correct[sl].astype(np.float64)),
-            target_prob=ctx.estimate(tprob[sl].astype(np.float64)),
-        ))
-    result = CleanResult(families=families, prompts=prompts,
-                         overall_accuracy=ctx.estimate(correct.astype(np.float64)))
+            prompts.append(
+                PromptOutcome(
+                    family=name,
+                    prompt=item.prompt,
+                    target=item.target,
+                    target_id=int(tid[i]),
+                    predicted=tok.decode([int(argmax[i])]),
+                    target_prob=float(tprob[i]),
+                    correct=bool(correct[i]),
+                )
+            )
+        families.append(
+            FamilyAccuracy(
+                family=name,
+                n=len(fam.items),
+                top1_accuracy=ctx.estimate(correct[sl].astype(np.float64)),
+                target_prob=ctx.estimate(tprob[sl].astype(np.float64)),
+            )
+        )
+    result = CleanResult(families=families, prompts=prompts, overall_accuracy=ctx.estimate(correct.astype(np.float64)))
     return result
 
 
@@ -70,10 +87,21 @@ def statistics(result: CleanResult, n_layers: int, results: dict) -> dict:
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Clean accuracy", about="which skills the model has before any intervention", order=0,
-    run=run, config=config, result=CleanResult, group="clean", statistics=statistics,
+    name=NAME,
+    title="Clean accuracy",
+    about="which skills the model has before any intervention",
+    order=0,
+    run=run,
+    config=config,
+    result=CleanResult,
+    group="clean",
+    statistics=statistics,
     profile_fields=("n_items", "n_boot", "memory_mb"),
-    section="atlas_core.report.sections:clean", macro="clean", overlay="atlas_core.report.compare:clean_overlay",
-    declares=(StatDecl("clean.accuracy", "fraction", 0.0, 1.0, None, about="top-1 accuracy"),
-              StatDecl("clean.accuracy.{family}", "fraction", 0.0, 1.0, None, about="top-1 accuracy of a family")),
+    section="atlas_core.report.sections:clean",
+    macro="clean",
+    overlay="atlas_core.report.compare:clean_overlay",
+    declares=(
+        StatDecl("clean.accuracy", "fraction", 0.0, 1.0, None, about="top-1 accuracy"),
+        StatDecl("clean.accuracy.{family}", "fraction", 0.0, 1.0, None, about="top-1 accuracy of a family"),
+    ),
 )

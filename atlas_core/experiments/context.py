@@ -88,8 +88,15 @@ class Context:
 
     @cached_property
     def runner(self) -> Runner:
-        return Runner(self.lm.model, self.lm.tokenizer, self.prompts, memory_mb=self.profile.memory_mb,
-                      seed=self.seed, progress=self.progress, sweeping=self.sweeping)
+        return Runner(
+            self.lm.model,
+            self.lm.tokenizer,
+            self.prompts,
+            memory_mb=self.profile.memory_mb,
+            seed=self.seed,
+            progress=self.progress,
+            sweeping=self.sweeping,
+        )
 
     def estimate(self, values) -> Estimate:
         return bootstrap(np.asarray(values), n_boot=self.profile.n_boot, seed=self.seed)

@@ -18,6 +18,7 @@ from atlas_core.experiments.context import Context
 from atlas_core.runner import Runner
 from atlas_core.sites import check_layer, dims
 
+
 @dataclass
 class DirectionCache:
     """What ``ctx.artifacts.directions`` holds."""
@@ -36,17 +37,28 @@ def _cache(ctx: Context) -> DirectionCache:
 def check_family(ctx: Context, family: str) -> None:
     """The family must be loaded and have contrast prompts; fail before any forward otherwise."""
     if family not in ctx.families:
-        raise AtlasError(f"task family {family!r} is not loaded in this run (loaded: {', '.join(ctx.families)}); "
-                         f"include it in the run's families")
+        raise AtlasError(
+            f"task family {family!r} is not loaded in this run (loaded: {', '.join(ctx.families)}); "
+            f"include it in the run's families"
+        )
     fam = ctx.families[family]
     if not fam.items or not fam.contrast:
-        raise AtlasError(f"task family {family!r} needs item and contrast prompts for a skill direction; "
-                         f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts")
+        raise AtlasError(
+            f"task family {family!r} needs item and contrast prompts for a skill direction; "
+            f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts"
+        )
 
 
 def _runner(ctx: Context, prompts: list[str]) -> Runner:
-    return Runner(ctx.lm.model, ctx.lm.tokenizer, prompts, memory_mb=ctx.profile.memory_mb, seed=ctx.seed,
-                  progress=ctx.progress, sweeping=ctx.sweeping)
+    return Runner(
+        ctx.lm.model,
+        ctx.lm.tokenizer,
+        prompts,
+        memory_mb=ctx.profile.memory_mb,
+        seed=ctx.seed,
+        progress=ctx.progress,
+        sweeping=ctx.sweeping,
+    )
 
 
 def family_runner(ctx: Context, family: str) -> Runner:
@@ -91,8 +103,10 @@ def check_direction(direction: torch.Tensor, d_model: int, what: str = "steering
     if not isinstance(direction, torch.Tensor):
         raise AtlasError(f"{what} must be a torch.Tensor of shape [{d_model}], got {type(direction).__name__}")
     if direction.dim() != 1 or direction.shape[0] != d_model:
-        raise AtlasError(f"{what} has shape {tuple(direction.shape)}; the model's residual is [{d_model}] wide "
-                         f"(compute it with skill_direction on this model)")
+        raise AtlasError(
+            f"{what} has shape {tuple(direction.shape)}; the model's residual is [{d_model}] wide "
+            f"(compute it with skill_direction on this model)"
+        )
     if not torch.isfinite(direction).all():
         raise AtlasError(f"{what} holds non-finite values; recompute it")
     return direction

@@ -49,8 +49,12 @@ def is_mid(layers, n_layers: int) -> bool:
 
 
 def config(ctx: Context) -> dict:
-    return {"top_k": TOP_K, "timing_prompts": TIMING_PROMPTS, "timing_repeats": ctx.profile.timing_repeats,
-            "configs": ["skip_weakest_1", "skip_mid_5", "skip_6_layers", "skip_8_layers"]}
+    return {
+        "top_k": TOP_K,
+        "timing_prompts": TIMING_PROMPTS,
+        "timing_repeats": ctx.profile.timing_repeats,
+        "configs": ["skip_weakest_1", "skip_mid_5", "skip_6_layers", "skip_8_layers"],
+    }
 
 
 def skip_configs(single_skip_kl: list[float]) -> list[tuple[str, list[int]]]:
@@ -58,8 +62,10 @@ def skip_configs(single_skip_kl: list[float]) -> list[tuple[str, list[int]]]:
     n = len(single_skip_kl)
     interior = list(range(1, n - 1))
     if not interior:
-        raise AtlasError(f"layer skipping needs a model with at least 3 layers (this one has {n}): "
-                         "the first and last layer are never skipped")
+        raise AtlasError(
+            f"layer skipping needs a model with at least 3 layers (this one has {n}): "
+            "the first and last layer are never skipped"
+        )
     weakest = sorted(interior, key=lambda layer: (single_skip_kl[layer], layer))
     k = min(5, len(interior))
     start = min(max(round(4 * n / STUDY_DEPTH), 1), n - 1 - k)
@@ -102,8 +108,12 @@ def _timing_batch(ctx: Context) -> dict:
     rows = torch.as_tensor(idx, device=enc.input_ids.device)
     mask = enc.attention_mask[rows]
     t0 = int(mask.any(0).long().argmax())  # drop the columns that are padding in every chosen row
-    batch = {"input_ids": enc.input_ids[rows, t0:], "attention_mask": mask[:, t0:],
-             "position_ids": enc.position_ids[rows, t0:], "use_cache": False}
+    batch = {
+        "input_ids": enc.input_ids[rows, t0:],
+        "attention_mask": mask[:, t0:],
+        "position_ids": enc.position_ids[rows, t0:],
+        "use_cache": False,
+    }
     if "logits_to_keep" in inspect.signature(ctx.lm.model.forward).parameters:
         batch["logits_to_keep"] = 1  # last position only, as the runner does
     return batch
@@ -141,28 +151,44 @@ def run(ctx: Context) -> EfficiencyResult:
 
     single_skip_kl = reuse_single_skips(ctx.results, n)
     if single_skip_kl is None:
-        single = runner.sweep([Variant(f"skip/L{layer}", (Skip((layer,)),)) for layer in range(n)], k=TOP_K,
-                              progress=ctx.progress)
+        single = runner.sweep(
+            [Variant(f"skip/L{layer}", (Skip((layer,)),)) for layer in range(n)], k=TOP_K, progress=ctx.progress
+        )
         single_skip_kl = [float(v) for v in single.kl.mean(axis=1)]
 
     named = skip_configs(single_skip_kl)
-    stats = runner.sweep([Variant(name, (Skip(tuple(layers)),)) for name, layers in named], k=TOP_K,
-                         progress=ctx.progress)
-    configs = [SkipConfig(name=name, layers=layers, mean_kl=ctx.estimate(stats.kl[i]),
-                          top5_overlap=ctx.estimate(stats.topk_overlap[i]),
-                          argmax_match=ctx.estimate(stats.argmax_match[i].astype(np.float64)))
-               for i, (name, layers) in enumerate(named)]
+    stats = runner.sweep(
+        [Variant(name, (Skip(tuple(layers)),)) for name, layers in named], k=TOP_K, progress=ctx.progress
+    )
+    configs = [
+        SkipConfig(
+            name=name,
+            layers=layers,
+            mean_kl=ctx.estimate(stats.kl[i]),
+            top5_overlap=ctx.estimate(stats.topk_overlap[i]),
+            argmax_match=ctx.estimate(stats.argmax_match[i].astype(np.float64)),
+        )
+        for i, (name, layers) in enumerate(named)
+    ]
 
     exit_layers = list(range(n))
-    ex = runner.sweep([Variant(f"exit/L{layer}", (ExitAt(layer),)) for layer in exit_layers], k=TOP_K,
-                      progress=ctx.progress)
+    ex = runner.sweep(
+        [Variant(f"exit/L{layer}", (ExitAt(layer),)) for layer in exit_layers], k=TOP_K, progress=ctx.progress
+    )
     seconds = time_exits(ctx, exit_layers)
     full = seconds[-1]
-    exits = [ExitPoint(layer=layer, layers_skipped=n - 1 - layer, mean_kl=ctx.estimate(ex.kl[i]),
-                       argmax_match=ctx.estimate(ex.argmax_match[i].astype(np.float64)),
-                       top5_overlap=ctx.estimate(ex.topk_overlap[i]), seconds=float(seconds[i]),
-                       speedup=float(full / seconds[i]) if seconds[i] > 0 else float("nan"))
-             for i, layer in enumerate(exit_layers)]
+    exits = [
+        ExitPoint(
+            layer=layer,
+            layers_skipped=n - 1 - layer,
+            mean_kl=ctx.estimate(ex.kl[i]),
+            argmax_match=ctx.estimate(ex.argmax_match[i].astype(np.float64)),
+            top5_overlap=ctx.estimate(ex.topk_overlap[i]),
+            seconds=float(seconds[i]),
+            speedup=float(full / seconds[i]) if seconds[i] > 0 else float("nan"),
+        )
+        for i, layer in enumerate(exit_layers)
+    ]
 
     middle = single_skip_kl[1:-1]
     notes = (
@@ -193,8 +219,11 @@ def relayer(result: EfficiencyResult, order) -> EfficiencyResult:
     inv = {old: new for new, old in enumerate(order)}
     cfgs = [replace(c, layers=sorted(inv[layer] for layer in c.layers)) for c in result.skip_configs]
     by_layer = {e.layer: e for e in result.exits}
-    exits = [replace(by_layer[old], layer=new, layers_skipped=n - 1 - new)
-             for new, old in enumerate(order) if old in by_layer]
+    exits = [
+        replace(by_layer[old], layer=new, layers_skipped=n - 1 - new)
+        for new, old in enumerate(order)
+        if old in by_layer
+    ]
     return replace(result, skip_configs=cfgs, exits=exits, single_skip_kl=single)
 
 
@@ -205,60 +234,118 @@ def statistics(result: EfficiencyResult, n_layers: int, results: dict) -> dict[s
     cfgs = result.skip_configs
     if cfgs:
         best = max(cfgs, key=lambda c: finite(c.top5_overlap.value) or 0.0)
-        curve = series(range(len(cfgs)), [c.top5_overlap.value for c in cfgs],
-                       "skip config (" + ", ".join(c.name for c in cfgs) + ")", "top-5 overlap")
+        curve = series(
+            range(len(cfgs)),
+            [c.top5_overlap.value for c in cfgs],
+            "skip config (" + ", ".join(c.name for c in cfgs) + ")",
+            "top-5 overlap",
+        )
         out["efficiency.best_top5_overlap"] = estimate_stat(best.top5_overlap, label=best.name, series=curve)
         mid = [c for c in cfgs if is_mid(c.layers, n_layers)]
         if mid:  # H007 reads these: redundancy of the middle layers (MID_BAND)
             bm = max(mid, key=lambda c: finite(c.top5_overlap.value) or 0.0)
             out["efficiency.best_mid_top5_overlap"] = estimate_stat(
-                bm.top5_overlap, label=f"{bm.name} {bm.layers} (of {len(mid)} mid-layer configs)")
+                bm.top5_overlap, label=f"{bm.name} {bm.layers} (of {len(mid)} mid-layer configs)"
+            )
         for c in cfgs:
             out[f"efficiency.skip.{c.name}.top5_overlap"] = estimate_stat(c.top5_overlap, label=str(c.layers))
             out[f"efficiency.skip.{c.name}.mean_kl"] = estimate_stat(c.mean_kl, label=str(c.layers))
-    out["efficiency.skip_profile"] = profile_stat(range(len(result.single_skip_kl)), result.single_skip_kl, n_layers,
-                                                  ylabel="KL of skipping the layer alone (nats)")
+    out["efficiency.skip_profile"] = profile_stat(
+        range(len(result.single_skip_kl)),
+        result.single_skip_kl,
+        n_layers,
+        ylabel="KL of skipping the layer alone (nats)",
+    )
     # exits that skip something: an exit after the last layer matches the full model by construction
     ex = sorted((e for e in result.exits if e.layers_skipped > 0), key=lambda e: e.layer)
     if ex:
-        out["efficiency.exit_profile"] = profile_stat([e.layer for e in ex], [e.argmax_match.value for e in ex],
-                                                      n_layers, lo=[e.argmax_match.lo for e in ex],
-                                                      hi=[e.argmax_match.hi for e in ex], ylabel="argmax match",
-                                                      n=min(e.argmax_match.n for e in ex))
+        out["efficiency.exit_profile"] = profile_stat(
+            [e.layer for e in ex],
+            [e.argmax_match.value for e in ex],
+            n_layers,
+            lo=[e.argmax_match.lo for e in ex],
+            hi=[e.argmax_match.hi for e in ex],
+            ylabel="argmax match",
+            n=min(e.argmax_match.n for e in ex),
+        )
     exits = [e for e in result.exits if e.layers_skipped > 0]
     if exits:
         best = max(exits, key=lambda e: finite(e.argmax_match.value) or 0.0)
         # read at the best exit's layer, which the claims name (the exit profile carries it)
-        out["efficiency.best_exit_argmax"] = estimate_stat(best.argmax_match, label=f"exit L{best.layer}",
-                                                           series={**out["efficiency.exit_profile"].series,
-                                                                   "at": int(best.layer)})
+        out["efficiency.best_exit_argmax"] = estimate_stat(
+            best.argmax_match,
+            label=f"exit L{best.layer}",
+            series={**out["efficiency.exit_profile"].series, "at": int(best.layer)},
+        )
     for e in exits:  # the exits the study tabulates (an exit after the last layer skips nothing: match 1)
         if e.layers_skipped in EXIT_SKIPS:
             out[f"efficiency.exit.skip{e.layers_skipped}.argmax_match"] = estimate_stat(
-                e.argmax_match, label=f"exit L{e.layer}")
+                e.argmax_match, label=f"exit L{e.layer}"
+            )
     return out
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Skipping and early exit", about="layer-skip configurations and early exit", order=90,
-    run=run, config=config, result=EfficiencyResult, reuses=("layer_ablation",), group="efficiency",
+    name=NAME,
+    title="Skipping and early exit",
+    about="layer-skip configurations and early exit",
+    order=90,
+    run=run,
+    config=config,
+    result=EfficiencyResult,
+    reuses=("layer_ablation",),
+    group="efficiency",
     statistics=statistics,
-    claims=("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"), finding="early exit and layer skipping", profile_fields=("timing_repeats",),
-    section="atlas_core.report.sections:efficiency", macro="efficiency",
+    claims=("efficiency.best_exit_argmax", "efficiency.exit.*.argmax_match"),
+    finding="early exit and layer skipping",
+    profile_fields=("timing_repeats",),
+    section="atlas_core.report.sections:efficiency",
+    macro="efficiency",
     overlay="atlas_core.report.compare:efficiency_overlay",
     declares=(
-        StatDecl("efficiency.skip_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="KL of skipping each layer"),
-        StatDecl("efficiency.exit_profile", "fraction", 0.0, 1.0, None, axis="layer",
-                 about="argmax match per exit that skips a layer or more"),
+        StatDecl(
+            "efficiency.skip_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="KL of skipping each layer"
+        ),
+        StatDecl(
+            "efficiency.exit_profile",
+            "fraction",
+            0.0,
+            1.0,
+            None,
+            axis="layer",
+            about="argmax match per exit that skips a layer or more",
+        ),
         # the exits the study tabulates; an exit after the last layer (skip0) skips nothing and matches the full
         # model by construction, so it is not computed, and a claim of it is refused as an unknown statistic
-        *(StatDecl(f"efficiency.exit.skip{n}.argmax_match", "fraction", 0.0, 1.0, None,
-                   about=f"argmax match of the exit that skips {n} layer(s)") for n in EXIT_SKIPS),
-        StatDecl("efficiency.best_exit_argmax", "fraction", 0.0, 1.0, None, at="layer",
-                 about="best argmax match of an early exit"),
+        *(
+            StatDecl(
+                f"efficiency.exit.skip{n}.argmax_match",
+                "fraction",
+                0.0,
+                1.0,
+                None,
+                about=f"argmax match of the exit that skips {n} layer(s)",
+            )
+            for n in EXIT_SKIPS
+        ),
+        StatDecl(
+            "efficiency.best_exit_argmax",
+            "fraction",
+            0.0,
+            1.0,
+            None,
+            at="layer",
+            about="best argmax match of an early exit",
+        ),
         StatDecl("efficiency.best_top5_overlap", "fraction", 0.0, 1.0, None, about="best top-5 overlap of a skip"),
-        StatDecl("efficiency.best_mid_top5_overlap", "fraction", 0.0, 1.0, None,
-                 about="best top-5 overlap of a mid-layer skip"),
+        StatDecl(
+            "efficiency.best_mid_top5_overlap",
+            "fraction",
+            0.0,
+            1.0,
+            None,
+            about="best top-5 overlap of a mid-layer skip",
+        ),
         StatDecl("efficiency.skip.*.top5_overlap", "fraction", 0.0, 1.0, None),
         StatDecl("efficiency.skip.*.mean_kl", "nats", 0.0, math.inf, 0.0, direction=-1),
     ),

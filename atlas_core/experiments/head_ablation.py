@@ -37,8 +37,11 @@ def config(ctx: Context) -> dict:
 
 
 def variants(layers: list[int], n_heads: int) -> list[Variant]:
-    return [Variant(f"head/{MODE}/L{layer}H{head}", (Ablate(Site("head", layer, head), MODE),))
-            for layer in layers for head in range(n_heads)]
+    return [
+        Variant(f"head/{MODE}/L{layer}H{head}", (Ablate(Site("head", layer, head), MODE),))
+        for layer in layers
+        for head in range(n_heads)
+    ]
 
 
 def run(ctx: Context) -> HeadAblationResult:
@@ -69,9 +72,15 @@ def screened(ctx: Context, layers: list[int]) -> tuple[np.ndarray, HeadScreen]:
         return np.stack([per_prompt[idx][..., sl].mean(axis=-1) for sl in ctx.family_slices.values()])
 
     v = screening.verify(fam_est, TOP, sweep)
-    screen = HeadScreen(method=str(ctx.screen), k=TOP, verified=[layers[i] for i in v.verified], rounds=v.rounds,
-                        margin=v.margin, seconds=seconds,
-                        estimate={name: fam_est[fi].tolist() for fi, name in enumerate(ctx.family_slices)})
+    screen = HeadScreen(
+        method=str(ctx.screen),
+        k=TOP,
+        verified=[layers[i] for i in v.verified],
+        rounds=v.rounds,
+        margin=v.margin,
+        seconds=seconds,
+        estimate={name: fam_est[fi].tolist() for fi, name in enumerate(ctx.family_slices)},
+    )
     return per_prompt, screen
 
 
@@ -83,9 +92,18 @@ def result(ctx: Context, layers: list[int], kl_prompts: np.ndarray, screen: Head
     top = top_heads(kl, layers, d.n_heads)
     per_prompt = {name: kl_prompts[..., sl] for name, sl in ctx.family_slices.items()}
     cells = [(s.family, np.asarray(per_prompt[s.family][layers.index(s.layer), s.head], dtype=np.float64)) for s in top]
-    res = HeadAblationResult(n_layers=d.n_layers, n_heads=d.n_heads, layers=layers, families=list(ctx.families),
-                             mode=MODE, kl=kl, max_head=top[0], top=top,
-                             max_kl=max_interval(cells, n_boot=ctx.profile.n_boot, seed=ctx.seed), screen=screen)
+    res = HeadAblationResult(
+        n_layers=d.n_layers,
+        n_heads=d.n_heads,
+        layers=layers,
+        families=list(ctx.families),
+        mode=MODE,
+        kl=kl,
+        max_head=top[0],
+        top=top,
+        max_kl=max_interval(cells, n_boot=ctx.profile.n_boot, seed=ctx.seed),
+        screen=screen,
+    )
     return res
 
 
@@ -109,8 +127,13 @@ def max_interval(cells, *, n_boot: int, seed: int, level: float = 0.95) -> Estim
 def top_heads(kl: dict, layers: list[int], n_heads: int) -> list[HeadScore]:
     """The ``TOP`` strongest (family, layer, head) cells of the per-family grids, strongest first (a head a
     screened run did not verify, NaN, is never ranked)."""
-    scores = [HeadScore(family=name, layer=layers[li], head=h, kl=float(m[li][h]))
-              for name, m in kl.items() for li in range(len(layers)) for h in range(n_heads) if not math.isnan(m[li][h])]
+    scores = [
+        HeadScore(family=name, layer=layers[li], head=h, kl=float(m[li][h]))
+        for name, m in kl.items()
+        for li in range(len(layers))
+        for h in range(n_heads)
+        if not math.isnan(m[li][h])
+    ]
     order = sorted(range(len(scores)), key=lambda i: (-scores[i].kl, i))  # ties: family, layer, head order
     return [scores[i] for i in order[:TOP]]
 
@@ -153,16 +176,34 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
     per_head = [max(g[i][h] for g in grids) for i in range(len(layers)) for h in range(result.n_heads)] if grids else []
     out = {
         "heads.layer_profile": profile_stat(layers, per_layer, n_layers, ylabel="max head-ablation KL (nats)"),
-        "heads.head_profile": profile_stat([layer * result.n_heads + h for layer in layers for h in range(result.n_heads)],
-                                           per_head, n_layers, axis="head", n_heads=result.n_heads,
-                                           ylabel="head-ablation KL, max over families (nats)"),
+        "heads.head_profile": profile_stat(
+            [layer * result.n_heads + h for layer in layers for h in range(result.n_heads)],
+            per_head,
+            n_layers,
+            axis="head",
+            n_heads=result.n_heads,
+            ylabel="head-ablation KL, max over families (nats)",
+        ),
         # the share of layers whose heads were ablated: below 1 the strongest head may sit in a skipped layer
-        "heads.layer_coverage": Stat(len(result.layers) / n_layers, label=f"{len(result.layers)} of {n_layers} layers"
-                                     + (f" (screened: {len(layers)} verified)" if result.screen is not None else "")),
+        "heads.layer_coverage": Stat(
+            len(result.layers) / n_layers,
+            label=f"{len(result.layers)} of {n_layers} layers"
+            + (f" (screened: {len(layers)} verified)" if result.screen is not None else ""),
+        ),
         # the interval where the record keeps one (schema 3); older records: the point alone
-        "heads.max_kl": (Stat(float(mh.kl), finite(result.max_kl.lo), finite(result.max_kl.hi), result.max_kl.n,
-                              kind="estimate", label=label, series=curve) if result.max_kl is not None
-                         else Stat(float(mh.kl), label=label, series=curve)),
+        "heads.max_kl": (
+            Stat(
+                float(mh.kl),
+                finite(result.max_kl.lo),
+                finite(result.max_kl.hi),
+                result.max_kl.n,
+                kind="estimate",
+                label=label,
+                series=curve,
+            )
+            if result.max_kl is not None
+            else Stat(float(mh.kl), label=label, series=curve)
+        ),
         "heads.max_layer": Stat(float(mh.layer), kind="index", label=label),
         "heads.max_head": Stat(float(mh.head), kind="index", label=label),
         "heads.max_layer_depth": Stat(relative_depth(mh.layer, n_layers), label=label),
@@ -172,22 +213,39 @@ def statistics(result: HeadAblationResult, n_layers: int, results: dict) -> dict
         best = max(((v, li, h) for li, row in enumerate(grid) for h, v in enumerate(row)), default=None)
         if best is not None:  # read at the family's strongest head, which the claims name
             out[f"heads.family_max_kl.{fam}"] = value_at(
-                items, [v for row in grid for v in row], layers[best[1]] * result.n_heads + best[2], n_layers,
-                n_heads=result.n_heads, label=f"L{layers[best[1]]} H{best[2]}", ylabel=f"{fam} head-ablation KL (nats)")
+                items,
+                [v for row in grid for v in row],
+                layers[best[1]] * result.n_heads + best[2],
+                n_layers,
+                n_heads=result.n_heads,
+                label=f"L{layers[best[1]]} H{best[2]}",
+                ylabel=f"{fam} head-ablation KL (nats)",
+            )
     layer = results.get("layer_ablation")
     if layer is not None:
-        out["heads.layer_head_gap"] = Stat(ratio(max(primary_sweep(layer).family_mean_kl), mh.kl),
-                                           label="max layer KL / max head KL")
+        out["heads.layer_head_gap"] = Stat(
+            ratio(max(primary_sweep(layer).family_mean_kl), mh.kl), label="max layer KL / max head KL"
+        )
     return out
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Head ablation", about="KL from zeroing one attention head at a time", order=30,
-    run=run, config=config, result=HeadAblationResult, group="heads", statistics=statistics,
+    name=NAME,
+    title="Head ablation",
+    about="KL from zeroing one attention head at a time",
+    order=30,
+    run=run,
+    config=config,
+    result=HeadAblationResult,
+    group="heads",
+    statistics=statistics,
     headline=True,
     claims=("heads.max_kl", "heads.max_layer_depth", "heads.family_max_kl.*"),
-    reads={"heads.layer_head_gap": ("layer_ablation",)}, finding="headline finding, specialist heads",
-    profile_fields=("head_layers",), section="atlas_core.report.sections:heads", macro="heads",
+    reads={"heads.layer_head_gap": ("layer_ablation",)},
+    finding="headline finding, specialist heads",
+    profile_fields=("head_layers",),
+    section="atlas_core.report.sections:heads",
+    macro="heads",
     overlay="atlas_core.report.compare:heads_overlay",
     declares=(
         StatDecl("heads.layer_profile", "nats", 0.0, math.inf, 0.0, axis="layer", about="max head KL per layer"),
@@ -196,11 +254,13 @@ SPEC = ExperimentSpec(
         StatDecl("heads.max_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
         StatDecl("heads.max_layer", "layer", 0.0, math.inf, None, direction=0),
         StatDecl("heads.max_head", "head", 0.0, math.inf, None, direction=0),
-        StatDecl("heads.layer_head_gap", "ratio", 0.0, math.inf, None, direction=-1,
-                 about="max layer KL / max head KL"),
+        StatDecl(
+            "heads.layer_head_gap", "ratio", 0.0, math.inf, None, direction=-1, about="max layer KL / max head KL"
+        ),
         StatDecl("heads.max_kl", "nats", 0.0, math.inf, 0.0, about="KL of the strongest head"),
-        StatDecl("heads.family_max_kl.{family}", "nats", 0.0, math.inf, 0.0, at="head",
-                 about="a family's strongest head KL"),
+        StatDecl(
+            "heads.family_max_kl.{family}", "nats", 0.0, math.inf, 0.0, at="head", about="a family's strongest head KL"
+        ),
     ),
     relayer=relayer,
 )

@@ -53,8 +53,10 @@ def config(ctx: Context) -> dict:
 def _check(ctx: Context, family: str, strength: float) -> None:
     check_family(ctx, family)
     if len(ctx.families) < 2:
-        raise AtlasError(f"knockout compares {family!r} with other families, but only {family!r} is loaded; "
-                         f"run it with at least one more task family")
+        raise AtlasError(
+            f"knockout compares {family!r} with other families, but only {family!r} is loaded; "
+            f"run it with at least one more task family"
+        )
     if not math.isfinite(strength):
         raise AtlasError(f"knockout strength {strength} is not finite; use a negative finite value such as -1.0")
 
@@ -73,11 +75,19 @@ def run(ctx: Context, family: str | None = None, strength: float = STRENGTH) -> 
     out = []
     for li, layer in enumerate(layers):
         s_drop, n_drop = ctx.estimate(drop[li, skill]), ctx.estimate(drop[li, ~skill])
-        out.append(KnockoutLayer(layer=layer, direction_norm=direction_norm(ctx, family, layer), skill_drop=s_drop,
-                                 nonskill_drop=n_drop, selectivity=selectivity(s_drop.value, n_drop.value)))
+        out.append(
+            KnockoutLayer(
+                layer=layer,
+                direction_norm=direction_norm(ctx, family, layer),
+                skill_drop=s_drop,
+                nonskill_drop=n_drop,
+                selectivity=selectivity(s_drop.value, n_drop.value),
+            )
+        )
     best = max(out, key=lambda k: k.selectivity)
-    result = KnockoutResult(family=family, strength=float(strength), layers=out, best_layer=best.layer,
-                            best_selectivity=best.selectivity)
+    result = KnockoutResult(
+        family=family, strength=float(strength), layers=out, best_layer=best.layer, best_selectivity=best.selectivity
+    )
     return result
 
 
@@ -102,8 +112,9 @@ def statistics(result: KnockoutResult, n_layers: int, results: dict) -> dict[str
         "knockout.best_selectivity": Stat(finite(result.best_selectivity), label=label, series=curve),
         "knockout.best_layer": Stat(float(bl), kind="index", label=label),
         "knockout.best_layer_depth": Stat(relative_depth(bl, n_layers), label=label),
-        "knockout.layer_profile": profile_stat([r.layer for r in rows], [r.selectivity for r in rows], n_layers,
-                                               ylabel="selectivity"),
+        "knockout.layer_profile": profile_stat(
+            [r.layer for r in rows], [r.selectivity for r in rows], n_layers, ylabel="selectivity"
+        ),
     }
     if best is not None:
         out["knockout.skill_drop"] = estimate_stat(best.skill_drop, label=label)
@@ -112,20 +123,37 @@ def statistics(result: KnockoutResult, n_layers: int, results: dict) -> dict[str
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Skill knockout", about="negative steering: skill drop vs non-skill drop per layer", order=50,
-    run=run, config=config, result=KnockoutResult, group="knockout", statistics=statistics,
+    name=NAME,
+    title="Skill knockout",
+    about="negative steering: skill drop vs non-skill drop per layer",
+    order=50,
+    run=run,
+    config=config,
+    result=KnockoutResult,
+    group="knockout",
+    statistics=statistics,
     headline=True,
     families=(FAMILY,),
     claims=("knockout.best_selectivity", "knockout.skill_drop", "knockout.nonskill_drop"),
-    finding="headline finding, knockout selectivity", profile_fields=("steer_layers",),
-    section="atlas_core.report.sections:knockout", macro="knockout", overlay="atlas_core.report.compare:knockout_overlay",
+    finding="headline finding, knockout selectivity",
+    profile_fields=("steer_layers",),
+    section="atlas_core.report.sections:knockout",
+    macro="knockout",
+    overlay="atlas_core.report.compare:knockout_overlay",
     declares=(
         StatDecl("knockout.layer_profile", "ratio", axis="layer", null=1.0, about="selectivity per layer"),
         StatDecl("knockout.best_selectivity", "ratio", null=1.0, about="skill drop / non-skill drop (1: unselective)"),
-        StatDecl("knockout.nonskill_drop", "probability", -1.0, 1.0, 0.0, about="mean drop of the other families",
-                 invariant="the knockout's collateral drop on the other families' target probability is about 0.1 on "
-                           "every model measured (full profile: Coder-0.5B 0.111, Coder-1.5B 0.094, Gemma-3-270M "
-                           "0.126), whichever model it is"),
+        StatDecl(
+            "knockout.nonskill_drop",
+            "probability",
+            -1.0,
+            1.0,
+            0.0,
+            about="mean drop of the other families",
+            invariant="the knockout's collateral drop on the other families' target probability is about 0.1 on "
+            "every model measured (full profile: Coder-0.5B 0.111, Coder-1.5B 0.094, Gemma-3-270M "
+            "0.126), whichever model it is",
+        ),
         StatDecl("knockout.skill_drop", "probability", -1.0, 1.0, 0.0, about="mean drop of target probability"),
         StatDecl("knockout.best_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
         StatDecl("knockout.best_layer", "layer", 0.0, math.inf, None, direction=0),

@@ -105,8 +105,9 @@ def run(ctx: Context) -> LayerAblationResult:
         "exactly skipping the layer. Measured mean KL across families, zero mode: "
         f"resid {_range(resid)}; delta {_range(delta)}. Primary (the replication): {PRIMARY}."
     )
-    result = LayerAblationResult(n_layers=ctx.runner.dims.n_layers, families=list(ctx.families),
-                                 sweeps=sweeps, primary=PRIMARY, notes=notes)
+    result = LayerAblationResult(
+        n_layers=ctx.runner.dims.n_layers, families=list(ctx.families), sweeps=sweeps, primary=PRIMARY, notes=notes
+    )
     return result
 
 
@@ -130,10 +131,14 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
     shift = fmk[i] - (finite(est.value) or 0.0)  # interval of the all-prompt mean, centred on the family mean
     curve = series(layers, fmk, "layer", "mean KL over families (nats)")
     shifts = [f - (finite(e.value) or 0.0) for f, e in zip(fmk, sweep.mean_kl)]
-    profile = {**curve, "axis": "layer", "n_layers": n_layers,
-               "lo": [None if finite(e.lo) is None else finite(e.lo) + d for e, d in zip(sweep.mean_kl, shifts)],
-               "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)],
-               "n": min((e.n for e in sweep.mean_kl), default=None)}
+    profile = {
+        **curve,
+        "axis": "layer",
+        "n_layers": n_layers,
+        "lo": [None if finite(e.lo) is None else finite(e.lo) + d for e, d in zip(sweep.mean_kl, shifts)],
+        "hi": [None if finite(e.hi) is None else finite(e.hi) + d for e, d in zip(sweep.mean_kl, shifts)],
+        "n": min((e.n for e in sweep.mean_kl), default=None),
+    }
     label = f"all {len(layers)} layers tie" if tie else f"L{top}"
     # the layers that could be the top: their KL interval reaches the top layer's (H001 reads their depths)
     top_lo = profile["lo"][i]
@@ -142,27 +147,40 @@ def sweep_stats(prefix: str, sweep: LayerSweep, n_layers: int) -> dict[str, Stat
     at = None if tie else float(top)
     lo, hi = finite(est.lo), finite(est.hi)
     out = {
-        f"{prefix}.ranking": Stat(at, kind="ranking", ranking=() if tie else ranking, label=label, series=profile,
-                                  tie=tie),
+        f"{prefix}.ranking": Stat(
+            at, kind="ranking", ranking=() if tie else ranking, label=label, series=profile, tie=tie
+        ),
         f"{prefix}.top_layer": Stat(at, kind="index", label=label, series=curve, tie=tie),
-        f"{prefix}.top_layer_depth": Stat(None if tie else relative_depth(top, n_layers),
-                                          None if tie or top_lo is None else min(depths),
-                                          None if tie or top_lo is None else max(depths),
-                                          label=label if tie else f"L{top} of {n_layers}", tie=tie),
-        f"{prefix}.top_layer_kl": Stat(fmk[i], None if lo is None else lo + shift, None if hi is None else hi + shift,
-                                       est.n, kind="estimate", label=label, series=curve),
+        f"{prefix}.top_layer_depth": Stat(
+            None if tie else relative_depth(top, n_layers),
+            None if tie or top_lo is None else min(depths),
+            None if tie or top_lo is None else max(depths),
+            label=label if tie else f"L{top} of {n_layers}",
+            tie=tie,
+        ),
+        f"{prefix}.top_layer_kl": Stat(
+            fmk[i],
+            None if lo is None else lo + shift,
+            None if hi is None else hi + shift,
+            est.n,
+            kind="estimate",
+            label=label,
+            series=curve,
+        ),
     }
     for fam, vals in sweep.kl.items():  # read at the top layer, which the claims name
-        out[f"{prefix}.family_kl.{fam}"] = value_at(layers, vals, top, n_layers, anchored=not tie, label=label,
-                                                    ylabel=f"{fam} KL (nats)")
+        out[f"{prefix}.family_kl.{fam}"] = value_at(
+            layers, vals, top, n_layers, anchored=not tie, label=label, ylabel=f"{fam} KL (nats)"
+        )
     return out
 
 
 def relayer_sweep(sweep: LayerSweep, order) -> LayerSweep:
     """``sweep`` as if layer i had measured what layer ``order[i]`` did; its ranking recomputed."""
     fams = list(sweep.kl)
-    layers, arrays = relabel(sweep.layers, order, sweep.mean_kl, sweep.family_mean_kl, sweep.argmax_match,
-                             *(sweep.kl[f] for f in fams))
+    layers, arrays = relabel(
+        sweep.layers, order, sweep.mean_kl, sweep.family_mean_kl, sweep.argmax_match, *(sweep.kl[f] for f in fams)
+    )
     mean_kl, fmk, am, *kl = arrays
     ranking = [layers[i] for i in np.argsort(-np.asarray(fmk, dtype=float), kind="stable")]
     return LayerSweep(sweep.target, sweep.mode, layers, dict(zip(fams, kl)), mean_kl, fmk, am, ranking)
@@ -181,11 +199,20 @@ def sweep_decls(prefix: str, top: str, what: str, axis: str | None = "layer") ->
     kl = "top_layer_kl" if top == "top_layer" else "max_kl"
     return (
         StatDecl(f"{prefix}.ranking", "nats", 0.0, math.inf, 0.0, axis=axis, about=f"{what} KL per layer"),
-        StatDecl(f"{prefix}.{top}_depth", "fraction", 0.0, 1.0, None, direction=0, about="relative depth of the top layer"),
+        StatDecl(
+            f"{prefix}.{top}_depth", "fraction", 0.0, 1.0, None, direction=0, about="relative depth of the top layer"
+        ),
         StatDecl(f"{prefix}.{top}", "layer", 0.0, math.inf, None, direction=0, about="the top layer"),
         StatDecl(f"{prefix}.{kl}", "nats", 0.0, math.inf, 0.0, about=f"the top layer's {what} KL"),
-        StatDecl(f"{prefix}.family_kl.{{family}}", "nats", 0.0, math.inf, 0.0, at="layer",
-                 about="KL per family at the top layer"),
+        StatDecl(
+            f"{prefix}.family_kl.{{family}}",
+            "nats",
+            0.0,
+            math.inf,
+            0.0,
+            at="layer",
+            about="KL per family at the top layer",
+        ),
     )
 
 
@@ -206,15 +233,30 @@ def statistics(result: LayerAblationResult, n_layers: int, results: dict) -> dic
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Layer ablation", about="KL (nats) from ablating each layer, per family", order=10,
-    run=run, config=config, result=LayerAblationResult, group="hub", statistics=statistics,
-    headline=True, claims=("hub.top_layer_kl", "hub.family_kl.*"), ranked=("hub.ranking", "layer ablation"),
-    finding="headline finding, the hub layer", profile_fields=("ablation_modes",),
-    section="atlas_core.report.sections:layer_sweeps", macro="sweeps",
+    name=NAME,
+    title="Layer ablation",
+    about="KL (nats) from ablating each layer, per family",
+    order=10,
+    run=run,
+    config=config,
+    result=LayerAblationResult,
+    group="hub",
+    statistics=statistics,
+    headline=True,
+    claims=("hub.top_layer_kl", "hub.family_kl.*"),
+    ranked=("hub.ranking", "layer ablation"),
+    finding="headline finding, the hub layer",
+    profile_fields=("ablation_modes",),
+    section="atlas_core.report.sections:layer_sweeps",
+    macro="sweeps",
     overlay="atlas_core.report.compare:sweeps_overlay",
-    declares=sweep_decls("hub", "top_layer", "layer-ablation") + sweep_decls(  # the skip sweep's profile is efficiency.skip_profile's
-        "hub.skip", "top_layer", "layer-skip", axis=None) + (
+    declares=sweep_decls("hub", "top_layer", "layer-ablation")
+    + sweep_decls(  # the skip sweep's profile is efficiency.skip_profile's
+        "hub.skip", "top_layer", "layer-skip", axis=None
+    )
+    + (
         StatDecl("hub.skip.layer_kl.*", "nats", 0.0, math.inf, 0.0, about="KL of skipping one layer (by layer)"),
         StatDecl("hub.skip.layer_argmax.*", "fraction", 0.0, 1.0, None, about="argmax match skipping one layer"),
-    ), relayer=relayer,
+    ),
+    relayer=relayer,
 )

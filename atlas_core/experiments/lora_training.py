@@ -37,7 +37,13 @@ from tqdm.auto import tqdm
 from atlas_core import AtlasError
 from atlas_core.checkpoints import Checkpoints
 from atlas_core.adapters_lora import (
-    LoraSpec, attached_adapter, new_adapter, read_meta, save_adapter, spec_for, training_mode,
+    LoraSpec,
+    attached_adapter,
+    new_adapter,
+    read_meta,
+    save_adapter,
+    spec_for,
+    training_mode,
 )
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import LoraResult
@@ -66,19 +72,36 @@ BATCH_SIZE = 1  # the study's (VRAM-bound on its 8 GB card); kept for comparabil
 def config(ctx: Context) -> dict:
     """Everything the trained adapter depends on (beyond model, profile, families and seed)."""
     spec = spec_for(ctx.lm.model)
-    return {"lora": spec.to_dict(), "learning_rate": LEARNING_RATE, "schedule": SCHEDULE, "max_grad_norm": MAX_GRAD_NORM,
-            "batch_size": BATCH_SIZE, "optimizer": "adamw", "weight_decay": 0.0, "checkpointing": True,
-            "loss_window": "epoch", "lora_items": ctx.profile.lora_items,
-            "max_steps": ctx.profile.lora_max_steps, "target_loss": ctx.profile.lora_target_loss}
+    return {
+        "lora": spec.to_dict(),
+        "learning_rate": LEARNING_RATE,
+        "schedule": SCHEDULE,
+        "max_grad_norm": MAX_GRAD_NORM,
+        "batch_size": BATCH_SIZE,
+        "optimizer": "adamw",
+        "weight_decay": 0.0,
+        "checkpointing": True,
+        "loss_window": "epoch",
+        "lora_items": ctx.profile.lora_items,
+        "max_steps": ctx.profile.lora_max_steps,
+        "target_loss": ctx.profile.lora_target_loss,
+    }
 
 
 def adapter_key(ctx: Context) -> str:
     """What identifies a trained adapter: model weights, seed, training config, training data."""
     info = ctx.lm.info
-    return config_hash({"model": info.weights_sha256, "dtype": info.dtype, "device_type": info.device.split(":")[0],
-                        "seed": ctx.seed, "config": config(ctx),
-                        "families": {n: f.sha256 for n, f in ctx.families.items()},
-                        "items": {n: len(f.items) for n, f in ctx.families.items()}})
+    return config_hash(
+        {
+            "model": info.weights_sha256,
+            "dtype": info.dtype,
+            "device_type": info.device.split(":")[0],
+            "seed": ctx.seed,
+            "config": config(ctx),
+            "families": {n: f.sha256 for n, f in ctx.families.items()},
+            "items": {n: len(f.items) for n, f in ctx.families.items()},
+        }
+    )
 
 
 def adapter_dir(ctx: Context) -> Path:
@@ -139,10 +162,23 @@ def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return -logp.gather(-1, labels[:, 1:][keep][:, None]).mean()
 
 
-def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr: float, max_steps: int,
-          target_loss: float, window: int, max_grad_norm: float = MAX_GRAD_NORM, schedule: str = "constant",
-          progress: bool = False, checkpoint: Path | None = None, checkpoint_every: float = 60.0,
-          checkpoint_key: str = "", checkpoints: Checkpoints | None = None) -> tuple[list[float], bool]:
+def train(
+    peft_model,
+    pairs: list[tuple[list[int], list[int]]],
+    *,
+    seed: int,
+    lr: float,
+    max_steps: int,
+    target_loss: float,
+    window: int,
+    max_grad_norm: float = MAX_GRAD_NORM,
+    schedule: str = "constant",
+    progress: bool = False,
+    checkpoint: Path | None = None,
+    checkpoint_every: float = 60.0,
+    checkpoint_key: str = "",
+    checkpoints: Checkpoints | None = None,
+) -> tuple[list[float], bool]:
     """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
     tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` and a
     pass over every pair confirms it, or after ``max_steps``. Returns the per-step loss curve and
@@ -176,7 +212,12 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         rng.bit_generator.state = saved["rng"]
-        order, losses, last_check, start = list(saved["order"]), list(saved["losses"]), saved["last_check"], saved["step"]
+        order, losses, last_check, start = (
+            list(saved["order"]),
+            list(saved["losses"]),
+            saved["last_check"],
+            saved["step"],
+        )
     last_save = time.monotonic()
     bar = tqdm(total=max_steps, initial=start, desc="lora", unit="step", disable=not progress, leave=False)
     try:
@@ -207,9 +248,21 @@ def train(peft_model, pairs: list[tuple[list[int], list[int]]], *, seed: int, lr
                         converged = True
                         break
             if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
-                _save_state(checkpoint, checkpoints, {"key": checkpoint_key, "step": step + 1, "params": [p.detach().clone() for p in params],
-                                         "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state,
-                                         "order": [int(i) for i in order], "losses": losses, "last_check": last_check})
+                _save_state(
+                    checkpoint,
+                    checkpoints,
+                    {
+                        "key": checkpoint_key,
+                        "step": step + 1,
+                        "params": [p.detach().clone() for p in params],
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "rng": rng.bit_generator.state,
+                        "order": [int(i) for i in order],
+                        "losses": losses,
+                        "last_check": last_check,
+                    },
+                )
                 last_save = time.monotonic()
     finally:
         bar.close()
@@ -263,26 +316,54 @@ def run(ctx: Context) -> LoraResult:
         ck = ctx.sweeping.checkpoints  # lent by `atlas run`: training resumes where an interrupted run left it
         state = None if ck is None else ck.directory / f"lora_train_seed{ctx.seed}.pt"
         with training_mode(peft_model):
-            losses, converged = train(peft_model, pairs, seed=ctx.seed, lr=LEARNING_RATE, max_steps=prof.lora_max_steps,
-                                      target_loss=prof.lora_target_loss, window=window, schedule=SCHEDULE,
-                                      progress=ctx.progress, checkpoint=state, checkpoint_key=adapter_key(ctx),
-                                      checkpoint_every=ck.interval if ck is not None else 0.0, checkpoints=ck)
+            losses, converged = train(
+                peft_model,
+                pairs,
+                seed=ctx.seed,
+                lr=LEARNING_RATE,
+                max_steps=prof.lora_max_steps,
+                target_loss=prof.lora_target_loss,
+                window=window,
+                schedule=SCHEDULE,
+                progress=ctx.progress,
+                checkpoint=state,
+                checkpoint_key=adapter_key(ctx),
+                checkpoint_every=ck.interval if ck is not None else 0.0,
+                checkpoints=ck,
+            )
         train_seconds = time.perf_counter() - t0 + (ck.prior_seconds if ck is not None else 0.0)
         per_pair = pair_losses(peft_model, pairs)  # the trained adapter on every pair
         final = float(per_pair.mean())
         converged = converged or final < prof.lora_target_loss  # also when the budget ran out on the way down
-        meta = {"key": adapter_key(ctx), "model": ctx.lm.info.name, "weights_sha256": ctx.lm.info.weights_sha256,
-                "seed": ctx.seed, "config": config(ctx), "steps": len(losses), "converged": converged,
-                "final_loss": final}
+        meta = {
+            "key": adapter_key(ctx),
+            "model": ctx.lm.info.name,
+            "weights_sha256": ctx.lm.info.weights_sha256,
+            "seed": ctx.seed,
+            "config": config(ctx),
+            "steps": len(losses),
+            "converged": converged,
+            "final_loss": final,
+        }
         save_adapter(peft_model, out_dir, meta)
         trained_logp = trained_runner(ctx, peft_model).clean_logprobs
 
     kl = kl_divergence(base_logp, trained_logp).cpu().numpy()
     result = LoraResult(
-        rank=spec.rank, alpha=spec.alpha, targets=list(spec.targets), batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-        steps=len(losses), final_loss=final, target_loss=prof.lora_target_loss, converged=converged,
-        loss_curve=losses, kl_per_family={name: ctx.estimate(v) for name, v in ctx.per_family(kl).items()},
-        adapter_dir=str(out_dir), train_seconds=round(train_seconds, 3), seed=ctx.seed,
+        rank=spec.rank,
+        alpha=spec.alpha,
+        targets=list(spec.targets),
+        batch_size=BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        steps=len(losses),
+        final_loss=final,
+        target_loss=prof.lora_target_loss,
+        converged=converged,
+        loss_curve=losses,
+        kl_per_family={name: ctx.estimate(v) for name, v in ctx.per_family(kl).items()},
+        adapter_dir=str(out_dir),
+        train_seconds=round(train_seconds, 3),
+        seed=ctx.seed,
         above_target=_above_target(training_items(ctx), per_pair, prof.lora_target_loss),
     )
     ctx.artifacts.lora_adapter_dir = Path(out_dir)
@@ -290,8 +371,11 @@ def run(ctx: Context) -> LoraResult:
 
 
 def _above_target(items: list[tuple[str, object]], losses: np.ndarray, target: float) -> list[dict]:
-    above = [{"family": fam, "prompt": item.prompt, "target": item.target, "loss": float(loss)}
-             for (fam, item), loss in zip(items, losses) if loss >= target]
+    above = [
+        {"family": fam, "prompt": item.prompt, "target": item.target, "loss": float(loss)}
+        for (fam, item), loss in zip(items, losses)
+        if loss >= target
+    ]
     return sorted(above, key=lambda d: -d["loss"])
 
 
@@ -327,8 +411,10 @@ def adapter_lock_name(seed: int) -> str:
 
 
 def adapter_busy(out_dir, seed: int, lock_file: str) -> str:
-    return (f"another atlas run in {out_dir} is training the seed-{seed} LoRA adapter (it holds {lock_file}); wait "
-            "for it to finish, or leave lora_training out of --experiments")
+    return (
+        f"another atlas run in {out_dir} is training the seed-{seed} LoRA adapter (it holds {lock_file}); wait "
+        "for it to finish, or leave lora_training out of --experiments"
+    )
 
 
 @contextmanager
@@ -345,7 +431,11 @@ def _adapter_lock(ctx: Context, wait: bool) -> Iterator[None]:
         if not wait:
             raise AtlasError(adapter_busy(ctx.out_dir, ctx.seed, lock.lock_file)) from None
         if ctx.progress:
-            print(f"[atlas] waiting for another run to finish the LoRA adapter ({lock.lock_file})", file=sys.stderr, flush=True)
+            print(
+                f"[atlas] waiting for another run to finish the LoRA adapter ({lock.lock_file})",
+                file=sys.stderr,
+                flush=True,
+            )
         lock.acquire()
     try:
         yield
@@ -356,12 +446,34 @@ def _adapter_lock(ctx: Context, wait: bool) -> Iterator[None]:
 def trained_runner(ctx: Context, peft_model) -> Runner:
     """A runner over the context's prompts on the adapter-carrying model (same tokenizer and padding as
     ``ctx.runner``, so activations line up position for position)."""
-    return Runner(peft_model, ctx.lm.tokenizer, ctx.prompts, memory_mb=ctx.profile.memory_mb, seed=ctx.seed,
-                  progress=ctx.progress, sweeping=ctx.sweeping)
+    return Runner(
+        peft_model,
+        ctx.lm.tokenizer,
+        ctx.prompts,
+        memory_mb=ctx.profile.memory_mb,
+        seed=ctx.seed,
+        progress=ctx.progress,
+        sweeping=ctx.sweeping,
+    )
 
 
-__all__ = ["NAME", "SPEC", "config", "run", "ensure_adapter", "attached_adapter",
-           "adapter_dir", "adapter_key", "training_items", "training_pairs", "make_batch", "pair_losses", "target_loss_of", "train", "trained_runner"]
+__all__ = [
+    "NAME",
+    "SPEC",
+    "config",
+    "run",
+    "ensure_adapter",
+    "attached_adapter",
+    "adapter_dir",
+    "adapter_key",
+    "training_items",
+    "training_pairs",
+    "make_batch",
+    "pair_losses",
+    "target_loss_of",
+    "train",
+    "trained_runner",
+]
 
 
 def statistics(result: LoraResult, n_layers: int, results: dict) -> dict[str, Stat]:
@@ -372,25 +484,47 @@ def statistics(result: LoraResult, n_layers: int, results: dict) -> dict[str, St
         out[f"lora.kl.{fam}"] = estimate_stat(est)
     if kl:  # families by how far training moved them, most first (the study: json_schema 6.47 first)
         order = tuple(sorted(kl, key=lambda f: -kl[f].value))
-        curve = series(range(len(order)), [kl[f].value for f in order], "family (" + ", ".join(order) + ")",
-                       "base -> trained KL (nats)")
+        curve = series(
+            range(len(order)),
+            [kl[f].value for f in order],
+            "family (" + ", ".join(order) + ")",
+            "base -> trained KL (nats)",
+        )
         out["lora.ranking"] = Stat(None, kind="ranking", ranking=order, label=order[0], series=curve)
     return out
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="LoRA training", about="the trained perturbation the next two experiments use", order=60,
-    run=run, config=config, result=LoraResult, seed_dependent=True, group="lora", statistics=statistics,
+    name=NAME,
+    title="LoRA training",
+    about="the trained perturbation the next two experiments use",
+    order=60,
+    run=run,
+    config=config,
+    result=LoraResult,
+    seed_dependent=True,
+    group="lora",
+    statistics=statistics,
     claims=("lora.kl.*",),
     ranked=("lora.ranking", "base -> trained KL"),
     finding="LoRA training, which families the adapter shifts most",
     profile_fields=("lora_items", "lora_max_steps", "lora_target_loss"),
-    section="atlas_core.report.sections:lora", macro="lora", overlay="atlas_core.report.compare:lora_overlay",
+    section="atlas_core.report.sections:lora",
+    macro="lora",
+    overlay="atlas_core.report.compare:lora_overlay",
     declares=(
         StatDecl("lora.final_loss", "loss", 0.0, math.inf, None, direction=-1),
-        StatDecl("lora.ranking", "nats", 0.0, math.inf, 0.0, axis="family", about="families by base -> trained KL",
-                 invariant="the adapter's training moves factual recall most on every model measured (first of the eight "
-                           "families on Coder-0.5B, Coder-1.5B and Gemma-3-270M at the full profile)"),
+        StatDecl(
+            "lora.ranking",
+            "nats",
+            0.0,
+            math.inf,
+            0.0,
+            axis="family",
+            about="families by base -> trained KL",
+            invariant="the adapter's training moves factual recall most on every model measured (first of the eight "
+            "families on Coder-0.5B, Coder-1.5B and Gemma-3-270M at the full profile)",
+        ),
         StatDecl("lora.kl.{family}", "nats", 0.0, math.inf, 0.0),
     ),
     golden_rel=GOLDEN_REL_TRAINED,

@@ -288,13 +288,17 @@ def load_result(experiment: str, data: Any) -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise AtlasError(f"the stored {experiment} result is a {type(data).__name__}, not an object; "
-                         "delete the record and rerun the experiment (atlas run)")
+        raise AtlasError(
+            f"the stored {experiment} result is a {type(data).__name__}, not an object; "
+            "delete the record and rerun the experiment (atlas run)"
+        )
     import cattrs
 
     try:
         return _converter().structure(migrate(experiment, data), cls)
     except cattrs.BaseValidationError as exc:
         problems = "; ".join(cattrs.transform_error(exc))
-        raise AtlasError(f"the stored {experiment} result does not match {cls.__name__} (schema {SCHEMA}): "
-                         f"{problems}; delete the record and rerun the experiment (atlas run)") from None
+        raise AtlasError(
+            f"the stored {experiment} result does not match {cls.__name__} (schema {SCHEMA}): "
+            f"{problems}; delete the record and rerun the experiment (atlas run)"
+        ) from None

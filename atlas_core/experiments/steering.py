@@ -23,7 +23,12 @@ import torch
 from atlas_core import AtlasError
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.directions import (
-    check_direction, check_family, direction_norm, family_runner, skill_direction, study_layer,
+    check_direction,
+    check_family,
+    direction_norm,
+    family_runner,
+    skill_direction,
+    study_layer,
 )
 from atlas_core.experiments.schema import SteeringPrompt, SteeringResult
 from atlas_core.layers import profile_stat, relabel
@@ -74,8 +79,14 @@ class SteerGrid:
         return self.target_prob - self.clean_prob
 
 
-def steer_grid(runner: Runner, targets: Sequence[int], layers: Sequence[int], strengths: Sequence[float],
-               directions: Mapping[int, torch.Tensor], progress: bool = False) -> SteerGrid:
+def steer_grid(
+    runner: Runner,
+    targets: Sequence[int],
+    layers: Sequence[int],
+    strengths: Sequence[float],
+    directions: Mapping[int, torch.Tensor],
+    progress: bool = False,
+) -> SteerGrid:
     """Steer every layer in ``layers`` with ``directions[layer]`` at every strength, over the runner's
     prompts, in one batched sweep. Every input is checked before any forward runs."""
     layers, strengths = list(layers), [float(s) for s in strengths]
@@ -93,8 +104,10 @@ def steer_grid(runner: Runner, targets: Sequence[int], layers: Sequence[int], st
         raise AtlasError(f"{len(targets)} targets for {runner.enc.n} prompts")
 
     cells = [(li, si) for li in range(len(layers)) for si, s in enumerate(strengths) if s != 0.0]
-    variants = [Variant(f"L{layers[li]}/{strengths[si]:+g}",
-                        (Steer(layers[li], directions[layers[li]], strengths[si]),)) for li, si in cells]
+    variants = [
+        Variant(f"L{layers[li]}/{strengths[si]:+g}", (Steer(layers[li], directions[layers[li]], strengths[si]),))
+        for li, si in cells
+    ]
     p = runner.enc.n
     clean = runner.clean_logprobs
     tid = torch.as_tensor(list(targets), device=clean.device)
@@ -133,9 +146,16 @@ def run(ctx: Context, family: str | None = None) -> SteeringResult:
             continue
         per = grid.target_prob[:, :, pi]
         bl, bs = np.unravel_index(int(np.argmax(per)), per.shape)
-        prompts.append(SteeringPrompt(prompt=it.prompt, target=it.target, baseline_prob=float(grid.clean_prob[pi]),
-                                      best_prob=float(per[bl, bs]), best_strength=strengths[bs],
-                                      best_layer=layers[bl]))
+        prompts.append(
+            SteeringPrompt(
+                prompt=it.prompt,
+                target=it.target,
+                baseline_prob=float(grid.clean_prob[pi]),
+                best_prob=float(per[bl, bs]),
+                best_strength=strengths[bs],
+                best_layer=layers[bl],
+            )
+        )
 
     result = SteeringResult(
         family=family,
@@ -163,8 +183,9 @@ def relayer(result: SteeringResult, order) -> SteeringResult:
 
     from atlas_core.metrics import Estimate
 
-    layers, (dn, tp, boost, kl) = relabel(result.layers, order, result.direction_norm, result.target_prob,
-                                          result.boost, result.kl)
+    layers, (dn, tp, boost, kl) = relabel(
+        result.layers, order, result.direction_norm, result.target_prob, result.boost, result.kl
+    )
     mean = np.asarray(boost, dtype=float)
     li, _ = np.unravel_index(int(np.argmax(mean)), mean.shape)
     if result.study_layer in layers:
@@ -174,8 +195,16 @@ def relayer(result: SteeringResult, order) -> SteeringResult:
         study = Estimate(float(row.max()), old.lo + shift, old.hi + shift, old.n)
     else:
         study = Estimate(float("nan"), float("nan"), float("nan"), 0)
-    return replace(result, layers=layers, direction_norm=dn, target_prob=tp, boost=boost, kl=kl,
-                   best_layer=layers[int(li)], study_layer_best_boost=study)
+    return replace(
+        result,
+        layers=layers,
+        direction_norm=dn,
+        target_prob=tp,
+        boost=boost,
+        kl=kl,
+        best_layer=layers[int(li)],
+        study_layer_best_boost=study,
+    )
 
 
 def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str, Stat]:
@@ -184,8 +213,13 @@ def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str
     layers = list(result.layers)
     bl = result.best_layer
     label = f"L{bl} x{result.best_strength:+g}"
-    curve = series(result.strengths, result.boost[layers.index(bl)], "steering strength",
-                   f"mean target-prob boost at L{bl}") if bl in layers else None
+    curve = (
+        series(
+            result.strengths, result.boost[layers.index(bl)], "steering strength", f"mean target-prob boost at L{bl}"
+        )
+        if bl in layers
+        else None
+    )
     return {
         "steering.best_boost": estimate_stat(result.best_boost, label=label, series=curve),
         "steering.best_layer": Stat(float(bl), kind="index", label=label),
@@ -193,24 +227,41 @@ def statistics(result: SteeringResult, n_layers: int, results: dict) -> dict[str
         "steering.best_strength": Stat(float(result.best_strength), label=label),
         "steering.study_layer_best_boost": estimate_stat(result.study_layer_best_boost, label=f"L{result.study_layer}"),
         "steering.baseline_prob": Stat(finite(result.baseline_prob)),
-        "steering.layer_profile": profile_stat(layers, [max(row) for row in result.boost], n_layers,
-                                               ylabel="best mean target-prob boost over strengths"),
+        "steering.layer_profile": profile_stat(
+            layers, [max(row) for row in result.boost], n_layers, ylabel="best mean target-prob boost over strengths"
+        ),
     }
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Steering", about="dose-response of adding the factual-recall direction at each layer",
-    order=40, run=run, config=config, result=SteeringResult, group="steering", statistics=statistics,
+    name=NAME,
+    title="Steering",
+    about="dose-response of adding the factual-recall direction at each layer",
+    order=40,
+    run=run,
+    config=config,
+    result=SteeringResult,
+    group="steering",
+    statistics=statistics,
     headline=True,
     families=(FAMILY,),
     claims=("steering.best_boost", "steering.study_layer_best_boost"),
-    finding="headline finding, steering collapse", profile_fields=("steer_layers", "steer_strengths"),
-    section="atlas_core.report.sections:steering", macro="steering", overlay="atlas_core.report.compare:steering_overlay",
+    finding="headline finding, steering collapse",
+    profile_fields=("steer_layers", "steer_strengths"),
+    section="atlas_core.report.sections:steering",
+    macro="steering",
+    overlay="atlas_core.report.compare:steering_overlay",
     declares=(
         StatDecl("steering.layer_profile", "probability", -1.0, 1.0, 0.0, axis="layer", about="best boost per layer"),
         StatDecl("steering.best_boost", "probability", -1.0, 1.0, 0.0, about="mean target-probability boost"),
-        StatDecl("steering.study_layer_best_boost", "probability", -1.0, 1.0, 0.0,
-                 about="mean target-probability boost at the study's layer"),
+        StatDecl(
+            "steering.study_layer_best_boost",
+            "probability",
+            -1.0,
+            1.0,
+            0.0,
+            about="mean target-probability boost at the study's layer",
+        ),
         StatDecl("steering.best_layer_depth", "fraction", 0.0, 1.0, None, direction=0),
         StatDecl("steering.best_layer", "layer", 0.0, math.inf, None, direction=0),
         StatDecl("steering.best_strength", "count", direction=0, about="steering strength (x direction norm)"),

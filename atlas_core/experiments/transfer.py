@@ -40,16 +40,26 @@ N_TOP = 3  # the study reports the top three transfer layers
 
 
 def config(ctx: Context) -> dict:
-    return {"lora": lora_training.config(ctx), "zone_threshold": ZONE_THRESHOLD, "min_base_kl": MIN_BASE_KL,
-            "n_top": N_TOP, "positions": "all", "site": "resid"}
+    return {
+        "lora": lora_training.config(ctx),
+        "zone_threshold": ZONE_THRESHOLD,
+        "min_base_kl": MIN_BASE_KL,
+        "n_top": N_TOP,
+        "positions": "all",
+        "site": "resid",
+    }
 
 
 def _pooled(ctx: Context, kl_patched: np.ndarray, kl_base: np.ndarray):
     """Pooled recovery over prompts, ``1 - mean(kl_patched) / mean(kl_base)``, with a bootstrap interval
     (prompts resampled in pairs)."""
     pairs = np.stack([kl_patched, kl_base], axis=1)
-    return bootstrap(pairs, stat=lambda a: float(kl_recovery(a[:, 0].mean(), a[:, 1].mean())),
-                     n_boot=ctx.profile.n_boot, seed=ctx.seed)
+    return bootstrap(
+        pairs,
+        stat=lambda a: float(kl_recovery(a[:, 0].mean(), a[:, 1].mean())),
+        n_boot=ctx.profile.n_boot,
+        seed=ctx.seed,
+    )
 
 
 def run(ctx: Context) -> TransferResult:
@@ -65,8 +75,10 @@ def run(ctx: Context) -> TransferResult:
     # the adapter is unloaded: ctx.runner's model is the base model again
     base_kl = kl_divergence(trained_logp, base_logp).cpu().numpy()  # [P]
     if base_kl.mean() < MIN_BASE_KL:
-        raise AtlasError(f"the trained adapter moves the output by {base_kl.mean():.2e} nats on average (< {MIN_BASE_KL}): "
-                         "nothing to transfer (train longer or with a higher learning rate)")
+        raise AtlasError(
+            f"the trained adapter moves the output by {base_kl.mean():.2e} nats on average (< {MIN_BASE_KL}): "
+            "nothing to transfer (train longer or with a higher learning rate)"
+        )
 
     layer_ids = list(range(n_layers))
     variants = [Variant(f"L{layer}", (Patch(Site("resid", layer), trained_resid[layer + 1]),)) for layer in layer_ids]
@@ -75,15 +87,24 @@ def run(ctx: Context) -> TransferResult:
     recovery, fam_base_kl = {}, {}
     for name, sl in ctx.family_slices.items():
         fam_base_kl[name] = float(base_kl[sl].mean())
-        recovery[name] = [float(kl_recovery(stats.kl[i, sl].mean(), base_kl[sl].mean()))
-                          if fam_base_kl[name] >= MIN_BASE_KL else float("nan") for i in range(len(layer_ids))]
+        recovery[name] = [
+            float(kl_recovery(stats.kl[i, sl].mean(), base_kl[sl].mean()))
+            if fam_base_kl[name] >= MIN_BASE_KL
+            else float("nan")
+            for i in range(len(layer_ids))
+        ]
     mean_recovery = [_pooled(ctx, stats.kl[i], base_kl) for i in range(len(layer_ids))]
     values = np.array([e.value for e in mean_recovery])
     ranked = [layer_ids[i] for i in np.argsort(-values, kind="stable")]
     result = TransferResult(
-        layers=layer_ids, families=list(ctx.families), recovery=recovery, mean_recovery=mean_recovery,
-        base_kl=fam_base_kl, top_layers=ranked[:N_TOP],
-        zone=[layer for layer, v in zip(layer_ids, values) if v >= ZONE_THRESHOLD], zone_threshold=ZONE_THRESHOLD,
+        layers=layer_ids,
+        families=list(ctx.families),
+        recovery=recovery,
+        mean_recovery=mean_recovery,
+        base_kl=fam_base_kl,
+        top_layers=ranked[:N_TOP],
+        zone=[layer for layer, v in zip(layer_ids, values) if v >= ZONE_THRESHOLD],
+        zone_threshold=ZONE_THRESHOLD,
     )
     return result
 
@@ -96,9 +117,14 @@ def relayer(result: TransferResult, order) -> TransferResult:
     layers, (mean, *rec) = relabel(result.layers, order, result.mean_recovery, *(result.recovery[f] for f in fams))
     values = np.array([e.value for e in mean])
     ranked = [layers[i] for i in np.argsort(-values, kind="stable")]
-    return replace(result, layers=layers, mean_recovery=mean, recovery=dict(zip(fams, rec)),
-                   top_layers=ranked[:len(result.top_layers)],
-                   zone=[layer for layer, v in zip(layers, values) if v >= result.zone_threshold])
+    return replace(
+        result,
+        layers=layers,
+        mean_recovery=mean,
+        recovery=dict(zip(fams, rec)),
+        top_layers=ranked[: len(result.top_layers)],
+        zone=[layer for layer, v in zip(layers, values) if v >= result.zone_threshold],
+    )
 
 
 def statistics(result: TransferResult, n_layers: int, results: dict, top_k: int = N_TOP) -> dict[str, Stat]:
@@ -112,7 +138,9 @@ def statistics(result: TransferResult, n_layers: int, results: dict, top_k: int 
     curve = series(layers, [r.value for r in rec], "layer", "mean KL recovery")
     out = {
         "transfer.final_recovery": estimate_stat(rec[i], label=f"L{last}", series=curve),
-        "transfer.top_layer": Stat(float(top[0]), kind="index", label=f"L{top[0]}") if top else Stat(None, kind="index"),
+        "transfer.top_layer": Stat(float(top[0]), kind="index", label=f"L{top[0]}")
+        if top
+        else Stat(None, kind="index"),
         "transfer.top_final_fraction": Stat(final_fraction(top, n_layers), label=f"top {len(top)}: {top}"),
     }
     zone = list(result.zone or [])
@@ -122,45 +150,101 @@ def statistics(result: TransferResult, n_layers: int, results: dict, top_k: int 
     possible = [layer for layer, r in zip(layers, rec) if finite(r.hi) is not None and r.hi >= result.zone_threshold]
     measured = all(finite(r.lo) is not None for r in rec)
     frac = lambda z: final_fraction(z, n_layers) if z else 0.0  # noqa: E731
-    out["transfer.zone_final_fraction"] = Stat(frac(zone), frac(certain) if measured else None,
-                                               frac(possible) if measured else None,
-                                               label=f"recovery >= {result.zone_threshold}: {zone}")
-    out["transfer.layer_profile"] = profile_stat(layers, [r.value for r in rec], n_layers, lo=[r.lo for r in rec],
-                                                 hi=[r.hi for r in rec], ylabel="mean KL recovery",
-                                                 n=min((r.n for r in rec), default=None))
+    out["transfer.zone_final_fraction"] = Stat(
+        frac(zone),
+        frac(certain) if measured else None,
+        frac(possible) if measured else None,
+        label=f"recovery >= {result.zone_threshold}: {zone}",
+    )
+    out["transfer.layer_profile"] = profile_stat(
+        layers,
+        [r.value for r in rec],
+        n_layers,
+        lo=[r.lo for r in rec],
+        hi=[r.hi for r in rec],
+        ylabel="mean KL recovery",
+        n=min((r.n for r in rec), default=None),
+    )
     for fam, vals in result.recovery.items():
         out[f"transfer.family_final_recovery.{fam}"] = Stat(finite(vals[i]), label=f"L{last}")
     return out
 
 
 SPEC = ExperimentSpec(
-    name=NAME, title="Cross-model transfer", about="patching trained activations into the base model", order=70,
-    run=run, config=config, result=TransferResult, requires=("lora_training",), seed_dependent=True,
+    name=NAME,
+    title="Cross-model transfer",
+    about="patching trained activations into the base model",
+    order=70,
+    run=run,
+    config=config,
+    result=TransferResult,
+    requires=("lora_training",),
+    seed_dependent=True,
     # claims: not final_recovery nor the top-3 final fraction, true by construction (claim_hygiene)
-    group="transfer", statistics=statistics,
-    headline=True, claims=("transfer.zone_final_fraction",), finding="headline finding, the transfer zone",
-    section="atlas_core.report.sections:transfer", macro="transfer", overlay="atlas_core.report.compare:transfer_overlay",
+    group="transfer",
+    statistics=statistics,
+    headline=True,
+    claims=("transfer.zone_final_fraction",),
+    finding="headline finding, the transfer zone",
+    section="atlas_core.report.sections:transfer",
+    macro="transfer",
+    overlay="atlas_core.report.compare:transfer_overlay",
     declares=(
-        StatDecl("transfer.layer_profile", "fraction", -math.inf, 1.0, 0.0, axis="layer", about="recovery per layer",
-                 order_constructed="recovery reaches 1 at the last layer by construction (patching the last "
-                                   "residual leaves only the final norm and LM head, which LoRA does not touch) and "
-                                   "rises toward it with depth on every model measured: the top and the top-k set "
-                                   "are the last layers and the rank order is depth order; the per-layer values "
-                                   "say where recovery rises"),
-        StatDecl("transfer.final_recovery", "fraction", -math.inf, 1.0, 0.0,
-                 constructed="patching the last layer's residual recovers 1 by construction (only the final norm "
-                             "and LM head follow, and LoRA does not touch them)"),
-        StatDecl("transfer.family_final_recovery.{family}", "fraction", -math.inf, 1.0, 0.0,
-                 constructed="patching the last layer's residual recovers 1 by construction in every family"),
-        StatDecl("transfer.top_final_fraction", "fraction", 0.0, 1.0, None, direction=0,
-                 constructed="the top 3 transfer layers are the last 3 of any model whose recovery rises with "
-                             "depth (it ends at 1 by construction); claim transfer.zone_final_fraction"),
+        StatDecl(
+            "transfer.layer_profile",
+            "fraction",
+            -math.inf,
+            1.0,
+            0.0,
+            axis="layer",
+            about="recovery per layer",
+            order_constructed="recovery reaches 1 at the last layer by construction (patching the last "
+            "residual leaves only the final norm and LM head, which LoRA does not touch) and "
+            "rises toward it with depth on every model measured: the top and the top-k set "
+            "are the last layers and the rank order is depth order; the per-layer values "
+            "say where recovery rises",
+        ),
+        StatDecl(
+            "transfer.final_recovery",
+            "fraction",
+            -math.inf,
+            1.0,
+            0.0,
+            constructed="patching the last layer's residual recovers 1 by construction (only the final norm "
+            "and LM head follow, and LoRA does not touch them)",
+        ),
+        StatDecl(
+            "transfer.family_final_recovery.{family}",
+            "fraction",
+            -math.inf,
+            1.0,
+            0.0,
+            constructed="patching the last layer's residual recovers 1 by construction in every family",
+        ),
+        StatDecl(
+            "transfer.top_final_fraction",
+            "fraction",
+            0.0,
+            1.0,
+            None,
+            direction=0,
+            constructed="the top 3 transfer layers are the last 3 of any model whose recovery rises with "
+            "depth (it ends at 1 by construction); claim transfer.zone_final_fraction",
+        ),
         StatDecl("transfer.zone_final_fraction", "fraction", 0.0, 1.0, None, direction=0),
-        StatDecl("transfer.top_layer", "layer", 0.0, math.inf, None, direction=0,
-                 constructed="the last layer recovers 1 by construction, so it is the top layer of any model"),
+        StatDecl(
+            "transfer.top_layer",
+            "layer",
+            0.0,
+            math.inf,
+            None,
+            direction=0,
+            constructed="the last layer recovers 1 by construction, so it is the top layer of any model",
+        ),
     ),
     relayer=relayer,
     # recovery is 1 - KL(patched) / KL(base) for nearly equal KLs: the trained values' relative freedom is an
     # absolute one here (measured: 2e-4 on recoveries near 0.1)
-    golden_rel=GOLDEN_REL_TRAINED, golden_abs=2e-3,
+    golden_rel=GOLDEN_REL_TRAINED,
+    golden_abs=2e-3,
 )

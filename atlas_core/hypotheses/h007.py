@@ -8,8 +8,16 @@ from atlas_core.stat import INCONCLUSIVE, PARTIAL, REJECTED, SUPPORTED, Verdict,
 from atlas_core.verdicts import need
 
 
-def h007(small_best_overlap: float, large_best_overlap: float, *, threshold: float, min_gain: float,
-         lo=None, hi=None, large_range=None) -> Verdict:
+def h007(
+    small_best_overlap: float,
+    large_best_overlap: float,
+    *,
+    threshold: float,
+    min_gain: float,
+    lo=None,
+    hi=None,
+    large_range=None,
+) -> Verdict:
     """Redundancy *emerges at scale*: the best top-5 overlap among skip configurations must rise by
     >= ``min_gain`` from the small model to the large one, else rejected (the former rule read the
     large model alone: 91% on Coder-1.5B beside 90.2% on Coder-0.5B is no emergence). When it rises:
@@ -26,11 +34,18 @@ def h007(small_best_overlap: float, large_best_overlap: float, *, threshold: flo
         verdict = INCONCLUSIVE
     else:
         verdict = SUPPORTED if o_lo > threshold else (PARTIAL if o_hi <= threshold else INCONCLUSIVE)
-    return Verdict("H007", verdict, f"gain in best top-5 overlap among mid-layer skip configs (every skipped layer "
-                   f"at relative depth {MID_BAND[0]:g}-{MID_BAND[1]:g}), large - small", gain, lo, hi,
-                   f"on the interval: rejected if gain < {min_gain:g}; supported if the gain clears {min_gain:g} and the "
-                   f"large overlap > {threshold:g}, partially if it is <= {threshold:g}, else inconclusive",
-                   {"small": small_best_overlap, "large": large_best_overlap})
+    return Verdict(
+        "H007",
+        verdict,
+        f"gain in best top-5 overlap among mid-layer skip configs (every skipped layer "
+        f"at relative depth {MID_BAND[0]:g}-{MID_BAND[1]:g}), large - small",
+        gain,
+        lo,
+        hi,
+        f"on the interval: rejected if gain < {min_gain:g}; supported if the gain clears {min_gain:g} and the "
+        f"large overlap > {threshold:g}, partially if it is <= {threshold:g}, else inconclusive",
+        {"small": small_best_overlap, "large": large_best_overlap},
+    )
 
 
 def rule(small, large, th) -> Verdict:
@@ -39,13 +54,26 @@ def rule(small, large, th) -> Verdict:
     lo = hi = None
     if None not in (s.lo, s.hi, l.lo, l.hi):  # conservative: the gain's extremes over both intervals
         lo, hi = l.lo - s.hi, l.hi - s.lo
-    return h007(s.value, l.value, threshold=th["threshold"], min_gain=th["min_gain"], lo=lo, hi=hi,
-                large_range=None if l.lo is None else (l.lo, l.hi))
+    return h007(
+        s.value,
+        l.value,
+        threshold=th["threshold"],
+        min_gain=th["min_gain"],
+        lo=lo,
+        hi=hi,
+        large_range=None if l.lo is None else (l.lo, l.hi),
+    )
 
 
 SPEC = HypothesisSpec(
-    id="H007", text="Mid-layer redundancy emerges at scale", experiments=("efficiency",),
-    statistics=("efficiency.best_mid_top5_overlap",), rule=rule, thresholds={"threshold": 0.5, "min_gain": 0.05},
+    id="H007",
+    text="Mid-layer redundancy emerges at scale",
+    experiments=("efficiency",),
+    statistics=("efficiency.best_mid_top5_overlap",),
+    rule=rule,
+    thresholds={"threshold": 0.5, "min_gain": 0.05},
     evidence=("efficiency.best_mid_top5_overlap", "efficiency.best_top5_overlap", "efficiency.best_exit_argmax"),
-    decisive=StatDecl("H007", "fraction", -1.0, 1.0, None), scaling=True, boundaries=lambda th: (float(th["min_gain"]),),
+    decisive=StatDecl("H007", "fraction", -1.0, 1.0, None),
+    scaling=True,
+    boundaries=lambda th: (float(th["min_gain"]),),
 )

@@ -6,7 +6,21 @@ from atlas_core.models.loader import LoadedModel, ModelInfo, load, resolve_devic
 from atlas_core.models.registry import DEFAULT_MODEL, OFFLINE_MODELS, TINY_MODEL, known_names
 
 __all__ = [
-    "ArchAdapter", "adapter_for", "check_supported", "layer_window", "cache_dir", "cache_root", "fetch",
-    "is_cached", "LoadedModel", "ModelInfo", "load", "resolve_device", "resolve_dtype", "DEFAULT_MODEL",
-    "OFFLINE_MODELS", "TINY_MODEL", "known_names",
+    "ArchAdapter",
+    "adapter_for",
+    "check_supported",
+    "layer_window",
+    "cache_dir",
+    "cache_root",
+    "fetch",
+    "is_cached",
+    "LoadedModel",
+    "ModelInfo",
+    "load",
+    "resolve_device",
+    "resolve_dtype",
+    "DEFAULT_MODEL",
+    "OFFLINE_MODELS",
+    "TINY_MODEL",
+    "known_names",
 ]

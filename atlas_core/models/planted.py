@@ -49,7 +49,7 @@ PLANTED_MODELS = tuple(f"planted-{layout}" for layout in LAYOUTS)
 N_LAYERS = 8
 D_MODEL, HEADS, KV_HEADS, HEAD_DIM, D_FF = 96, 4, 2, 24, 64
 QK = 8  # first head dimension that does not rotate: Llama's frequency there is 1e-8 rad/position at rope_theta 1e12,
-        # GPT-NeoX rotates dims 0..5 only
+# GPT-NeoX rotates dims 0..5 only
 FAMILIES = ("planted_copy", "planted_hub", "planted_recall", "planted_serial", "planted_steer")
 PARALLEL = ("gpt-neox",)  # layouts whose MLP reads the layer's input, not what its attention wrote
 DRIVE = {"steering": "planted_steer", "knockout": "planted_recall"}
@@ -109,8 +109,15 @@ def plant_positions(seed: int, n_layers: int = N_LAYERS) -> Positions:
     hub, copy, recall, steer = rng.sample(range(1, n_layers - 1), 4)
     copy_head = rng.randrange(HEADS)
     serial = rng.choice([i for i in range(1, n_layers - 1) if i not in (hub, copy, recall, steer)])
-    return Positions(hub=hub, copy=copy, copy_head=copy_head, recall=recall, steer=steer, serial=serial,
-                     serial_head=rng.randrange(HEADS))
+    return Positions(
+        hub=hub,
+        copy=copy,
+        copy_head=copy_head,
+        recall=recall,
+        steer=steer,
+        serial=serial,
+        serial_head=rng.randrange(HEADS),
+    )
 
 
 def config(layout: str, vocab_size: int, n_layers: int = N_LAYERS) -> transformers.PretrainedConfig:
@@ -118,20 +125,46 @@ def config(layout: str, vocab_size: int, n_layers: int = N_LAYERS) -> transforme
     (Llama: rope_theta 1e12; GPT-NeoX: a quarter of each head rotates, content sits above it), learned
     positions unused (GPT-2: zero), the LM head untied from the embedding."""
     pad = vocab_size - 1
-    common = dict(vocab_size=vocab_size, pad_token_id=pad, eos_token_id=pad, bos_token_id=pad, tie_word_embeddings=False)
+    common = dict(
+        vocab_size=vocab_size, pad_token_id=pad, eos_token_id=pad, bos_token_id=pad, tie_word_embeddings=False
+    )
     if layout == "llama":
         return transformers.LlamaConfig(
-            **common, hidden_size=D_MODEL, intermediate_size=D_FF, num_hidden_layers=n_layers, num_attention_heads=HEADS,
-            num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM, max_position_embeddings=256, rope_theta=1e12,
-            rms_norm_eps=1e-6)
+            **common,
+            hidden_size=D_MODEL,
+            intermediate_size=D_FF,
+            num_hidden_layers=n_layers,
+            num_attention_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            head_dim=HEAD_DIM,
+            max_position_embeddings=256,
+            rope_theta=1e12,
+            rms_norm_eps=1e-6,
+        )
     if layout == "gpt2":
-        return transformers.GPT2Config(**common, n_embd=D_MODEL, n_layer=n_layers, n_head=HEADS, n_positions=256,
-                                       n_inner=D_FF, layer_norm_epsilon=1e-6, activation_function="gelu_new")
+        return transformers.GPT2Config(
+            **common,
+            n_embd=D_MODEL,
+            n_layer=n_layers,
+            n_head=HEADS,
+            n_positions=256,
+            n_inner=D_FF,
+            layer_norm_epsilon=1e-6,
+            activation_function="gelu_new",
+        )
     if layout == "gpt-neox":
         return transformers.GPTNeoXConfig(
-            **common, hidden_size=D_MODEL, intermediate_size=D_FF, num_hidden_layers=n_layers, num_attention_heads=HEADS,
-            max_position_embeddings=256, rotary_pct=0.25, use_parallel_residual=True, layer_norm_eps=1e-6,
-            hidden_act="gelu")
+            **common,
+            hidden_size=D_MODEL,
+            intermediate_size=D_FF,
+            num_hidden_layers=n_layers,
+            num_attention_heads=HEADS,
+            max_position_embeddings=256,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+            layer_norm_eps=1e-6,
+            hidden_act="gelu",
+        )
     raise AtlasError(f"no planted model of layout {layout!r}; planted models: {', '.join(PLANTED_MODELS)}")
 
 
@@ -139,9 +172,23 @@ def config(layout: str, vocab_size: int, n_layers: int = N_LAYERS) -> transforme
 ATTN_Q = 3.0  # content query/key weight
 SINK_Q = 2.0  # the sink query/key weight
 SCALES = {
-    "llama": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.045, steer_in=2.0, steer=0.6, unembed=1.3, serial_in=4.0, serial=0.012),
-    "gpt2": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3, serial_in=4.0, serial=0.12),
-    "gpt-neox": dict(copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3, serial_in=4.0, serial=0.12),
+    "llama": dict(
+        copy=0.2,
+        hub=2.0,
+        recall_in=2.0,
+        recall=0.045,
+        steer_in=2.0,
+        steer=0.6,
+        unembed=1.3,
+        serial_in=4.0,
+        serial=0.012,
+    ),
+    "gpt2": dict(
+        copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3, serial_in=4.0, serial=0.12
+    ),
+    "gpt-neox": dict(
+        copy=0.2, hub=2.0, recall_in=2.0, recall=0.23, steer_in=2.0, steer=3.0, unembed=1.3, serial_in=4.0, serial=0.12
+    ),
 }
 
 
@@ -162,8 +209,13 @@ class _Writer:
         self.kv_heads = KV_HEADS if layout == "llama" else HEADS
 
     def layer(self, i):
-        return (self.m.model.layers if self.layout == "llama" else
-                self.m.transformer.h if self.layout == "gpt2" else self.m.gpt_neox.layers)[i]
+        return (
+            self.m.model.layers
+            if self.layout == "llama"
+            else self.m.transformer.h
+            if self.layout == "gpt2"
+            else self.m.gpt_neox.layers
+        )[i]
 
     def qkv(self, i: int, part: int, head: int, j: int, coord: int, value: float) -> None:
         """part 0 query (query head), 1 key, 2 value (KV head); row ``j`` of the head reads ``coord``."""
@@ -258,11 +310,27 @@ def build_planted(layout: str = "llama", seed: int = 0):
             w.unembed()[_token(tok, a), L.out(a)] = sc["unembed"]
 
         # copy: the query head at '?' attends to the uppercase letter and writes its lowercase answer
-        _head(w, pos.copy, L.ch("?"), L.flag("UPPER"), {i: L.ch(UPPER[i]) for i in range(16)},
-              {i: L.out(LOWER[i]) for i in range(16)}, [pos.copy_head], sc["copy"])
+        _head(
+            w,
+            pos.copy,
+            L.ch("?"),
+            L.flag("UPPER"),
+            {i: L.ch(UPPER[i]) for i in range(16)},
+            {i: L.out(LOWER[i]) for i in range(16)},
+            [pos.copy_head],
+            sc["copy"],
+        )
         # hub: every head at '!' attends to the lowercase letters and writes the next letter, a quarter each
-        _head(w, pos.hub, L.ch("!"), L.flag("LOWER"), {i: L.ch(LOWER[i]) for i in range(16)},
-              {i: L.out(LOWER[(i + 1) % 16]) for i in range(16)}, list(range(HEADS)), sc["hub"])
+        _head(
+            w,
+            pos.hub,
+            L.ch("!"),
+            L.flag("LOWER"),
+            {i: L.ch(LOWER[i]) for i in range(16)},
+            {i: L.out(LOWER[(i + 1) % 16]) for i in range(16)},
+            list(range(HEADS)),
+            sc["hub"],
+        )
         # recall: neuron i fires on digit i (its one-hot and the digit flag against ONES) and writes its value
         for i, d in enumerate(DIGITS):
             w.mlp_in(pos.recall, i, L.ch(d), sc["recall_in"])
@@ -337,36 +405,54 @@ def task_families(n_items: int = 16) -> dict[str, dict]:
         body[k] = c.upper()
         items.append({"id": f"copy{i}", "prompt": "^" + "".join(body) + "?", "target": c})
         contrast.append({"prompt": "^" + _letters(rng, 6) + "?", "target": "a"})
-    fams["planted_copy"] = {"description": "copy the one uppercase letter, lowered, after '?'", "items": items,
-                            "contrast": contrast}
+    fams["planted_copy"] = {
+        "description": "copy the one uppercase letter, lowered, after '?'",
+        "items": items,
+        "contrast": contrast,
+    }
     items, contrast = [], []
     for i in range(n_items):
         c = LOWER[(3 * i + 1) % 16]
-        items.append({"id": f"hub{i}", "prompt": "^" + c * (3 + i % 3) + "!", "target": LOWER[(LOWER.index(c) + 1) % 16]})
+        items.append(
+            {"id": f"hub{i}", "prompt": "^" + c * (3 + i % 3) + "!", "target": LOWER[(LOWER.index(c) + 1) % 16]}
+        )
         contrast.append({"prompt": "^" + c * (3 + i % 3) + ".", "target": "a"})
-    fams["planted_hub"] = {"description": "the letter after the repeated one, after '!'", "items": items,
-                           "contrast": contrast}
+    fams["planted_hub"] = {
+        "description": "the letter after the repeated one, after '!'",
+        "items": items,
+        "contrast": contrast,
+    }
     items, contrast = [], []
     for i in range(n_items):
         d = DIGITS[i % len(DIGITS)]
         items.append({"id": f"recall{i}", "prompt": "^" + _letters(rng, 1 + i % 3) + "@" + d, "target": RECALL[d]})
         contrast.append({"prompt": "^" + _letters(rng, 1 + i % 3) + "@" + PUNCT[i % len(PUNCT)], "target": "a"})
-    fams["planted_recall"] = {"description": "the value of the key digit after '@'", "items": items,
-                              "contrast": contrast}
+    fams["planted_recall"] = {
+        "description": "the value of the key digit after '@'",
+        "items": items,
+        "contrast": contrast,
+    }
     items, contrast = [], []
     for i in range(n_items):
         body = "".join(random.Random(f"planted-serial/{i}").choice(PUNCT) for _ in range(2 + i % 4))
         items.append({"id": f"serial{i}", "prompt": "^" + body + "#", "target": "Z"})
         contrast.append({"prompt": "^" + body + ".", "target": "Z"})
-    fams["planted_serial"] = {"description": "'Z' after '#': a head writes a gate that the same layer's MLP reads "
-                              "(answered by a serial block only)", "items": items, "contrast": contrast}
+    fams["planted_serial"] = {
+        "description": "'Z' after '#': a head writes a gate that the same layer's MLP reads "
+        "(answered by a serial block only)",
+        "items": items,
+        "contrast": contrast,
+    }
     items, contrast = [], []
     for i in range(n_items):
         body = _letters(rng, 2 + i % 4)
         items.append({"id": f"steer{i}", "prompt": "^" + body + "y", "target": "Y"})
         contrast.append({"prompt": "^" + body + "z", "target": "Y"})
-    fams["planted_steer"] = {"description": "'Y' after 'y' (silent unless steered)", "items": items,
-                             "contrast": contrast}
+    fams["planted_steer"] = {
+        "description": "'Y' after 'y' (silent unless steered)",
+        "items": items,
+        "contrast": contrast,
+    }
     return {name: {"family": name, **fam} for name, fam in fams.items()}
 
 
@@ -403,28 +489,37 @@ def specification(layout: str = "llama", seed: int = 0) -> dict:
         "block": "parallel" if parallel else "serial",
         "families": list(FAMILIES),
         "drive": dict(DRIVE),
-        "positions": {"hub": pos.hub, "copy": pos.copy, "copy_head": pos.copy_head,
-                      "copy_group_heads": [h for h in range(HEADS) if h // group == pos.copy_head // group],
-                      "recall": pos.recall, "steer": pos.steer, "serial": pos.serial, "serial_head": pos.serial_head},
+        "positions": {
+            "hub": pos.hub,
+            "copy": pos.copy,
+            "copy_head": pos.copy_head,
+            "copy_group_heads": [h for h in range(HEADS) if h // group == pos.copy_head // group],
+            "recall": pos.recall,
+            "steer": pos.steer,
+            "serial": pos.serial,
+            "serial_head": pos.serial_head,
+        },
         "identity_layers": pos.identity_layers(),
         "answer_layer": answered,  # the layer after which each answering family's answer is in the residual
         "truth": {
             "layer_ablation": f"skipping L{pos.hub} (the hub) moves the output most; skipping an identity layer "
-                              f"({', '.join(f'L{i}' for i in pos.identity_layers())}) moves nothing",
+            f"({', '.join(f'L{i}' for i in pos.identity_layers())}) moves nothing",
             "mlp_ablation": f"the strongest MLP is L{pos.recall}'s (planted_recall's key->value map)",
             "head_ablation": f"the strongest head is L{pos.copy} H{pos.copy_head} (planted_copy)",
             "steering": f"the planted_steer direction raises 'Y' at layers up to L{pos.steer - 1}, positive sign; "
-                        f"after L{pos.steer - 1} it moves nothing",
+            f"after L{pos.steer - 1} it moves nothing",
             "knockout": f"knocking out planted_recall before its MLP (L{pos.recall}) is selective",
-            "serial": (f"L{pos.serial} is an exact identity on the output: its head H{pos.serial_head} writes a gate "
-                       f"that only its own MLP could read, and a parallel block's MLP reads the layer input"
-                       if parallel else
-                       f"skipping L{pos.serial} breaks planted_serial: its MLP reads the gate its head H{pos.serial_head} "
-                       f"wrote (serial block); the MLPs ranked by ablation KL are L{pos.recall} then L{pos.serial}"),
+            "serial": (
+                f"L{pos.serial} is an exact identity on the output: its head H{pos.serial_head} writes a gate "
+                f"that only its own MLP could read, and a parallel block's MLP reads the layer input"
+                if parallel
+                else f"skipping L{pos.serial} breaks planted_serial: its MLP reads the gate its head H{pos.serial_head} "
+                f"wrote (serial block); the MLPs ranked by ablation KL are L{pos.recall} then L{pos.serial}"
+            ),
             "efficiency": "an exit before a family's answer layer loses it, one after keeps it; skipping an identity "
-                          "layer changes nothing",
+            "layer changes nothing",
             "lora_training": "no planted truth: LoRA training moves every weight it adapts, so no layer is "
-                             "planted to carry its effect",
+            "planted to carry its effect",
             "transfer": NO_PAIR_TRUTH,
             "adapter_ablation": NO_PAIR_TRUTH,
         },
@@ -439,7 +534,8 @@ NO_PAIR_TRUTH = (
     "residual, so every layer's adapter gets a gradient, and the layer that carries the trained output (transfer's "
     "recovery curve, adapter ablation's per-layer KL) is decided by the optimiser. A planted pair would need the "
     "adapter placed by hand, which these experiments cannot take without bypassing the training they measure; and "
-    "what holds for any pair (recovery 1 at the last layer) is true by construction, which claim hygiene refuses")
+    "what holds for any pair (recovery 1 at the last layer) is true by construction, which claim hygiene refuses"
+)
 
 
 def materialize(name: str, seed: int = 0, root: Path | None = None) -> Path:

@@ -72,8 +72,15 @@ def _shared(vocab_size: int) -> dict:
 
 
 def _llama_like(vocab_size: int, n_layers: int) -> dict:
-    return dict(**_shared(vocab_size), hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return dict(
+        **_shared(vocab_size),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
 
 
 def _alternating(n_layers: int) -> list[str]:
@@ -83,15 +90,38 @@ def _alternating(n_layers: int) -> list[str]:
 # family -> (config class name, keyword arguments for n layers); every class is transformers' own.
 _FAMILIES: dict[str, tuple[str, Callable[[int, int], dict]]] = {
     "gpt2": ("GPT2Config", lambda v, n: dict(**_shared(v), n_embd=64, n_layer=n, n_head=4, n_positions=512)),
-    "gpt-neox": ("GPTNeoXConfig", lambda v, n: dict(
-        **_shared(v), hidden_size=64, intermediate_size=128, num_hidden_layers=n, num_attention_heads=4,
-        max_position_embeddings=512, rotary_pct=0.25, use_parallel_residual=True)),
+    "gpt-neox": (
+        "GPTNeoXConfig",
+        lambda v, n: dict(
+            **_shared(v),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=n,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+        ),
+    ),
     "phi3": ("Phi3Config", lambda v, n: dict(**_llama_like(v, n), original_max_position_embeddings=512)),
-    "gemma2": ("Gemma2Config", lambda v, n: dict(
-        **_llama_like(v, n), head_dim=16, query_pre_attn_scalar=16, sliding_window=4, layer_types=_alternating(n),
-        final_logit_softcapping=5.0, attn_logit_softcapping=5.0)),
-    "gemma3": ("Gemma3TextConfig", lambda v, n: dict(
-        **_llama_like(v, n), head_dim=16, query_pre_attn_scalar=16, sliding_window=4, layer_types=_alternating(n))),
+    "gemma2": (
+        "Gemma2Config",
+        lambda v, n: dict(
+            **_llama_like(v, n),
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=4,
+            layer_types=_alternating(n),
+            final_logit_softcapping=5.0,
+            attn_logit_softcapping=5.0,
+        ),
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        lambda v, n: dict(
+            **_llama_like(v, n), head_dim=16, query_pre_attn_scalar=16, sliding_window=4, layer_types=_alternating(n)
+        ),
+    ),
     "olmo2": ("Olmo2Config", lambda v, n: dict(**_llama_like(v, n))),
     "llama": ("LlamaConfig", lambda v, n: dict(**_llama_like(v, n))),
     "mistral": ("MistralConfig", lambda v, n: dict(**_llama_like(v, n), sliding_window=4)),

@@ -47,16 +47,25 @@ class Plan:
         return sum(r.seconds for r in self.rows)
 
 
-def _check(profile: str, gpu_memory: str, workers: int, flops_per_s: float | None, chunk: int | None,
-           dtype: str, calibration: str | Path | None) -> tuple[Profile, int]:
+def _check(
+    profile: str,
+    gpu_memory: str,
+    workers: int,
+    flops_per_s: float | None,
+    chunk: int | None,
+    dtype: str,
+    calibration: str | Path | None,
+) -> tuple[Profile, int]:
     prof = get_profile(profile)
     gpu = parse_size(gpu_memory)
     dtype_bytes(dtype)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise AtlasError(f"--workers must be a whole number >= 1 (got {workers!r}): one worker is one model replica")
     if flops_per_s is not None and not flops_per_s > 0:
-        raise AtlasError(f"--flops-per-s must be positive (got {flops_per_s!r}), e.g. 4e14; or leave it out to use "
-                         "the calibration run's rates or this machine's measured matmul peak")
+        raise AtlasError(
+            f"--flops-per-s must be positive (got {flops_per_s!r}), e.g. 4e14; or leave it out to use "
+            "the calibration run's rates or this machine's measured matmul peak"
+        )
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise AtlasError(f"--chunk must be a whole number of rows >= 1 (got {chunk!r})")
     if calibration is not None and not Path(calibration).is_dir():
@@ -64,15 +73,22 @@ def _check(profile: str, gpu_memory: str, workers: int, flops_per_s: float | Non
     return prof, gpu
 
 
-def _rates(works: dict[str, ExperimentWork], flops_per_s: float | None, run: RecordedRun | None,
-           cal_works: dict[str, ExperimentWork] | None, dtype: str) -> dict[str, Rate]:
+def _rates(
+    works: dict[str, ExperimentWork],
+    flops_per_s: float | None,
+    run: RecordedRun | None,
+    cal_works: dict[str, ExperimentWork] | None,
+    dtype: str,
+) -> dict[str, Rate]:
     if flops_per_s is not None:
         return {name: Rate(flops_per_s, "--flops-per-s") for name in works}
     if run is not None and cal_works is not None:
         rates = calibrate(cal_works, run)
         if not rates:
-            raise AtlasError(f"calibration run {run.folder} has no experiment this plan counts: pass a run of the "
-                             "profile's experiments, or --flops-per-s")
+            raise AtlasError(
+                f"calibration run {run.folder} has no experiment this plan counts: pass a run of the "
+                "profile's experiments, or --flops-per-s"
+            )
         # an experiment the run lacks: the run's whole achieved rate (its planned FLOP over its seconds)
         flop = sum(cal_works[n].flop for n in rates)
         seconds = sum(run.experiments[n].wall_seconds for n in rates)
@@ -86,10 +102,20 @@ def _rates(works: dict[str, ExperimentWork], flops_per_s: float | None, run: Rec
     return {name: Rate(peak, "this machine's matmul peak (cpu): a lower bound on time", 1.0) for name in works}
 
 
-def make_plan(model: str, profile: str = "full", *, gpu_memory: str = "141GB", workers: int = 1,
-              flops_per_s: float | None = None, chunk: int | None = None, dtype: str = "bfloat16",
-              calibration: str | Path | None = None, tokenizer: str | None = None,
-              families: list[str] | None = None, usable: float = USABLE) -> Plan:
+def make_plan(
+    model: str,
+    profile: str = "full",
+    *,
+    gpu_memory: str = "141GB",
+    workers: int = 1,
+    flops_per_s: float | None = None,
+    chunk: int | None = None,
+    dtype: str = "bfloat16",
+    calibration: str | Path | None = None,
+    tokenizer: str | None = None,
+    families: list[str] | None = None,
+    usable: float = USABLE,
+) -> Plan:
     """The plan of ``model`` at ``profile``. Rates: ``flops_per_s`` for every experiment, else each experiment's
     achieved rate in the ``calibration`` run, else this machine's measured matmul peak."""
     prof, gpu = _check(profile, gpu_memory, workers, flops_per_s, chunk, dtype, calibration)
@@ -99,29 +125,49 @@ def make_plan(model: str, profile: str = "full", *, gpu_memory: str = "141GB", w
     prompts = prompt_set(tok, prof, families)
     same_profile = run is not None and run.profile == prof.name and run.lora_losses is not None
     losses = run.lora_losses if same_profile and run is not None else None
-    steps_from = (f"the calibration run's loss curve ({len(losses)} steps)" if losses is not None
-                  else f"the profile's maximum ({prof.lora_max_steps} steps)")
+    steps_from = (
+        f"the calibration run's loss curve ({len(losses)} steps)"
+        if losses is not None
+        else f"the profile's maximum ({prof.lora_max_steps} steps)"
+    )
     works = workload(pm.shape.flop, pm.shape.n_layers, pm.shape.n_heads, prompts, prof, losses)
     cal_works = None
     if run is not None and flops_per_s is None:
         cal = resolve(run.model)
         cal_prof = get_profile(run.profile)
         cal_tok = cal.tokenizer if cal.tokenizer is not None else stand_in_tokenizer(tokenizer)[0]
-        cal_works = workload(cal.shape.flop, cal.shape.n_layers, cal.shape.n_heads,
-                             prompt_set(cal_tok, cal_prof, families), cal_prof, run.lora_losses)
+        cal_works = workload(
+            cal.shape.flop,
+            cal.shape.n_layers,
+            cal.shape.n_heads,
+            prompt_set(cal_tok, cal_prof, families),
+            cal_prof,
+            run.lora_losses,
+        )
     rates = _rates(works, flops_per_s, run, cal_works, dtype)
     rows_chunk = chunk or rows_per_chunk(pm.model, pm.shape, max(prompts.all), prof.memory_mb)
     rows = []
     for name, w in works.items():
         mem = experiment_memory(name, pm.model, pm.shape, prompts, dtype, rows_chunk, prof.ablation_modes)
-        rows.append(PlanRow(name, w.variants, w.tokens, w.flop, w.sharded_flop, mem,
-                            gpus_per_replica(mem.total, gpu, usable), predict_seconds(w, rates[name], workers),
-                            rates[name]))
+        rows.append(
+            PlanRow(
+                name,
+                w.variants,
+                w.tokens,
+                w.flop,
+                w.sharded_flop,
+                mem,
+                gpus_per_replica(mem.total, gpu, usable),
+                predict_seconds(w, rates[name], workers),
+                rates[name],
+            )
+        )
     return Plan(pm.shape, prof.name, dtype, gpu, usable, workers, rows_chunk, tok_name, steps_from, tuple(rows))
 
 
-def planned_work(model: str, profile: str, prompts_from: PromptSet | None = None,
-                 lora_losses: tuple[float, ...] | None = None) -> dict[str, ExperimentWork]:
+def planned_work(
+    model: str, profile: str, prompts_from: PromptSet | None = None, lora_losses: tuple[float, ...] | None = None
+) -> dict[str, ExperimentWork]:
     """The work alone (no memory, no rates), for checks against metered runs."""
     prof = get_profile(profile)
     pm = resolve(model)

@@ -28,8 +28,22 @@ from atlas_core.plan.workload import PromptSet
 from atlas_core.runner import Runner
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
-          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 ADAM_BYTES = 16  # an fp32 adapter weight, its gradient and AdamW's two moments
 
 
@@ -86,8 +100,9 @@ class Memory:
         return self.weights + self.caches + self.activations + self.lora
 
 
-def experiment_memory(name: str, model: nn.Module, shape: Shape, p: PromptSet, dtype: str, chunk: int,
-                      ablation_modes: tuple[str, ...]) -> Memory:
+def experiment_memory(
+    name: str, model: nn.Module, shape: Shape, p: PromptSet, dtype: str, chunk: int, ablation_modes: tuple[str, ...]
+) -> Memory:
     b = dtype_bytes(dtype)
     n, d = shape.n_layers, shape.d_model
     t = max(p.all)
@@ -97,9 +112,14 @@ def experiment_memory(name: str, model: nn.Module, shape: Shape, p: PromptSet, d
 
     base = cache(p.all)
     recorded = cache(p.all, n) if {"mean", "resample"} & set(ablation_modes) else 0
-    extra = {"layer_ablation": recorded, "mlp_ablation": recorded,
-             "steering": cache(p.family) + cache(p.contrast), "knockout": cache(p.family) + cache(p.contrast),
-             "transfer": base, "adapter_ablation": base}.get(name, 0)
+    extra = {
+        "layer_ablation": recorded,
+        "mlp_ablation": recorded,
+        "steering": cache(p.family) + cache(p.contrast),
+        "knockout": cache(p.family) + cache(p.contrast),
+        "transfer": base,
+        "adapter_ablation": base,
+    }.get(name, 0)
     acts = chunk * bytes_per_row(model, shape, t)
     adapter = 0
     if name in ("lora_training", "transfer", "adapter_ablation"):

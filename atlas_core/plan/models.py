@@ -55,10 +55,19 @@ class PlanModel:
 def shape_of(name: str, model: nn.Module) -> Shape:
     cfg = text_config(model)
     d = dims(model)
-    return Shape(name=name, family=cfg.model_type, n_layers=d.n_layers, n_heads=d.n_heads,
-                 n_kv_heads=getattr(cfg, "num_key_value_heads", None) or d.n_heads, head_dim=d.head_dim,
-                 d_model=d.d_model, intermediate=getattr(cfg, "intermediate_size", None) or 4 * d.d_model,
-                 vocab=cfg.vocab_size, params=sum(p.numel() for p in model.parameters()), flop=FlopModel.of(model))
+    return Shape(
+        name=name,
+        family=cfg.model_type,
+        n_layers=d.n_layers,
+        n_heads=d.n_heads,
+        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or d.n_heads,
+        head_dim=d.head_dim,
+        d_model=d.d_model,
+        intermediate=getattr(cfg, "intermediate_size", None) or 4 * d.d_model,
+        vocab=cfg.vocab_size,
+        params=sum(p.numel() for p in model.parameters()),
+        flop=FlopModel.of(model),
+    )
 
 
 def on_meta(config) -> nn.Module:
@@ -117,8 +126,10 @@ def resolve(ref: str) -> PlanModel:
         model = on_meta(_read_config(path))
         return PlanModel(shape_of(ref, model), model, None)
     known = [*OFFLINE_MODELS, *TINY_MODELS, *shipped_plan_configs()]
-    raise AtlasError(f"unknown model {ref!r}: pass a registered or tiny model, a shipped plan config, or a path to a "
-                     f"Hugging Face config.json (or its folder); known names: {', '.join(known)}")
+    raise AtlasError(
+        f"unknown model {ref!r}: pass a registered or tiny model, a shipped plan config, or a path to a "
+        f"Hugging Face config.json (or its folder); known names: {', '.join(known)}"
+    )
 
 
 def _cached_tokenizer(name: str):
@@ -141,8 +152,12 @@ def stand_in_tokenizer(name: str | None) -> tuple[object, str]:
         return tiny_tokenizer(), name
     if name in OFFLINE_MODELS:
         if not is_cached(name):
-            raise AtlasError(f"the stand-in tokenizer {name} is not cached: run `atlas models fetch {name}`, or pass "
-                             "--tokenizer tiny-qwen2 (byte-level: about 3x the tokens of a BPE vocabulary)")
+            raise AtlasError(
+                f"the stand-in tokenizer {name} is not cached: run `atlas models fetch {name}`, or pass "
+                "--tokenizer tiny-qwen2 (byte-level: about 3x the tokens of a BPE vocabulary)"
+            )
         return _cached_tokenizer(name), name
-    raise AtlasError(f"--tokenizer {name!r} is neither a registered nor a tiny model; known: "
-                     f"{', '.join([*OFFLINE_MODELS, *TINY_MODELS])}")
+    raise AtlasError(
+        f"--tokenizer {name!r} is neither a registered nor a tiny model; known: "
+        f"{', '.join([*OFFLINE_MODELS, *TINY_MODELS])}"
+    )

@@ -42,8 +42,10 @@ def read_run(folder: str | Path) -> RecordedRun:
     """A run folder's per-experiment measurements (records read through ``RunStore``, checked)."""
     root = Path(folder)
     if not (root / "manifest.json").is_file():
-        raise AtlasError(f"calibration run {root} has no manifest.json: pass a run folder (reports/runs/...) or a "
-                         "committed baseline (atlas_core/data/baselines/<run>)")
+        raise AtlasError(
+            f"calibration run {root} has no manifest.json: pass a run folder (reports/runs/...) or a "
+            "committed baseline (atlas_core/data/baselines/<run>)"
+        )
     store = RunStore(root)
     records = store.records()
     if not records:
@@ -105,5 +107,8 @@ class Check:
 
 
 def compare(predicted: dict[str, float], measured: RecordedRun) -> list[Check]:
-    return [Check(name, predicted[name], m.wall_seconds) for name, m in measured.experiments.items()
-            if name in predicted and m.wall_seconds > 0]
+    return [
+        Check(name, predicted[name], m.wall_seconds)
+        for name, m in measured.experiments.items()
+        if name in predicted and m.wall_seconds > 0
+    ]

@@ -50,11 +50,17 @@ def prompt_set(tokenizer, profile: Profile, families: Sequence[str] | None = Non
     lengths = {name: [len(tokenizer(it.prompt)["input_ids"]) for it in f.items] for name, f in fams.items()}
     driven = steering.FAMILY if steering.FAMILY in fams else next(iter(fams))
     n_lora = profile.lora_items
-    pairs = tuple((lengths[name][i], len(tokenizer(it.target, add_special_tokens=False)["input_ids"]))
-                  for name, f in fams.items() for i, it in enumerate(f.items if n_lora is None else f.items[:n_lora]))
-    return PromptSet(all=tuple(n for name in fams for n in lengths[name]), family=tuple(lengths[driven]),
-                     contrast=tuple(len(tokenizer(p)["input_ids"]) for p in fams[driven].contrast_prompts),
-                     pairs=pairs)
+    pairs = tuple(
+        (lengths[name][i], len(tokenizer(it.target, add_special_tokens=False)["input_ids"]))
+        for name, f in fams.items()
+        for i, it in enumerate(f.items if n_lora is None else f.items[:n_lora])
+    )
+    return PromptSet(
+        all=tuple(n for name in fams for n in lengths[name]),
+        family=tuple(lengths[driven]),
+        contrast=tuple(len(tokenizer(p)["input_ids"]) for p in fams[driven].contrast_prompts),
+        pairs=pairs,
+    )
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ def confirmations(losses: Sequence[float], window: int, target: float) -> int:
     one at each step where the last ``window`` steps' mean is below ``target``, at most once a window."""
     count, last = 0, -window
     for step in range(window - 1, len(losses)):
-        if float(np.mean(losses[step - window + 1:step + 1])) < target and step - last >= window:
+        if float(np.mean(losses[step - window + 1 : step + 1])) < target and step - last >= window:
             count, last = count + 1, step
     return count
 
@@ -153,9 +159,11 @@ def _training(fm: FlopModel, p: PromptSet, n: int, steps: int, checks: int, seed
     per_pair = [n * fm.layer_flop(a + b, (a + b) * (a + b + 1) // 2) + fm.head_flop(b) for a, b in p.pairs]
     seen = training_order(len(p.pairs), steps, seed)
     tokens = [a + b for a, b in p.pairs]
-    return [Part(f"{steps} training steps", 0, 2 * sum(per_pair[i] for i in seen), sum(tokens[i] for i in seen), False),
-            Part(f"loss on every pair x{1 + checks}", 0, (1 + checks) * sum(per_pair), (1 + checks) * sum(tokens), False),
-            clean_pass(fm, p.all, n, "adapted clean pass")]
+    return [
+        Part(f"{steps} training steps", 0, 2 * sum(per_pair[i] for i in seen), sum(tokens[i] for i in seen), False),
+        Part(f"loss on every pair x{1 + checks}", 0, (1 + checks) * sum(per_pair), (1 + checks) * sum(tokens), False),
+        clean_pass(fm, p.all, n, "adapted clean pass"),
+    ]
 
 
 def _timing_lengths(all_lengths: Sequence[int]) -> list[int]:
@@ -165,8 +173,15 @@ def _timing_lengths(all_lengths: Sequence[int]) -> list[int]:
     return [all_lengths[i] for i in idx]
 
 
-def workload(fm: FlopModel, n_layers: int, n_heads: int, p: PromptSet, profile: Profile,
-             lora_losses: Sequence[float] | None = None, seed: int = 0) -> dict[str, ExperimentWork]:
+def workload(
+    fm: FlopModel,
+    n_layers: int,
+    n_heads: int,
+    p: PromptSet,
+    profile: Profile,
+    lora_losses: Sequence[float] | None = None,
+    seed: int = 0,
+) -> dict[str, ExperimentWork]:
     """Every experiment's work at ``profile`` (run order), in one process: the clean pass once (by ``clean``),
     the directions once (by ``steering``), the single-skip KLs read off the layer ablation's skip sweep.
     ``lora_losses``: a recorded LoRA loss curve (its steps and confirmation passes); None: the profile's
@@ -187,18 +202,26 @@ def workload(fm: FlopModel, n_layers: int, n_heads: int, p: PromptSet, profile: 
         "layer_ablation": _ablation(fm, p, n, profile, ("resid", "delta")),
         "mlp_ablation": _ablation(fm, p, n, profile, ("mlp",)),
         "head_ablation": [sweep(fm, p.all, [w for w in _inside(n, heads) for _ in range(n_heads)], "heads")],
-        "steering": [clean_pass(fm, p.family, n, "family clean pass"), clean_pass(fm, p.contrast, n, "contrast pass"),
-                     sweep(fm, p.family, [w for w in _resid(n, steer) for _ in strengths], "steer grid")],
+        "steering": [
+            clean_pass(fm, p.family, n, "family clean pass"),
+            clean_pass(fm, p.contrast, n, "contrast pass"),
+            sweep(fm, p.family, [w for w in _resid(n, steer) for _ in strengths], "steer grid"),
+        ],
         "knockout": [sweep(fm, p.all, _resid(n, knock), "knockout")],
         "lora_training": _training(fm, p, n, steps, checks, seed),
         "transfer": [adapted, sweep(fm, p.all, _resid(n, range(n)), "patches")],
         "adapter_ablation": [adapted, sweep(fm, p.all, _inside(n, range(n)), "adapter off per layer", sharded=False)],
-        "efficiency": [sweep(fm, p.all, [n - 1, n - mid, n - 1, n - 1], "skip sets (3 bounded)"),
-                       sweep(fm, p.all, [0] * (n - 1) + [UNTOUCHED], "early exits"),
-                       clean_pass(fm, timed, n, "timing warm-up"),
-                       Part(f"exit timing x{max(1, profile.timing_repeats)}", 0,
-                            max(1, profile.timing_repeats) * sum(clean_pass(fm, timed, d, "").flop
-                                                                for d in range(1, n + 1)),
-                            max(1, profile.timing_repeats) * n * sum(timed), False)],
+        "efficiency": [
+            sweep(fm, p.all, [n - 1, n - mid, n - 1, n - 1], "skip sets (3 bounded)"),
+            sweep(fm, p.all, [0] * (n - 1) + [UNTOUCHED], "early exits"),
+            clean_pass(fm, timed, n, "timing warm-up"),
+            Part(
+                f"exit timing x{max(1, profile.timing_repeats)}",
+                0,
+                max(1, profile.timing_repeats) * sum(clean_pass(fm, timed, d, "").flop for d in range(1, n + 1)),
+                max(1, profile.timing_repeats) * n * sum(timed),
+                False,
+            ),
+        ],
     }
     return {name: ExperimentWork(name, tuple(parts)) for name, parts in out.items()}

@@ -21,8 +21,10 @@ def pytest_generate_tests(metafunc):
         known = metafunc.config.stash[GROUPS]
         groups = [m.name for m in metafunc.definition.iter_markers() if m.name in known]
         if len(groups) != 1:
-            raise pytest.UsageError(f"{metafunc.definition.nodeid}: a claims test carries exactly one of the "
-                                    f"markers {', '.join(known)} (found {groups or 'none'})")
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: a claims test carries exactly one of the "
+                f"markers {', '.join(known)} (found {groups or 'none'})"
+            )
         metafunc.parametrize("claim", session.params_for(groups[0]))
     if "drift" in metafunc.fixturenames:
         parametrize_drift(metafunc, session, metafunc.config.stash[GROUPS])

@@ -28,8 +28,18 @@ def parametrize_drift(metafunc, session: AtlasSession, known: dict) -> None:
     finding marker; one skipped parameter without a baseline. ``known``: the claims-test markers."""
     base = session.baseline
     if base is None:
-        metafunc.parametrize("drift", [pytest.param(None, id="no-baseline", marks=pytest.mark.skip(
-            reason="regression check: pass --atlas-model CANDIDATE --atlas-baseline RUN_DIR"))])
+        metafunc.parametrize(
+            "drift",
+            [
+                pytest.param(
+                    None,
+                    id="no-baseline",
+                    marks=pytest.mark.skip(
+                        reason="regression check: pass --atlas-model CANDIDATE --atlas-baseline RUN_DIR"
+                    ),
+                )
+            ],
+        )
         return
     params = []
     for name, stat in base.stats.items():
@@ -47,10 +57,22 @@ def drift_row(session: AtlasSession, check: DriftCheck):
 
     cand = session.ensure(check.candidate)
     base = session.baseline
-    rows = compare_stats({check.statistic: base.stats[check.statistic]},
-                         {k: v for k, v in cand.items() if k == check.statistic},
-                         model_a=f"{base.name} ({base.root})", model_b=check.candidate)
+    rows = compare_stats(
+        {check.statistic: base.stats[check.statistic]},
+        {k: v for k, v in cand.items() if k == check.statistic},
+        model_a=f"{base.name} ({base.root})",
+        model_b=check.candidate,
+    )
     if not rows:  # a ranking statistic: compared through the top layer
-        return ComparisonRow(check.statistic, check.statistic.split(".")[0], base.stats[check.statistic],
-                             cand.get(check.statistic), None, None, False, base.name, check.candidate)
+        return ComparisonRow(
+            check.statistic,
+            check.statistic.split(".")[0],
+            base.stats[check.statistic],
+            cand.get(check.statistic),
+            None,
+            None,
+            False,
+            base.name,
+            check.candidate,
+        )
     return rows[0]

@@ -24,13 +24,29 @@ class Tier:
     claims: bool = False  # the tier also selects every claims test (hypotheses and findings)
 
 
-TIERS = {t.name: t for t in (
-    Tier("default", (), "full", True, "unit and property tests, Coder-0.5B real-model tests and the golden check, "
-         "the hypothesis and finding suite against the committed full-profile Coder baselines (no recompute), reports"),
-    Tier("pair", ("pair",), "ci", False, "the hypothesis and finding suite recomputed at the ci profile for both "
-         "Coder models (coder-pair-ci.toml), and the tests marked pair", claims=True),
-    Tier("slow", ("slow",), DEFAULT_PROFILE, False, "benchmarks and other tests that take minutes"),
-)}
+TIERS = {
+    t.name: t
+    for t in (
+        Tier(
+            "default",
+            (),
+            "full",
+            True,
+            "unit and property tests, Coder-0.5B real-model tests and the golden check, "
+            "the hypothesis and finding suite against the committed full-profile Coder baselines (no recompute), reports",
+        ),
+        Tier(
+            "pair",
+            ("pair",),
+            "ci",
+            False,
+            "the hypothesis and finding suite recomputed at the ci profile for both "
+            "Coder models (coder-pair-ci.toml), and the tests marked pair",
+            claims=True,
+        ),
+        Tier("slow", ("slow",), DEFAULT_PROFILE, False, "benchmarks and other tests that take minutes"),
+    )
+}
 ALL_CLAIMS = "atlas_claims"  # a claims test over every claim, whatever its group (a user's own claims file)
 BASE_MARKERS = {
     "real_model": "loads a real pretrained model through the project's own fetch (runs on CPU in CI)",
@@ -46,9 +62,12 @@ def group_markers() -> dict[str, str]:
     experiment with finding tests."""
     from atlas_core.spec import finding_markers, hypothesis_markers
 
-    return {**hypothesis_markers(), **finding_markers(),
-            ALL_CLAIMS: "a claims test (argument claim) over every claim of the session's claims files, whatever "
-                        "its statistic (clean.accuracy.<family> included)"}
+    return {
+        **hypothesis_markers(),
+        **finding_markers(),
+        ALL_CLAIMS: "a claims test (argument claim) over every claim of the session's claims files, whatever "
+        "its statistic (clean.accuracy.<family> included)",
+    }
 
 
 def in_tier(item, tier: Tier) -> bool:
@@ -61,36 +80,78 @@ def in_tier(item, tier: Tier) -> bool:
 
 def pytest_addoption(parser):
     g = parser.getgroup("atlas", "Atlas hypothesis suite")
-    g.addoption("--atlas-tier", default="default", choices=tuple(TIERS),
-                help="test tier: " + "; ".join(f"{t.name}: {t.about}" for t in TIERS.values()))
-    g.addoption("--atlas-model", default=None, metavar="NAME",
-                help="model under test: registered name, local folder, hub id or .gguf (its finding claims; "
-                     "the regression candidate)")
-    g.addoption("--atlas-pair", nargs=2, default=None, metavar=("SMALL", "LARGE"),
-                help=f"model pair for the hypotheses, small then large (default: {' '.join(DEFAULT_PAIR)})")
+    g.addoption(
+        "--atlas-tier",
+        default="default",
+        choices=tuple(TIERS),
+        help="test tier: " + "; ".join(f"{t.name}: {t.about}" for t in TIERS.values()),
+    )
+    g.addoption(
+        "--atlas-model",
+        default=None,
+        metavar="NAME",
+        help="model under test: registered name, local folder, hub id or .gguf (its finding claims; "
+        "the regression candidate)",
+    )
+    g.addoption(
+        "--atlas-pair",
+        nargs=2,
+        default=None,
+        metavar=("SMALL", "LARGE"),
+        help=f"model pair for the hypotheses, small then large (default: {' '.join(DEFAULT_PAIR)})",
+    )
     g.addoption("--atlas-profile", default=None, help=f"smoke | ci | full | exhaustive (default {DEFAULT_PROFILE})")
     g.addoption("--atlas-device", default=None, help="cpu | cuda | cuda:N (default: cuda if present)")
-    g.addoption("--atlas-ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                help="compute missing results with sweeps sharded over Ray actors (atlas run --ray): ADDRESS of "
-                     "a cluster, or none to start a local one")
-    g.addoption("--atlas-claims", action="append", default=None, metavar="FILE",
-                help="claims file (repeatable; default: every shipped claims file, each claim run "
-                     "only for its own models and profile)")
-    g.addoption("--atlas-tasks", default=None, metavar="DIR",
-                help="a folder of <family>.json task files (the built-in families' format), added to the built-in "
-                     "families")
+    g.addoption(
+        "--atlas-ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="compute missing results with sweeps sharded over Ray actors (atlas run --ray): ADDRESS of "
+        "a cluster, or none to start a local one",
+    )
+    g.addoption(
+        "--atlas-claims",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="claims file (repeatable; default: every shipped claims file, each claim run "
+        "only for its own models and profile)",
+    )
+    g.addoption(
+        "--atlas-tasks",
+        default=None,
+        metavar="DIR",
+        help="a folder of <family>.json task files (the built-in families' format), added to the built-in families",
+    )
     g.addoption("--atlas-runs", default="reports/runs", metavar="DIR", help="run store (default reports/runs)")
-    g.addoption("--atlas-baselines", default=None, metavar="DIR",
-                help="committed baseline records that seed an empty run store (default: the shipped ones; "
-                     "'none' to compute everything)")
-    g.addoption("--atlas-baseline", default=None, metavar="RUN_DIR",
-                help="regression: check every finding of --atlas-model against this stored run")
-    g.addoption("--atlas-screen", default=None, metavar="METHOD",
-                help="compute missing head ablations screened by attribution patching (atp), then verified by exact "
-                     "ablation (atlas run --screen); default: the exhaustive sweep")
-    g.addoption("--atlas-no-compute", action="store_true", default=False,
-                help="stored results only: fail a test whose experiment has no matching stored result "
-                     "instead of computing it")
+    g.addoption(
+        "--atlas-baselines",
+        default=None,
+        metavar="DIR",
+        help="committed baseline records that seed an empty run store (default: the shipped ones; "
+        "'none' to compute everything)",
+    )
+    g.addoption(
+        "--atlas-baseline",
+        default=None,
+        metavar="RUN_DIR",
+        help="regression: check every finding of --atlas-model against this stored run",
+    )
+    g.addoption(
+        "--atlas-screen",
+        default=None,
+        metavar="METHOD",
+        help="compute missing head ablations screened by attribution patching (atp), then verified by exact "
+        "ablation (atlas run --screen); default: the exhaustive sweep",
+    )
+    g.addoption(
+        "--atlas-no-compute",
+        action="store_true",
+        default=False,
+        help="stored results only: fail a test whose experiment has no matching stored result instead of computing it",
+    )
 
 
 def validate_options(config) -> None:
@@ -106,12 +167,18 @@ def validate_options(config) -> None:
     for m in filter(None, models):
         checks.append((f"--atlas-model/--atlas-pair {m}", lambda m=m: (check_model_name(m), check_model_source(m))))
     runs = Path(opt("atlas_runs")).expanduser()
-    checks.append(("--atlas-runs", lambda: check_writable_dir(runs if runs.is_absolute() else config.rootpath / runs,
-                                                              "the run store")))
+    checks.append(
+        (
+            "--atlas-runs",
+            lambda: check_writable_dir(runs if runs.is_absolute() else config.rootpath / runs, "the run store"),
+        )
+    )
     seeds = opt("atlas_baselines")
     if seeds not in (None, "none") and not Path(seeds).expanduser().is_dir():
-        raise pytest.UsageError(f"--atlas-baselines {seeds}: no such folder; pass the folder of committed baselines "
-                                "(atlas_core/data/baselines) or 'none'")
+        raise pytest.UsageError(
+            f"--atlas-baselines {seeds}: no such folder; pass the folder of committed baselines "
+            "(atlas_core/data/baselines) or 'none'"
+        )
     if opt("atlas_tasks"):
         from atlas_core.tasks import load_families
 
@@ -121,11 +188,15 @@ def validate_options(config) -> None:
         from atlas_core.screening import SCREENS
 
         if screen not in SCREENS:
-            raise pytest.UsageError(f"--atlas-screen {screen}: unknown method; methods are {', '.join(SCREENS)} (omit "
-                                    "it for the exhaustive sweep)")
+            raise pytest.UsageError(
+                f"--atlas-screen {screen}: unknown method; methods are {', '.join(SCREENS)} (omit "
+                "it for the exhaustive sweep)"
+            )
     for path in opt("atlas_claims") or []:
         if not Path(path).expanduser().is_file():
-            raise pytest.UsageError(f"--atlas-claims {path}: no such file; pass a claims file (a TOML file like atlas_core/data/claims/*.toml)")
+            raise pytest.UsageError(
+                f"--atlas-claims {path}: no such file; pass a claims file (a TOML file like atlas_core/data/claims/*.toml)"
+            )
     for what, check in checks:
         try:
             check()

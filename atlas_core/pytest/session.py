@@ -57,8 +57,9 @@ class AtlasSession:
         from atlas_core.baselines import BASELINES_DIR
 
         seeds = opt("atlas_baselines")
-        self.baselines_dir = (None if seeds == "none" else
-                              BASELINES_DIR if seeds is None else Path(seeds).expanduser().resolve())
+        self.baselines_dir = (
+            None if seeds == "none" else BASELINES_DIR if seeds is None else Path(seeds).expanduser().resolve()
+        )
         self.baseline = None
         profile = opt("atlas_profile")
         if opt("atlas_baseline"):
@@ -71,8 +72,10 @@ class AtlasSession:
             except AtlasError as exc:
                 raise pytest.UsageError(f"--atlas-baseline: {exc}") from None
             if profile and profile != self.baseline.profile:
-                raise pytest.UsageError(f"--atlas-profile {profile} differs from the baseline's profile "
-                                        f"{self.baseline.profile}: a regression compares like with like")
+                raise pytest.UsageError(
+                    f"--atlas-profile {profile} differs from the baseline's profile "
+                    f"{self.baseline.profile}: a regression compares like with like"
+                )
             profile = self.baseline.profile
         tier_default = profile is None and not self.model and not pair  # the default pair, as the tier runs it
         self.profile = profile or (self.tier.profile if tier_default else DEFAULT_PROFILE)
@@ -120,7 +123,9 @@ class AtlasSession:
         if self.explicit_claims:  # the user asked for these claims on the models in front of us
             if claim.hypothesis:
                 if not self.pair:
-                    return ResolvedClaim(claim, name, None, f"{claim.id} is about a model pair; pass --atlas-pair SMALL LARGE")
+                    return ResolvedClaim(
+                        claim, name, None, f"{claim.id} is about a model pair; pass --atlas-pair SMALL LARGE"
+                    )
                 return ResolvedClaim(claim, name, tuple(self.pair))
             if self.model:
                 return ResolvedClaim(claim, name, (self.model,))
@@ -130,22 +135,38 @@ class AtlasSession:
                     return ResolvedClaim(claim, name, (m,))
             if claim.models[0] in roles and self.pair and len(roles) == 2:
                 return ResolvedClaim(claim, name, (self.pair[roles.index(claim.models[0])],))
-            return ResolvedClaim(claim, name, None, f"claims for {claim.models[0]}; pass --atlas-model NAME to "
-                                                    "check them on another model")
+            return ResolvedClaim(
+                claim,
+                name,
+                None,
+                f"claims for {claim.models[0]}; pass --atlas-model NAME to check them on another model",
+            )
         if cf.profile not in ("any", self.profile):
-            return ResolvedClaim(claim, name, None, f"claims of the {cf.profile} profile ({name}); "
-                                                    f"pass --atlas-profile {cf.profile} to run them")
+            return ResolvedClaim(
+                claim,
+                name,
+                None,
+                f"claims of the {cf.profile} profile ({name}); pass --atlas-profile {cf.profile} to run them",
+            )
         if claim.hypothesis:
             if self.pair and all(same_model(c, m) for c, m in zip(claim.models, self.pair)):
                 return ResolvedClaim(claim, name, tuple(self.pair))
             hint = " ".join(f"/path/to/{_base(m)}" for m in claim.models)
-            return ResolvedClaim(claim, name, None, f"claims for the pair {' and '.join(claim.models)}; "
-                                                    f"pass --atlas-pair {hint} to run them")
+            return ResolvedClaim(
+                claim,
+                name,
+                None,
+                f"claims for the pair {' and '.join(claim.models)}; pass --atlas-pair {hint} to run them",
+            )
         for m in self.models:
             if same_model(claim.models[0], m):
                 return ResolvedClaim(claim, name, (m,))
-        return ResolvedClaim(claim, name, None, f"claims for {claim.models[0]}; pass --atlas-model "
-                                                f"/path/to/{_base(claim.models[0])} to run them")
+        return ResolvedClaim(
+            claim,
+            name,
+            None,
+            f"claims for {claim.models[0]}; pass --atlas-model /path/to/{_base(claim.models[0])} to run them",
+        )
 
     def params_for(self, group: str) -> list:
         out = []
@@ -224,17 +245,32 @@ class AtlasSession:
                 from atlas_core.screening import SCREENED
 
                 screen = self.screen if any(e in SCREENED for e in exps) else None  # where an experiment takes it
-                run_plan(RunPlan(model=model, experiments=exps, profile=self.profile, out=out, device=self.device, ray=ray,
-                                 tasks=self.tasks, report=False, progress=True, compute=self.compute, screen=screen,
-                                 wait=True))  # xdist workers needing one experiment: one computes, the others read
+                run_plan(
+                    RunPlan(
+                        model=model,
+                        experiments=exps,
+                        profile=self.profile,
+                        out=out,
+                        device=self.device,
+                        ray=ray,
+                        tasks=self.tasks,
+                        report=False,
+                        progress=True,
+                        compute=self.compute,
+                        screen=screen,
+                        wait=True,
+                    )
+                )  # xdist workers needing one experiment: one computes, the others read
             except AtlasError as exc:  # recorded: the other tests needing the model fail at once, no retry
                 if self.compute:
                     self._failed[model] = f"{model}: {exc}"
                 elif self.config.getoption("atlas_no_compute"):
                     self._failed[model] = f"--atlas-no-compute: {exc} (or drop --atlas-no-compute to compute them)"
                 else:
-                    self._failed[model] = (f"the {self.tier.name} tier checks stored results only: {exc} (or pass "
-                                           f"--atlas-profile {self.profile} to compute them in this session)")
+                    self._failed[model] = (
+                        f"the {self.tier.name} tier checks stored results only: {exc} (or pass "
+                        f"--atlas-profile {self.profile} to compute them in this session)"
+                    )
                 pytest.fail(self._failed[model], pytrace=False)
             self.timings[model] = time.perf_counter() - t0
             gc.collect()
@@ -297,8 +333,10 @@ def atlas(pytestconfig) -> AtlasSession:
 def pytest_terminal_summary(terminalreporter, config):
     session = config.stash.get(SESSION, None)
     if session:
-        terminalreporter.write_line(f"atlas tier: {session.tier.name} ({session.tier.about}); claims profile "
-                                    f"{session.profile}{'' if session.compute else ', stored results only'}")
+        terminalreporter.write_line(
+            f"atlas tier: {session.tier.name} ({session.tier.about}); claims profile "
+            f"{session.profile}{'' if session.compute else ', stored results only'}"
+        )
         for how, n in sorted(session.unbound.items()):
             terminalreporter.write_line(f"atlas: {n} claim{'s' * (n != 1)} deselected, not for this session: {how}")
     if session and session.timings:

@@ -28,9 +28,13 @@ __all__ = ["write_report", "write_comparison", "write_replication", "render_repo
 
 
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("atlas_core.report", "templates"),
-                      autoescape=select_autoescape(default=True, default_for_string=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("atlas_core.report", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env
 
 
@@ -40,8 +44,12 @@ def _common(title: str) -> dict:
     except metadata.PackageNotFoundError:
         version = "dev"
     css = (Path(__file__).parent / "templates" / "style.css").read_text()
-    return {"title": title, "css": Markup(css), "version": version,
-            "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "title": title,
+        "css": Markup(css),
+        "version": version,
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def render_report(run_dir: str | Path) -> str:
@@ -59,12 +67,26 @@ def render_report(run_dir: str | Path) -> str:
         else:
             data = S.builder(sid)(run)
             present = data is not None
-        toc.append({"id": sid, "key": key or sid, "title": title, "what": what, "present": present, "data": data,
-                    "macro": S.macro(sid)})
+        toc.append(
+            {
+                "id": sid,
+                "key": key or sid,
+                "title": title,
+                "what": what,
+                "present": present,
+                "data": data,
+                "macro": S.macro(sid),
+            }
+        )
     experiments = [s for s in toc if s["id"] not in ("model", "hypotheses")]
     ctx = _common(f"Atlas · {run.name}")
-    ctx.update(card=toc[0]["data"], toc=toc, hyp_rows=S.hypothesis_rows(run),
-               present_count=sum(s["present"] for s in experiments), experiment_count=len(experiments))
+    ctx.update(
+        card=toc[0]["data"],
+        toc=toc,
+        hyp_rows=S.hypothesis_rows(run),
+        present_count=sum(s["present"] for s in experiments),
+        experiment_count=len(experiments),
+    )
     return _env().get_template("report.html").render(**ctx)
 
 
@@ -104,6 +126,7 @@ def write_replication(baselines_dir: str | Path, out: str | Path | None = None) 
     if len(runs) == 1:
         html = render_report(runs[0])
     else:
-        html = render_comparison(runs, title="Atlas replication · " + ", ".join(Run(r).name for r in runs),
-                                 replication=True)
+        html = render_comparison(
+            runs, title="Atlas replication · " + ", ".join(Run(r).name for r in runs), replication=True
+        )
     return atomic_write_text(Path(out) if out else Path(baselines_dir) / "replication.html", html)

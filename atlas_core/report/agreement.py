@@ -50,8 +50,9 @@ def _within(study: float, s: Stat | None) -> bool | None:
     return abs(s.value - study) <= REL_TOL * abs(study)
 
 
-def _depth_check(b: Baseline, study: Study, role: str, table: str, what: str, layer: int, name: str,
-                 tol: float) -> Check | None:
+def _depth_check(
+    b: Baseline, study: Study, role: str, table: str, what: str, layer: int, name: str, tol: float
+) -> Check | None:
     s = b.stats.get(name)
     if s is None or s.value is None:
         return None
@@ -59,8 +60,9 @@ def _depth_check(b: Baseline, study: Study, role: str, table: str, what: str, la
     return Check(table, what, study.layer(layer, role), b.layer(int(s.value)), d <= tol)
 
 
-def _value_check(b: Baseline, table: str, what: str, study: float | None, name: str,
-                 kind: str = "auto") -> Check | None:
+def _value_check(
+    b: Baseline, table: str, what: str, study: float | None, name: str, kind: str = "auto"
+) -> Check | None:
     ok = None if study is None else _within(study, b.stats.get(name))
     if ok is None:
         return None
@@ -77,20 +79,28 @@ def checks(b: Baseline, study: Study) -> list[Check]:
     th, fig = study.thresholds, study[role]
     hub = fig["layer_ablation"]["top"][0]
     out = [
-        _depth_check(b, study, role, "Layer ablation", "top layer", hub["layer"], "hub.top_layer",
-                     th["H001"]["tolerance"]),
+        _depth_check(
+            b, study, role, "Layer ablation", "top layer", hub["layer"], "hub.top_layer", th["H001"]["tolerance"]
+        ),
         _value_check(b, "Layer ablation", "top layer KL", hub.get("kl"), "hub.top_layer_kl"),
         _value_check(b, "MLP ablation", "max MLP KL", fig["mlp_ablation"]["top"][0]["kl"], "mlp.max_kl"),
         _value_check(b, "Head ablation", "strongest head KL", fig["head_ablation"]["strongest"]["kl"], "heads.max_kl"),
-        _value_check(b, "Steering", "boost at the study's layer", fig["steering"]["best_boost"],
-                     "steering.study_layer_best_boost"),
-        _value_check(b, "Skill knockout", "best selectivity", fig["best_selectivity"], "knockout.best_selectivity",
-                     "x"),
+        _value_check(
+            b,
+            "Steering",
+            "boost at the study's layer",
+            fig["steering"]["best_boost"],
+            "steering.study_layer_best_boost",
+        ),
+        _value_check(
+            b, "Skill knockout", "best selectivity", fig["best_selectivity"], "knockout.best_selectivity", "x"
+        ),
         _lora_check(b, fig.get("lora", {}).get("kl")),
         _fraction_check(b, study, role, th["H005"]["tolerance"]),
         _value_check(b, "Adapter ablation", "Pearson r", fig["adapter_pearson"], "adapter.pearson"),
-        _value_check(b, "Layer skipping", "best top-5 overlap", fig["best_top5_overlap"],
-                     "efficiency.best_top5_overlap", "pct"),
+        _value_check(
+            b, "Layer skipping", "best top-5 overlap", fig["best_top5_overlap"], "efficiency.best_top5_overlap", "pct"
+        ),
     ]
     if "early_exit" in fig:
         best = best_exit(fig["early_exit"]["exits"])["argmax_match"]
@@ -105,8 +115,9 @@ def _lora_check(b: Baseline, kl: Mapping[str, float] | None) -> Check | None:
     if not fams:
         return None
     want, got = max(kl, key=kl.get), max(fams, key=fams.get)
-    return Check("LoRA training", "family shifted most", f"{want} {fmt(kl[want])}", f"{got} {fmt(fams[got])}",
-                 want == got)
+    return Check(
+        "LoRA training", "family shifted most", f"{want} {fmt(kl[want])}", f"{got} {fmt(fams[got])}", want == got
+    )
 
 
 def _fraction_check(b: Baseline, study: Study, role: str, tol: float) -> Check | None:
@@ -114,19 +125,27 @@ def _fraction_check(b: Baseline, study: Study, role: str, tol: float) -> Check |
     if s is None or s.value is None:
         return None
     want = final_fraction(study[role]["transfer_zone"], study.n_layers(role))
-    return Check("Cross-model transfer", "zone final fraction of depth", fmt(want, "pct"), cells.est(s, "pct"),
-                 abs(s.value - want) <= tol)
+    return Check(
+        "Cross-model transfer",
+        "zone final fraction of depth",
+        fmt(want, "pct"),
+        cells.est(s, "pct"),
+        abs(s.value - want) <= tol,
+    )
 
 
 def differences(doc: Doc) -> list[dict]:
     """Per run in column order: its label, the study model it is checked against (``None`` without one)
     and its checks."""
-    return [{"label": b.label, "vs": doc.study.name(b.role) if b.role else None, "checks": checks(b, doc.study)}
-            for b in doc.baselines]
+    return [
+        {"label": b.label, "vs": doc.study.name(b.role) if b.role else None, "checks": checks(b, doc.study)}
+        for b in doc.baselines
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
 # hypotheses
+
 
 def _evidence(hid: str, ev: Mapping[str, Any]) -> str:
     def kind(k: str) -> str:
@@ -142,11 +161,15 @@ def verdicts(doc: Doc) -> dict:
     st = doc.study
     rows = [[hid, text, st.paper["status"][hid], *_verdict(doc, hid)] for hid, text, *_ in S.hypothesis_table()]
     singles = [b for b in doc.baselines if doc.pair is None or b not in doc.pair]
-    single = Table(["", "hypothesis"] + [b.label for b in singles],
-                   [[hid, text] + [_single(doc, b, hid) for b in singles] for hid, text, *_ in S.hypothesis_table()])
-    return {"need": [f"{st.name(r)} ({st[r]['architecture']}, {st.n_layers(r)} layers)" for r in ROLES],
-            "table": Table(["", "hypothesis", "study", "measured verdict", "decisive statistic", "evidence"], rows),
-            "singles": single if singles else None}
+    single = Table(
+        ["", "hypothesis"] + [b.label for b in singles],
+        [[hid, text] + [_single(doc, b, hid) for b in singles] for hid, text, *_ in S.hypothesis_table()],
+    )
+    return {
+        "need": [f"{st.name(r)} ({st[r]['architecture']}, {st.n_layers(r)} layers)" for r in ROLES],
+        "table": Table(["", "hypothesis", "study", "measured verdict", "decisive statistic", "evidence"], rows),
+        "singles": single if singles else None,
+    }
 
 
 def _verdict(doc: Doc, hid: str) -> tuple[str, str, str]:
@@ -192,17 +215,29 @@ def pair_stat(doc: Doc, role: str, name: str, kind: str = "auto") -> str:
 def known(doc: Doc) -> dict:
     """The figures the standing differences quote (from the runs and the study tables)."""
     st = doc.study
-    runs = "; ".join(f"{b.label}: {b.run.model.get('dtype', NONE)} on {b.run.model.get('device', NONE)}, "
-                     f"{b.prompts_per_family()} prompts per family" for b in doc.baselines)
+    runs = "; ".join(
+        f"{b.label}: {b.run.model.get('dtype', NONE)} on {b.run.model.get('device', NONE)}, "
+        f"{b.prompts_per_family()} prompts per family"
+        for b in doc.baselines
+    )
     trained = [b for b in doc.baselines if b.has("lora_training")]
-    lora_runs = "; ".join(f"{b.label}: peak {fmt(r['learning_rate'])}, {r['steps']} steps, final loss "
-                          f"{fmt(r['final_loss'])}" for b in trained for r in [b.result("lora_training")])
-    norms = "; ".join(f"{b.label} {cells.value_range(b.result('adapter_ablation')['norm'])}"
-                      for b in trained if b.has("adapter_ablation"))
-    return {"alone": sorted({b.run.name for b in doc.baselines if b.role is None}), "runs": runs,
-            "skip_kl": cells.value_range(c["kl"] for c in st["large"]["skipping"].values()),
-            "lora": {"runs": lora_runs, "norms": norms} if trained else None,
-            "outliers": _adapter_outliers(doc)}
+    lora_runs = "; ".join(
+        f"{b.label}: peak {fmt(r['learning_rate'])}, {r['steps']} steps, final loss {fmt(r['final_loss'])}"
+        for b in trained
+        for r in [b.result("lora_training")]
+    )
+    norms = "; ".join(
+        f"{b.label} {cells.value_range(b.result('adapter_ablation')['norm'])}"
+        for b in trained
+        if b.has("adapter_ablation")
+    )
+    return {
+        "alone": sorted({b.run.name for b in doc.baselines if b.role is None}),
+        "runs": runs,
+        "skip_kl": cells.value_range(c["kl"] for c in st["large"]["skipping"].values()),
+        "lora": {"runs": lora_runs, "norms": norms} if trained else None,
+        "outliers": _adapter_outliers(doc),
+    }
 
 
 def _adapter_outliers(doc: Doc) -> list[dict]:
@@ -218,8 +253,18 @@ def _adapter_outliers(doc: Doc) -> list[dict]:
         j = max(range(len(kl)), key=kl.__getitem__)
         e, mid = res["kl"][j], statistics.median(kl)
         rest = [i for i in range(len(kl)) if i != j]
-        out.append({"label": b.label, "r": r.value, "rho": rho.value, "layer": b.layer(res["layers"][j]),
-                    "kl": cells.est(e), "ratio": kl[j] / mid, "median": mid, "n": len(kl),
-                    "lo": e["lo"] if e.get("lo") is not None and e["lo"] <= 10 * mid else None,
-                    "without": pearson([res["norm"][i] for i in rest], [kl[i] for i in rest])})
+        out.append(
+            {
+                "label": b.label,
+                "r": r.value,
+                "rho": rho.value,
+                "layer": b.layer(res["layers"][j]),
+                "kl": cells.est(e),
+                "ratio": kl[j] / mid,
+                "median": mid,
+                "n": len(kl),
+                "lo": e["lo"] if e.get("lo") is not None and e["lo"] <= 10 * mid else None,
+                "without": pearson([res["norm"][i] for i in rest], [kl[i] for i in rest]),
+            }
+        )
     return out

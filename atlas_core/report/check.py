@@ -49,8 +49,16 @@ class _Numbers(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "span" and self._cur is not None:
             a = self._cur
-            self.found.append(PageNumber(a["data-value"], "".join(self._text), a.get("data-src"), a.get("data-run"),
-                                         a.get("data-fmt", "auto"), a.get("data-derived")))
+            self.found.append(
+                PageNumber(
+                    a["data-value"],
+                    "".join(self._text),
+                    a.get("data-src"),
+                    a.get("data-run"),
+                    a.get("data-fmt", "auto"),
+                    a.get("data-derived"),
+                )
+            )
             self._cur = None
 
 
@@ -111,8 +119,20 @@ def verify_numbers(html: str, runs: dict[str | None, str | Path]) -> tuple[int, 
     return checked, problems
 
 
-_FETCHING_ATTRS = {"src", "href", "xlink:href", "srcset", "poster", "action", "data", "formaction", "background",
-                   "manifest", "ping", "cite"}
+_FETCHING_ATTRS = {
+    "src",
+    "href",
+    "xlink:href",
+    "srcset",
+    "poster",
+    "action",
+    "data",
+    "formaction",
+    "background",
+    "manifest",
+    "ping",
+    "cite",
+}
 _CSS_URL = re.compile(r"(?i)url\(\s*[\"']?\s*([^\"')\s]*)|@import")
 
 

@@ -50,12 +50,17 @@ def overlay(sid: str, runs: list[Run]) -> list[dict]:
 def generic_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     """One figure per statistic series of the experiment, every run's on it."""
     group = experiments()[sid].group
-    per_run = [(i, run, {n: st for n, st in S.statistics(run).items() if st.series and n.startswith(f"{group}.")})
-               for i, run in have]
+    per_run = [
+        (i, run, {n: st for n, st in S.statistics(run).items() if st.series and n.startswith(f"{group}.")})
+        for i, run in have
+    ]
     out = []
     for name in dict.fromkeys(n for _, _, st in per_run for n in st):
-        series = [{"name": _name(run), "x": st[name].series["x"], "y": st[name].series["y"], "color": _color(i)}
-                  for i, run, st in per_run if name in st]
+        series = [
+            {"name": _name(run), "x": st[name].series["x"], "y": st[name].series["y"], "color": _color(i)}
+            for i, run, st in per_run
+            if name in st
+        ]
         ser = next(st[name].series for _, _, st in per_run if name in st)
         out.append(plots.lines(series, ser["xlabel"], ser["ylabel"], name))
     return out
@@ -64,8 +69,11 @@ def generic_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
 def _band(ests) -> dict:
     """Values and interval ends of a list of Estimates (None where undefined), for bars and bands."""
     ests = list(ests)
-    return {"values": [finite(e.value) if e else None for e in ests], "lo": [finite(e.lo) if e else None for e in ests],
-            "hi": [finite(e.hi) if e else None for e in ests]}
+    return {
+        "values": [finite(e.value) if e else None for e in ests],
+        "lo": [finite(e.lo) if e else None for e in ests],
+        "hi": [finite(e.hi) if e else None for e in ests],
+    }
 
 
 def _nums(xs) -> list[float | None]:
@@ -75,8 +83,10 @@ def _nums(xs) -> list[float | None]:
 def clean_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     fams = _families(f.family for _, run in have for f in run.typed("clean").families)
     out = []
-    for field, ylabel, title in (("top1_accuracy", "top-1 accuracy", "clean top-1 accuracy per family (95% CI)"),
-                                 ("target_prob", "target probability", "clean target-token probability (95% CI)")):
+    for field, ylabel, title in (
+        ("top1_accuracy", "top-1 accuracy", "clean top-1 accuracy per family (95% CI)"),
+        ("target_prob", "target probability", "clean target-token probability (95% CI)"),
+    ):
         series = []
         for i, run in have:
             by = {f.family: getattr(f, field) for f in run.typed("clean").families}
@@ -95,27 +105,73 @@ def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
             by = {s.mode: s for s in r.sweeps if s.target == target}
             for mode in modes:
                 s = by.get(mode)
-                panels.append({"title": f"{run.label.upper()} · {target} / {mode}",
-                               "z": [_nums(s.kl[f]) for f in r.families] if s else None,
-                               "x": [f"L{l}" for l in s.layers] if s else [""], "y": r.families if s else [""]})
+                panels.append(
+                    {
+                        "title": f"{run.label.upper()} · {target} / {mode}",
+                        "z": [_nums(s.kl[f]) for f in r.families] if s else None,
+                        "x": [f"L{l}" for l in s.layers] if s else [""],
+                        "y": r.families if s else [""],
+                    }
+                )
         # a row per run, a column per mode; with one mode the runs sit side by side instead
-        out.append(plots.heatmaps(panels, "layer (axis spans each model's depth)", "family", "mean KL (nats)",
-                                  ncols=len(modes) if len(modes) > 1 else len(have), panel_w=3.6))
+        out.append(
+            plots.heatmaps(
+                panels,
+                "layer (axis spans each model's depth)",
+                "family",
+                "mean KL (nats)",
+                ncols=len(modes) if len(modes) > 1 else len(have),
+                panel_w=3.6,
+            )
+        )
     yscale = "log" if sid == "mlp_ablation" else "linear"
     series, modes = [], []
     for i, run in have:
         primary = primary_sweep(run.typed(sid))
-        series.append({"name": f"{_name(run)} ({primary.target}/{primary.mode})", "x": _depths(run, primary.layers),
-                       "y": _nums(primary.family_mean_kl), "color": _color(i)})
+        series.append(
+            {
+                "name": f"{_name(run)} ({primary.target}/{primary.mode})",
+                "x": _depths(run, primary.layers),
+                "y": _nums(primary.family_mean_kl),
+                "color": _color(i),
+            }
+        )
         for s in run.typed(sid).sweeps:
             if s.target == primary.target:
-                modes.append({"name": f"{run.label.upper()} {s.mode}", "x": _depths(run, s.layers),
-                              "y": _nums(s.family_mean_kl), "color": _color(i),
-                              "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s.mode, "-."), "lw": 1.1})
-    out.append(plots.lines(series, DEPTH, "mean KL across families (nats)", "primary sweep on relative depth",
-                           xlim=XLIM, yscale=yscale, width=6.0))
-    out.append(plots.lines(modes, DEPTH, "mean KL across families (nats)", "every mode (line style = mode)",
-                           xlim=XLIM, legend_out=True, markers=False, width=6.0, yscale=yscale))
+                modes.append(
+                    {
+                        "name": f"{run.label.upper()} {s.mode}",
+                        "x": _depths(run, s.layers),
+                        "y": _nums(s.family_mean_kl),
+                        "color": _color(i),
+                        "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s.mode, "-."),
+                        "lw": 1.1,
+                    }
+                )
+    out.append(
+        plots.lines(
+            series,
+            DEPTH,
+            "mean KL across families (nats)",
+            "primary sweep on relative depth",
+            xlim=XLIM,
+            yscale=yscale,
+            width=6.0,
+        )
+    )
+    out.append(
+        plots.lines(
+            modes,
+            DEPTH,
+            "mean KL across families (nats)",
+            "every mode (line style = mode)",
+            xlim=XLIM,
+            legend_out=True,
+            markers=False,
+            width=6.0,
+            yscale=yscale,
+        )
+    )
     return out
 
 
@@ -125,39 +181,89 @@ def heads_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     for i, run in have:
         r = run.typed(sid)
         for f in fams:
-            panels.append({"title": f"{run.label.upper()} · {f}", "z": r.kl.get(f),
-                           "x": [str(h) for h in range(r.n_heads)], "y": [f"L{l}" for l in r.layers]})
+            panels.append(
+                {
+                    "title": f"{run.label.upper()} · {f}",
+                    "z": r.kl.get(f),
+                    "x": [str(h) for h in range(r.n_heads)],
+                    "y": [f"L{l}" for l in r.layers],
+                }
+            )
         grids = [np.asarray(plots.matrix(g)) for g in r.kl.values()]
         per_layer = np.nanmax(np.stack(grids), axis=(0, 2)) if grids else []
         series.append({"name": _name(run), "x": _depths(run, r.layers), "y": list(per_layer), "color": _color(i)})
-    return [plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7, log=True),
-            plots.lines(series, DEPTH, "strongest head KL (nats)", "strongest head per layer (any family)",
-                        xlim=XLIM, yscale="log")]
+    return [
+        plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7, log=True),
+        plots.lines(
+            series, DEPTH, "strongest head KL (nats)", "strongest head per layer (any family)", xlim=XLIM, yscale="log"
+        ),
+    ]
 
 
 def steering_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    series = [{"name": _name(run), "x": _depths(run, run.typed(sid).layers),
-               "y": [float(np.nanmax(plots.arr(b))) for b in run.typed(sid).boost], "color": _color(i)}
-              for i, run in have]
-    return [plots.lines(series, DEPTH, "best boost over strengths", "steering: best target-prob boost per layer",
-                        xlim=XLIM, hlines=[(0.0, "")])]
+    series = [
+        {
+            "name": _name(run),
+            "x": _depths(run, run.typed(sid).layers),
+            "y": [float(np.nanmax(plots.arr(b))) for b in run.typed(sid).boost],
+            "color": _color(i),
+        }
+        for i, run in have
+    ]
+    return [
+        plots.lines(
+            series,
+            DEPTH,
+            "best boost over strengths",
+            "steering: best target-prob boost per layer",
+            xlim=XLIM,
+            hlines=[(0.0, "")],
+        )
+    ]
 
 
 def knockout_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    series = [{"name": _name(run), "x": _depths(run, [k.layer for k in run.typed(sid).layers]),
-               "y": _nums(k.selectivity for k in run.typed(sid).layers), "color": _color(i)} for i, run in have]
-    return [plots.lines(series, DEPTH, "selectivity", "knockout selectivity per layer", xlim=XLIM,
-                        yscale="symlog", hlines=[(1.0, "1×"), (0.0, "")])]
+    series = [
+        {
+            "name": _name(run),
+            "x": _depths(run, [k.layer for k in run.typed(sid).layers]),
+            "y": _nums(k.selectivity for k in run.typed(sid).layers),
+            "color": _color(i),
+        }
+        for i, run in have
+    ]
+    return [
+        plots.lines(
+            series,
+            DEPTH,
+            "selectivity",
+            "knockout selectivity per layer",
+            xlim=XLIM,
+            yscale="symlog",
+            hlines=[(1.0, "1×"), (0.0, "")],
+        )
+    ]
 
 
 def lora_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
-    series = [{"name": _name(run), "x": list(range(1, len(run.typed(sid).loss_curve) + 1)),
-               "y": _nums(run.typed(sid).loss_curve), "color": _color(i)} for i, run in have]
+    series = [
+        {
+            "name": _name(run),
+            "x": list(range(1, len(run.typed(sid).loss_curve) + 1)),
+            "y": _nums(run.typed(sid).loss_curve),
+            "color": _color(i),
+        }
+        for i, run in have
+    ]
     fams = _families(f for _, run in have for f in run.typed(sid).kl_per_family)
-    bars = [{"name": _name(run), "color": _color(i), **_band(run.typed(sid).kl_per_family.get(f) for f in fams)}
-            for i, run in have]
-    return [plots.lines(series, "step", "loss", "LoRA loss curves", yscale="log", markers=False),
-            plots.bars(fams, bars, "KL (nats)", "base → trained KL per family (95% CI)")]
+    bars = [
+        {"name": _name(run), "color": _color(i), **_band(run.typed(sid).kl_per_family.get(f) for f in fams)}
+        for i, run in have
+    ]
+    return [
+        plots.lines(series, "step", "loss", "LoRA loss curves", yscale="log", markers=False),
+        plots.bars(fams, bars, "KL (nats)", "base → trained KL per family (95% CI)"),
+    ]
 
 
 def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
@@ -165,8 +271,16 @@ def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     for i, run in have:
         r = run.typed(sid)
         band = _band(r.mean_recovery)
-        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": band["values"], "lo": band["lo"],
-                       "hi": band["hi"], "color": _color(i)})
+        series.append(
+            {
+                "name": _name(run),
+                "x": _depths(run, r.layers),
+                "y": band["values"],
+                "lo": band["lo"],
+                "hi": band["hi"],
+                "color": _color(i),
+            }
+        )
     return [plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM)]
 
 
@@ -175,24 +289,54 @@ def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     for i, run in have:
         r = run.typed(sid)
         band = _band(r.kl)
-        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": band["values"], "lo": band["lo"],
-                       "hi": band["hi"], "color": _color(i)})
-        groups.append({"name": f"{_name(run)} (r = {_r(finite(r.pearson))})", "x": _nums(r.norm), "y": band["values"],
-                       "color": _color(i)})
-    return [plots.lines(series, DEPTH, "KL when disabled (nats)", "adapter ablation per layer", xlim=XLIM),
-            plots.scatter(groups, "adapter weight norm", "KL when disabled (nats)", "norm vs effect")]
+        series.append(
+            {
+                "name": _name(run),
+                "x": _depths(run, r.layers),
+                "y": band["values"],
+                "lo": band["lo"],
+                "hi": band["hi"],
+                "color": _color(i),
+            }
+        )
+        groups.append(
+            {
+                "name": f"{_name(run)} (r = {_r(finite(r.pearson))})",
+                "x": _nums(r.norm),
+                "y": band["values"],
+                "color": _color(i),
+            }
+        )
+    return [
+        plots.lines(series, DEPTH, "KL when disabled (nats)", "adapter ablation per layer", xlim=XLIM),
+        plots.scatter(groups, "adapter weight norm", "KL when disabled (nats)", "norm vs effect"),
+    ]
 
 
 def efficiency_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     series, exits = [], []
     for i, run in have:
         r = run.typed(sid)
-        series.append({"name": _name(run), "x": _depths(run, range(len(r.single_skip_kl))),
-                       "y": _nums(r.single_skip_kl), "color": _color(i)})
-        exits.append({"name": _name(run), "x": _depths(run, [e.layer for e in r.exits]),
-                      "y": _nums(e.argmax_match.value for e in r.exits), "color": _color(i)})
-    return [plots.lines(series, DEPTH, "KL (nats)", "skipping a single layer", xlim=XLIM),
-            plots.lines(exits, DEPTH, "argmax match", "early exit: argmax match", xlim=XLIM)]
+        series.append(
+            {
+                "name": _name(run),
+                "x": _depths(run, range(len(r.single_skip_kl))),
+                "y": _nums(r.single_skip_kl),
+                "color": _color(i),
+            }
+        )
+        exits.append(
+            {
+                "name": _name(run),
+                "x": _depths(run, [e.layer for e in r.exits]),
+                "y": _nums(e.argmax_match.value for e in r.exits),
+                "color": _color(i),
+            }
+        )
+    return [
+        plots.lines(series, DEPTH, "KL (nats)", "skipping a single layer", xlim=XLIM),
+        plots.lines(exits, DEPTH, "argmax match", "early exit: argmax match", xlim=XLIM),
+    ]
 
 
 def _families(names) -> list[str]:
@@ -217,10 +361,18 @@ def delta_rows(sid: str, runs: list[Run], stats: list[dict]) -> list[dict]:
     names = list(dict.fromkeys(n for st in stats for n in st if n.startswith(prefix) and not n.endswith(".ranking")))
     rows = []
     for name in names:
-        cells = [S.stat_view(run, name, st[name]) if name in st and st[name].value is not None else None
-                 for run, st in zip(runs, stats)]
-        row = {"name": name, "cells": cells, "delta": None, "ratio": None, "beyond": False,
-               "detail": name.count(".") >= 2}
+        cells = [
+            S.stat_view(run, name, st[name]) if name in st and st[name].value is not None else None
+            for run, st in zip(runs, stats)
+        ]
+        row = {
+            "name": name,
+            "cells": cells,
+            "delta": None,
+            "ratio": None,
+            "beyond": False,
+            "detail": name.count(".") >= 2,
+        }
         if len(runs) == 2 and cells[0] is not None and cells[1] is not None:
             a, b = float(cells[0]["value"]), float(cells[1]["value"])
             kind = cells[0]["value"].kind if cells[0]["kind"] != "index" else "auto"
@@ -248,9 +400,20 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
         info.update(small=runs[si], large=runs[li], thresholds=default_thresholds())
     for hid, text, study, _marker in S.hypothesis_table():
         shown = hypotheses()[hid].shown
-        row = {"id": hid, "text": text, "study": study, "verdict": None, "rule": "", "statistic": "", "value": None,
-               "error": "", "evidence": [[S.stat_view(run, n, st[n]) for n in shown if n in st and st[n].value is not None]
-                                         for run, st in zip(runs, stats)]}
+        row = {
+            "id": hid,
+            "text": text,
+            "study": study,
+            "verdict": None,
+            "rule": "",
+            "statistic": "",
+            "value": None,
+            "error": "",
+            "evidence": [
+                [S.stat_view(run, n, st[n]) for n in shown if n in st and st[n].value is not None]
+                for run, st in zip(runs, stats)
+            ],
+        }
         if info["available"]:
             try:
                 d = decide(hid, stats[si], stats[li], info["thresholds"].get(hid, {}))
@@ -260,8 +423,11 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
                 row.update(verdict=d.verdict, rule=d.rule, statistic=d.statistic)
                 how = f"atlas_core.verdicts.decide({hid}): {d.statistic}"
                 val = derived(d.value, how)
-                row["value"] = Est(val, derived(d.lo, how + " (lo)"), derived(d.hi, how + " (hi)")) \
-                    if d.lo is not None and d.hi is not None else val
+                row["value"] = (
+                    Est(val, derived(d.lo, how + " (lo)"), derived(d.hi, how + " (hi)"))
+                    if d.lo is not None and d.hi is not None
+                    else val
+                )
         rows.append(row)
     return rows, info
 
@@ -272,8 +438,15 @@ def card_rows(runs: list[Run], cards: list[dict]) -> list[dict]:
 
     def add(group: str, label: str, values: list, mono: bool = False):
         texts = {getattr(v, "text", None) or str(v) for v in values if v is not None}
-        rows.append({"group": group, "label": label, "cells": values, "mono": mono,
-                     "differs": len(texts) > 1 or (len(texts) == 1 and any(v is None for v in values))})
+        rows.append(
+            {
+                "group": group,
+                "label": label,
+                "cells": values,
+                "mono": mono,
+                "differs": len(texts) > 1 or (len(texts) == 1 and any(v is None for v in values)),
+            }
+        )
 
     facts = [dict(c["facts"]) for c in cards]
     for k in dict.fromkeys(k for f in facts for k in f):
@@ -305,10 +478,30 @@ def render(env: Environment, common: dict, runs: list[Run], replication: bool = 
             toc.append({"id": sid, "title": title, "what": what, "present": True})
             continue
         per_run = [S.builder(sid)(run) for run in runs]
-        toc.append({"id": sid, "key": key, "title": title, "what": what, "present": any(d is not None for d in per_run),
-                    "macro": S.macro(sid),
-                    "per_run": per_run, "overlay": overlay(sid, runs), "deltas": delta_rows(sid, runs, stats)})
+        toc.append(
+            {
+                "id": sid,
+                "key": key,
+                "title": title,
+                "what": what,
+                "present": any(d is not None for d in per_run),
+                "macro": S.macro(sid),
+                "per_run": per_run,
+                "overlay": overlay(sid, runs),
+                "deltas": delta_rows(sid, runs, stats),
+            }
+        )
     hyp, hinfo = verdict_rows(runs, stats)
-    ctx = dict(common, runs=runs, cards=cards, card_rows=card_rows(runs, cards), toc=toc, hyp=hyp, hinfo=hinfo, pair=len(runs) == 2,
-               replication=replication, colors=[_color(i) for i in range(len(runs))])
+    ctx = dict(
+        common,
+        runs=runs,
+        cards=cards,
+        card_rows=card_rows(runs, cards),
+        toc=toc,
+        hyp=hyp,
+        hinfo=hinfo,
+        pair=len(runs) == 2,
+        replication=replication,
+        colors=[_color(i) for i in range(len(runs))],
+    )
     return env.get_template("compare.html").render(**ctx)

@@ -89,7 +89,13 @@ class Num:
             attrs.append(f'data-derived="{escape(self.derived)}"')
         if self.run:
             attrs.append(f'data-run="{escape(self.run)}"')
-        title = exact(self.value) if self.src else f"{exact(self.value)} ({self.derived})" if self.derived else exact(self.value)
+        title = (
+            exact(self.value)
+            if self.src
+            else f"{exact(self.value)} ({self.derived})"
+            if self.derived
+            else exact(self.value)
+        )
         attrs.append(f'title="{escape(title)}"')
         return Markup(f"<span {' '.join(attrs)}>{escape(self.text)}</span>")
 
@@ -107,8 +113,10 @@ class Est:
     n: int | None = None
 
     def __html__(self) -> str:
-        return Markup(f'<span class="est">{self.value.__html__()} '
-                      f'<span class="ci">[{self.lo.__html__()}, {self.hi.__html__()}]</span></span>')
+        return Markup(
+            f'<span class="est">{self.value.__html__()} '
+            f'<span class="ci">[{self.lo.__html__()}, {self.hi.__html__()}]</span></span>'
+        )
 
     def disjoint(self, other: "Est") -> bool:
         """True when the two intervals do not overlap (a difference beyond the intervals)."""
@@ -165,8 +173,12 @@ class Run(RunFolder):
     def est(self, key: str, *path: Any, kind: str = "auto") -> Est:
         """An Estimate inside ``result`` at ``path``."""
         e = resolve(self.result(key), pointer(*path))
-        return Est(self.rnum(key, *path, "value", kind=kind), self.rnum(key, *path, "lo", kind=kind),
-                   self.rnum(key, *path, "hi", kind=kind), e.get("n"))
+        return Est(
+            self.rnum(key, *path, "value", kind=kind),
+            self.rnum(key, *path, "lo", kind=kind),
+            self.rnum(key, *path, "hi", kind=kind),
+            e.get("n"),
+        )
 
     def depth_num(self, layer: Any) -> Num:
         n = self.n_layers

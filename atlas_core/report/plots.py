@@ -57,10 +57,9 @@ def to_svg(fig: Figure, css_class: str = "plot", label: str = "") -> Markup:
     salt = f"f{next(_COUNTER)}"
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg",
-                    metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     text = buf.getvalue()
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
     text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
     text = text.replace("xlink:href=", "href=")
@@ -68,13 +67,15 @@ def to_svg(fig: Figure, css_class: str = "plot", label: str = "") -> Markup:
     m = re.match(r'<svg([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"', text)
     if m:
         w = float(m.group(2))  # the height follows from the aspect
-        text = (f'<svg class="{css_class}" role="img" aria-label="{_attr(label)}" '
-                f'style="max-width:{w * 4 / 3 * 1.3:.0f}px"' + m.group(1) + text[m.end():])
+        text = (
+            f'<svg class="{css_class}" role="img" aria-label="{_attr(label)}" '
+            f'style="max-width:{w * 4 / 3 * 1.3:.0f}px"' + m.group(1) + text[m.end() :]
+        )
     return Markup(text.strip())
 
 
 def _attr(s: str) -> str:
-    return (s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;"))
+    return s.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -126,8 +127,14 @@ def _yerr(values, lo, hi):
 
 
 @_styled
-def bars(labels: Sequence[str], series: Sequence[dict], ylabel: str, title: str = "",
-         ylim: tuple[float, float] | None = None, log: bool = False) -> Markup:
+def bars(
+    labels: Sequence[str],
+    series: Sequence[dict],
+    ylabel: str,
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+    log: bool = False,
+) -> Markup:
     """Grouped bars, one group per label; each series ``{"name", "values", "lo"?, "hi"?}`` (error bars
     from the interval when given)."""
     n = max(len(series), 1)
@@ -138,9 +145,15 @@ def bars(labels: Sequence[str], series: Sequence[dict], ylabel: str, title: str 
     for i, s in enumerate(series):
         vals = arr(s["values"])
         err = _yerr(s["values"], s["lo"], s["hi"]) if s.get("lo") is not None else None
-        ax.bar(x + (i - (n - 1) / 2) * width, np.nan_to_num(vals), width * 0.92, yerr=err,
-               color=s.get("color", RUN_COLORS[i % len(RUN_COLORS)]), label=s["name"] if n > 1 else None,
-               error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333"})
+        ax.bar(
+            x + (i - (n - 1) / 2) * width,
+            np.nan_to_num(vals),
+            width * 0.92,
+            yerr=err,
+            color=s.get("color", RUN_COLORS[i % len(RUN_COLORS)]),
+            label=s["name"] if n > 1 else None,
+            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333"},
+        )
     ax.set_xticks(x, labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
     ax.set_ylabel(ylabel)
     ax.grid(axis="x", visible=False)
@@ -157,9 +170,19 @@ def bars(labels: Sequence[str], series: Sequence[dict], ylabel: str, title: str 
 
 
 @_styled
-def heatmaps(panels: Sequence[dict], xlabel: str, ylabel: str, cbar_label: str, ncols: int | None = None,
-             shared_scale: bool = True, panel_w: float = 3.6, panel_h: float | None = None,
-             log: bool = False, title: str = "", diverging: bool = False) -> Markup:
+def heatmaps(
+    panels: Sequence[dict],
+    xlabel: str,
+    ylabel: str,
+    cbar_label: str,
+    ncols: int | None = None,
+    shared_scale: bool = True,
+    panel_w: float = 3.6,
+    panel_h: float | None = None,
+    log: bool = False,
+    title: str = "",
+    diverging: bool = False,
+) -> Markup:
     """Side-by-side heatmaps. Each panel ``{"title", "z" (rows x cols), "x" (column labels),
     "y" (row labels)}``; one colour scale for all panels when ``shared_scale`` (so they compare);
     ``diverging``: a signed quantity, blue below zero and red above, zero white."""
@@ -183,8 +206,13 @@ def heatmaps(panels: Sequence[dict], xlabel: str, ylabel: str, cbar_label: str, 
             ax.set_axis_off()
             continue
         pnorm = norm or (_norm(z[np.isfinite(z)], log, diverging) if np.isfinite(z).any() else None)
-        im = ax.imshow(np.ma.masked_invalid(z), aspect="auto", interpolation="nearest",
-                       cmap="RdBu_r" if diverging else "magma_r", norm=pnorm)
+        im = ax.imshow(
+            np.ma.masked_invalid(z),
+            aspect="auto",
+            interpolation="nearest",
+            cmap="RdBu_r" if diverging else "magma_r",
+            norm=pnorm,
+        )
         ax.set_title(p["title"])
         ax.grid(False)
         _ticks(ax.set_xticks, p["x"], max_labels=max(3, int(panel_w * 2.4)))
@@ -230,10 +258,20 @@ def _ticks(setter, labels: Sequence, max_labels: int) -> None:
 
 
 @_styled
-def lines(series: Sequence[dict], xlabel: str, ylabel: str, title: str = "", yscale: str = "linear",
-          hlines: Sequence[tuple[float, str]] = (), vspans: Sequence[tuple[float, float, str]] = (),
-          xlim: tuple[float, float] | None = None, width: float = 5.6, height: float = 2.8,
-          legend_out: bool = False, markers: bool = True) -> Markup:
+def lines(
+    series: Sequence[dict],
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    yscale: str = "linear",
+    hlines: Sequence[tuple[float, str]] = (),
+    vspans: Sequence[tuple[float, float, str]] = (),
+    xlim: tuple[float, float] | None = None,
+    width: float = 5.6,
+    height: float = 2.8,
+    legend_out: bool = False,
+    markers: bool = True,
+) -> Markup:
     """Line plot. Each series ``{"name", "x", "y", "lo"?, "hi"?, "color"?, "style"?}``; a shaded band
     where an interval is given. ``yscale``: linear | log | symlog."""
     fig = _figure(width, height)
@@ -241,15 +279,24 @@ def lines(series: Sequence[dict], xlabel: str, ylabel: str, title: str = "", ysc
     for i, s in enumerate(series):
         x, y = arr(s["x"]), arr(s["y"])
         color = s.get("color", RUN_COLORS[i % len(RUN_COLORS)])
-        ax.plot(x, y, s.get("style", "-"), color=color, lw=s.get("lw", 1.4), label=s.get("name"),
-                marker="o" if markers and len(x) <= 40 else None, ms=2.6)
+        ax.plot(
+            x,
+            y,
+            s.get("style", "-"),
+            color=color,
+            lw=s.get("lw", 1.4),
+            label=s.get("name"),
+            marker="o" if markers and len(x) <= 40 else None,
+            ms=2.6,
+        )
         if s.get("lo") is not None and s.get("hi") is not None:
             ax.fill_between(x, arr(s["lo"]), arr(s["hi"]), color=color, alpha=0.15, lw=0)
     for y, label in hlines:
         ax.axhline(y, color="#555", lw=0.8, ls="--")
         if label:
-            ax.annotate(label, (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom",
-                        fontsize=7.5, color="#555")
+            ax.annotate(
+                label, (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7.5, color="#555"
+            )
     for a, b, label in vspans:
         ax.axvspan(a, b, color="#2ca02c", alpha=0.10, lw=0, label=label or None)
     if yscale == "symlog":
@@ -262,8 +309,9 @@ def lines(series: Sequence[dict], xlabel: str, ylabel: str, title: str = "", ysc
         ys = np.concatenate([arr(s["y"]) for s in series]) if series else np.zeros(0)
         ys = ys[np.isfinite(ys) & (ys > 0)]
         decades = np.log10(ys.max() / ys.min()) if ys.size else 0.0
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)) if decades <= 2
-                                   else LogLocator(base=10, numticks=8))
+        ax.yaxis.set_major_locator(
+            LogLocator(base=10, subs=(1.0, 2.0, 5.0)) if decades <= 2 else LogLocator(base=10, numticks=8)
+        )
         _plain_y(ax)
     if xlim:
         ax.set_xlim(*xlim)
@@ -287,8 +335,9 @@ def lines(series: Sequence[dict], xlabel: str, ylabel: str, title: str = "", ysc
 
 
 @_styled
-def scatter(groups: Sequence[dict], xlabel: str, ylabel: str, title: str = "", width: float = 4.6,
-            height: float = 3.0) -> Markup:
+def scatter(
+    groups: Sequence[dict], xlabel: str, ylabel: str, title: str = "", width: float = 4.6, height: float = 3.0
+) -> Markup:
     """Scatter; each group ``{"name", "x", "y", "labels"?, "color"?}`` (point labels annotate points; an
     empty label leaves its point unlabelled)."""
     fig = _figure(width, height)
@@ -299,8 +348,7 @@ def scatter(groups: Sequence[dict], xlabel: str, ylabel: str, title: str = "", w
         ax.scatter(x, y, s=18, color=color, label=g.get("name"), zorder=3)
         for xi, yi, lab in zip(x, y, g.get("labels") or []):
             if lab != "" and np.isfinite(xi) and np.isfinite(yi):
-                ax.annotate(str(lab), (xi, yi), xytext=(3, 2), textcoords="offset points", fontsize=6.5,
-                            color="#444")
+                ax.annotate(str(lab), (xi, yi), xytext=(3, 2), textcoords="offset points", fontsize=6.5, color="#444")
         ok = np.isfinite(x) & np.isfinite(y)
         if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
             slope, icpt = np.polyfit(x[ok], y[ok], 1)
@@ -316,8 +364,16 @@ def scatter(groups: Sequence[dict], xlabel: str, ylabel: str, title: str = "", w
 
 
 @_styled
-def sparkline(x, y, xlabel: str = "", ylabel: str = "", threshold: float | None = None,
-              value: float | None = None, lo: float | None = None, hi: float | None = None) -> Markup:
+def sparkline(
+    x,
+    y,
+    xlabel: str = "",
+    ylabel: str = "",
+    threshold: float | None = None,
+    value: float | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> Markup:
     """A small plot for one pytest-html row: the series, the threshold (dashed) and the measured value
     with its interval (band)."""
     fig = _figure(3.2, 1.7)

@@ -27,8 +27,12 @@ from markupsafe import escape
 from atlas_core.report.data import fmt
 
 KEY = "atlas"
-COLUMNS = (("atlas_models", "Model(s)"), ("atlas_statistic", "Statistic [95% CI]"),
-           ("atlas_threshold", "Threshold / claim"), ("atlas_verdict", "Verdict"))
+COLUMNS = (
+    ("atlas_models", "Model(s)"),
+    ("atlas_statistic", "Statistic [95% CI]"),
+    ("atlas_threshold", "Threshold / claim"),
+    ("atlas_verdict", "Verdict"),
+)
 
 
 def atlas_properties(user_properties) -> dict | None:
@@ -51,7 +55,9 @@ def row_cells(props: dict | None) -> list[str]:
     if props is None:
         return [f'<td class="col-{key}"></td>' for key, _ in COLUMNS]
     models = props.get("models")
-    models = ", ".join(map(str, models)) if isinstance(models, (list, tuple)) else ("" if models is None else str(models))
+    models = (
+        ", ".join(map(str, models)) if isinstance(models, (list, tuple)) else ("" if models is None else str(models))
+    )
     stat = f"{escape(str(props.get('statistic', '')))} = {escape(_num(props.get('value')))}"
     if props.get("lo") is not None and props.get("hi") is not None:
         stat += f" [{escape(_num(props['lo']))}, {escape(_num(props['hi']))}]"
@@ -64,10 +70,12 @@ def row_cells(props: dict | None) -> list[str]:
     v = str(escape(str(verdict))) if verdict is not None else ""
     if expected is not None and expected != verdict:
         v = f'<b style="color:#b3261e">{v}</b> <small>(expected {escape(str(expected))})</small>'
-    return [f'<td class="col-atlas_models">{escape(models)}</td>',
-            f'<td class="col-atlas_statistic">{stat}</td>',
-            f'<td class="col-atlas_threshold">{thr}</td>',
-            f'<td class="col-atlas_verdict">{v}</td>']
+    return [
+        f'<td class="col-atlas_models">{escape(models)}</td>',
+        f'<td class="col-atlas_statistic">{stat}</td>',
+        f'<td class="col-atlas_threshold">{thr}</td>',
+        f'<td class="col-atlas_verdict">{v}</td>',
+    ]
 
 
 def plot(props: dict) -> str | None:
@@ -82,9 +90,16 @@ def plot(props: dict) -> str | None:
     lo, hi = props.get("lo"), props.get("hi")
     value = props.get("value")
     ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (value, lo, hi))
-    svg = plots.sparkline(series["x"], series["y"], series.get("xlabel", ""), series.get("ylabel", ""),
-                          threshold=threshold, value=value if ok else None, lo=lo if ok else None,
-                          hi=hi if ok else None)
+    svg = plots.sparkline(
+        series["x"],
+        series["y"],
+        series.get("xlabel", ""),
+        series.get("ylabel", ""),
+        threshold=threshold,
+        value=value if ok else None,
+        lo=lo if ok else None,
+        hi=hi if ok else None,
+    )
     caption = escape(f"{props.get('statistic', '')}: {series.get('ylabel', '')} vs {series.get('xlabel', '')}")
     return f'<div class="atlas-plot"><div>{caption}</div>{svg}</div>'
 

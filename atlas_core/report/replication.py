@@ -57,8 +57,14 @@ def _cells(b: Baseline, key: str, fn: Callable[[Baseline], list[str]], n: int) -
     return column[:n] + [NONE] * (n - len(column))
 
 
-def _grid(labels: Sequence[str], study: Sequence[tuple[str, Sequence[str]]], baselines: Sequence[Baseline],
-          key: str, fn: Callable[[Baseline], list[str]], corner: str = "") -> Table:
+def _grid(
+    labels: Sequence[str],
+    study: Sequence[tuple[str, Sequence[str]]],
+    baselines: Sequence[Baseline],
+    key: str,
+    fn: Callable[[Baseline], list[str]],
+    corner: str = "",
+) -> Table:
     """One row per label, the study's columns, then one column per run."""
     n = len(labels)
     cols = [list(column)[:n] + [NONE] * (n - len(column)) for _, column in study]
@@ -69,8 +75,11 @@ def _grid(labels: Sequence[str], study: Sequence[tuple[str, Sequence[str]]], bas
 
 def _study_cols(study: Study, table: str, fn: Callable[[Any, str], list[str]]) -> list[tuple[str, list[str]]]:
     """The study's columns of a table (large model first), for the roles the study gives it for."""
-    return [(f"study {study.name(role)}", fn(study[role][table], role)) for role in ("large", "small")
-            if table in study[role]]
+    return [
+        (f"study {study.name(role)}", fn(study[role][table], role))
+        for role in ("large", "small")
+        if table in study[role]
+    ]
 
 
 def _study_top(rows: Sequence[Mapping], role: str, study: Study) -> list[str]:
@@ -99,40 +108,108 @@ def intro(doc: Doc) -> dict:
     """What was run: the study's two models and each run's model, profile and weights."""
     st = doc.study
     lg, sm = st["large"], st["small"]
-    rows = [[f"study: {st.name('large')} (base)", "—", lg["architecture"], str(lg["n_layers"]), lg["heads"],
-             fmt(lg["d_model"]), "—", "not stated", str(lg["families"]), lg["dtype"], lg["device"], "—"],
-            [f"study: {st.name('small')} (quoted)", "—", sm["architecture"], str(st.n_layers("small")), NONE, NONE,
-             "—", "not stated", NONE, NONE, NONE, "—"]]
+    rows = [
+        [
+            f"study: {st.name('large')} (base)",
+            "—",
+            lg["architecture"],
+            str(lg["n_layers"]),
+            lg["heads"],
+            fmt(lg["d_model"]),
+            "—",
+            "not stated",
+            str(lg["families"]),
+            lg["dtype"],
+            lg["device"],
+            "—",
+        ],
+        [
+            f"study: {st.name('small')} (quoted)",
+            "—",
+            sm["architecture"],
+            str(st.n_layers("small")),
+            NONE,
+            NONE,
+            "—",
+            "not stated",
+            NONE,
+            NONE,
+            NONE,
+            "—",
+        ],
+    ]
     for b in doc.baselines:
         m = b.run.model
         heads = f"{m.get('n_heads', NONE)} ({m.get('n_kv_heads', NONE)} KV)"
         fams = len(b.run.manifest.get("families") or {}) or NONE
-        rows.append([b.run.name, f"`{b.run.root.name}`", m.get("architecture", NONE), fmt(m.get("n_layers")), heads,
-                     fmt(m.get("d_model")), b.card["profile"], b.prompts_per_family(), str(fams),
-                     m.get("dtype", NONE), m.get("device", NONE), f"`{str(m.get('weights_sha256', ''))[:12]}`"])
+        rows.append(
+            [
+                b.run.name,
+                f"`{b.run.root.name}`",
+                m.get("architecture", NONE),
+                fmt(m.get("n_layers")),
+                heads,
+                fmt(m.get("d_model")),
+                b.card["profile"],
+                b.prompts_per_family(),
+                str(fams),
+                m.get("dtype", NONE),
+                m.get("device", NONE),
+                f"`{str(m.get('weights_sha256', ''))[:12]}`",
+            ]
+        )
     hub, n = lg["layer_ablation"]["top"][0]["layer"], st.n_layers("large")
-    return {"study_depth": f"{round(100 * hub / n)}% for L{hub} of {n}",
-            "table": Table(["model", "run folder", "architecture", "layers", "heads", "d_model", "profile",
-                            "prompts per family", "families", "dtype", "device", "weights SHA-256"], rows)}
+    return {
+        "study_depth": f"{round(100 * hub / n)}% for L{hub} of {n}",
+        "table": Table(
+            [
+                "model",
+                "run folder",
+                "architecture",
+                "layers",
+                "heads",
+                "d_model",
+                "profile",
+                "prompts per family",
+                "families",
+                "dtype",
+                "device",
+                "weights SHA-256",
+            ],
+            rows,
+        ),
+    }
 
 
 def timings(doc: Doc) -> dict:
     """Per run: device, dtype, profile, versions, wall seconds per experiment and in total; the sessions
     an experiment was resumed across and the CPU threads it ran on."""
-    rows = [[k] + [str(b.card["profile"] if k == "profile" else b.run.model.get(k, NONE)) for b in doc.baselines]
-            for k in ("profile", "device", "dtype")]
+    rows = [
+        [k] + [str(b.card["profile"] if k == "profile" else b.run.model.get(k, NONE)) for b in doc.baselines]
+        for k in ("profile", "device", "dtype")
+    ]
     for pkg in ("torch", "transformers", "peft"):
         rows.append([pkg] + [str((b.run.manifest.get("versions") or {}).get(pkg, NONE)) for b in doc.baselines])
     for key in experiments():
-        rows.append([key] + [f"{fmt(_wall(b, key))} s ({b.n_items(key) or 'all'} per family)" if b.has(key)
-                             else NOT_RUN for b in doc.baselines])
-    rows.append(["**total**"] + [f"**{fmt(b.card['total'].value)} s** ({fmt(b.card['total'].value / 60)} min)"
-                                 for b in doc.baselines])
+        rows.append(
+            [key]
+            + [
+                f"{fmt(_wall(b, key))} s ({b.n_items(key) or 'all'} per family)" if b.has(key) else NOT_RUN
+                for b in doc.baselines
+            ]
+        )
+    rows.append(
+        ["**total**"]
+        + [f"**{fmt(b.card['total'].value)} s** ({fmt(b.card['total'].value / 60)} min)" for b in doc.baselines]
+    )
     resumed, threads = [], []
     for b in doc.baselines:
         provs = {k: b.run.docs[k].get("provenance", {}) for k in experiments() if b.has(k)}
-        back = [f"{k} ({fmt(p['resumed_after_seconds'])} s before its last session)"
-                for k, p in provs.items() if (p.get("resumed_after_seconds") or 0) > 0]
+        back = [
+            f"{k} ({fmt(p['resumed_after_seconds'])} s before its last session)"
+            for k, p in provs.items()
+            if (p.get("resumed_after_seconds") or 0) > 0
+        ]
         if back:
             resumed.append(f"{b.label}: {', '.join(back)}")
         used = sorted({p["torch_threads"] for p in provs.values() if p.get("torch_threads")})
@@ -151,14 +228,35 @@ def layer_ablation(doc: Doc) -> dict:
     """The study's top-5 layers beside each run's, for the study's target and for the layer write."""
     st = doc.study
     labels = [str(i + 1) for i in range(S.TOP_K)]
-    top = _grid(labels, _study_cols(st, "layer_ablation", lambda t, role: _study_top(t["top"], role, st)),
-                doc.baselines, "layer_ablation", lambda b: _sweep_top(b, "layer_ablation", "resid", "zero"), "rank")
-    ties = [b.label for b in doc.baselines if b.has("layer_ablation")
-            and (t := _sweep(b, "layer_ablation", "resid", "zero")) and is_tie(t["family_mean_kl"])]
-    delta = _grid(labels, [("study", ["not measured"])], doc.baselines, "layer_ablation",
-                  lambda b: _sweep_top(b, "layer_ablation", "delta", "zero"), "rank")
-    return {"top": top, "delta": delta, "ties": ties,
-            "lowest": [f"{b.label} {_sweep_min(b, 'layer_ablation', 'resid', 'zero')}" for b in doc.baselines]}
+    top = _grid(
+        labels,
+        _study_cols(st, "layer_ablation", lambda t, role: _study_top(t["top"], role, st)),
+        doc.baselines,
+        "layer_ablation",
+        lambda b: _sweep_top(b, "layer_ablation", "resid", "zero"),
+        "rank",
+    )
+    ties = [
+        b.label
+        for b in doc.baselines
+        if b.has("layer_ablation")
+        and (t := _sweep(b, "layer_ablation", "resid", "zero"))
+        and is_tie(t["family_mean_kl"])
+    ]
+    delta = _grid(
+        labels,
+        [("study", ["not measured"])],
+        doc.baselines,
+        "layer_ablation",
+        lambda b: _sweep_top(b, "layer_ablation", "delta", "zero"),
+        "rank",
+    )
+    return {
+        "top": top,
+        "delta": delta,
+        "ties": ties,
+        "lowest": [f"{b.label} {_sweep_min(b, 'layer_ablation', 'resid', 'zero')}" for b in doc.baselines],
+    }
 
 
 def _sweep_min(b: Baseline, key: str, target: str, mode: str) -> str:
@@ -179,19 +277,44 @@ def ablation_modes(doc: Doc) -> dict:
     study_zero = f"{_names(la['top'][:3])} · {fmt(la['lowest']['kl'])}–{fmt(la['top'][0]['kl'])}"
     labels = [f"{t} / {m}" for t in ("resid", "delta") for m in ("zero", "mean", "resample")]
     study = [("study " + st.name("large"), [study_zero] + ["not measured"] * (len(labels) - 1))]
-    layers = _grid(labels, study, doc.baselines, "layer_ablation",
-                   lambda b: [_mode_cell(b, "layer_ablation", *lab.split(" / ")) for lab in labels], "target / mode")
+    layers = _grid(
+        labels,
+        study,
+        doc.baselines,
+        "layer_ablation",
+        lambda b: [_mode_cell(b, "layer_ablation", *lab.split(" / ")) for lab in labels],
+        "target / mode",
+    )
     matched = [b for b in doc.baselines if b.role is not None]
-    tops = [f"{st.layer(st[r]['layer_ablation']['top'][0]['layer'], r)} of {st.name(r)}"
-            for r in ("large", "small") if any(b.role == r for b in matched)]
-    ranks = _grid(labels, [], matched, "layer_ablation",
-                  lambda b: [_study_layer_rank(b, st, *lab.split(" / ")) for lab in labels], "target / mode")
+    tops = [
+        f"{st.layer(st[r]['layer_ablation']['top'][0]['layer'], r)} of {st.name(r)}"
+        for r in ("large", "small")
+        if any(b.role == r for b in matched)
+    ]
+    ranks = _grid(
+        labels,
+        [],
+        matched,
+        "layer_ablation",
+        lambda b: [_study_layer_rank(b, st, *lab.split(" / ")) for lab in labels],
+        "target / mode",
+    )
     mlp = [f"mlp / {m}" for m in ("zero", "mean", "resample")]
     top = st["large"]["mlp_ablation"]["top"]
-    study = [("study " + st.name("large"), [f"{_names(top[:3])} · max {fmt(top[0]['kl'])}"]
-              + ["not measured"] * (len(mlp) - 1))]
-    mlps = _grid(mlp, study, doc.baselines, "mlp_ablation",
-                 lambda b: [_mode_cell(b, "mlp_ablation", *lab.split(" / ")) for lab in mlp], "target / mode")
+    study = [
+        (
+            "study " + st.name("large"),
+            [f"{_names(top[:3])} · max {fmt(top[0]['kl'])}"] + ["not measured"] * (len(mlp) - 1),
+        )
+    ]
+    mlps = _grid(
+        mlp,
+        study,
+        doc.baselines,
+        "mlp_ablation",
+        lambda b: [_mode_cell(b, "mlp_ablation", *lab.split(" / ")) for lab in mlp],
+        "target / mode",
+    )
     return {"layers": layers, "tops": tops, "ranks": ranks if matched else None, "mlp": mlps}
 
 
@@ -226,12 +349,21 @@ def _mode_cell(b: Baseline, key: str, target: str, mode: str) -> str:
 def mlp_ablation(doc: Doc) -> dict:
     """The top MLPs and the strongest MLP's share of the top layer's effect."""
     st = doc.study
-    top = _grid([str(i + 1) for i in range(S.TOP_K)],
-                _study_cols(st, "mlp_ablation", lambda t, role: _study_top(t["top"], role, st)),
-                doc.baselines, "mlp_ablation", lambda b: _sweep_top(b, "mlp_ablation", "mlp", "zero"), "rank")
+    top = _grid(
+        [str(i + 1) for i in range(S.TOP_K)],
+        _study_cols(st, "mlp_ablation", lambda t, role: _study_top(t["top"], role, st)),
+        doc.baselines,
+        "mlp_ablation",
+        lambda b: _sweep_top(b, "mlp_ablation", "mlp", "zero"),
+        "rank",
+    )
     share = [("study " + st.name(r), [fmt(st[r]["mlp_ablation"]["share"], "pct")]) for r in ("large", "small")]
-    return {"top": top, "share": _grid(["MLP share"], share, doc.baselines, "mlp_ablation",
-                                       lambda b: [b.stat("mlp.share_of_top_layer", "pct")], "")}
+    return {
+        "top": top,
+        "share": _grid(
+            ["MLP share"], share, doc.baselines, "mlp_ablation", lambda b: [b.stat("mlp.share_of_top_layer", "pct")], ""
+        ),
+    }
 
 
 def head_ablation(doc: Doc) -> dict:
@@ -239,23 +371,34 @@ def head_ablation(doc: Doc) -> dict:
     st = doc.study
     fams = list(FAMILIES)
     per = st["large"]["head_ablation"]["families"]
-    study = [("study " + st.name("large"), [f"{per[f]['head']} {fmt(per[f]['kl'])}" if f in per else NONE
-                                            for f in fams])]
+    study = [
+        ("study " + st.name("large"), [f"{per[f]['head']} {fmt(per[f]['kl'])}" if f in per else NONE for f in fams])
+    ]
     families = _grid(fams, study, doc.baselines, "head_ablation", lambda b: [_head_cell(b, f) for f in fams], "family")
     study = []
     for role in ("large", "small"):
         h = st[role]["head_ablation"]
         where = h["strongest"].get("head")
-        study.append((f"study {st.name(role)}", [fmt(h["strongest"]["kl"]) + (f" ({where})" if where else ""),
-                                                 fmt(h["layer_head_gap"], "x"),
-                                                 f"all {st.n_layers(role)}" if role == "large" else NONE]))
+        study.append(
+            (
+                f"study {st.name(role)}",
+                [
+                    fmt(h["strongest"]["kl"]) + (f" ({where})" if where else ""),
+                    fmt(h["layer_head_gap"], "x"),
+                    f"all {st.n_layers(role)}" if role == "large" else NONE,
+                ],
+            )
+        )
     labels = ["strongest head", "top layer KL / strongest head", "layers swept"]
     return {"families": families, "strongest": _grid(labels, study, doc.baselines, "head_ablation", _head_cells, "")}
 
 
 def _head_cells(b: Baseline) -> list[str]:
-    return [f"{b.stat('heads.max_kl')} ({b.stats['heads.max_kl'].label})", _gap_cell(b),
-            f"{cells.layers(b.result('head_ablation')['layers'])} of {b.n_layers}"]
+    return [
+        f"{b.stat('heads.max_kl')} ({b.stats['heads.max_kl'].label})",
+        _gap_cell(b),
+        f"{cells.layers(b.result('head_ablation')['layers'])} of {b.n_layers}",
+    ]
 
 
 def _head_cell(b: Baseline, family: str) -> str:
@@ -275,32 +418,63 @@ def _gap_cell(b: Baseline) -> str:
 def steering(doc: Doc) -> dict:
     """Best boost, the boost at the study's layer, and the study's own prompts."""
     st = doc.study
-    labels = ["layers steered", "best boost (layer, strength)", "boost at the study's layer",
-              "clean target probability", "direction norm at the study's layer"]
+    labels = [
+        "layers steered",
+        "best boost (layer, strength)",
+        "boost at the study's layer",
+        "clean target probability",
+        "direction norm at the study's layer",
+    ]
     study = []
     for role in ("large", "small"):
         s = st[role]["steering"]
         at = st.layer(s["layer"], role)
-        study.append((f"study {st.name(role)}", [at + " only", f"{fmt(s['best_boost'])} at {at}",
-                                                 f"{fmt(s['best_boost'])} at {at}", NONE,
-                                                 fmt(s["norm"]) if "norm" in s else NONE]))
+        study.append(
+            (
+                f"study {st.name(role)}",
+                [
+                    at + " only",
+                    f"{fmt(s['best_boost'])} at {at}",
+                    f"{fmt(s['best_boost'])} at {at}",
+                    NONE,
+                    fmt(s["norm"]) if "norm" in s else NONE,
+                ],
+            )
+        )
     summary = _grid(labels, study, doc.baselines, "steering", _steer_cells, "")
     prompts, at = st["large"]["steering"]["prompts"], st["large"]["steering"]["layer"]
-    study = [("study " + st.name("large"), [f"{fmt(p['clean'])} → {fmt(p['best'])}"
-                                            + (f" (L{at}, {p['strength']:+g})" if "strength" in p else "")
-                                            for p in prompts])]
-    return {"summary": summary,
-            "prompts": _grid([f"`{p['prompt']!r}`" for p in prompts], study, doc.baselines, "steering",
-                             lambda b: [_steer_prompt(b, p["prompt"]) for p in prompts], "prompt")}
+    study = [
+        (
+            "study " + st.name("large"),
+            [
+                f"{fmt(p['clean'])} → {fmt(p['best'])}" + (f" (L{at}, {p['strength']:+g})" if "strength" in p else "")
+                for p in prompts
+            ],
+        )
+    ]
+    return {
+        "summary": summary,
+        "prompts": _grid(
+            [f"`{p['prompt']!r}`" for p in prompts],
+            study,
+            doc.baselines,
+            "steering",
+            lambda b: [_steer_prompt(b, p["prompt"]) for p in prompts],
+            "prompt",
+        ),
+    }
 
 
 def _steer_cells(b: Baseline) -> list[str]:
     r = b.result("steering")
     j = r["layers"].index(r["study_layer"]) if r["study_layer"] in r["layers"] else None
-    return [f"{len(r['layers'])}: {cells.layers(r['layers'])}",
-            f"{cells.est(r['best_boost'])} at {b.layer(r['best_layer'])}, strength {r['best_strength']:+g}",
-            f"{cells.est(r['study_layer_best_boost'])} at {b.layer(r['study_layer'])}",
-            fmt(r["baseline_prob"]), NONE if j is None else fmt(r["direction_norm"][j])]
+    return [
+        f"{len(r['layers'])}: {cells.layers(r['layers'])}",
+        f"{cells.est(r['best_boost'])} at {b.layer(r['best_layer'])}, strength {r['best_strength']:+g}",
+        f"{cells.est(r['study_layer_best_boost'])} at {b.layer(r['study_layer'])}",
+        fmt(r["baseline_prob"]),
+        NONE if j is None else fmt(r["direction_norm"][j]),
+    ]
 
 
 def _steer_prompt(b: Baseline, prompt: str) -> str:
@@ -313,27 +487,43 @@ def _steer_prompt(b: Baseline, prompt: str) -> str:
 def knockout(doc: Doc) -> Table:
     """Best selectivity, the drops behind it, and every swept layer's selectivity."""
     st = doc.study
-    labels = ["best selectivity", "skill drop at best layer", "non-skill drop at best layer",
-              "per-layer selectivity", "selective layers (> 1×)"]
+    labels = [
+        "best selectivity",
+        "skill drop at best layer",
+        "non-skill drop at best layer",
+        "per-layer selectivity",
+        "selective layers (> 1×)",
+    ]
     study = []
     for role in ("large", "small"):
         k = st[role]["knockout"]
         rows = k.get("layers", [])
         best = next((r for r in rows if r["layer"] == k["best_layer"]), None)
-        study.append((f"study {st.name(role)}",
-                      [f"{fmt(st[role]['best_selectivity'], 'x')} at {st.layer(k['best_layer'], role)}",
-                       fmt(best["skill_drop"]) if best else NONE, fmt(best["nonskill_drop"]) if best else NONE,
-                       ", ".join(f"L{r['layer']} {fmt(r['selectivity'], 'x')}" for r in rows) or NONE,
-                       f"{sum(r['selectivity'] > 1 for r in rows)} of {len(rows)}" if rows else NONE]))
+        study.append(
+            (
+                f"study {st.name(role)}",
+                [
+                    f"{fmt(st[role]['best_selectivity'], 'x')} at {st.layer(k['best_layer'], role)}",
+                    fmt(best["skill_drop"]) if best else NONE,
+                    fmt(best["nonskill_drop"]) if best else NONE,
+                    ", ".join(f"L{r['layer']} {fmt(r['selectivity'], 'x')}" for r in rows) or NONE,
+                    f"{sum(r['selectivity'] > 1 for r in rows)} of {len(rows)}" if rows else NONE,
+                ],
+            )
+        )
     return _grid(labels, study, doc.baselines, "knockout", _knock_cells, "")
 
 
 def _knock_cells(b: Baseline) -> list[str]:
     r = b.result("knockout")
     ls = r["layers"]
-    return [f"{fmt(r['best_selectivity'], 'x')} at {b.layer(r['best_layer'])}", b.stat("knockout.skill_drop"),
-            b.stat("knockout.nonskill_drop"), ", ".join(f"L{k['layer']} {fmt(k['selectivity'], 'x')}" for k in ls),
-            f"{sum((k['selectivity'] or 0) > 1 for k in ls)} of {len(ls)} (strength {r['strength']:+g})"]
+    return [
+        f"{fmt(r['best_selectivity'], 'x')} at {b.layer(r['best_layer'])}",
+        b.stat("knockout.skill_drop"),
+        b.stat("knockout.nonskill_drop"),
+        ", ".join(f"L{k['layer']} {fmt(k['selectivity'], 'x')}" for k in ls),
+        f"{sum((k['selectivity'] or 0) > 1 for k in ls)} of {len(ls)} (strength {r['strength']:+g})",
+    ]
 
 
 def lora(doc: Doc) -> dict:
@@ -343,35 +533,66 @@ def lora(doc: Doc) -> dict:
     kl = params["kl"]
     fams = list(kl) + [f for f in FAMILIES if f not in kl]
     study = [("study " + st.name("large"), [fmt(kl[f]) if f in kl else NONE for f in fams])]
-    families = _grid(fams, study, doc.baselines, "lora_training",
-                     lambda b: [cells.est(b.result("lora_training")["kl_per_family"].get(f)) for f in fams], "family")
+    families = _grid(
+        fams,
+        study,
+        doc.baselines,
+        "lora_training",
+        lambda b: [cells.est(b.result("lora_training")["kl_per_family"].get(f)) for f in fams],
+        "family",
+    )
     labels = ["rank / alpha", "batch size", "peak learning rate", "final loss", "steps (converged)"]
-    study = [("study " + st.name("large"), [f"{params['rank']} / {params['alpha']}", fmt(params["batch_size"]),
-                                            NONE, fmt(params["final_loss"]), NONE])]
+    study = [
+        (
+            "study " + st.name("large"),
+            [f"{params['rank']} / {params['alpha']}", fmt(params["batch_size"]), NONE, fmt(params["final_loss"]), NONE],
+        )
+    ]
     return {"families": families, "training": _grid(labels, study, doc.baselines, "lora_training", _lora_cells, "")}
 
 
 def _lora_cells(b: Baseline) -> list[str]:
     r = b.result("lora_training")
-    return [f"{r['rank']} / {r['alpha']}", fmt(r["batch_size"]), fmt(r["learning_rate"]), fmt(r["final_loss"]),
-            f"{r['steps']} ({'yes' if r['converged'] else 'no'})"]
+    return [
+        f"{r['rank']} / {r['alpha']}",
+        fmt(r["batch_size"]),
+        fmt(r["learning_rate"]),
+        fmt(r["final_loss"]),
+        f"{r['steps']} ({'yes' if r['converged'] else 'no'})",
+    ]
 
 
 def transfer(doc: Doc) -> dict:
     """Recovery per layer, strongest first, and the final fraction of depth of the top three and the zone."""
     st = doc.study
     n = max(len(st["large"]["transfer"]["recovery"]), 3)
-    study = _study_cols(st, "transfer", lambda t, role: [f"{st.layer(r['layer'], role)} {fmt(r['recovery'], 'pct')}"
-                                                         for r in t["recovery"]])
+    study = _study_cols(
+        st,
+        "transfer",
+        lambda t, role: [f"{st.layer(r['layer'], role)} {fmt(r['recovery'], 'pct')}" for r in t["recovery"]],
+    )
     top = _grid([str(i + 1) for i in range(n)], study, doc.baselines, "transfer", lambda b: _transfer_top(b, n), "rank")
-    study = [(f"study {st.name(role)}", [fmt(final_fraction(st[role][key], st.n_layers(role)), "pct")
-                                         for key in ("top_transfer_layers", "transfer_zone")])
-             for role in ("large", "small")]
-    fractions = _grid(["top-3 final fraction", "zone final fraction"], study, doc.baselines, "transfer",
-                      lambda b: [f"{b.stat('transfer.top_final_fraction', 'pct')} "
-                                 f"({cells.layers(b.result('transfer')['top_layers'][:3])})",
-                                 f"{b.stat('transfer.zone_final_fraction', 'pct')} "
-                                 f"({cells.layers(b.result('transfer')['zone'])})"], "")
+    study = [
+        (
+            f"study {st.name(role)}",
+            [
+                fmt(final_fraction(st[role][key], st.n_layers(role)), "pct")
+                for key in ("top_transfer_layers", "transfer_zone")
+            ],
+        )
+        for role in ("large", "small")
+    ]
+    fractions = _grid(
+        ["top-3 final fraction", "zone final fraction"],
+        study,
+        doc.baselines,
+        "transfer",
+        lambda b: [
+            f"{b.stat('transfer.top_final_fraction', 'pct')} ({cells.layers(b.result('transfer')['top_layers'][:3])})",
+            f"{b.stat('transfer.zone_final_fraction', 'pct')} ({cells.layers(b.result('transfer')['zone'])})",
+        ],
+        "",
+    )
     return {"top": top, "fractions": fractions}
 
 
@@ -385,8 +606,9 @@ def _transfer_top(b: Baseline, n: int) -> list[str]:
 def adapter(doc: Doc) -> Table:
     """Norm-effect correlation and the layers where switching the adapter off matters most."""
     st = doc.study
-    labels = (["Pearson r (norm vs effect)", "Spearman ρ (norm vs effect)", "norm range"]
-              + [f"top {i + 1}: layer KL (norm)" for i in range(S.TOP_K)])
+    labels = ["Pearson r (norm vs effect)", "Spearman ρ (norm vs effect)", "norm range"] + [
+        f"top {i + 1}: layer KL (norm)" for i in range(S.TOP_K)
+    ]
     study = []
     for role in ("large", "small"):
         a = st[role].get("adapter_ablation", {})
@@ -398,8 +620,10 @@ def adapter(doc: Doc) -> Table:
 
 def _adapter_cells(b: Baseline) -> list[str]:
     r = b.result("adapter_ablation")
-    top = [f"{b.layer(x)} {cells.est(r['kl'][r['layers'].index(x)])} ({fmt(r['norm'][r['layers'].index(x)])})"
-           for x in r["top_layers"][:S.TOP_K]]
+    top = [
+        f"{b.layer(x)} {cells.est(r['kl'][r['layers'].index(x)])} ({fmt(r['norm'][r['layers'].index(x)])})"
+        for x in r["top_layers"][: S.TOP_K]
+    ]
     return [b.stat("adapter.pearson"), b.stat("adapter.spearman"), cells.value_range(r["norm"])] + top
 
 
@@ -408,8 +632,12 @@ def skipping(doc: Doc) -> Table:
     st = doc.study
     skip = st["large"]["skipping"]
     names = list(skip)
-    study = [("study " + st.name("large"),
-              [f"{cells.layers(c['layers'])} · {fmt(c['kl'])} · {fmt(c['top5_overlap'], 'pct')}" for c in skip.values()])]
+    study = [
+        (
+            "study " + st.name("large"),
+            [f"{cells.layers(c['layers'])} · {fmt(c['kl'])} · {fmt(c['top5_overlap'], 'pct')}" for c in skip.values()],
+        )
+    ]
     return _grid(names, study, doc.baselines, "efficiency", lambda b: [_skip_cell(b, c) for c in names], "config")
 
 
@@ -426,33 +654,54 @@ def early_exit(doc: Doc) -> Table:
     exits = st["large"]["early_exit"]["exits"]
     labels = [f"{e['skipped']} skipped" for e in exits] + ["best argmax match (≥ 1 skipped)"]
     best = best_exit(exits)
-    study = [("study " + st.name("large"),
-              [f"L{e['layer']} · {fmt(e.get('kl'))} · {fmt(e['argmax_match'], 'pct')} · {fmt(e['speedup'], 'x')}"
-               for e in exits] + [f"{fmt(best['argmax_match'], 'pct')} (exit L{best['layer']})"])]
+    study = [
+        (
+            "study " + st.name("large"),
+            [
+                f"L{e['layer']} · {fmt(e.get('kl'))} · {fmt(e['argmax_match'], 'pct')} · {fmt(e['speedup'], 'x')}"
+                for e in exits
+            ]
+            + [f"{fmt(best['argmax_match'], 'pct')} (exit L{best['layer']})"],
+        )
+    ]
     return _grid(labels, study, doc.baselines, "efficiency", lambda b: _exit_cells(b, exits), "")
 
 
 def _exit_cells(b: Baseline, exits: Sequence[Mapping]) -> list[str]:
     best = b.stats.get("efficiency.best_exit_argmax")
-    return ([_exit_cell(b, e["skipped"]) for e in exits]
-            + [NONE if best is None else f"{cells.est(best, 'pct')} ({best.label})"])
+    return [_exit_cell(b, e["skipped"]) for e in exits] + [
+        NONE if best is None else f"{cells.est(best, 'pct')} ({best.label})"
+    ]
 
 
 def _exit_cell(b: Baseline, skipped: int) -> str:
     e = next((e for e in b.result("efficiency")["exits"] if e["layers_skipped"] == skipped), None)
     if e is None:
         return NONE
-    return (f"L{e['layer']} · {cells.est(e['mean_kl'])} · {cells.est(e['argmax_match'], 'pct')} · "
-            f"{fmt(e['speedup'], 'x')}")
+    return (
+        f"L{e['layer']} · {cells.est(e['mean_kl'])} · {cells.est(e['argmax_match'], 'pct')} · {fmt(e['speedup'], 'x')}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 
 SECTIONS: dict[str, Callable[[Doc], Any]] = {
-    "intro": intro, "timings": timings, "layer_ablation": layer_ablation, "ablation_modes": ablation_modes,
-    "mlp_ablation": mlp_ablation, "head_ablation": head_ablation, "steering": steering, "knockout": knockout,
-    "lora": lora, "transfer": transfer, "adapter": adapter, "skipping": skipping, "early_exit": early_exit,
-    "hypotheses": verdicts, "differences": differences, "known": known,
+    "intro": intro,
+    "timings": timings,
+    "layer_ablation": layer_ablation,
+    "ablation_modes": ablation_modes,
+    "mlp_ablation": mlp_ablation,
+    "head_ablation": head_ablation,
+    "steering": steering,
+    "knockout": knockout,
+    "lora": lora,
+    "transfer": transfer,
+    "adapter": adapter,
+    "skipping": skipping,
+    "early_exit": early_exit,
+    "hypotheses": verdicts,
+    "differences": differences,
+    "known": known,
 }
 
 
@@ -466,8 +715,14 @@ def _rel(path: Path) -> str:
 
 def _env() -> Environment:
     """Markdown: no autoescape (the document is not HTML); every name the template uses must exist."""
-    env = Environment(loader=PackageLoader("atlas_core.report", "templates"), autoescape=False,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(
+        loader=PackageLoader("atlas_core.report", "templates"),
+        autoescape=False,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     env.filters["fmt"] = fmt
     env.filters["cell"] = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
     return env
@@ -478,9 +733,22 @@ def render_replication_doc(baselines_dir: str | Path, claims: str | Path = STUDY
     study = load_study(claims)
     doc = load_doc(baselines_dir, study)
     ctx = {name: build(doc) for name, build in SECTIONS.items()}
-    text = _env().get_template(TEMPLATE).render(
-        doc=doc, study=study, large=study["large"], small=study["small"], source=_rel(study.source),
-        regenerate=REGENERATE, rel_tol=REL_TOL, pair_stat=lambda *a: pair_stat(doc, *a), mid=MID_BAND, **ctx)
+    text = (
+        _env()
+        .get_template(TEMPLATE)
+        .render(
+            doc=doc,
+            study=study,
+            large=study["large"],
+            small=study["small"],
+            source=_rel(study.source),
+            regenerate=REGENERATE,
+            rel_tol=REL_TOL,
+            pair_stat=lambda *a: pair_stat(doc, *a),
+            mid=MID_BAND,
+            **ctx,
+        )
+    )
     return text.rstrip("\n") + "\n"
 
 

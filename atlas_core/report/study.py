@@ -52,17 +52,33 @@ def study_schema() -> dict:
     and its depth; every figure may be written or referenced (``{ ref = KEY }``, ``{ claim = ID }``)."""
     from atlas_core.validation import INTEGER, OBJECT, TEXT
 
-    ref = {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
-           "properties": {"ref": TEXT, "claim": TEXT}}
+    ref = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {"ref": TEXT, "claim": TEXT},
+    }
 
     def value(schema):
         return {"anyOf": [schema, ref]}
 
-    role = {"type": "object", "required": ["model", "n_layers"],
-            "properties": {"model": value(TEXT), "n_layers": value({"type": "integer", "minimum": 1})}}
-    study = {"type": "object", "required": list(ROLES) + list(PAPER),
-             "properties": {"title": value(TEXT), "author": value(TEXT), "year": value(INTEGER), "status": OBJECT,
-                            **{r: role for r in ROLES}}}
+    role = {
+        "type": "object",
+        "required": ["model", "n_layers"],
+        "properties": {"model": value(TEXT), "n_layers": value({"type": "integer", "minimum": 1})},
+    }
+    study = {
+        "type": "object",
+        "required": list(ROLES) + list(PAPER),
+        "properties": {
+            "title": value(TEXT),
+            "author": value(TEXT),
+            "year": value(INTEGER),
+            "status": OBJECT,
+            **{r: role for r in ROLES},
+        },
+    }
     return {"type": "object", "required": ["study"], "properties": {"study": study}}
 
 
@@ -73,15 +89,19 @@ def _resolve(obj: Any, raw: Mapping, source: Path) -> Any:
         cur: Any = raw
         for part in str(obj["ref"]).split("."):
             if not isinstance(cur, Mapping) or part not in cur:
-                raise AtlasError(f"{source}: {{ ref = {obj['ref']!r} }} names no key of the file; point it at "
-                                 "an existing key (e.g. study.large.hub_layer) or write the figure itself")
+                raise AtlasError(
+                    f"{source}: {{ ref = {obj['ref']!r} }} names no key of the file; point it at "
+                    "an existing key (e.g. study.large.hub_layer) or write the figure itself"
+                )
             cur = cur[part]
         return _resolve(cur, raw, source)
     if isinstance(obj, Mapping) and set(obj) == {"claim"}:
         entry: dict = next((c for c in raw.get("claim", []) if c.get("id") == obj["claim"]), {})
         if "expected" not in entry:
-            raise AtlasError(f"{source}: {{ claim = {obj['claim']!r} }} names no claim with an expected value; "
-                             "restore that claim or write the figure itself")
+            raise AtlasError(
+                f"{source}: {{ claim = {obj['claim']!r} }} names no claim with an expected value; "
+                "restore that claim or write the figure itself"
+            )
         return entry["expected"]
     if isinstance(obj, Mapping):
         return {k: _resolve(v, raw, source) for k, v in obj.items()}
@@ -97,8 +117,12 @@ def load_study(path: str | Path = STUDY_CLAIMS) -> Study:
     raw = tomllib.loads(path.read_text())
     from atlas_core.validation import check
 
-    check(raw, study_schema, str(path), "the study's figures are read there: restore them "
-          f"from {claims.meta.get('citation') or 'the study'}")
+    check(
+        raw,
+        study_schema,
+        str(path),
+        f"the study's figures are read there: restore them from {claims.meta.get('citation') or 'the study'}",
+    )
     study = _resolve(raw["study"], raw, path)
     paper = {k: v for k, v in study.items() if k not in ROLES}
     return Study(paper, {r: study[r] for r in ROLES}, claims.thresholds, str(claims.meta.get("citation", "")), path)

@@ -50,8 +50,14 @@ def coder05_gguf(tmp_path_factory):
 def test_bench_cold_gguf_load(benchmark, coder05_gguf, tmp_path):
     out = tmp_path / "converted"
     try:
-        meta = benchmark.pedantic(offline.convert_gguf, args=(coder05_gguf, out), kwargs={"progress": False},
-                                  rounds=1, iterations=1, warmup_rounds=0)
+        meta = benchmark.pedantic(
+            offline.convert_gguf,
+            args=(coder05_gguf, out),
+            kwargs={"progress": False},
+            rounds=1,
+            iterations=1,
+            warmup_rounds=0,
+        )
         gc.collect()
         assert meta["model_type"] == "qwen2"
         config = json.loads((out / "config.json").read_text())
@@ -68,8 +74,9 @@ def test_bench_cold_gguf_load(benchmark, coder05_gguf, tmp_path):
 
 def test_bench_cached_load(benchmark):
     offline.fetch(NAME, progress=False)  # the entry exists before timing starts
-    lm = benchmark.pedantic(load, args=(NAME,), kwargs={"device": "cpu", "progress": False}, rounds=3, iterations=1,
-                            warmup_rounds=0)
+    lm = benchmark.pedantic(
+        load, args=(NAME,), kwargs={"device": "cpu", "progress": False}, rounds=3, iterations=1, warmup_rounds=0
+    )
     logp = plain_logprobs(lm.model, encode(lm.tokenizer, PROMPTS))
     assert [lm.tokenizer.decode([int(i)]) for i in logp.argmax(-1)] == [" Rome", " Paris"]
     cached = _mean(benchmark)

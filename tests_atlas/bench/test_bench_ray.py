@@ -21,7 +21,7 @@ from atlas_core.sites import Site
 from atlas_core.tasks import load_families
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
-pytest.importorskip("ray", reason="the ray extra: pip install -e \".[ray]\"")
+pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
 
 PROMPTS = [item.prompt for fam in load_families(n_items=5).values() for item in fam.items]
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -37,8 +37,12 @@ def _timed_sweeps(config: RayConfig, lm, variants) -> tuple[dict, object]:
             stats = Runner(lm.model, lm.tokenizer, PROMPTS, sweeping=Sweeping(backend=pool)).sweep(variants)
             times.append(time.perf_counter() - t)
         shards = pool.dispatched
-    return {"startup_s": round(up, 2), "cold_s": round(times[0], 2), "warm_s": round(times[1], 2),
-            "shards": shards}, stats
+    return {
+        "startup_s": round(up, 2),
+        "cold_s": round(times[0], 2),
+        "warm_s": round(times[1], 2),
+        "shards": shards,
+    }, stats
 
 
 def test_bench_ray_one_actor_two_threads_vs_two_actors_one_thread(benchmark, coder05):
@@ -61,11 +65,17 @@ def test_bench_ray_one_actor_two_threads_vs_two_actors_one_thread(benchmark, cod
         np.testing.assert_allclose(got.kl, local.kl, rtol=1e-4, atol=1e-6)
         assert (got.argmax == local.argmax).mean() > 0.99
     benchmark.group = "ray-sharding"
-    benchmark.extra_info.update({
-        "one_actor_two_threads": one, "two_actors_one_thread": two,
-        "ratio_cold": round(one["cold_s"] / two["cold_s"], 3), "ratio_warm": round(one["warm_s"] / two["warm_s"], 3),
-        "max_abs_kl_diff": float(max(np.abs(a.kl - local.kl).max(), np.abs(b.kl - local.kl).max())),
-        "argmax_equal": float(min((a.argmax == local.argmax).mean(), (b.argmax == local.argmax).mean())),
-        "prompts": len(PROMPTS), "variants": n, "loadavg_1m": round(os.getloadavg()[0], 2),
-    })
+    benchmark.extra_info.update(
+        {
+            "one_actor_two_threads": one,
+            "two_actors_one_thread": two,
+            "ratio_cold": round(one["cold_s"] / two["cold_s"], 3),
+            "ratio_warm": round(one["warm_s"] / two["warm_s"], 3),
+            "max_abs_kl_diff": float(max(np.abs(a.kl - local.kl).max(), np.abs(b.kl - local.kl).max())),
+            "argmax_equal": float(min((a.argmax == local.argmax).mean(), (b.argmax == local.argmax).mean())),
+            "prompts": len(PROMPTS),
+            "variants": n,
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+        }
+    )
     print(benchmark.extra_info)

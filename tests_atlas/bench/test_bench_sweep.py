@@ -20,6 +20,7 @@ has its own layer window, so ``Runner.sweep`` runs exactly one forward per varia
 ``benchmark`` times one whole interleaved round (both paths); the per-path seconds and the ratio are in
 ``extra_info``, with the load average and thread count seen.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,10 +58,12 @@ def _environment() -> dict:
 
 def metered(model, fn, work: Work):
     """``fn`` with its forwards' work (atlas_core.work) added to ``work``."""
+
     def run():
         with metering(model) as w:
             fn()
         work.add(w)
+
     return run
 
 
@@ -69,7 +72,7 @@ def _interleave(steps: list[dict[str, callable]]) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in steps[0]}
     for i, step in enumerate(steps):
         items = list(step.items())
-        for name, fn in (items if i % 2 == 0 else items[::-1]):
+        for name, fn in items if i % 2 == 0 else items[::-1]:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -92,22 +95,32 @@ def test_bench_hook_overhead(benchmark, coder05):
     assert torch.equal(plain(), hooked())  # warm-up, and the hooks change nothing
     rounds = 10
     env0 = _environment()
-    times = benchmark.pedantic(lambda: _interleave([{"plain": plain, "hooked": hooked}] * rounds),
-                               rounds=1, iterations=1)
+    times = benchmark.pedantic(
+        lambda: _interleave([{"plain": plain, "hooked": hooked}] * rounds), rounds=1, iterations=1
+    )
     ratios = [h / p for h, p in zip(times["hooked"], times["plain"])]
     p_min, h_min = min(times["plain"]), min(times["hooked"])
     benchmark.group = "hook-overhead"
-    benchmark.extra_info.update({
-        "prompts": len(PROMPTS), "layers_hooked": n, "pairs": rounds,
-        "plain_s": [round(t, 4) for t in times["plain"]], "hooked_s": [round(t, 4) for t in times["hooked"]],
-        "overhead_ratio_median_of_pairs": round(statistics.median(ratios), 4),
-        "overhead_ratio_of_mins": round(h_min / p_min, 4),
-        "overhead_ratio_of_sums": round(sum(times["hooked"]) / sum(times["plain"]), 4),
-        "aim": "<= 1.03", "before": env0, "after": _environment(),
-    })
-    print(f"\nhook overhead over {rounds} interleaved pairs: plain min {p_min:.3f}s, hooked min {h_min:.3f}s; "
-          f"ratio median-of-pairs {statistics.median(ratios):.3f}, of mins {h_min / p_min:.3f}, "
-          f"of sums {sum(times['hooked']) / sum(times['plain']):.3f}")
+    benchmark.extra_info.update(
+        {
+            "prompts": len(PROMPTS),
+            "layers_hooked": n,
+            "pairs": rounds,
+            "plain_s": [round(t, 4) for t in times["plain"]],
+            "hooked_s": [round(t, 4) for t in times["hooked"]],
+            "overhead_ratio_median_of_pairs": round(statistics.median(ratios), 4),
+            "overhead_ratio_of_mins": round(h_min / p_min, 4),
+            "overhead_ratio_of_sums": round(sum(times["hooked"]) / sum(times["plain"]), 4),
+            "aim": "<= 1.03",
+            "before": env0,
+            "after": _environment(),
+        }
+    )
+    print(
+        f"\nhook overhead over {rounds} interleaved pairs: plain min {p_min:.3f}s, hooked min {h_min:.3f}s; "
+        f"ratio median-of-pairs {statistics.median(ratios):.3f}, of mins {h_min / p_min:.3f}, "
+        f"of sums {sum(times['hooked']) / sum(times['plain']):.3f}"
+    )
 
 
 class _RunnerPath:
@@ -147,12 +160,15 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
         def run():
             lp = naive_logprobs(model, tok, PROMPTS, [variants[i]])[0]
             naive["lp"][i], naive["kl"][i] = lp, kl_divergence(naive["clean"], lp).numpy()
+
         return run
 
     env0 = _environment()
     work = {"runner": Work(), "naive": Work()}
-    steps = [{k: metered(model, fn, work[k]) for k, fn in step.items()}
-             for step in _sweep_steps(runner_path, naive_clean, naive_variant, n)]
+    steps = [
+        {k: metered(model, fn, work[k]) for k, fn in step.items()}
+        for step in _sweep_steps(runner_path, naive_clean, naive_variant, n)
+    ]
     times = benchmark.pedantic(lambda: _interleave(steps), rounds=1, iterations=1)
     runner_s, naive_s = sum(times["runner"]), sum(times["naive"])
 
@@ -167,23 +183,41 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
     # executes (atlas_core.work); the useful FLOP (real tokens, causal pairs) is the same sweep for both
     bound = work["naive"].executed_flop / work["runner"].executed_flop
     speedup = naive_s / runner_s
-    rates = {k: {"useful_gflops": round(work[k].flop / t / 1e9, 2), "executed_gflops": round(work[k].executed_flop / t / 1e9, 2),
-                 "executed_over_useful": round(work[k].executed_flop / work[k].flop, 3)}
-             for k, t in (("runner", runner_s), ("naive", naive_s))}
+    rates = {
+        k: {
+            "useful_gflops": round(work[k].flop / t / 1e9, 2),
+            "executed_gflops": round(work[k].executed_flop / t / 1e9, 2),
+            "executed_over_useful": round(work[k].executed_flop / work[k].flop, 3),
+        }
+        for k, t in (("runner", runner_s), ("naive", naive_s))
+    }
     benchmark.group = "layer-sweep"
-    benchmark.extra_info.update({
-        "bound_flop_ratio": round(bound, 3), "fraction_of_bound": round(speedup / bound, 3), "rates": rates,
-        "prompts": len(PROMPTS), "variants": n, "runner_s": round(runner_s, 3), "naive_s": round(naive_s, 3),
-        "runner_clean_pass_s": round(times["runner"][0], 3), "naive_clean_forward_s": round(times["naive"][0], 3),
-        "runner_per_layer_s": [round(t, 3) for t in times["runner"][1:]],
-        "naive_per_layer_s": [round(t, 3) for t in times["naive"][1:]],
-        "speedup_vs_naive": round(naive_s / runner_s, 3), "aim": ">= 3", "before": env0, "after": _environment(),
-    })
-    print(f"\nlayer sweep ({n} layers x {len(PROMPTS)} prompts, interleaved): naive {naive_s:.2f}s, "
-          f"runner {runner_s:.2f}s, speedup {speedup:.2f}x; bound (executed FLOP ratio) {bound:.2f}x, "
-          f"{100 * speedup / bound:.0f}% of it; useful GFLOP/s runner {rates['runner']['useful_gflops']}, "
-          f"naive {rates['naive']['useful_gflops']}; executed/useful runner "
-          f"{rates['runner']['executed_over_useful']}, naive {rates['naive']['executed_over_useful']}")
+    benchmark.extra_info.update(
+        {
+            "bound_flop_ratio": round(bound, 3),
+            "fraction_of_bound": round(speedup / bound, 3),
+            "rates": rates,
+            "prompts": len(PROMPTS),
+            "variants": n,
+            "runner_s": round(runner_s, 3),
+            "naive_s": round(naive_s, 3),
+            "runner_clean_pass_s": round(times["runner"][0], 3),
+            "naive_clean_forward_s": round(times["naive"][0], 3),
+            "runner_per_layer_s": [round(t, 3) for t in times["runner"][1:]],
+            "naive_per_layer_s": [round(t, 3) for t in times["naive"][1:]],
+            "speedup_vs_naive": round(naive_s / runner_s, 3),
+            "aim": ">= 3",
+            "before": env0,
+            "after": _environment(),
+        }
+    )
+    print(
+        f"\nlayer sweep ({n} layers x {len(PROMPTS)} prompts, interleaved): naive {naive_s:.2f}s, "
+        f"runner {runner_s:.2f}s, speedup {speedup:.2f}x; bound (executed FLOP ratio) {bound:.2f}x, "
+        f"{100 * speedup / bound:.0f}% of it; useful GFLOP/s runner {rates['runner']['useful_gflops']}, "
+        f"naive {rates['naive']['useful_gflops']}; executed/useful runner "
+        f"{rates['runner']['executed_over_useful']}, naive {rates['naive']['executed_over_useful']}"
+    )
 
 
 def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
@@ -211,12 +245,15 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
                 last = wrapped.output.logits[:, -1].save()
             lp = torch.log_softmax(last.float(), -1)
             nns["lp"][layer], nns["kl"][layer] = lp, kl_divergence(nns["clean"], lp).numpy()
+
         return run
 
     env0 = _environment()
     times = benchmark.pedantic(
         lambda: _interleave(_sweep_steps(runner_path, nnsight_clean, nnsight_variant, n, other="nnsight")),
-        rounds=1, iterations=1)
+        rounds=1,
+        iterations=1,
+    )
     runner_s, nnsight_s = sum(times["runner"]), sum(times["nnsight"])
 
     spot = list(range(0, n, 6))
@@ -225,13 +262,22 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
     assert (check.exp() - got.exp()).abs().max().item() <= P_ATOL, "nnsight and the runner disagree"
 
     benchmark.group = "layer-sweep"
-    benchmark.extra_info.update({
-        "nnsight_version": nnsight.__version__, "prompts": len(PROMPTS), "variants": n,
-        "runner_s": round(runner_s, 3), "nnsight_s": round(nnsight_s, 3),
-        "speedup_vs_nnsight": round(nnsight_s / runner_s, 3), "before": env0, "after": _environment(),
-    })
-    print(f"\nlayer sweep (interleaved): nnsight {nnsight.__version__} {nnsight_s:.2f}s, runner {runner_s:.2f}s, "
-          f"speedup {nnsight_s / runner_s:.2f}x")
+    benchmark.extra_info.update(
+        {
+            "nnsight_version": nnsight.__version__,
+            "prompts": len(PROMPTS),
+            "variants": n,
+            "runner_s": round(runner_s, 3),
+            "nnsight_s": round(nnsight_s, 3),
+            "speedup_vs_nnsight": round(nnsight_s / runner_s, 3),
+            "before": env0,
+            "after": _environment(),
+        }
+    )
+    print(
+        f"\nlayer sweep (interleaved): nnsight {nnsight.__version__} {nnsight_s:.2f}s, runner {runner_s:.2f}s, "
+        f"speedup {nnsight_s / runner_s:.2f}x"
+    )
 
 
 def test_bench_packing(benchmark, coder05, monkeypatch):
@@ -251,6 +297,7 @@ def test_bench_packing(benchmark, coder05, monkeypatch):
         def run():
             monkeypatch.setattr(runner_mod, "PACK_TOKENS", tokens)
             out[name] = runner.sweep(variants).kl
+
         return metered(model, run, work[name])
 
     env0 = _environment()
@@ -260,8 +307,19 @@ def test_bench_packing(benchmark, coder05, monkeypatch):
     pk, pd = sum(times["packed"]), sum(times["padded"])
     flop = {k: {"executed_over_useful": round(w.executed_flop / w.flop, 3)} for k, w in work.items()}
     benchmark.group = "packing"
-    benchmark.extra_info.update({"prompts": len(PROMPTS), "variants": len(variants), "packed_s": round(pk, 3),
-                                 "padded_s": round(pd, 3), "speedup": round(pd / pk, 3), "flop": flop,
-                                 "before": env0, "after": _environment()})
-    print(f"\nwhole sweep x2: padded {pd:.2f}s, packed {pk:.2f}s, ratio {pd / pk:.2f}x; executed/useful FLOP "
-          f"padded {flop['padded']['executed_over_useful']}, packed {flop['packed']['executed_over_useful']}")
+    benchmark.extra_info.update(
+        {
+            "prompts": len(PROMPTS),
+            "variants": len(variants),
+            "packed_s": round(pk, 3),
+            "padded_s": round(pd, 3),
+            "speedup": round(pd / pk, 3),
+            "flop": flop,
+            "before": env0,
+            "after": _environment(),
+        }
+    )
+    print(
+        f"\nwhole sweep x2: padded {pd:.2f}s, packed {pk:.2f}s, ratio {pd / pk:.2f}x; executed/useful FLOP "
+        f"padded {flop['padded']['executed_over_useful']}, packed {flop['packed']['executed_over_useful']}"
+    )

@@ -33,8 +33,11 @@ class Interrupt(KeyboardInterrupt):
 
 
 def head_variants(d, mode="zero"):
-    return [Variant(f"head/{mode}/L{layer}H{head}", (Ablate(Site("head", layer, head), mode),))
-            for layer in range(d.n_layers) for head in range(d.n_heads)]
+    return [
+        Variant(f"head/{mode}/L{layer}H{head}", (Ablate(Site("head", layer, head), mode),))
+        for layer in range(d.n_layers)
+        for head in range(d.n_heads)
+    ]
 
 
 def interrupt_after(monkeypatch, runner: Runner, chunks: int) -> list[int]:
@@ -144,8 +147,16 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
     out = tmp_path / "run"
 
     def plan():
-        return RunPlan(model="tiny-qwen2", experiments=["clean", "layer_ablation"], profile="smoke", out=out,
-                       device="cpu", families=["copying", "arithmetic"], progress=False, report=False)
+        return RunPlan(
+            model="tiny-qwen2",
+            experiments=["clean", "layer_ablation"],
+            profile="smoke",
+            out=out,
+            device="cpu",
+            families=["copying", "arithmetic"],
+            progress=False,
+            report=False,
+        )
 
     real_sweep = Runner.sweep
     calls = {"n": 0}
@@ -186,8 +197,18 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
 
     forwarded.clear()
     fresh = tmp_path / "fresh"
-    run_plan(RunPlan(model="tiny-qwen2", experiments=["clean", "layer_ablation"], profile="smoke", out=fresh,
-                     device="cpu", families=["copying", "arithmetic"], progress=False, report=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments=["clean", "layer_ablation"],
+            profile="smoke",
+            out=fresh,
+            device="cpu",
+            families=["copying", "arithmetic"],
+            progress=False,
+            report=False,
+        )
+    )
     assert resumed_rows < sum(forwarded)  # the two saved sweeps were read back, not recomputed
     full = RunStore(fresh).load("layer_ablation")
     a, b = resumed.result, full.result
@@ -211,8 +232,16 @@ def test_a_changed_config_drops_the_stale_checkpoints(tmp_path):
 def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch):
 
     def plan(out):
-        return RunPlan(model="tiny-qwen2", experiments=["lora_training"], profile="smoke", out=out, device="cpu",
-                       families=["copying", "arithmetic"], progress=False, report=False)
+        return RunPlan(
+            model="tiny-qwen2",
+            experiments=["lora_training"],
+            profile="smoke",
+            out=out,
+            device="cpu",
+            families=["copying", "arithmetic"],
+            progress=False,
+            report=False,
+        )
 
     out = tmp_path / "run"
     real = lora_training.target_loss_of

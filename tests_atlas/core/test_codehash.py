@@ -24,10 +24,23 @@ def test_the_fingerprint_ignores_comments_and_docstrings_but_not_code():
 
 def test_the_closure_is_the_code_an_experiment_runs():
     names = {str(p.relative_to(codehash.PACKAGE)) for p in closure("layer_ablation")}
-    assert {"experiments/layer_ablation.py", "runner.py", "interventions.py", "metrics.py", "sites.py",
-            "models/adapters.py"} <= names
-    assert not names & {"claims/__init__.py", "runs.py", "verdicts.py", "cli.py", "pytest_plugin.py",
-                         "pytest/session.py", "report/replication.py"}
+    assert {
+        "experiments/layer_ablation.py",
+        "runner.py",
+        "interventions.py",
+        "metrics.py",
+        "sites.py",
+        "models/adapters.py",
+    } <= names
+    assert not names & {
+        "claims/__init__.py",
+        "runs.py",
+        "verdicts.py",
+        "cli.py",
+        "pytest_plugin.py",
+        "pytest/session.py",
+        "report/replication.py",
+    }
     assert "experiments/lora_training.py" in {str(p.relative_to(codehash.PACKAGE)) for p in closure("transfer")}
     assert len({fingerprint(e) for e in ("clean", "steering", "transfer")}) == 3
 
@@ -43,8 +56,17 @@ def test_the_rule():
 
 
 def _plan(out, compute=True):
-    return RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=out, device="cpu",
-                   families=["copying", "arithmetic"], progress=False, report=False, compute=compute)
+    return RunPlan(
+        model="tiny-qwen2",
+        experiments=["clean"],
+        profile="smoke",
+        out=out,
+        device="cpu",
+        families=["copying", "arithmetic"],
+        progress=False,
+        report=False,
+        compute=compute,
+    )
 
 
 def test_a_record_of_other_code_is_reused_only_when_the_golden_slice_vouches_for_both(tmp_path, monkeypatch):
@@ -57,8 +79,11 @@ def test_a_record_of_other_code_is_reused_only_when_the_golden_slice_vouches_for
     record["provenance"]["code"] = "0123456789abcdef"  # as if written by other code
     (out / "clean.json").write_text(json.dumps(seal_doc(record)))  # a sealed record of that other code
     monkeypatch.setattr(orchestrate, "verified_codes", lambda e: [fingerprint(e)])
-    with pytest.raises(AtlasError, match=r"clean: the stored result is stale \(clean: the record was made by code "
-                                         r"0123456789abcdef.*recompute it"):
+    with pytest.raises(
+        AtlasError,
+        match=r"clean: the stored result is stale \(clean: the record was made by code "
+        r"0123456789abcdef.*recompute it",
+    ):
         run_plan(_plan(out, compute=False))
     monkeypatch.setattr(orchestrate, "verified_codes", lambda e: [fingerprint(e), "0123456789abcdef"])
     run_plan(_plan(out, compute=False))
@@ -85,8 +110,9 @@ def test_the_skeleton_has_the_loaded_models_identity_and_configs(coder05):
     assert {**sk.info.to_dict(), "load_seconds": 0} == {**coder05.info.to_dict(), "load_seconds": 0}
     fams, prof = load_families(n_items=12), get_profile("full")
     for e in experiments():
-        assert config_hash(experiment_config(e, Context(sk, fams, prof), 0)) == \
-            config_hash(experiment_config(e, Context(coder05, fams, prof), 0)), e
+        assert config_hash(experiment_config(e, Context(sk, fams, prof), 0)) == config_hash(
+            experiment_config(e, Context(coder05, fams, prof), 0)
+        ), e
 
 
 def test_the_shipped_configs_are_the_fetched_ones():

@@ -47,8 +47,18 @@ def test_conformance(family, check):
 
 
 def test_tiny_families_are_the_declared_architectures():
-    expect = {"qwen2": "qwen2", "gpt2": "gpt2", "gpt-neox": "gpt_neox", "phi3": "phi3", "gemma2": "gemma2",
-              "gemma3": "gemma3_text", "olmo2": "olmo2", "llama": "llama", "mistral": "mistral", "qwen3": "qwen3"}
+    expect = {
+        "qwen2": "qwen2",
+        "gpt2": "gpt2",
+        "gpt-neox": "gpt_neox",
+        "phi3": "phi3",
+        "gemma2": "gemma2",
+        "gemma3": "gemma3_text",
+        "olmo2": "olmo2",
+        "llama": "llama",
+        "mistral": "mistral",
+        "qwen3": "qwen3",
+    }
     assert set(expect) == set(TINY_FAMILIES)
     for family, model_type in expect.items():
         model, _ = tiny(family)
@@ -70,14 +80,21 @@ def _composed(draw):
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(("resid", "delta", "attn", "mlp", "head", "steer", "skip")))
         if kind == "steer":
-            ivs.append(interventions.Steer(draw(layer), conf._direction(model, draw(st.integers(0, 9))),
-                                           draw(st.sampled_from((-3.0, 0.5, 4.0))),
-                                           draw(st.sampled_from(interventions.POSITIONS))))
+            ivs.append(
+                interventions.Steer(
+                    draw(layer),
+                    conf._direction(model, draw(st.integers(0, 9))),
+                    draw(st.sampled_from((-3.0, 0.5, 4.0))),
+                    draw(st.sampled_from(interventions.POSITIONS)),
+                )
+            )
         elif kind == "skip":
             ivs.append(interventions.Skip((draw(layer),)))
         else:
             head = draw(st.integers(0, d.n_heads - 1)) if kind == "head" else None
-            ivs.append(interventions.Ablate(sites.Site(kind, draw(layer), head), draw(st.sampled_from(("zero", "mean")))))
+            ivs.append(
+                interventions.Ablate(sites.Site(kind, draw(layer), head), draw(st.sampled_from(("zero", "mean"))))
+            )
     if draw(st.booleans()):
         ivs.append(interventions.ExitAt(draw(layer)))
     return family, interventions.Variant("drawn", tuple(ivs))
@@ -98,6 +115,7 @@ def test_drawn_compositions_equal_the_full_recompute(case):
 
 
 # ---- each check can fail: a perturbation of what it guards, and the message it prints ---------------------------
+
 
 def _fails(family: str, check: str, match: str) -> str:
     model, tok = tiny(family)
@@ -128,8 +146,9 @@ def test_noop_fails_when_a_hook_writes(monkeypatch):
 def _perturb_encoding(monkeypatch, module, change) -> None:
     """``module.encode`` returns ``change(enc)`` in place of the padded batch ``enc``."""
     real = module.encode
-    monkeypatch.setattr(module, "encode",
-                        lambda tokenizer, prompts, device="cpu": change(real(tokenizer, prompts, device)))
+    monkeypatch.setattr(
+        module, "encode", lambda tokenizer, prompts, device="cpu": change(real(tokenizer, prompts, device))
+    )
 
 
 def test_batched_fails_when_packed_prompts_see_each_other(monkeypatch):
@@ -216,6 +235,7 @@ def test_unknown_check_is_an_error():
 
 
 # ---- every family through ``atlas run --model DIR`` ---------------------------------------------------------
+
 
 def _non_finite(x, path=""):
     if isinstance(x, float):

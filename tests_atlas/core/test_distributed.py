@@ -21,7 +21,7 @@ from atlas_core.models import load
 from atlas_core.runner import Runner, Sweeping
 from atlas_core.sites import Site
 
-ray = pytest.importorskip("ray", reason="the ray extra: pip install -e \".[ray]\"")
+ray = pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
 
 PROMPTS = ["The capital of Italy is ", "1 + 2 =", "def f(x):", "copy: a b c ->", "[1, [2, 3"]
 TARGETS = [5, 6, 7, 8, 9]
@@ -52,9 +52,17 @@ def variants(lm):
     import torch
 
     d = lm.model.config.hidden_size
-    out = [Variant(f"{kind}/{mode}/L{layer}", (Ablate(Site(kind, layer), mode),))
-           for kind in ("resid", "mlp") for mode in ("zero", "mean", "resample") for layer in range(4)]
-    out += [Variant(f"head/zero/L{layer}H{h}", (Ablate(Site("head", layer, h), "zero"),)) for layer in range(4) for h in (0, 1)]
+    out = [
+        Variant(f"{kind}/{mode}/L{layer}", (Ablate(Site(kind, layer), mode),))
+        for kind in ("resid", "mlp")
+        for mode in ("zero", "mean", "resample")
+        for layer in range(4)
+    ]
+    out += [
+        Variant(f"head/zero/L{layer}H{h}", (Ablate(Site("head", layer, h), "zero"),))
+        for layer in range(4)
+        for h in (0, 1)
+    ]
     vec = torch.randn(d, generator=torch.Generator().manual_seed(0))
     out += [Variant(f"steer/L{layer}", (Steer(layer, vec, 4.0),)) for layer in (1, 2)]
     return out
@@ -207,7 +215,17 @@ def test_a_non_finite_kl_is_an_error_on_the_ray_path(lm, pool, tmp_path):
 def test_bad_ray_config_fails_before_work(tmp_path, capsys):
     from atlas_core.cli import main
 
-    base = ["run", "--model", "tiny-qwen2", "--experiments", "clean", "--profile", "smoke", "--out", str(tmp_path / "r")]
+    base = [
+        "run",
+        "--model",
+        "tiny-qwen2",
+        "--experiments",
+        "clean",
+        "--profile",
+        "smoke",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(base + ["--ray", "--ray-workers", "0"]) == 2
     assert "--ray-workers must be at least 1" in capsys.readouterr().err
     assert main(base + ["--ray", "--device-map", "auto"]) == 2
@@ -224,15 +242,18 @@ def test_no_ray_import_without_ray(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from atlas_core.cli import main; "
-            f"rc = main(['run', '--model', 'tiny-qwen2', '--experiments', 'clean', '--profile', 'smoke', "
-            f"'--no-report', '--out', {str(tmp_path / 'run')!r}]); "
-            "assert rc == 0 and 'ray' not in sys.modules, sorted(m for m in sys.modules if m.split('.')[0] == 'ray')[:3]")
+    code = (
+        "import sys; from atlas_core.cli import main; "
+        f"rc = main(['run', '--model', 'tiny-qwen2', '--experiments', 'clean', '--profile', 'smoke', "
+        f"'--no-report', '--out', {str(tmp_path / 'run')!r}]); "
+        "assert rc == 0 and 'ray' not in sys.modules, sorted(m for m in sys.modules if m.split('.')[0] == 'ray')[:3]"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     # the check bites: the same run with Ray imported on the way fails, naming the modules
-    bad = subprocess.run([sys.executable, "-c", "import ray; " + code], capture_output=True, text=True,
-                         timeout=120, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-c", "import ray; " + code], capture_output=True, text=True, timeout=120, env=env
+    )
     assert bad.returncode != 0 and "AssertionError: ['ray'" in bad.stderr, bad.stderr[-2000:]
     print(bad.stderr.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ import pytest
 
 from atlas_core.results import RunStore
 
-pytest.importorskip("ray", reason="the ray extra: pip install -e \".[ray]\"")
+pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
 pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "tiny-qwen2", "--experiments", "layer_ablation", "--profile", "full", "--no-report"]
@@ -24,8 +24,14 @@ ALL = ["--model", "tiny-qwen2", "--experiments", "all", "--profile", "smoke", "-
 
 def _atlas(out, *extra, args=ARGS, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "atlas_core.cli", "run", *args, "--out", str(out), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "atlas_core.cli", "run", *args, "--out", str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _numbers(obj, path=""):
@@ -84,8 +90,18 @@ def test_every_experiment_with_ray_equals_local(tmp_path):
         assert proc.returncode == 0, log
         runs[name] = RunStore(tmp_path / name)
     assert "ray shards" in log
-    for key in ("clean", "layer_ablation", "mlp_ablation", "head_ablation", "steering", "knockout",
-                "lora_training", "transfer", "adapter_ablation", "efficiency"):
+    for key in (
+        "clean",
+        "layer_ablation",
+        "mlp_ablation",
+        "head_ablation",
+        "steering",
+        "knockout",
+        "lora_training",
+        "transfer",
+        "adapter_ablation",
+        "efficiency",
+    ):
         a, b = runs["local"].load(key), runs["ray"].load(key)
         assert a.config_hash == b.config_hash, key
         na, nb = _numbers(a.result), _numbers(b.result)

@@ -33,9 +33,14 @@ def blocks() -> dict[str, str]:
 
 
 def test_the_document_holds_every_recipe_block():
-    assert set(blocks()) == {"my_tasks/colours.json", "atlas_core/experiments/attn_ablation.py",
-                             "atlas_core/hypotheses/h010.py", "tests_atlas/hypotheses/test_h010.py", "my_claims.toml",
-                             "adapter"}
+    assert set(blocks()) == {
+        "my_tasks/colours.json",
+        "atlas_core/experiments/attn_ablation.py",
+        "atlas_core/hypotheses/h010.py",
+        "tests_atlas/hypotheses/test_h010.py",
+        "my_claims.toml",
+        "adapter",
+    }
     library = [p for p in blocks() if p.startswith("atlas_core/")]
     assert library == ["atlas_core/experiments/attn_ablation.py", "atlas_core/hypotheses/h010.py"]  # one file each
 
@@ -47,15 +52,37 @@ def test_recipe_task_family(tmp_path):
 
     (tmp_path / "my_tasks").mkdir()
     (tmp_path / "my_tasks" / "colours.json").write_text(blocks()["my_tasks/colours.json"])
-    run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=tmp_path / "run", device="cpu",
-                     families=["colours", "copying"], tasks=tmp_path / "my_tasks", progress=False, report=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments=["clean"],
+            profile="smoke",
+            out=tmp_path / "run",
+            device="cpu",
+            families=["colours", "copying"],
+            tasks=tmp_path / "my_tasks",
+            progress=False,
+            report=False,
+        )
+    )
     stats = load_run(tmp_path / "run").stats
     assert stats["clean.accuracy.colours"].n == 3 and "clean.accuracy.copying" in stats
     broken = blocks()["my_tasks/colours.json"].replace('"target": " blue"', '"target": ""')  # the perturbation
     (tmp_path / "my_tasks" / "colours.json").write_text(broken)
     with pytest.raises(AtlasError, match=r"colours.json: items\[0\].target \(id 'sky'\) must be a non-empty string"):
-        run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=tmp_path / "run2",
-                         device="cpu", families=["colours"], tasks=tmp_path / "my_tasks", progress=False, report=False))
+        run_plan(
+            RunPlan(
+                model="tiny-qwen2",
+                experiments=["clean"],
+                profile="smoke",
+                out=tmp_path / "run2",
+                device="cpu",
+                families=["colours"],
+                tasks=tmp_path / "my_tasks",
+                progress=False,
+                report=False,
+            )
+        )
     assert not (tmp_path / "run2").exists()  # refused before any work
 
 
@@ -64,8 +91,11 @@ def test_recipe_task_family(tmp_path):
 def extended(tmp_path_factory) -> Path:
     """A copy of atlas_core with the recipes' two library files added, and a project folder beside it."""
     root = tmp_path_factory.mktemp("extended")
-    shutil.copytree(REPO / "atlas_core", root / "pkg" / "atlas_core",
-                    ignore=shutil.ignore_patterns("__pycache__", "baselines", "golden"))
+    shutil.copytree(
+        REPO / "atlas_core",
+        root / "pkg" / "atlas_core",
+        ignore=shutil.ignore_patterns("__pycache__", "baselines", "golden"),
+    )
     for path, body in blocks().items():
         if path.startswith("atlas_core/"):
             (root / "pkg" / path).write_text(body)
@@ -105,8 +135,14 @@ RUN_THE_EXPERIMENT = textwrap.dedent("""
 
 
 def test_recipe_experiment_runs_stores_and_reports(extended):
-    out = subprocess.run([sys.executable, "-c", RUN_THE_EXPERIMENT, str(extended / "run"), str(extended / "pkg")],
-                         cwd=extended, env=_env(extended), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_THE_EXPERIMENT, str(extended / "run"), str(extended / "pkg")],
+        cwd=extended,
+        env=_env(extended),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     kl, label, titled, section = out.stdout.split()
     assert float(kl) > 0 and label.startswith("L") and titled == "True" and section == "True"
@@ -120,10 +156,35 @@ def test_recipe_hypothesis_is_a_marked_claims_test(extended, expected, outcome):
     claims = project / "my_claims.toml"
     claims.write_text(blocks()["my_claims.toml"].replace('"supported"', f'"{expected}"'))
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "test_h010.py", "-m", "h010", "--atlas-pair", "tiny-qwen2", "tiny-qwen2",
-         "--atlas-profile", "smoke", "--atlas-claims", str(claims), "--atlas-baselines", "none", "--atlas-runs",
-         str(extended / "runs"), "-p", "no:cacheprovider", "-q", "-rN"],
-        cwd=project, env=_env(extended), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "test_h010.py",
+            "-m",
+            "h010",
+            "--atlas-pair",
+            "tiny-qwen2",
+            "tiny-qwen2",
+            "--atlas-profile",
+            "smoke",
+            "--atlas-claims",
+            str(claims),
+            "--atlas-baselines",
+            "none",
+            "--atlas-runs",
+            str(extended / "runs"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rN",
+        ],
+        cwd=project,
+        env=_env(extended),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert outcome in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
     if outcome == "1 failed":
         assert "H010 verdict SUPPORTED, expected REJECTED" in out.stdout
@@ -140,9 +201,18 @@ def test_recipe_architecture_passes_the_conformance_matrix(monkeypatch):
     tok = tiny_tokenizer()
     pad = len(tok) - 1
     config = transformers.Starcoder2Config(
-        vocab_size=len(tok), pad_token_id=pad, eos_token_id=pad, bos_token_id=pad, hidden_size=64,
-        intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, initializer_range=0.2)
+        vocab_size=len(tok),
+        pad_token_id=pad,
+        eos_token_id=pad,
+        bos_token_id=pad,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.2,
+    )
     with pytest.raises(AtlasError, match="unsupported architecture 'starcoder2'.*Add an ArchAdapter"):
         adapters.check_supported(config)
     adapter = eval(blocks()["adapter"], {"ArchAdapter": adapters.ArchAdapter})  # the document's line, as written
@@ -152,10 +222,26 @@ def test_recipe_architecture_passes_the_conformance_matrix(monkeypatch):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
     diffs = run_checks(model, tok)
-    assert set(diffs) == {"identity", "noop", "batched", "left_padding", "prefix_reuse", "head_ablation", "skip",
-                          "exit_at", "steer_zero", "writes"}
+    assert set(diffs) == {
+        "identity",
+        "noop",
+        "batched",
+        "left_padding",
+        "prefix_reuse",
+        "head_ablation",
+        "skip",
+        "exit_at",
+        "steer_zero",
+        "writes",
+    }
     # the perturbation: an adapter naming the wrong module as the attention's write fails the writes check
-    monkeypatch.setattr(adapters, "ADAPTERS", adapters.ADAPTERS[:-1] + (
-        adapters.ArchAdapter("starcoder2", ("starcoder2",), attn_write="post_attention_layernorm", mlp_write="mlp"),))
+    monkeypatch.setattr(
+        adapters,
+        "ADAPTERS",
+        adapters.ADAPTERS[:-1]
+        + (
+            adapters.ArchAdapter("starcoder2", ("starcoder2",), attn_write="post_attention_layernorm", mlp_write="mlp"),
+        ),
+    )
     with pytest.raises(AssertionError, match="L0: delta vs attn \\+ mlp: max \\|difference\\|"):
         run_checks(model, tok, names=("writes",))

@@ -37,8 +37,17 @@ class Interrupt(KeyboardInterrupt):
 
 
 def plan(out, experiments, **kw) -> RunPlan:
-    return RunPlan(model="tiny-qwen2", experiments=experiments, profile="smoke", out=out, device="cpu",
-                   families=FAMILIES, progress=False, report=False, **kw)
+    return RunPlan(
+        model="tiny-qwen2",
+        experiments=experiments,
+        profile="smoke",
+        out=out,
+        device="cpu",
+        families=FAMILIES,
+        progress=False,
+        report=False,
+        **kw,
+    )
 
 
 def flip(path: Path, rng: random.Random, n: int = 1, lo: int = 0) -> None:
@@ -53,7 +62,7 @@ def tensor_span(path: Path, name: str) -> tuple[int, int]:
     """Byte offsets of tensor ``name``'s data in a safetensors file (8-byte header length, JSON header, data)."""
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
-    start, end = json.loads(data[8:8 + n])[name]["data_offsets"]
+    start, end = json.loads(data[8 : 8 + n])[name]["data_offsets"]
     return 8 + n + start, 8 + n + end
 
 
@@ -101,8 +110,9 @@ def test_a_garbled_lora_state_is_refused_and_retrained(tmp_path):
     assert lora_training._load_state(path, "k") is None
 
 
-def test_an_interrupted_experiment_with_a_garbled_checkpoint_recomputes_to_the_identical_result(tmp_path, monkeypatch,
-                                                                                                reference):
+def test_an_interrupted_experiment_with_a_garbled_checkpoint_recomputes_to_the_identical_result(
+    tmp_path, monkeypatch, reference
+):
     out = _interrupted(tmp_path, monkeypatch, reference, "layer_ablation")  # two sweeps saved
     (first, _) = sorted((out / ".partial").glob("*/sweep-*.safetensors"))
     start, _ = tensor_span(first, "argmax_match")
@@ -130,7 +140,7 @@ def test_a_damaged_record_is_an_error_naming_it_before_the_model_loads(damage, t
         rec.write_bytes(b"\0" * len(text))
     elif damage == "flipped-digit":  # still valid JSON, one number different: caught by the record's hash
         i = next(i for i, c in enumerate(text) if c.isdigit() and i > text.index('"result"'))
-        rec.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1:])
+        rec.write_text(text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1 :])
     elif damage == "not-a-record":
         rec.write_text(json.dumps({"experiment": "../../etc", "seed": "0"}))
     else:
@@ -272,8 +282,11 @@ def fake_entry(tmp_path: Path, monkeypatch, tiny) -> Path:
     tiny.model.save_pretrained(entry)
     tiny.tokenizer.save_pretrained(entry)
     files = {p.name: sha256_file(p) for p in sorted(entry.iterdir()) if p.is_file()}
-    (entry / offline.MARKER).write_text(json.dumps({"name": FAKE, "gguf_sha256": "f" * 64, "files": files,
-                                                    "safetensors_sha256": files["model.safetensors"]}))
+    (entry / offline.MARKER).write_text(
+        json.dumps(
+            {"name": FAKE, "gguf_sha256": "f" * 64, "files": files, "safetensors_sha256": files["model.safetensors"]}
+        )
+    )
     return entry
 
 
@@ -329,10 +342,13 @@ def test_fetch_with_repair_rebuilds_a_damaged_entry(fake_cache, monkeypatch):
 
 def _hold(lock_file: str, then: str = "pass") -> subprocess.Popen:
     """Another process holding ``lock_file``; it runs the Python ``then`` and releases when its stdin closes."""
-    code = ("import sys, shutil; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire(); "
-            f"print('held', flush=True); sys.stdin.read(); {then}; l.release()")
-    proc = subprocess.Popen([sys.executable, "-c", code, lock_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    code = (
+        "import sys, shutil; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire(); "
+        f"print('held', flush=True); sys.stdin.read(); {then}; l.release()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, lock_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -343,8 +359,14 @@ def make_ctx_for(out: Path):
     from atlas_core.tasks import load_families
 
     profile = get_profile("smoke")
-    return Context(load("tiny-qwen2", device="cpu"), load_families(FAMILIES, n_items=profile.n_items), profile,
-                   seed=0, out_dir=out, progress=False)
+    return Context(
+        load("tiny-qwen2", device="cpu"),
+        load_families(FAMILIES, n_items=profile.n_items),
+        profile,
+        seed=0,
+        out_dir=out,
+        progress=False,
+    )
 
 
 def test_training_an_adapter_another_run_is_training_fails_at_once_naming_the_lock(tmp_path):
@@ -352,7 +374,9 @@ def test_training_an_adapter_another_run_is_training_fails_at_once_naming_the_lo
     out.mkdir()
     holder = _hold(RunStore(out).lock("lora_adapter_seed0").lock_file)
     try:
-        with pytest.raises(AtlasError, match=r"another atlas run .* is training the seed-0 LoRA adapter .*lora_adapter_seed0"):
+        with pytest.raises(
+            AtlasError, match=r"another atlas run .* is training the seed-0 LoRA adapter .*lora_adapter_seed0"
+        ):
             run_plan(plan(out, ["lora_training"]))  # refused before the model loads
         ctx = make_ctx_for(out)
         with pytest.raises(AtlasError, match=r"is training the seed-0 LoRA adapter"):
@@ -534,9 +558,15 @@ def _damage_weights(folder: Path, damage: str) -> str:
     return key
 
 
-@pytest.mark.parametrize("damage, words", [("missing", "is missing from"), ("unexpected", "which the model does not have"),
-                                           ("shape", "has the wrong shape (file [3, 5], model [64, 256])"),
-                                           ("truncated", "is truncated: tensor")])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("missing", "is missing from"),
+        ("unexpected", "which the model does not have"),
+        ("shape", "has the wrong shape (file [3, 5], model [64, 256])"),
+        ("truncated", "is truncated: tensor"),
+    ],
+)
 def test_weights_with_a_hole_are_refused_naming_file_and_tensor(damage, words, gpt2_dir, tmp_path, capsys, monkeypatch):
     from atlas_core.cli import main
 
@@ -546,8 +576,25 @@ def test_weights_with_a_hole_are_refused_naming_file_and_tensor(damage, words, g
     patched = []
     monkeypatch.setattr(orchestrate, "_run_job", lambda *a: patched.append(a))  # nothing may be computed
     out = tmp_path / "run"
-    assert main(["run", "--model", str(folder), "--profile", "smoke", "--experiments", "clean", "--device", "cpu",
-                 "--out", str(out), "--no-report"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                str(folder),
+                "--profile",
+                "smoke",
+                "--experiments",
+                "clean",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--no-report",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err
     err = err.strip().splitlines()[-1]  # after transformers' own loading progress

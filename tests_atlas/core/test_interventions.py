@@ -2,6 +2,7 @@
 what they address, clean up after themselves (exceptions included) and reject bad input before any
 forward runs. Property-based (hypothesis) over prompts, sites, layers and heads; CPU fp32.
 """
+
 from __future__ import annotations
 
 import string
@@ -16,7 +17,13 @@ from atlas_core.forward import encode
 from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant, intervene
 from atlas_core.models.adapters import (
-    adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head,
+    adapter_for,
+    decoder,
+    final_norm,
+    layer_part,
+    layer_window,
+    layers,
+    lm_head,
 )
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
 
@@ -30,10 +37,9 @@ FEW = settings(max_examples=20, deadline=None)
 def logits(model, enc) -> torch.Tensor:
     """The stock CausalLM forward: logits at every position (nothing Atlas-specific on the path)."""
     with torch.inference_mode():
-        return model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                     position_ids=enc.position_ids, use_cache=False).logits
-
-
+        return model(
+            input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids, use_cache=False
+        ).logits
 
 
 @contextmanager
@@ -44,6 +50,7 @@ def o_proj_inputs(model, store: dict[int, torch.Tensor]):
     def rec(layer):
         def pre(module, args, kwargs):
             store[layer] = (args[0] if args else kwargs["input"]).detach().clone()
+
         return pre
 
     with hooked([(layer_part(model, i, path), "pre", rec(i)) for i in range(len(layers(model)))]):
@@ -59,6 +66,7 @@ def layer_io(model, store: dict):
             x = args[0] if args else kwargs["hidden_states"]
             out = output[0] if isinstance(output, tuple) else output
             store[i] = (x.detach().clone(), out.detach().clone())
+
         return hook
 
     with hooked([(m, "forward", rec(i)) for i, m in enumerate(layers(model))]):
@@ -91,8 +99,13 @@ def test_noop_at_any_site_is_exactly_the_plain_forward(tiny, data, prompts):
 
 
 @FEW
-@given(layer=st.integers(0, 3), positions=st.sampled_from(["all", "last"]), seed=st.integers(0, 2**16),
-       scale=st.floats(0.1, 100.0), prompts=PROMPTS)
+@given(
+    layer=st.integers(0, 3),
+    positions=st.sampled_from(["all", "last"]),
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.1, 100.0),
+    prompts=PROMPTS,
+)
 def test_zero_strength_steering_is_the_identity(tiny, layer, positions, seed, scale, prompts):
     d = tiny_dims(tiny)
     direction = scale * torch.randn(d.d_model, generator=torch.Generator().manual_seed(seed))
@@ -133,8 +146,9 @@ def test_zero_ablating_one_head_changes_only_its_slice_at_the_o_proj_input(tiny,
     assert x.shape[-1] == d.n_heads * d.head_dim
     assert torch.count_nonzero(x[..., lo:hi]) == 0, "the ablated head's slice is not zero"
     assert torch.count_nonzero(c[..., lo:hi]) > 0, "clean head output was already zero: the test shows nothing"
-    assert torch.equal(x[..., :lo], c[..., :lo]) and torch.equal(x[..., hi:], c[..., hi:]), \
+    assert torch.equal(x[..., :lo], c[..., :lo]) and torch.equal(x[..., hi:], c[..., hi:]), (
         "another head's slice changed"
+    )
     assert not torch.equal(out, logits(tiny.model, enc)), "ablating a head changed nothing downstream"
 
 
@@ -155,8 +169,13 @@ def test_zero_ablation_writes_zeros_at_the_site(tiny, data, prompts):
 
 
 @FEW
-@given(layer=st.integers(0, 3), strength=st.floats(-8, 8).filter(lambda s: abs(s) > 1e-3),
-       positions=st.sampled_from(["all", "last"]), seed=st.integers(0, 2**16), prompts=PROMPTS)
+@given(
+    layer=st.integers(0, 3),
+    strength=st.floats(-8, 8).filter(lambda s: abs(s) > 1e-3),
+    positions=st.sampled_from(["all", "last"]),
+    seed=st.integers(0, 2**16),
+    prompts=PROMPTS,
+)
 def test_steering_adds_strength_times_direction_where_asked(tiny, layer, strength, positions, seed, prompts):
     d = tiny_dims(tiny)
     direction = torch.randn(d.d_model, generator=torch.Generator().manual_seed(seed))
@@ -380,7 +399,9 @@ def test_numpy_integer_layers_and_heads_are_accepted(tiny):
     import numpy as np
 
     enc = encode(tiny.tokenizer, ["hello", "ab"])
-    with intervene(tiny.model, [Ablate(Site("head", np.int64(2), np.int64(1))), Steer(np.int32(1), torch.ones(64), 1.0)]):
+    with intervene(
+        tiny.model, [Ablate(Site("head", np.int64(2), np.int64(1))), Steer(np.int32(1), torch.ones(64), 1.0)]
+    ):
         a = logits(tiny.model, enc)
     with intervene(tiny.model, [Ablate(Site("head", 2, 1)), Steer(1, torch.ones(64), 1.0)]):
         b = logits(tiny.model, enc)

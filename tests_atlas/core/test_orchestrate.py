@@ -18,8 +18,17 @@ from atlas_core.results import RunStore
 
 
 def plan(out, experiments, seed=0) -> RunPlan:
-    return RunPlan(model="tiny-qwen2", experiments=experiments, profile="smoke", out=out, seed=seed,
-                   device="cpu", families=["copying", "arithmetic"], progress=False, report=False)
+    return RunPlan(
+        model="tiny-qwen2",
+        experiments=experiments,
+        profile="smoke",
+        out=out,
+        seed=seed,
+        device="cpu",
+        families=["copying", "arithmetic"],
+        progress=False,
+        report=False,
+    )
 
 
 def patch_run(monkeypatch, name, fn):
@@ -49,7 +58,9 @@ def test_rerun_skips_finished_experiments_and_feeds_their_results_forward(tmp_pa
     stored_layer = first.load("layer_ablation").result
     assert "max_layer_kl" not in head
     stats = load_run(out).stats
-    top = max(next(s for s in stored_layer["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))["family_mean_kl"])
+    top = max(
+        next(s for s in stored_layer["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))["family_mean_kl"]
+    )
     assert stats["heads.layer_head_gap"].value == pytest.approx(top / head["max_head"]["kl"])
     manifest = RunStore(out).manifest()
     assert set(manifest["experiments"]) == {"clean", "layer_ablation", "head_ablation"}
@@ -86,6 +97,7 @@ def test_the_orchestrator_hands_a_result_to_the_experiment_that_reuses_it(tmp_pa
 
 def test_interrupted_run_keeps_finished_results_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "run"
+
     def boom(ctx):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C in the middle of the second experiment
 
@@ -127,14 +139,26 @@ def test_an_experiment_another_process_is_computing_is_refused_before_any_work(t
     out = tmp_path / "run"
     run_plan(plan(out, ["clean"]))
     lock = RunStore(out).lock("mlp_ablation").lock_file
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; l = FileLock(sys.argv[1]); "
-                               "l.acquire(); print('held', flush=True); sys.stdin.read()", lock],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from filelock import FileLock; l = FileLock(sys.argv[1]); "
+            "l.acquire(); print('held', flush=True); sys.stdin.read()",
+            lock,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         p = plan(out, ["clean", "layer_ablation", "mlp_ablation"])
-        with pytest.raises(AtlasError, match=r"mlp_ablation is being computed by another atlas run.*"
-                                             r"leave mlp_ablation out of --experiments") as err:
+        with pytest.raises(
+            AtlasError,
+            match=r"mlp_ablation is being computed by another atlas run.*"
+            r"leave mlp_ablation out of --experiments",
+        ) as err:
             run_plan(p)
         assert lock in str(err.value)
         assert not any("running" in m for m in p.log)  # nothing started, not even layer_ablation
@@ -161,8 +185,11 @@ def test_stored_only_runs_nothing_and_names_what_is_missing_or_stale(tmp_path):
         p.compute = False
         return p
 
-    with pytest.raises(AtlasError, match=r"(?s)clean: no stored result.*atlas run --model tiny-qwen2 --profile smoke "
-                                         r"--experiments clean"):
+    with pytest.raises(
+        AtlasError,
+        match=r"(?s)clean: no stored result.*atlas run --model tiny-qwen2 --profile smoke "
+        r"--experiments clean",
+    ):
         run_plan(stored_only(["clean"]))
     assert not out.exists()  # checked before any work: no folder, no manifest
 
@@ -181,14 +208,18 @@ def test_stored_only_runs_nothing_and_names_what_is_missing_or_stale(tmp_path):
     assert snapshot(out) == before[0]
 
 
-@pytest.mark.parametrize("change, held, this", [
-    (["--model", "tiny-llama"], "model tiny-qwen2", "model tiny-llama"),
-    (["--profile", "ci"], "profile smoke", "profile ci"),
-    (["--dtype", "bfloat16"], "dtype float32", "dtype bfloat16"),
-    (["--families", "copying"], "families arithmetic,copying", "families copying"),
-])
-def test_a_run_folder_refuses_another_model_profile_dtype_or_families_before_loading(change, held, this, tmp_path,
-                                                                                     monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "change, held, this",
+    [
+        (["--model", "tiny-llama"], "model tiny-qwen2", "model tiny-llama"),
+        (["--profile", "ci"], "profile smoke", "profile ci"),
+        (["--dtype", "bfloat16"], "dtype float32", "dtype bfloat16"),
+        (["--families", "copying"], "families arithmetic,copying", "families copying"),
+    ],
+)
+def test_a_run_folder_refuses_another_model_profile_dtype_or_families_before_loading(
+    change, held, this, tmp_path, monkeypatch, capsys
+):
     from atlas_core.cli import main
 
     out = tmp_path / "run"
@@ -202,8 +233,20 @@ def test_a_run_folder_refuses_another_model_profile_dtype_or_families_before_loa
     monkeypatch.setattr(orchestrate, "load", refuse)
     args = {"--model": "tiny-qwen2", "--profile": "smoke", "--families": "copying,arithmetic", "--device": "cpu"}
     args.update(dict(zip(change[::2], change[1::2])))
-    assert main(["run", "--experiments", "clean,layer_ablation", "--out", str(out), "--no-report",
-                 *[x for kv in args.items() for x in kv]]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--experiments",
+                "clean,layer_ablation",
+                "--out",
+                str(out),
+                "--no-report",
+                *[x for kv in args.items() for x in kv],
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith(f"atlas: error: run folder {out} holds another run") and err.count("\n") == 1
     assert held in err and this in err and "another --out" in err

@@ -51,7 +51,7 @@ def test_bad_packing_requests_are_refused():
 def _per_prompt_last_hidden(model, runner):
     out = []
     for i, n in enumerate(runner.enc.lengths):
-        x = runner.residuals[0, i:i + 1, -n:]
+        x = runner.residuals[0, i : i + 1, -n:]
         out.append(decoder(model)(inputs_embeds=x, use_cache=False).last_hidden_state[0, -1])
     return torch.stack(out)
 
@@ -59,8 +59,9 @@ def _per_prompt_last_hidden(model, runner):
 def _packed_last_hidden(model, runner, positions):
     enc = runner.enc
     pk = plan(enc.lengths, enc.seq, 16)
-    hidden = decoder(model)(inputs_embeds=pk.pack(runner.residuals[0]), position_ids=positions(pk),
-                            use_cache=False).last_hidden_state
+    hidden = decoder(model)(
+        inputs_embeds=pk.pack(runner.residuals[0]), position_ids=positions(pk), use_cache=False
+    ).last_hidden_state
     return hidden.reshape(-1, hidden.shape[-1])[pk.last], pk
 
 

@@ -18,16 +18,21 @@ from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.runner import Runner
 from atlas_core.sites import Site
 
-pytest.importorskip("accelerate", reason="the multidevice extra: pip install -e \".[multidevice]\"")
+pytest.importorskip("accelerate", reason='the multidevice extra: pip install -e ".[multidevice]"')
 
 PROMPTS = ["The capital of Italy is ", "1 + 2 =", "def f(x):", "copy: a b c ->"]
 
 
 def variants():
-    out = [Variant(f"{kind}/{mode}/L{layer}", (Ablate(Site(kind, layer), mode),))
-           for kind in ("resid", "attn", "mlp") for mode in ("zero", "mean", "resample") for layer in range(4)]
-    return out + [Variant(f"head/L{layer}H{h}", (Ablate(Site("head", layer, h), "zero"),))
-                  for layer in range(4) for h in (0, 3)]
+    out = [
+        Variant(f"{kind}/{mode}/L{layer}", (Ablate(Site(kind, layer), mode),))
+        for kind in ("resid", "attn", "mlp")
+        for mode in ("zero", "mean", "resample")
+        for layer in range(4)
+    ]
+    return out + [
+        Variant(f"head/L{layer}H{h}", (Ablate(Site("head", layer, h), "zero"),)) for layer in range(4) for h in (0, 3)
+    ]
 
 
 @pytest.fixture
@@ -76,6 +81,15 @@ def test_max_memory_parsed_and_bad_entries_refused(tmp_path):
     with pytest.raises(AtlasError, match="use a GPU index"):
         parse_max_memory("tpu=1GiB")
     with pytest.raises(AtlasError, match="is not DEVICE=SIZE"):
-        run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=tmp_path / "r",
-                         device_map="auto", max_memory="cpu=lots", progress=False))
+        run_plan(
+            RunPlan(
+                model="tiny-qwen2",
+                experiments=["clean"],
+                profile="smoke",
+                out=tmp_path / "r",
+                device_map="auto",
+                max_memory="cpu=lots",
+                progress=False,
+            )
+        )
     assert not (tmp_path / "r").exists()

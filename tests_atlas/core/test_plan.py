@@ -39,8 +39,25 @@ def tiny_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: two threads on a 2-core machine spin on each other
     try:
-        assert main(["run", "--model", "tiny-qwen2", "--profile", "smoke", "--device", "cpu", "--families",
-                     ",".join(FAMILIES), "--out", str(out), "--no-report"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "--model",
+                    "tiny-qwen2",
+                    "--profile",
+                    "smoke",
+                    "--device",
+                    "cpu",
+                    "--families",
+                    ",".join(FAMILIES),
+                    "--out",
+                    str(out),
+                    "--no-report",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
         mp.undo()
@@ -49,8 +66,9 @@ def tiny_run(tmp_path_factory):
 
 def _planned(run):
     pm = resolve("tiny-qwen2")
-    return planned_work("tiny-qwen2", "smoke", prompt_set(pm.tokenizer, get_profile("smoke"), FAMILIES),
-                        read_run(run).lora_losses)
+    return planned_work(
+        "tiny-qwen2", "smoke", prompt_set(pm.tokenizer, get_profile("smoke"), FAMILIES), read_run(run).lora_losses
+    )
 
 
 def test_plan_flop_equals_the_meter_of_a_run(tiny_run):
@@ -72,8 +90,14 @@ def test_a_wrong_formula_or_head_count_fails_the_meter_check(tiny_run, monkeypat
     monkeypatch.undo()
     pm, prof = resolve("tiny-qwen2"), get_profile("smoke")
     assert pm.shape.n_kv_heads != pm.shape.n_heads
-    kv = workload_mod.workload(pm.shape.flop, pm.shape.n_layers, pm.shape.n_kv_heads,  # K/V heads for query heads
-                               prompt_set(pm.tokenizer, prof, FAMILIES), prof, run.lora_losses)
+    kv = workload_mod.workload(
+        pm.shape.flop,
+        pm.shape.n_layers,
+        pm.shape.n_kv_heads,  # K/V heads for query heads
+        prompt_set(pm.tokenizer, prof, FAMILIES),
+        prof,
+        run.lora_losses,
+    )
     assert kv["head_ablation"].flop != run.experiments["head_ablation"].metered_flop
 
 
@@ -123,14 +147,17 @@ def test_the_70b_config_builds_on_meta_without_allocating():
     assert (pm.shape.n_layers, pm.shape.n_heads, pm.shape.n_kv_heads, pm.shape.d_model) == (80, 64, 8, 8192)
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["plan", "no-such-model"], "unknown model"),
-    (["plan", "tiny-qwen2", "--profile", "nope"], "unknown profile"),
-    (["plan", "tiny-qwen2", "--gpu-memory", "lots"], "not a size"),
-    (["plan", "tiny-qwen2", "--workers", "0"], "--workers"),
-    (["plan", "tiny-qwen2", "--flops-per-s", "-1"], "--flops-per-s"),
-    (["plan", "tiny-qwen2", "--calibrate", "/no/such/run"], "not a folder"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["plan", "no-such-model"], "unknown model"),
+        (["plan", "tiny-qwen2", "--profile", "nope"], "unknown profile"),
+        (["plan", "tiny-qwen2", "--gpu-memory", "lots"], "not a size"),
+        (["plan", "tiny-qwen2", "--workers", "0"], "--workers"),
+        (["plan", "tiny-qwen2", "--flops-per-s", "-1"], "--flops-per-s"),
+        (["plan", "tiny-qwen2", "--calibrate", "/no/such/run"], "not a folder"),
+    ],
+)
 def test_bad_input_is_one_clear_error(argv, says, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -159,8 +186,9 @@ def _predict_15b():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / BASELINES
-    plan = make_plan("qwen2.5-coder-1.5b-instruct", "full", dtype="float32",
-                     calibration=root / "qwen2.5-coder-0.5b-instruct-full")
+    plan = make_plan(
+        "qwen2.5-coder-1.5b-instruct", "full", dtype="float32", calibration=root / "qwen2.5-coder-0.5b-instruct-full"
+    )
     return compare({r.experiment: r.seconds for r in plan.rows}, read_run(root / "qwen2.5-coder-1.5b-instruct-full"))
 
 
@@ -169,7 +197,9 @@ def test_coder15_full_times_predicted_from_coder05(monkeypatch):
     checks = _predict_15b()
     total = sum(c.predicted_s for c in checks) / sum(c.measured_s for c in checks)
     assert abs(total - 1) <= TOTAL_TOLERANCE
-    assert all(PER_EXPERIMENT[0] <= c.ratio <= PER_EXPERIMENT[1] for c in checks), [(c.experiment, c.ratio) for c in checks]
+    assert all(PER_EXPERIMENT[0] <= c.ratio <= PER_EXPERIMENT[1] for c in checks), [
+        (c.experiment, c.ratio) for c in checks
+    ]
     # a formula whose layer cost forgets the weights' size (tokens x attention width) misses by far
     monkeypatch.setattr(FlopModel, "layer_flop", lambda self, tokens, pairs: 2 * self.attn_width * tokens)
     bad = _predict_15b()

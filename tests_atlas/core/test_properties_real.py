@@ -19,6 +19,7 @@ not the thread count, sets it. So probabilities are held to atol 6e-5 and log-pr
 |log-prob|, about 3x the worst measured; a real indexing or masking bug moves them by >1e-2 (the layer off by one
 in ``test_a_variant_off_by_one_layer_fails_the_tolerance`` moves them by far more).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -42,7 +43,9 @@ pytestmark = pytest.mark.real_model
 
 PROMPTS = ["The capital of France is", "def add(a, b):", "2 + 3 ="]
 POOL = PROMPTS + ["Hello", "for i in range(", "The opposite of hot is", "x = [1, 2"]
-REAL = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+REAL = settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 P_ATOL = 6e-5  # probabilities
 LP_ATOL = 1.5e-3  # log-probabilities, plus LP_RTOL x |log-prob| (see the module docstring)
 LP_RTOL = 1e-5
@@ -65,8 +68,9 @@ def runner_for(request, name) -> Runner:
 
 def logits(model, enc) -> torch.Tensor:
     with torch.inference_mode():
-        return model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                     position_ids=enc.position_ids, use_cache=False).logits
+        return model(
+            input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=enc.position_ids, use_cache=False
+        ).logits
 
 
 def assert_same_distribution(a: torch.Tensor, b: torch.Tensor, what: str = ""):
@@ -74,8 +78,10 @@ def assert_same_distribution(a: torch.Tensor, b: torch.Tensor, what: str = ""):
     dlp = (a - b).abs()
     excess = (dlp - LP_RTOL * b.abs()).max().item()
     assert dp <= P_ATOL, f"{what}: max |delta p| {dp:.3g} > {P_ATOL}"
-    assert excess <= LP_ATOL, (f"{what}: |delta log p| exceeds {LP_ATOL} + {LP_RTOL} x |log p| by "
-                               f"{excess - LP_ATOL:.3g} (max |delta log p| {dlp.max().item():.3g})")
+    assert excess <= LP_ATOL, (
+        f"{what}: |delta log p| exceeds {LP_ATOL} + {LP_RTOL} x |log p| by "
+        f"{excess - LP_ATOL:.3g} (max |delta log p| {dlp.max().item():.3g})"
+    )
 
 
 @contextmanager
@@ -97,8 +103,15 @@ def one_at_a_time(r: Runner, variants) -> torch.Tensor:
     resolved = [r.resolve(v) for v in variants]
     cols = []
     for i, p in enumerate(r.prompts):
-        alone = [Variant(v.name, tuple(replace(iv, value=iv.value[i:i + 1]) if isinstance(iv, Patch) else iv
-                                       for iv in v.interventions)) for v in resolved]
+        alone = [
+            Variant(
+                v.name,
+                tuple(
+                    replace(iv, value=iv.value[i : i + 1]) if isinstance(iv, Patch) else iv for iv in v.interventions
+                ),
+            )
+            for v in resolved
+        ]
         cols.append(naive_logprobs(r.model, r.tokenizer, [p], alone)[:, 0])
     return torch.stack(cols, dim=1)
 
@@ -128,9 +141,13 @@ def test_runner_identity_variants_equal_the_clean_run(request, name):
     r = runner_for(request, name)
     d = r.dims
     assert_same_distribution(r.clean_logprobs, plain_logprobs(r.model, r.enc), "clean pass vs plain forward")
-    lp = r.logprobs([Variant("clean"),
-                     Variant("noop", (Noop(Site("resid", d.n_layers // 2)), Noop(Site("head", 1, 0)))),
-                     Variant("steer0", (Steer(d.n_layers // 3, torch.ones(d.d_model), 0.0),))])
+    lp = r.logprobs(
+        [
+            Variant("clean"),
+            Variant("noop", (Noop(Site("resid", d.n_layers // 2)), Noop(Site("head", 1, 0)))),
+            Variant("steer0", (Steer(d.n_layers // 3, torch.ones(d.d_model), 0.0),)),
+        ]
+    )
     assert torch.equal(lp[0], r.clean_logprobs), "the untouched variant is not the clean run bit for bit"
     assert_same_distribution(lp[1], r.clean_logprobs, "noop variant")
     assert_same_distribution(lp[2], r.clean_logprobs, "zero steering variant")
@@ -145,8 +162,7 @@ def test_batched_sweep_equals_naive_loop_and_one_prompt_at_a_time(request, name,
     d = r.dims
     s1, s2 = data.draw(sites(d)), data.draw(sites(d, kinds=("resid", "head", "mlp")))
     direction = torch.randn(d.d_model, generator=torch.Generator().manual_seed(s1.layer))
-    variants = [Variant("a", (Ablate(s1),)),
-                Variant("b", (Ablate(s2), Steer(s1.layer, direction, 2.0, "last")))]
+    variants = [Variant("a", (Ablate(s1),)), Variant("b", (Ablate(s2), Steer(s1.layer, direction, 2.0, "last")))]
     batched = r.logprobs(variants)
     naive = naive_logprobs(r.model, r.tokenizer, r.prompts, variants)
     assert_same_distribution(batched, naive, f"batched vs naive {s1} {s2}")
@@ -165,7 +181,10 @@ def test_a_variant_off_by_one_layer_fails_the_tolerance(request, name):
     told = []
     for kind in ("resid", "mlp", "head"):
         for layer in (1, d.n_layers // 2, d.n_layers - 2):
-            site, moved = Site(kind, layer, 0 if kind == "head" else None), Site(kind, layer + 1, 0 if kind == "head" else None)
+            site, moved = (
+                Site(kind, layer, 0 if kind == "head" else None),
+                Site(kind, layer + 1, 0 if kind == "head" else None),
+            )
             batched = r.logprobs([Variant("a", (Ablate(site),))])
             naive = naive_logprobs(r.model, r.tokenizer, r.prompts, [Variant("a", (Ablate(moved),))])
             same = naive_logprobs(r.model, r.tokenizer, r.prompts, [Variant("a", (Ablate(site),))])
@@ -208,6 +227,7 @@ def test_zero_ablating_one_head_changes_only_its_slice(request, name, data):
     def rec(key):
         def pre(module, args, kwargs):
             seen[key] = (args[0] if args else kwargs["input"]).detach().clone()
+
         return pre
 
     with hooked([(o_proj, "pre", rec("clean"))]):
@@ -281,7 +301,7 @@ def test_no_hooks_and_full_layers_after_exceptions(request, name):
 
     with pytest.raises(RuntimeError, match="mid-forward"):
         with intervene(model, [Ablate(Site("head", 1, 0)), Noop(Site("mlp", 2)), ExitAt(d.n_layers - 3)]):
-            assert dec.config.layer_types == types[:d.n_layers - 2]
+            assert dec.config.layer_types == types[: d.n_layers - 2]
             with hooked([(layers(model)[2], "forward", explode)]):
                 logits(model, enc)
     with pytest.raises(KeyError):
@@ -299,9 +319,12 @@ def test_no_hooks_and_full_layers_after_exceptions(request, name):
 def test_bad_input_fails_before_any_forward(coder05):
     r = Runner(coder05.model, coder05.tokenizer, PROMPTS)
     d = r.dims
-    bad = [Variant("x", (Ablate(Site("resid", d.n_layers)),)), Variant("x", (Ablate(Site("head", 0, d.n_heads)),)),
-           Variant("x", (Steer(0, torch.zeros(d.d_model - 1), 1.0),)),
-           Variant("x", (Patch(Site("resid", 0), torch.zeros(len(PROMPTS), r.enc.seq - 1, d.d_model)),))]
+    bad = [
+        Variant("x", (Ablate(Site("resid", d.n_layers)),)),
+        Variant("x", (Ablate(Site("head", 0, d.n_heads)),)),
+        Variant("x", (Steer(0, torch.zeros(d.d_model - 1), 1.0),)),
+        Variant("x", (Patch(Site("resid", 0), torch.zeros(len(PROMPTS), r.enc.seq - 1, d.d_model)),)),
+    ]
     with layer_counter(coder05.model) as ran:
         for v in bad:
             with pytest.raises(AtlasError):

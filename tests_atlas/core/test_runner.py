@@ -3,6 +3,7 @@ naive path (one hooked stock forward per variant) and as one prompt at a time; i
 exact; patching a run with its own activations recovers it; mean/resample ablation draw on the
 reference set; the logit lens; bad input fails before any forward. Property-based, CPU fp32.
 """
+
 from __future__ import annotations
 
 import string
@@ -21,7 +22,13 @@ from atlas_core.hooks import count_hooks, hooked
 from atlas_core.interventions import Ablate, ExitAt, Noop, Patch, Skip, Steer, Variant
 from atlas_core.metrics import argmax_match, kl_divergence, kl_recovery, topk_overlap
 from atlas_core.models.adapters import (
-    adapter_for, decoder, final_norm, layer_part, layer_window, layers, lm_head,
+    adapter_for,
+    decoder,
+    final_norm,
+    layer_part,
+    layer_window,
+    layers,
+    lm_head,
 )
 from atlas_core.runner import Runner
 from atlas_core.sites import SITE_KINDS, Dims, Site, dims
@@ -46,8 +53,6 @@ def patched(obj, name, value):
         setattr(obj, name, old)
 
 
-
-
 @st.composite
 def sites(draw, d, kinds=SITE_KINDS):
     kind = draw(st.sampled_from(kinds))
@@ -64,11 +69,19 @@ def recipes(draw, d, max_ivs=3):
         what = draw(st.sampled_from(["zero", "mean", "resample", "steer", "patch", "skip", "noop"]))
         seed = draw(st.integers(0, 2**16))
         if what == "steer":
-            items.append(("steer", draw(st.integers(0, d.n_layers - 1)), draw(st.floats(-6, 6)),
-                          draw(st.sampled_from(["all", "last"])), seed))
+            items.append(
+                (
+                    "steer",
+                    draw(st.integers(0, d.n_layers - 1)),
+                    draw(st.floats(-6, 6)),
+                    draw(st.sampled_from(["all", "last"])),
+                    seed,
+                )
+            )
         elif what == "skip":
-            items.append(("skip", tuple(sorted(set(draw(st.lists(st.integers(0, d.n_layers - 1), min_size=1,
-                                                                   max_size=2)))))))
+            items.append(
+                ("skip", tuple(sorted(set(draw(st.lists(st.integers(0, d.n_layers - 1), min_size=1, max_size=2))))))
+            )
         else:
             items.append((what, draw(sites(d)), draw(st.sampled_from(["all", "last"])), seed))
     if draw(st.integers(0, 4)) == 0:
@@ -109,7 +122,7 @@ def for_prompt(variant: Variant, i: int) -> Variant:
     ivs = []
     for iv in variant.interventions:
         if isinstance(iv, Patch) or (isinstance(iv, Ablate) and iv.mode == "resample"):
-            iv = replace(iv, value=iv.value[i:i + 1])
+            iv = replace(iv, value=iv.value[i : i + 1])
         ivs.append(iv)
     return Variant(variant.name, tuple(ivs))
 
@@ -117,8 +130,10 @@ def for_prompt(variant: Variant, i: int) -> Variant:
 def one_at_a_time(runner: Runner, variants) -> torch.Tensor:
     """[V, P, vocab]: every prompt alone (no padding), every variant its own hooked stock forward."""
     resolved = [runner.resolve(v) for v in variants]
-    cols = [naive_logprobs(runner.model, runner.tokenizer, [p], [for_prompt(v, i) for v in resolved])[:, 0]
-            for i, p in enumerate(runner.prompts)]
+    cols = [
+        naive_logprobs(runner.model, runner.tokenizer, [p], [for_prompt(v, i) for v in resolved])[:, 0]
+        for i, p in enumerate(runner.prompts)
+    ]
     return torch.stack(cols, dim=1)
 
 
@@ -132,11 +147,11 @@ def window(runner: Runner, variant: Variant) -> tuple[int, int]:
 def max_diff(a, b) -> float:
     return (a - b).abs().max().item()
 
+
 def assert_lp_close(a, b, msg="") -> None:
     """Log-probs of two paths whose batches differ in shape (padded or not, length-bucket chunks, variants x
     prompts): fp32 kernels round differently, ~1e-5 and growing with |log-prob| (as for a prompt alone)."""
     torch.testing.assert_close(a, b, atol=ATOL, rtol=2e-6, msg=(lambda m: f"{m}\n{msg}") if msg else None)
-
 
 
 # ---- identity -------------------------------------------------------------------------------------
@@ -160,10 +175,13 @@ def test_identity_variants_reproduce_the_clean_run(tiny, data, prompts, seed):
     noop_sites = data.draw(st.lists(sites(d), min_size=1, max_size=3))
     layer = data.draw(st.integers(0, d.n_layers - 1))
     direction = torch.randn(d.d_model, generator=torch.Generator().manual_seed(seed))
-    variants = [Variant("clean"), Variant("noop", tuple(Noop(s) for s in noop_sites)),
-                Variant("steer0", (Steer(layer, direction, 0.0),)),
-                Variant("steer0-last", (Steer(layer, direction, 0.0, "last"),)),
-                Variant("exit-last", (ExitAt(d.n_layers - 1),))]
+    variants = [
+        Variant("clean"),
+        Variant("noop", tuple(Noop(s) for s in noop_sites)),
+        Variant("steer0", (Steer(layer, direction, 0.0),)),
+        Variant("steer0-last", (Steer(layer, direction, 0.0, "last"),)),
+        Variant("exit-last", (ExitAt(d.n_layers - 1),)),
+    ]
     lp = r.logprobs(variants)
     # nothing touched: the runner hands back the clean run bit for bit
     assert torch.equal(lp[0], r.clean_logprobs) and torch.equal(lp[-1], r.clean_logprobs)
@@ -211,8 +229,9 @@ def test_chunking_to_a_tiny_memory_budget_changes_nothing(tiny, data, prompts):
     variants = [build(x, big, f"v{i}") for i, x in enumerate(rec)]
     # one-row chunks run unpadded: the same padded-vs-unpadded kernel tolerance as the one-at-a-time test
     torch.testing.assert_close(small.clean_logprobs, big.clean_logprobs, atol=ATOL, rtol=2e-6)
-    torch.testing.assert_close(small.logprobs(variants), big.logprobs(variants), atol=ATOL, rtol=2e-6,
-                               msg=lambda m: f"{m}\n{rec}")
+    torch.testing.assert_close(
+        small.logprobs(variants), big.logprobs(variants), atol=ATOL, rtol=2e-6, msg=lambda m: f"{m}\n{rec}"
+    )
 
 
 def test_one_row_chunks_split_the_clean_pass_too(tiny):
@@ -229,8 +248,9 @@ def test_one_row_chunks_split_the_clean_pass_too(tiny):
 # ---- clean-prefix reuse ------------------------------------------------------------------------------
 @FEW
 @given(data=st.data(), prompts=PROMPTS)
-def test_prefix_reuse_runs_only_layers_from_the_first_touched_one_and_equals_full_recompute(tiny, data, prompts,
-                                                                                             forward_counter):
+def test_prefix_reuse_runs_only_layers_from_the_first_touched_one_and_equals_full_recompute(
+    tiny, data, prompts, forward_counter
+):
     d = dims(tiny.model)
     site = data.draw(sites(d))
     r = Runner(tiny.model, tiny.tokenizer, prompts)
@@ -256,10 +276,14 @@ def test_residual_interventions_on_the_last_layer_and_at_the_exit_layer(tiny, fo
     r = Runner(tiny.model, tiny.tokenizer, prompts)
     n = r.dims.n_layers
     direction = torch.randn(r.dims.d_model, generator=torch.Generator().manual_seed(0))
-    variants = [Variant("clean"), Variant("zero-last", (Ablate(Site("resid", n - 1)),)),
-                Variant("steer-last", (Steer(n - 1, direction, 3.0, "last"),)),
-                Variant("exit1", (ExitAt(1),)), Variant("steer-exit1", (Steer(1, direction, 3.0), ExitAt(1))),
-                Variant("noop-last", (Noop(Site("resid", n - 1)),))]
+    variants = [
+        Variant("clean"),
+        Variant("zero-last", (Ablate(Site("resid", n - 1)),)),
+        Variant("steer-last", (Steer(n - 1, direction, 3.0, "last"),)),
+        Variant("exit1", (ExitAt(1),)),
+        Variant("steer-exit1", (Steer(1, direction, 3.0), ExitAt(1))),
+        Variant("noop-last", (Noop(Site("resid", n - 1)),)),
+    ]
     # a Noop hooks the stock layer as it runs: its layer runs (adapter ablation relies on that)
     assert [window(r, v) for v in variants] == [(n, n), (n, n), (n, n), (2, 2), (2, 2), (n - 1, n)]
     r.clean_logprobs
@@ -300,8 +324,10 @@ def test_record_sites_agree_with_the_cached_residuals(tiny):
     r = Runner(tiny.model, tiny.tokenizer, ["hello world", "ab", "x+y="])
     d = r.dims
     for layer in range(d.n_layers):
-        got = r.record([Site("resid", layer), Site("delta", layer), Site("attn", layer), Site("mlp", layer)]
-                       + [Site("head", layer, h) for h in range(d.n_heads)])
+        got = r.record(
+            [Site("resid", layer), Site("delta", layer), Site("attn", layer), Site("mlp", layer)]
+            + [Site("head", layer, h) for h in range(d.n_heads)]
+        )
         resid, delta = got[Site("resid", layer)], got[Site("delta", layer)]
         assert torch.equal(resid, r.residuals[layer + 1])
         torch.testing.assert_close(delta, r.residuals[layer + 1] - r.residuals[layer], atol=1e-6, rtol=0)
@@ -329,8 +355,10 @@ def test_runner_head_ablation_changes_only_that_slice(tiny, layer, head, prompts
     r.clean_logprobs  # the clean pass runs before recording
     packings = []
     plan = packing.plan
-    with hooked([(o_proj, "forward", rec)]), patched(packing, "plan", lambda *a, **k: packings.append(plan(*a, **k))
-                                                     or packings[-1]):
+    with (
+        hooked([(o_proj, "forward", rec)]),
+        patched(packing, "plan", lambda *a, **k: packings.append(plan(*a, **k)) or packings[-1]),
+    ):
         r.logprobs([Variant("h", (Ablate(Site("head", layer, head)),))])
     # one variant: the chunks' rows are the prompt blocks in order, each chunk trimmed of the padding none of
     # its prompts needs, then packed; unpacked, each chunk is in the padded layout again
@@ -339,8 +367,8 @@ def test_runner_head_ablation_changes_only_that_slice(tiny, layer, head, prompts
     assert len(seen) == len(packings) and sum(pk.batch for pk in packings) == len(order)
     for pk, packed in zip(packings, seen):
         x = pk.unpack(packed)
-        rows, order = order[:x.shape[0]], order[x.shape[0]:]
-        ref, real = clean[rows][:, -x.shape[1]:], r.enc.attention_mask[rows][:, -x.shape[1]:].bool()
+        rows, order = order[: x.shape[0]], order[x.shape[0] :]
+        ref, real = clean[rows][:, -x.shape[1] :], r.enc.attention_mask[rows][:, -x.shape[1] :].bool()
         assert real[:, 0].any()  # the first kept column is some prompt's first token
         assert torch.count_nonzero(packed[..., lo:hi]) == 0
         # the clean recording ran at full padded width, this chunk packed: fp32 kernels differ by ~1e-6
@@ -469,13 +497,18 @@ def _bad_variants(d, n_prompts, seq):
         "positions unknown": [Variant("x", (Steer(1, torch.zeros(w), 1.0, "first"),))],
         "patch positions unknown": [Variant("x", (Patch(Site("resid", 1), torch.zeros(n_prompts, seq, w), "mid"),))],
         "patch of the wrong width": [Variant("x", (Patch(Site("resid", 1), torch.zeros(n_prompts, seq, w - 1)),))],
-        "patch of the wrong prompt count": [Variant("x", (Patch(Site("resid", 1), torch.zeros(n_prompts + 1, seq, w)),))],
+        "patch of the wrong prompt count": [
+            Variant("x", (Patch(Site("resid", 1), torch.zeros(n_prompts + 1, seq, w)),))
+        ],
         "patch too short": [Variant("x", (Patch(Site("resid", 1), torch.zeros(n_prompts, seq - 1, w)),))],
         "resample donors of the wrong prompt count": [
-            Variant("x", (Ablate(Site("resid", 1), "resample", torch.zeros(n_prompts - 1, seq, w)),))],
+            Variant("x", (Ablate(Site("resid", 1), "resample", torch.zeros(n_prompts - 1, seq, w)),))
+        ],
         "two exits": [Variant("x", (ExitAt(1), ExitAt(2)))],
-        "bad second variant": [Variant("ok", (Ablate(Site("resid", 0), "mean"),)),
-                               Variant("x", (Skip((d.n_layers,)),))],
+        "bad second variant": [
+            Variant("ok", (Ablate(Site("resid", 0), "mean"),)),
+            Variant("x", (Skip((d.n_layers,)),)),
+        ],
     }
 
 
@@ -550,9 +583,13 @@ def test_padded_sweep_chunks_equal_packed_ones(tiny, monkeypatch):
 
     prompts = ["a", "hello world", "x = 1 + 2 + 3 + 4 + 5", "(())", "def f(x): return x", "ab"]
     direction = torch.randn(dims(tiny.model).d_model, generator=torch.Generator().manual_seed(3))
-    variants = [Variant("resid1", (Ablate(Site("resid", 1)),)), Variant("head", (Ablate(Site("head", 2, 1)),)),
-                Variant("mlp-resample", (Ablate(Site("mlp", 0), "resample"),)),
-                Variant("steer", (Steer(2, direction, 2.0),)), Variant("exit", (ExitAt(1),))]
+    variants = [
+        Variant("resid1", (Ablate(Site("resid", 1)),)),
+        Variant("head", (Ablate(Site("head", 2, 1)),)),
+        Variant("mlp-resample", (Ablate(Site("mlp", 0), "resample"),)),
+        Variant("steer", (Steer(2, direction, 2.0),)),
+        Variant("exit", (ExitAt(1),)),
+    ]
     r = Runner(tiny.model, tiny.tokenizer, prompts)
     packed = r.logprobs(variants)
     for tokens in (0, 8, 4096):

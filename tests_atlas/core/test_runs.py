@@ -49,18 +49,25 @@ def write_doc(path: Path, doc: dict) -> None:
 def test_the_reader_gives_what_the_files_hold():
     run = RunFolder(GEMMA)
     manifest = json.loads((GEMMA / "manifest.json").read_text())
-    assert (run.name, run.n_layers, run.profile) == ("gemma-3-270m", 18, "full") == (
-        manifest["model"]["name"], manifest["model"]["n_layers"], manifest["profile"]["name"])
+    assert (
+        (run.name, run.n_layers, run.profile)
+        == ("gemma-3-270m", 18, "full")
+        == (manifest["model"]["name"], manifest["model"]["n_layers"], manifest["profile"]["name"])
+    )
     assert sorted(run.experiments) == sorted(p.stem for p in GEMMA.glob("*.json") if p.name != "manifest.json")
     assert {k: run.result(k) for k in run.experiments} == raw_results(GEMMA)  # as stored
     assert {k: to_jsonable(v) for k, v in run.results.items()} == {  # typed, writing back the same numbers
-        k: to_jsonable(load_result(k, v)) for k, v in raw_results(GEMMA).items()}
+        k: to_jsonable(load_result(k, v)) for k, v in raw_results(GEMMA).items()
+    }
     assert type(run.results["steering"]).__name__ == "SteeringResult"
     assert same_stats(run.stats, model_statistics(raw_results(GEMMA), 18))
     assert run.stats is run.stats  # computed once
     report_run = Run(GEMMA, "a")  # the report's view reads through the same reader and adds its pointers
     assert isinstance(report_run, RunFolder) and same_stats(report_run.stats, run.stats)
-    assert report_run.num("steering", "result", "best_boost", "value").value == run.result("steering")["best_boost"]["value"]
+    assert (
+        report_run.num("steering", "result", "best_boost", "value").value
+        == run.result("steering")["best_boost"]["value"]
+    )
 
 
 def test_a_changed_result_changes_the_statistics(gemma):
@@ -96,7 +103,9 @@ def test_extra_seeds_are_kept_apart_from_the_base_seed(gemma):
 
 def test_bad_folders_are_clear_errors(tmp_path, gemma):
     missing = tmp_path / "missing"
-    with pytest.raises(AtlasError, match=f"run folder {missing} does not exist; make one with `atlas run --out {missing}`"):
+    with pytest.raises(
+        AtlasError, match=f"run folder {missing} does not exist; make one with `atlas run --out {missing}`"
+    ):
         RunFolder(missing)
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtlasError, match="holds no atlas results .* run `atlas run --out"):
@@ -138,8 +147,11 @@ def test_relative_depth_runs_from_the_first_layer_to_the_last(n, data):
 def test_the_report_and_the_statistics_share_one_depth(model):
     """The depth the report prints beside a layer is the statistic's: both are verdicts.relative_depth."""
     run = Run(run_path(model, "full", BASELINES_DIR))
-    for index, depth in (("hub.top_layer", "hub.top_layer_depth"), ("steering.best_layer", "steering.best_layer_depth"),
-                         ("knockout.best_layer", "knockout.best_layer_depth")):
+    for index, depth in (
+        ("hub.top_layer", "hub.top_layer_depth"),
+        ("steering.best_layer", "steering.best_layer_depth"),
+        ("knockout.best_layer", "knockout.best_layer_depth"),
+    ):
         layer = run.stats[index].value
         if layer is None:  # all layers tie (Gemma's residual sweep): no top layer, so no depth either
             assert run.stats[index].tie and run.stats[depth].value is None
@@ -149,8 +161,10 @@ def test_the_report_and_the_statistics_share_one_depth(model):
     assert run.depth(None) is None
 
 
-@given(model=st.text(st.characters(codec="ascii", exclude_characters="\x00"), min_size=1, max_size=40),
-       profile=st.sampled_from(sorted(PROFILES)))
+@given(
+    model=st.text(st.characters(codec="ascii", exclude_characters="\x00"), min_size=1, max_size=40),
+    profile=st.sampled_from(sorted(PROFILES)),
+)
 def test_a_run_folder_name_is_one_folder_named_after_model_and_profile(model, profile):
     path = run_path(model, profile, "runs")
     assert path.parent == Path("runs") and "/" not in path.name and path.name.endswith(f"-{profile}")

@@ -21,8 +21,18 @@ from atlas_core.claims import parse_claim
 from atlas_core.experiments.schema import ADDED, REMOVED, SCHEMA, load_result, migrate
 from atlas_core.results import to_jsonable
 from atlas_core.spec import (
-    HypothesisSpec, Knob, default_thresholds, experiment, experiments, finding_markers, groups,
-    hypotheses, hypothesis_markers, register, statistic_experiments, unregister,
+    HypothesisSpec,
+    Knob,
+    default_thresholds,
+    experiment,
+    experiments,
+    finding_markers,
+    groups,
+    hypotheses,
+    hypothesis_markers,
+    register,
+    statistic_experiments,
+    unregister,
 )
 from atlas_core.stat import REJECTED, SUPPORTED, Verdict
 from atlas_core.verdicts import decide, need
@@ -44,13 +54,26 @@ def registered():
 def _h010_rule(small, large, th):
     s, l = need(small, "hub.top_layer_kl", "small"), need(large, "hub.top_layer_kl", "large")
     ok = min(s.value, l.value) >= th["min_kl"]
-    return Verdict("H010", SUPPORTED if ok else REJECTED, "strongest layer KL, the weaker model's", min(s.value, l.value),
-                   None, None, f"supported if both >= {th['min_kl']:g}", {"small": s.value, "large": l.value})
+    return Verdict(
+        "H010",
+        SUPPORTED if ok else REJECTED,
+        "strongest layer KL, the weaker model's",
+        min(s.value, l.value),
+        None,
+        None,
+        f"supported if both >= {th['min_kl']:g}",
+        {"small": s.value, "large": l.value},
+    )
 
 
-H010 = HypothesisSpec(id="H010", text="Some layer carries the output at both scales",
-                      experiments=("layer_ablation",), statistics=("hub.top_layer_kl",), rule=_h010_rule,
-                      thresholds={"min_kl": 1.0})
+H010 = HypothesisSpec(
+    id="H010",
+    text="Some layer carries the output at both scales",
+    experiments=("layer_ablation",),
+    statistics=("hub.top_layer_kl",),
+    rule=_h010_rule,
+    thresholds={"min_kl": 1.0},
+)
 
 
 # ---- the tables are the specs' -----------------------------------------------------------------------
@@ -62,15 +85,33 @@ def test_every_experiment_module_declares_one_spec_and_the_run_order_follows_req
         assert s.module == f"atlas_core.experiments.{s.name}"
         for dep in s.requires + s.reuses:
             assert order.index(dep) < order.index(s.name), (s.name, dep)
-    assert set(groups()) == {"clean", "hub", "mlp", "heads", "steering", "knockout", "lora", "transfer", "adapter",
-                             "efficiency"}
+    assert set(groups()) == {
+        "clean",
+        "hub",
+        "mlp",
+        "heads",
+        "steering",
+        "knockout",
+        "lora",
+        "transfer",
+        "adapter",
+        "efficiency",
+    }
 
 
 def test_markers_thresholds_and_statistic_sources_come_from_the_specs():
     assert set(hypothesis_markers()) == {f"h00{i}" for i in range(1, 9)}
-    assert set(finding_markers()) == {"finding_hub", "finding_heads", "finding_steering", "finding_knockout",
-                                      "finding_transfer", "finding_mlp", "finding_lora", "finding_efficiency",
-                                      "finding_adapter"}
+    assert set(finding_markers()) == {
+        "finding_hub",
+        "finding_heads",
+        "finding_steering",
+        "finding_knockout",
+        "finding_transfer",
+        "finding_mlp",
+        "finding_lora",
+        "finding_efficiency",
+        "finding_adapter",
+    }
     assert default_thresholds()["H003"]["min_boost"] == 0.01
     assert statistic_experiments("mlp.share_of_top_layer") == ("mlp_ablation", "layer_ablation")
     assert statistic_experiments("heads.layer_head_gap") == ("head_ablation", "layer_ablation")
@@ -83,7 +124,9 @@ def test_markers_thresholds_and_statistic_sources_come_from_the_specs():
 # ---- the registry refuses ambiguity --------------------------------------------------------------------
 def test_a_second_declaration_of_a_name_is_refused_naming_both_places(registered):
     twin = replace(hypotheses()["H001"], text="another H001")
-    with pytest.raises(AtlasError, match=r"hypothesis H001 is declared twice: in atlas_core\.hypotheses\.h001 and in test"):
+    with pytest.raises(
+        AtlasError, match=r"hypothesis H001 is declared twice: in atlas_core\.hypotheses\.h001 and in test"
+    ):
         registered(twin)
     clone = replace(experiment("steering"))
     with pytest.raises(AtlasError, match="experiment steering is declared twice"):
@@ -124,8 +167,10 @@ def test_h010_registered_is_a_marker_a_claim_group_and_a_rule(registered):
     registered(H010)
     assert hypothesis_markers()["h010"] == "H010 Some layer carries the output at both scales"
     assert default_thresholds()["H010"] == {"min_kl": 1.0}
-    claim = parse_claim({"id": "H010", "statistic": "H010", "kind": "verdict", "expected_verdict": "supported"},
-                        {"models": ["a", "b"], "source": "measured"})
+    claim = parse_claim(
+        {"id": "H010", "statistic": "H010", "kind": "verdict", "expected_verdict": "supported"},
+        {"models": ["a", "b"], "source": "measured"},
+    )
     assert (claim.hypothesis, claim.group, claim.experiments) == ("H010", "h010", ("layer_ablation",))
     from atlas_core.stat import Stat
 
@@ -143,7 +188,9 @@ def _records():
     return sorted(BASELINES_DIR.glob("*/*.json"))
 
 
-@pytest.mark.parametrize("path", [p for p in _records() if p.name != "manifest.json"], ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "path", [p for p in _records() if p.name != "manifest.json"], ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
 def test_every_committed_record_loads_as_its_type_and_writes_back_the_same(path):
     doc = json.loads(path.read_text())
     typed = load_result(doc["experiment"], doc["result"])
@@ -162,8 +209,11 @@ def _floats(obj):
 
 def test_a_field_the_type_lacks_is_an_error_naming_it_and_the_fix():
     doc = json.loads(next(p for p in _records() if p.name == "steering.json").read_text())
-    with pytest.raises(AtlasError, match=r"steering result does not match SteeringResult.*extra fields found \(bogus\)"
-                                         r".*rerun the experiment"):
+    with pytest.raises(
+        AtlasError,
+        match=r"steering result does not match SteeringResult.*extra fields found \(bogus\)"
+        r".*rerun the experiment",
+    ):
         load_result("steering", {**doc["result"], "bogus": 1})
     with pytest.raises(AtlasError, match="best_layer"):
         load_result("steering", {k: v for k, v in doc["result"].items() if k != "best_layer"})
@@ -223,7 +273,7 @@ def test_undefined_numbers_are_stored_as_null_and_read_as_nan():
 
 
 # ---- H010 from a project's conftest, end to end through the plugin --------------------------------
-H010_CONFTEST = '''
+H010_CONFTEST = """
 from atlas_core.spec import HypothesisSpec
 from atlas_core.stat import REJECTED, SUPPORTED, Verdict
 from atlas_core.verdicts import need
@@ -240,8 +290,8 @@ def pytest_atlas_hypotheses(config):
     return [HypothesisSpec(id="H010", text="Some layer carries the output at both scales",
                            experiments=("layer_ablation",), statistics=("hub.top_layer_kl",), rule=rule,
                            thresholds={"min_kl": 1.0})]
-'''
-H010_TEST = '''
+"""
+H010_TEST = """
 import pytest
 
 pytestmark = pytest.mark.h010
@@ -250,8 +300,8 @@ pytestmark = pytest.mark.h010
 def test_h010(claim, atlas):
     ev = atlas.evaluate(claim)
     assert ev.passed, ev.message
-'''
-H010_CLAIMS = '''
+"""
+H010_CLAIMS = """
 [meta]
 models = ["tiny-qwen2", "tiny-qwen2"]
 profile = "smoke"
@@ -265,7 +315,7 @@ id = "H010"
 statistic = "H010"
 kind = "verdict"
 expected_verdict = "supported"
-'''
+"""
 
 
 @pytest.mark.parametrize("min_kl,outcome", [(0.0, "passed"), (1e9, "failed")])
@@ -277,12 +327,32 @@ def test_h010_declared_in_a_conftest_runs_as_a_marked_claims_test(pytester, min_
     claims = pytester.path / "h010.toml"
     claims.write_text(H010_CLAIMS.format(min_kl=min_kl))
     result = pytester.runpytest_subprocess(
-        "-p", "atlas_core.pytest_plugin", "-m", "h010", "--atlas-pair", "tiny-qwen2", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims",
-        str(claims), "--atlas-baselines", "none", "--atlas-runs", str(pytester.path / "runs"), "-p", "no:cacheprovider",
-        "-q", "-rN", timeout=300)
+        "-p",
+        "atlas_core.pytest_plugin",
+        "-m",
+        "h010",
+        "--atlas-pair",
+        "tiny-qwen2",
+        "tiny-qwen2",
+        "--atlas-profile",
+        "smoke",
+        "--atlas-claims",
+        str(claims),
+        "--atlas-baselines",
+        "none",
+        "--atlas-runs",
+        str(pytester.path / "runs"),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rN",
+        timeout=300,
+    )
     assert result.parseoutcomes().get(outcome) == 1, result.stdout.str()[-2000:]
     if outcome == "failed":
-        result.stdout.fnmatch_lines(["*claim H010 (measured) on tiny-qwen2 vs tiny-qwen2: H010 verdict REJECTED, expected SUPPORTED*-> FAIL"])
+        result.stdout.fnmatch_lines(
+            ["*claim H010 (measured) on tiny-qwen2 vs tiny-qwen2: H010 verdict REJECTED, expected SUPPORTED*-> FAIL"]
+        )
 
 
 def test_a_profile_field_the_profile_lacks_is_refused(registered):
@@ -316,14 +386,17 @@ def test_installed_packages_declare_specs_through_entry_points(tmp_path, monkeyp
         "from atlas_core.spec import HypothesisSpec\n"
         "from atlas_core.hypotheses.h001 import rule\n"
         "SPEC = HypothesisSpec(id='H042', text='from a package', experiments=('layer_ablation',),\n"
-        "                      statistics=('hub.top_layer_depth',), rule=rule, thresholds={'tolerance': 0.1})\n")
+        "                      statistics=('hub.top_layer_depth',), rule=rule, thresholds={'tolerance': 0.1})\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     found = [EntryPoint("h042", "their_pkg", "atlas.hypotheses")]
-    monkeypatch.setattr(spec_module.metadata, "entry_points",
-                        lambda group: [e for e in found if e.group == group])
+    monkeypatch.setattr(spec_module.metadata, "entry_points", lambda group: [e for e in found if e.group == group])
     reg = spec_module._Registry("hypothesis", "atlas_core.hypotheses")
     assert reg.all()["H042"].text == "from a package" and "H001" in reg.all()
     found.append(EntryPoint("broken", "their_pkg_missing", "atlas.hypotheses"))  # the perturbation
-    with pytest.raises(AtlasError, match=r"entry point broken = their_pkg_missing \(atlas.hypotheses\) failed to "
-                                         r"load.*fix or uninstall the package"):
+    with pytest.raises(
+        AtlasError,
+        match=r"entry point broken = their_pkg_missing \(atlas.hypotheses\) failed to "
+        r"load.*fix or uninstall the package",
+    ):
         spec_module._Registry("hypothesis", "atlas_core.hypotheses").all()

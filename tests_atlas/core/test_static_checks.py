@@ -1,5 +1,5 @@
-"""The static checks, configured in pyproject.toml: ruff's lint rules over the library and the tests, the
-import-linter layering contract over ``atlas_core``, and mypy over ``atlas_core``. Each runs as its own
+"""The static checks, configured in pyproject.toml: ruff's lint rules and its formatter over the library and the
+tests, the import-linter layering contract over ``atlas_core``, and mypy over ``atlas_core``. Each runs as its own
 process on this checkout and fails with the tool's own report.
 
 mypy keeps its cache in ``.mypy_cache`` (ignored by git): a fresh clone's first run analyses everything
@@ -9,6 +9,7 @@ mypy keeps its cache in ``.mypy_cache`` (ignored by git): a fresh clone's first 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = "from importlinter.cli import lint_imports_command; lint_imports_command()"
 CHECKS = {
     "ruff": [sys.executable, "-m", "ruff", "check", "--no-cache", "atlas_core", "tests_atlas"],
+    "ruff-format": [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "atlas_core", "tests_atlas"],
     "import-linter": [sys.executable, "-c", LINT_IMPORTS, "--no-cache"],
     "mypy": [sys.executable, "-m", "mypy"],
 }
@@ -36,3 +38,39 @@ def test_static_check_passes(name):
         pytest.skip("the static checks run on a checkout (pyproject.toml), not on an installed package")
     r = run_check(name)
     assert r.returncode == 0, f"{name} failed ({r.returncode}):\n{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
+
+
+# Each check must be able to fail: the same command on a copy of this checkout with one defect planted.
+DEFECTS = {
+    "ruff": (
+        "atlas_core/metrics.py",
+        "\n\ndef _defect(values=[]):  # B006: a mutable default\n    return values\n",
+        "B006",
+    ),
+    "ruff-format": ("atlas_core/metrics.py", "\n\nDEFECT = [1,2 ,3]\n", "--> atlas_core/metrics.py"),
+    # the bottom layer imports the top one: data flowing upward
+    "import-linter": (
+        "atlas_core/hooks.py",
+        "\n\nfrom atlas_core import cli  # noqa: E402,F401\n",
+        "atlas_core.hooks -> atlas_core.cli",
+    ),
+    "mypy": (
+        "atlas_core/metrics.py",
+        '\n\ndef _defect() -> int:\n    return "not an int"\n',
+        "Incompatible return value type",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_static_check_fails_on_a_planted_defect(name, tmp_path):
+    if not (ROOT / "pyproject.toml").is_file():
+        pytest.skip("the static checks run on a checkout (pyproject.toml), not on an installed package")
+    for part in ("atlas_core", "tests_atlas"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.html"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    path, defect, named = DEFECTS[name]
+    with open(tmp_path / path, "a") as fh:
+        fh.write(defect)
+    r = run_check(name, tmp_path)
+    assert r.returncode != 0 and named in r.stdout + r.stderr, (r.stdout[-3000:], r.stderr[-2000:])

@@ -1,4 +1,5 @@
 """The shipped task families: they load, match the generator byte for byte, and validate input."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,15 +38,20 @@ def _write_family(directory: Path, name: str, items=None, contrast=None) -> Path
     items = items if items is not None else [{"prompt": "a b a", "target": " b", "id": "x"}]
     contrast = contrast if contrast is not None else [{"prompt": "a b c", "target": " d"}]
     path = directory / f"{name}.json"
-    path.write_text(json.dumps({"family": name, "description": "d", "items": items,
-                                "contrast": contrast}))
+    path.write_text(json.dumps({"family": name, "description": "d", "items": items, "contrast": contrast}))
     return path
 
 
 def test_families_order():
     assert FAMILIES == (
-        "arithmetic", "code_syntax", "copying", "delimiter_tracking",
-        "factual_recall", "json_schema", "dead_code", "code_semantics",
+        "arithmetic",
+        "code_syntax",
+        "copying",
+        "delimiter_tracking",
+        "factual_recall",
+        "json_schema",
+        "dead_code",
+        "code_semantics",
     )
 
 
@@ -80,8 +86,7 @@ def test_study_prompts_verbatim(repo_tasks):
 
 def test_generator_is_deterministic_and_matches_fixtures(tmp_path):
     out = tmp_path / "tasks"
-    subprocess.run([sys.executable, str(GENERATOR), "--out", str(out)], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run([sys.executable, str(GENERATOR), "--out", str(out)], check=True, capture_output=True, timeout=60)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.json" for n in FAMILIES)
     for name in FAMILIES:
         fresh = (out / f"{name}.json").read_bytes()
@@ -210,5 +215,4 @@ def test_prompts_fit_the_qwen_tokenizer(repo_tasks):
             assert 4 <= len(p_ids) <= 20, (fam.name, it)
             assert tok.decode([first]).strip(), (fam.name, it)  # not whitespace only
             if not it.id.startswith("study_"):
-                assert enc(it.prompt + it.target)[: len(p_ids) + 1] == p_ids + [first], (
-                    fam.name, it)
+                assert enc(it.prompt + it.target)[: len(p_ids) + 1] == p_ids + [first], (fam.name, it)

@@ -21,8 +21,10 @@ from atlas_core.tasks import FAMILIES, check_targets, load_families, task_files
 VALID = {
     "family": "colours",
     "description": "a colour after its usual object",
-    "items": [{"id": "sky", "prompt": "The sky is", "target": " blue"},
-              {"id": "grass", "prompt": "The grass is", "target": " green"}],
+    "items": [
+        {"id": "sky", "prompt": "The sky is", "target": " blue"},
+        {"id": "grass", "prompt": "The grass is", "target": " green"},
+    ],
     "contrast": [{"prompt": "The car is", "target": " fast"}],
 }
 
@@ -78,8 +80,11 @@ def _broken(case: str):
         doc["items"][1]["target"] = "  "
         return doc, "colours", ["items[1].target (id 'grass') must not be blank (whitespace only), got '  '"]
     if case == "lone surrogate":  # json decodes "\\ud800" to a str no tokenizer takes (a TypeError after the load)
-        return json.dumps(doc).replace(" blue", "\\ud800"), "colours", [
-            "items[0].target (id 'sky') holds a lone surrogate (not valid Unicode text), got '\\ud800'"]
+        return (
+            json.dumps(doc).replace(" blue", "\\ud800"),
+            "colours",
+            ["items[0].target (id 'sky') holds a lone surrogate (not valid Unicode text), got '\\ud800'"],
+        )
     if case == "family field differs from the file name":
         doc["family"] = "colors"
         return doc, "colours", ["'family' is 'colors', expected 'colours'"]
@@ -88,17 +93,32 @@ def _broken(case: str):
         return doc, "colours", ["contrast is required and missing"]
     if case == "name of a built-in family":
         doc["family"] = "copying"
-        return doc, "copying", ["task family 'copying' of", "collides with the built-in",
-                                str(tasks.tasks_dir() / "copying.json")]
+        return (
+            doc,
+            "copying",
+            ["task family 'copying' of", "collides with the built-in", str(tasks.tasks_dir() / "copying.json")],
+        )
     if case == "a dot in the name":
         doc["family"] = "my.colours"
         return doc, "my.colours", ["a family name holds only letters, digits, '_' and '-'"]
     raise AssertionError(case)
 
 
-CASES = ["empty prompt", "missing target", "empty target", "whitespace-only target", "lone surrogate", "duplicate ids", "unknown top-level field",
-         "unknown item field", "malformed JSON", "family field differs from the file name", "no contrast",
-         "name of a built-in family", "a dot in the name"]
+CASES = [
+    "empty prompt",
+    "missing target",
+    "empty target",
+    "whitespace-only target",
+    "lone surrogate",
+    "duplicate ids",
+    "unknown top-level field",
+    "unknown item field",
+    "malformed JSON",
+    "family field differs from the file name",
+    "no contrast",
+    "name of a built-in family",
+    "a dot in the name",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -124,11 +144,14 @@ def test_a_broken_family_fails_even_when_not_selected(tmp_path):
         load_families(["colours"], user_dir=tmp_path)
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing", "task folder {d} does not exist; pass a folder of <family>.json files"),
-    ("empty", "task folder {d} holds no <family>.json file; add one file per family"),
-    ("a file", "task folder {d} is not a folder"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing", "task folder {d} does not exist; pass a folder of <family>.json files"),
+        ("empty", "task folder {d} holds no <family>.json file; add one file per family"),
+        ("a file", "task folder {d} is not a folder"),
+    ],
+)
 def test_the_folder_itself(case, needle, tmp_path):
     d = tmp_path / "tasks"
     if case == "empty":
@@ -162,21 +185,36 @@ def test_a_target_without_tokens_names_file_item_and_target(tmp_path):
     check_targets(families, NoTokens(empty="nothing of these"), "stub")  # every target has tokens: passes
     with pytest.raises(AtlasError) as err:
         check_targets(families, NoTokens(), "stub")
-    assert str(err.value) == (f"{path}: items[0] (id 'sky'): target ' blue' tokenizes to nothing with stub's "
-                              "tokenizer; give a target of at least one token")
+    assert str(err.value) == (
+        f"{path}: items[0] (id 'sky'): target ' blue' tokenizes to nothing with stub's "
+        "tokenizer; give a target of at least one token"
+    )
 
 
 def test_the_run_checks_targets_with_its_tokenizer_before_the_first_experiment(tmp_path, monkeypatch, tiny):
     import atlas_core.orchestrate as orchestrate
 
     write(tmp_path / "mine", VALID)
-    monkeypatch.setattr(orchestrate, "load", lambda *a, **k: LoadedModel(tiny.model, NoTokens(tiny.tokenizer),
-                                                                         tiny.info))
+    monkeypatch.setattr(
+        orchestrate, "load", lambda *a, **k: LoadedModel(tiny.model, NoTokens(tiny.tokenizer), tiny.info)
+    )
     out = tmp_path / "run"
-    with pytest.raises(AtlasError, match=r"colours\.json: items\[0\] \(id 'sky'\): target ' blue' tokenizes to "
-                                         r"nothing with tiny-qwen2's tokenizer"):
-        run_plan(RunPlan(model="tiny-qwen2", experiments=["clean"], profile="smoke", out=out, tasks=tmp_path / "mine",
-                         progress=False, report=False))
+    with pytest.raises(
+        AtlasError,
+        match=r"colours\.json: items\[0\] \(id 'sky'\): target ' blue' tokenizes to "
+        r"nothing with tiny-qwen2's tokenizer",
+    ):
+        run_plan(
+            RunPlan(
+                model="tiny-qwen2",
+                experiments=["clean"],
+                profile="smoke",
+                out=out,
+                tasks=tmp_path / "mine",
+                progress=False,
+                report=False,
+            )
+        )
     assert not out.exists()  # nothing ran, nothing was written
 
 
@@ -185,8 +223,22 @@ def test_atlas_run_with_a_user_family_measures_it_and_hashes_it(tmp_path, capsys
 
     path = write(tmp_path / "mine", VALID)
     out = tmp_path / "run"
-    args = ["run", "--model", "tiny-qwen2", "--profile", "smoke", "--experiments", "clean", "--no-report",
-            "--tasks", str(tmp_path / "mine"), "--families", "colours,copying", "--out", str(out)]
+    args = [
+        "run",
+        "--model",
+        "tiny-qwen2",
+        "--profile",
+        "smoke",
+        "--experiments",
+        "clean",
+        "--no-report",
+        "--tasks",
+        str(tmp_path / "mine"),
+        "--families",
+        "colours,copying",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     run = load_run(out)
     assert {"clean.accuracy.colours", "clean.accuracy.copying"} <= set(run.stats)
@@ -202,8 +254,24 @@ def test_atlas_run_refuses_bad_tasks_before_loading_the_model(case, tmp_path, ca
     doc, name, needles = _broken(case)
     write(tmp_path / "mine", doc, name)
     monkeypatch.setattr(orchestrate, "load", lambda *a, **k: pytest.fail("the model loaded before the check"))
-    assert main(["run", "--model", "tiny-qwen2", "--profile", "smoke", "--experiments", "clean",
-                 "--tasks", str(tmp_path / "mine"), "--out", str(tmp_path / "run")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "tiny-qwen2",
+                "--profile",
+                "smoke",
+                "--experiments",
+                "clean",
+                "--tasks",
+                str(tmp_path / "mine"),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("atlas: error: ") and all(n in err for n in needles), err
     assert not (tmp_path / "run").exists()
@@ -214,8 +282,17 @@ def test_experiments_built_on_a_builtin_family_run_beside_user_families(tmp_path
     from atlas_core.claims import load_run
 
     write(tmp_path / "mine", VALID)
-    run_plan(RunPlan(model="tiny-qwen2", experiments=["steering", "knockout"], profile="smoke", out=tmp_path / "run",
-                     tasks=tmp_path / "mine", progress=False, report=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments=["steering", "knockout"],
+            profile="smoke",
+            out=tmp_path / "run",
+            tasks=tmp_path / "mine",
+            progress=False,
+            report=False,
+        )
+    )
     for name in ("steering", "knockout"):
         record = json.loads((tmp_path / "run" / f"{name}.json").read_text())
         assert "colours" in record["config"]["families"], name

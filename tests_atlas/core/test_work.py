@@ -50,8 +50,9 @@ def test_formula_equals_torch_flop_counter_on_a_padded_batch(tiny):
     model, tok = tiny.model, tiny.tokenizer
     runner = Runner(model, tok, PROMPTS)
     fm = FlopModel.of(model)
-    assert formula_executed(fm, runner.enc.attention_mask, 4) == counted(model, runner.enc.input_ids,
-                                                                        runner.enc.attention_mask)
+    assert formula_executed(fm, runner.enc.attention_mask, 4) == counted(
+        model, runner.enc.input_ids, runner.enc.attention_mask
+    )
 
 
 def test_a_wrong_formula_is_caught(tiny):
@@ -112,8 +113,27 @@ def test_atlas_run_records_work_in_provenance_outside_the_config(tmp_path, monke
     monkeypatch.setattr(work_mod, "PEAK_SECONDS", 0.05)
     monkeypatch.setitem(work_mod.PEAK_N, "cpu", 128)
     monkeypatch.setattr(orchestrate, "RunPlan", functools.partial(RunPlan, progress=False))
-    assert main(["run", "--model", "tiny-qwen2", "--experiments", "clean,layer_ablation", "--profile", "smoke",
-                 "--device", "cpu", "--families", "copying", "--out", str(tmp_path / "run"), "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "tiny-qwen2",
+                "--experiments",
+                "clean,layer_ablation",
+                "--profile",
+                "smoke",
+                "--device",
+                "cpu",
+                "--families",
+                "copying",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     store = RunStore(tmp_path / "run")
     for key in ("clean", "layer_ablation"):
         rec = store.load(key)

@@ -13,7 +13,11 @@ from atlas_core import AtlasError
 from atlas_core.experiments import clean, head_ablation, layer_ablation, mlp_ablation
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import (
-    CleanResult, HeadAblationResult, LayerAblationResult, LayerSweep, MLPAblationResult,
+    CleanResult,
+    HeadAblationResult,
+    LayerAblationResult,
+    LayerSweep,
+    MLPAblationResult,
 )
 from atlas_core.profiles import get_profile, sample_layers
 from atlas_core.results import to_jsonable
@@ -21,8 +25,6 @@ from atlas_core.tasks import load_families
 
 pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
-
-
 
 
 def smoke_ctx(lm, n_items: int = 4, families=None, seed: int = 0, profile=SMOKE) -> Context:
@@ -115,8 +117,7 @@ def test_delta_zero_is_skip(smoke):
 def test_layer_ablation_resample_depends_on_seed_only(tiny):
     """Resample donors come from ctx.seed: same seed, same result; another seed, other donors."""
     prof = dataclasses.replace(SMOKE, ablation_modes=("resample",))
-    runs = [layer_ablation.run(smoke_ctx(tiny, 2, ["copying", "arithmetic"], seed=s, profile=prof))
-            for s in (3, 3, 4)]
+    runs = [layer_ablation.run(smoke_ctx(tiny, 2, ["copying", "arithmetic"], seed=s, profile=prof)) for s in (3, 3, 4)]
     a, b, c = (as_json(x) for x in runs)
     assert a == b
     assert a["sweeps"][0]["family_mean_kl"] != c["sweeps"][0]["family_mean_kl"]
@@ -221,8 +222,7 @@ REAL_FAMILIES = ["arithmetic", "copying", "factual_recall", "code_syntax"]
 
 
 def real_ctx(lm, n_items: int = 2, modes=("zero",), **kw) -> Context:
-    prof = dataclasses.replace(get_profile("ci"), n_items=n_items, ablation_modes=tuple(modes), timing_repeats=1,
-                               **kw)
+    prof = dataclasses.replace(get_profile("ci"), n_items=n_items, ablation_modes=tuple(modes), timing_repeats=1, **kw)
     return Context(lm, load_families(REAL_FAMILIES, n_items=n_items), prof, seed=0)
 
 

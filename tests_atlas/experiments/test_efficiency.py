@@ -26,8 +26,6 @@ pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
 
 
-
-
 def smoke_ctx(lm, n_items: int = 4, families=None, seed: int = 0) -> Context:
     return Context(lm, load_families(families, n_items=n_items), SMOKE, seed=seed)
 

@@ -17,7 +17,12 @@ from safetensors.torch import load_file
 
 from atlas_core import AtlasError
 from atlas_core.adapters_lora import (
-    adapter_disabled_at, attached_adapter, lora_modules, new_adapter, spec_for, training_mode,
+    adapter_disabled_at,
+    attached_adapter,
+    lora_modules,
+    new_adapter,
+    spec_for,
+    training_mode,
 )
 from atlas_core.experiments import adapter_ablation, lora_training, transfer
 from atlas_core.experiments.context import Context
@@ -34,8 +39,6 @@ from atlas_core.tasks import load_families
 
 pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
-
-
 
 
 def make_ctx(lm, out_dir=None, seed=0, profile=SMOKE, n_items=2, families=None) -> Context:
@@ -60,10 +63,14 @@ class Snapshot:
 
 def snapshot(lm, prompts) -> Snapshot:
     m = lm.model
-    return Snapshot(plain_logprobs(m, encode(lm.tokenizer, prompts)),
-                    [(n, type(x).__name__, x.training) for n, x in m.named_modules()],
-                    [(n, p.requires_grad) for n, p in m.named_parameters()], count_hooks(m), set(vars(m)),
-                    m.config.to_dict())
+    return Snapshot(
+        plain_logprobs(m, encode(lm.tokenizer, prompts)),
+        [(n, type(x).__name__, x.training) for n, x in m.named_modules()],
+        [(n, p.requires_grad) for n, p in m.named_parameters()],
+        count_hooks(m),
+        set(vars(m)),
+        m.config.to_dict(),
+    )
 
 
 def assert_pristine(lm, prompts, before: Snapshot) -> None:
@@ -92,6 +99,7 @@ def smoke(tiny, tmp_path_factory, one_thread):
 
 
 # ---- the shared model stays the base model ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["lora_training", "transfer", "adapter_ablation"])
 def test_base_model_untouched_after_each_experiment(smoke, name):
@@ -126,7 +134,9 @@ def test_crash_mid_training_restores_everything(tiny, tmp_path, monkeypatch):
     def clip_then_crash(params, max_norm, *a, **k):
         calls["n"] += 1
         if calls["n"] == 3:  # after two optimiser steps, inside train mode with checkpointing on
-            assert tiny.model.training and any(getattr(m, "gradient_checkpointing", False) for m in tiny.model.modules())
+            assert tiny.model.training and any(
+                getattr(m, "gradient_checkpointing", False) for m in tiny.model.modules()
+            )
             raise RuntimeError("boom")
         return real_clip(params, max_norm, *a, **k)
 
@@ -162,8 +172,9 @@ def test_interrupted_training_resumes_bit_for_bit(tiny, tmp_path, monkeypatch, s
         with new_adapter(tiny.model, spec_for(tiny.model), 0) as peft_model, training_mode(peft_model):
             with monkeypatch.context() as m:
                 m.setattr(lora_training, "target_loss_of", counted)
-                losses, _ = lora_training.train(peft_model, pairs, checkpoint=checkpoint, checkpoint_every=0,
-                                                checkpoint_key=key, **kw)
+                losses, _ = lora_training.train(
+                    peft_model, pairs, checkpoint=checkpoint, checkpoint_every=0, checkpoint_key=key, **kw
+                )
             return losses, [p.detach().clone() for p in peft_model.parameters() if p.requires_grad], calls["n"]
 
     whole, weights, _ = trained()
@@ -210,6 +221,7 @@ def test_adapter_misuse_is_a_clear_error(tiny, tmp_path, smoke):
 
 # ---- LoRA training ----------------------------------------------------------------------------------
 
+
 def test_training_reduces_loss(tiny, smoke):
     ctx, _, results, _ = smoke
     res: LoraResult = results["lora_training"]
@@ -231,7 +243,9 @@ def test_training_reduces_loss(tiny, smoke):
     above = [j for j in range(len(pairs)) if trained[j] >= res.target_loss]
     assert above and len(res.above_target) == len(above)
     assert [a["loss"] for a in res.above_target] == sorted((a["loss"] for a in res.above_target), reverse=True)
-    want = sorted(((items[j][0], items[j][1].prompt, items[j][1].target, trained[j]) for j in above), key=lambda t: -t[3])
+    want = sorted(
+        ((items[j][0], items[j][1].prompt, items[j][1].target, trained[j]) for j in above), key=lambda t: -t[3]
+    )
     for a, (fam, prompt, target, loss) in zip(res.above_target, want):
         assert (a["family"], a["prompt"], a["target"]) == (fam, prompt, target)
         assert a["loss"] == pytest.approx(loss, rel=1e-5)
@@ -270,8 +284,9 @@ def test_training_is_deterministic_per_seed(tiny, smoke, tmp_path):
     a = load_file(Path(first.adapter_dir) / "adapter_model.safetensors")
     b = load_file(Path(again.adapter_dir) / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    other = lora_training.run(make_ctx(tiny, out_dir=tmp_path / "other", seed=1,
-                                       profile=dataclasses.replace(SMOKE, lora_max_steps=3)))
+    other = lora_training.run(
+        make_ctx(tiny, out_dir=tmp_path / "other", seed=1, profile=dataclasses.replace(SMOKE, lora_max_steps=3))
+    )
     assert other.loss_curve != first.loss_curve[:3]
 
 
@@ -312,6 +327,7 @@ def test_saved_adapter_is_reused_and_a_stale_one_is_not(tiny, smoke, monkeypatch
 
 
 # ---- transfer -----------------------------------------------------------------------------------------
+
 
 def test_transfer_last_layer_recovers_exactly(smoke):
     ctx, _, results, _ = smoke
@@ -355,6 +371,7 @@ def test_transfer_recovery_matches_a_direct_patch(tiny, smoke):
 
 
 # ---- adapter ablation -----------------------------------------------------------------------------
+
 
 def test_adapter_ablation_shapes_and_correlation(smoke):
     ctx, _, results, _ = smoke
@@ -420,6 +437,7 @@ def test_results_are_json(smoke):
 
 
 # ---- the real model ------------------------------------------------------------------------------
+
 
 @pytest.mark.real_model
 @pytest.mark.pair  # numbers covered in the default tier by the golden check

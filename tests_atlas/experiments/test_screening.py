@@ -87,7 +87,12 @@ def test_planted_copy_head_misranked_by_atp_is_put_first_by_verification(planted
     lm, folder = planted_llama
     spec = planted.specification("llama", 0)["positions"]
     full, screened = _pair(lm, list(planted.FAMILIES), 6, get_profile("planted"), folder / "tasks")
-    est = {(f, li, h): v for f, g in screened.screen.estimate.items() for li, row in enumerate(g) for h, v in enumerate(row)}
+    est = {
+        (f, li, h): v
+        for f, g in screened.screen.estimate.items()
+        for li, row in enumerate(g)
+        for h, v in enumerate(row)
+    }
     copy = ("planted_copy", spec["copy"], spec["copy_head"])
     serial = ("planted_serial", spec["serial"], spec["serial_head"])
     assert max(est, key=est.get) == serial and est[copy] < est[serial] / 2  # AtP's order is wrong
@@ -146,11 +151,29 @@ def test_stopping_rule_settles_the_top_k_unless_an_unverified_head_beats_the_mar
 
 def test_bad_screen_is_an_error_before_any_work(tmp_path):
     with pytest.raises(AtlasError, match="unknown --screen 'gradient'; methods are atp"):
-        run_plan(RunPlan(model="tiny-qwen2", experiments=["head_ablation"], profile="smoke", out=tmp_path / "a",
-                         screen="gradient", progress=False, report=False))
+        run_plan(
+            RunPlan(
+                model="tiny-qwen2",
+                experiments=["head_ablation"],
+                profile="smoke",
+                out=tmp_path / "a",
+                screen="gradient",
+                progress=False,
+                report=False,
+            )
+        )
     with pytest.raises(AtlasError, match="--screen atp applies to head_ablation, which this run does not include"):
-        run_plan(RunPlan(model="tiny-qwen2", experiments=["layer_ablation"], profile="smoke", out=tmp_path / "b",
-                         screen="atp", progress=False, report=False))
+        run_plan(
+            RunPlan(
+                model="tiny-qwen2",
+                experiments=["layer_ablation"],
+                profile="smoke",
+                out=tmp_path / "b",
+                screen="atp",
+                progress=False,
+                report=False,
+            )
+        )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     with pytest.raises(AtlasError, match="AtP screening estimates zero and mean head ablation, not 'resample'"):
         screening.atp_estimates(None, [0], [], mode="resample")  # type: ignore[arg-type]
@@ -168,8 +191,18 @@ def test_a_screened_run_says_what_it_verified_and_never_becomes_a_baseline(tmp_p
     from atlas_core.results import RunStore
 
     out = tmp_path / "run"
-    run_plan(RunPlan(model="tiny-qwen2", experiments=["head_ablation"], profile="smoke", out=out, screen="atp",
-                     families=["copying", "arithmetic"], progress=False, report=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments=["head_ablation"],
+            profile="smoke",
+            out=out,
+            screen="atp",
+            families=["copying", "arithmetic"],
+            progress=False,
+            report=False,
+        )
+    )
     rec = RunStore(out).records()["head_ablation"]
     assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]
     grid = np.array([rec.result["kl"][f] for f in rec.result["families"]], dtype=float)  # null -> NaN
@@ -191,14 +224,31 @@ def test_the_plugin_computes_head_ablation_screened_with_atlas_screen(pytester):
 
     heads = Path(__file__).resolve().parents[1] / "findings" / "test_heads.py"
     claims = pytester.path / "mine.toml"
-    claims.write_text('[meta]\nsource = "measured"\nprofile = "smoke"\nmodels = ["tiny-qwen2"]\n\n'
-                      '[[claim]]\nid = "tiny-qwen2:heads.max_kl"\nmodel = "tiny-qwen2"\nstatistic = "heads.max_kl"\n'
-                      'kind = "at_least"\nthreshold = 1e-6\n')
+    claims.write_text(
+        '[meta]\nsource = "measured"\nprofile = "smoke"\nmodels = ["tiny-qwen2"]\n\n'
+        '[[claim]]\nid = "tiny-qwen2:heads.max_kl"\nmodel = "tiny-qwen2"\nstatistic = "heads.max_kl"\n'
+        'kind = "at_least"\nthreshold = 1e-6\n'
+    )
     runs = pytester.path / "runs"
     result = pytester.runpytest_subprocess(
-        str(heads), "--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims),
-        "--atlas-runs", str(runs), "--atlas-baselines", "none", "--atlas-screen", "atp", "-p", "no:cacheprovider",
-        "-q", timeout=600)
+        str(heads),
+        "--atlas-model",
+        "tiny-qwen2",
+        "--atlas-profile",
+        "smoke",
+        "--atlas-claims",
+        str(claims),
+        "--atlas-runs",
+        str(runs),
+        "--atlas-baselines",
+        "none",
+        "--atlas-screen",
+        "atp",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        timeout=600,
+    )
     result.assert_outcomes(passed=1)
     rec = RunStore(run_path("tiny-qwen2", "smoke", runs)).records()["head_ablation"]
     assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]

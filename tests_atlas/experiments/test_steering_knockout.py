@@ -20,7 +20,11 @@ from atlas_core import AtlasError
 from atlas_core.experiments import knockout, steering
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.directions import (
-    contrast_runner, direction_norm, family_runner, skill_direction, study_layer,
+    contrast_runner,
+    direction_norm,
+    family_runner,
+    skill_direction,
+    study_layer,
 )
 from atlas_core.experiments.schema import KnockoutResult, SteeringResult
 from atlas_core.interventions import Steer, Variant
@@ -67,8 +71,9 @@ def test_direction_is_item_minus_contrast_mean(tiny_run, tiny):
     for layer in range(tiny.info.n_layers):
         v = skill_direction(ctx, FAMILY, layer)
         assert v.shape == (d_model,) and v.dtype == torch.float32
-        want = family_runner(ctx, FAMILY).last_residual(layer).mean(0) - \
-            contrast_runner(ctx, FAMILY).last_residual(layer).mean(0)
+        want = family_runner(ctx, FAMILY).last_residual(layer).mean(0) - contrast_runner(ctx, FAMILY).last_residual(
+            layer
+        ).mean(0)
         assert torch.equal(v, want)
         # the same items inside the all-families runner (other padding): the same direction
         sl = ctx.family_slices[FAMILY]
@@ -139,7 +144,9 @@ def test_zero_strength_shortcut_matches_a_real_forward(tiny_run):
     ctx, res, _ = tiny_run
     runner = family_runner(ctx, FAMILY)
     targets = [target_token_id(ctx.lm.tokenizer, it.target) for it in ctx.families[FAMILY].items]
-    variants = [Variant(f"L{layer}/0", (Steer(layer, skill_direction(ctx, FAMILY, layer), 0.0),)) for layer in res.layers]
+    variants = [
+        Variant(f"L{layer}/0", (Steer(layer, skill_direction(ctx, FAMILY, layer), 0.0),)) for layer in res.layers
+    ]
     stats = runner.sweep(variants, targets)
     assert stats.kl.max() < 1e-5
     assert np.allclose(stats.target_prob, stats.ref_target_prob, atol=1e-6)
@@ -152,8 +159,9 @@ def test_steering_matches_stock_hooked_forward(tiny_run, tiny):
     targets = torch.tensor([target_token_id(tiny.tokenizer, it.target) for it in fam.items])
     li, si = len(res.layers) - 1, 0
     layer, s = res.layers[li], res.strengths[si]
-    lp = naive_logprobs(tiny.model, tiny.tokenizer, fam.prompts,
-                        [Variant("x", (Steer(layer, skill_direction(ctx, FAMILY, layer), s),))])[0]
+    lp = naive_logprobs(
+        tiny.model, tiny.tokenizer, fam.prompts, [Variant("x", (Steer(layer, skill_direction(ctx, FAMILY, layer), s),))]
+    )[0]
     tp = lp.gather(-1, targets[:, None]).squeeze(-1).exp()
     assert float(tp.mean()) == pytest.approx(res.target_prob[li][si], abs=1e-5)
 
@@ -186,8 +194,12 @@ def test_knockout_drops_match_stock_hooked_forward(tiny_run, tiny):
     """Skill and non-skill drops recomputed with a hooked stock forward (signs kept)."""
     ctx, _, res = tiny_run
     k = res.layers[-1]
-    lp = naive_logprobs(tiny.model, tiny.tokenizer, ctx.prompts,
-                        [Variant("ko", (Steer(k.layer, skill_direction(ctx, FAMILY, k.layer), res.strength),))])[0]
+    lp = naive_logprobs(
+        tiny.model,
+        tiny.tokenizer,
+        ctx.prompts,
+        [Variant("ko", (Steer(k.layer, skill_direction(ctx, FAMILY, k.layer), res.strength),))],
+    )[0]
     tid = torch.tensor(ctx.targets)
     knocked = lp.gather(-1, tid[:, None]).squeeze(-1).exp().double().numpy()
     clean = ctx.runner.clean_logprobs.gather(-1, tid[:, None]).squeeze(-1).exp().double().numpy()

@@ -16,12 +16,23 @@ pytestmark = pytest.mark.real_model
 def test_no_drift(drift, atlas, record_property):
     row = atlas.drift(drift)
     b = row.b
-    record_property("atlas", {
-        "claim": f"regression:{row.statistic}", "models": [row.model_a, row.model_b], "statistic": row.statistic,
-        "value": None if b is None else b.value, "lo": None if b is None else b.lo, "hi": None if b is None else b.hi,
-        "threshold": "absent in one run" if row.tolerance is None else
-        f"baseline {row.a.text()} ± {row.tolerance:.4g}", "verdict": None, "expected_verdict": None,
-        "series": None})
+    record_property(
+        "atlas",
+        {
+            "claim": f"regression:{row.statistic}",
+            "models": [row.model_a, row.model_b],
+            "statistic": row.statistic,
+            "value": None if b is None else b.value,
+            "lo": None if b is None else b.lo,
+            "hi": None if b is None else b.hi,
+            "threshold": "absent in one run"
+            if row.tolerance is None
+            else f"baseline {row.a.text()} ± {row.tolerance:.4g}",
+            "verdict": None,
+            "expected_verdict": None,
+            "series": None,
+        },
+    )
     assert row.b is not None, f"{row.statistic}: measured in the baseline but not in the candidate's run"
     drifted = row.drifted
     assert not drifted, row.message()

@@ -45,7 +45,8 @@ def test_the_current_code_is_verified_against_the_golden_slice():
     assert not unverified, (
         f"code changed since the golden record was written: {unverified}. Run `atlas golden write`: where the "
         "golden values still match it adds the new fingerprints (the baselines stand); where they moved it says "
-        "which experiments' baselines are now stale")
+        "which experiments' baselines are now stale"
+    )
 
 
 # ---- mutations: each must make the golden check fail, naming where ------------------------------
@@ -125,16 +126,19 @@ def test_mutation_a_head_slice_off_by_one_fails(coder05, monkeypatch):
 
 
 def _slice(kl: float, prob: float = 0.5) -> ExperimentSlice:
-    return ExperimentSlice(sweeps=[SweepRecord(["v/L0"], ["The capital of France is"], [[kl]], [[7]], [[prob]])],
-                           result={"best": kl, "layers": [0, 1], "seconds": 3.0})
+    return ExperimentSlice(
+        sweeps=[SweepRecord(["v/L0"], ["The capital of France is"], [[kl]], [[7]], [[prob]])],
+        result={"best": kl, "layers": [0, 1], "seconds": 3.0},
+    )
 
 
 def test_comparison_tolerates_rounding_and_names_what_moved():
     assert compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 5e-5))) == []
     moved = compare_slice("steering", _slice(0.5), _slice(0.5 * (1 + 1e-3)))
     assert [m.where for m in moved] == ["sweep 0 variant 'v/L0' prompt 'The capital of France is' kl", "result.best"]
-    assert str(moved[0]) == ("steering: sweep 0 variant 'v/L0' prompt 'The capital of France is' kl: "
-                             "golden 0.5, now 0.5005")
+    assert str(moved[0]) == (
+        "steering: sweep 0 variant 'v/L0' prompt 'The capital of France is' kl: golden 0.5, now 0.5005"
+    )
     # a KL near zero compares by the absolute floor, not by its meaningless relative error
     assert compare_slice("steering", _slice(2e-8), _slice(9e-8)) == []
     assert compare_slice("steering", _slice(0.0), _slice(5e-6)) != []
@@ -145,7 +149,9 @@ def test_comparison_tolerates_rounding_and_names_what_moved():
     other.sweeps[0].argmax[0][0] = 8
     other.result["layers"] = [0, 2]
     assert {m.where for m in compare_slice("steering", _slice(0.5), other)} == {
-        "sweep 0 variant 'v/L0' prompt 'The capital of France is' argmax", "result.layers[1]"}
+        "sweep 0 variant 'v/L0' prompt 'The capital of France is' argmax",
+        "result.layers[1]",
+    }
 
 
 def test_lora_derived_and_ill_conditioned_values_get_their_wider_tolerances():
@@ -170,8 +176,14 @@ def test_excess_measures_a_difference_in_tolerances():
 
 
 def test_merge_keeps_the_codes_of_unchanged_experiments_only():
-    old = {"steering": dataclasses.replace(_slice(0.5), codes=["a"]), "knockout": dataclasses.replace(_slice(0.5), codes=["a"])}
-    new = {"steering": dataclasses.replace(_slice(0.5), codes=["b"]), "knockout": dataclasses.replace(_slice(0.9), codes=["b"])}
+    old = {
+        "steering": dataclasses.replace(_slice(0.5), codes=["a"]),
+        "knockout": dataclasses.replace(_slice(0.5), codes=["a"]),
+    }
+    new = {
+        "steering": dataclasses.replace(_slice(0.5), codes=["b"]),
+        "knockout": dataclasses.replace(_slice(0.9), codes=["b"]),
+    }
     new["steering"].sweeps[0].kl[0][0] = 0.5 * (1 + 5e-5)  # within tolerance: the old values stay
     merged = golden.merge_codes(old, new)
     assert merged["steering"].codes == ["a", "b"] and merged["knockout"].codes == ["b"]
@@ -183,7 +195,9 @@ def test_a_damaged_record_is_a_clear_error(tmp_path):
 
     bad = tmp_path / "m.json"
     bad.write_text('{"format": 1, "experiments": {"clean": {"sweeps": []}}}')
-    with pytest.raises(AtlasError, match=r"m.json: experiments.clean.result is required .*git checkout -- atlas_core/data/golden"):
+    with pytest.raises(
+        AtlasError, match=r"m.json: experiments.clean.result is required .*git checkout -- atlas_core/data/golden"
+    ):
         golden.read(bad)
     with pytest.raises(AtlasError, match="no golden record .*atlas golden write"):
         golden.read(tmp_path / "missing.json")

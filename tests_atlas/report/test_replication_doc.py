@@ -33,17 +33,33 @@ DOC = REPO / "docs" / "REPLICATION.md"
 SEED_NAME = Path("shared") / "seed" / "qwen2.5-1.5b-atlas.txt"
 SEED = next((p for p in (REPO / SEED_NAME, REPO.parent / SEED_NAME) if p.is_file()), None)
 HEADINGS = (
-    "# Replication of “Qwen2.5-1.5B: Scaling the Atlas”", "## What was run", "## Run timings",
-    "## Layer ablation: top layers", "## Mean and resample ablation (missing from the study)",
-    "## MLP ablation: top layers", "## Head ablation: specialist heads", "## Steering", "## Skill knockout",
-    "## LoRA training: base → trained KL per family", "## Cross-model transfer", "## Adapter ablation",
-    "## Layer skipping", "## Early exit", "## Hypotheses H001–H008", "## What differs",
+    "# Replication of “Qwen2.5-1.5B: Scaling the Atlas”",
+    "## What was run",
+    "## Run timings",
+    "## Layer ablation: top layers",
+    "## Mean and resample ablation (missing from the study)",
+    "## MLP ablation: top layers",
+    "## Head ablation: specialist heads",
+    "## Steering",
+    "## Skill knockout",
+    "## LoRA training: base → trained KL per family",
+    "## Cross-model transfer",
+    "## Adapter ablation",
+    "## Layer skipping",
+    "## Early exit",
+    "## Hypotheses H001–H008",
+    "## What differs",
 )
 EXPERIMENT_SECTIONS = {  # experiment -> the section whose first table has a column per run
-    "layer_ablation": "## Layer ablation: top layers", "mlp_ablation": "## MLP ablation: top layers",
-    "head_ablation": "## Head ablation: specialist heads", "steering": "## Steering", "knockout": "## Skill knockout",
-    "lora_training": "## LoRA training: base → trained KL per family", "transfer": "## Cross-model transfer",
-    "adapter_ablation": "## Adapter ablation", "efficiency": "## Layer skipping",
+    "layer_ablation": "## Layer ablation: top layers",
+    "mlp_ablation": "## MLP ablation: top layers",
+    "head_ablation": "## Head ablation: specialist heads",
+    "steering": "## Steering",
+    "knockout": "## Skill knockout",
+    "lora_training": "## LoRA training: base → trained KL per family",
+    "transfer": "## Cross-model transfer",
+    "adapter_ablation": "## Adapter ablation",
+    "efficiency": "## Layer skipping",
 }
 
 
@@ -57,8 +73,16 @@ def baselines(tmp_path_factory) -> Path:
         for run in runs:
             export_baseline(run, dest)
         return dest
-    run_plan(RunPlan(model="tiny-qwen2", experiments="all", profile="smoke", out=dest / "tiny-qwen2-smoke",
-                     report=False, progress=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments="all",
+            profile="smoke",
+            out=dest / "tiny-qwen2-smoke",
+            report=False,
+            progress=False,
+        )
+    )
     return dest
 
 
@@ -145,7 +169,7 @@ def test_sampled_numbers_equal_the_json(baselines, doc):
             study_top = {28: 26, 24: 2}.get(n) if manifest["model"]["architecture"] == "qwen2" else None
             if study_top is not None and not is_tie(s["family_mean_kl"]):  # the study's strongest layer, ranked here
                 sec = section(doc, "## Mean and resample ablation (missing from the study)")
-                head, rows = first_table(sec[sec.index("Where the study's top layer"):])
+                head, rows = first_table(sec[sec.index("Where the study's top layer") :])
                 rank = list(s["ranking"]).index(study_top) + 1
                 kl = fmt(s["family_mean_kl"][s["layers"].index(study_top)])
                 assert rows[0][0] == "resid / zero" and rows[0][head.index(label)] == f"#{rank} of {n} · {kl}"
@@ -205,9 +229,13 @@ def test_committed_document_matches_the_baselines():
         pytest.skip("atlas_core/data/baselines/ does not exist yet: commit the baseline runs, then run " + REGENERATE)
     assert DOC.is_file(), f"{DOC.relative_to(REPO)} is missing; generate it with: {REGENERATE}"
     want, have = render_replication_doc(BASELINES), DOC.read_text()
-    diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "committed", "regenerated", lineterm="", n=0))
-    assert not diff, (f"{DOC.relative_to(REPO)} is out of date with atlas_core/data/baselines/; regenerate it with: "
-                      f"{REGENERATE}\n" + "\n".join(diff[:20]))
+    diff = list(
+        difflib.unified_diff(have.splitlines(), want.splitlines(), "committed", "regenerated", lineterm="", n=0)
+    )
+    assert not diff, (
+        f"{DOC.relative_to(REPO)} is out of date with atlas_core/data/baselines/; regenerate it with: "
+        f"{REGENERATE}\n" + "\n".join(diff[:20])
+    )
 
 
 def test_cli_writes_the_document_only(baselines, doc, tmp_path, capsys):
@@ -218,11 +246,14 @@ def test_cli_writes_the_document_only(baselines, doc, tmp_path, capsys):
     assert not (baselines / "replication.html").exists()
 
 
-@pytest.mark.parametrize("case, needed", [
-    ("missing", ("does not exist", "atlas_core/data/baselines")),
-    ("empty", ("holds no run folders", "commit runs there")),
-    ("no-replication", ("--replication", REGENERATE.split(" --doc")[0])),
-])
+@pytest.mark.parametrize(
+    "case, needed",
+    [
+        ("missing", ("does not exist", "atlas_core/data/baselines")),
+        ("empty", ("holds no run folders", "commit runs there")),
+        ("no-replication", ("--replication", REGENERATE.split(" --doc")[0])),
+    ],
+)
 def test_cli_refuses_bad_input(case, needed, tmp_path, capsys):
     out = tmp_path / "REPLICATION.md"
     target = tmp_path / "baselines"
@@ -262,72 +293,135 @@ def seed_snippets(study: Study) -> list[tuple[str, str, str]]:
     dtype and device (spelled out in the file, "bf16 on RTX 2070 Super (8GB)" in the seed) and the small
     model's steering layer (the seed does not print it)."""
     lg, sm, n = study["large"], study["small"], study.n_layers("large")
-    out = [("title", study.paper["title"], ""), ("author", study.paper["author"], ""),
-           ("year", str(study.paper["year"]), ""),
-           ("mean/resample quote", study.paper["limitation_quote"], ""),
-           ("transfer quote", study.paper["transfer_quote"], ""),
-           ("large depth", f"{lg['n_layers']} transformer layers", ""),
-           ("small depth", f"At 0.5B ({sm['n_layers']} layers)", ""),
-           ("heads", lg["heads"].replace(" ", " attention heads ", 1), ""),
-           ("d_model", f"d_model={lg['d_model']}", ""), ("families", f"{lg['families']} task families", ""),
-           ("small hub", f"L{sm['hub_layer']} was the singular universal hub", "")]
+    out = [
+        ("title", study.paper["title"], ""),
+        ("author", study.paper["author"], ""),
+        ("year", str(study.paper["year"]), ""),
+        ("mean/resample quote", study.paper["limitation_quote"], ""),
+        ("transfer quote", study.paper["transfer_quote"], ""),
+        ("large depth", f"{lg['n_layers']} transformer layers", ""),
+        ("small depth", f"At 0.5B ({sm['n_layers']} layers)", ""),
+        ("heads", lg["heads"].replace(" ", " attention heads ", 1), ""),
+        ("d_model", f"d_model={lg['d_model']}", ""),
+        ("families", f"{lg['families']} task families", ""),
+        ("small hub", f"L{sm['hub_layer']} was the singular universal hub", ""),
+    ]
     out += [(f"status {hid}", status, hid) for hid, status in study.paper["status"].items()]
     la = lg["layer_ablation"]
-    out += [(f"layer ablation L{r['layer']}", f"L{r['layer']}{r['kl']:.2f}{round(100 * r['layer'] / n)}%", "")
-            for r in la["top"]]
+    out += [
+        (f"layer ablation L{r['layer']}", f"L{r['layer']}{r['kl']:.2f}{round(100 * r['layer'] / n)}%", "")
+        for r in la["top"]
+    ]
     out += [("lowest layer", f"{la['lowest']['kl']:.2f} (L{la['lowest']['layer']})", "")]
     big, small = lg["mlp_ablation"]["top"], sm["mlp_ablation"]["top"][0]
-    out += [("max MLP KL", f"Max MLP KL is {big[0]['kl']:.2f} (L{big[0]['layer']}), down from 0.5B's "
-                           f"{small['kl']:.2f} (L{small['layer']} MLP)", "")]
+    out += [
+        (
+            "max MLP KL",
+            f"Max MLP KL is {big[0]['kl']:.2f} (L{big[0]['layer']}), down from 0.5B's "
+            f"{small['kl']:.2f} (L{small['layer']} MLP)",
+            "",
+        )
+    ]
     out += [(f"MLP L{r['layer']}", f"L{r['layer']} ({r['kl']:.2f})", "following") for r in big[1:]]
-    out += [("MLP share", f"carry only {round(100 * lg['mlp_ablation']['share'])}% of the top layer's effect "
-                          f"(vs {round(100 * sm['mlp_ablation']['share'])}% at 0.5B)", "")]
+    out += [
+        (
+            "MLP share",
+            f"carry only {round(100 * lg['mlp_ablation']['share'])}% of the top layer's effect "
+            f"(vs {round(100 * sm['mlp_ablation']['share'])}% at 0.5B)",
+            "",
+        )
+    ]
     heads = lg["head_ablation"]
     for family, h in heads["families"].items():
-        out += [(f"head {family} {head}", f"{family.replace('_', ' ')} ({h['kl']:.2f})", f"{head} — ")
-                for head in h["head"].split(" / ")]
-    out += [("strongest head", f"Max single-head KL is {heads['strongest']['kl']:.2f} ({heads['strongest']['head']})",
-             ""),
-            ("strongest head, both", f"max head KL {heads['strongest']['kl']:.2f} vs "
-                                     f"{sm['head_ablation']['strongest']['kl']:.3f}", ""),
-            ("layer/head gap", f"{sm['head_ablation']['layer_head_gap']:g}× smaller than layer effects", ""),
-            ("layer/head gap", f"the gap closes to {heads['layer_head_gap']:g}×", "")]
+        out += [
+            (f"head {family} {head}", f"{family.replace('_', ' ')} ({h['kl']:.2f})", f"{head} — ")
+            for head in h["head"].split(" / ")
+        ]
+    out += [
+        ("strongest head", f"Max single-head KL is {heads['strongest']['kl']:.2f} ({heads['strongest']['head']})", ""),
+        (
+            "strongest head, both",
+            f"max head KL {heads['strongest']['kl']:.2f} vs {sm['head_ablation']['strongest']['kl']:.3f}",
+            "",
+        ),
+        ("layer/head gap", f"{sm['head_ablation']['layer_head_gap']:g}× smaller than layer effects", ""),
+        ("layer/head gap", f"the gap closes to {heads['layer_head_gap']:g}×", ""),
+    ]
     st = lg["steering"]
-    out += [("steering", f"Steering L{st['layer']} with a factual recall direction (sv_norm {st['norm']:g})", ""),
-            ("best boost", f"best boost {st['best_boost']:g} vs {sm['steering']['best_boost']:g}", "")]
+    out += [
+        ("steering", f"Steering L{st['layer']} with a factual recall direction (sv_norm {st['norm']:g})", ""),
+        ("best boost", f"best boost {st['best_boost']:g} vs {sm['steering']['best_boost']:g}", ""),
+    ]
     for p in st["prompts"]:
-        moves = (f"the target probability moves from {p['clean']:.6f} to at most {p['best']:.6f} "
-                 f"(at strength {_signed(p['strength'], 1)})" if "strength" in p
-                 else f"it moves from {p['clean']:.6f} to {p['best']:.6f}")
+        moves = (
+            f"the target probability moves from {p['clean']:.6f} to at most {p['best']:.6f} "
+            f"(at strength {_signed(p['strength'], 1)})"
+            if "strength" in p
+            else f"it moves from {p['clean']:.6f} to {p['best']:.6f}"
+        )
         out.append((f"steering prompt {p['prompt']!r}", f'"{p["prompt"]}", {moves}', ""))
     ko = lg["knockout"]
-    out += [(f"knockout L{r['layer']}", f"L{r['layer']}{_signed(r['selectivity'], 2)}{_signed(r['skill_drop'], 4)}"
-                                        f"{_signed(r['nonskill_drop'], 4)}{r['norm']:.2f}", "") for r in ko["layers"]]
-    out += [("best selectivity", f"Best selectivity is L{ko['best_layer']} at {lg['best_selectivity']:.2f}×", ""),
-            ("small selectivity", f"L{sm['knockout']['best_layer']} achieved {sm['best_selectivity']:,.0f}× selectivity",
-             "")]
+    out += [
+        (
+            f"knockout L{r['layer']}",
+            f"L{r['layer']}{_signed(r['selectivity'], 2)}{_signed(r['skill_drop'], 4)}"
+            f"{_signed(r['nonskill_drop'], 4)}{r['norm']:.2f}",
+            "",
+        )
+        for r in ko["layers"]
+    ]
+    out += [
+        ("best selectivity", f"Best selectivity is L{ko['best_layer']} at {lg['best_selectivity']:.2f}×", ""),
+        (
+            "small selectivity",
+            f"L{sm['knockout']['best_layer']} achieved {sm['best_selectivity']:,.0f}× selectivity",
+            "",
+        ),
+    ]
     lo = lg["lora"]
     out += [(f"LoRA KL {f}", f"{f}{kl:.2f}", "") for f, kl in lo["kl"].items()]
-    out += [("LoRA rank", f"r={lo['rank']}, alpha={lo['alpha']}", ""), ("LoRA batch", f"batch_size={lo['batch_size']}", ""),
-            ("LoRA loss", f"loss {lo['final_loss']:g}", "")]
+    out += [
+        ("LoRA rank", f"r={lo['rank']}, alpha={lo['alpha']}", ""),
+        ("LoRA batch", f"batch_size={lo['batch_size']}", ""),
+        ("LoRA loss", f"loss {lo['final_loss']:g}", ""),
+    ]
     rec = lg["transfer"]["recovery"]
     out += [(f"transfer L{r['layer']}", f"L{r['layer']}{100 * r['recovery']:.1f}%", "") for r in rec]
-    out += [(f"transfer 0.5B L{r['layer']}", f"L{r['layer']} ({round(100 * r['recovery'])}%)", "")
-            for r in sm["transfer"]["recovery"]]
-    out += [(f"top transfer layers {role}", _seed_layers(sorted(study[role]["top_transfer_layers"])), "")
-            for role in ("small", "large")]
+    out += [
+        (f"transfer 0.5B L{r['layer']}", f"L{r['layer']} ({round(100 * r['recovery'])}%)", "")
+        for r in sm["transfer"]["recovery"]
+    ]
+    out += [
+        (f"top transfer layers {role}", _seed_layers(sorted(study[role]["top_transfer_layers"])), "")
+        for role in ("small", "large")
+    ]
     ad = lg["adapter_ablation"]
     out += [(f"adapter L{r['layer']}", f"L{r['layer']}{r['kl']:.2f}{r['norm']:.2f}", "") for r in ad["top"]]
-    out += [("adapter norms", f"({ad['norm_range'][0]:.2f}–{ad['norm_range'][1]:.2f})", ""),
-            ("adapter r", f"correlation drops {sm['adapter_pearson']:.2f} → {lg['adapter_pearson']:.2f}", "")]
-    out += [(f"skip {name}", f"{name}{_seed_layers(c['layers'])}{c['kl']:.2f}{_seed_pct(c['top5_overlap'])}", "")
-            for name, c in lg["skipping"].items()]
-    out += [("skip 0.5B", f"ALL {sm['skipping']['configs']} skip configurations gave {_seed_pct(sm['best_top5_overlap'])}",
-             "")]
-    out += [(f"exit L{e['layer']}", f"L{e['layer']}{' (full)' if e['skipped'] == 0 else ''}{e['skipped']}"
-                                    f"{'' if e.get('kl') is None else format(e['kl'], '.2f')}"
-                                    f"{_seed_pct(e['argmax_match'])}{e['speedup']:.2f}×", "")
-            for e in lg["early_exit"]["exits"]]
+    out += [
+        ("adapter norms", f"({ad['norm_range'][0]:.2f}–{ad['norm_range'][1]:.2f})", ""),
+        ("adapter r", f"correlation drops {sm['adapter_pearson']:.2f} → {lg['adapter_pearson']:.2f}", ""),
+    ]
+    out += [
+        (f"skip {name}", f"{name}{_seed_layers(c['layers'])}{c['kl']:.2f}{_seed_pct(c['top5_overlap'])}", "")
+        for name, c in lg["skipping"].items()
+    ]
+    out += [
+        (
+            "skip 0.5B",
+            f"ALL {sm['skipping']['configs']} skip configurations gave {_seed_pct(sm['best_top5_overlap'])}",
+            "",
+        )
+    ]
+    out += [
+        (
+            f"exit L{e['layer']}",
+            f"L{e['layer']}{' (full)' if e['skipped'] == 0 else ''}{e['skipped']}"
+            f"{'' if e.get('kl') is None else format(e['kl'], '.2f')}"
+            f"{_seed_pct(e['argmax_match'])}{e['speedup']:.2f}×",
+            "",
+        )
+        for e in lg["early_exit"]["exits"]
+    ]
     return out
 
 
@@ -335,8 +429,11 @@ def seed_mismatches(study: Study, seed: str) -> list[str]:
     """The figures of ``study`` the seed does not print, and the transfer zones that do not follow from the
     study's recovery table (recovery >= 95%)."""
     lines = seed.splitlines()
-    bad = [f"{what}: {text!r}" for what, text, line in seed_snippets(study)
-           if not any(text in ln and line in ln for ln in lines)]
+    bad = [
+        f"{what}: {text!r}"
+        for what, text, line in seed_snippets(study)
+        if not any(text in ln and line in ln for ln in lines)
+    ]
     for role in ("small", "large"):
         zone = sorted(r["layer"] for r in study[role]["transfer"]["recovery"] if r["recovery"] >= 0.95)
         if sorted(study[role]["transfer_zone"]) != zone:
@@ -366,26 +463,39 @@ def _edit_study(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("old, new, named", [
-    ("selectivity = -77.41", "selectivity = -77.14", "knockout L3: 'L3−77.14−0.0099−0.000110.63'"),
-    ('H004 = "REJECTED — drops ~48,000×', 'H004 = "REJECTED — drops ~4,800×', "status H004"),
-    ("expected = 13.70", "expected = 13.07", "layer ablation L26: 'L2613.0793%'"),  # through { claim = ... }
-    ("transfer_zone = [22, 23, 24, 25, 26, 27]", "transfer_zone = [23, 24, 25, 26, 27]", "transfer zone large"),
-])
+@pytest.mark.parametrize(
+    "old, new, named",
+    [
+        ("selectivity = -77.41", "selectivity = -77.14", "knockout L3: 'L3−77.14−0.0099−0.000110.63'"),
+        ('H004 = "REJECTED — drops ~48,000×', 'H004 = "REJECTED — drops ~4,800×', "status H004"),
+        ("expected = 13.70", "expected = 13.07", "layer ablation L26: 'L2613.0793%'"),  # through { claim = ... }
+        ("transfer_zone = [22, 23, 24, 25, 26, 27]", "transfer_zone = [23, 24, 25, 26, 27]", "transfer zone large"),
+    ],
+)
 def test_a_typo_in_the_study_figures_fails_the_seed_check(seed, tmp_path, old, new, named):
     bad = seed_mismatches(load_study(_edit_study(tmp_path, old, new)), seed)
     assert len(bad) == 1 and bad[0].startswith(named), bad
 
 
-@pytest.mark.parametrize("old, new, line, agrees", [
-    # the study's max MLP KL inside Coder-1.5B's interval [2.41, 3.84] agrees; 5 outside it does not
-    ("max_mlp_kl = 2.58", "max_mlp_kl = 5.0", "- MLP ablation, max MLP KL: study 5, measured 3.08 [2.41, 3.84] (L0).",
-     "MLP ablation (max MLP KL)"),
-    # the study's best early exit (7.14%) disagrees with Coder-1.5B's 85.4% [78.1%, 92.7%]; 85% agrees
-    ("{ layer = 25, skipped = 2, argmax_match = 0.0714", "{ layer = 25, skipped = 2, argmax_match = 0.85",
-     "- Early exit, best argmax match: study 7.14%, measured 85.4% [78.1%, 92.7%] (exit L25).",
-     "Early exit (best argmax match)"),
-])
+@pytest.mark.parametrize(
+    "old, new, line, agrees",
+    [
+        # the study's max MLP KL inside Coder-1.5B's interval [2.41, 3.84] agrees; 5 outside it does not
+        (
+            "max_mlp_kl = 2.58",
+            "max_mlp_kl = 5.0",
+            "- MLP ablation, max MLP KL: study 5, measured 3.08 [2.41, 3.84] (L0).",
+            "MLP ablation (max MLP KL)",
+        ),
+        # the study's best early exit (7.14%) disagrees with Coder-1.5B's 85.4% [78.1%, 92.7%]; 85% agrees
+        (
+            "{ layer = 25, skipped = 2, argmax_match = 0.0714",
+            "{ layer = 25, skipped = 2, argmax_match = 0.85",
+            "- Early exit, best argmax match: study 7.14%, measured 85.4% [78.1%, 92.7%] (exit L25).",
+            "Early exit (best argmax match)",
+        ),
+    ],
+)
 def test_changing_a_study_figure_changes_the_agreement(tmp_path, old, new, line, agrees):
     if not BASELINES.is_dir():
         pytest.skip("fixtures/baselines/ does not exist yet: the agreement needs the committed Coder runs")
@@ -393,7 +503,7 @@ def test_changing_a_study_figure_changes_the_agreement(tmp_path, old, new, line,
 
     def verdicts(text: str) -> str:
         part = section(text, "## What differs")
-        return part[part.index(large):part.index("\n\n**", part.index(large) + 1)]
+        return part[part.index(large) : part.index("\n\n**", part.index(large) + 1)]
 
     before = verdicts(DOC.read_text())
     after = verdicts(render_replication_doc(BASELINES, _edit_study(tmp_path, old, new)))
@@ -401,11 +511,18 @@ def test_changing_a_study_figure_changes_the_agreement(tmp_path, old, new, line,
     assert (agrees in before.splitlines()[-1]) != (agrees in after.splitlines()[-1]), (before, after)
 
 
-@pytest.mark.parametrize("old, new, needed", [
-    ('layer = { ref = "study.large.hub_layer" }', 'layer = { ref = "study.large.hub" }', "names no key"),
-    ('{ claim = "Qwen2.5-1.5B:hub.top_layer_kl" }', '{ claim = "Qwen2.5-1.5B:hub.kl" }', "names no claim"),
-    ('title = "Qwen2.5-1.5B: Scaling the Atlas"', 'name = "Qwen2.5-1.5B: Scaling the Atlas"', "study.title is required and missing"),
-])
+@pytest.mark.parametrize(
+    "old, new, needed",
+    [
+        ('layer = { ref = "study.large.hub_layer" }', 'layer = { ref = "study.large.hub" }', "names no key"),
+        ('{ claim = "Qwen2.5-1.5B:hub.top_layer_kl" }', '{ claim = "Qwen2.5-1.5B:hub.kl" }', "names no claim"),
+        (
+            'title = "Qwen2.5-1.5B: Scaling the Atlas"',
+            'name = "Qwen2.5-1.5B: Scaling the Atlas"',
+            "study.title is required and missing",
+        ),
+    ],
+)
 def test_a_broken_study_table_is_a_clear_error(tmp_path, old, new, needed):
     path = _edit_study(tmp_path, old, new)
     with pytest.raises(AtlasError, match=re.escape(needed)) as exc:

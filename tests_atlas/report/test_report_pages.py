@@ -43,8 +43,18 @@ def full_run(tmp_path_factory) -> Path:
 def partial_run(tmp_path_factory) -> Path:
     """Four experiments on three families with another seed; ``atlas run`` writes its atlas.html."""
     out = tmp_path_factory.mktemp("atlas") / "tiny-partial"
-    run_plan(RunPlan(model="tiny-qwen2", experiments=list(PARTIAL_EXPERIMENTS), profile="smoke", out=out, seed=1,
-                     families=PARTIAL_FAMILIES, report=True, progress=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments=list(PARTIAL_EXPERIMENTS),
+            profile="smoke",
+            out=out,
+            seed=1,
+            families=PARTIAL_FAMILIES,
+            report=True,
+            progress=False,
+        )
+    )
     return out
 
 
@@ -83,8 +93,18 @@ def test_every_section_present(full_page, full_run):
     assert set(found.values()) == {"present"}, found
     assert "not run" not in full_page
     # each experiment section draws at least one plot; the hypothesis table has evidence for all eight
-    for sid in ("clean", "layer_ablation", "mlp_ablation", "head_ablation", "steering", "knockout",
-                "lora_training", "transfer", "adapter_ablation", "efficiency"):
+    for sid in (
+        "clean",
+        "layer_ablation",
+        "mlp_ablation",
+        "head_ablation",
+        "steering",
+        "knockout",
+        "lora_training",
+        "transfer",
+        "adapter_ablation",
+        "efficiency",
+    ):
         assert section_html(full_page, sid).count("<svg") >= 1, sid
     hyp = section_html(full_page, "hypotheses")
     for hid, *_ in S.hypothesis_table():
@@ -226,8 +246,11 @@ def test_comparison(compare_page, partial_run, full_run):
     assert len(verdicts) == 8
     for (hid, *_), v in zip(S.hypothesis_table(), verdicts):
         row = re.search(rf'<tr data-hypothesis="{hid}">.*?</tr>', hyp, flags=re.S).group(0)
-        assert v in VERDICTS or "missing: run its experiment" in row or (
-            hid == "H002" and "H002 is not measurable here" in row), (hid, v)
+        assert (
+            v in VERDICTS
+            or "missing: run its experiment" in row
+            or (hid == "H002" and "H002 is not measurable here" in row)
+        ), (hid, v)
     assert sum(v in VERDICTS for v in verdicts) >= 2  # H001 and H003 have both sides
 
 
@@ -283,9 +306,22 @@ CONSOLE_ERROR = re.compile(r"Uncaught|CONSOLE\(\d+\)\].*(?:error|Error)|Failed t
 
 
 def chromium(*args: str, profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--hide-scrollbars",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -293,8 +329,11 @@ def console_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if CONSOLE_ERROR.search(line)]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed: apt-get install -y chromium "
-                                            "(.ci/run installs it); the browser check needs it")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium not installed: apt-get install -y chromium "
+    "(.ci/run installs it); the browser check needs it",
+)
 def test_browser_opens_pages_without_console_errors(full_run, full_page, compare_page, tmp_path):
     from PIL import Image
 
@@ -306,8 +345,10 @@ def test_browser_opens_pages_without_console_errors(full_run, full_page, compare
 
     reports = REPO / "reports"
     reports.mkdir(exist_ok=True)
-    for name, page_path, expected in (("atlas-screenshot.png", full_run / "atlas.html", full_page),
-                                      ("atlas-compare-screenshot.png", compare_page[0], compare_page[1])):
+    for name, page_path, expected in (
+        ("atlas-screenshot.png", full_run / "atlas.html", full_page),
+        ("atlas-compare-screenshot.png", compare_page[0], compare_page[1]),
+    ):
         dom = chromium("--dump-dom", page_path.as_uri(), profile=tmp_path / f"d-{name}")
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert console_errors(dom.stderr) == [], console_errors(dom.stderr)
@@ -316,8 +357,9 @@ def test_browser_opens_pages_without_console_errors(full_run, full_page, compare
         assert dom.stdout.count("<svg") == expected.count("<svg") > 10
         shot = reports / name
         shot.unlink(missing_ok=True)
-        res = chromium("--window-size=1400,2400", f"--screenshot={shot}", page_path.as_uri(),
-                       profile=tmp_path / f"s-{name}")
+        res = chromium(
+            "--window-size=1400,2400", f"--screenshot={shot}", page_path.as_uri(), profile=tmp_path / f"s-{name}"
+        )
         assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
         assert console_errors(res.stderr) == []
         im = Image.open(shot).convert("L")
@@ -326,11 +368,24 @@ def test_browser_opens_pages_without_console_errors(full_run, full_page, compare
         assert hi - lo > 100  # drawn, not blank
 
 
-@pytest.mark.parametrize("value, kind, shown", [
-    (13.70, "auto", "13.7"), (11654.3, "auto", "11,654"), (0.000919, "auto", "9.19e-04"), (0.24, "x", "0.24×"),
-    (0.9286, "pct", "92.9%"), (None, "auto", "—"), (float("nan"), "auto", "—"), (float("inf"), "x", "∞"), (True, "auto", "yes"),
-    (151936, "auto", "151,936"), (26, "auto", "26"), (-1.6189, "auto", "-1.62"), (0.0, "auto", "0"),
-])
+@pytest.mark.parametrize(
+    "value, kind, shown",
+    [
+        (13.70, "auto", "13.7"),
+        (11654.3, "auto", "11,654"),
+        (0.000919, "auto", "9.19e-04"),
+        (0.24, "x", "0.24×"),
+        (0.9286, "pct", "92.9%"),
+        (None, "auto", "—"),
+        (float("nan"), "auto", "—"),
+        (float("inf"), "x", "∞"),
+        (True, "auto", "yes"),
+        (151936, "auto", "151,936"),
+        (26, "auto", "26"),
+        (-1.6189, "auto", "-1.62"),
+        (0.0, "auto", "0"),
+    ],
+)
 def test_number_format(value, kind, shown):
     from atlas_core.report.data import fmt
 

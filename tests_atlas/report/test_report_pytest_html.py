@@ -16,7 +16,7 @@ import pytest
 from atlas_core.report.pytest_html_hooks import atlas_properties, row_cells
 
 PLUGIN = "atlas_core.report.pytest_html_hooks"
-INNER = '''
+INNER = """
 import pytest
 
 def test_h003_ratio(request):
@@ -37,13 +37,25 @@ def test_h008_mismatch(request):
 
 def test_plain():
     assert True
-'''
+"""
 
 
 def inner_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_inner.py").write_text(INNER)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-           "-c", str(tmp_path / "none.ini"), "test_inner.py", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(tmp_path),
+        "-c",
+        str(tmp_path / "none.ini"),
+        "test_inner.py",
+        *args,
+    ]
     (tmp_path / "none.ini").write_text("[pytest]\n")
     return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
@@ -89,7 +101,17 @@ def test_properties_and_cells():
     assert atlas_properties([("atlas", "not a dict")]) is None
     empty = row_cells(None)
     assert len(empty) == 4 and all(c.endswith("></td>") for c in empty)
-    cells = row_cells({"models": ["m<1>"], "statistic": "s", "value": 1234.5, "lo": 1000.0, "hi": 1500.0,
-                       "threshold": 0.5, "verdict": "supported", "expected_verdict": "supported"})
+    cells = row_cells(
+        {
+            "models": ["m<1>"],
+            "statistic": "s",
+            "value": 1234.5,
+            "lo": 1000.0,
+            "hi": 1500.0,
+            "threshold": 0.5,
+            "verdict": "supported",
+            "expected_verdict": "supported",
+        }
+    )
     assert "m&lt;1&gt;" in cells[0] and "s = 1,234 [1,000, 1,500]" in cells[1] and "0.5" in cells[2]
     assert "expected" not in cells[3]

@@ -25,8 +25,17 @@ pytestmark = [pytest.mark.real_model, pytest.mark.pair]  # a ci-profile run (min
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("atlas-real") / "coder05-ci"
-    run_plan(RunPlan(model=MODEL, experiments=list(EXPERIMENTS), profile="ci", families=FAMILIES, out=out,
-                     report=True, progress=False))
+    run_plan(
+        RunPlan(
+            model=MODEL,
+            experiments=list(EXPERIMENTS),
+            profile="ci",
+            families=FAMILIES,
+            out=out,
+            report=True,
+            progress=False,
+        )
+    )
     return out
 
 
@@ -50,8 +59,11 @@ def test_real_model_atlas(real_run):
         assert {f"knockout#/result/layers/{i}/selectivity", f"knockout#/result/layers/{i}/skill_drop/value"} <= srcs
     assert section_svgs(page, "steering") >= 3 and section_svgs(page, "knockout") >= 2
     stats = model_statistics(run.results, 24)
-    shown = {n.derived.split(": ", 1)[1]: float(n.value) for n in numbers(page)
-             if (n.derived or "").startswith("atlas_core.verdicts.model_statistics: ") and "(" not in n.derived}
+    shown = {
+        n.derived.split(": ", 1)[1]: float(n.value)
+        for n in numbers(page)
+        if (n.derived or "").startswith("atlas_core.verdicts.model_statistics: ") and "(" not in n.derived
+    }
     assert shown["steering.best_boost"] == stats["steering.best_boost"].value
     assert shown["knockout.best_selectivity"] == stats["knockout.best_selectivity"].value
     # rewriting from the stored JSON gives the same numbers

@@ -80,9 +80,19 @@ def test_seeding_copies_only_what_the_run_folder_lacks(tiny_run, tmp_path):
 
 
 def _suite_from_baselines(pytester, paths, args, baselines: Path, runs: Path):
-    result = pytester.runpytest_subprocess(*map(str, paths), *args, "--atlas-baselines", str(baselines),
-                                           "--atlas-runs", str(runs), "-p", "no:cacheprovider", "-s", "-rfs",
-                                           timeout=1800)
+    result = pytester.runpytest_subprocess(
+        *map(str, paths),
+        *args,
+        "--atlas-baselines",
+        str(baselines),
+        "--atlas-runs",
+        str(runs),
+        "-p",
+        "no:cacheprovider",
+        "-s",
+        "-rfs",
+        timeout=1800,
+    )
     return result, result.parseoutcomes()
 
 
@@ -103,8 +113,20 @@ def test_the_suite_passes_on_baselines_without_recomputing(pytester, tiny_run, t
     claims = write_claims([tiny_run], tmp_path / "tiny-claims.toml")
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(
-        pytester, [FINDINGS], ["--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims),
-                               "--atlas-no-compute"], baselines, runs)
+        pytester,
+        [FINDINGS],
+        [
+            "--atlas-model",
+            "tiny-qwen2",
+            "--atlas-profile",
+            "smoke",
+            "--atlas-claims",
+            str(claims),
+            "--atlas-no-compute",
+        ],
+        baselines,
+        runs,
+    )
     assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 10, result.stdout.str()[-3000:]
     out = result.stdout.str() + result.stderr.str()
     assert "done already" in out and "running on" not in out
@@ -124,8 +146,20 @@ def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pyteste
     claims = write_claims([tiny_run], tmp_path / "tiny-claims.toml")
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(
-        pytester, [FINDINGS], ["--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(claims),
-                               "--atlas-no-compute"], baselines, runs)
+        pytester,
+        [FINDINGS],
+        [
+            "--atlas-model",
+            "tiny-qwen2",
+            "--atlas-profile",
+            "smoke",
+            "--atlas-claims",
+            str(claims),
+            "--atlas-no-compute",
+        ],
+        baselines,
+        runs,
+    )
     out = result.stdout.str() + result.stderr.str()
     assert outcomes.get("failed", 0) >= 10 and outcomes.get("passed", 0) == 0, out[-3000:]
     assert "running on" not in out
@@ -137,15 +171,21 @@ def test_no_compute_fails_fast_naming_a_missing_or_stale_baseline_record(pyteste
 
 
 @pytest.mark.real_model
-@pytest.mark.skipif(not (CODER_FULL.exists() and all((p / "manifest.json").exists() for p in PAIR_FULL)),
-                    reason="the Coder pair's full-profile baselines are not committed yet: finish `atlas run --profile "
-                           "full` for both models, then `atlas baseline RUN` and `atlas claims write RUN05 RUN15 "
-                           "--out atlas_core/data/claims/coder-pair-full.toml`")
+@pytest.mark.skipif(
+    not (CODER_FULL.exists() and all((p / "manifest.json").exists() for p in PAIR_FULL)),
+    reason="the Coder pair's full-profile baselines are not committed yet: finish `atlas run --profile "
+    "full` for both models, then `atlas baseline RUN` and `atlas claims write RUN05 RUN15 "
+    "--out atlas_core/data/claims/coder-pair-full.toml`",
+)
 def test_the_hypothesis_suite_passes_on_the_committed_coder_baselines(pytester, tmp_path):
     runs = tmp_path / "runs"
     result, outcomes = _suite_from_baselines(
-        pytester, [HYPOTHESES, FINDINGS], ["--atlas-profile", "full", "--atlas-claims", str(CODER_FULL),
-                                           "--atlas-no-compute"], BASELINES_DIR, runs)
+        pytester,
+        [HYPOTHESES, FINDINGS],
+        ["--atlas-profile", "full", "--atlas-claims", str(CODER_FULL), "--atlas-no-compute"],
+        BASELINES_DIR,
+        runs,
+    )
     assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 16, result.stdout.str()[-3000:]
     assert "running on" not in result.stdout.str() + result.stderr.str()
     assert _assert_reused(runs, BASELINES_DIR) >= 8
@@ -165,11 +205,14 @@ def main_out(argv: list[str]) -> str:
 def test_exported_paths_are_portable(tmp_path):
     run = tmp_path / "some-run"
     home = Path.home()
-    doc = {"provenance": {"model": {"path": f"{home}/.cache/atlas/m", "name": "m"}},
-           "result": {"adapter_dir": str(run / "lora_adapter_seed0"), "others": ["/opt/elsewhere", "plain", 1.5]}}
-    assert _portable(doc, run) == {"provenance": {"model": {"path": "~/.cache/atlas/m", "name": "m"}},
-                                   "result": {"adapter_dir": "lora_adapter_seed0",
-                                              "others": ["/opt/elsewhere", "plain", 1.5]}}
+    doc = {
+        "provenance": {"model": {"path": f"{home}/.cache/atlas/m", "name": "m"}},
+        "result": {"adapter_dir": str(run / "lora_adapter_seed0"), "others": ["/opt/elsewhere", "plain", 1.5]},
+    }
+    assert _portable(doc, run) == {
+        "provenance": {"model": {"path": "~/.cache/atlas/m", "name": "m"}},
+        "result": {"adapter_dir": "lora_adapter_seed0", "others": ["/opt/elsewhere", "plain", 1.5]},
+    }
 
 
 def test_seeding_skips_a_baseline_of_another_dtype_or_families(tmp_path):
@@ -179,8 +222,9 @@ def test_seeding_skips_a_baseline_of_another_dtype_or_families(tmp_path):
 
     src = tmp_path / "baselines" / "m-ci"
     src.mkdir(parents=True)
-    RunStore(src).write_manifest({"model": {"name": "m", "dtype": "float32"}, "families": {"copying": "0" * 64},
-                                  "experiments": {}})
+    RunStore(src).write_manifest(
+        {"model": {"name": "m", "dtype": "float32"}, "families": {"copying": "0" * 64}, "experiments": {}}
+    )
     (src / "clean.json").write_text("{}")
     baselines = tmp_path / "baselines"
     assert seed_run(tmp_path / "a" / "m-ci", baselines, dtype="bfloat16", families=["copying"]) == []

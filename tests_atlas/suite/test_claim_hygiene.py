@@ -27,8 +27,10 @@ def test_committed_claims_files_hold_no_refused_claim():
 
 
 def _toml(meta_profile: str, entry: dict) -> str:
-    th = "".join(f"[thresholds.{h}]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in t.items())
-                 for h, t in default_thresholds().items())
+    th = "".join(
+        f"[thresholds.{h}]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in t.items())
+        for h, t in default_thresholds().items()
+    )
     body = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in entry.items())
     return f'[meta]\nprofile = "{meta_profile}"\nmodels = {PAIR!r}\n'.replace("'", '"') + th + "[[claim]]\n" + body
 
@@ -36,40 +38,110 @@ def _toml(meta_profile: str, entry: dict) -> str:
 M = PAIR[1]
 # (what is refused, the claim as the committed files held it, its falsifiable form, the message)
 CASES = [
-    ("true by construction",
-     {"id": f"{M}:transfer.final_recovery", "statistic": "transfer.final_recovery", "model": M, "kind": "value",
-      "expected": 1.0, "tolerance": 0.1},
-     {"id": f"{M}:transfer.zone_final_fraction", "statistic": "transfer.zone_final_fraction", "model": M,
-      "kind": "value", "expected": 0.25, "tolerance": 0.025},
-     "transfer.final_recovery is true by construction"),
-    ("a tolerance spanning the decision threshold (H008: -0.0455 ± 1.00857)",
-     {"id": "H008.statistic", "statistic": "H008", "kind": "value", "expected": -0.0455, "tolerance": 1.00857},
-     {"id": "H008.statistic", "statistic": "H008", "kind": "value", "expected": -0.0455, "tolerance": 0.04},
-     r"accepts \[-1.054, 0.9631\], which holds the H008 decision threshold 0.3"),
-    ("a tolerance admitting no effect (ci: steering.best_boost 0.18 ± 0.55)",
-     {"id": f"{M}:steering.best_boost", "statistic": "steering.best_boost", "model": M, "kind": "value",
-      "expected": 0.1827, "tolerance": 0.5513},
-     {"id": f"{M}:steering.best_boost", "statistic": "steering.best_boost", "model": M, "kind": "value",
-      "expected": 0.2532, "tolerance": 0.0642},
-     "holds 0 \\(no effect\\) though it expects 0.1827"),
-    ("the whole plausible range",
-     {"id": f"{M}:heads.max_layer_depth", "statistic": "heads.max_layer_depth", "model": M, "kind": "value",
-      "expected": 0.5, "tolerance": 0.5},
-     {"id": f"{M}:heads.max_layer_depth", "statistic": "heads.max_layer_depth", "model": M, "kind": "value",
-      "expected": 0.037, "tolerance": 0.05},
-     r"the whole plausible range \[0, 1\] of heads.max_layer_depth"),
-    ("an at_least below the null",
-     {"id": f"{M}:knockout.skill_drop", "statistic": "knockout.skill_drop", "model": M, "kind": "at_least",
-      "threshold": -0.1},
-     {"id": f"{M}:knockout.skill_drop", "statistic": "knockout.skill_drop", "model": M, "kind": "at_least",
-      "threshold": 0.1},
-     "which holds 0 \\(no effect\\) and less"),
-    ("a rank admitting every family",
-     {"id": f"{M}:lora.rank.copying", "statistic": "lora.ranking", "model": M, "kind": "rank", "family": "copying",
-      "max_rank": 8},
-     {"id": f"{M}:lora.rank.copying", "statistic": "lora.ranking", "model": M, "kind": "rank", "family": "copying",
-      "max_rank": 3},
-     "max_rank 8 admits every one of the 8 families"),
+    (
+        "true by construction",
+        {
+            "id": f"{M}:transfer.final_recovery",
+            "statistic": "transfer.final_recovery",
+            "model": M,
+            "kind": "value",
+            "expected": 1.0,
+            "tolerance": 0.1,
+        },
+        {
+            "id": f"{M}:transfer.zone_final_fraction",
+            "statistic": "transfer.zone_final_fraction",
+            "model": M,
+            "kind": "value",
+            "expected": 0.25,
+            "tolerance": 0.025,
+        },
+        "transfer.final_recovery is true by construction",
+    ),
+    (
+        "a tolerance spanning the decision threshold (H008: -0.0455 ± 1.00857)",
+        {"id": "H008.statistic", "statistic": "H008", "kind": "value", "expected": -0.0455, "tolerance": 1.00857},
+        {"id": "H008.statistic", "statistic": "H008", "kind": "value", "expected": -0.0455, "tolerance": 0.04},
+        r"accepts \[-1.054, 0.9631\], which holds the H008 decision threshold 0.3",
+    ),
+    (
+        "a tolerance admitting no effect (ci: steering.best_boost 0.18 ± 0.55)",
+        {
+            "id": f"{M}:steering.best_boost",
+            "statistic": "steering.best_boost",
+            "model": M,
+            "kind": "value",
+            "expected": 0.1827,
+            "tolerance": 0.5513,
+        },
+        {
+            "id": f"{M}:steering.best_boost",
+            "statistic": "steering.best_boost",
+            "model": M,
+            "kind": "value",
+            "expected": 0.2532,
+            "tolerance": 0.0642,
+        },
+        "holds 0 \\(no effect\\) though it expects 0.1827",
+    ),
+    (
+        "the whole plausible range",
+        {
+            "id": f"{M}:heads.max_layer_depth",
+            "statistic": "heads.max_layer_depth",
+            "model": M,
+            "kind": "value",
+            "expected": 0.5,
+            "tolerance": 0.5,
+        },
+        {
+            "id": f"{M}:heads.max_layer_depth",
+            "statistic": "heads.max_layer_depth",
+            "model": M,
+            "kind": "value",
+            "expected": 0.037,
+            "tolerance": 0.05,
+        },
+        r"the whole plausible range \[0, 1\] of heads.max_layer_depth",
+    ),
+    (
+        "an at_least below the null",
+        {
+            "id": f"{M}:knockout.skill_drop",
+            "statistic": "knockout.skill_drop",
+            "model": M,
+            "kind": "at_least",
+            "threshold": -0.1,
+        },
+        {
+            "id": f"{M}:knockout.skill_drop",
+            "statistic": "knockout.skill_drop",
+            "model": M,
+            "kind": "at_least",
+            "threshold": 0.1,
+        },
+        "which holds 0 \\(no effect\\) and less",
+    ),
+    (
+        "a rank admitting every family",
+        {
+            "id": f"{M}:lora.rank.copying",
+            "statistic": "lora.ranking",
+            "model": M,
+            "kind": "rank",
+            "family": "copying",
+            "max_rank": 8,
+        },
+        {
+            "id": f"{M}:lora.rank.copying",
+            "statistic": "lora.ranking",
+            "model": M,
+            "kind": "rank",
+            "family": "copying",
+            "max_rank": 3,
+        },
+        "max_rank 8 admits every one of the 8 families",
+    ),
 ]
 
 
@@ -94,13 +166,16 @@ def test_h002_claims_are_refused_where_head_layers_are_sampled(tmp_path):
     assert load_claims(p).claims[0].id == "H002"
 
 
-@pytest.mark.parametrize("kind, threshold, refused", [("at_most", 0.1, False), ("at_least", 0.1, True),
-                                                      ("at_least", 0.6, True), ("at_least", 1.0, False)])
+@pytest.mark.parametrize(
+    "kind, threshold, refused",
+    [("at_most", 0.1, False), ("at_least", 0.1, True), ("at_least", 0.6, True), ("at_least", 1.0, False)],
+)
 def test_one_sided_hypothesis_claims_may_end_on_a_boundary_not_cross_one(kind, threshold, refused):
     """H003 boundaries: 0.5 and 1. ``at_most 0.1`` is the rejected side, ``at_least 1`` the supported one;
     ``at_least 0.1`` and ``at_least 0.6`` pass on either side of a boundary."""
-    c = parse_claim({"id": "H003.statistic", "statistic": "H003", "kind": kind, "threshold": threshold},
-                    {"models": PAIR})
+    c = parse_claim(
+        {"id": "H003.statistic", "statistic": "H003", "kind": kind, "threshold": threshold}, {"models": PAIR}
+    )
     assert (refusal(c, default_thresholds()) is not None) == refused
 
 
@@ -110,8 +185,14 @@ def test_write_tightens_a_claim_to_its_interval_or_drops_it():
     from atlas_core.claims.writing import _Writer
 
     w = _Writer(default_thresholds(), False, {"source": "measured", "profile": "full", "models": PAIR})
-    entry = {"id": "m:steering.best_boost", "model": M, "statistic": "steering.best_boost", "kind": "value",
-             "expected": 0.18, "tolerance": 0.2}
+    entry = {
+        "id": "m:steering.best_boost",
+        "model": M,
+        "statistic": "steering.best_boost",
+        "kind": "value",
+        "expected": 0.18,
+        "tolerance": 0.2,
+    }
     w.add(entry, tight=0.1)  # [0.08, 0.28] excludes 0: kept, tightened
     w.add({**entry, "id": "m:other"}, tight=0.19)  # [-0.01, 0.37] still holds 0: dropped
     w.add({**entry, "id": "m:fine", "tolerance": 0.05}, tight=0.02)  # falsifiable as written: kept as written

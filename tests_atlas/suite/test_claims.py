@@ -19,8 +19,18 @@ import pytest
 from atlas_core import AtlasError
 from atlas_core.spec import hypotheses
 from atlas_core.claims import (
-    CLAIMS_DIR, compare_runs, compare_stats, default_claims_files, evaluate, format_comparison, load_claims, load_run,
-    parse_claim, same_model, tolerance, write_claims,
+    CLAIMS_DIR,
+    compare_runs,
+    compare_stats,
+    default_claims_files,
+    evaluate,
+    format_comparison,
+    load_claims,
+    load_run,
+    parse_claim,
+    same_model,
+    tolerance,
+    write_claims,
 )
 from atlas_core.cli import main
 from atlas_core.integrity import seal_doc
@@ -34,8 +44,9 @@ META = {"models": ["small-model", "large-model"], "source": "measured"}
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny-qwen2-smoke"
-    run_plan(RunPlan(model="tiny-qwen2", experiments=EXPERIMENTS, profile="smoke", out=out, report=False,
-                     progress=False))
+    run_plan(
+        RunPlan(model="tiny-qwen2", experiments=EXPERIMENTS, profile="smoke", out=out, report=False, progress=False)
+    )
     return out
 
 
@@ -50,34 +61,63 @@ def test_committed_claims_files_load():
     assert {c.source for c in study.claims} == {"published"}
     assert study.models == ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B")
     verdicts = {c.statistic: c.expected_verdict for c in study.claims if c.kind == "verdict"}
-    assert verdicts == {"H001": "rejected", "H002": "supported", "H003": "rejected", "H004": "rejected",
-                        "H005": "supported", "H006": "rejected", "H007": "partially supported", "H008": "weakened"}
+    assert verdicts == {
+        "H001": "rejected",
+        "H002": "supported",
+        "H003": "rejected",
+        "H004": "rejected",
+        "H005": "supported",
+        "H006": "rejected",
+        "H007": "partially supported",
+        "H008": "weakened",
+    }
     rank = next(c for c in study.claims if c.id == "Qwen2.5-1.5B:hub.rank.L26")
     assert (rank.layer, rank.max_rank, rank.expectation()) == (26, 3, "layer 26 ranks <= 3")
     lora = next(c for c in study.claims if c.id == "Qwen2.5-1.5B:lora.rank.json_schema")
     assert (lora.family, lora.layer, lora.group, lora.expectation()) == (
-        "json_schema", None, "finding_lora", "family json_schema ranks <= 1")
+        "json_schema",
+        None,
+        "finding_lora",
+        "family json_schema ranks <= 1",
+    )
 
 
-@pytest.mark.parametrize("entry, match", [
-    ({"statistic": "hub.top_layer_kl", "model": "m", "expected": 1.0, "tolerance": 0.1}, "lacks a string 'id'"),
-    # a statistic its experiment does not declare: refused when read, not "n/a (not measured)" after the run
-    ({"id": "x", "statistic": "hub.nope", "model": "m", "kind": "at_least", "threshold": 1},
-     "unknown statistic 'hub.nope': the layer_ablation experiment computes"),
-    ({"id": "x", "statistic": "bogus.stat", "model": "m"}, "unknown statistic 'bogus.stat'"),
-    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "expected": 1.0}, "needs a number 'tolerance'"),
-    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "guess"}, "unknown kind 'guess'"),
-    ({"id": "x", "statistic": "hub.top_layer_kl", "expected": 1.0, "tolerance": 0.1}, "names its 'model'"),
-    ({"id": "x", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 3}, "integer 'layer' and 'max_rank'"),
-    ({"id": "x", "statistic": "lora.ranking", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
-     "string 'family'"),
-    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
-     "'.ranking' statistic"),
-    ({"id": "x", "statistic": "H003", "expected_verdict": "maybe"}, "unknown verdict 'maybe'"),
-    ({"id": "x", "statistic": "H003", "kind": "verdict", "models": ["a"], "expected_verdict": "rejected"},
-     "needs two models"),
-    ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "expected": "big", "tolerance": 1}, "must be a number"),
-])
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"statistic": "hub.top_layer_kl", "model": "m", "expected": 1.0, "tolerance": 0.1}, "lacks a string 'id'"),
+        # a statistic its experiment does not declare: refused when read, not "n/a (not measured)" after the run
+        (
+            {"id": "x", "statistic": "hub.nope", "model": "m", "kind": "at_least", "threshold": 1},
+            "unknown statistic 'hub.nope': the layer_ablation experiment computes",
+        ),
+        ({"id": "x", "statistic": "bogus.stat", "model": "m"}, "unknown statistic 'bogus.stat'"),
+        ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "expected": 1.0}, "needs a number 'tolerance'"),
+        ({"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "guess"}, "unknown kind 'guess'"),
+        ({"id": "x", "statistic": "hub.top_layer_kl", "expected": 1.0, "tolerance": 0.1}, "names its 'model'"),
+        (
+            {"id": "x", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 3},
+            "integer 'layer' and 'max_rank'",
+        ),
+        (
+            {"id": "x", "statistic": "lora.ranking", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
+            "string 'family'",
+        ),
+        (
+            {"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "kind": "rank", "layer": 3, "max_rank": 1},
+            "'.ranking' statistic",
+        ),
+        ({"id": "x", "statistic": "H003", "expected_verdict": "maybe"}, "unknown verdict 'maybe'"),
+        (
+            {"id": "x", "statistic": "H003", "kind": "verdict", "models": ["a"], "expected_verdict": "rejected"},
+            "needs two models",
+        ),
+        (
+            {"id": "x", "statistic": "hub.top_layer_kl", "model": "m", "expected": "big", "tolerance": 1},
+            "must be a number",
+        ),
+    ],
+)
 def test_bad_claims_are_clear_errors(entry, match):
     with pytest.raises(AtlasError, match=match):
         parse_claim(entry, META, "f.toml")
@@ -85,7 +125,9 @@ def test_bad_claims_are_clear_errors(entry, match):
 
 def test_claims_file_level_errors(tmp_path):
     p = tmp_path / "c.toml"
-    p.write_text('[meta]\nmodels = ["a", "b"]\n[[claim]]\nid = "H003"\nstatistic = "H003"\nexpected_verdict = "rejected"\n')
+    p.write_text(
+        '[meta]\nmodels = ["a", "b"]\n[[claim]]\nid = "H003"\nstatistic = "H003"\nexpected_verdict = "rejected"\n'
+    )
     with pytest.raises(AtlasError, match=r"needs \[thresholds.H003\] with min_ratio, reject_below, min_boost"):
         load_claims(p)
     p.write_text('[[claim]]\nid = "a"\nstatistic = "mlp.max_kl"\nmodel = "m"\nkind = "at_least"\nthreshold = 1\n' * 2)
@@ -99,23 +141,35 @@ def test_claims_file_level_errors(tmp_path):
 
 
 def test_failure_message_names_claim_value_interval_threshold_and_model():
-    c = parse_claim({"id": "m:hub.top_layer_kl", "statistic": "hub.top_layer_kl", "model": "m", "expected": 13.7,
-                     "tolerance": 2.0}, META)
+    c = parse_claim(
+        {"id": "m:hub.top_layer_kl", "statistic": "hub.top_layer_kl", "model": "m", "expected": 13.7, "tolerance": 2.0},
+        META,
+    )
     ev = evaluate(c, [{"hub.top_layer_kl": Stat(9.5, 9.1, 9.9, kind="estimate", label="L3")}], ["tiny-qwen2"])
     assert not ev.passed
     for part in ("claim m:hub.top_layer_kl", "tiny-qwen2", "9.5 [9.1, 9.9]", "13.7 ± 2", "FAIL"):
         assert part in ev.message, (part, ev.message)
     row = ev.row()
-    assert row == {"claim": "m:hub.top_layer_kl", "models": ["tiny-qwen2"], "statistic": "hub.top_layer_kl",
-                   "value": 9.5, "lo": 9.1, "hi": 9.9, "threshold": "13.7 ± 2", "verdict": None,
-                   "expected_verdict": None, "series": None}
+    assert row == {
+        "claim": "m:hub.top_layer_kl",
+        "models": ["tiny-qwen2"],
+        "statistic": "hub.top_layer_kl",
+        "value": 9.5,
+        "lo": 9.1,
+        "hi": 9.9,
+        "threshold": "13.7 ± 2",
+        "verdict": None,
+        "expected_verdict": None,
+        "series": None,
+    }
     ok = evaluate(c, [{"hub.top_layer_kl": Stat(12.0, 11.0, 13.0, kind="estimate")}], ["m"])
     assert ok.passed
 
 
 def test_rank_and_verdict_claims():
-    rank = parse_claim({"id": "r", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 26,
-                        "max_rank": 3}, META)
+    rank = parse_claim(
+        {"id": "r", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 26, "max_rank": 3}, META
+    )
     stats = {"hub.ranking": Stat(6.0, kind="ranking", ranking=(6, 14, 26, 5))}
     assert evaluate(rank, [stats], ["m"]).passed
     stats = {"hub.ranking": Stat(6.0, kind="ranking", ranking=(6, 14, 5, 26))}
@@ -123,11 +177,15 @@ def test_rank_and_verdict_claims():
     assert not ev.passed and "layer 26 rank 4 of 4" in ev.message and "expected rank <= 3" in ev.message
     ev = evaluate(rank, [{"hub.ranking": Stat(0.0, kind="ranking", ranking=(0, 1, 2, 3))}], ["tiny"])
     assert not ev.passed and "layer 26 not among the 4 layers measured" in ev.message
-    fam = parse_claim({"id": "f", "statistic": "lora.ranking", "model": "m", "kind": "rank", "family": "json_schema",
-                       "max_rank": 1}, META)
+    fam = parse_claim(
+        {"id": "f", "statistic": "lora.ranking", "model": "m", "kind": "rank", "family": "json_schema", "max_rank": 1},
+        META,
+    )
     shifts = ("factual_recall", "dead_code", "json_schema")
     ev = evaluate(fam, [{"lora.ranking": Stat(None, kind="ranking", ranking=shifts)}], ["m"])
-    assert not ev.passed and "family json_schema rank 3 of 3 (top: factual_recall, dead_code, json_schema)" in ev.message
+    assert (
+        not ev.passed and "family json_schema rank 3 of 3 (top: factual_recall, dead_code, json_schema)" in ev.message
+    )
     assert evaluate(fam, [{"lora.ranking": Stat(None, kind="ranking", ranking=shifts[::-1])}], ["m"]).passed
 
     verdict = parse_claim({"id": "H003", "statistic": "H003", "expected_verdict": "REJECTED"}, META)
@@ -162,14 +220,27 @@ def test_write_claims_round_trip(tiny_run, tmp_path):
     assert "finding_mlp" in groups
     # a copy of one model is the same model twice: no scaling hypothesis may be supported on it, and its
     # noise-straddling ratio is inconclusive, which no claim states
-    assert not [c for c in cf.claims if c.kind == "verdict" and hypotheses()[c.hypothesis].scaling
-                and c.expected_verdict in ("supported", "partially supported")]
+    assert not [
+        c
+        for c in cf.claims
+        if c.kind == "verdict"
+        and hypotheses()[c.hypothesis].scaling
+        and c.expected_verdict in ("supported", "partially supported")
+    ]
     header = out.read_text().split("[meta]")[0]
     dropped = [line for line in header.splitlines() if line.startswith("#   dropped ")]
     assert f"{len(cf.claims)} claims kept" in header and f"{len(dropped)} dropped" in header
     for line in dropped:  # a random model's steering boosts are noise around 0: their claims cannot fail
-        assert any(w in line for w in ("cannot tell the effect from none", "decision threshold", "verdict inconclusive",
-                                        "admits", "passes every wrong input the audit made")), line
+        assert any(
+            w in line
+            for w in (
+                "cannot tell the effect from none",
+                "decision threshold",
+                "verdict inconclusive",
+                "admits",
+                "passes every wrong input the audit made",
+            )
+        ), line
     blind = [line for line in dropped if "passes every wrong input the audit made" in line]
     assert any(":hub." in line for line in blind) and any("H001" in line for line in blind), dropped
     assert "h002" not in groups  # head ablation was not run: no claim on it
@@ -218,7 +289,8 @@ def test_compare_runs_flags_exactly_the_perturbed_statistics(tiny_run, tmp_path,
     assert tie.a.tie and not tie.b.tie and tie.note == "tie"
     # _perturb scales every sweep's top layer, the skip sweep's too: the hub.skip statistics read it
     assert drifted <= {"hub.top_layer_kl", "hub.top_layer", "hub.top_layer_depth", "mlp.share_of_top_layer"} | {
-        r.statistic for r in rows if r.statistic.startswith(("hub.family_kl.", "hub.skip."))}
+        r.statistic for r in rows if r.statistic.startswith(("hub.family_kl.", "hub.skip."))
+    }
     row = next(r for r in rows if r.statistic == "hub.top_layer_kl")
     assert "hub.top_layer_kl drifted: baseline tiny-qwen2" in row.message() and "candidate tiny-qwen2" in row.message()
     table = format_comparison(rows)

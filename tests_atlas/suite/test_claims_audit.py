@@ -101,7 +101,9 @@ def test_value_claims_survive_a_rerun_at_another_thread_count():
     tight = Stat(18.35, 18.349, 18.351, 96, kind="estimate")
     assert _tolerance(tight, 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(RERUN_MARGIN * 3e-4 * 18.35)
     # over few prompts, or with no interval, the loose rule: 10% of the value
-    assert _tolerance(Stat(18.35, 17.0, 19.7, 12, kind="estimate"), 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(2.7)
+    assert _tolerance(
+        Stat(18.35, 17.0, 19.7, 12, kind="estimate"), 2.0, 0.01, 0.1, "hub.top_layer_kl"
+    ) == pytest.approx(2.7)
     assert _tolerance(Stat(18.35), 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(1.835)
 
 
@@ -113,8 +115,19 @@ def test_a_profile_over_absolute_layers_fails_on_a_model_of_another_depth():
     ys = [0.05, 0.1, 0.9, 0.3, 0.2, 0.15, 0.1, 0.05]
     own = {"toy": profile_stat(list(range(8)), ys, 8)}
     meta = {"models": ["m"]}
-    c = parse_claim({"id": "p", "model": "m", "statistic": "hub.ranking", "kind": "profile", "items": list(range(8)),
-                     "profile": ys, "min_rho": 0.9, "n_items": 8}, meta)
+    c = parse_claim(
+        {
+            "id": "p",
+            "model": "m",
+            "statistic": "hub.ranking",
+            "kind": "profile",
+            "items": list(range(8)),
+            "profile": ys,
+            "min_rho": 0.9,
+            "n_items": 8,
+        },
+        meta,
+    )
     deeper = profile_stat(list(range(10)), ys + [0.01, 0.02], 10)
     assert evaluate(c, [{"hub.ranking": own["toy"]}], ["m"]).passed
     ev = evaluate(c, [{"hub.ranking": deeper}], ["m"])
@@ -129,12 +142,42 @@ def test_a_top_layer_or_top_k_on_absolute_layers_fails_on_a_model_of_another_dep
     ys = [0.05, 0.1, 0.9, 0.3, 0.2, 0.15, 0.1, 0.05]
     meta = {"models": ["m"]}
     own, deeper = profile_stat(list(range(8)), ys, 8), profile_stat(list(range(10)), ys + [0.01, 0.02], 10)
-    loc = parse_claim({"id": "l", "model": "m", "statistic": "hub.ranking", "kind": "location", "layer": 2,
-                       "within": 0, "n_items": 8}, meta)
-    top = parse_claim({"id": "t", "model": "m", "statistic": "hub.ranking", "kind": "top_k", "layers": [2, 3, 4],
-                       "min_common": 3, "n_items": 8}, meta)
-    depth = parse_claim({"id": "d", "model": "m", "statistic": "hub.ranking", "kind": "location", "depth": 2 / 7,
-                         "tolerance": 0.05, "n_items": 8}, meta)
+    loc = parse_claim(
+        {
+            "id": "l",
+            "model": "m",
+            "statistic": "hub.ranking",
+            "kind": "location",
+            "layer": 2,
+            "within": 0,
+            "n_items": 8,
+        },
+        meta,
+    )
+    top = parse_claim(
+        {
+            "id": "t",
+            "model": "m",
+            "statistic": "hub.ranking",
+            "kind": "top_k",
+            "layers": [2, 3, 4],
+            "min_common": 3,
+            "n_items": 8,
+        },
+        meta,
+    )
+    depth = parse_claim(
+        {
+            "id": "d",
+            "model": "m",
+            "statistic": "hub.ranking",
+            "kind": "location",
+            "depth": 2 / 7,
+            "tolerance": 0.05,
+            "n_items": 8,
+        },
+        meta,
+    )
     for c in (loc, top, depth):
         assert evaluate(c, [{"hub.ranking": own}], ["m"]).passed, c.id
     for c in (loc, top):
@@ -152,8 +195,12 @@ def test_the_audit_fails_on_a_claim_that_passes_every_wrong_input(tmp_path):
     from atlas_core.claims.writing import _v
 
     data = tomllib.loads(FULL.read_text())
-    keep = [c for c in data["claim"] if c["id"] in ("qwen2.5-coder-0.5b-instruct:knockout.nonskill_drop",
-                                                    "qwen2.5-coder-0.5b-instruct:hub.ranking.top")]
+    keep = [
+        c
+        for c in data["claim"]
+        if c["id"]
+        in ("qwen2.5-coder-0.5b-instruct:knockout.nonskill_drop", "qwen2.5-coder-0.5b-instruct:hub.ranking.top")
+    ]
     lines = ["[meta]"] + [f"{k} = {_v(v)}" for k, v in data["meta"].items() if k != "provenance"]
     for c in keep:
         lines += ["[[claim]]"] + [f"{k} = {_v(v)}" for k, v in c.items() if k != "invariant"]
@@ -200,8 +247,10 @@ def test_h002_decides_on_the_interval_of_the_strongest_heads_and_says_when_point
     th = {"min_ratio": 2.0}
 
     def heads(v, lo=None, hi=None):
-        return {"heads.max_kl": Stat(v, lo, hi, kind="estimate" if lo is not None else "value"),
-                "heads.layer_coverage": Stat(1.0)}
+        return {
+            "heads.max_kl": Stat(v, lo, hi, kind="estimate" if lo is not None else "value"),
+            "heads.layer_coverage": Stat(1.0),
+        }
 
     assert decide("H002", heads(0.1, 0.08, 0.12), heads(0.5, 0.4, 0.6), th).verdict == SUPPORTED  # [3.3, 7.5]
     v = decide("H002", heads(0.1, 0.05, 0.2), heads(0.5, 0.3, 0.7), th)  # [1.5, 14]: holds 2
@@ -228,8 +277,10 @@ class ToyResult:
 
 
 def _toy_stats(result: ToyResult, n_layers: int, results: dict) -> dict:
-    return {"toy.share_top": Stat(max(result.share), 0.0, 1.0, kind="estimate"),
-            "toy.profile": profile_stat(result.layers, result.share, n_layers, ylabel="share")}
+    return {
+        "toy.share_top": Stat(max(result.share), 0.0, 1.0, kind="estimate"),
+        "toy.profile": profile_stat(result.layers, result.share, n_layers, ylabel="share"),
+    }
 
 
 def _toy_relayer(result: ToyResult, order) -> ToyResult:
@@ -238,10 +289,19 @@ def _toy_relayer(result: ToyResult, order) -> ToyResult:
 
 
 TOY = ExperimentSpec(
-    name="toy_share", title="Toy", about="a statistic declared in a test", order=999, run=lambda ctx: None,
-    result=ToyResult, group="toy", statistics=_toy_stats, relayer=_toy_relayer,
-    declares=(StatDecl("toy.profile", "fraction", 0.0, 1.0, None, axis="layer"),
-              StatDecl("toy.share_top", "fraction", 0.0, 1.0, 0.0)),
+    name="toy_share",
+    title="Toy",
+    about="a statistic declared in a test",
+    order=999,
+    run=lambda ctx: None,
+    result=ToyResult,
+    group="toy",
+    statistics=_toy_stats,
+    relayer=_toy_relayer,
+    declares=(
+        StatDecl("toy.profile", "fraction", 0.0, 1.0, None, axis="layer"),
+        StatDecl("toy.share_top", "fraction", 0.0, 1.0, 0.0),
+    ),
 )
 
 
@@ -257,12 +317,21 @@ def test_a_new_statistic_declared_once_is_checked_formatted_and_audited():
         # the same declaration is the preflight's list of names: a claim on one it lacks is refused when read
         from atlas_core import AtlasError
 
-        with pytest.raises(AtlasError, match=r"unknown statistic 'toy.share_tpo': the toy_share experiment computes "
-                                             r"toy.profile, toy.share_top"):
-            parse_claim({"id": "t", "model": "m", "statistic": "toy.share_tpo", "expected": 0.5, "tolerance": 0.1}, meta)
-        wide = parse_claim({"id": "w", "model": "m", "statistic": "toy.share_top", "expected": 0.5, "tolerance": 0.6}, meta)
+        with pytest.raises(
+            AtlasError,
+            match=r"unknown statistic 'toy.share_tpo': the toy_share experiment computes "
+            r"toy.profile, toy.share_top",
+        ):
+            parse_claim(
+                {"id": "t", "model": "m", "statistic": "toy.share_tpo", "expected": 0.5, "tolerance": 0.1}, meta
+            )
+        wide = parse_claim(
+            {"id": "w", "model": "m", "statistic": "toy.share_top", "expected": 0.5, "tolerance": 0.6}, meta
+        )
         assert "whole plausible range [0, 1]" in refusal(wide)
-        none = parse_claim({"id": "n", "model": "m", "statistic": "toy.share_top", "expected": 0.3, "tolerance": 0.3}, meta)
+        none = parse_claim(
+            {"id": "n", "model": "m", "statistic": "toy.share_top", "expected": 0.3, "tolerance": 0.3}, meta
+        )
         assert "holds 0 (no effect)" in refusal(none)
         result = ToyResult(list(range(8)), [0.05, 0.1, 0.9, 0.3, 0.2, 0.15, 0.1, 0.05])
         stats = model_statistics({"toy_share": result}, 8)
@@ -309,8 +378,19 @@ def test_the_ci_file_passes_its_audit_on_the_recomputed_ci_runs(atlas):
         atlas.ensure(m)
         # every experiment the file's claims read, whichever tests were selected beside this one (alone: none)
         exps = sorted({e for c in cf.claims if m in c.models for e in c.experiments})
-        run_plan(RunPlan(model=m, experiments=exps, profile=atlas.profile, out=atlas.run_dir(m), device=atlas.device,
-                         tasks=atlas.tasks, report=False, progress=True, wait=True))
+        run_plan(
+            RunPlan(
+                model=m,
+                experiments=exps,
+                profile=atlas.profile,
+                out=atlas.run_dir(m),
+                device=atlas.device,
+                tasks=atlas.tasks,
+                report=False,
+                progress=True,
+                wait=True,
+            )
+        )
     a = audit(path, [atlas.run_dir(m) for m in cf.models] + baseline_runs())
     print(a.table())
     assert not a.wrong_on_right and a.ok, a.table()
@@ -353,15 +433,35 @@ def test_a_per_layer_value_claim_reads_its_layer_and_only_a_per_layer_statistic(
 
     meta = {"models": ["qwen2.5-coder-0.5b-instruct"]}
     stats = _stats("qwen2.5-coder-0.5b-instruct")
-    c = parse_claim({"id": "L9", "model": meta["models"][0], "statistic": "hub.ranking", "kind": "value", "layer": 9,
-                     "expected": 18.35, "tolerance": 0.61}, meta)
+    c = parse_claim(
+        {
+            "id": "L9",
+            "model": meta["models"][0],
+            "statistic": "hub.ranking",
+            "kind": "value",
+            "layer": 9,
+            "expected": 18.35,
+            "tolerance": 0.61,
+        },
+        meta,
+    )
     assert evaluate(c, [stats], meta["models"]).passed
     run = load_run(next(p for p in baseline_runs("full") if p.name.startswith(meta["models"][0])))
     ev = evaluate(c, [relayered_stats(run, list(range(24))[::-1])], meta["models"])
     assert not ev.passed and "hub.ranking at L9 measured 9.972" in ev.message  # old L14, ev.message
     with pytest.raises(AtlasError, match="a value claim with a 'layer' reads a statistic declared per layer"):
-        parse_claim({"id": "x", "model": "m", "statistic": "hub.top_layer_kl", "kind": "value", "layer": 9,
-                     "expected": 18.35, "tolerance": 0.61}, meta)
+        parse_claim(
+            {
+                "id": "x",
+                "model": "m",
+                "statistic": "hub.top_layer_kl",
+                "kind": "value",
+                "layer": 9,
+                "expected": 18.35,
+                "tolerance": 0.61,
+            },
+            meta,
+        )
 
 
 def test_a_value_read_at_an_item_names_it_and_fails_where_another_item_holds_it():
@@ -382,8 +482,10 @@ def test_a_value_read_at_an_item_names_it_and_fails_where_another_item_holds_it(
     ev = evaluate(hub, [relayered_stats(run, list(range(24))[::-1])], [m])
     assert not ev.passed and "at L9" in ev.message, ev.message
     # the value alone (the claim as it was, without the layer) passes the swap: both hubs give ~17 nats
-    alone = parse_claim({"id": "a", "model": m, "statistic": hub.statistic, "expected": hub.expected,
-                         "tolerance": hub.tolerance}, {"models": [m]})
+    alone = parse_claim(
+        {"id": "a", "model": m, "statistic": hub.statistic, "expected": hub.expected, "tolerance": hub.tolerance},
+        {"models": [m]},
+    )
     assert evaluate(alone, [_stats(other)], [other]).passed
     head = by_id[f"{m}:heads.family_max_kl.dead_code"]
     assert head.n_heads == 14 and head.item(head.layer) == "L11 H2"
@@ -399,16 +501,28 @@ def test_a_profile_whose_order_is_fixed_by_construction_gets_value_claims_not_lo
     profile is refused naming the reason, its top layer as a statistic too, while its per-layer values are
     claimed (the shipped files hold them, and no claim of where its top is)."""
     meta = {"models": ["m"]}
-    for entry in ({"kind": "location", "layer": 23, "within": 0, "n_items": 24},
-                  {"kind": "top_k", "layers": [23, 22, 21], "min_common": 3, "n_items": 24},
-                  {"kind": "profile", "items": list(range(4)), "profile": [0.1, 0.5, 0.9, 1.0], "min_rho": 0.9}):
+    for entry in (
+        {"kind": "location", "layer": 23, "within": 0, "n_items": 24},
+        {"kind": "top_k", "layers": [23, 22, 21], "min_common": 3, "n_items": 24},
+        {"kind": "profile", "items": list(range(4)), "profile": [0.1, 0.5, 0.9, 1.0], "min_rho": 0.9},
+    ):
         c = parse_claim({"id": "t", "model": "m", "statistic": "transfer.layer_profile", **entry}, meta)
         assert "the order of transfer.layer_profile is fixed by construction" in refusal(c), entry
-    top = parse_claim({"id": "t", "model": "m", "statistic": "transfer.top_layer", "expected": 23, "tolerance": 0},
-                      meta)
+    top = parse_claim(
+        {"id": "t", "model": "m", "statistic": "transfer.top_layer", "expected": 23, "tolerance": 0}, meta
+    )
     assert "true by construction" in refusal(top)
-    value = parse_claim({"id": "v", "model": "m", "statistic": "transfer.layer_profile", "layer": 4,
-                         "expected": 0.335, "tolerance": 0.05}, meta)
+    value = parse_claim(
+        {
+            "id": "v",
+            "model": "m",
+            "statistic": "transfer.layer_profile",
+            "layer": 4,
+            "expected": 0.335,
+            "tolerance": 0.05,
+        },
+        meta,
+    )
     assert refusal(value) is None
     for path in (FULL, CLAIMS_DIR / "coder-pair-ci.toml"):
         transfer = [c for c in load_claims(path).claims if c.statistic == "transfer.layer_profile"]
@@ -423,10 +537,30 @@ def test_a_claim_in_relative_depth_may_pass_a_swap_but_never_every_reordering():
     from atlas_core.claims.audit import Audit, ClaimAudit
 
     meta = {"models": ["m"]}
-    depth = parse_claim({"id": "m:hub.ranking.top_depth", "model": "m", "statistic": "hub.ranking",
-                         "kind": "location", "depth": 0.4, "tolerance": 0.1, "n_items": 24}, meta)
-    top = parse_claim({"id": "m:hub.ranking.top", "model": "m", "statistic": "hub.ranking", "kind": "location",
-                       "layer": 9, "within": 1, "n_items": 24}, meta)
+    depth = parse_claim(
+        {
+            "id": "m:hub.ranking.top_depth",
+            "model": "m",
+            "statistic": "hub.ranking",
+            "kind": "location",
+            "depth": 0.4,
+            "tolerance": 0.1,
+            "n_items": 24,
+        },
+        meta,
+    )
+    top = parse_claim(
+        {
+            "id": "m:hub.ranking.top",
+            "model": "m",
+            "statistic": "hub.ranking",
+            "kind": "location",
+            "layer": 9,
+            "within": 1,
+            "n_items": 24,
+        },
+        meta,
+    )
     blind_to_order = {"swapped (o)": True, "substituted g": False, "reversed": True, "shuffled seed 0": True}
     rows = [ClaimAudit(depth, True, dict(blind_to_order)), ClaimAudit(top, True, {**blind_to_order, "reversed": False})]
     a = Audit(Path("x.toml"), rows, {})

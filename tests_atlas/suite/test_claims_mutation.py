@@ -50,8 +50,15 @@ def _with(stats, model: str, name: str, stat: Stat) -> dict:
 
 def test_every_kind_is_covered():
     kinds = {(c.kind, bool(c.hypothesis)) for c in CLAIMS.claims}
-    assert kinds == {("value", False), ("rank", False), ("verdict", True), ("value", True), ("location", False),
-                     ("top_k", False), ("profile", False)}
+    assert kinds == {
+        ("value", False),
+        ("rank", False),
+        ("verdict", True),
+        ("value", True),
+        ("location", False),
+        ("top_k", False),
+        ("profile", False),
+    }
     assert any(c.invariant for c in CLAIMS.claims)
 
 
@@ -87,8 +94,9 @@ def test_where_claims_fail_when_the_profile_moves(stats, kind):
         for how in ("reversed", "rolled", "far"):
             ev = _eval(c, _with(stats, model, c.statistic, _moved(stats[model][c.statistic], how)))
             if not ev.passed:
-                messages.append(_fails_by_name(c, _with(stats, model, c.statistic,
-                                                        _moved(stats[model][c.statistic], how))))
+                messages.append(
+                    _fails_by_name(c, _with(stats, model, c.statistic, _moved(stats[model][c.statistic], how)))
+                )
         assert messages, f"{c.id} holds under every perturbation"
         assert " L" in messages[0], messages[0]  # it names the layer
     print(messages[0])
@@ -146,7 +154,7 @@ def test_rank_claims_fail_one_rank_down(stats):
         s = stats[model][c.statistic]
         rest = [x for x in s.ranking if x != target]
         for rank, holds in ((c.max_rank, True), (c.max_rank + 1, False)):
-            order = tuple(rest[: rank - 1] + [target] + rest[rank - 1:])
+            order = tuple(rest[: rank - 1] + [target] + rest[rank - 1 :])
             moved = _with(stats, model, c.statistic, replace(s, ranking=order))
             if holds:
                 assert _eval(c, moved).passed, c.id

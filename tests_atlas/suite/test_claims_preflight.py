@@ -70,19 +70,29 @@ def test_the_preflight_reads_the_declarations(monkeypatch):
     assert statistic_family("heads.family_max_kl.copying") == "copying"
     heads = experiments()["head_ablation"]
     cut = replace(heads, declares=tuple(d for d in heads.declares if d.name != "heads.family_max_kl.{family}"))
-    monkeypatch.setattr(spec_mod, "groups", lambda: {**{s.group: s for s in experiments().values() if s.group},
-                                                     "heads": cut})
-    with pytest.raises(AtlasError, match=r"unknown statistic 'heads.family_max_kl.copying': the head_ablation "
-                                         r"experiment computes heads.layer_profile, .*heads.max_kl"):
+    monkeypatch.setattr(
+        spec_mod, "groups", lambda: {**{s.group: s for s in experiments().values() if s.group}, "heads": cut}
+    )
+    with pytest.raises(
+        AtlasError,
+        match=r"unknown statistic 'heads.family_max_kl.copying': the head_ablation "
+        r"experiment computes heads.layer_profile, .*heads.max_kl",
+    ):
         statistic_family("heads.family_max_kl.copying")
 
 
-@pytest.mark.parametrize("stat, needle", [
-    ("hub.no_such_stat", "unknown statistic 'hub.no_such_stat': the layer_ablation experiment computes "
-                         "hub.ranking, hub.top_layer_depth"),
-    ("mlp.top_layer_kl", "unknown statistic 'mlp.top_layer_kl'"),  # the hub's name under the mlp group
-    ("efficiency.exit.skip1.top1", "unknown statistic 'efficiency.exit.skip1.top1'"),
-])
+@pytest.mark.parametrize(
+    "stat, needle",
+    [
+        (
+            "hub.no_such_stat",
+            "unknown statistic 'hub.no_such_stat': the layer_ablation experiment computes "
+            "hub.ranking, hub.top_layer_depth",
+        ),
+        ("mlp.top_layer_kl", "unknown statistic 'mlp.top_layer_kl'"),  # the hub's name under the mlp group
+        ("efficiency.exit.skip1.top1", "unknown statistic 'efficiency.exit.skip1.top1'"),
+    ],
+)
 def test_a_statistic_no_experiment_computes_is_refused_when_the_file_is_read(stat, needle, tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text(CLAIM.format(stat=stat))
@@ -96,22 +106,38 @@ def test_a_claim_on_a_family_the_session_does_not_load_is_refused(tmp_path):
     path.write_text(CLAIM.format(stat="hub.family_kl.colours"))
     cf = load_claims(path)  # the name is well formed: a user family may be called so
     check_families(cf, FAMILIES + ("colours",))
-    with pytest.raises(AtlasError, match=r"claim 'mine' \(hub.family_kl.colours\) names task family colours, "
-                                         r"which this session does not load .*add the family's file"):
+    with pytest.raises(
+        AtlasError,
+        match=r"claim 'mine' \(hub.family_kl.colours\) names task family colours, "
+        r"which this session does not load .*add the family's file",
+    ):
         check_families(cf, FAMILIES)
 
 
-@pytest.mark.parametrize("stat, needle", [
-    ("hub.no_such_stat", "unknown statistic 'hub.no_such_stat'"),
-    ("clean.accuracy.colours", "names task family colours, which this session does not load"),
-])
+@pytest.mark.parametrize(
+    "stat, needle",
+    [
+        ("hub.no_such_stat", "unknown statistic 'hub.no_such_stat'"),
+        ("clean.accuracy.colours", "names task family colours, which this session does not load"),
+    ],
+)
 def test_the_plugin_refuses_such_claims_before_the_first_experiment(stat, needle, pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # this checkout's plugin, whatever the environment installed
     pytester.makefile(".toml", claims=CLAIM.format(stat=stat))
     pytester.makepyfile(test_mine=TEST)
-    result = pytester.runpytest_subprocess(*PLUGIN, "--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke",
-                                           "--atlas-claims", "claims.toml", "--atlas-runs", "runs",
-                                           "--atlas-baselines", "none")
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "--atlas-model",
+        "tiny-qwen2",
+        "--atlas-profile",
+        "smoke",
+        "--atlas-claims",
+        "claims.toml",
+        "--atlas-runs",
+        "runs",
+        "--atlas-baselines",
+        "none",
+    )
     out = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR and needle in out, out[-2000:]
     assert "running on" not in out and not (pytester.path / "runs").exists()  # nothing computed

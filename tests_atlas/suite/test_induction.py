@@ -35,7 +35,7 @@ def probes(tok, n: int = 64, seed: int = 3):
         k = rng.randint(6, 10)
         s = rng.randint(0, 28 - 2 * k)
         fresh = rng.sample(alphabet, 28 - k)
-        text = fresh[: s + k] + fresh[s: s + k] + fresh[s + k:]
+        text = fresh[: s + k] + fresh[s : s + k] + fresh[s + k :]
         seqs.append([tok.encode(c, add_special_tokens=False)[0] for c in text])
         pairs.append([(q, q - k + 1) for q in range(s + k, s + 2 * k - 1)])
     return torch.tensor(seqs), pairs
@@ -62,8 +62,18 @@ def detector(model, tok) -> tuple[np.ndarray, np.ndarray]:
 def head_kls(tmp_path, folder) -> np.ndarray:
     """Atlas's head ablation on the model's own family: KL per [layer, head]."""
     out = tmp_path / "run"
-    run_plan(RunPlan(model=str(folder), experiments=["clean", "head_ablation"], profile="planted", out=out,
-                     tasks=folder / "tasks", families=[induction.FAMILY], report=False, progress=False))
+    run_plan(
+        RunPlan(
+            model=str(folder),
+            experiments=["clean", "head_ablation"],
+            profile="planted",
+            out=out,
+            tasks=folder / "tasks",
+            families=[induction.FAMILY],
+            report=False,
+            progress=False,
+        )
+    )
     return np.asarray(load_run(out).typed("head_ablation").kl[induction.FAMILY])
 
 
@@ -76,8 +86,9 @@ def copying_accuracy(folder, heads: dict[str, list[tuple[int, int]]]) -> dict[st
     runner = Runner(lm.model, lm.tokenizer, fam.prompts)
     clean = float((runner.clean_logprobs.argmax(-1).cpu().numpy() == targets).mean())
     names = list(heads)
-    stats = runner.sweep([Variant(n, tuple(Ablate(Site("head", l, h), "zero") for l, h in heads[n])) for n in names],
-                         list(targets))
+    stats = runner.sweep(
+        [Variant(n, tuple(Ablate(Site("head", l, h), "zero") for l, h in heads[n])) for n in names], list(targets)
+    )
     return {"intact": clean, **{n: float((stats.argmax[i] == targets).mean()) for i, n in enumerate(names)}}
 
 
@@ -97,7 +108,8 @@ def find(tmp_path, folder) -> dict:
 def check(found: dict) -> None:
     prev, ind, heads = found["prev"], found["ind"], found["heads"]
     assert set(found["top2"]) == set(heads.values()), (
-        f"Atlas's two strongest heads {found['top2']} are not the detector's {heads}: KL {found['kl'].tolist()}")
+        f"Atlas's two strongest heads {found['top2']} are not the detector's {heads}: KL {found['kl'].tolist()}"
+    )
     p, i = heads["previous-token"][1], heads["induction"][1]
     assert prev[0, p] > DETECTOR_MIN and ind[1, i] > DETECTOR_MIN, (prev.tolist(), ind.tolist())
     # the detector singles each out: every other head of its layer scores at most half as much
@@ -125,7 +137,8 @@ def test_a_model_without_the_circuit_fails_the_check(tmp_path):
     tok.save_pretrained(tmp_path / "untrained")
     (tmp_path / "untrained" / "tasks").mkdir()
     (tmp_path / "untrained" / "tasks" / f"{induction.FAMILY}.json").write_text(
-        (induction.FOLDER / "tasks" / f"{induction.FAMILY}.json").read_text())
+        (induction.FOLDER / "tasks" / f"{induction.FAMILY}.json").read_text()
+    )
     with pytest.raises(AssertionError) as err:
         check(find(tmp_path, tmp_path / "untrained"))
     print(err.value)
@@ -161,4 +174,7 @@ def test_remade_weights_find_the_same_circuit(tmp_path, shipped):
     assert set(remade["top2"]) == set(shipped["top2"])
     assert np.allclose(remade["prev"], shipped["prev"], atol=0.1), (remade["prev"], shipped["prev"])
     assert np.allclose(remade["ind"], shipped["ind"], atol=0.1), (remade["ind"], shipped["ind"])
-    assert all(abs(remade["acc"][k] - shipped["acc"][k]) <= 0.07 for k in shipped["acc"]), (remade["acc"], shipped["acc"])
+    assert all(abs(remade["acc"][k] - shipped["acc"][k]) <= 0.07 for k in shipped["acc"]), (
+        remade["acc"],
+        shipped["acc"],
+    )

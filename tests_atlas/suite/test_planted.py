@@ -30,9 +30,19 @@ def _run(tmp, model_dir_or_name, experiments=EXPERIMENTS) -> dict:
     """Run the experiments on a planted model (or a folder of the same architecture) with the planted families."""
     folder = planted.materialize(MODEL, 0, root=tmp / "models")
     out = tmp / "run"
-    run_plan(RunPlan(model=str(model_dir_or_name), experiments=experiments, profile=PROFILE, out=out,
-                     tasks=folder / "tasks", families=list(planted.FAMILIES), drive=dict(planted.DRIVE),
-                     report=False, progress=False))
+    run_plan(
+        RunPlan(
+            model=str(model_dir_or_name),
+            experiments=experiments,
+            profile=PROFILE,
+            out=out,
+            tasks=folder / "tasks",
+            families=list(planted.FAMILIES),
+            drive=dict(planted.DRIVE),
+            report=False,
+            progress=False,
+        )
+    )
     return load_run(out).stats
 
 
@@ -54,9 +64,11 @@ def _model_dir(tmp, builder, seed):
 
 
 # Llama in the default tier; GPT-2 and GPT-NeoX (same plant, other module layouts) in the slow one
-LAYOUTS = [pytest.param("llama", id="llama"),
-           pytest.param("gpt2", id="gpt2", marks=pytest.mark.slow),
-           pytest.param("gpt-neox", id="gpt-neox", marks=pytest.mark.slow)]
+LAYOUTS = [
+    pytest.param("llama", id="llama"),
+    pytest.param("gpt2", id="gpt2", marks=pytest.mark.slow),
+    pytest.param("gpt-neox", id="gpt-neox", marks=pytest.mark.slow),
+]
 
 
 @pytest.fixture(scope="module", params=LAYOUTS)
@@ -120,8 +132,12 @@ def test_a_second_seed_moves_every_finding(tmp_path):
     assert _failures(_claims(s), stats) == {}
     failed = _failures(_claims(0), stats)
     p0, p1 = planted.plant_positions(0), planted.plant_positions(s)
-    for cid, where in (("hub", f"L{p1.hub}"), ("head-layer", f"L{p1.copy} H{p1.copy_head}"),
-                       ("head", f"L{p1.copy} H{p1.copy_head}"), ("mlp", f"L{p1.recall}")):
+    for cid, where in (
+        ("hub", f"L{p1.hub}"),
+        ("head-layer", f"L{p1.copy} H{p1.copy_head}"),
+        ("head", f"L{p1.copy} H{p1.copy_head}"),
+        ("mlp", f"L{p1.recall}"),
+    ):
         print(failed.get(cid))
         assert cid in failed and where in failed[cid], (cid, failed.get(cid))
     # the second seed's mechanisms (the serial plant's included) sit on layers seed 0 has as identities: those
@@ -155,7 +171,9 @@ def test_layers_off_by_one_fail(tmp_path, monkeypatch):
     from atlas_core.experiments import layer_ablation
     from atlas_core.sites import Site
 
-    monkeypatch.setattr(layer_ablation, "Site", lambda kind, layer, head=None: Site(kind, (layer + 1) % planted.N_LAYERS))
+    monkeypatch.setattr(
+        layer_ablation, "Site", lambda kind, layer, head=None: Site(kind, (layer + 1) % planted.N_LAYERS)
+    )
     stats = _run(tmp_path, MODEL, ["clean", "layer_ablation", "mlp_ablation"])  # the MLP sweep shares the sites
     failed = _failures([c for c in _claims(0) if c.statistic.startswith(("hub.", "mlp."))], stats)
     print("\n".join(failed.values()))

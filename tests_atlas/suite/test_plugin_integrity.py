@@ -11,18 +11,21 @@ from atlas_core import AtlasError
 PLUGIN = ["-p", "atlas_core.pytest_plugin", "-p", "no:cacheprovider"]
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--atlas-baselines", "/nonexistent/baselines"], "--atlas-baselines /nonexistent/baselines: no such folder"),
-    (["--atlas-device", "tpu:3"], "--atlas-device: unknown device 'tpu:3'"),
-    (["--atlas-model", "empty.gguf"], "empty.gguf is not a GGUF file (empty)"),
-    (["--atlas-pair", "tiny-qwen2", "nope"], "unknown model 'nope'"),
-    (["--atlas-claims", "nowhere.toml"], "--atlas-claims nowhere.toml: no such file"),
-    (["--atlas-tasks", "no-tasks"], "--atlas-tasks: task folder no-tasks does not exist"),
-    (["--atlas-tasks", "bad-tasks"], "--atlas-tasks: bad-tasks/mine.json: not valid UTF-8 JSON"),
-    (["--atlas-runs", "a-file"], "the run store"),
-    (["--atlas-screen", "bogus"], "--atlas-screen bogus: unknown method; methods are atp"),
-    (["--atlas-model", "tiny-qwen2", "--atlas-baseline", "damaged-run"], "layer_ablation.json is damaged"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--atlas-baselines", "/nonexistent/baselines"], "--atlas-baselines /nonexistent/baselines: no such folder"),
+        (["--atlas-device", "tpu:3"], "--atlas-device: unknown device 'tpu:3'"),
+        (["--atlas-model", "empty.gguf"], "empty.gguf is not a GGUF file (empty)"),
+        (["--atlas-pair", "tiny-qwen2", "nope"], "unknown model 'nope'"),
+        (["--atlas-claims", "nowhere.toml"], "--atlas-claims nowhere.toml: no such file"),
+        (["--atlas-tasks", "no-tasks"], "--atlas-tasks: task folder no-tasks does not exist"),
+        (["--atlas-tasks", "bad-tasks"], "--atlas-tasks: bad-tasks/mine.json: not valid UTF-8 JSON"),
+        (["--atlas-runs", "a-file"], "the run store"),
+        (["--atlas-screen", "bogus"], "--atlas-screen bogus: unknown method; methods are atp"),
+        (["--atlas-model", "tiny-qwen2", "--atlas-baseline", "damaged-run"], "layer_ablation.json is damaged"),
+    ],
+)
 def test_bad_option_values_are_one_usage_error_at_start(option, message, pytester):
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     (pytester.path / "a-file").write_text("not a folder")
@@ -56,7 +59,8 @@ def test_a_failed_model_load_is_recorded_once_and_not_retried(monkeypatch, load_
 
 def test_a_model_that_fails_to_load_fails_every_test_needing_it_after_one_attempt(pytester, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    pytester.makepyfile(countload="""
+    pytester.makepyfile(
+        countload="""
         import atlas_core.orchestrate as o
         real = o.load
         def counting(*a, **k):
@@ -64,23 +68,36 @@ def test_a_model_that_fails_to_load_fails_every_test_needing_it_after_one_attemp
                 fh.write("x")
             return real(*a, **k)
         o.load = counting
-    """)
-    pytester.makepyfile(test_needs="""
+    """
+    )
+    pytester.makepyfile(
+        test_needs="""
         import pytest
         @pytest.mark.parametrize("i", range(4))
         def test_needs(atlas, i):
             atlas.needed = lambda: {"nobody/nothing": {"clean"}}
             atlas.ensure("nobody/nothing")
-    """)
-    result = pytester.runpytest_subprocess(*PLUGIN, "-p", "countload", "--atlas-model", "nobody/nothing",
-                                           "--atlas-baselines", "none", "--atlas-runs", str(pytester.path / "runs"))
+    """
+    )
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "-p",
+        "countload",
+        "--atlas-model",
+        "nobody/nothing",
+        "--atlas-baselines",
+        "none",
+        "--atlas-runs",
+        str(pytester.path / "runs"),
+    )
     result.assert_outcomes(failed=4)
     assert (pytester.path / "loads.txt").read_text() == "x"  # one load attempt for four tests
     assert result.stdout.str().count("could not load hub model 'nobody/nothing'") >= 4
 
 
 def test_the_leak_guard_removes_every_hook_kind_it_reports(pytester):
-    pytester.makepyfile(test_leaks="""
+    pytester.makepyfile(
+        test_leaks="""
         import pytest
         import torch
         from atlas_core.hooks import count_hooks, global_hooks
@@ -114,7 +131,8 @@ def test_the_leak_guard_removes_every_hook_kind_it_reports(pytester):
 
         def test_that_model_is_clean_again():
             assert count_hooks(KEEP[0].model) == 0
-    """)
+    """
+    )
     # -rN: no short summary, whose lines repeat each message untruncated where CI is set
     result = pytester.runpytest_subprocess(*PLUGIN, "-q", "-rN")
     result.assert_outcomes(passed=7, errors=4)

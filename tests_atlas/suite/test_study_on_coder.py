@@ -20,20 +20,28 @@ STUDY = load_claims(CLAIMS_DIR / "study-qwen2.5-1.5b.toml")
 CODER = {"Qwen/Qwen2.5-0.5B": "qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-1.5B": "qwen2.5-coder-1.5b-instruct"}
 
 _SMALL_L0_HEAD = "Coder-0.5B already has a strong head (json_schema L0 H6, 0.933 nats; the study's 0.5B: 0.046)"
-_NO_COLLAPSE = "Coder-0.5B has no leverage at L2 (boost 0 [0, 0]) and Coder-1.5B has 0.142 [0.093, 0.185]: leverage rises"
+_NO_COLLAPSE = (
+    "Coder-0.5B has no leverage at L2 (boost 0 [0, 0]) and Coder-1.5B has 0.142 [0.093, 0.185]: leverage rises"
+)
 _SELECTIVE = "both Coder models are selective (4.26x at L21, 3.46x at L24; 81% kept), nowhere near 11,654x -> 0.24x"
-_ZONES = "the transfer zones (recovery >= 95%) are L15-L23 of 24 (37.5%) and L21-L27 of 28 (25%): 0.125 apart, beyond 0.1"
-_REDUNDANT = ("skipping the weakest layer keeps 90.2% (Coder-0.5B) and 91% (Coder-1.5B) top-5 overlap: redundancy is "
-              "there at both scales, it does not emerge with scale")
-_ONE_LAYER = ("Coder-1.5B's Pearson r is -0.046: one layer (L0, 3,389x the median layer's effect) decides r; without it "
-              "r is 0.601, and Spearman's rho is 0.799")
+_ZONES = (
+    "the transfer zones (recovery >= 95%) are L15-L23 of 24 (37.5%) and L21-L27 of 28 (25%): 0.125 apart, beyond 0.1"
+)
+_REDUNDANT = (
+    "skipping the weakest layer keeps 90.2% (Coder-0.5B) and 91% (Coder-1.5B) top-5 overlap: redundancy is "
+    "there at both scales, it does not emerge with scale"
+)
+_ONE_LAYER = (
+    "Coder-1.5B's Pearson r is -0.046: one layer (L0, 3,389x the median layer's effect) decides r; without it "
+    "r is 0.601, and Spearman's rho is 0.799"
+)
 
 # claim id -> why it does not hold on the Coder pair (the measured figures are the committed baselines')
 DIVERGENCES: dict[str, str] = {
     "H001": "inconclusive, not rejected: the hub moves 0.127 [0.053, 0.127] of depth, an interval that holds the "
-            "0.1 threshold (the verdict reads its interval)",
+    "0.1 threshold (the verdict reads its interval)",
     "H001.statistic": "the hub moves 0.127 of depth (L9 of 24 -> L14 of 28), not 0.876 (L2 -> L26); H001 is "
-                      "rejected as in the study, by a far smaller migration",
+    "rejected as in the study, by a far smaller migration",
     "H002": f"the strongest head grows 1.51x (0.933 -> 1.41), not 22x: {_SMALL_L0_HEAD}",
     "H002.statistic": f"ratio 1.51, not >= 5: {_SMALL_L0_HEAD}",
     "H003": f"supported, not rejected: {_NO_COLLAPSE}",
@@ -60,9 +68,9 @@ DIVERGENCES: dict[str, str] = {
     "Qwen2.5-1.5B:mlp.max_kl": "3.09 [2.41, 3.84] (L0): just past 2.58 ± 0.5, though its interval holds 2.58",
     "Qwen2.5-1.5B:mlp.rank.L27": "L27's MLP ranks 4th, after L0, L1 and L23",
     "Qwen2.5-1.5B:lora.rank.json_schema": "Atlas's LoRA pairs shift factual_recall most (13.5) and json_schema least "
-                                          "(0.17, 8th of 8); the study's training pairs are not published",
+    "(0.17, 8th of 8); the study's training pairs are not published",
     "Qwen2.5-1.5B:efficiency.best_exit_argmax": "an exit at L25 (2 layers skipped) keeps the top token on 85.4% "
-                                                "[78.1%, 92.7%] of prompts, not 7.14%",
+    "[78.1%, 92.7%] of prompts, not 7.14%",
     "Qwen2.5-0.5B:hub.rank.L2": "Coder-0.5B's hub is L9 (39% depth); L2 ranks 17th of 24",
     "Qwen2.5-0.5B:heads.max_kl": _SMALL_L0_HEAD,
     "Qwen2.5-0.5B:steering.study_layer_best_boost": "0 [0, 0] at L2: Coder-0.5B has no leverage at the study's layer",
@@ -77,8 +85,12 @@ def _params():
     ids = {c.id for c in STUDY.claims}
     unknown = sorted(set(DIVERGENCES) - ids)
     assert not unknown, f"DIVERGENCES names claims the study file lacks: {unknown}"
-    return [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=DIVERGENCES[c.id])]
-                         if c.id in DIVERGENCES else []) for c in STUDY.claims]
+    return [
+        pytest.param(
+            c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=DIVERGENCES[c.id])] if c.id in DIVERGENCES else []
+        )
+        for c in STUDY.claims
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +116,21 @@ def test_a_stale_divergence_list_fails(pytester):
     from pathlib import Path
 
     src = Path(__file__).read_text()
-    listed = src.replace('DIVERGENCES: dict[str, str] = {\n',
-                         'DIVERGENCES: dict[str, str] = {\n    "H006": "listed though it holds",\n', 1)
+    listed = src.replace(
+        "DIVERGENCES: dict[str, str] = {\n",
+        'DIVERGENCES: dict[str, str] = {\n    "H006": "listed though it holds",\n',
+        1,
+    )
     unlisted = src.replace('    "Qwen2.5-0.5B:knockout.best_selectivity": "4.26x (L21), not >= 100x",\n', "", 1)
     assert listed != src and unlisted != src
     pytester.makepyfile(test_listed=listed, test_unlisted=unlisted)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rf", "-k", "coder_pair", timeout=300)
     result.assert_outcomes(passed=(8 - 1) + 8, xfailed=36 + (36 - 1), failed=2, deselected=4)
-    result.stdout.fnmatch_lines([
-        "*test_study_claim_on_the_coder_pair?H006? _*", "?XPASS(strict)? listed though it holds",
-        "*AssertionError: claim Qwen2.5-0.5B:knockout.best_selectivity (published) on qwen2.5-coder-0.5b-instruct: "
-        "knockout.best_selectivity measured 4.264 (L21); expected >= 100 -> FAIL",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_study_claim_on_the_coder_pair?H006? _*",
+            "?XPASS(strict)? listed though it holds",
+            "*AssertionError: claim Qwen2.5-0.5B:knockout.best_selectivity (published) on qwen2.5-coder-0.5b-instruct: "
+            "knockout.best_selectivity measured 4.264 (L21); expected >= 100 -> FAIL",
+        ]
+    )

@@ -36,10 +36,17 @@ _WIDE = "tiny's 2.24 lies inside 3.45 +- 1.33 (the ci runs' 3 prompts per family
 _SKIP0 = "skipping L0 hurts most on tiny-qwen2 as on both Coder models (relative depth 0)"
 # Finding claims of coder-pair-ci.toml that hold on tiny-qwen2 (smoke), and why; every other one must fail.
 HOLD_ON_TINY = {
-    **{f"{m}:{s}": why for m in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct") for s, why in (
-        ("heads.max_layer_depth", _L0_HEAD), ("heads.head_profile.top_depth", _L0_HEAD),
-        ("mlp.ranking.top_depth", _L0_MLP), ("mlp.rank.L0", _L0_MLP),
-        ("efficiency.skip_profile.top_depth", _SKIP0))},
+    **{
+        f"{m}:{s}": why
+        for m in ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+        for s, why in (
+            ("heads.max_layer_depth", _L0_HEAD),
+            ("heads.head_profile.top_depth", _L0_HEAD),
+            ("mlp.ranking.top_depth", _L0_MLP),
+            ("mlp.rank.L0", _L0_MLP),
+            ("efficiency.skip_profile.top_depth", _SKIP0),
+        )
+    },
     "qwen2.5-coder-1.5b-instruct:mlp.max_kl": _WIDE,
     "qwen2.5-coder-1.5b-instruct:mlp.ranking.L0": _WIDE,
 }
@@ -55,21 +62,38 @@ def _failures(xml_path: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.skipif(not CODER_CI.exists(), reason="atlas_core/data/claims/coder-pair-ci.toml is not generated yet: "
-                    "run `atlas claims write` on ci-profile runs of the Coder pair")
+@pytest.mark.skipif(
+    not CODER_CI.exists(),
+    reason="atlas_core/data/claims/coder-pair-ci.toml is not generated yet: "
+    "run `atlas claims write` on ci-profile runs of the Coder pair",
+)
 def test_findings_fail_on_tiny_with_the_coder_claims(pytester):
     claims = load_claims(CODER_CI)
     ids = {c.id for c in claims.claims if c.group.startswith("finding_")}
     xml = pytester.path / "report.xml"
     result = pytester.runpytest_subprocess(
-        str(FINDINGS), "--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke", "--atlas-claims", str(CODER_CI),
-        "--atlas-runs", str(pytester.path / "runs"), f"--junitxml={xml}", "-p", "no:cacheprovider", "-q",
-        timeout=900)
+        str(FINDINGS),
+        "--atlas-model",
+        "tiny-qwen2",
+        "--atlas-profile",
+        "smoke",
+        "--atlas-claims",
+        str(CODER_CI),
+        "--atlas-runs",
+        str(pytester.path / "runs"),
+        f"--junitxml={xml}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        timeout=900,
+    )
     outcomes = result.parseoutcomes()
     failures = {name.split("[coder-pair-ci:", 1)[1].rstrip("]"): msg for name, msg in _failures(xml).items()}
     assert set(HOLD_ON_TINY) <= ids
-    assert set(failures) == ids - set(HOLD_ON_TINY), (sorted(set(failures) ^ (ids - set(HOLD_ON_TINY))),
-                                                      result.stdout.str()[-3000:])
+    assert set(failures) == ids - set(HOLD_ON_TINY), (
+        sorted(set(failures) ^ (ids - set(HOLD_ON_TINY))),
+        result.stdout.str()[-3000:],
+    )
     assert outcomes.get("failed", 0) == len(failures) and outcomes.get("passed", 0) == len(HOLD_ON_TINY), outcomes
     for claim_id, message in failures.items():
         assert f"claim {claim_id} (measured) on tiny-qwen2" in message, message
@@ -81,14 +105,31 @@ def test_findings_fail_on_tiny_with_the_coder_claims(pytester):
 def test_marker_selection_runs_only_steering_and_fails_against_the_study(pytester):
     runs = pytester.path / "runs"
     result = pytester.runpytest_subprocess(
-        str(HYPOTHESES), str(FINDINGS), "-m", "h003", "--atlas-pair", "tiny-qwen2", "tiny-qwen2",
-        "--atlas-profile", "smoke", "--atlas-claims", str(STUDY), "--atlas-runs", str(runs),
-        "-p", "no:cacheprovider", "-rf", timeout=600)
+        str(HYPOTHESES),
+        str(FINDINGS),
+        "-m",
+        "h003",
+        "--atlas-pair",
+        "tiny-qwen2",
+        "tiny-qwen2",
+        "--atlas-profile",
+        "smoke",
+        "--atlas-claims",
+        str(STUDY),
+        "--atlas-runs",
+        str(runs),
+        "-p",
+        "no:cacheprovider",
+        "-rf",
+        timeout=600,
+    )
     result.assert_outcomes(failed=2, deselected=result.parseoutcomes().get("deselected"))
-    result.stdout.fnmatch_lines([
-        "*claim H003 (published) on tiny-qwen2 vs tiny-qwen2: H003 verdict WEAKENED, expected REJECTED*",  # never supported on one model twice
-        "*claim H003.statistic (published)*expected <= 0.1*FAIL*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*claim H003 (published) on tiny-qwen2 vs tiny-qwen2: H003 verdict WEAKENED, expected REJECTED*",  # never supported on one model twice
+            "*claim H003.statistic (published)*expected <= 0.1*FAIL*",
+        ]
+    )
     stored = sorted(p.name for p in (runs / "tiny-qwen2-smoke").glob("*.json"))
     assert stored == ["manifest.json", "steering.json"]
 
@@ -96,8 +137,16 @@ def test_marker_selection_runs_only_steering_and_fails_against_the_study(pyteste
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    run_plan(RunPlan(model="tiny-qwen2", experiments=["layer_ablation", "steering"], profile="smoke",
-                     out=runs / "tiny-qwen2-smoke", report=False, progress=False))
+    run_plan(
+        RunPlan(
+            model="tiny-qwen2",
+            experiments=["layer_ablation", "steering"],
+            profile="smoke",
+            out=runs / "tiny-qwen2-smoke",
+            report=False,
+            progress=False,
+        )
+    )
     return runs
 
 
@@ -120,8 +169,16 @@ def test_regression_catches_a_perturbed_baseline(pytester, tiny_runs, tmp_path):
     drifted = [r.statistic for r in compare_runs(perturbed, stored) if r.drifted]
     assert drifted == ["hub.top_layer_kl"]
 
-    args = [str(FINDINGS / "test_regression.py"), "--atlas-model", "tiny-qwen2", "--atlas-runs", str(tiny_runs),
-            "-p", "no:cacheprovider", "-rf"]
+    args = [
+        str(FINDINGS / "test_regression.py"),
+        "--atlas-model",
+        "tiny-qwen2",
+        "--atlas-runs",
+        str(tiny_runs),
+        "-p",
+        "no:cacheprovider",
+        "-rf",
+    ]
     bad = pytester.runpytest_subprocess(*args, "--atlas-baseline", str(perturbed), timeout=600)
     bad.assert_outcomes(failed=1, passed=bad.parseoutcomes().get("passed"))
     bad.stdout.fnmatch_lines(["*hub.top_layer_kl drifted: baseline tiny-qwen2*vs candidate tiny-qwen2*tolerance*"])

@@ -34,10 +34,12 @@ def _ran(result) -> set[str]:
 def test_each_tier_selects_its_tests(pytester):
     pytester.makepyfile(test_tiered=TIERED)
     runs = pytester.path / "runs"
-    for args, want in (([], {"test_unit", "test_claims_defaults"}),
-                       (["--atlas-tier", "pair"], {"test_recompute"}),
-                       (["--atlas-tier", "slow"], {"test_benchmark"}),
-                       (["-m", "slow or pair"], {"test_recompute", "test_benchmark"})):  # -m selects by itself
+    for args, want in (
+        ([], {"test_unit", "test_claims_defaults"}),
+        (["--atlas-tier", "pair"], {"test_recompute"}),
+        (["--atlas-tier", "slow"], {"test_benchmark"}),
+        (["-m", "slow or pair"], {"test_recompute", "test_benchmark"}),
+    ):  # -m selects by itself
         result = pytester.runpytest_subprocess(*PLUGIN, "-v", "--atlas-runs", str(runs), *args)
         assert _ran(result) == want, (args, result.stdout.str()[-2000:])
 
@@ -45,10 +47,12 @@ def test_each_tier_selects_its_tests(pytester):
 def test_the_default_tier_reads_stored_full_profile_results_for_the_default_pair_only(pytester):
     pytester.makepyfile(test_tiered=TIERED)
     runs = str(pytester.path / "runs")
-    for args, want in (([], "PROFILE=full COMPUTE=False"),
-                       (["--atlas-profile", "ci"], "PROFILE=ci COMPUTE=True"),  # asked for: computed
-                       (["--atlas-model", "tiny-qwen2"], "PROFILE=ci COMPUTE=True"),  # models named: computed
-                       (["--atlas-tier", "pair", "-m", "not pair"], "PROFILE=ci COMPUTE=True")):
+    for args, want in (
+        ([], "PROFILE=full COMPUTE=False"),
+        (["--atlas-profile", "ci"], "PROFILE=ci COMPUTE=True"),  # asked for: computed
+        (["--atlas-model", "tiny-qwen2"], "PROFILE=ci COMPUTE=True"),  # models named: computed
+        (["--atlas-tier", "pair", "-m", "not pair"], "PROFILE=ci COMPUTE=True"),
+    ):
         result = pytester.runpytest_subprocess(*PLUGIN, "-s", "-k", "claims_defaults", "--atlas-runs", runs, *args)
         assert want in result.stdout.str(), (args, result.stdout.str()[-2000:])
 
@@ -60,10 +64,11 @@ def test_a_missing_baseline_fails_the_default_tier_in_seconds_instead_of_computi
     pytester.makepyfile(test_h003=test)
     suite = (REPO / "tests_atlas" / "conftest.py").read_text()  # the suite's check_claim fixture, as it is
     start = suite.index("@pytest.fixture\ndef check_claim(")
-    pytester.makeconftest("import pytest\n\n\n" + suite[start:suite.index("    return check\n", start) + 17])
+    pytester.makeconftest("import pytest\n\n\n" + suite[start : suite.index("    return check\n", start) + 17])
     runs = pytester.path / "runs"
-    result = pytester.runpytest_subprocess(*PLUGIN, "-rf", "--atlas-baselines", "none", "--atlas-runs", str(runs),
-                                           timeout=300)
+    result = pytester.runpytest_subprocess(
+        *PLUGIN, "-rf", "--atlas-baselines", "none", "--atlas-runs", str(runs), timeout=300
+    )
     out = result.stdout.str()
     assert result.ret == 1 and "passed" not in out.splitlines()[-1], out[-2000:]
     assert "the default tier checks stored results only" in out and "steering: no stored result" in out
@@ -77,7 +82,7 @@ def test_claims_this_session_cannot_bind_are_deselected_and_counted_with_the_opt
     pytester.makepyfile(test_h003=(REPO / "tests_atlas" / "hypotheses" / "test_h003.py").read_text())
     suite = (REPO / "tests_atlas" / "conftest.py").read_text()
     start = suite.index("@pytest.fixture\ndef check_claim(")
-    pytester.makeconftest("import pytest\n\n\n" + suite[start:suite.index("    return check\n", start) + 17])
+    pytester.makeconftest("import pytest\n\n\n" + suite[start : suite.index("    return check\n", start) + 17])
     result = pytester.runpytest_subprocess(*PLUGIN, "--atlas-runs", str(REPO / "reports" / "runs"), timeout=300)
     out = result.stdout.str()
     counts = result.parseoutcomes()

@@ -18,8 +18,18 @@ from hypothesis import strategies as st
 from atlas_core import AtlasError
 from atlas_core.claims import CLAIMS_DIR, load_claims
 from atlas_core.experiments.schema import (
-    AdapterAblationResult, EfficiencyResult, HeadAblationResult, HeadScore, KnockoutLayer, KnockoutResult,
-    LayerAblationResult, LayerSweep, MLPAblationResult, SkipConfig, SteeringResult, TransferResult,
+    AdapterAblationResult,
+    EfficiencyResult,
+    HeadAblationResult,
+    HeadScore,
+    KnockoutLayer,
+    KnockoutResult,
+    LayerAblationResult,
+    LayerSweep,
+    MLPAblationResult,
+    SkipConfig,
+    SteeringResult,
+    TransferResult,
 )
 from atlas_core.metrics import Estimate
 from atlas_core.results import to_jsonable
@@ -32,7 +42,16 @@ from atlas_core.hypotheses.h006 import h006
 from atlas_core.hypotheses.h007 import h007
 from atlas_core.hypotheses.h008 import h008
 from atlas_core.verdicts import (
-    PARTIAL, REJECTED, SUPPORTED, VERDICTS, WEAKENED, Stat, decide, final_fraction, model_statistics, relative_depth,
+    PARTIAL,
+    REJECTED,
+    SUPPORTED,
+    VERDICTS,
+    WEAKENED,
+    Stat,
+    decide,
+    final_fraction,
+    model_statistics,
+    relative_depth,
 )
 
 STUDY = CLAIMS_DIR / "study-qwen2.5-1.5b.toml"
@@ -169,8 +188,12 @@ def test_ratio_rules_monotone_in_the_large_model(small, a, b, lo, span):
     """More of the statistic at the large scale never gives a worse verdict (H002, H003, H004, H006)."""
     a, b = sorted((a, b))
     hi = lo + span
-    for fn, kw in ((h003, dict(min_ratio=hi, reject_below=lo)), (h004, dict(min_ratio=hi, reject_below=lo)),
-                   (h006, dict(min_ratio=hi, reject_below=lo)), (h002, dict(min_ratio=hi))):
+    for fn, kw in (
+        (h003, dict(min_ratio=hi, reject_below=lo)),
+        (h004, dict(min_ratio=hi, reject_below=lo)),
+        (h006, dict(min_ratio=hi, reject_below=lo)),
+        (h002, dict(min_ratio=hi)),
+    ):
         va, vb = fn(small, a, **kw), fn(small, b, **kw)
         assert va.verdict in VERDICTS and vb.verdict in VERDICTS
         assert ORDER[va.verdict] <= ORDER[vb.verdict], (fn.__name__, small, a, b, kw)
@@ -191,36 +214,78 @@ def _est(v, half=0.1):
 def _sweep(target, values, families=("arithmetic", "copying")):
     layers = list(range(len(values)))
     ranking = sorted(layers, key=lambda i: -values[i])
-    return LayerSweep(target=target, mode="zero", layers=layers, kl={f: list(values) for f in families},
-                      mean_kl=[_est(v) for v in values], family_mean_kl=list(values),
-                      argmax_match=[0.5] * len(values), ranking=ranking)
+    return LayerSweep(
+        target=target,
+        mode="zero",
+        layers=layers,
+        kl={f: list(values) for f in families},
+        mean_kl=[_est(v) for v in values],
+        family_mean_kl=list(values),
+        argmax_match=[0.5] * len(values),
+        ranking=ranking,
+    )
 
 
 def test_model_statistics_read_the_schema_fields():
     n = 6
     results = {
-        "layer_ablation": LayerAblationResult(n, ["arithmetic", "copying"],
-                                              [_sweep("delta", [9, 1, 1, 1, 1, 1]),
-                                               _sweep("resid", [5, 6, 7, 12, 8, 9])]),
+        "layer_ablation": LayerAblationResult(
+            n, ["arithmetic", "copying"], [_sweep("delta", [9, 1, 1, 1, 1, 1]), _sweep("resid", [5, 6, 7, 12, 8, 9])]
+        ),
         "mlp_ablation": MLPAblationResult(n, ["arithmetic", "copying"], [_sweep("mlp", [3, 1, 1, 1, 1, 2])]),
-        "head_ablation": HeadAblationResult(n, 2, [0, 5], ["arithmetic"], "zero",
-                                            {"arithmetic": [[0.1, 0.7], [0.2, 0.3]]},
-                                            HeadScore("arithmetic", 0, 1, 0.7), []),
-        "steering": SteeringResult("factual_recall", [0, 3], [-1.0, 1.0], [1.0, 2.0], 0.1,
-                                   [[0.1, 0.2], [0.1, 0.4]], [[0.0, 0.1], [0.0, 0.3]], [[0, 0], [0, 0]],
-                                   best_layer=3, best_strength=1.0, best_boost=_est(0.3, 0.05), study_layer=0,
-                                   study_layer_best_boost=_est(0.1, 0.05)),
-        "knockout": KnockoutResult("factual_recall", -4.0,
-                                   [KnockoutLayer(2, 1.0, _est(0.2), _est(0.1), 2.0),
-                                    KnockoutLayer(4, 1.0, _est(0.1), _est(0.2), 0.5)], best_layer=2,
-                                   best_selectivity=2.0),
-        "transfer": TransferResult(list(range(n)), ["arithmetic"], {"arithmetic": [0, .2, .5, .9, .97, 1.0]},
-                                   [_est(v, 0.01) for v in [0, .2, .5, .9, .97, 1.0]], {"arithmetic": 1.0},
-                                   top_layers=[5, 4, 3, 2, 1, 0], zone=[4, 5], zone_threshold=0.95),
-        "adapter_ablation": AdapterAblationResult([0, 1, 2], [_est(1), _est(2), _est(3)], [1, 2, 3], 1.0,
-                                                  [0.9, 1.0], [2, 1, 0]),
-        "efficiency": EfficiencyResult([SkipConfig("a", [1], _est(1), _est(0.0, 0), _est(0)),
-                                        SkipConfig("b", [2, 3], _est(2), _est(0.2, 0.05), _est(0))], [], [0.1] * n),
+        "head_ablation": HeadAblationResult(
+            n,
+            2,
+            [0, 5],
+            ["arithmetic"],
+            "zero",
+            {"arithmetic": [[0.1, 0.7], [0.2, 0.3]]},
+            HeadScore("arithmetic", 0, 1, 0.7),
+            [],
+        ),
+        "steering": SteeringResult(
+            "factual_recall",
+            [0, 3],
+            [-1.0, 1.0],
+            [1.0, 2.0],
+            0.1,
+            [[0.1, 0.2], [0.1, 0.4]],
+            [[0.0, 0.1], [0.0, 0.3]],
+            [[0, 0], [0, 0]],
+            best_layer=3,
+            best_strength=1.0,
+            best_boost=_est(0.3, 0.05),
+            study_layer=0,
+            study_layer_best_boost=_est(0.1, 0.05),
+        ),
+        "knockout": KnockoutResult(
+            "factual_recall",
+            -4.0,
+            [KnockoutLayer(2, 1.0, _est(0.2), _est(0.1), 2.0), KnockoutLayer(4, 1.0, _est(0.1), _est(0.2), 0.5)],
+            best_layer=2,
+            best_selectivity=2.0,
+        ),
+        "transfer": TransferResult(
+            list(range(n)),
+            ["arithmetic"],
+            {"arithmetic": [0, 0.2, 0.5, 0.9, 0.97, 1.0]},
+            [_est(v, 0.01) for v in [0, 0.2, 0.5, 0.9, 0.97, 1.0]],
+            {"arithmetic": 1.0},
+            top_layers=[5, 4, 3, 2, 1, 0],
+            zone=[4, 5],
+            zone_threshold=0.95,
+        ),
+        "adapter_ablation": AdapterAblationResult(
+            [0, 1, 2], [_est(1), _est(2), _est(3)], [1, 2, 3], 1.0, [0.9, 1.0], [2, 1, 0]
+        ),
+        "efficiency": EfficiencyResult(
+            [
+                SkipConfig("a", [1], _est(1), _est(0.0, 0), _est(0)),
+                SkipConfig("b", [2, 3], _est(2), _est(0.2, 0.05), _est(0)),
+            ],
+            [],
+            [0.1] * n,
+        ),
     }
     s = model_statistics({k: to_jsonable(v) for k, v in results.items()}, n)
     assert s["hub.top_layer"].value == 3 and s["hub.ranking"].ranking[:2] == (3, 5)  # the primary sweep (resid)
@@ -251,10 +316,14 @@ def test_a_tied_layer_ablation_has_no_hub():
     from atlas_core.claims import compare_stats, evaluate, parse_claim
 
     n = 6
-    tied = {"layer_ablation": to_jsonable(LayerAblationResult(n, ["arithmetic", "copying"],
-                                                              [_sweep("resid", [10.6] * n)]))}
-    ranked = {"layer_ablation": to_jsonable(LayerAblationResult(n, ["arithmetic", "copying"],
-                                                                [_sweep("resid", [5, 6, 7, 12, 8, 9])]))}
+    tied = {
+        "layer_ablation": to_jsonable(LayerAblationResult(n, ["arithmetic", "copying"], [_sweep("resid", [10.6] * n)]))
+    }
+    ranked = {
+        "layer_ablation": to_jsonable(
+            LayerAblationResult(n, ["arithmetic", "copying"], [_sweep("resid", [5, 6, 7, 12, 8, 9])])
+        )
+    }
     t, r = model_statistics(tied, n), model_statistics(ranked, n)
     for name in ("hub.top_layer", "hub.top_layer_depth", "hub.ranking"):
         assert t[name].value is None and t[name].tie and t[name].label == "all 6 layers tie", name
@@ -267,12 +336,23 @@ def test_a_tied_layer_ablation_has_no_hub():
         v = decide("H001", small, large, {"tolerance": 1.0})  # any depth difference would pass
         assert v.verdict == REJECTED and v.value is None and "no hub" in v.rule
 
-    rank = parse_claim({"id": "r", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 0,
-                        "max_rank": 3}, {"source": "measured"})
+    rank = parse_claim(
+        {"id": "r", "statistic": "hub.ranking", "model": "m", "kind": "rank", "layer": 0, "max_rank": 3},
+        {"source": "measured"},
+    )
     ev = evaluate(rank, [t], ["m"])
     assert not ev.passed and "layer 0 not ranked: all 6 layers tie" in ev.message
-    depth = parse_claim({"id": "d", "statistic": "hub.top_layer_depth", "model": "m", "kind": "value",
-                         "expected": 0.0, "tolerance": 0.1}, {"source": "measured"})
+    depth = parse_claim(
+        {
+            "id": "d",
+            "statistic": "hub.top_layer_depth",
+            "model": "m",
+            "kind": "value",
+            "expected": 0.0,
+            "tolerance": 0.1,
+        },
+        {"source": "measured"},
+    )
     ev = evaluate(depth, [t], ["m"])
     assert not ev.passed and "measured none: all 6 layers tie" in ev.message
 
@@ -298,4 +378,5 @@ def test_h005_symmetric_in_the_scales(small, large):
     kw = dict(max_fraction=0.5, tolerance=0.1)
     assert h005(small, large, **kw).verdict == h005(large, small, **kw).verdict
     assert (h005(small, large, **kw).verdict == SUPPORTED) == (
-        abs(small - large) <= 0.1 and 0 < small <= 0.5 and 0 < large <= 0.5)
+        abs(small - large) <= 0.1 and 0 < small <= 0.5 and 0 < large <= 0.5
+    )

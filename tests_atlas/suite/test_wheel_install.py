@@ -113,9 +113,25 @@ PROJECT = {
     "conftest.py": CONFTEST,
     "test_h009.py": H009_TEST,
 }
-PYTEST_ARGS = ["-p", "no:cacheprovider", "-q", "-rN", "--atlas-model", "tiny-qwen2", "--atlas-pair", "tiny-qwen2",
-               "tiny-qwen2", "--atlas-profile", "smoke",
-               "--atlas-tasks", "tasks", "--atlas-claims", "claims/mine.toml", "--atlas-runs", "runs"]
+PYTEST_ARGS = [
+    "-p",
+    "no:cacheprovider",
+    "-q",
+    "-rN",
+    "--atlas-model",
+    "tiny-qwen2",
+    "--atlas-pair",
+    "tiny-qwen2",
+    "tiny-qwen2",
+    "--atlas-profile",
+    "smoke",
+    "--atlas-tasks",
+    "tasks",
+    "--atlas-claims",
+    "claims/mine.toml",
+    "--atlas-runs",
+    "runs",
+]
 
 
 def build_wheel(into: Path, pyproject: str | None = None) -> Path:
@@ -124,8 +140,25 @@ def build_wheel(into: Path, pyproject: str | None = None) -> Path:
     shutil.copytree(REPO / "atlas_core", src / "atlas_core", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(REPO / "README.md", src / "README.md")
     (src / "pyproject.toml").write_text(pyproject or (REPO / "pyproject.toml").read_text())
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(into / "dist"), str(src)], check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(into / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     (wheel,) = (into / "dist").glob("atlas_interp-*.whl")
     return wheel
 
@@ -139,9 +172,20 @@ def missing_from_wheel(wheel: Path) -> list[str]:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for the venv's processes: nothing that points at this checkout, the model cache handed on."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "ATLAS_TASKS_DIR",
-                        "PYTEST_DISABLE_PLUGIN_AUTOLOAD", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTEST_ADDOPTS",
+            "PYTEST_PLUGINS",
+            "ATLAS_TASKS_DIR",
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
+            "VIRTUAL_ENV",
+        )
+    }
     env.update(ATLAS_CACHE=str(cache_root()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **extra)
     return env
 
@@ -164,8 +208,20 @@ def venv(wheel, tmp_path_factory) -> Path:
     (purelib,) = root.glob("lib/python3*/site-packages")
     (purelib / "_parent_env.pth").write_text("\n".join(p for p in site.getsitepackages() if Path(p).is_dir()) + "\n")
     # --ignore-installed: the running environment's own atlas-interp (seen through the .pth) is not this one
-    done = run([str(root / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
-                "-q", str(wheel)], cwd=root)
+    done = run(
+        [
+            str(root / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "-q",
+            str(wheel),
+        ],
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr
     return root
 
@@ -181,8 +237,12 @@ def project(tmp_path) -> Path:
 def test_the_wheel_ships_the_data_and_the_entry_point(wheel):
     assert missing_from_wheel(wheel) == []
     names = zipfile.ZipFile(wheel).namelist()
-    for part in ("tasks/copying.json", "claims/coder-pair-ci.toml", "golden/qwen2.5-coder-0.5b-instruct.json",
-                 "baselines/qwen2.5-coder-0.5b-instruct-full/manifest.json"):
+    for part in (
+        "tasks/copying.json",
+        "claims/coder-pair-ci.toml",
+        "golden/qwen2.5-coder-0.5b-instruct.json",
+        "baselines/qwen2.5-coder-0.5b-instruct-full/manifest.json",
+    ):
         assert f"atlas_core/data/{part}" in names
     (eps,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert f"[pytest11]\n{PLUGIN} = {PLUGIN}" in zipfile.ZipFile(wheel).read(eps).decode()
@@ -195,8 +255,10 @@ def test_a_wheel_without_the_baselines_glob_misses_them(tmp_path):
     assert missing and all(m.startswith("atlas_core/data/baselines/") for m in missing), missing
 
 
-WHERE = ("import atlas_core, atlas_core.data as d, importlib.metadata as md; print(atlas_core.__file__); "
-         "print(d.CLAIMS_DIR); print(sorted(e.value for e in md.entry_points(group='pytest11')))")
+WHERE = (
+    "import atlas_core, atlas_core.data as d, importlib.metadata as md; print(atlas_core.__file__); "
+    "print(d.CLAIMS_DIR); print(sorted(e.value for e in md.entry_points(group='pytest11')))"
+)
 
 
 def test_the_venv_imports_the_wheel_not_the_checkout(venv, tmp_path):
@@ -212,7 +274,9 @@ def test_the_venv_imports_the_wheel_not_the_checkout(venv, tmp_path):
 def test_a_project_checks_its_own_claims_through_the_entry_point(venv, project):
     pytest_cmd = [str(venv / "bin" / "python"), "-m", "pytest", *PYTEST_ARGS]
     good = run(pytest_cmd, cwd=project)
-    assert good.returncode == 0 and "3 passed" in good.stdout  # test_mine runs both claims, test_h009 the H009 one, good.stdout[-3000:] + good.stderr[-2000:]
+    assert (
+        good.returncode == 0 and "3 passed" in good.stdout
+    )  # test_mine runs both claims, test_h009 the H009 one, good.stdout[-3000:] + good.stderr[-2000:]
     only_h009 = run(pytest_cmd + ["-m", "h009"], cwd=project)  # the hypothesis's marker, registered from its spec
     assert only_h009.returncode == 0 and "1 passed, 2 deselected" in only_h009.stdout, only_h009.stdout[-2000:]
     without = run(pytest_cmd[:3] + ["-p", "no:cacheprovider", "-p", f"no:{PLUGIN}", "--noconftest"], cwd=project)
@@ -222,8 +286,9 @@ def test_a_project_checks_its_own_claims_through_the_entry_point(venv, project):
     assert hookless.returncode != 0 and "unknown hook 'pytest_atlas_hypotheses'" in hookless.stdout + hookless.stderr
 
     claims = project / "claims" / "mine.toml"
-    claims.write_text(claims.read_text().replace('kind = "at_most"', 'kind = "at_least"')
-                      .replace('max_drop = 0.0', 'max_drop = -1.0'))  # no model can gain a whole accuracy
+    claims.write_text(
+        claims.read_text().replace('kind = "at_most"', 'kind = "at_least"').replace("max_drop = 0.0", "max_drop = -1.0")
+    )  # no model can gain a whole accuracy
     # -p with the module's name beside the entry point: one registration, not an error for a second one
     bad = run(pytest_cmd + ["-p", PLUGIN], cwd=project)
     assert bad.returncode == 1 and "3 failed" in bad.stdout, bad.stdout[-3000:]
@@ -233,8 +298,24 @@ def test_a_project_checks_its_own_claims_through_the_entry_point(venv, project):
 
 
 def test_the_console_script_runs_a_user_family(venv, project):
-    out = run([str(venv / "bin" / "atlas"), "run", "--model", "tiny-qwen2", "--profile", "smoke", "--tasks", "tasks",
-               "--experiments", "clean", "--out", "run", "--no-report"], cwd=project)
+    out = run(
+        [
+            str(venv / "bin" / "atlas"),
+            "run",
+            "--model",
+            "tiny-qwen2",
+            "--profile",
+            "smoke",
+            "--tasks",
+            "tasks",
+            "--experiments",
+            "clean",
+            "--out",
+            "run",
+            "--no-report",
+        ],
+        cwd=project,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((project / "run" / "clean.json").read_text())
     assert "colours" in record["config"]["families"] and "copying" in record["config"]["families"]

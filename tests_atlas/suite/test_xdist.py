@@ -22,14 +22,17 @@ CLAIMS = """\
 source = "measured"
 profile = "smoke"
 models = ["tiny-qwen2"]
-""" + "".join(f"""
+""" + "".join(
+    f"""
 [[claim]]
 id = "{stat}"
 model = "tiny-qwen2"
 statistic = "{stat}"
 kind = "at_least"
 threshold = 1e-6
-""" for stat in ("hub.top_layer_kl", "mlp.max_kl", "hub.family_kl.copying", "mlp.family_kl.copying"))
+"""
+    for stat in ("hub.top_layer_kl", "mlp.max_kl", "hub.family_kl.copying", "mlp.family_kl.copying")
+)
 CONFTEST = """\
 import os
 import atlas_core.orchestrate as orchestrate
@@ -78,9 +81,22 @@ def _run(pytester, monkeypatch, name: str, *extra: str):
     monkeypatch.setenv("ATLAS_COMPUTATIONS", str(log))
     # the workers import this checkout's package, not whichever one the environment installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    result = pytester.runpytest_subprocess(*PLUGIN, "-q", "--atlas-model", "tiny-qwen2", "--atlas-profile", "smoke",
-                                           "--atlas-claims", "claims.toml", "--atlas-runs", f"runs-{name}",
-                                           "--atlas-baselines", "none", *extra, timeout=600)
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "-q",
+        "--atlas-model",
+        "tiny-qwen2",
+        "--atlas-profile",
+        "smoke",
+        "--atlas-claims",
+        "claims.toml",
+        "--atlas-runs",
+        f"runs-{name}",
+        "--atlas-baselines",
+        "none",
+        *extra,
+        timeout=600,
+    )
     counts = Counter(log.read_text().split()) if log.exists() else Counter()
     return result.parseoutcomes(), counts, result
 
