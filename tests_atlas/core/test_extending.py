@@ -37,7 +37,7 @@ def test_the_document_holds_every_recipe_block():
         "my_tasks/colours.json",
         "atlas_core/experiments/attn_ablation.py",
         "atlas_core/hypotheses/h010.py",
-        "tests_atlas/hypotheses/test_h010.py",
+        "my_tests/test_h010.py",
         "my_claims.toml",
         "adapter",
     }

@@ -7,6 +7,15 @@ from pathlib import Path
 
 PLUGIN = ["-p", "atlas_core.pytest_plugin", "-p", "no:cacheprovider"]
 REPO = Path(__file__).resolve().parents[2]
+# H003's claims test as the suite derives it (tests_atlas/hypotheses/test_hypotheses.py), alone in a project
+H003_TEST = """import pytest
+
+
+@pytest.mark.h003
+@pytest.mark.real_model
+def test_h003(claim, check_claim):
+    check_claim(claim)
+"""
 
 TIERED = """
     import pytest
@@ -60,8 +69,7 @@ def test_the_default_tier_reads_stored_full_profile_results_for_the_default_pair
 def test_a_missing_baseline_fails_the_default_tier_in_seconds_instead_of_computing(pytester):
     """With no committed baselines to read, the default tier's hypothesis test fails naming the record and
     how to compute it; it does not start hours of recompute (nor fetch any weights)."""
-    test = (REPO / "tests_atlas" / "hypotheses" / "test_h003.py").read_text()
-    pytester.makepyfile(test_h003=test)
+    pytester.makepyfile(test_h003=H003_TEST)
     suite = (REPO / "tests_atlas" / "conftest.py").read_text()  # the suite's check_claim fixture, as it is
     start = suite.index("@pytest.fixture\ndef check_claim(")
     pytester.makeconftest("import pytest\n\n\n" + suite[start : suite.index("    return check\n", start) + 17])
@@ -79,7 +87,7 @@ def test_a_missing_baseline_fails_the_default_tier_in_seconds_instead_of_computi
 def test_claims_this_session_cannot_bind_are_deselected_and_counted_with_the_option_that_runs_them(pytester):
     """The report shows what was checked: H003's claims of the ci profile are deselected (not a skipped row each),
     and the summary says how many and which option would run them."""
-    pytester.makepyfile(test_h003=(REPO / "tests_atlas" / "hypotheses" / "test_h003.py").read_text())
+    pytester.makepyfile(test_h003=H003_TEST)
     suite = (REPO / "tests_atlas" / "conftest.py").read_text()
     start = suite.index("@pytest.fixture\ndef check_claim(")
     pytester.makeconftest("import pytest\n\n\n" + suite[start : suite.index("    return check\n", start) + 17])
