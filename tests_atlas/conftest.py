@@ -133,6 +133,20 @@ def forward_counter(model):
         yield calls
 
 
+@pytest.fixture(scope="session")
+def smoke_ctx():
+    """``smoke_ctx(lm, n_items=4, families=None, seed=0, profile=smoke)``: an experiment context over the first
+    ``n_items`` items of the named task families (default all), as the experiment tests build one."""
+    from atlas_core.experiments.context import Context
+    from atlas_core.profiles import get_profile
+    from atlas_core.tasks import load_families
+
+    def make(lm, n_items: int = 4, families=None, seed: int = 0, profile=None) -> Context:
+        return Context(lm, load_families(families, n_items=n_items), profile or get_profile("smoke"), seed=seed)
+
+    return make
+
+
 @pytest.fixture(scope="session", name="forward_counter")
 def _forward_counter():
     """:func:`forward_counter` (session-scoped, so that hypothesis tests can take it)."""

@@ -27,16 +27,12 @@ pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
 
 
-def smoke_ctx(lm, n_items: int = 4, families=None, seed: int = 0, profile=SMOKE) -> Context:
-    return Context(lm, load_families(families, n_items=n_items), profile, seed=seed)
-
-
 def as_json(result) -> dict:
     return json.loads(json.dumps(to_jsonable(result), allow_nan=False))
 
 
 @pytest.fixture(scope="module")
-def smoke(tiny, one_thread):
+def smoke(tiny, one_thread, smoke_ctx):
     """Every experiment of this file once, in run order, on one shared context (as `atlas run` does)."""
     ctx = smoke_ctx(tiny)
     with one_thread():
@@ -114,7 +110,7 @@ def test_delta_zero_is_skip(smoke):
     np.testing.assert_allclose(stats.kl.mean(1), [e.value for e in delta.mean_kl], rtol=1e-5, atol=1e-6)
 
 
-def test_layer_ablation_resample_depends_on_seed_only(tiny):
+def test_layer_ablation_resample_depends_on_seed_only(tiny, smoke_ctx):
     """Resample donors come from ctx.seed: same seed, same result; another seed, other donors."""
     prof = dataclasses.replace(SMOKE, ablation_modes=("resample",))
     runs = [layer_ablation.run(smoke_ctx(tiny, 2, ["copying", "arithmetic"], seed=s, profile=prof)) for s in (3, 3, 4)]
@@ -174,7 +170,7 @@ def test_the_max_head_interval_is_the_bootstrap_of_the_max_over_the_strongest_ce
     assert one.lo == one.value == one.hi == pytest.approx(0.7)
 
 
-def test_head_ablation_without_layer_results(tiny):
+def test_head_ablation_without_layer_results(tiny, smoke_ctx):
     r = head_ablation.run(smoke_ctx(tiny, 2, ["copying"]))
     assert len(r.top) == min(10, len(r.layers) * r.n_heads)
 
@@ -187,7 +183,7 @@ def test_json_serialisable(smoke):
         assert data, name
 
 
-def test_deterministic_with_fixed_seed(tiny):
+def test_deterministic_with_fixed_seed(tiny, smoke_ctx):
     mods = (clean, layer_ablation, mlp_ablation, head_ablation)
     fams = ["arithmetic", "factual_recall"]
     first = [as_json(m.run(smoke_ctx(tiny, 2, fams, seed=7))) for m in mods]
@@ -211,7 +207,7 @@ def test_no_families_is_an_error(tiny):
 
 
 @pytest.mark.parametrize("mod", [layer_ablation, mlp_ablation], ids=lambda m: m.NAME)
-def test_unknown_ablation_mode_is_an_error(tiny, mod):
+def test_unknown_ablation_mode_is_an_error(tiny, mod, smoke_ctx):
     prof = dataclasses.replace(SMOKE, ablation_modes=("zero", "gaussian"))
     with pytest.raises(AtlasError, match="gaussian.*zero, mean, resample"):
         mod.run(smoke_ctx(tiny, 2, ["copying"], profile=prof))

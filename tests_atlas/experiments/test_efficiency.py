@@ -26,10 +26,6 @@ pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
 SMOKE = get_profile("smoke")
 
 
-def smoke_ctx(lm, n_items: int = 4, families=None, seed: int = 0) -> Context:
-    return Context(lm, load_families(families, n_items=n_items), SMOKE, seed=seed)
-
-
 def as_json(result) -> dict:
     return json.loads(json.dumps(to_jsonable(result), allow_nan=False))
 
@@ -43,7 +39,7 @@ def without_timings(data: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def smoke(tiny, one_thread):
+def smoke(tiny, one_thread, smoke_ctx):
     ctx = smoke_ctx(tiny)
     with one_thread():
         return ctx, efficiency.run(ctx)
@@ -74,7 +70,7 @@ def test_mid_block_scales_with_depth(n, mid):
         assert layers and 0 not in layers and n - 1 not in layers and layers == sorted(set(layers))
 
 
-def test_too_shallow_model_is_an_error(tiny):
+def test_too_shallow_model_is_an_error(tiny, smoke_ctx):
     model, tok = build_tiny_qwen2(n_layers=2)
     lm = LoadedModel(model, tok, tiny.info)
     ctx = smoke_ctx(lm, 2, ["copying"])
@@ -125,7 +121,7 @@ def test_skip_matches_its_single_layer_sweep(smoke):
     assert w.mean_kl.value == pytest.approx(min(r.single_skip_kl[1:-1]), rel=1e-5)
 
 
-def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny):
+def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny, smoke_ctx):
     """After the layer ablation in the same run, the single-skip KL comes from its delta/zero sweep (the
     same intervention) and equals a fresh skip sweep."""
     _, fresh = smoke
@@ -141,7 +137,7 @@ def test_reuses_the_layer_ablation_skip_sweep(smoke, tiny):
     assert efficiency.reuse_single_skips(stored, len(r.single_skip_kl)) == r.single_skip_kl
 
 
-def test_an_experiment_is_handed_only_the_results_it_declares(smoke, tiny):
+def test_an_experiment_is_handed_only_the_results_it_declares(smoke, tiny, smoke_ctx):
     """``run_experiment`` gives efficiency the layer ablation it reuses, not the other results on offer, and
     takes them back afterwards: nothing a run passes leaks into a later experiment's context."""
     ctx = smoke_ctx(tiny)
@@ -161,7 +157,7 @@ def test_json_serialisable(smoke):
     assert len(data["exits"]) == len(r.exits) and data["skip_configs"][0]["mean_kl"]["n"] == r.exits[0].mean_kl.n
 
 
-def test_deterministic_with_fixed_seed(tiny):
+def test_deterministic_with_fixed_seed(tiny, smoke_ctx):
     fams = ["arithmetic", "delimiter_tracking"]
     a = as_json(efficiency.run(smoke_ctx(tiny, 2, fams, seed=5)))
     b = as_json(efficiency.run(smoke_ctx(tiny, 2, fams, seed=5)))

@@ -222,7 +222,7 @@ def test_the_plugin_computes_head_ablation_screened_with_atlas_screen(pytester):
     from atlas_core.results import RunStore
     from atlas_core.runs import run_path
 
-    heads = Path(__file__).resolve().parents[1] / "findings" / "test_heads.py"
+    findings = Path(__file__).resolve().parents[1] / "findings" / "test_findings.py"
     claims = pytester.path / "mine.toml"
     claims.write_text(
         '[meta]\nsource = "measured"\nprofile = "smoke"\nmodels = ["tiny-qwen2"]\n\n'
@@ -231,7 +231,9 @@ def test_the_plugin_computes_head_ablation_screened_with_atlas_screen(pytester):
     )
     runs = pytester.path / "runs"
     result = pytester.runpytest_subprocess(
-        str(heads),
+        str(findings),
+        "-m",
+        "finding_heads",
         "--atlas-model",
         "tiny-qwen2",
         "--atlas-profile",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -29,7 +28,6 @@ from atlas_core.experiments.directions import (
 from atlas_core.experiments.schema import KnockoutResult, SteeringResult
 from atlas_core.interventions import Steer, Variant
 from atlas_core.metrics import selectivity
-from atlas_core.models.adapters import decoder
 from atlas_core.profiles import get_profile, sample_layers
 from atlas_core.results import to_jsonable
 from atlas_core.forward import naive_logprobs
@@ -39,23 +37,8 @@ from atlas_core.tasks import load_families, target_token_id
 FAMILY = "factual_recall"
 
 
-def smoke_ctx(lm, n_items: int = 4, names=None) -> Context:
-    return Context(lm, load_families(names, n_items=n_items), get_profile("smoke"))
-
-
-@contextmanager
-def forward_counter(model):
-    """Counts decoder forwards (every clean pass and sweep chunk goes through it)."""
-    calls = []
-    handle = decoder(model).register_forward_pre_hook(lambda m, a: calls.append(1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tiny):
+def tiny_run(tiny, smoke_ctx):
     ctx = smoke_ctx(tiny)
     return ctx, steering.run(ctx), knockout.run(ctx)
 
@@ -166,7 +149,7 @@ def test_steering_matches_stock_hooked_forward(tiny_run, tiny):
     assert float(tp.mean()) == pytest.approx(res.target_prob[li][si], abs=1e-5)
 
 
-def test_steering_is_deterministic(tiny_run, tiny):
+def test_steering_is_deterministic(tiny_run, tiny, smoke_ctx):
     _, res, _ = tiny_run
     again = steering.run(smoke_ctx(tiny))
     assert to_jsonable(again) == to_jsonable(res)
@@ -210,7 +193,7 @@ def test_knockout_drops_match_stock_hooked_forward(tiny_run, tiny):
     assert k.nonskill_drop.value == pytest.approx(drop[~skill].mean(), abs=1e-5)
 
 
-def test_knockout_is_deterministic(tiny_run, tiny):
+def test_knockout_is_deterministic(tiny_run, tiny, smoke_ctx):
     _, _, res = tiny_run
     assert to_jsonable(knockout.run(smoke_ctx(tiny))) == to_jsonable(res)
 
@@ -229,7 +212,7 @@ def test_results_and_configs_are_json(tiny_run):
 
 
 # ---- bad input, before any forward --------------------------------------------------------------
-def test_wrong_width_direction_rejected_before_any_forward(tiny):
+def test_wrong_width_direction_rejected_before_any_forward(tiny, forward_counter):
     fam = load_families([FAMILY], n_items=2)[FAMILY]
     runner = Runner(tiny.model, tiny.tokenizer, fam.prompts)
     targets = [target_token_id(tiny.tokenizer, t) for t in fam.targets]
@@ -252,9 +235,9 @@ def test_wrong_width_direction_rejected_before_any_forward(tiny):
     assert calls == []
 
 
-def test_missing_family_rejected_before_any_forward(tiny):
-    ctx = smoke_ctx(tiny, n_items=2, names=["arithmetic", "copying"])
-    only = smoke_ctx(tiny, n_items=2, names=[FAMILY])
+def test_missing_family_rejected_before_any_forward(tiny, smoke_ctx, forward_counter):
+    ctx = smoke_ctx(tiny, n_items=2, families=["arithmetic", "copying"])
+    only = smoke_ctx(tiny, n_items=2, families=[FAMILY])
     with forward_counter(tiny.model) as calls:
         for mod in (steering, knockout):
             with pytest.raises(AtlasError, match="factual_recall.*not loaded"):
