@@ -16,9 +16,10 @@ import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from atlas_core.metrics import Estimate, bootstrap
 from atlas_core.models import LoadedModel
@@ -26,8 +27,14 @@ from atlas_core.profiles import Profile
 from atlas_core.runner import Runner, Sweeping
 from atlas_core.tasks import TaskFamily, target_token_id
 
-if TYPE_CHECKING:
-    from atlas_core.experiments.directions import DirectionCache
+
+@dataclass
+class DirectionCache:
+    """The skill directions steering and knockout share, and the runners they come from (``directions``)."""
+
+    items: dict[str, Runner] = field(default_factory=dict)  # family -> runner over its item prompts
+    contrast: dict[str, Runner] = field(default_factory=dict)  # family -> runner over its contrast prompts
+    vectors: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (family, layer) -> [d]
 
 
 @dataclass

@@ -9,23 +9,12 @@ once and use the same vectors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from atlas_core import AtlasError
-from atlas_core.experiments.context import Context
+from atlas_core.experiments.context import Context, DirectionCache
 from atlas_core.runner import Runner
 from atlas_core.sites import check_layer, dims
-
-
-@dataclass
-class DirectionCache:
-    """What ``ctx.artifacts.directions`` holds."""
-
-    items: dict[str, Runner] = field(default_factory=dict)  # family -> runner over its item prompts
-    contrast: dict[str, Runner] = field(default_factory=dict)  # family -> runner over its contrast prompts
-    vectors: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (family, layer) -> [d]
 
 
 def _cache(ctx: Context) -> DirectionCache:

@@ -27,7 +27,7 @@ def pytest_generate_tests(metafunc):
             )
         metafunc.parametrize("claim", session.params_for(groups[0]))
     if "drift" in metafunc.fixturenames:
-        parametrize_drift(metafunc, session, metafunc.config.stash[GROUPS])
+        parametrize_drift(metafunc, session.baseline, session.model, metafunc.config.stash[GROUPS])
 
 
 @pytest.hookimpl(trylast=True)

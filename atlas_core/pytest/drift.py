@@ -4,12 +4,12 @@ argument runs once per statistic of the baseline run, comparing it with the cand
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from atlas_core.pytest.session import AtlasSession
+    from atlas_core.runs import RunFolder
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,10 @@ class DriftCheck:
         return self.statistic
 
 
-def parametrize_drift(metafunc, session: AtlasSession, known: dict) -> None:
-    """``drift``: one parameter per statistic of the baseline (ranking statistics aside), each with its
-    finding marker; one skipped parameter without a baseline. ``known``: the claims-test markers."""
-    base = session.baseline
+def parametrize_drift(metafunc, base: RunFolder | None, candidate: str | None, known: dict) -> None:
+    """``drift``: one parameter per statistic of the baseline run ``base`` (ranking statistics aside), each with
+    its finding marker, to compare with ``candidate``'s; one skipped parameter without a baseline. ``known``: the
+    claims-test markers."""
     if base is None:
         metafunc.parametrize(
             "drift",
@@ -47,16 +47,14 @@ def parametrize_drift(metafunc, session: AtlasSession, known: dict) -> None:
             continue
         group = name.split(".")[0]
         marks = [getattr(pytest.mark, f"finding_{group}")] if f"finding_{group}" in known else []
-        params.append(pytest.param(DriftCheck(name, session.model), id=name, marks=marks))
+        params.append(pytest.param(DriftCheck(name, candidate), id=name, marks=marks))
     metafunc.parametrize("drift", params)
 
 
-def drift_row(session: AtlasSession, check: DriftCheck):
-    """The comparison row of one baseline statistic against the candidate's run."""
+def drift_row(check: DriftCheck, base: RunFolder, cand: dict[str, Any]):
+    """The comparison row of one statistic of the baseline run ``base`` against the candidate's statistics."""
     from atlas_core.claims import ComparisonRow, compare_stats
 
-    cand = session.ensure(check.candidate)
-    base = session.baseline
     rows = compare_stats(
         {check.statistic: base.stats[check.statistic]},
         {k: v for k, v in cand.items() if k == check.statistic},

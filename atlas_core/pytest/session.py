@@ -288,7 +288,11 @@ class AtlasSession:
 
     def drift(self, check: DriftCheck):
         """The comparison row of one baseline statistic against the candidate's run."""
-        return drift_row(self, check)
+        from atlas_core import AtlasError
+
+        if self.baseline is None:
+            raise AtlasError("a drift check needs --atlas-baseline RUN_DIR")
+        return drift_row(check, self.baseline, self.ensure(check.candidate))
 
 
 SESSION = pytest.StashKey[AtlasSession]()  # the session's AtlasSession in ``config.stash``
