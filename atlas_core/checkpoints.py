@@ -2,8 +2,8 @@
 
 A run's results are written per experiment, and one experiment of a full profile can take hours on a CPU
 (the 1.5B head ablation is ~32k sweep rows). ``atlas run`` therefore lends each experiment a
-``Checkpoints(dir)`` through the runners' ``Sweeping``: every ``Runner.sweep`` of it takes the next slot (its position in the experiment, plus a
-digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
+``Checkpoints(dir)`` through the runners' ``Sweeping``: every ``Runner.sweep`` of it takes the next slot (its
+position in the experiment, plus a digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
 ``INTERVAL`` seconds, and on a rerun reloads them and computes only the variants not yet finished; LoRA
 training saves its state in the same folder (``lora_training.train``). The folder is removed once the
 experiment's record is written.

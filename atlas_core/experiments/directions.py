@@ -3,8 +3,8 @@ family's item prompts and its contrast prompts, at the residual after a layer.
 
 The direction is the raw mean difference, not normalised (the study's "sv_norm 9.625" at L2 is its
 length): a steering strength multiplies it. The item and contrast runners of a family and every
-direction are cached in the context's artifacts (``ctx.artifacts.directions``, owned here), so steering and knockout in one run build them
-once and use the same vectors.
+direction are cached in the context's artifacts (``ctx.artifacts.directions``, owned here), so steering
+and knockout in one run build them once and use the same vectors.
 """
 
 from __future__ import annotations
