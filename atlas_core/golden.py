@@ -118,7 +118,7 @@ def compute(
     from atlas_core.experiments import parse_experiments, run_experiment
     from atlas_core.experiments.context import Context
     from atlas_core.spec import experiment as spec_of
-    from atlas_core.results import to_jsonable
+    from atlas_core.results import unstructure
     from atlas_core.tasks import load_families
 
     names = parse_experiments(experiments or "all")
@@ -130,7 +130,7 @@ def compute(
         for name in names:
             with recording_sweeps(ctx.sweeping) as log:
                 results[name] = run_experiment(spec_of(name), ctx, results)
-            out[name] = ExperimentSlice(sweeps=log, result=to_jsonable(results[name]), codes=[fingerprint(name)])
+            out[name] = ExperimentSlice(sweeps=log, result=unstructure(results[name]), codes=[fingerprint(name)])
     return out
 
 
@@ -217,13 +217,13 @@ def _read(path: Path, mtime_ns: int, size: int) -> dict[str, ExperimentSlice]:
 
 
 def write(path: Path, slices: dict[str, ExperimentSlice], model: str) -> Path:
-    from atlas_core.results import atomic_write_text, to_jsonable
+    from atlas_core.results import atomic_write_text, unstructure
 
     data = {
         "format": FORMAT,
         "model": model,
         "profile": GOLDEN_PROFILE.to_dict(),
-        "experiments": {name: to_jsonable(s) for name, s in slices.items()},
+        "experiments": {name: unstructure(s) for name, s in slices.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")

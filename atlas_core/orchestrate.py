@@ -29,7 +29,7 @@ from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
 from atlas_core.screening import check_screen
-from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, to_jsonable, versions
+from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, unstructure, versions
 from atlas_core.runner import Sweeping
 from atlas_core.tasks import check_targets, load_families, max_positions
 from atlas_core.work import matmul_peak, metering, summary
@@ -491,7 +491,7 @@ def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, objec
         "work": work.record(run_s, peak),
         "finished": finished,
     }
-    store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, to_jsonable(result)))
+    store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, unstructure(result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
         manifest.setdefault("experiments", {})[key] = {
@@ -538,7 +538,7 @@ def _stored_only_error(plan: RunPlan, root: Path, stale: list[_Job]) -> str:
         elif job.stored.config_hash == job.config_hash:
             lines.append(f"  {job.key}: the stored result is stale ({job.code_stale})")
         else:
-            diff = config_diff(job.stored.config, to_jsonable(job.config))  # tuples as the stored JSON lists
+            diff = config_diff(job.stored.config, unstructure(job.config))  # tuples as the stored JSON lists
             lines.append(
                 f"  {job.key}: the stored result is stale (its config differs in {', '.join(diff) or 'its hash'})"
             )

@@ -12,20 +12,23 @@ one on the manifest while it reads, merges and rewrites it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
-from typing import Any, Callable
+from pathlib import Path, PurePath
+from typing import Any, Callable, TypeVar, get_origin
 
+import cattrs
 import numpy as np
 from filelock import FileLock
 
@@ -35,6 +38,7 @@ SCHEMA = 4  # the version of the record format and of the result types (experime
 # record; it lives here, below the experiments, so that storage imports nothing above it
 _NAME = re.compile(r"[A-Za-z0-9_]{1,64}")  # an experiment name or config hash read back from a file
 SCHEMAS_READ = tuple(range(1, SCHEMA + 1))  # record formats this code reads (older ones migrate on reading)
+T = TypeVar("T")
 RECORD_FIX = "delete it and rerun atlas run to recompute that experiment"
 
 
@@ -108,27 +112,55 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, numpy arrays and scalars, tuples and paths into plain JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+def _scalar(v: Any) -> Any:
+    """A number as JSON holds it: numpy scalars as Python ones, NaN and infinities as null (undefined)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _is_sequence(t: Any) -> bool:
+    return t in (list, tuple) or get_origin(t) in (list, tuple, Sequence)
+
+
+def _is_mapping(t: Any) -> bool:
+    return t is dict or get_origin(t) in (dict, Mapping)
+
+
+@lru_cache(maxsize=1)
+def converter() -> cattrs.Converter:
+    """The one converter between typed values (results, records, configs) and their JSON form: what
+    :func:`unstructure` writes, :func:`structure` reads back.
+
+    Out: dataclasses as objects of their fields (names unchanged, so a field path is a JSON pointer), lists,
+    tuples and arrays as lists, mapping keys as strings, numpy scalars as Python ones, undefined numbers
+    (NaN) as null, paths as strings. In: a field the type lacks is an error; null where a float is declared
+    reads as NaN."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    for t in (float, int, bool, np.generic):
+        conv.register_unstructure_hook(t, _scalar)
+    conv.register_unstructure_hook(np.ndarray, lambda a: conv.unstructure(a.tolist()))
+    conv.register_unstructure_hook(PurePath, str)
+    conv.register_unstructure_hook_func(_is_sequence, lambda v: [conv.unstructure(e) for e in v])
+    conv.register_unstructure_hook_func(_is_mapping, lambda v: {str(k): conv.unstructure(e) for k, e in v.items()})
+    conv.register_structure_hook(float, lambda v, _: float("nan") if v is None else float(v))
+    return conv
+
+
+def unstructure(obj: Any) -> Any:
+    """``obj`` in its JSON form (see :func:`converter`)."""
+    return converter().unstructure(obj)
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """``data`` (JSON form) as ``cls``; a mismatch is a ``cattrs.BaseValidationError`` naming each field."""
+    return converter().structure(data, cls)
 
 
 def canonical(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return json.dumps(unstructure(obj), sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(config: dict) -> str:
@@ -196,12 +228,11 @@ class ExperimentRecord:
         return record_key(self.experiment, self.seed, self.config.get("base_seed", self.seed))
 
     def to_dict(self) -> dict:
-        return to_jsonable(self)
+        return unstructure(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExperimentRecord":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return structure(data, cls)
 
     @classmethod
     def read(cls, path: Path) -> "ExperimentRecord":
@@ -316,7 +347,7 @@ class RunStore:
         return out
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_text(self.root / "manifest.json", json.dumps(seal_doc(to_jsonable(manifest)), indent=1))
+        atomic_write_text(self.root / "manifest.json", json.dumps(seal_doc(unstructure(manifest)), indent=1))
 
 
 def now() -> str:

@@ -10,6 +10,9 @@ with peft's per-module disable flag set on layer L's LoRA modules.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from atlas_core.metrics import Estimate
+
 import math
 
 import numpy as np
@@ -18,7 +21,6 @@ from tqdm.auto import tqdm
 from atlas_core.adapters_lora import adapter_disabled_at, adapter_norms, attached_adapter
 from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import AdapterAblationResult
 from atlas_core.layers import profile_stat, relabel
 from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, finite, series
@@ -27,6 +29,17 @@ from atlas_core.metrics import correlation_ci, pearson, spearman
 from atlas_core.sites import Site
 
 NAME = "adapter_ablation"
+
+
+@dataclass
+class AdapterAblationResult:
+    layers: list[int]
+    kl: list[Estimate]  # per layer: KL(full trained || adapter disabled at that layer)
+    norm: list[float]  # per layer: adapter weight norm (sum over its modules of ||B A|| * scale)
+    pearson: float
+    pearson_ci: list[float]  # bootstrap over layers
+    top_layers: list[int]
+
 
 N_TOP = 5  # the study's table lists the five strongest layers
 

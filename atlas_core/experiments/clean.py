@@ -6,16 +6,44 @@ Only the first target token is scored (``atlas_core.tasks.target_token_id``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from atlas_core.metrics import Estimate
+
 import numpy as np
 import torch
 
 from atlas_core import AtlasError
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import CleanResult, FamilyAccuracy, PromptOutcome
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import estimate_stat
 
 NAME = "clean"
+
+
+@dataclass
+class FamilyAccuracy:
+    family: str
+    n: int
+    top1_accuracy: Estimate  # argmax == first target token
+    target_prob: Estimate  # clean probability of the first target token
+
+
+@dataclass
+class PromptOutcome:
+    family: str
+    prompt: str
+    target: str
+    target_id: int
+    predicted: str  # decoded argmax token
+    target_prob: float
+    correct: bool
+
+
+@dataclass
+class CleanResult:
+    families: list[FamilyAccuracy]
+    prompts: list[PromptOutcome]
+    overall_accuracy: Estimate
 
 
 def check_families(ctx: Context) -> None:

@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from atlas_core.metrics import Estimate
+
 import inspect
 import math
 from statistics import median
@@ -24,7 +27,6 @@ from tqdm.auto import tqdm
 from atlas_core import AtlasError
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import EfficiencyResult, ExitPoint, SkipConfig
 from atlas_core.layers import profile_stat, relabel
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
@@ -33,6 +35,36 @@ from atlas_core.models.adapters import layer_window
 from atlas_core.sites import dims
 
 NAME = "efficiency"
+
+
+@dataclass
+class SkipConfig:
+    name: str
+    layers: list[int]
+    mean_kl: Estimate
+    top5_overlap: Estimate
+    argmax_match: Estimate
+
+
+@dataclass
+class ExitPoint:
+    layer: int
+    layers_skipped: int
+    mean_kl: Estimate
+    argmax_match: Estimate
+    top5_overlap: Estimate
+    seconds: float  # measured forward time exiting here
+    speedup: float  # full-depth forward time / this one
+
+
+@dataclass
+class EfficiencyResult:
+    skip_configs: list[SkipConfig]
+    exits: list[ExitPoint]
+    single_skip_kl: list[float]  # per layer: KL of skipping that layer alone (ranks the weakest layers)
+    notes: str = ""
+
+
 TOP_K = 5
 TIMING_PROMPTS = 8  # prompts per timed forward (spread over the families): the depth ratio, not the batch, matters
 STUDY_DEPTH = 28  # the study's model depth; its mid block was layers 4..8

@@ -7,6 +7,8 @@ the other heads are NaN (``null`` on disk) and no statistic reads them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 import time
 
@@ -17,7 +19,6 @@ from atlas_core import screening
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.layer_ablation import primary_sweep
-from atlas_core.experiments.schema import HeadAblationResult, HeadScore, HeadScreen
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.profiles import sample_layers
 from atlas_core.sites import Site
@@ -27,6 +28,49 @@ from atlas_core.metrics import Estimate
 from atlas_core.stat import Stat, finite, ratio, relative_depth, series
 
 NAME = "head_ablation"
+
+
+@dataclass
+class HeadScore:
+    family: str
+    layer: int
+    head: int
+    kl: float
+
+
+@dataclass
+class HeadScreen:
+    """How a screened head ablation chose what to measure (``atlas_core.screening``): AtP estimated every head,
+    exact ablation measured the heads of ``verified`` layers only. ``estimate`` is AtP's, in nats of target
+    log-probability, never a measured effect: the result's ``kl`` holds exact values of verified heads and null
+    elsewhere, and every statistic reads ``kl``."""
+
+    method: str  # "atp"
+    k: int  # the exact top-k the verification settles (with each family's strongest head)
+    verified: list[int]  # layers whose every head was ablated exactly, in the order verified
+    rounds: int  # exact sweeps run
+    margin: float  # exact KL / estimate, the largest over the settled cells: the stopping rule's margin
+    estimate: dict[str, list[list[float]]]  # family -> [layer index][head] mean |AtP estimate| over its prompts
+    seconds: float  # the estimate's forward and backward passes
+
+
+@dataclass
+class HeadAblationResult:
+    n_layers: int
+    n_heads: int
+    layers: list[int]  # layers swept (every layer at the full profile)
+    families: list[str]
+    mode: str
+    kl: dict[str, list[list[float]]]  # family -> [layer index][head] mean KL
+    max_head: HeadScore
+    top: list[HeadScore]  # strongest (family, layer, head) cells, descending
+    # the strongest head's KL with its bootstrap 95% interval: each family's prompts resampled together, the max
+    # over the ``top`` cells taken in each resample (schema 3; None in older records: no per-prompt data kept)
+    max_kl: Estimate | None = None
+    # screened (``atlas run --screen atp``): which heads were verified; None: exhaustive, every head measured (schema 4)
+    screen: HeadScreen | None = None
+
+
 MODE = "zero"
 TOP = 10
 

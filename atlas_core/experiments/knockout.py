@@ -15,6 +15,9 @@ All layers' variants go through one batched sweep over every family's prompts (`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from atlas_core.metrics import Estimate
+
 import math
 
 import numpy as np
@@ -22,7 +25,6 @@ import numpy as np
 from atlas_core import AtlasError
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.directions import check_family, direction_norm, skill_direction
-from atlas_core.experiments.schema import KnockoutLayer, KnockoutResult
 from atlas_core.layers import profile_stat, relabel
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
@@ -31,6 +33,25 @@ from atlas_core.metrics import selectivity
 from atlas_core.profiles import sample_layers
 
 NAME = "knockout"
+
+
+@dataclass
+class KnockoutLayer:
+    layer: int
+    direction_norm: float
+    skill_drop: Estimate  # mean drop of the skill family's target probability
+    nonskill_drop: Estimate  # mean drop of the other families' target probabilities
+    selectivity: float  # skill_drop / nonskill_drop
+
+
+@dataclass
+class KnockoutResult:
+    family: str
+    strength: float  # the negative steering strength applied
+    layers: list[KnockoutLayer]
+    best_layer: int
+    best_selectivity: float
+
 
 FAMILY = "factual_recall"  # the study's knocked-out skill
 STRENGTH = -1.0  # times the raw skill direction

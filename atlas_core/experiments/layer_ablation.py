@@ -12,6 +12,9 @@ Two targets, both reported:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from atlas_core.metrics import Estimate
+
 import math
 
 import numpy as np
@@ -20,7 +23,6 @@ from tqdm.auto import tqdm
 from atlas_core import AtlasError
 from atlas_core.experiments.clean import check_families
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import LayerAblationResult, LayerSweep
 from atlas_core.interventions import ABLATION_MODES, Ablate, Variant
 from atlas_core.sites import Site
 from atlas_core.layers import relabel, value_at
@@ -29,6 +31,31 @@ from atlas_core.metrics import is_tie
 from atlas_core.stat import Stat, finite, relative_depth, series
 
 NAME = "layer_ablation"
+
+
+@dataclass
+class LayerSweep:
+    """One ablation target x mode over every layer."""
+
+    target: str  # "resid": the layer's whole output (the study's); "delta": the layer's write; "mlp"
+    mode: str  # zero | mean | resample
+    layers: list[int]
+    kl: dict[str, list[float]]  # family -> mean KL per layer (nats)
+    mean_kl: list[Estimate]  # per layer, mean over all prompts (every family)
+    family_mean_kl: list[float]  # per layer, mean of the per-family means (the study's "mean KL across families")
+    argmax_match: list[float]  # per layer, fraction of prompts whose argmax is unchanged
+    ranking: list[int]  # layers by family_mean_kl, strongest first
+
+
+@dataclass
+class LayerAblationResult:
+    n_layers: int
+    families: list[str]
+    sweeps: list[LayerSweep]
+    primary: str = "resid/zero"  # "<target>/<mode>" of the study's definition
+    notes: str = ""
+
+
 TARGETS = ("resid", "delta")
 PRIMARY = "resid/zero"
 

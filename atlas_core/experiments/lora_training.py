@@ -22,6 +22,9 @@ unloaded, so the base model every other experiment sees is bitwise unchanged. ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from atlas_core.metrics import Estimate
+
 import math
 import sys
 import time
@@ -46,7 +49,6 @@ from atlas_core.adapters_lora import (
     training_mode,
 )
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import LoraResult
 from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, series
 from atlas_core.integrity import torch_load_sealed, torch_save_sealed
@@ -57,6 +59,28 @@ from atlas_core.forward import logprobs_of_hidden
 from atlas_core.runner import Runner
 
 NAME = "lora_training"
+
+
+@dataclass
+class LoraResult:
+    rank: int
+    alpha: int
+    targets: list[str]
+    batch_size: int
+    learning_rate: float
+    steps: int
+    final_loss: float
+    target_loss: float
+    converged: bool
+    loss_curve: list[float]
+    kl_per_family: dict[str, Estimate]  # KL(base || trained) at the last position
+    adapter_dir: str
+    train_seconds: float
+    seed: int
+    # the pairs the trained adapter still gets wrong (final loss above the target), worst first: which
+    # prompts keep a run from converging ({"family", "prompt", "target", "loss"})
+    above_target: list[dict] = field(default_factory=list)
+
 
 LEARNING_RATE = 3e-4  # peak; 1e-3 diverged at batch size 1 on Coder-1.5B (see the docstring)
 SCHEDULE = "linear"  # decays to 0 at the profile's lora_max_steps (see SCHEDULES)

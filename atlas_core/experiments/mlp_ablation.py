@@ -4,10 +4,13 @@ received are left as they are."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from atlas_core.experiments.context import Context
 import math
 
 from atlas_core.experiments.layer_ablation import (
+    LayerSweep,
     find_sweep,
     primary_sweep,
     relayer,
@@ -15,11 +18,21 @@ from atlas_core.experiments.layer_ablation import (
     sweep_decls,
     sweep_stats,
 )
-from atlas_core.experiments.schema import MLPAblationResult
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, ratio_stat
 
 NAME = "mlp_ablation"
+
+
+@dataclass
+class MLPAblationResult:
+    n_layers: int
+    families: list[str]
+    sweeps: list[LayerSweep]  # target "mlp"
+    primary: str = "mlp/zero"
+    notes: str = ""
+
+
 PRIMARY = "mlp/zero"
 
 

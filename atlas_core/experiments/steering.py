@@ -13,8 +13,10 @@ that no steering helps reports a best boost of 0 at strength 0.
 
 from __future__ import annotations
 
+from atlas_core.metrics import Estimate
+
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -30,7 +32,6 @@ from atlas_core.experiments.directions import (
     skill_direction,
     study_layer,
 )
-from atlas_core.experiments.schema import SteeringPrompt, SteeringResult
 from atlas_core.layers import profile_stat, relabel
 from atlas_core.spec import ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, relative_depth, series
@@ -41,6 +42,35 @@ from atlas_core.sites import check_layer
 from atlas_core.tasks import target_token_id
 
 NAME = "steering"
+
+
+@dataclass
+class SteeringPrompt:
+    prompt: str
+    target: str
+    baseline_prob: float
+    best_prob: float
+    best_strength: float
+    best_layer: int
+
+
+@dataclass
+class SteeringResult:
+    family: str
+    layers: list[int]
+    strengths: list[float]
+    direction_norm: list[float]  # per layer
+    baseline_prob: float  # mean clean target probability over the family's prompts
+    target_prob: list[list[float]]  # [layer][strength] mean target probability
+    boost: list[list[float]]  # [layer][strength] mean (steered - clean) target probability
+    kl: list[list[float]]  # [layer][strength] mean KL(clean || steered)
+    best_layer: int
+    best_strength: float
+    best_boost: Estimate  # over prompts, at the best (layer, strength)
+    study_layer: int  # layer 2 (the study's), scaled to depth for other models
+    study_layer_best_boost: Estimate
+    prompts: list[SteeringPrompt] = field(default_factory=list)  # the study's own prompts
+
 
 FAMILY = "factual_recall"  # the study's factual recall direction
 STUDY_PROMPT_IDS = ("study_italy", "study_spain")  # "The capital of Italy is ", "The capital of Spain is "

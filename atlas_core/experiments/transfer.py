@@ -16,6 +16,9 @@ patched sweep runs on the base model after the adapter is unloaded, reusing the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from atlas_core.metrics import Estimate
+
 import math
 
 import numpy as np
@@ -24,7 +27,6 @@ from atlas_core import AtlasError
 from atlas_core.adapters_lora import attached_adapter
 from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import TransferResult
 from atlas_core.layers import profile_stat, relabel
 from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, final_fraction, finite, series
@@ -33,6 +35,19 @@ from atlas_core.metrics import bootstrap, kl_divergence, kl_recovery
 from atlas_core.sites import Site
 
 NAME = "transfer"
+
+
+@dataclass
+class TransferResult:
+    layers: list[int]
+    families: list[str]
+    recovery: dict[str, list[float]]  # family -> per-layer mean KL recovery (1 = trained output restored)
+    mean_recovery: list[Estimate]  # per layer, over prompts
+    base_kl: dict[str, float]  # family -> KL(trained || base) before patching
+    top_layers: list[int]  # by mean recovery, strongest first
+    zone: list[int]  # layers with mean recovery >= zone_threshold
+    zone_threshold: float
+
 
 ZONE_THRESHOLD = 0.95  # layers recovering at least this much form the transfer zone
 MIN_BASE_KL = 1e-4  # nats: a family (or run) the adapter moved less than this has no defined recovery

@@ -72,7 +72,7 @@ def test_the_orchestrator_hands_a_result_to_the_experiment_that_reuses_it(tmp_pa
     """Efficiency declares it reuses the layer ablation: it is handed that result, typed, whether computed in
     this run or stored by an earlier one, and nothing it does not declare (clean ran before it too)."""
     from atlas_core.experiments import efficiency
-    from atlas_core.experiments.schema import LayerAblationResult
+    from atlas_core.experiments.layer_ablation import LayerAblationResult
 
     out = tmp_path / "run"
     if earlier:

@@ -19,7 +19,7 @@ from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import CorruptFile, seal_doc
 from atlas_core.profiles import PROFILES
 from atlas_core.report.data import Run
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.runs import RunFolder, load_run, run_path
 from atlas_core.verdicts import model_statistics, relative_depth
 
@@ -56,8 +56,8 @@ def test_the_reader_gives_what_the_files_hold():
     )
     assert sorted(run.experiments) == sorted(p.stem for p in GEMMA.glob("*.json") if p.name != "manifest.json")
     assert {k: run.result(k) for k in run.experiments} == raw_results(GEMMA)  # as stored
-    assert {k: to_jsonable(v) for k, v in run.results.items()} == {  # typed, writing back the same numbers
-        k: to_jsonable(load_result(k, v)) for k, v in raw_results(GEMMA).items()
+    assert {k: unstructure(v) for k, v in run.results.items()} == {  # typed, writing back the same numbers
+        k: unstructure(load_result(k, v)) for k, v in raw_results(GEMMA).items()
     }
     assert type(run.results["steering"]).__name__ == "SteeringResult"
     assert same_stats(run.stats, model_statistics(raw_results(GEMMA), 18))

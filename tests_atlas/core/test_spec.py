@@ -19,7 +19,7 @@ from atlas_core import AtlasError
 from atlas_core.baselines import BASELINES_DIR
 from atlas_core.claims import parse_claim
 from atlas_core.experiments.schema import ADDED, REMOVED, SCHEMA, load_result, migrate
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.spec import (
     HypothesisSpec,
     Knob,
@@ -195,7 +195,7 @@ def test_every_committed_record_loads_as_its_type_and_writes_back_the_same(path)
     doc = json.loads(path.read_text())
     typed = load_result(doc["experiment"], doc["result"])
     assert type(typed) is experiment(doc["experiment"]).result
-    assert to_jsonable(typed) == _floats(migrate(doc["experiment"], doc["result"]))
+    assert unstructure(typed) == _floats(migrate(doc["experiment"], doc["result"]))
 
 
 def _floats(obj):
@@ -260,8 +260,8 @@ def _strategy(cls):
 def test_results_round_trip_through_their_json_form(name, data):
     cls = experiment(name).result
     value = data.draw(_strategy(cls))
-    back = load_result(name, json.loads(json.dumps(to_jsonable(value))))
-    assert to_jsonable(back) == to_jsonable(value)
+    back = load_result(name, json.loads(json.dumps(unstructure(value))))
+    assert unstructure(back) == unstructure(value)
     assert is_dataclass(back) and [f.name for f in fields(back)] == [f.name for f in fields(cls)]
 
 
@@ -269,7 +269,7 @@ def test_undefined_numbers_are_stored_as_null_and_read_as_nan():
     doc = json.loads(next(p for p in _records() if p.name == "knockout.json").read_text())
     r = dict(doc["result"], best_selectivity=None)
     assert math.isnan(load_result("knockout", r).best_selectivity)
-    assert to_jsonable(load_result("knockout", r))["best_selectivity"] is None
+    assert unstructure(load_result("knockout", r))["best_selectivity"] is None
 
 
 # ---- H010 from a project's conftest, end to end through the plugin --------------------------------

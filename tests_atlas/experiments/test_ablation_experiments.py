@@ -12,15 +12,12 @@ import pytest
 from atlas_core import AtlasError
 from atlas_core.experiments import clean, head_ablation, layer_ablation, mlp_ablation
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import (
-    CleanResult,
-    HeadAblationResult,
-    LayerAblationResult,
-    LayerSweep,
-    MLPAblationResult,
-)
+from atlas_core.experiments.clean import CleanResult
+from atlas_core.experiments.head_ablation import HeadAblationResult
+from atlas_core.experiments.layer_ablation import LayerAblationResult, LayerSweep
+from atlas_core.experiments.mlp_ablation import MLPAblationResult
 from atlas_core.profiles import get_profile, sample_layers
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.tasks import load_families
 
 pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
@@ -28,7 +25,7 @@ SMOKE = get_profile("smoke")
 
 
 def as_json(result) -> dict:
-    return json.loads(json.dumps(to_jsonable(result), allow_nan=False))
+    return json.loads(json.dumps(unstructure(result), allow_nan=False))
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from atlas_core import AtlasError
 from atlas_core.experiments import efficiency, layer_ablation, run_experiment
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
-from atlas_core.experiments.schema import EfficiencyResult
+from atlas_core.experiments.efficiency import EfficiencyResult
 from atlas_core.models import LoadedModel
 from atlas_core.models.tiny import build_tiny_qwen2
 from atlas_core.profiles import get_profile
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.tasks import load_families
 
 pytestmark = pytest.mark.usefixtures("tiny_on_one_thread")
@@ -27,7 +27,7 @@ SMOKE = get_profile("smoke")
 
 
 def as_json(result) -> dict:
-    return json.loads(json.dumps(to_jsonable(result), allow_nan=False))
+    return json.loads(json.dumps(unstructure(result), allow_nan=False))
 
 
 def without_timings(data: dict) -> dict:

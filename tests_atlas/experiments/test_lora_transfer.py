@@ -26,13 +26,15 @@ from atlas_core.adapters_lora import (
 )
 from atlas_core.experiments import adapter_ablation, lora_training, transfer
 from atlas_core.experiments.context import Context
-from atlas_core.experiments.schema import AdapterAblationResult, LoraResult, TransferResult
+from atlas_core.experiments.adapter_ablation import AdapterAblationResult
+from atlas_core.experiments.lora_training import LoraResult
+from atlas_core.experiments.transfer import TransferResult
 from atlas_core.hooks import count_hooks
 from atlas_core.integrity import torch_load_sealed
 from atlas_core.interventions import Noop, Variant
 from atlas_core.metrics import kl_divergence
 from atlas_core.profiles import get_profile
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.forward import encode, plain_logprobs
 from atlas_core.sites import Site
 from atlas_core.tasks import load_families
@@ -46,7 +48,7 @@ def make_ctx(lm, out_dir=None, seed=0, profile=SMOKE, n_items=2, families=None) 
 
 
 def as_json(result) -> dict:
-    return json.loads(json.dumps(to_jsonable(result), allow_nan=False))
+    return json.loads(json.dumps(unstructure(result), allow_nan=False))
 
 
 @dataclasses.dataclass

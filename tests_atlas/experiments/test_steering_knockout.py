@@ -25,11 +25,12 @@ from atlas_core.experiments.directions import (
     skill_direction,
     study_layer,
 )
-from atlas_core.experiments.schema import KnockoutResult, SteeringResult
+from atlas_core.experiments.knockout import KnockoutResult
+from atlas_core.experiments.steering import SteeringResult
 from atlas_core.interventions import Steer, Variant
 from atlas_core.metrics import selectivity
 from atlas_core.profiles import get_profile, sample_layers
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.forward import naive_logprobs
 from atlas_core.runner import Runner
 from atlas_core.tasks import load_families, target_token_id
@@ -152,7 +153,7 @@ def test_steering_matches_stock_hooked_forward(tiny_run, tiny):
 def test_steering_is_deterministic(tiny_run, tiny, smoke_ctx):
     _, res, _ = tiny_run
     again = steering.run(smoke_ctx(tiny))
-    assert to_jsonable(again) == to_jsonable(res)
+    assert unstructure(again) == unstructure(res)
 
 
 # ---- knockout on tiny ---------------------------------------------------------------------------
@@ -195,15 +196,15 @@ def test_knockout_drops_match_stock_hooked_forward(tiny_run, tiny):
 
 def test_knockout_is_deterministic(tiny_run, tiny, smoke_ctx):
     _, _, res = tiny_run
-    assert to_jsonable(knockout.run(smoke_ctx(tiny))) == to_jsonable(res)
+    assert unstructure(knockout.run(smoke_ctx(tiny))) == unstructure(res)
 
 
 def test_results_and_configs_are_json(tiny_run):
     ctx, s, k = tiny_run
     for obj in (s, k):
-        back = json.loads(json.dumps(to_jsonable(obj), allow_nan=False))
+        back = json.loads(json.dumps(unstructure(obj), allow_nan=False))
         assert set(back) == {f.name for f in dataclasses.fields(obj)}
-    assert set(json.loads(json.dumps(to_jsonable(s)))["best_boost"]) == {"value", "lo", "hi", "n"}
+    assert set(json.loads(json.dumps(unstructure(s)))["best_boost"]) == {"value", "lo", "hi", "n"}
     for mod in (steering, knockout):
         cfg = json.loads(json.dumps(mod.config(ctx), allow_nan=False))
         assert cfg["family"] == FAMILY

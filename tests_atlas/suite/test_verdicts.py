@@ -17,22 +17,16 @@ from hypothesis import strategies as st
 
 from atlas_core import AtlasError
 from atlas_core.claims import CLAIMS_DIR, load_claims
-from atlas_core.experiments.schema import (
-    AdapterAblationResult,
-    EfficiencyResult,
-    HeadAblationResult,
-    HeadScore,
-    KnockoutLayer,
-    KnockoutResult,
-    LayerAblationResult,
-    LayerSweep,
-    MLPAblationResult,
-    SkipConfig,
-    SteeringResult,
-    TransferResult,
-)
+from atlas_core.experiments.adapter_ablation import AdapterAblationResult
+from atlas_core.experiments.efficiency import EfficiencyResult, SkipConfig
+from atlas_core.experiments.head_ablation import HeadAblationResult, HeadScore
+from atlas_core.experiments.knockout import KnockoutLayer, KnockoutResult
+from atlas_core.experiments.layer_ablation import LayerAblationResult, LayerSweep
+from atlas_core.experiments.mlp_ablation import MLPAblationResult
+from atlas_core.experiments.steering import SteeringResult
+from atlas_core.experiments.transfer import TransferResult
 from atlas_core.metrics import Estimate
-from atlas_core.results import to_jsonable
+from atlas_core.results import unstructure
 from atlas_core.hypotheses.h001 import h001
 from atlas_core.hypotheses.h002 import h002
 from atlas_core.hypotheses.h003 import h003
@@ -287,7 +281,7 @@ def test_model_statistics_read_the_schema_fields():
             [0.1] * n,
         ),
     }
-    s = model_statistics({k: to_jsonable(v) for k, v in results.items()}, n)
+    s = model_statistics({k: unstructure(v) for k, v in results.items()}, n)
     assert s["hub.top_layer"].value == 3 and s["hub.ranking"].ranking[:2] == (3, 5)  # the primary sweep (resid)
     assert s["hub.top_layer_kl"].text() == "12 [11.9, 12.1] (L3)"
     assert s["hub.top_layer_depth"].value == pytest.approx(0.6)
@@ -317,10 +311,10 @@ def test_a_tied_layer_ablation_has_no_hub():
 
     n = 6
     tied = {
-        "layer_ablation": to_jsonable(LayerAblationResult(n, ["arithmetic", "copying"], [_sweep("resid", [10.6] * n)]))
+        "layer_ablation": unstructure(LayerAblationResult(n, ["arithmetic", "copying"], [_sweep("resid", [10.6] * n)]))
     }
     ranked = {
-        "layer_ablation": to_jsonable(
+        "layer_ablation": unstructure(
             LayerAblationResult(n, ["arithmetic", "copying"], [_sweep("resid", [5, 6, 7, 12, 8, 9])])
         )
     }
