@@ -20,6 +20,7 @@ from atlas_core.metrics import pearson
 from atlas_core.report import cells
 from atlas_core.report import sections as S
 from atlas_core.report.cells import NONE, NOT_RUN, Table
+from atlas_core.report.data import defined
 from atlas_core.report.study_baselines import Baseline, Doc
 from atlas_core.report.data import fmt
 from atlas_core.report.study import ROLES, Study, best_exit
@@ -111,7 +112,7 @@ def checks(b: Baseline, study: Study) -> list[Check]:
 def _lora_check(b: Baseline, kl: Mapping[str, float] | None) -> Check | None:
     if not kl or not b.has("lora_training"):
         return None
-    fams = {f: e["value"] for f, e in b.result("lora_training")["kl_per_family"].items() if e.get("value") is not None}
+    fams = {f: e.value for f, e in b.result("lora_training").kl_per_family.items() if defined(e.value)}
     if not fams:
         return None
     want, got = max(kl, key=kl.get), max(fams, key=fams.get)
@@ -181,7 +182,7 @@ def _verdict(doc: Doc, hid: str) -> tuple[str, str, str]:
     except AtlasError as exc:
         return NOT_RUN, NONE, str(exc)
     decl = hypotheses()[hid].decisive  # its declared unit sets the format
-    value = cells.est({"value": v.value, "lo": v.lo, "hi": v.hi}, "auto" if decl is None else decl.fmt)
+    value = cells.est(v, "auto" if decl is None else decl.fmt)
     return f"**{v.verdict.upper()}**", f"{v.statistic}: {value}", f"{_evidence(hid, v.evidence)}; rule: {v.rule}"
 
 
@@ -222,12 +223,12 @@ def known(doc: Doc) -> dict:
     )
     trained = [b for b in doc.baselines if b.has("lora_training")]
     lora_runs = "; ".join(
-        f"{b.label}: peak {fmt(r['learning_rate'])}, {r['steps']} steps, final loss {fmt(r['final_loss'])}"
+        f"{b.label}: peak {fmt(r.learning_rate)}, {r.steps} steps, final loss {fmt(r.final_loss)}"
         for b in trained
         for r in [b.result("lora_training")]
     )
     norms = "; ".join(
-        f"{b.label} {cells.value_range(b.result('adapter_ablation')['norm'])}"
+        f"{b.label} {cells.value_range(b.result('adapter_ablation').norm)}"
         for b in trained
         if b.has("adapter_ablation")
     )
@@ -249,22 +250,22 @@ def _adapter_outliers(doc: Doc) -> list[dict]:
         if r is None or rho is None or r.value is None or rho.value is None or abs(rho.value - r.value) <= OUTLIER_GAP:
             continue
         res = b.result("adapter_ablation")
-        kl = [e["value"] for e in res["kl"]]
+        kl = [e.value for e in res.kl]
         j = max(range(len(kl)), key=kl.__getitem__)
-        e, mid = res["kl"][j], statistics.median(kl)
+        e, mid = res.kl[j], statistics.median(kl)
         rest = [i for i in range(len(kl)) if i != j]
         out.append(
             {
                 "label": b.label,
                 "r": r.value,
                 "rho": rho.value,
-                "layer": b.layer(res["layers"][j]),
+                "layer": b.layer(res.layers[j]),
                 "kl": cells.est(e),
                 "ratio": kl[j] / mid,
                 "median": mid,
                 "n": len(kl),
-                "lo": e["lo"] if e.get("lo") is not None and e["lo"] <= 10 * mid else None,
-                "without": pearson([res["norm"][i] for i in rest], [kl[i] for i in rest]),
+                "lo": e.lo if defined(e.lo) and e.lo <= 10 * mid else None,
+                "without": pearson([res.norm[i] for i in rest], [kl[i] for i in rest]),
             }
         )
     return out

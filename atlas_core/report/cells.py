@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from atlas_core.report.data import fmt
-from atlas_core.verdicts import Stat, relative_depth
+from atlas_core.metrics import Estimate
+from atlas_core.report.data import defined, fmt
+from atlas_core.verdicts import Stat, Verdict, relative_depth
 
 NOT_RUN = "not run"
 NONE = "—"
@@ -29,15 +30,18 @@ def layer(index: int | None, n_layers: int) -> str:
     return f"L{index} ({fmt(relative_depth(index, n_layers), 'pct')})"
 
 
-def est(e: Mapping | Stat | None, kind: str = "auto") -> str:
-    """``value [lo, hi]`` of an Estimate dict or a Stat (the value alone without an interval)."""
-    if isinstance(e, Stat):
-        e = {"value": e.value, "lo": e.lo, "hi": e.hi}
-    if not e or e.get("value") is None:
+def est(e: Mapping | Estimate | Stat | Verdict | None, kind: str = "auto") -> str:
+    """``value [lo, hi]`` of an estimate: a typed ``Estimate``, a ``Stat``, a ``Verdict``'s decisive statistic,
+    or a study table's dict (the value alone without an interval)."""
+    if isinstance(e, Mapping):
+        value, lo, hi = e.get("value"), e.get("lo"), e.get("hi")
+    elif e is not None:
+        value, lo, hi = e.value, e.lo, e.hi
+    if e is None or not defined(value):
         return NONE
-    text = fmt(e["value"], kind)
-    if e.get("lo") is not None and e.get("hi") is not None:
-        text += f" [{fmt(e['lo'], kind)}, {fmt(e['hi'], kind)}]"
+    text = fmt(value, kind)
+    if defined(lo) and defined(hi):
+        text += f" [{fmt(lo, kind)}, {fmt(hi, kind)}]"
     return text
 
 
@@ -51,5 +55,5 @@ def layers(indices: Iterable[int]) -> str:
 
 def value_range(values: Iterable[float | None]) -> str:
     """``0.04–11``: the smallest and the largest of the values given."""
-    vals = [v for v in values if v is not None]
+    vals = [float(v) for v in values if v is not None and defined(v)]
     return f"{fmt(min(vals))}–{fmt(max(vals))}" if vals else NONE

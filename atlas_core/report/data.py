@@ -1,17 +1,18 @@
 """A stored run as the report reads it, and the numbers it prints.
 
-Every number a page shows is a :class:`Num`: its value comes straight from a stored JSON file and it
-renders as ``<span class="n" data-value="EXACT" data-src="KEY#/json/pointer">SHOWN</span>``, so a test
-(or a reader) can resolve ``data-src`` in the run folder and check that the page says what the JSON
-says. Numbers the report derives (relative depth, ratios, deltas) carry ``data-derived`` instead of
+Every number a page shows is a :class:`Num`: its value is read from a record's typed result (or its
+provenance, or the manifest) by a path of field names, keys and indices, and it renders as
+``<span class="n" data-value="EXACT" data-src="KEY#/json/pointer">SHOWN</span>``. The pointer is that same path:
+the one converter (``atlas_core.results.unstructure``) writes each field under its own name, so a test (or a
+reader) can resolve ``data-src`` in the run folder and check that the page says what the JSON says. Numbers the report derives (relative depth, ratios, deltas) carry ``data-derived`` instead of
 ``data-src``. All display formatting goes through :func:`fmt` (three significant digits).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from functools import cached_property
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,15 @@ def _g(v: float) -> str:
     return f"{v:.3g}"
 
 
+def defined(value: Any) -> bool:
+    """Whether a stored number is measured: not null, and not NaN (what the converter reads null as)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def exact(value: Any) -> str:
     """The exact value as written in ``data-value`` (``repr`` of a float round-trips)."""
-    if value is None:
-        return "null"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"  # NaN is how an undefined number, stored as null, reads back
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -134,6 +140,21 @@ def pointer(*path: Any) -> str:
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+def walk(value: Any, path: tuple[Any, ...]) -> Any:
+    """Follow ``path`` into a typed value: a dataclass by field name (a name it lacks is an error, not a
+    default), a mapping by key, a sequence by index."""
+    for part in path:
+        if is_dataclass(value) and not isinstance(value, type):
+            if part not in {f.name for f in fields(value)}:
+                raise KeyError(f"{type(value).__name__} has no field {part!r}")
+            value = getattr(value, part)
+        elif isinstance(value, Mapping):
+            value = value[part]
+        else:
+            value = value[int(part)]
+    return value
+
+
 def resolve(doc: Any, ptr: str) -> Any:
     """Follow a JSON pointer (RFC 6901) into ``doc``."""
     cur = doc
@@ -151,20 +172,20 @@ class Run(RunFolder):
         super().__init__(root)
         self.label = label
 
-    @cached_property
-    def docs(self) -> dict[str, dict]:
-        """Each record as its JSON document (top-level fields by name): what a ``data-src`` pointer resolves in."""
-        return {key: {f.name: getattr(rec, f.name) for f in fields(rec)} for key, rec in self.records.items()}
-
     # -- numbers with provenance -------------------------------------------------------------------
-    def doc(self, key: str) -> Any:
-        return self.manifest if key == "manifest" else self.docs[key]
+    def at(self, key: str, *path: Any) -> Any:
+        """The value at ``path`` in record ``key`` (``"manifest"`` for the manifest). ``("result", ...)`` walks the
+        typed result (:meth:`typed`); other paths walk the record's own fields (``("provenance", ...)``)."""
+        if key == "manifest":
+            return walk(self.manifest, path)
+        if path[:1] == ("result",):
+            return walk(self.typed(key), path[1:])
+        return walk(self.records[key], path)
 
     def num(self, key: str, *path: Any, kind: str = "auto", cls: str = "") -> Num:
-        """A number of record ``key`` at ``path`` (``"manifest"`` for the manifest); ``path`` starts
-        at the record's top level, so result fields are ``("result", ...)``."""
-        ptr = pointer(*path)
-        return Num(resolve(self.doc(key), ptr), src=f"{key}#{ptr}", run=self.label, kind=kind, cls=cls)
+        """The number of record ``key`` at ``path``, its ``data-src`` the pointer of that path; ``path`` starts at
+        the record's top level, so result fields are ``("result", ...)``."""
+        return Num(self.at(key, *path), src=f"{key}#{pointer(*path)}", run=self.label, kind=kind, cls=cls)
 
     def rnum(self, key: str, *path: Any, kind: str = "auto", cls: str = "") -> Num:
         """A number inside ``result``."""
@@ -172,12 +193,12 @@ class Run(RunFolder):
 
     def est(self, key: str, *path: Any, kind: str = "auto") -> Est:
         """An Estimate inside ``result`` at ``path``."""
-        e = resolve(self.result(key), pointer(*path))
+        e = self.at(key, "result", *path)
         return Est(
             self.rnum(key, *path, "value", kind=kind),
             self.rnum(key, *path, "lo", kind=kind),
             self.rnum(key, *path, "hi", kind=kind),
-            e.get("n"),
+            e.n,
         )
 
     def depth_num(self, layer: Any) -> Num:

@@ -41,8 +41,9 @@ class Baseline:
     def has(self, key: str) -> bool:
         return self.run.has(key)
 
-    def result(self, key: str) -> dict:
-        return self.run.result(key)
+    def result(self, key: str) -> Any:
+        """Record ``key``'s typed result."""
+        return self.run.typed(key)
 
     def layer(self, layer: int | None) -> str:
         return cells.layer(layer, self.n_layers)
@@ -51,11 +52,11 @@ class Baseline:
         return cells.est(self.stats.get(name), kind)
 
     def n_items(self, key: str) -> Any:
-        return self.run.docs[key].get("config", {}).get("n_items")
+        return self.run.records[key].config.get("n_items")
 
     def prompts_per_family(self) -> str:
         """``12``, ``3–12`` or ``all``: the prompts per family its experiments ran on."""
-        values = {self.n_items(k) for k, d in self.run.docs.items() if k == d["experiment"]}
+        values = {self.n_items(k) for k, rec in self.run.records.items() if k == rec.experiment}
         nums = sorted(v for v in values if isinstance(v, int))
         text = (str(nums[0]) if len(nums) == 1 else f"{nums[0]}–{nums[-1]}") if nums else ""
         return ", ".join(t for t in (text, "all" if None in values else "") if t) or cells.NONE
@@ -96,7 +97,7 @@ def pair(baselines: Sequence[Baseline]) -> tuple[Baseline, Baseline] | None:
         cands = [b for b in baselines if b.role == role]
         if not cands:
             return None
-        picked.append(max(cands, key=lambda b: (_profile_rank(b), len(b.run.docs), b.run.name)))
+        picked.append(max(cands, key=lambda b: (_profile_rank(b), len(b.run.records), b.run.name)))
     return picked[0], picked[1]
 
 
