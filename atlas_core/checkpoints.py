@@ -5,7 +5,7 @@ A run's results are written per experiment, and one experiment of a full profile
 ``Checkpoints(dir)`` through the runners' ``Sweeping``: every ``Runner.sweep`` of it takes the next slot (its
 position in the experiment, plus a digest of what it sweeps), saves its per-(variant, prompt) metrics there with safetensors every
 ``INTERVAL`` seconds, and on a rerun reloads them and computes only the variants not yet finished; LoRA
-training saves its state in the same folder (``lora_training.train``). The folder is removed once the
+training saves its state in the same folder (``lora_fit.train``). The folder is removed once the
 experiment's record is written.
 """
 

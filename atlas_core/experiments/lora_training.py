@@ -33,12 +33,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 from filelock import Timeout
-from tqdm.auto import tqdm
 
 from atlas_core import AtlasError
-from atlas_core.checkpoints import Checkpoints
 from atlas_core.adapters_lora import (
     LoraSpec,
     attached_adapter,
@@ -49,13 +46,11 @@ from atlas_core.adapters_lora import (
     training_mode,
 )
 from atlas_core.experiments.context import Context
+from atlas_core.experiments.lora_fit import MAX_GRAD_NORM, pair_losses, train
 from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, series
-from atlas_core.integrity import torch_load_sealed, torch_save_sealed
 from atlas_core.metrics import kl_divergence
-from atlas_core.models.adapters import decoder
-from atlas_core.results import RunStore, atomic_write, config_hash
-from atlas_core.forward import logprobs_of_hidden
+from atlas_core.results import RunStore, config_hash
 from atlas_core.runner import Runner
 
 NAME = "lora_training"
@@ -84,12 +79,6 @@ class LoraResult:
 
 LEARNING_RATE = 3e-4  # peak; 1e-3 diverged at batch size 1 on Coder-1.5B (see the docstring)
 SCHEDULE = "linear"  # decays to 0 at the profile's lora_max_steps (see SCHEDULES)
-MAX_GRAD_NORM = 1.0
-SCHEDULES = {  # learning-rate factor at step i of n
-    "constant": lambda i, n: 1.0,
-    "linear": lambda i, n: max(0.0, 1.0 - i / n),
-    "cosine": lambda i, n: 0.5 * (1.0 + math.cos(math.pi * min(i, n) / n)),
-}
 BATCH_SIZE = 1  # the study's (VRAM-bound on its 8 GB card); kept for comparability
 
 
@@ -159,171 +148,6 @@ def training_pairs(ctx: Context) -> list[tuple[list[int], list[int]]]:
     return pairs
 
 
-def make_batch(prompt_ids: list[int], target_ids: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training row: ``input_ids`` = prompt + target; ``labels`` -100 on the prompt (no loss there)."""
-    ids = torch.tensor([list(prompt_ids) + list(target_ids)], device=device)
-    labels = torch.tensor([[-100] * len(prompt_ids) + list(target_ids)], device=device)
-    return ids, labels
-
-
-def pair_losses(model, pairs: list[tuple[list[int], list[int]]]) -> np.ndarray:
-    """Per pair, the mean cross-entropy of its target tokens given its prompt (the training objective)
-    for the model as it is now, without gradients."""
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        return np.asarray([float(target_loss_of(model, *make_batch(p, t, device))) for p, t in pairs])
-
-
-def target_loss_of(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled (target) tokens of a batch.
-
-    Only the positions that predict a labelled token reach the LM head (the head is 151,936 wide on
-    Qwen: running it over the prompt positions would be most of a step's work for nothing); the
-    logits go through the same final soft-capping as the runner's."""
-    keep = labels[:, 1:] != -100  # position i predicts token i + 1
-    hidden = decoder(model)(input_ids=ids, use_cache=False).last_hidden_state[:, :-1][keep]
-    logp = logprobs_of_hidden(model, hidden)  # [n_target, vocab] fp32
-    return -logp.gather(-1, labels[:, 1:][keep][:, None]).mean()
-
-
-def train(
-    peft_model,
-    pairs: list[tuple[list[int], list[int]]],
-    *,
-    seed: int,
-    lr: float,
-    max_steps: int,
-    target_loss: float,
-    window: int,
-    max_grad_norm: float = MAX_GRAD_NORM,
-    schedule: str = "constant",
-    progress: bool = False,
-    checkpoint: Path | None = None,
-    checkpoint_every: float = 60.0,
-    checkpoint_key: str = "",
-    checkpoints: Checkpoints | None = None,
-) -> tuple[list[float], bool]:
-    """AdamW at batch size 1 over the pairs in a seeded order reshuffled every epoch; loss on the target
-    tokens only. Stops when the mean loss of the last ``window`` steps is below ``target_loss`` and a
-    pass over every pair confirms it, or after ``max_steps``. Returns the per-step loss curve and
-    whether it converged.
-
-    With ``checkpoint``, the whole training state (LoRA weights, AdamW moments, schedule, shuffling RNG,
-    the epoch's remaining order, the loss curve) is saved there every ``checkpoint_every`` seconds, and a
-    call that finds a state saved under the same ``checkpoint_key`` continues from it: the result equals
-    an uninterrupted run's bit for bit on CPU. ``checkpoints``: the run's, told of each save (the time an
-    interrupted run had spent is kept)."""
-    device = next(peft_model.parameters()).device
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    if not params:
-        raise AtlasError("the adapter has no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    if schedule not in SCHEDULES:
-        raise AtlasError(f"unknown learning-rate schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: SCHEDULES[schedule](i, max_steps))
-    rng = np.random.default_rng(seed)
-    batches = [make_batch(p, t, device) for p, t in pairs]
-    losses: list[float] = []
-    order: list[int] = []
-    converged = False
-    last_check = -window
-    start = 0
-    saved = _load_state(checkpoint, checkpoint_key) if checkpoint is not None else None
-    if saved is not None:
-        with torch.no_grad():
-            for p, v in zip(params, saved["params"], strict=True):
-                p.copy_(v)
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        rng.bit_generator.state = saved["rng"]
-        order, losses, last_check, start = (
-            list(saved["order"]),
-            list(saved["losses"]),
-            saved["last_check"],
-            saved["step"],
-        )
-    last_save = time.monotonic()
-    bar = tqdm(total=max_steps, initial=start, desc="lora", unit="step", disable=not progress, leave=False)
-    try:
-        for step in range(start, max_steps):
-            if not order:
-                order = list(rng.permutation(len(batches)))
-            ids, labels = batches[order.pop(0)]
-            loss = target_loss_of(peft_model, ids, labels)
-            if not torch.isfinite(loss):
-                raise AtlasError(f"LoRA training diverged at step {step} (loss {loss.item()}); lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            if len(losses) >= window:
-                running = float(np.mean(losses[-window:]))
-                bar.set_postfix(loss=f"{running:.4f}")
-                # each step's loss is measured before its update, and later updates can undo earlier
-                # pairs (batch size 1): confirm on every pair with the adapter as it is now, at most
-                # once an epoch (a confirmation pass costs an epoch's forwards)
-                if running < target_loss and step - last_check >= window:
-                    last_check = step
-                    if _eval_loss(peft_model, pairs) < target_loss:
-                        converged = True
-                        break
-            if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
-                _save_state(
-                    checkpoint,
-                    checkpoints,
-                    {
-                        "key": checkpoint_key,
-                        "step": step + 1,
-                        "params": [p.detach().clone() for p in params],
-                        "opt": opt.state_dict(),
-                        "sched": sched.state_dict(),
-                        "rng": rng.bit_generator.state,
-                        "order": [int(i) for i in order],
-                        "losses": losses,
-                        "last_check": last_check,
-                    },
-                )
-                last_save = time.monotonic()
-    finally:
-        bar.close()
-        opt.zero_grad(set_to_none=True)
-    return losses, converged
-
-
-def _save_state(path: Path, checkpoints: Checkpoints | None, state: dict) -> None:
-    """torch.save (the AdamW state is nested, which safetensors does not hold), sealed with its SHA-256
-    (``torch.load`` does not check the zip's CRC: garbled bytes would load as other numbers), written atomically."""
-    atomic_write(path, lambda tmp: torch_save_sealed(state, tmp))
-    if checkpoints is not None:
-        checkpoints.save_elapsed()
-
-
-def _load_state(path: Path, key: str) -> dict | None:
-    """A saved training state for ``key``; None when absent, unreadable, not matching its recorded SHA-256,
-    or from other training."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch_load_sealed(path)
-    except Exception:  # a state that cannot be read or fails its hash is retrained, never trusted
-        return None
-    return state if isinstance(state, dict) and state.get("key") == key else None
-
-
-def _eval_loss(peft_model, pairs) -> float:
-    """Mean target loss over every pair, evaluated in eval mode (no dropout, no checkpointing)."""
-    was = peft_model.training
-    peft_model.eval()
-    try:
-        return float(pair_losses(peft_model, pairs).mean())
-    finally:
-        peft_model.train(was)
-
-
 def run(ctx: Context) -> LoraResult:
     model = ctx.lm.model
     spec: LoraSpec = spec_for(model)
@@ -338,7 +162,6 @@ def run(ctx: Context) -> LoraResult:
     with _adapter_lock(ctx, wait=False), new_adapter(model, spec, ctx.seed) as peft_model:
         t0 = time.perf_counter()
         ck = ctx.sweeping.checkpoints  # lent by `atlas run`: training resumes where an interrupted run left it
-        state = None if ck is None else ck.directory / f"lora_train_seed{ctx.seed}.pt"
         with training_mode(peft_model):
             losses, converged = train(
                 peft_model,
@@ -350,10 +173,8 @@ def run(ctx: Context) -> LoraResult:
                 window=window,
                 schedule=SCHEDULE,
                 progress=ctx.progress,
-                checkpoint=state,
-                checkpoint_key=adapter_key(ctx),
-                checkpoint_every=ck.interval if ck is not None else 0.0,
                 checkpoints=ck,
+                checkpoint_key=adapter_key(ctx),
             )
         train_seconds = time.perf_counter() - t0 + (ck.prior_seconds if ck is not None else 0.0)
         per_pair = pair_losses(peft_model, pairs)  # the trained adapter on every pair
@@ -492,10 +313,6 @@ __all__ = [
     "adapter_key",
     "training_items",
     "training_pairs",
-    "make_batch",
-    "pair_losses",
-    "target_loss_of",
-    "train",
     "trained_runner",
 ]
 

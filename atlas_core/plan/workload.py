@@ -135,7 +135,7 @@ def _ablation(fm: FlopModel, p: PromptSet, n: int, profile: Profile, targets: Se
 
 
 def confirmations(losses: Sequence[float], window: int, target: float) -> int:
-    """How many passes over every pair ``lora_training.train`` ran to confirm convergence, given its loss curve:
+    """How many passes over every pair ``lora_fit.train`` ran to confirm convergence, given its loss curve:
     one at each step where the last ``window`` steps' mean is below ``target``, at most once a window."""
     count, last = 0, -window
     for step in range(window - 1, len(losses)):
@@ -145,7 +145,7 @@ def confirmations(losses: Sequence[float], window: int, target: float) -> int:
 
 
 def training_order(n_pairs: int, steps: int, seed: int) -> list[int]:
-    """The pair each training step takes: a seeded permutation per epoch, as ``lora_training.train`` draws them."""
+    """The pair each training step takes: a seeded permutation per epoch, as ``lora_fit.train`` draws them."""
     rng = np.random.default_rng(seed)
     out: list[int] = []
     while len(out) < steps:

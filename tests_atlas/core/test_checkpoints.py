@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 
 from atlas_core import checkpoints
 from atlas_core.checkpoints import Checkpoints
-from atlas_core.experiments import lora_training
+from atlas_core.experiments import lora_fit
 from atlas_core.integrity import torch_load_sealed
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.orchestrate import RunPlan, run_plan
@@ -244,7 +244,7 @@ def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch)
         )
 
     out = tmp_path / "run"
-    real = lora_training.target_loss_of
+    real = lora_fit.target_loss_of
     calls = {"n": 0}
 
     def stop_after_seven_steps(*args, **kwargs):
@@ -255,7 +255,7 @@ def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch)
 
     with monkeypatch.context() as m:
         m.setattr(checkpoints, "INTERVAL", 0.0)  # save after every step
-        m.setattr(lora_training, "target_loss_of", stop_after_seven_steps)
+        m.setattr(lora_fit, "target_loss_of", stop_after_seven_steps)
         with pytest.raises(Interrupt):
             run_plan(plan(out))
     (state,) = (out / ".partial").glob("lora_training-*/lora_train_seed0.pt")
@@ -267,7 +267,7 @@ def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch)
         steps["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lora_training, "target_loss_of", counted)
+    monkeypatch.setattr(lora_fit, "target_loss_of", counted)
     p = plan(out)
     run_plan(p)
     assert any("resuming" in msg for msg in p.log) and not (out / ".partial").exists()

@@ -19,7 +19,7 @@ import torch
 
 from atlas_core import AtlasError, checkpoints, orchestrate
 from atlas_core.checkpoints import Checkpoints
-from atlas_core.experiments import lora_training
+from atlas_core.experiments import lora_fit, lora_training
 from atlas_core.integrity import CorruptFile, NonFiniteMetric, sha256_file, unseal
 from atlas_core.interventions import Patch, Variant
 from atlas_core.models import offline
@@ -102,12 +102,12 @@ def test_garbled_checkpoint_bytes_that_still_parse_are_discarded(tmp_path):
 
 def test_a_garbled_lora_state_is_refused_and_retrained(tmp_path):
     path = tmp_path / "state.pt"
-    lora_training._save_state(path, None, {"key": "k", "step": 3, "w": torch.arange(64.0)})
-    assert lora_training._load_state(path, "k")["step"] == 3
+    lora_fit.save_state(path, None, {"key": "k", "step": 3, "w": torch.arange(64.0)})
+    assert lora_fit.load_state(path, "k")["step"] == 3
     flip(path, random.Random(0), lo=65)
     with pytest.raises(CorruptFile, match="does not match the SHA-256"):
         unseal(path)
-    assert lora_training._load_state(path, "k") is None
+    assert lora_fit.load_state(path, "k") is None
 
 
 def test_an_interrupted_experiment_with_a_garbled_checkpoint_recomputes_to_the_identical_result(
@@ -436,7 +436,7 @@ def _interrupted(tmp_path: Path, monkeypatch, reference: Path, experiment: str) 
     with monkeypatch.context() as m:
         m.setattr(checkpoints, "INTERVAL", 0.0)
         if experiment == "lora_training":
-            real, calls = lora_training.target_loss_of, {"n": 0}
+            real, calls = lora_fit.target_loss_of, {"n": 0}
 
             def stop(*a, **k):
                 calls["n"] += 1
@@ -444,7 +444,7 @@ def _interrupted(tmp_path: Path, monkeypatch, reference: Path, experiment: str) 
                     raise Interrupt
                 return real(*a, **k)
 
-            m.setattr(lora_training, "target_loss_of", stop)
+            m.setattr(lora_fit, "target_loss_of", stop)
         else:
             real_sweep, calls = Runner.sweep, {"n": 0}
 

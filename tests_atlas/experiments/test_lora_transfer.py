@@ -24,7 +24,8 @@ from atlas_core.adapters_lora import (
     spec_for,
     training_mode,
 )
-from atlas_core.experiments import adapter_ablation, lora_training, transfer
+from atlas_core.experiments import adapter_ablation, lora_fit, lora_training, transfer
+from atlas_core.checkpoints import Checkpoints
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.adapter_ablation import AdapterAblationResult
 from atlas_core.experiments.lora_training import LoraResult
@@ -161,8 +162,8 @@ def test_interrupted_training_resumes_bit_for_bit(tiny, tmp_path, monkeypatch, s
     pairs = lora_training.training_pairs(ctx)
     kw = dict(seed=3, lr=1e-3, max_steps=12, target_loss=1e-9, window=len(pairs), schedule="linear")
 
-    def trained(checkpoint=None, crash_at=None, key="k"):
-        real = lora_training.target_loss_of
+    def trained(checkpoints=None, crash_at=None, key="k"):
+        real = lora_fit.target_loss_of
         calls = {"n": 0}
 
         def counted(*a, **k):
@@ -173,25 +174,24 @@ def test_interrupted_training_resumes_bit_for_bit(tiny, tmp_path, monkeypatch, s
 
         with new_adapter(tiny.model, spec_for(tiny.model), 0) as peft_model, training_mode(peft_model):
             with monkeypatch.context() as m:
-                m.setattr(lora_training, "target_loss_of", counted)
-                losses, _ = lora_training.train(
-                    peft_model, pairs, checkpoint=checkpoint, checkpoint_every=0, checkpoint_key=key, **kw
-                )
+                m.setattr(lora_fit, "target_loss_of", counted)
+                losses, _ = lora_fit.train(peft_model, pairs, checkpoints=checkpoints, checkpoint_key=key, **kw)
             return losses, [p.detach().clone() for p in peft_model.parameters() if p.requires_grad], calls["n"]
 
     whole, weights, _ = trained()
-    state = tmp_path / "train.pt"
+    ck = Checkpoints(tmp_path, interval=0)  # saves after every step
+    state = lora_fit.state_path(ck, kw["seed"])
     with pytest.raises(KeyboardInterrupt):
-        trained(state, crash_at=stop_after)
+        trained(ck, crash_at=stop_after)
     assert torch_load_sealed(state)["step"] == stop_after
-    resumed, resumed_weights, steps = trained(state)
+    resumed, resumed_weights, steps = trained(ck)
     assert steps == kw["max_steps"] - stop_after  # only the rest was trained
     assert resumed == whole
     assert all(torch.equal(a, b) for a, b in zip(weights, resumed_weights, strict=True))
-    other, _, steps = trained(state, key="other training")  # a state saved for other training is not used
+    other, _, steps = trained(ck, key="other training")  # a state saved for other training is not used
     assert other == whole and steps == kw["max_steps"]
     state.write_bytes(b"not a checkpoint")  # nor one that cannot be read
-    again, _, steps = trained(state)
+    again, _, steps = trained(ck)
     assert again == whole and steps == kw["max_steps"]
 
 
@@ -228,9 +228,9 @@ def test_training_reduces_loss(tiny, smoke):
     ctx, _, results, _ = smoke
     res: LoraResult = results["lora_training"]
     pairs = lora_training.training_pairs(ctx)
-    base = lora_training.pair_losses(tiny.model, pairs)
+    base = lora_fit.pair_losses(tiny.model, pairs)
     with attached_adapter(tiny.model, res.adapter_dir) as peft_model:
-        trained = lora_training.pair_losses(peft_model, pairs)
+        trained = lora_fit.pair_losses(peft_model, pairs)
     assert len(pairs) == SMOKE.lora_items * len(ctx.families)
     # 20 steps at the 3e-4 peak on a random-init model: every pair's loss falls, the mean by ~0.14 nats
     assert (trained < base).all() and trained.mean() < base.mean() - 0.1, (base, trained)
@@ -254,14 +254,14 @@ def test_training_reduces_loss(tiny, smoke):
 
 
 def test_loss_is_on_the_target_tokens_only(tiny):
-    ids, labels = lora_training.make_batch([5, 6, 7], [8, 9], "cpu")
+    ids, labels = lora_fit.make_batch([5, 6, 7], [8, 9], "cpu")
     assert ids.tolist() == [[5, 6, 7, 8, 9]] and labels.tolist() == [[-100, -100, -100, 8, 9]]
     with torch.no_grad():
-        loss = lora_training.target_loss_of(tiny.model, ids, labels).item()
+        loss = lora_fit.target_loss_of(tiny.model, ids, labels).item()
         logits = tiny.model(input_ids=ids).logits[0].float()
     expect = torch.nn.functional.cross_entropy(logits[2:4], torch.tensor([8, 9])).item()
     assert loss == pytest.approx(expect, rel=1e-5)
-    assert loss == pytest.approx(lora_training.pair_losses(tiny.model, [([5, 6, 7], [8, 9])])[0], rel=1e-5)
+    assert loss == pytest.approx(lora_fit.pair_losses(tiny.model, [([5, 6, 7], [8, 9])])[0], rel=1e-5)
 
 
 def test_kl_per_family_matches_trained_model(tiny, smoke):
@@ -452,9 +452,9 @@ def test_real_lora_transfer_coder05(coder05, tmp_path):
     res = transfer.run(ctx)  # reads the adapter this context trained
     assert_pristine(coder05, ctx.prompts, before)
     pairs = lora_training.training_pairs(ctx)
-    base_loss = lora_training.pair_losses(coder05.model, pairs)
+    base_loss = lora_fit.pair_losses(coder05.model, pairs)
     with attached_adapter(coder05.model, lora.adapter_dir) as peft_model:
-        trained_loss = lora_training.pair_losses(peft_model, pairs)
+        trained_loss = lora_fit.pair_losses(peft_model, pairs)
     assert trained_loss.mean() < 0.5 * base_loss.mean(), (base_loss, trained_loss)
     assert np.mean(lora.loss_curve[-2:]) < np.mean(lora.loss_curve[:2])
     assert res.mean_recovery[-1].value == pytest.approx(1.0, abs=1e-4)
