@@ -61,3 +61,15 @@ def _unbound(item) -> str | None:
     if not isinstance(rc, ResolvedClaim) or not rc.skip:
         return None
     return rc.skip.rpartition("; ")[2]
+
+
+def claims_test(marker: str, doc: str):
+    """A claims test for group ``marker``: ``claim`` is parametrized with the group's claims
+    (:func:`pytest_generate_tests`) and each is checked by the ``check_claim`` fixture. A module makes one per
+    declared hypothesis or finding, so ``pytest -m <marker>`` selects it."""
+
+    def test(claim, check_claim):
+        check_claim(claim)
+
+    test.__doc__ = doc
+    return pytest.mark.real_model(getattr(pytest.mark, marker)(test))

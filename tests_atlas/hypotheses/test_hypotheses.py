@@ -3,18 +3,9 @@ claims test: ``pytest -m h003`` runs H003's. The plugin parametrizes ``claim`` w
 per model pair: the hypothesis's verdict, and its decisive statistic with its tolerance. The tests are derived from
 the specs, so a new hypothesis module brings its test with it."""
 
-import pytest
-
+from atlas_core.pytest.binding import claims_test
 from atlas_core.spec import hypotheses
 
 
-def _claims_test(marker: str, doc: str):
-    def test(claim, check_claim):
-        check_claim(claim)
-
-    test.__doc__ = doc
-    return pytest.mark.real_model(getattr(pytest.mark, marker)(test))
-
-
 for _spec in hypotheses().values():
-    globals()[f"test_{_spec.marker}"] = _claims_test(_spec.marker, f"{_spec.id}: {_spec.text}")
+    globals()[f"test_{_spec.marker}"] = claims_test(_spec.marker, f"{_spec.id}: {_spec.text}")
