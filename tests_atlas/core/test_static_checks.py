@@ -74,3 +74,21 @@ def test_static_check_fails_on_a_planted_defect(name, tmp_path):
         fh.write(defect)
     r = run_check(name, tmp_path)
     assert r.returncode != 0 and named in r.stdout + r.stderr, (r.stdout[-3000:], r.stderr[-2000:])
+
+
+def main() -> int:
+    """Every check on this checkout, each with the tool's own report: what ``.ci/run`` runs before the tests (and
+    ``python tests_atlas/core/test_static_checks.py`` by hand). The exit status is the number of checks that
+    failed."""
+    failed = []
+    for name in CHECKS:
+        r = run_check(name)
+        print(f"{name}: {'ok' if r.returncode == 0 else f'FAILED ({r.returncode})'}", flush=True)
+        if r.returncode:
+            print(r.stdout[-6000:], r.stderr[-3000:], sep="\n")
+            failed.append(name)
+    return len(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
