@@ -1,16 +1,11 @@
-"""Shared by every Atlas test: the model fixtures of this repository, and one model cache.
+"""What only the tests share: the helpers that several test modules use (one thread for tiny-model tests, a
+forward counter, the experiment context, the body of the claims tests).
 
-The Atlas pytest plugin (installed with atlas-interp; see pyproject's ``addopts`` for this checkout) provides
-what any project needs: the ``atlas`` session, ``claim``/``drift`` parametrization, tiers and the hook-leak
-guard. The models below are this repository's own test fixtures, each loaded once per session; after them,
-the helpers that several test modules share (one thread for tiny-model tests, a forward counter, the body of
-the claims tests).
+The repository-wide fixtures, the real models (``tiny``, ``coder05``, ``coder15``, ``gemma270``, ``load_cached``)
+and the one model cache, are in the root ``conftest.py``; the plugin provides the ``atlas`` session, the run store
+and the rest (see there).
 
-`pytester` gives each test a temporary HOME, and the cache defaults to ``~/.cache/atlas``, so a suite run
-in a pytester subprocess would fetch every real model again (gigabytes for the Coder pair). Pinning
-``ATLAS_CACHE`` to the cache root resolved at import, before any HOME is swapped, keeps one cache.
-
-`pytester` also restores ``sys.modules`` after each test, dropping what the test imported first. ``cattrs`` is
+`pytester` restores ``sys.modules`` after each test, dropping what the test imported first. ``cattrs`` is
 imported lazily by the results converter (cached for the session): dropped, the next ``import cattrs`` is a new
 module whose ``BaseValidationError`` no longer catches what the cached converter raises. Imported here, before any
 pytester test, it stays one module.
@@ -24,62 +19,8 @@ import cattrs  # noqa: F401
 import pytest
 import torch
 
-from atlas_core import AtlasError
 from atlas_core.hooks import hooked
 from atlas_core.models.adapters import decoder, embeddings, final_norm, layers, lm_head
-from atlas_core.models.offline import cache_root
-
-_CACHE = cache_root()
-_LOADED: dict[tuple, object] = {}
-_LOAD_FAILED: dict[tuple, str] = {}
-
-
-def load_cached(name: str, device: str | None = "cpu", dtype: str | None = None):
-    """One LoadedModel per (name, device, dtype) per session; a load that failed is not retried: every
-    later test that needs the model fails at once with the first failure's message."""
-    key = (name, device, dtype)
-    if key in _LOAD_FAILED:
-        raise AtlasError(_LOAD_FAILED[key])
-    if key not in _LOADED:
-        from atlas_core import models
-
-        try:
-            _LOADED[key] = models.load(name, device=device, dtype=dtype, progress=True)
-        except Exception as exc:
-            _LOAD_FAILED[key] = f"loading {name} failed once this session, not retried: {type(exc).__name__}: {exc}"
-            raise
-    return _LOADED[key]
-
-
-@pytest.fixture(scope="session", name="load_cached")
-def _load_cached():
-    """:func:`load_cached` itself, for the tests of its load-once behaviour."""
-    return load_cached
-
-
-@pytest.fixture(scope="session")
-def tiny():
-    return load_cached("tiny-qwen2")
-
-
-@pytest.fixture(scope="session")
-def coder05():
-    return load_cached("qwen2.5-coder-0.5b-instruct")
-
-
-@pytest.fixture(scope="session")
-def coder15():
-    return load_cached("qwen2.5-coder-1.5b-instruct")
-
-
-@pytest.fixture(scope="session")
-def gemma270():
-    return load_cached("gemma-3-270m")
-
-
-@pytest.fixture(autouse=True)
-def _one_model_cache(monkeypatch):
-    monkeypatch.setenv("ATLAS_CACHE", str(_CACHE))
 
 
 # ---- helpers shared by several test modules ---------------------------------------------------------------

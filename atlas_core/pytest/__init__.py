@@ -58,5 +58,5 @@ uses). The ``atlas`` session fixture computes, through ``orchestrate.run_plan`` 
 the experiments the selected (not deselected, not skipped) tests need, once per session per model,
 reusing stored results whose config hash matches.
 
-This repository's own model fixtures (``tiny``, ``coder05``, ...) live in ``tests_atlas/conftest.py``.
+This repository's own model fixtures (``tiny``, ``coder05``, ...) live in its root ``conftest.py``.
 """

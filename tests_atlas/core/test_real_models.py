@@ -1,7 +1,7 @@
 """Real pretrained models loaded through the project's own fetch and cache (CPU, fp32).
 
 Light checks: the facts of each model, a few known next tokens, and that the cached reload is
-bit-identical. The session fixtures come from ``tests_atlas/conftest.py``.
+bit-identical. The session fixtures come from the root ``conftest.py``.
 """
 
 from __future__ import annotations

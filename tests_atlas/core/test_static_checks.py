@@ -1,6 +1,6 @@
 """The static checks, configured in pyproject.toml: ruff's lint rules and its formatter over the library and the
-tests, the import-linter layering contract over ``atlas_core``, and mypy over ``atlas_core``. Each runs as its own
-process on this checkout and fails with the tool's own report.
+tests (the root conftest.py among them), the import-linter layering contract over ``atlas_core``, and mypy over
+``atlas_core``. Each runs as its own process on this checkout and fails with the tool's own report.
 
 mypy keeps its cache in ``.mypy_cache`` (ignored by git): a fresh clone's first run analyses everything
 (about 45 s of CPU), later runs only what changed (a few seconds).
@@ -18,9 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+LINTED = ["atlas_core", "tests_atlas", "conftest.py"]  # what ruff checks and formats: the library and the tests
 CHECKS = {
-    "ruff": [sys.executable, "-m", "ruff", "check", "--no-cache", "atlas_core", "tests_atlas"],
-    "ruff-format": [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "atlas_core", "tests_atlas"],
+    "ruff": [sys.executable, "-m", "ruff", "check", "--no-cache", *LINTED],
+    "ruff-format": [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", *LINTED],
     "import-linter": [sys.executable, "-c", LINT_IMPORTS, "--no-cache"],
     "mypy": [sys.executable, "-m", "mypy"],
 }
@@ -68,7 +69,8 @@ def test_static_check_fails_on_a_planted_defect(name, tmp_path):
         pytest.skip("the static checks run on a checkout (pyproject.toml), not on an installed package")
     for part in ("atlas_core", "tests_atlas"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.html"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    for part in ("pyproject.toml", "conftest.py"):
+        shutil.copy(ROOT / part, tmp_path)
     path, defect, named = DEFECTS[name]
     with open(tmp_path / path, "a") as fh:
         fh.write(defect)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,13 +20,14 @@ from atlas_core.report import sections as S
 from atlas_core.report import write_comparison, write_replication, write_report
 from atlas_core.report.check import external_references, numbers, verify_numbers
 from atlas_core.report.data import Run
+from atlas_core.report.screenshot import chromium, find_chromium
 from atlas_core.spec import experiments
 from atlas_core.verdicts import VERDICTS, model_statistics
 
 REPO = Path(__file__).resolve().parents[2]
 PARTIAL_EXPERIMENTS = ("clean", "layer_ablation", "head_ablation", "steering")
 PARTIAL_FAMILIES = ["arithmetic", "factual_recall", "copying"]
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM = find_chromium()
 TIMINGS: dict[str, float] = {}
 
 
@@ -300,29 +300,9 @@ def test_bad_input_is_a_clear_error(tmp_path, full_run):
 
 
 # ---------------------------------------------------------------------------------------------------
-# headless Chromium (Debian's chromium package; .ci/run installs it)
+# headless Chromium (Debian's chromium package; .ci/run installs it), run as atlas_core.report.screenshot runs it
 
 CONSOLE_ERROR = re.compile(r"Uncaught|CONSOLE\(\d+\)\].*(?:error|Error)|Failed to load resource|net::ERR_")
-
-
-def chromium(*args: str, profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--hide-scrollbars",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def console_errors(stderr: str) -> list[str]:
