@@ -85,7 +85,7 @@ class RunFolder:
     def n_layers(self) -> int | None:
         n = self.model.get("n_layers")
         if n is None and self.has("layer_ablation"):
-            n = self.result("layer_ablation").get("n_layers")
+            n = self.typed("layer_ablation").n_layers
         return int(n) if n is not None else None
 
     @property
@@ -109,11 +109,6 @@ class RunFolder:
 
     def has(self, key: str) -> bool:
         return key in self.records
-
-    def result(self, key: str) -> dict:
-        """The result of record ``key`` (an experiment, or ``<experiment>.seed<N>`` for an extra seed), as
-        stored (JSON): what the report addresses by pointer, so each number it shows names its place."""
-        return self.records[key].result
 
     def typed(self, key: str) -> Any:
         """The result of record ``key`` as the type its experiment produces

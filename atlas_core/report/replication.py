@@ -33,12 +33,13 @@ from atlas_core.report import sections as S
 from atlas_core.report.agreement import REL_TOL, differences, known, pair_stat, verdicts
 from atlas_core.report.study_baselines import Baseline, Doc, load_doc
 from atlas_core.report.cells import NONE, NOT_RUN, Table
-from atlas_core.report.data import fmt
+from atlas_core.report.data import defined, fmt
 from atlas_core.report.study import STUDY_CLAIMS, Study, best_exit, load_study
 from atlas_core.results import atomic_write_text
 from atlas_core.spec import experiments
 from atlas_core.tasks import FAMILIES
 from atlas_core.experiments.efficiency import MID_BAND
+from atlas_core.experiments.layer_ablation import LayerSweep
 from atlas_core.verdicts import final_fraction, ratio_stat
 
 REGENERATE = "atlas report --replication atlas_core/data/baselines --doc docs/REPLICATION.md"
@@ -86,8 +87,8 @@ def _study_top(rows: Sequence[Mapping], role: str, study: Study) -> list[str]:
     return [study.layer(r["layer"], role) + ("" if r.get("kl") is None else f" {fmt(r['kl'])}") for r in rows]
 
 
-def _sweep(b: Baseline, key: str, target: str, mode: str) -> dict | None:
-    return next((s for s in b.result(key)["sweeps"] if (s["target"], s["mode"]) == (target, mode)), None)
+def _sweep(b: Baseline, key: str, target: str, mode: str) -> LayerSweep | None:
+    return next((s for s in b.result(key).sweeps if (s.target, s.mode) == (target, mode)), None)
 
 
 def _sweep_top(b: Baseline, key: str, target: str, mode: str, k: int = S.TOP_K) -> list[str]:
@@ -95,9 +96,9 @@ def _sweep_top(b: Baseline, key: str, target: str, mode: str, k: int = S.TOP_K) 
     s = _sweep(b, key, target, mode)
     if s is None:
         return [f"{NOT_RUN} at this profile"]
-    if is_tie(s["family_mean_kl"]):
-        return [f"all {len(s['layers'])} layers tie at {cells.est(s['mean_kl'][0])}: no layer stands out (see below)"]
-    return [f"{b.layer(layer)} {cells.est(s['mean_kl'][s['layers'].index(layer)])}" for layer in s["ranking"][:k]]
+    if is_tie(s.family_mean_kl):
+        return [f"all {len(s.layers)} layers tie at {cells.est(s.mean_kl[0])}: no layer stands out (see below)"]
+    return [f"{b.layer(layer)} {cells.est(s.mean_kl[s.layers.index(layer)])}" for layer in s.ranking[:k]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def timings(doc: Doc) -> dict:
     )
     resumed, threads = [], []
     for b in doc.baselines:
-        provs = {k: b.run.docs[k].get("provenance", {}) for k in experiments() if b.has(k)}
+        provs = {k: b.run.records[k].provenance for k in experiments() if b.has(k)}
         back = [
             f"{k} ({fmt(p['resumed_after_seconds'])} s before its last session)"
             for k, p in provs.items()
@@ -221,7 +222,7 @@ def timings(doc: Doc) -> dict:
 def _wall(b: Baseline, key: str) -> float | None:
     """The experiment's wall seconds: the manifest's, else the record's provenance."""
     walls = {k: secs.value for k, secs, _ in b.card["walls"]}
-    return walls[key] if key in walls else b.run.docs[key].get("provenance", {}).get("wall_seconds")
+    return walls[key] if key in walls else b.run.records[key].provenance.get("wall_seconds")
 
 
 def layer_ablation(doc: Doc) -> dict:
@@ -239,9 +240,7 @@ def layer_ablation(doc: Doc) -> dict:
     ties = [
         b.label
         for b in doc.baselines
-        if b.has("layer_ablation")
-        and (t := _sweep(b, "layer_ablation", "resid", "zero"))
-        and is_tie(t["family_mean_kl"])
+        if b.has("layer_ablation") and (t := _sweep(b, "layer_ablation", "resid", "zero")) and is_tie(t.family_mean_kl)
     ]
     delta = _grid(
         labels,
@@ -263,11 +262,11 @@ def _sweep_min(b: Baseline, key: str, target: str, mode: str) -> str:
     s = _sweep(b, key, target, mode) if b.has(key) else None
     if s is None:
         return NOT_RUN
-    vals = s["family_mean_kl"]
+    vals = s.family_mean_kl
     if is_tie(vals):
         return f"none (all layers tie at {fmt(vals[0])})"
-    j = min((i for i, v in enumerate(vals) if v is not None), key=lambda i: vals[i], default=None)
-    return NONE if j is None else f"{b.layer(s['layers'][j])} {fmt(vals[j])}"
+    j = min((i for i, v in enumerate(vals) if defined(v)), key=lambda i: vals[i], default=None)
+    return NONE if j is None else f"{b.layer(s.layers[j])} {fmt(vals[j])}"
 
 
 def ablation_modes(doc: Doc) -> dict:
@@ -329,21 +328,21 @@ def _study_layer_rank(b: Baseline, study: Study, target: str, mode: str) -> str:
     if s is None:
         return f"{NOT_RUN} at this profile"
     layer = study[b.role]["layer_ablation"]["top"][0]["layer"]
-    if layer not in s["layers"]:
+    if layer not in s.layers:
         return f"L{layer} not swept"
-    if is_tie(s["family_mean_kl"]):
+    if is_tie(s.family_mean_kl):
         return "all layers tie"
-    rank = list(s["ranking"]).index(layer) + 1
-    return f"#{rank} of {len(s['ranking'])} · {fmt(s['family_mean_kl'][s['layers'].index(layer)])}"
+    rank = list(s.ranking).index(layer) + 1
+    return f"#{rank} of {len(s.ranking)} · {fmt(s.family_mean_kl[s.layers.index(layer)])}"
 
 
 def _mode_cell(b: Baseline, key: str, target: str, mode: str) -> str:
     s = _sweep(b, key, target, mode)
     if s is None:
         return f"{NOT_RUN} at this profile"
-    if is_tie(s["family_mean_kl"]):
-        return f"all layers tie · {cells.value_range(s['family_mean_kl'])}"
-    return f"{', '.join(f'L{x}' for x in s['ranking'][:3])} · {cells.value_range(s['family_mean_kl'])}"
+    if is_tie(s.family_mean_kl):
+        return f"all layers tie · {cells.value_range(s.family_mean_kl)}"
+    return f"{', '.join(f'L{x}' for x in s.ranking[:3])} · {cells.value_range(s.family_mean_kl)}"
 
 
 def mlp_ablation(doc: Doc) -> dict:
@@ -397,7 +396,7 @@ def _head_cells(b: Baseline) -> list[str]:
     return [
         f"{b.stat('heads.max_kl')} ({b.stats['heads.max_kl'].label})",
         _gap_cell(b),
-        f"{cells.layers(b.result('head_ablation')['layers'])} of {b.n_layers}",
+        f"{cells.layers(b.result('head_ablation').layers)} of {b.n_layers}",
     ]
 
 
@@ -467,21 +466,21 @@ def steering(doc: Doc) -> dict:
 
 def _steer_cells(b: Baseline) -> list[str]:
     r = b.result("steering")
-    j = r["layers"].index(r["study_layer"]) if r["study_layer"] in r["layers"] else None
+    j = r.layers.index(r.study_layer) if r.study_layer in r.layers else None
     return [
-        f"{len(r['layers'])}: {cells.layers(r['layers'])}",
-        f"{cells.est(r['best_boost'])} at {b.layer(r['best_layer'])}, strength {r['best_strength']:+g}",
-        f"{cells.est(r['study_layer_best_boost'])} at {b.layer(r['study_layer'])}",
-        fmt(r["baseline_prob"]),
-        NONE if j is None else fmt(r["direction_norm"][j]),
+        f"{len(r.layers)}: {cells.layers(r.layers)}",
+        f"{cells.est(r.best_boost)} at {b.layer(r.best_layer)}, strength {r.best_strength:+g}",
+        f"{cells.est(r.study_layer_best_boost)} at {b.layer(r.study_layer)}",
+        fmt(r.baseline_prob),
+        NONE if j is None else fmt(r.direction_norm[j]),
     ]
 
 
 def _steer_prompt(b: Baseline, prompt: str) -> str:
-    p = next((p for p in b.result("steering").get("prompts") or [] if p["prompt"] == prompt), None)
+    p = next((p for p in b.result("steering").prompts if p.prompt == prompt), None)
     if p is None:
         return NONE
-    return f"{fmt(p['baseline_prob'])} → {fmt(p['best_prob'])} (L{p['best_layer']}, {p['best_strength']:+g})"
+    return f"{fmt(p.baseline_prob)} → {fmt(p.best_prob)} (L{p.best_layer}, {p.best_strength:+g})"
 
 
 def knockout(doc: Doc) -> Table:
@@ -516,13 +515,13 @@ def knockout(doc: Doc) -> Table:
 
 def _knock_cells(b: Baseline) -> list[str]:
     r = b.result("knockout")
-    ls = r["layers"]
+    ls = r.layers
     return [
-        f"{fmt(r['best_selectivity'], 'x')} at {b.layer(r['best_layer'])}",
+        f"{fmt(r.best_selectivity, 'x')} at {b.layer(r.best_layer)}",
         b.stat("knockout.skill_drop"),
         b.stat("knockout.nonskill_drop"),
-        ", ".join(f"L{k['layer']} {fmt(k['selectivity'], 'x')}" for k in ls),
-        f"{sum((k['selectivity'] or 0) > 1 for k in ls)} of {len(ls)} (strength {r['strength']:+g})",
+        ", ".join(f"L{k.layer} {fmt(k.selectivity, 'x')}" for k in ls),
+        f"{sum(defined(k.selectivity) and k.selectivity > 1 for k in ls)} of {len(ls)} (strength {r.strength:+g})",
     ]
 
 
@@ -538,7 +537,7 @@ def lora(doc: Doc) -> dict:
         study,
         doc.baselines,
         "lora_training",
-        lambda b: [cells.est(b.result("lora_training")["kl_per_family"].get(f)) for f in fams],
+        lambda b: [cells.est(b.result("lora_training").kl_per_family.get(f)) for f in fams],
         "family",
     )
     labels = ["rank / alpha", "batch size", "peak learning rate", "final loss", "steps (converged)"]
@@ -554,11 +553,11 @@ def lora(doc: Doc) -> dict:
 def _lora_cells(b: Baseline) -> list[str]:
     r = b.result("lora_training")
     return [
-        f"{r['rank']} / {r['alpha']}",
-        fmt(r["batch_size"]),
-        fmt(r["learning_rate"]),
-        fmt(r["final_loss"]),
-        f"{r['steps']} ({'yes' if r['converged'] else 'no'})",
+        f"{r.rank} / {r.alpha}",
+        fmt(r.batch_size),
+        fmt(r.learning_rate),
+        fmt(r.final_loss),
+        f"{r.steps} ({'yes' if r.converged else 'no'})",
     ]
 
 
@@ -588,8 +587,8 @@ def transfer(doc: Doc) -> dict:
         doc.baselines,
         "transfer",
         lambda b: [
-            f"{b.stat('transfer.top_final_fraction', 'pct')} ({cells.layers(b.result('transfer')['top_layers'][:3])})",
-            f"{b.stat('transfer.zone_final_fraction', 'pct')} ({cells.layers(b.result('transfer')['zone'])})",
+            f"{b.stat('transfer.top_final_fraction', 'pct')} ({cells.layers(b.result('transfer').top_layers[:3])})",
+            f"{b.stat('transfer.zone_final_fraction', 'pct')} ({cells.layers(b.result('transfer').zone)})",
         ],
         "",
     )
@@ -598,9 +597,9 @@ def transfer(doc: Doc) -> dict:
 
 def _transfer_top(b: Baseline, n: int) -> list[str]:
     r = b.result("transfer")
-    rec = r["mean_recovery"]
-    order = sorted((j for j, e in enumerate(rec) if e.get("value") is not None), key=lambda j: -rec[j]["value"])
-    return [f"{b.layer(r['layers'][j])} {cells.est(rec[j], 'pct')}" for j in order[:n]]
+    rec = r.mean_recovery
+    order = sorted((j for j, e in enumerate(rec) if defined(e.value)), key=lambda j: -rec[j].value)
+    return [f"{b.layer(r.layers[j])} {cells.est(rec[j], 'pct')}" for j in order[:n]]
 
 
 def adapter(doc: Doc) -> Table:
@@ -621,10 +620,10 @@ def adapter(doc: Doc) -> Table:
 def _adapter_cells(b: Baseline) -> list[str]:
     r = b.result("adapter_ablation")
     top = [
-        f"{b.layer(x)} {cells.est(r['kl'][r['layers'].index(x)])} ({fmt(r['norm'][r['layers'].index(x)])})"
-        for x in r["top_layers"][: S.TOP_K]
+        f"{b.layer(x)} {cells.est(r.kl[r.layers.index(x)])} ({fmt(r.norm[r.layers.index(x)])})"
+        for x in r.top_layers[: S.TOP_K]
     ]
-    return [b.stat("adapter.pearson"), b.stat("adapter.spearman"), cells.value_range(r["norm"])] + top
+    return [b.stat("adapter.pearson"), b.stat("adapter.spearman"), cells.value_range(r.norm)] + top
 
 
 def skipping(doc: Doc) -> Table:
@@ -642,10 +641,10 @@ def skipping(doc: Doc) -> Table:
 
 
 def _skip_cell(b: Baseline, name: str) -> str:
-    c = next((c for c in b.result("efficiency")["skip_configs"] if c["name"] == name), None)
+    c = next((c for c in b.result("efficiency").skip_configs if c.name == name), None)
     if c is None:
         return NONE
-    return f"{cells.layers(c['layers'])} · {cells.est(c['mean_kl'])} · {cells.est(c['top5_overlap'], 'pct')}"
+    return f"{cells.layers(c.layers)} · {cells.est(c.mean_kl)} · {cells.est(c.top5_overlap, 'pct')}"
 
 
 def early_exit(doc: Doc) -> Table:
@@ -675,12 +674,10 @@ def _exit_cells(b: Baseline, exits: Sequence[Mapping]) -> list[str]:
 
 
 def _exit_cell(b: Baseline, skipped: int) -> str:
-    e = next((e for e in b.result("efficiency")["exits"] if e["layers_skipped"] == skipped), None)
+    e = next((e for e in b.result("efficiency").exits if e.layers_skipped == skipped), None)
     if e is None:
         return NONE
-    return (
-        f"L{e['layer']} · {cells.est(e['mean_kl'])} · {cells.est(e['argmax_match'], 'pct')} · {fmt(e['speedup'], 'x')}"
-    )
+    return f"L{e.layer} · {cells.est(e.mean_kl)} · {cells.est(e.argmax_match, 'pct')} · {fmt(e.speedup, 'x')}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ run-folder name for every user."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from atlas_core import AtlasError, orchestrate
 from atlas_core.baselines import BASELINES_DIR
 from atlas_core.cli import main
-from atlas_core.experiments.schema import load_result
+from atlas_core.experiments.schema import load_result, migrate
 from atlas_core.integrity import CorruptFile, seal_doc
 from atlas_core.profiles import PROFILES
 from atlas_core.report.data import Run
@@ -55,7 +56,7 @@ def test_the_reader_gives_what_the_files_hold():
         == (manifest["model"]["name"], manifest["model"]["n_layers"], manifest["profile"]["name"])
     )
     assert sorted(run.experiments) == sorted(p.stem for p in GEMMA.glob("*.json") if p.name != "manifest.json")
-    assert {k: run.result(k) for k in run.experiments} == raw_results(GEMMA)  # as stored
+    assert {k: run.records[k].result for k in run.experiments} == raw_results(GEMMA)  # as stored
     assert {k: unstructure(v) for k, v in run.results.items()} == {  # typed, writing back the same numbers
         k: unstructure(load_result(k, v)) for k, v in raw_results(GEMMA).items()
     }
@@ -66,7 +67,7 @@ def test_the_reader_gives_what_the_files_hold():
     assert isinstance(report_run, RunFolder) and same_stats(report_run.stats, run.stats)
     assert (
         report_run.num("steering", "result", "best_boost", "value").value
-        == run.result("steering")["best_boost"]["value"]
+        == run.records["steering"].result["best_boost"]["value"]
     )
 
 
@@ -95,7 +96,7 @@ def test_extra_seeds_are_kept_apart_from_the_base_seed(gemma):
     write_doc(gemma / "steering.seed1.json", other)
     run = RunFolder(gemma)
     assert run.extra_seeds("steering") == ["steering.seed1"] and run.extra_seeds("knockout") == []
-    assert "steering.seed1" not in run.experiments and run.result("steering.seed1")["best_boost"]["value"] == 99.0
+    assert "steering.seed1" not in run.experiments and run.typed("steering.seed1").best_boost.value == 99.0
     assert same_stats(run.stats, RunFolder(GEMMA).stats)  # the statistics are the base seed's
     write_doc(gemma / "steering.json", other | {"seed": 0})  # the same change at the base seed does show
     assert RunFolder(gemma).stats["steering.best_boost"].value == 99.0
@@ -182,3 +183,30 @@ def test_atlas_run_and_the_plugin_name_a_run_folder_alike(monkeypatch, atlas):
     assert main(["run", "--model", "Qwen/Qwen2.5-0.5B", "--profile", "ci", "--experiments", "clean"]) == 0
     assert Path(plans[0].out) == Path("reports/runs/Qwen_Qwen2.5-0.5B-ci") == run_path("Qwen/Qwen2.5-0.5B", "ci")
     assert atlas.run_dir("Qwen/Qwen2.5-0.5B") == atlas.runs_dir / f"Qwen_Qwen2.5-0.5B-{atlas.profile}"
+
+
+def _leaves(doc, path=()):
+    """(path, value) of every number, string and null in a JSON document."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path, doc
+
+
+@pytest.mark.parametrize("root", sorted(p for p in BASELINES_DIR.iterdir() if p.is_dir()), ids=lambda p: p.name)
+def test_a_field_path_of_the_typed_result_is_its_json_pointer(root):
+    """One representation: walking a typed result by field names, keys and indices (what the report does for each
+    number it shows) reaches the value the stored JSON holds at the same pointer (what ``data-src`` names), for
+    every leaf of every committed record; a null reads back as NaN."""
+    run = Run(root, "a")
+    checked = 0
+    for key, rec in run.records.items():
+        for path, stored in _leaves(migrate(rec.experiment, rec.result)):
+            typed = run.at(key, "result", *path)
+            assert stored == typed or (stored is None and (typed is None or math.isnan(typed))), (key, path)
+            checked += 1
+    assert checked > 1000

@@ -51,11 +51,11 @@ def test_real_model_atlas(real_run):
     assert external_references(page) == []
     # every swept layer of steering and knockout is in the page, traced to its JSON entry
     srcs = {n.src for n in numbers(page) if n.src}
-    steer, knock = run.result("steering"), run.result("knockout")
-    assert len(steer["layers"]) >= 6 and len(knock["layers"]) >= 6
-    for j in range(len(steer["layers"])):
+    steer, knock = run.typed("steering"), run.typed("knockout")
+    assert len(steer.layers) >= 6 and len(knock.layers) >= 6
+    for j in range(len(steer.layers)):
         assert {f"steering#/result/direction_norm/{j}", f"steering#/result/layers/{j}"} <= srcs
-    for i in range(len(knock["layers"])):
+    for i in range(len(knock.layers)):
         assert {f"knockout#/result/layers/{i}/selectivity", f"knockout#/result/layers/{i}/skill_drop/value"} <= srcs
     assert section_svgs(page, "steering") >= 3 and section_svgs(page, "knockout") >= 2
     stats = model_statistics(run.results, 24)
