@@ -7,7 +7,8 @@ import json
 import pytest
 
 from atlas_core import orchestrate
-from atlas_core.cli import INFO_PROMPTS, main
+from atlas_core.cli import main
+from atlas_core.cli_commands import INFO_PROMPTS
 from atlas_core.integrity import sha256_bytes
 from atlas_core.models import OFFLINE_MODELS, known_names
 from atlas_core.models.offline import MARKER
