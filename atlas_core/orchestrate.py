@@ -293,7 +293,7 @@ def run_plan(plan: RunPlan) -> RunStore:
 def _planted_defaults(plan: RunPlan) -> None:
     """A planted model runs on its own task families, and steering and knockout drive its planted ones,
     unless the plan names others."""
-    from atlas_core.models.planted import run_defaults
+    from atlas_core.models.planted_build import run_defaults
 
     defaults = run_defaults(plan.model)
     if defaults is None:
