@@ -77,7 +77,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from atlas_core.orchestrate import RunPlan, run_plan, work_summary
+    from atlas_core.orchestrate import RunPlan, run_plan
+    from atlas_core.run_records import work_summary
     from atlas_core.runs import run_path
 
     families = [f.strip() for f in args.families.split(",")] if args.families else None
