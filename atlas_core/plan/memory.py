@@ -70,7 +70,7 @@ def bytes_per_row(model: nn.Module, shape: Shape, seq: int) -> int:
 
 
 def rows_per_chunk(model: nn.Module, shape: Shape, seq: int, memory_mb: int) -> int:
-    """Rows per sweep forward, as ``Runner._rows_per_chunk`` sizes it to the profile's budget."""
+    """Rows per sweep forward, as ``Runner.rows_per_chunk`` sizes it to the profile's budget."""
     return max(1, (memory_mb << 20) // bytes_per_row(model, shape, seq))
 
 
