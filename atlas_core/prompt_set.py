@@ -177,7 +177,8 @@ class PromptSet:
             return Plan(first + 1, end, tuple(at_first), tuple(iv for iv, layer in live if layer != first))
         return Plan(first, end, (), tuple(iv for iv, _ in live))
 
-    def _bytes_per_row(self) -> int:
+    def bytes_per_row(self) -> int:
+        """Bytes of activations one row of a forward takes (``atlas_core.plan.memory`` plans with it too)."""
         cfg = text_config(self.model)
         inter = getattr(cfg, "intermediate_size", 4 * self.dims.d_model)
         act = self.enc.seq * (8 * self.dims.d_model + 3 * inter) * 4
@@ -185,7 +186,7 @@ class PromptSet:
 
     def rows_per_chunk(self) -> int:
         """Rows per forward: as many as ``memory_mb`` holds, at least one."""
-        return max(1, (self.memory_mb << 20) // self._bytes_per_row())
+        return max(1, (self.memory_mb << 20) // self.bytes_per_row())
 
     def _prompt_blocks(self) -> list[tuple[int, int]]:
         step = self.rows_per_chunk()
