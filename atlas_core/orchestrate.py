@@ -3,7 +3,6 @@ write each result atomically as it finishes, skip those already done with the sa
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -17,13 +16,13 @@ from filelock import Timeout
 from atlas_core import AtlasError
 from atlas_core.checkpoints import Checkpoints
 from atlas_core.codehash import baseline_stands, fingerprint
-from atlas_core.experiments import lora_training, parse_experiments, run_experiment
+from atlas_core.experiments import parse_experiments, run_experiment
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
 from atlas_core.integrity import NonFiniteMetric
-from atlas_core.models import known_names, load, resolve_device
+from atlas_core.models import load, resolve_device
 from atlas_core.models.loader import check_model_source, resolve_dtype
-from atlas_core.models.registry import OFFLINE_MODELS, PLANTED_MODELS, TINY_MODELS
+from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
 from atlas_core.models.placement import parse_max_memory, place
 from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
@@ -31,8 +30,17 @@ from atlas_core.spec import experiment as spec_of
 from atlas_core.screening import check_screen
 from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, unstructure, versions
 from atlas_core.runner import Sweeping
+from atlas_core.preflight import check_free, check_model_name, check_needed_families, check_writable_dir, locked_message
+from atlas_core.run_records import (
+    IDENTITY,
+    config_diff,
+    experiment_config,
+    folder_identity,
+    stored_identities,
+    verified_codes,
+)
 from atlas_core.tasks import check_targets, load_families, max_positions
-from atlas_core.work import matmul_peak, metering, summary
+from atlas_core.work import matmul_peak, metering
 
 if TYPE_CHECKING:
     from atlas_core.distributed import RayConfig
@@ -91,75 +99,7 @@ class _Job:
         return self.stored is not None and self.stored.config_hash == self.config_hash and self.code_stale is None
 
 
-def verified_codes(experiment: str) -> list[str]:
-    """The code fingerprints the golden record lists as reproducing ``experiment`` (none without a record)."""
-    from atlas_core import golden
-
-    path = golden.golden_path()
-    entry = golden.read(path).get(experiment) if path.is_file() else None
-    return entry.codes if entry is not None else []
-
-
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, a torch.Generator up to 2**63 - 1
-
-
-def check_needed_families(names: list[str], families: dict, drive: dict | None = None) -> None:
-    """Each selected experiment's task families (the one the run has it drive, else its
-    ``ExperimentSpec.families``) are loaded, with the item and contrast prompts a skill direction needs: found
-    before the model loads, not after other experiments ran."""
-    for name in names:
-        for family in (drive[name],) if drive and name in drive else spec_of(name).families:
-            if family not in families:
-                raise AtlasError(
-                    f"experiment {name} needs task family {family!r}, which this run does not load "
-                    f"(loaded: {', '.join(families)}); add it to --families or leave {name} out of "
-                    "--experiments"
-                )
-            fam = families[family]
-            if not fam.items or not fam.contrast:
-                raise AtlasError(
-                    f"experiment {name} needs task family {family!r} with item and contrast prompts; "
-                    f"it has {len(fam.items)} items and {len(fam.contrast)} contrast prompts"
-                )
-
-
-def check_model_name(name: str) -> None:
-    """Fail before any work on a name that is neither registered nor a path nor a hub id."""
-    p = Path(name).expanduser()
-    if (
-        name in OFFLINE_MODELS
-        or name in TINY_MODELS
-        or name in PLANTED_MODELS
-        or p.exists()
-        or ("/" in name and not name.startswith((".", "/", "~")))
-    ):
-        return
-    raise AtlasError(
-        f"unknown model {name!r}; known models: {', '.join(known_names())} "
-        "(or pass a local Hugging Face directory, a hub id, or a .gguf path)"
-    )
-
-
-def experiment_config(name: str, ctx: Context, seed: int, base_seed: int | None = None) -> dict:
-    """``base_seed``: the run's first seed (default ``ctx.seed``); an extra seed's record is keyed by it."""
-    info = ctx.lm.info
-    spec = spec_of(name)
-    extra = spec.config(ctx) if spec.config is not None else {}
-    if spec.knobs:  # its own settings at this profile are part of what its record was computed with
-        extra = {**extra, "knobs": {k.name: k.value(ctx.profile.name) for k in spec.knobs}}
-    return {
-        "experiment": name,
-        "model": info.name,
-        "weights_sha256": info.weights_sha256,
-        "dtype": info.dtype,
-        "device_type": info.device.split(":")[0],
-        "profile": ctx.profile.to_dict(),
-        "families": {n: f.sha256 for n, f in ctx.families.items()},
-        "n_items": ctx.profile.n_items,
-        "seed": seed,
-        "base_seed": ctx.seed if base_seed is None else base_seed,
-        "extra": extra,
-    }
 
 
 def run_plan(plan: RunPlan) -> RunStore:
@@ -293,7 +233,7 @@ def run_plan(plan: RunPlan) -> RunStore:
 def _planted_defaults(plan: RunPlan) -> None:
     """A planted model runs on its own task families, and steering and knockout drive its planted ones,
     unless the plan names others."""
-    from atlas_core.models.planted import run_defaults
+    from atlas_core.models.planted_build import run_defaults
 
     defaults = run_defaults(plan.model)
     if defaults is None:
@@ -318,45 +258,7 @@ def _preflight(plan: RunPlan, names: list[str]) -> None:
         seeds = range(plan.seed, plan.seed + plan.seeds) if spec_of(name).seed_dependent else [plan.seed]
         missing = [seed for seed in seeds if store.load(record_key(name, seed, plan.seed)) is None]  # damaged: raises
         if missing and plan.compute and store.root.is_dir() and not plan.wait:
-            _check_free(store, name, missing)
-
-
-IDENTITY = ("model", "weights_sha256", "profile", "dtype", "families")  # what one run folder holds one of
-
-
-def folder_identity(model: dict, profile: str | None, families) -> dict:
-    """The facts a run folder holds one of, from a model's facts (``ModelInfo.to_dict()``), a profile name
-    and the family names; a fact that is unknown (None) constrains nothing."""
-    return {
-        "model": model.get("name"),
-        "weights_sha256": model.get("weights_sha256"),
-        "profile": profile,
-        "dtype": model.get("dtype"),
-        "families": sorted(families) if families is not None else None,
-    }
-
-
-def stored_identities(store: RunStore) -> list[tuple[str, dict]]:
-    """(where, identity) of the folder's manifest and of each of its records."""
-    out = []
-    manifest_path = store.root / "manifest.json"
-    if manifest_path.is_file():
-        m = store.manifest()
-        out.append(
-            (
-                str(manifest_path),
-                folder_identity(m.get("model") or {}, (m.get("profile") or {}).get("name"), m.get("families")),
-            )
-        )
-    for key, rec in store.records().items():
-        prov = rec.provenance
-        out.append(
-            (
-                str(store.path(key)),
-                folder_identity(prov.get("model") or {}, prov.get("profile"), prov.get("task_sha256")),
-            )
-        )
-    return out
+            check_free(store, name, missing)
 
 
 def check_folder_owner(plan: RunPlan, store: RunStore, run: dict) -> None:
@@ -380,47 +282,7 @@ def check_folder_owner(plan: RunPlan, store: RunStore, run: dict) -> None:
             )
 
 
-def check_writable_dir(path: Path, what: str) -> None:
-    """``path`` is (or can be made) a folder this process can write in."""
-    if path.exists() and not path.is_dir():
-        raise AtlasError(f"{what} {path} is a file, not a folder; pass a folder path")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise AtlasError(f"{what} {path}: cannot write in {existing} (read-only or not ours); pass a writable folder")
-
-
 # -- locks: one per experiment (every seed of it), held from before the first experiment to the end of the run
-
-
-def _locked(store: RunStore, name: str, lock) -> str:
-    return (
-        f"{name} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
-        f"it to finish, or leave {name} out of --experiments"
-    )
-
-
-def _check_free(store: RunStore, name: str, seeds: list[int]) -> None:
-    """Fail, naming the lock, when another process holds ``name``'s lock or trains one of the adapters it would
-    train. An adapter lock file that does not exist is held by no one: none is created to find that out."""
-    locks = [(store.lock(name), lambda lock: _locked(store, name, lock))]
-    if name == lora_training.NAME:
-        for seed in seeds:
-            path = store.root / ".locks" / f"{lora_training.adapter_lock_name(seed)}.lock"
-            if path.exists():
-                locks.append(
-                    (
-                        store.lock(lora_training.adapter_lock_name(seed)),
-                        lambda lock, seed=seed: lora_training.adapter_busy(store.root, seed, lock.lock_file),
-                    )
-                )
-    for lock, busy in locks:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise AtlasError(busy(lock)) from None
-        lock.release()
 
 
 def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
@@ -437,7 +299,7 @@ def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[_Job], held: ExitSt
             lock.acquire(timeout=0)
         except Timeout:
             if not plan.wait:
-                raise AtlasError(_locked(store, name, lock)) from None
+                raise AtlasError(locked_message(store, name, lock)) from None
             _say(plan, f"[atlas] {name}: another process is computing it ({lock.lock_file}); waiting for it")
             lock.acquire()
             waited = True
@@ -505,29 +367,6 @@ def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, objec
     store.clear_partial(key)
     _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
     return result
-
-
-def work_summary(store: RunStore) -> str:
-    """The per-experiment table of useful work and achieved rate of a run folder, from its records' provenance
-    (each record's own figures: one reused from an earlier run shows that run's)."""
-    return summary(
-        [
-            (key, rec.provenance.get("work"), float(rec.provenance.get("wall_seconds") or 0.0))
-            for key, rec in store.records().items()
-        ]
-    )
-
-
-def config_diff(stored: dict, current: dict, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two experiment configs (nested dicts walked)."""
-    out = []
-    for k in sorted(set(stored) | set(current)):
-        a, b = stored.get(k), current.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 def _stored_only_error(plan: RunPlan, root: Path, stale: list[_Job]) -> str:

@@ -29,7 +29,7 @@ its statistic's whole plausible range; ``write_claims`` tightens or drops such c
 
 A module per job: ``files`` parses and validates claims files (``load_claims``); ``evaluation`` checks
 one claim against the statistics of the runs (``evaluate``); ``writing`` writes a claims file from stored
-runs (``write_claims``, tolerances from their bootstrap intervals); ``comparison`` compares every finding
+runs (``write_claims``), each claim's bound from their bootstrap intervals set by ``bounds``; ``comparison`` compares every finding
 statistic of two runs (``compare_runs``, regression across model versions) and prints it
 (``format_comparison``). Runs are read through :mod:`atlas_core.runs` (``load_run``, re-exported here).
 """

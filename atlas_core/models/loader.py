@@ -306,7 +306,7 @@ def load(
         return LoadedModel(model, tok, model_info(name_or_path, "synthetic", _hash_state(model), model, None, t0))
 
     if name_or_path in PLANTED_MODELS:  # written once to a folder with its planted.json, then loaded from it
-        from atlas_core.models.planted import materialize
+        from atlas_core.models.planted_build import materialize
 
         path = materialize(name_or_path)
         model, tok = _finish(*_load_local(str(path), dt), dev, dt)

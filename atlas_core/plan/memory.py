@@ -4,7 +4,7 @@ Per experiment: the weights at the run's dtype; the runner's residual cache (eve
 padded to the longest: the clean pass keeps it, and a sweep starts each variant from it) and the other caches the
 experiment builds (the recorded sites of mean/resample ablation, steering's family and contrast runners, the
 adapted model's runner); the activations of one sweep chunk, by the runner's own per-row budget
-(``Runner._bytes_per_row``, what sizes its chunks); and for LoRA training the adapter with its gradient and AdamW
+(``Runner.bytes_per_row``, what sizes its chunks); and for LoRA training the adapter with its gradient and AdamW
 moments (fp32) and the training activations (gradient checkpointing keeps each layer's input; one layer is
 recomputed at a time). Not counted: the allocator's slack, the CUDA context, torch's workspace; the usable share
 of a GPU (``usable``) is the margin for those.
@@ -63,14 +63,14 @@ def dtype_bytes(dtype: str) -> int:
 
 
 def bytes_per_row(model: nn.Module, shape: Shape, seq: int) -> int:
-    """The runner's activation budget for one row of ``seq`` tokens (``Runner._bytes_per_row``, called on the
+    """The runner's activation budget for one row of ``seq`` tokens (``Runner.bytes_per_row``, called on the
     fields it reads, so that the plan and the runner size a chunk the same way)."""
     fields = SimpleNamespace(model=model, dims=SimpleNamespace(d_model=shape.d_model), enc=SimpleNamespace(seq=seq))
-    return Runner._bytes_per_row(cast(Runner, fields))
+    return Runner.bytes_per_row(cast(Runner, fields))
 
 
 def rows_per_chunk(model: nn.Module, shape: Shape, seq: int, memory_mb: int) -> int:
-    """Rows per sweep forward, as ``Runner._rows_per_chunk`` sizes it to the profile's budget."""
+    """Rows per sweep forward, as ``Runner.rows_per_chunk`` sizes it to the profile's budget."""
     return max(1, (memory_mb << 20) // bytes_per_row(model, shape, seq))
 
 

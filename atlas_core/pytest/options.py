@@ -159,7 +159,7 @@ def validate_options(config) -> None:
     not a failure in every test that needs it."""
     from atlas_core import AtlasError
     from atlas_core.models.loader import check_model_source, resolve_device
-    from atlas_core.orchestrate import check_model_name, check_writable_dir
+    from atlas_core.preflight import check_model_name, check_writable_dir
 
     opt = config.getoption
     checks = [("--atlas-device", lambda: resolve_device(opt("atlas_device")))]

@@ -100,7 +100,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def render_comparison(run_dirs: list[str | Path], title: str | None = None, replication: bool = False) -> str:
     """The HTML of several runs side by side (two: a comparison with deltas)."""
-    from atlas_core.report import compare as C
+    from atlas_core.report import compare_page as C
 
     if len(run_dirs) < 2:
         raise AtlasError("a comparison needs at least two run folders")

@@ -1,22 +1,19 @@
-"""Several runs side by side: per-layer curves overlaid on relative depth (layer / (n_layers - 1)), a
-table of each section's finding statistics with the difference (highlighted where the two bootstrap
-intervals do not overlap), the hypothesis verdicts for a pair, and each run's own section below."""
+"""Several runs side by side, their figures: per-layer curves overlaid on relative depth (layer / (n_layers - 1)),
+heatmaps with one row per run, grouped bars per family (the builders the specs name as ``overlay``). The page
+around them, its tables and its rendering: :mod:`atlas_core.report.compare_page`."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
-from jinja2 import Environment
 
 from atlas_core.experiments.layer_ablation import primary_sweep
 from atlas_core.report import plots
 from atlas_core.report import sections as S
-from atlas_core.report.data import Est, Run, derived
-from atlas_core.spec import default_thresholds, experiments, hypotheses, resolve
+from atlas_core.report.data import Run
+from atlas_core.spec import experiments, resolve
 from atlas_core.stat import finite
-from atlas_core.verdicts import decide
 
 DEPTH = "relative depth (layer / (n_layers − 1))"
 XLIM = (-0.03, 1.03)
@@ -30,7 +27,8 @@ def _name(run: Run) -> str:
     return f"{run.label.upper()}: {run.name}"
 
 
-def _color(i: int) -> str:
+def run_color(i: int) -> str:
+    """The colour of the ``i``-th run, in every figure and on the page."""
     return plots.RUN_COLORS[i % len(plots.RUN_COLORS)]
 
 
@@ -57,7 +55,7 @@ def generic_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     out = []
     for name in dict.fromkeys(n for _, _, st in per_run for n in st):
         series = [
-            {"name": _name(run), "x": st[name].series["x"], "y": st[name].series["y"], "color": _color(i)}
+            {"name": _name(run), "x": st[name].series["x"], "y": st[name].series["y"], "color": run_color(i)}
             for i, run, st in per_run
             if name in st
         ]
@@ -90,7 +88,7 @@ def clean_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
         series = []
         for i, run in have:
             by = {f.family: getattr(f, field) for f in run.typed("clean").families}
-            series.append({"name": _name(run), "color": _color(i), **_band(by.get(f) for f in fams)})
+            series.append({"name": _name(run), "color": run_color(i), **_band(by.get(f) for f in fams)})
         out.append(plots.bars(fams, series, ylabel, title, ylim=(0, 1.05)))
     return out
 
@@ -133,7 +131,7 @@ def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                 "name": f"{_name(run)} ({primary.target}/{primary.mode})",
                 "x": _depths(run, primary.layers),
                 "y": _nums(primary.family_mean_kl),
-                "color": _color(i),
+                "color": run_color(i),
             }
         )
         for s in run.typed(sid).sweeps:
@@ -143,7 +141,7 @@ def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                         "name": f"{run.label.upper()} {s.mode}",
                         "x": _depths(run, s.layers),
                         "y": _nums(s.family_mean_kl),
-                        "color": _color(i),
+                        "color": run_color(i),
                         "style": {"zero": "-", "mean": "--", "resample": ":"}.get(s.mode, "-."),
                         "lw": 1.1,
                     }
@@ -191,7 +189,7 @@ def heads_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
             )
         grids = [np.asarray(plots.matrix(g)) for g in r.kl.values()]
         per_layer = np.nanmax(np.stack(grids), axis=(0, 2)) if grids else []
-        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": list(per_layer), "color": _color(i)})
+        series.append({"name": _name(run), "x": _depths(run, r.layers), "y": list(per_layer), "color": run_color(i)})
     return [
         plots.heatmaps(panels, "head", "layer", "mean KL (nats)", ncols=min(len(fams), 8), panel_w=1.7, log=True),
         plots.lines(
@@ -206,7 +204,7 @@ def steering_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
             "name": _name(run),
             "x": _depths(run, run.typed(sid).layers),
             "y": [float(np.nanmax(plots.arr(b))) for b in run.typed(sid).boost],
-            "color": _color(i),
+            "color": run_color(i),
         }
         for i, run in have
     ]
@@ -228,7 +226,7 @@ def knockout_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
             "name": _name(run),
             "x": _depths(run, [k.layer for k in run.typed(sid).layers]),
             "y": _nums(k.selectivity for k in run.typed(sid).layers),
-            "color": _color(i),
+            "color": run_color(i),
         }
         for i, run in have
     ]
@@ -251,13 +249,13 @@ def lora_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
             "name": _name(run),
             "x": list(range(1, len(run.typed(sid).loss_curve) + 1)),
             "y": _nums(run.typed(sid).loss_curve),
-            "color": _color(i),
+            "color": run_color(i),
         }
         for i, run in have
     ]
     fams = _families(f for _, run in have for f in run.typed(sid).kl_per_family)
     bars = [
-        {"name": _name(run), "color": _color(i), **_band(run.typed(sid).kl_per_family.get(f) for f in fams)}
+        {"name": _name(run), "color": run_color(i), **_band(run.typed(sid).kl_per_family.get(f) for f in fams)}
         for i, run in have
     ]
     return [
@@ -278,7 +276,7 @@ def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                 "y": band["values"],
                 "lo": band["lo"],
                 "hi": band["hi"],
-                "color": _color(i),
+                "color": run_color(i),
             }
         )
     return [plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM)]
@@ -296,7 +294,7 @@ def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                 "y": band["values"],
                 "lo": band["lo"],
                 "hi": band["hi"],
-                "color": _color(i),
+                "color": run_color(i),
             }
         )
         groups.append(
@@ -304,7 +302,7 @@ def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                 "name": f"{_name(run)} (r = {_r(finite(r.pearson))})",
                 "x": _nums(r.norm),
                 "y": band["values"],
-                "color": _color(i),
+                "color": run_color(i),
             }
         )
     return [
@@ -322,7 +320,7 @@ def efficiency_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                 "name": _name(run),
                 "x": _depths(run, range(len(r.single_skip_kl))),
                 "y": _nums(r.single_skip_kl),
-                "color": _color(i),
+                "color": run_color(i),
             }
         )
         exits.append(
@@ -330,7 +328,7 @@ def efficiency_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
                 "name": _name(run),
                 "x": _depths(run, [e.layer for e in r.exits]),
                 "y": _nums(e.argmax_match.value for e in r.exits),
-                "color": _color(i),
+                "color": run_color(i),
             }
         )
     return [
@@ -349,159 +347,3 @@ def _families(names) -> list[str]:
 
 def _r(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3g}"
-
-
-def delta_rows(sid: str, runs: list[Run], stats: list[dict]) -> list[dict]:
-    """The section's finding statistics for every run; for a pair, B − A and B / A, flagged where both
-    have intervals that do not overlap."""
-    spec = experiments().get(sid)
-    if spec is None or not spec.group:
-        return []
-    prefix = spec.group + "."
-    names = list(dict.fromkeys(n for st in stats for n in st if n.startswith(prefix) and not n.endswith(".ranking")))
-    rows = []
-    for name in names:
-        cells = [
-            S.stat_view(run, name, st[name]) if name in st and st[name].value is not None else None
-            for run, st in zip(runs, stats)
-        ]
-        row = {
-            "name": name,
-            "cells": cells,
-            "delta": None,
-            "ratio": None,
-            "beyond": False,
-            "detail": name.count(".") >= 2,
-        }
-        if len(runs) == 2 and cells[0] is not None and cells[1] is not None:
-            a, b = float(cells[0]["value"]), float(cells[1]["value"])
-            kind = cells[0]["value"].kind if cells[0]["kind"] != "index" else "auto"
-            row["delta"] = derived(b - a, f"B − A of {name}", kind="auto" if kind == "x" else kind)
-            if cells[0]["kind"] != "index" and a != 0 and math.isfinite(a) and math.isfinite(b):
-                row["ratio"] = derived(b / a, f"B / A of {name}", kind="x")
-            ea, eb = cells[0]["est"], cells[1]["est"]
-            row["beyond"] = bool(isinstance(ea, Est) and isinstance(eb, Est) and ea.disjoint(eb))
-        rows.append(row)
-    return rows
-
-
-def _size(run: Run) -> float:
-    m = run.model
-    return float(m.get("n_layers") or 0) * float(m.get("d_model") or 0) ** 2
-
-
-def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
-    """H001–H008 for a pair with ``atlas_core.verdicts.decide`` and its default thresholds; the smaller
-    model (layers x d_model^2) is the "small" side."""
-    rows = []
-    info = {"available": len(runs) == 2, "small": None, "large": None, "thresholds": {}}
-    if info["available"]:
-        si, li = (0, 1) if _size(runs[0]) <= _size(runs[1]) else (1, 0)
-        info.update(small=runs[si], large=runs[li], thresholds=default_thresholds())
-    for hid, text, study, _marker in S.hypothesis_table():
-        shown = hypotheses()[hid].shown
-        row = {
-            "id": hid,
-            "text": text,
-            "study": study,
-            "verdict": None,
-            "rule": "",
-            "statistic": "",
-            "value": None,
-            "error": "",
-            "evidence": [
-                [S.stat_view(run, n, st[n]) for n in shown if n in st and st[n].value is not None]
-                for run, st in zip(runs, stats)
-            ],
-        }
-        if info["available"]:
-            try:
-                d = decide(hid, stats[si], stats[li], info["thresholds"].get(hid, {}))
-            except Exception as exc:  # a missing experiment: say which, keep the page
-                row["error"] = str(exc)
-            else:
-                row.update(verdict=d.verdict, rule=d.rule, statistic=d.statistic)
-                how = f"atlas_core.verdicts.decide({hid}): {d.statistic}"
-                val = derived(d.value, how)
-                row["value"] = (
-                    Est(val, derived(d.lo, how + " (lo)"), derived(d.hi, how + " (hi)"))
-                    if d.lo is not None and d.hi is not None
-                    else val
-                )
-        rows.append(row)
-    return rows, info
-
-
-def card_rows(runs: list[Run], cards: list[dict]) -> list[dict]:
-    """The model cards as one table (property x run), rows whose values differ flagged."""
-    rows: list[dict] = []
-
-    def add(group: str, label: str, values: list, mono: bool = False):
-        texts = {getattr(v, "text", None) or str(v) for v in values if v is not None}
-        rows.append(
-            {
-                "group": group,
-                "label": label,
-                "cells": values,
-                "mono": mono,
-                "differs": len(texts) > 1 or (len(texts) == 1 and any(v is None for v in values)),
-            }
-        )
-
-    facts = [dict(c["facts"]) for c in cards]
-    for k in dict.fromkeys(k for f in facts for k in f):
-        add("model", k, [f.get(k) for f in facts])
-    add("model", "weights sha256", [c["sha"] for c in cards], mono=True)
-    add("run", "profile", [c["profile"] for c in cards])
-    add("run", "families", [", ".join(c["families"]) or "—" for c in cards])
-    add("run", "run folder", [c["root"] for c in cards], mono=True)
-    add("run", "created", [c["created"] or "—" for c in cards])
-    walls = [{key: secs for key, secs, _ in c["walls"]} for c in cards]
-    for k in dict.fromkeys(k for w in walls for k in w):
-        add("wall seconds", k, [w.get(k) for w in walls])
-    add("wall seconds", "total", [c["total"] for c in cards])
-    profs = [dict(c["profile_items"]) for c in cards]
-    for k in dict.fromkeys(k for p in profs for k in p):
-        add("profile", k, [p.get(k) for p in profs])
-    vers = [dict(c["versions"]) for c in cards]
-    for k in dict.fromkeys(k for v in vers for k in v):
-        add("versions", k, [v.get(k) for v in vers], mono=True)
-    return rows
-
-
-def render(env: Environment, common: dict, runs: list[Run], replication: bool = False) -> str:
-    stats = [S.statistics(run) for run in runs]
-    cards = [S.model_card(run) for run in runs]
-    toc = []
-    for sid, key, title, what in S.sections():
-        if sid in ("model", "hypotheses"):
-            toc.append({"id": sid, "title": title, "what": what, "present": True})
-            continue
-        per_run = [S.builder(sid)(run) for run in runs]
-        toc.append(
-            {
-                "id": sid,
-                "key": key,
-                "title": title,
-                "what": what,
-                "present": any(d is not None for d in per_run),
-                "macro": S.macro(sid),
-                "per_run": per_run,
-                "overlay": overlay(sid, runs),
-                "deltas": delta_rows(sid, runs, stats),
-            }
-        )
-    hyp, hinfo = verdict_rows(runs, stats)
-    ctx = dict(
-        common,
-        runs=runs,
-        cards=cards,
-        card_rows=card_rows(runs, cards),
-        toc=toc,
-        hyp=hyp,
-        hinfo=hinfo,
-        pair=len(runs) == 2,
-        replication=replication,
-        colors=[_color(i) for i in range(len(runs))],
-    )
-    return env.get_template("compare.html").render(**ctx)

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from atlas_core.baselines import baseline_runs
 from atlas_core.profiles import PROFILES
 from atlas_core.report import cells
-from atlas_core.report import compare as C
+from atlas_core.report.compare_page import model_size
 from atlas_core.report import sections as S
 from atlas_core.report.data import Run
 from atlas_core.report.study import ROLES, Study
@@ -81,7 +81,7 @@ def load_baselines(baselines_dir: str | Path, study: Study) -> list[Baseline]:
     arch = {role: (study[role]["architecture"], study.n_layers(role)) for role in ROLES}
     for b in out:
         b.role = next((r for r, a in arch.items() if a == (b.run.model.get("architecture"), b.n_layers)), None)
-    return sorted(out, key=lambda b: (b.role is None, C._size(b.run), b.run.name, _profile_rank(b)))
+    return sorted(out, key=lambda b: (b.role is None, model_size(b.run), b.run.name, _profile_rank(b)))
 
 
 def _profile_rank(b: Baseline) -> int:

@@ -284,7 +284,7 @@ def test_bench_packing(benchmark, coder05, monkeypatch):
     """The whole 24-layer sweep in one ``Runner.sweep`` call, its chunks packed (``PACK_TOKENS``, the default)
     vs left-padded (``PACK_TOKENS = 0``), alternating, one runner. (Bucketing prompts by length, the other way
     to cut padding, measured 0.75x the padded chunks here: the runner packs instead.)"""
-    import atlas_core.runner as runner_mod
+    import atlas_core.prompt_set as prompt_set
 
     model, tok = coder05.model, coder05.tokenizer
     variants = layer_variants(dims(model).n_layers)
@@ -295,13 +295,13 @@ def test_bench_packing(benchmark, coder05, monkeypatch):
 
     def sweep(name, tokens):
         def run():
-            monkeypatch.setattr(runner_mod, "PACK_TOKENS", tokens)
+            monkeypatch.setattr(prompt_set, "PACK_TOKENS", tokens)
             out[name] = runner.sweep(variants).kl
 
         return metered(model, run, work[name])
 
     env0 = _environment()
-    step = {"packed": sweep("packed", runner_mod.PACK_TOKENS), "padded": sweep("padded", 0)}
+    step = {"packed": sweep("packed", prompt_set.PACK_TOKENS), "padded": sweep("padded", 0)}
     times = benchmark.pedantic(lambda: _interleave([step] * 2), rounds=1, iterations=1)
     np.testing.assert_allclose(out["packed"], out["padded"], rtol=1e-3, atol=1e-4)  # same sweep, other shapes
     pk, pd = sum(times["packed"]), sum(times["padded"])

@@ -43,7 +43,7 @@ def head_variants(d, mode="zero"):
 def interrupt_after(monkeypatch, runner: Runner, chunks: int) -> list[int]:
     """Make ``runner`` raise after ``chunks`` forward chunks; returns a list that counts rows forwarded."""
     rows: list[int] = []
-    real = runner._forward_chunk
+    real = runner.forward_chunk
 
     def forward(plans, chunk, *args, **kwargs):
         if len(rows) >= chunks:
@@ -51,7 +51,7 @@ def interrupt_after(monkeypatch, runner: Runner, chunks: int) -> list[int]:
         rows.append(sum(len(idx) for _, idx, *_ in chunk))
         return real(plans, chunk, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "_forward_chunk", forward)
+    monkeypatch.setattr(runner, "forward_chunk", forward)
     return rows
 
 
@@ -179,13 +179,13 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
     monkeypatch.undo()
 
     forwarded = []
-    real_forward = Runner._forward_chunk
+    real_forward = Runner.forward_chunk
 
     def counting(self, plans, chunk, *args, **kwargs):
         forwarded.append(sum(len(idx) for _, idx, *_ in chunk))
         return real_forward(self, plans, chunk, *args, **kwargs)
 
-    monkeypatch.setattr(Runner, "_forward_chunk", counting)
+    monkeypatch.setattr(Runner, "forward_chunk", counting)
     p = plan()
     run_plan(p)
     resumed_rows = sum(forwarded)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from atlas_core import orchestrate
-from atlas_core.cli import INFO_PROMPTS, main
+from atlas_core import orchestrate, preflight
+from atlas_core.cli import main
+from atlas_core.cli_commands import INFO_PROMPTS
 from atlas_core.integrity import sha256_bytes
 from atlas_core.models import OFFLINE_MODELS, known_names
 from atlas_core.models.offline import MARKER
@@ -165,7 +166,7 @@ def test_run_checks_everything_it_can_before_loading_the_model(case, tmp_path, c
     if case == "out-is-file":
         out.write_text("not a folder")
     elif case == "out-read-only":
-        monkeypatch.setattr(orchestrate.os, "access", lambda path, mode: False)  # as on a read-only mount
+        monkeypatch.setattr(preflight.os, "access", lambda path, mode: False)  # as on a read-only mount
     elif case == "device":
         extra = ["--device", "tpu:3"]
     elif case in ("empty-gguf", "random-gguf"):

@@ -100,7 +100,7 @@ def test_the_skeleton_has_the_loaded_models_identity_and_configs(coder05):
     from atlas_core.spec import experiments
     from atlas_core.experiments.context import Context
     from atlas_core.models.skeleton import skeleton
-    from atlas_core.orchestrate import experiment_config
+    from atlas_core.run_records import experiment_config
     from atlas_core.profiles import get_profile
     from atlas_core.results import config_hash
     from atlas_core.tasks import load_families

@@ -16,6 +16,7 @@ import atlas_core.conformance as conf
 import atlas_core.forward as forward
 import atlas_core.interventions as interventions
 import atlas_core.models.adapters as adapters
+import atlas_core.prompt_set as prompt_set
 import atlas_core.runner as runner
 import atlas_core.sites as sites
 from atlas_core import AtlasError
@@ -129,7 +130,7 @@ def test_identity_fails_without_gemma2_softcap(monkeypatch):
     def no_cap(model, hidden_last):
         return torch.log_softmax(adapters.lm_head(model)(hidden_last).float(), dim=-1)
 
-    monkeypatch.setattr(runner, "logprobs_of_hidden", no_cap)
+    monkeypatch.setattr(prompt_set, "logprobs_of_hidden", no_cap)
     _fails("gemma2", "identity", "identity")
 
 
@@ -203,7 +204,7 @@ def test_skip_fails_when_it_zeroes_only_the_attention(monkeypatch):
         return real(iv)
 
     monkeypatch.setattr(interventions, "sites_of", attn_only)
-    monkeypatch.setattr(runner, "sites_of", attn_only)
+    monkeypatch.setattr(prompt_set, "sites_of", attn_only)
     _fails("olmo2", "skip", "Skip")
 
 

@@ -263,7 +263,7 @@ def test_chunking_to_one_row_equals_one_big_chunk(coder05):
     variants.append(Variant("head", (Ablate(Site("head", 3, 2)),)))
     big = Runner(coder05.model, coder05.tokenizer, PROMPTS, memory_mb=8192)
     small = Runner(coder05.model, coder05.tokenizer, PROMPTS, memory_mb=0)
-    assert small._rows_per_chunk() == 1 and big._rows_per_chunk() >= len(variants) * len(PROMPTS)
+    assert small.rows_per_chunk() == 1 and big.rows_per_chunk() >= len(variants) * len(PROMPTS)
     assert_same_distribution(small.clean_logprobs, big.clean_logprobs, "clean pass")
     assert_same_distribution(small.logprobs(variants), big.logprobs(variants), "chunked sweep")
 

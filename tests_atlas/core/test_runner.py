@@ -140,7 +140,7 @@ def one_at_a_time(runner: Runner, variants) -> torch.Tensor:
 def window(runner: Runner, variant: Variant) -> tuple[int, int]:
     """The decoder layers ``[start, end)`` the runner's plan for ``variant`` runs."""
     (stop,) = runner.check([variant])
-    plan = runner._plan(runner.resolve(variant), stop)
+    plan = runner.plan(runner.resolve(variant), stop)
     return plan.start, plan.end
 
 
@@ -223,7 +223,7 @@ def test_chunking_to_a_tiny_memory_budget_changes_nothing(tiny, data, prompts):
     rec = data.draw(st.lists(recipes(d), min_size=2, max_size=5))
     big = Runner(tiny.model, tiny.tokenizer, prompts, memory_mb=4096)
     small = Runner(tiny.model, tiny.tokenizer, prompts, memory_mb=0)  # one row per chunk: many chunks
-    assert small._rows_per_chunk() == 1 and big._rows_per_chunk() >= len(rec) * len(prompts)
+    assert small.rows_per_chunk() == 1 and big.rows_per_chunk() >= len(rec) * len(prompts)
     if len(prompts) < 2:
         rec = [[it for it in r_ if it[0] != "resample"] for r_ in rec]
     variants = [build(x, big, f"v{i}") for i, x in enumerate(rec)]
@@ -237,7 +237,7 @@ def test_chunking_to_a_tiny_memory_budget_changes_nothing(tiny, data, prompts):
 def test_one_row_chunks_split_the_clean_pass_too(tiny):
     prompts = ["a", "hello", "x = 1 +", "(())"]
     small = Runner(tiny.model, tiny.tokenizer, prompts, memory_mb=0)
-    assert small._rows_per_chunk() == 1 and len(small._prompt_blocks()) == 4
+    assert small.rows_per_chunk() == 1 and len(small._prompt_blocks()) == 4
     big = Runner(tiny.model, tiny.tokenizer, prompts)
     # residuals reach |x| ~ 12 on tiny-qwen2: fp32 batch-shape rounding is relative, so compare relative to scale
     scale = max(1.0, big.residuals.abs().max().item())
@@ -362,7 +362,7 @@ def test_runner_head_ablation_changes_only_that_slice(tiny, layer, head, prompts
         r.logprobs([Variant("h", (Ablate(Site("head", layer, head)),))])
     # one variant: the chunks' rows are the prompt blocks in order, each chunk trimmed of the padding none of
     # its prompts needs, then packed; unpacked, each chunk is in the padded layout again
-    order = torch.cat([idx for idx, _ in r._blocks()]).tolist()
+    order = torch.cat([idx for idx, _ in r.blocks()]).tolist()
     lo, hi = head * d.head_dim, (head + 1) * d.head_dim
     assert len(seen) == len(packings) and sum(pk.batch for pk in packings) == len(order)
     for pk, packed in zip(packings, seen):
@@ -579,7 +579,7 @@ def test_sweep_rows_skip_padding_columns_no_prompt_needs(tiny):
 def test_padded_sweep_chunks_equal_packed_ones(tiny, monkeypatch):
     """``PACK_TOKENS`` is a speed knob only: packed (several rows of back-to-back prompts, or every prompt in
     one row) and left-padded sweep chunks give the same log-probs."""
-    import atlas_core.runner as runner_mod
+    import atlas_core.prompt_set as prompt_set
 
     prompts = ["a", "hello world", "x = 1 + 2 + 3 + 4 + 5", "(())", "def f(x): return x", "ab"]
     direction = torch.randn(dims(tiny.model).d_model, generator=torch.Generator().manual_seed(3))
@@ -593,7 +593,7 @@ def test_padded_sweep_chunks_equal_packed_ones(tiny, monkeypatch):
     r = Runner(tiny.model, tiny.tokenizer, prompts)
     packed = r.logprobs(variants)
     for tokens in (0, 8, 4096):
-        monkeypatch.setattr(runner_mod, "PACK_TOKENS", tokens)
+        monkeypatch.setattr(prompt_set, "PACK_TOKENS", tokens)
         assert_lp_close(r.logprobs(variants), packed, f"PACK_TOKENS={tokens}")
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atlas_core import AtlasError, orchestrate
+from atlas_core import AtlasError, orchestrate, run_records
 from atlas_core.baselines import BASELINES_DIR
 from atlas_core.cli import main
 from atlas_core.experiments.schema import load_result, migrate
@@ -179,7 +179,7 @@ def test_atlas_run_and_the_plugin_name_a_run_folder_alike(monkeypatch, atlas):
         return type("Store", (), {"root": plan.out})()
 
     monkeypatch.setattr(orchestrate, "run_plan", record)
-    monkeypatch.setattr(orchestrate, "work_summary", lambda store: "")
+    monkeypatch.setattr(run_records, "work_summary", lambda store: "")
     assert main(["run", "--model", "Qwen/Qwen2.5-0.5B", "--profile", "ci", "--experiments", "clean"]) == 0
     assert Path(plans[0].out) == Path("reports/runs/Qwen_Qwen2.5-0.5B-ci") == run_path("Qwen/Qwen2.5-0.5B", "ci")
     assert atlas.run_dir("Qwen/Qwen2.5-0.5B") == atlas.runs_dir / f"Qwen_Qwen2.5-0.5B-{atlas.profile}"

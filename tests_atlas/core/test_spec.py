@@ -363,7 +363,7 @@ def test_a_profile_field_the_profile_lacks_is_refused(registered):
 
 def test_an_experiments_knobs_enter_its_config_hash(registered, tiny):
     from atlas_core.experiments.context import Context
-    from atlas_core.orchestrate import experiment_config
+    from atlas_core.run_records import experiment_config
     from atlas_core.profiles import get_profile
     from atlas_core.tasks import load_families
 

@@ -18,7 +18,7 @@ from atlas_core.experiments import head_ablation
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
 from atlas_core.interventions import Patch, Variant
-from atlas_core.models import planted
+from atlas_core.models import planted, planted_build
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.profiles import get_profile
 from atlas_core.sites import Site
@@ -76,7 +76,7 @@ def test_atp_estimate_is_the_first_order_change_of_the_target_log_prob(tiny):
 
 @pytest.fixture(scope="module")
 def planted_llama(tmp_path_factory):
-    folder = planted.materialize("planted-llama", 0, root=tmp_path_factory.mktemp("planted"))
+    folder = planted_build.materialize("planted-llama", 0, root=tmp_path_factory.mktemp("planted"))
     return models.load(str(folder), device="cpu", progress=False), folder
 
 

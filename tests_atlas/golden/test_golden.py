@@ -84,13 +84,13 @@ def test_mutation_ablating_the_neighbouring_layer_fails(coder05, monkeypatch):
 def test_mutation_a_window_that_starts_one_layer_late_fails(coder05, monkeypatch):
     from atlas_core.runner import Runner
 
-    plan = Runner._plan
+    plan = Runner.plan
 
     def late(self, variant, stop):
         p = plan(self, variant, stop)
         return dataclasses.replace(p, start=min(p.start + 1, p.end))
 
-    monkeypatch.setattr(Runner, "_plan", late)
+    monkeypatch.setattr(Runner, "plan", late)
     msg = _check_fails(coder05, "steering")
     assert "sweep 0 variant 'L" in msg and " prompt 'The capital of" in msg, msg
 
@@ -107,7 +107,7 @@ def test_mutation_kl_direction_swapped_fails(coder05, monkeypatch):
 
 @REAL
 def test_mutation_a_head_slice_off_by_one_fails(coder05, monkeypatch):
-    from atlas_core import interventions, runner, sites
+    from atlas_core import interventions, prompt_set, sites
 
     hook = sites.site_hook
 
@@ -117,7 +117,7 @@ def test_mutation_a_head_slice_off_by_one_fails(coder05, monkeypatch):
         return hook(model, site, fn)
 
     monkeypatch.setattr(interventions, "site_hook", shifted)
-    monkeypatch.setattr(runner, "site_hook", shifted)
+    monkeypatch.setattr(prompt_set, "site_hook", shifted)
     msg = _check_fails(coder05, "head_ablation")
     assert "variant 'head/zero/L0H0'" in msg, msg
 

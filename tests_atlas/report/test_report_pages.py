@@ -15,10 +15,10 @@ import pytest
 from atlas_core import AtlasError
 from atlas_core.integrity import seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.report import compare as C
 from atlas_core.report import sections as S
 from atlas_core.report import write_comparison, write_replication, write_report
 from atlas_core.report.check import external_references, numbers, verify_numbers
+from atlas_core.report.compare_page import delta_rows
 from atlas_core.report.data import Run
 from atlas_core.report.screenshot import chromium, find_chromium
 from atlas_core.spec import experiments
@@ -259,7 +259,7 @@ def test_comparison_deltas(partial_run, full_run, compare_page):
     stats = [S.statistics(r) for r in runs]
     flagged = 0
     for sid in experiments():
-        for row in C.delta_rows(sid, runs, stats):
+        for row in delta_rows(sid, runs, stats):
             a, b = (stats[0].get(row["name"]), stats[1].get(row["name"]))
             if row["delta"] is None:
                 assert a is None or b is None or a.value is None or b.value is None

@@ -14,7 +14,7 @@ import pytest
 from atlas_core.claim_hygiene import refusal
 from atlas_core.claims import CLAIMS_DIR, evaluate, load_claims, parse_claim
 from atlas_core.claims.audit import audit, baseline_runs, find_evidence
-from atlas_core.claims.writing import where_claims
+from atlas_core.claims.bounds import where_claims
 from atlas_core.report.sections import stat_kind
 from atlas_core.runs import load_run
 from atlas_core.spec import ExperimentSpec, StatDecl, declaration, hypotheses, register, unregister
@@ -91,7 +91,7 @@ def test_value_claims_survive_a_rerun_at_another_thread_count():
     """No false alarm: every value claim of the full file allows at least 3 golden tolerances of its experiment
     (each about 3x the deviation fixtures/golden/thread_deviation.py measured between CPUs and thread counts),
     so a rerun of the same prompts cannot fail it; the rule that sets them says so."""
-    from atlas_core.claims.writing import RERUN_MARGIN, _golden_rel, _tolerance
+    from atlas_core.claims.bounds import RERUN_MARGIN, _golden_rel, value_tolerance
 
     cf = load_claims(FULL)
     values = [c for c in cf.claims if c.kind == "value" and not c.hypothesis]
@@ -99,12 +99,12 @@ def test_value_claims_survive_a_rerun_at_another_thread_count():
     assert values and all(c.tolerance >= f for c, f in zip(values, floor))
     # an interval narrower than that is widened to it: 18.35 [18.349, 18.351] over 96 prompts -> +- 3 * 3e-4 * 18.35
     tight = Stat(18.35, 18.349, 18.351, 96, kind="estimate")
-    assert _tolerance(tight, 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(RERUN_MARGIN * 3e-4 * 18.35)
+    assert value_tolerance(tight, 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(RERUN_MARGIN * 3e-4 * 18.35)
     # over few prompts, or with no interval, the loose rule: 10% of the value
-    assert _tolerance(
+    assert value_tolerance(
         Stat(18.35, 17.0, 19.7, 12, kind="estimate"), 2.0, 0.01, 0.1, "hub.top_layer_kl"
     ) == pytest.approx(2.7)
-    assert _tolerance(Stat(18.35), 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(1.835)
+    assert value_tolerance(Stat(18.35), 2.0, 0.01, 0.1, "hub.top_layer_kl") == pytest.approx(1.835)
 
 
 def test_a_profile_over_absolute_layers_fails_on_a_model_of_another_depth():

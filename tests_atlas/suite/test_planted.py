@@ -12,7 +12,7 @@ import pytest
 from atlas_core.claims.evaluation import evaluate
 from atlas_core.claims.files import load_claims, parse_claim
 from atlas_core.data import CLAIMS_DIR
-from atlas_core.models import planted
+from atlas_core.models import planted, planted_build
 from atlas_core.models.registry import known_names
 from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.planted_claims import KL_SERIAL, KL_SILENT, PROFILE, claims, render
@@ -28,7 +28,7 @@ def _claims(seed: int, layout: str = "llama"):
 
 def _run(tmp, model_dir_or_name, experiments=EXPERIMENTS) -> dict:
     """Run the experiments on a planted model (or a folder of the same architecture) with the planted families."""
-    folder = planted.materialize(MODEL, 0, root=tmp / "models")
+    folder = planted_build.materialize(MODEL, 0, root=tmp / "models")
     out = tmp / "run"
     run_plan(
         RunPlan(
@@ -87,7 +87,7 @@ def test_planted_models_are_registered_and_their_claims_file_is_the_generated_on
 
 
 def test_planted_json_sits_beside_the_config(tmp_path):
-    folder = planted.materialize(MODEL, 0, root=tmp_path)
+    folder = planted_build.materialize(MODEL, 0, root=tmp_path)
     assert (folder / "config.json").is_file()
     assert json.loads((folder / "planted.json").read_text()) == planted.specification("llama", 0)
 
@@ -108,7 +108,7 @@ def test_steering_works_up_to_its_layer_and_not_after(seed0):
 
 @pytest.mark.slow  # ~25-45 s each on the shared 2-core machine: over the default tier's budget
 def test_random_weights_fail_the_planted_claims(tmp_path):
-    stats = _run(tmp_path, _model_dir(tmp_path, planted.build_unplanted, 0))
+    stats = _run(tmp_path, _model_dir(tmp_path, planted_build.build_unplanted, 0))
     failed = _failures(_claims(0), stats)
     print("\n".join(failed.values()))
     assert {"identity-L0", "identity-L7", "steer-boost"} <= set(failed), failed
@@ -128,7 +128,7 @@ def second_seed() -> int:
 @pytest.mark.slow  # ~25-45 s each on the shared 2-core machine: over the default tier's budget
 def test_a_second_seed_moves_every_finding(tmp_path):
     s = second_seed()
-    stats = _run(tmp_path, _model_dir(tmp_path, planted.build_planted, s))
+    stats = _run(tmp_path, _model_dir(tmp_path, planted_build.build_planted, s))
     assert _failures(_claims(s), stats) == {}
     failed = _failures(_claims(0), stats)
     p0, p1 = planted.plant_positions(0), planted.plant_positions(s)
