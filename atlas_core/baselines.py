@@ -17,7 +17,7 @@ from pathlib import Path
 from atlas_core import AtlasError
 from atlas_core.data import BASELINES_DIR
 from atlas_core.integrity import seal_doc
-from atlas_core.results import RunStore, atomic_write, atomic_write_text
+from atlas_core.results import RecordStore, atomic_write, atomic_write_text
 
 
 def _compact(doc: dict) -> str:
@@ -43,8 +43,8 @@ def _portable(obj, run_root: Path):
 
 def export_baseline(run_dir: str | Path, into: str | Path = BASELINES_DIR) -> Path:
     """Write ``into/<run folder name>/``: the manifest and every experiment record of ``run_dir``, compact.
-    Records are read back through ``RunStore`` first, so a damaged run fails here, not in CI."""
-    store = RunStore(run_dir)
+    Records are read back through ``RecordStore`` first, so a damaged run fails here, not in CI."""
+    store = RecordStore(run_dir)
     if not store.root.is_dir():
         raise AtlasError(f"run folder {store.root} does not exist; make one with `atlas run --out {store.root}`")
     manifest = store.manifest()
@@ -92,7 +92,7 @@ def seed_run(
     src = Path(baselines) / Path(run_dir).name
     if not src.is_dir():
         return []
-    held = RunStore(src).manifest()
+    held = RecordStore(src).manifest()
     if dtype is not None and (held.get("model") or {}).get("dtype") not in (None, dtype):
         return []
     if families is not None and held.get("families") is not None and sorted(held["families"]) != sorted(families):

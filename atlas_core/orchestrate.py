@@ -28,7 +28,7 @@ from atlas_core.models.skeleton import skeleton
 from atlas_core.profiles import get_profile
 from atlas_core.spec import experiment as spec_of
 from atlas_core.screening import check_screen
-from atlas_core.results import ExperimentRecord, RunStore, config_hash, now, record_key, unstructure, versions
+from atlas_core.results import ExperimentRecord, RecordStore, config_hash, now, record_key, unstructure, versions
 from atlas_core.runner import Sweeping
 from atlas_core.preflight import check_free, check_model_name, check_needed_families, check_writable_dir, locked_message
 from atlas_core.run_records import (
@@ -102,7 +102,7 @@ class _Job:
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, a torch.Generator up to 2**63 - 1
 
 
-def run_plan(plan: RunPlan) -> RunStore:
+def run_plan(plan: RunPlan) -> RecordStore:
     names = parse_experiments(plan.experiments)
     profile = get_profile(plan.profile)
     check_model_name(plan.model)
@@ -134,7 +134,7 @@ def run_plan(plan: RunPlan) -> RunStore:
     named = plan.model in OFFLINE_MODELS or plan.model in TINY_MODELS or not Path(plan.model).expanduser().exists()
     check_folder_owner(
         plan,
-        RunStore(plan.out),
+        RecordStore(plan.out),
         {
             "model": plan.model if named else None,
             "profile": profile.name,
@@ -152,7 +152,7 @@ def run_plan(plan: RunPlan) -> RunStore:
         lm = load(plan.model, device=plan.device, dtype=plan.dtype, progress=plan.progress)
     if lm.tokenizer is not None:  # a skeleton (stored results only) has none, and runs nothing
         check_targets(families, lm.tokenizer, lm.info.name, max_positions(lm.model))
-    store = RunStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
+    store = RecordStore(plan.out)  # created only once the model loaded: a failed load leaves no folder
     check_folder_owner(plan, store, folder_identity(lm.info.to_dict(), profile.name, families))
     sweeping = Sweeping()  # one for the run: every context's runners sweep where it says
     ctx = Context(
@@ -253,7 +253,7 @@ def _preflight(plan: RunPlan, names: list[str]) -> None:
     check_writable_dir(Path(plan.out), "--out")
     resolve_device(plan.device)
     check_model_source(plan.model)
-    store = RunStore(plan.out)
+    store = RecordStore(plan.out)
     for name in names:
         seeds = range(plan.seed, plan.seed + plan.seeds) if spec_of(name).seed_dependent else [plan.seed]
         missing = [seed for seed in seeds if store.load(record_key(name, seed, plan.seed)) is None]  # damaged: raises
@@ -261,7 +261,7 @@ def _preflight(plan: RunPlan, names: list[str]) -> None:
             check_free(store, name, missing)
 
 
-def check_folder_owner(plan: RunPlan, store: RunStore, run: dict) -> None:
+def check_folder_owner(plan: RunPlan, store: RecordStore, run: dict) -> None:
     """A run folder belongs to one model (name and weights hash), one profile, one dtype and one set of task
     families: a run of another one into it is refused before any work, naming both and the fix."""
     if not store.root.is_dir():
@@ -285,7 +285,7 @@ def check_folder_owner(plan: RunPlan, store: RunStore, run: dict) -> None:
 # -- locks: one per experiment (every seed of it), held from before the first experiment to the end of the run
 
 
-def _lock_pending(plan: RunPlan, store: RunStore, jobs: list[_Job], held: ExitStack) -> None:
+def _lock_pending(plan: RunPlan, store: RecordStore, jobs: list[_Job], held: ExitStack) -> None:
     """Lock every experiment this run will compute, before any work, one lock per experiment whatever the
     number of seeds. Without ``plan.wait`` a lock held elsewhere fails at once (a second `atlas run` does not
     duplicate hours of work or race the write). With it, the run waits for the holder, then re-reads the
@@ -316,7 +316,7 @@ def _visible(results: dict[int, dict[str, object]], seed: int, run_seed: int) ->
     return {**results.get(run_seed, {}), **results.get(seed, {})}
 
 
-def _run_job(plan: RunPlan, store: RunStore, job: _Job, results: dict[str, object]) -> object:
+def _run_job(plan: RunPlan, store: RecordStore, job: _Job, results: dict[str, object]) -> object:
     """Run one experiment with the ``results`` it may read, write its record and add it to the manifest;
     returns its typed result (a reused record's, read back, when it is done already)."""
     key, chash = job.key, job.config_hash

@@ -15,7 +15,7 @@ from atlas_core.experiments import lora_training
 from atlas_core.models import known_names
 from atlas_core.models.registry import OFFLINE_MODELS, PLANTED_MODELS, TINY_MODELS
 from atlas_core.spec import experiment as spec_of
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 
 def check_needed_families(names: list[str], families: dict, drive: dict | None = None) -> None:
@@ -66,7 +66,7 @@ def check_writable_dir(path: Path, what: str) -> None:
         raise AtlasError(f"{what} {path}: cannot write in {existing} (read-only or not ours); pass a writable folder")
 
 
-def locked_message(store: RunStore, name: str, lock) -> str:
+def locked_message(store: RecordStore, name: str, lock) -> str:
     """The error when another process holds ``name``'s lock."""
     return (
         f"{name} is being computed by another atlas run in {store.root} (it holds {lock.lock_file}); wait for "
@@ -74,7 +74,7 @@ def locked_message(store: RunStore, name: str, lock) -> str:
     )
 
 
-def check_free(store: RunStore, name: str, seeds: list[int]) -> None:
+def check_free(store: RecordStore, name: str, seeds: list[int]) -> None:
     """Fail, naming the lock, when another process holds ``name``'s lock or trains one of the adapters it would
     train. An adapter lock file that does not exist is held by no one: none is created to find that out."""
     locks = [(store.lock(name), lambda lock: locked_message(store, name, lock))]

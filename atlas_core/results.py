@@ -98,7 +98,7 @@ def manifest_schema() -> dict:
 
 def read_manifest(path: Path) -> dict:
     """A manifest file, checked against :func:`manifest_schema`; a damaged one is a ``CorruptFile`` naming the
-    field (``RunStore.manifest`` then rebuilds it from the records)."""
+    field (``RecordStore.manifest`` then rebuilds it from the records)."""
     from atlas_core.validation import check
 
     manifest = read_sealed_json(path, "")
@@ -255,8 +255,10 @@ def record_key(experiment: str, seed: int, base_seed: int) -> str:
     return experiment if seed == base_seed else f"{experiment}.seed{seed}"
 
 
-class RunStore:
-    """One run folder: atomic per-experiment records, resumable by config hash."""
+class RecordStore:
+    """A run folder's records as ``atlas run`` writes them: atomic per-experiment files, resumable by config
+    hash, with the folder's locks and manifest (``runs.StoredRun`` reads a finished folder, the report's
+    ``ReportedRun`` adds the page's pointers)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from atlas_core.experiments.context import Context
 from atlas_core.spec import experiment as spec_of
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 from atlas_core.work import summary
 
 
@@ -57,7 +57,7 @@ def folder_identity(model: dict, profile: str | None, families) -> dict:
     }
 
 
-def stored_identities(store: RunStore) -> list[tuple[str, dict]]:
+def stored_identities(store: RecordStore) -> list[tuple[str, dict]]:
     """(where, identity) of the folder's manifest and of each of its records."""
     out = []
     manifest_path = store.root / "manifest.json"
@@ -80,7 +80,7 @@ def stored_identities(store: RunStore) -> list[tuple[str, dict]]:
     return out
 
 
-def work_summary(store: RunStore) -> str:
+def work_summary(store: RecordStore) -> str:
     """The per-experiment table of useful work and achieved rate of a run folder, from its records' provenance
     (each record's own figures: one reused from an earlier run shows that run's)."""
     return summary(

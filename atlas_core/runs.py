@@ -1,12 +1,12 @@
 """One reader of a run folder, and the one rule that names run folders.
 
-:class:`RunFolder` reads what ``atlas run`` wrote into a folder once: the manifest (rebuilt from the
-records when damaged, as ``RunStore.manifest`` does) and every record (base seed and extra seeds, each
-checked as ``RunStore.records`` checks it). The model's facts, the profile and the finding statistics are
-derived from those. The claims (:func:`load_run`), the HTML report (``report.data.Run`` adds its
+:class:`StoredRun` reads what ``atlas run`` wrote into a folder once: the manifest (rebuilt from the
+records when damaged, as ``RecordStore.manifest`` does) and every record (base seed and extra seeds, each
+checked as ``RecordStore.records`` checks it). The model's facts, the profile and the finding statistics are
+derived from those. The claims (:func:`load_run`), the HTML report (``report.data.ReportedRun`` adds its
 provenance pointers on top), the replication document and the pytest plugin all read runs through it.
 
-Results are reached through :meth:`RunFolder.result` alone, so a typed loader can later stand behind that
+Results are reached through :meth:`StoredRun.result` alone, so a typed loader can later stand behind that
 one method.
 
 :func:`run_path` is where a model's run at a profile lives: ``atlas run``'s default ``--out``, the plugin's
@@ -21,7 +21,7 @@ from typing import Any
 
 from atlas_core import AtlasError
 from atlas_core.experiments.schema import load_result
-from atlas_core.results import ExperimentRecord, RunStore
+from atlas_core.results import ExperimentRecord, RecordStore
 from atlas_core.verdicts import Stat, model_statistics, relative_depth
 
 RUNS_DIR = Path("reports/runs")  # atlas run's default parent folder, relative to where it runs
@@ -33,7 +33,7 @@ def run_path(model: str, profile: str, runs: str | Path = RUNS_DIR) -> Path:
     return Path(runs) / f"{model.replace('/', '_')}-{profile}"
 
 
-class RunFolder:
+class StoredRun:
     """A run folder as stored: its manifest and records, read once, with the facts derived from them."""
 
     def __init__(self, root: str | Path):
@@ -43,7 +43,7 @@ class RunFolder:
                 f"run folder {self.root} does not exist; make one with "
                 f"`atlas run --out {self.root}` (or pass the folder a run wrote)"
             )
-        store = RunStore(self.root)
+        store = RecordStore(self.root)
         self._typed: dict[str, Any] = {}
         self.records: dict[str, ExperimentRecord] = store.records()  # by key: `steering`, `steering.seed1`
         self.manifest: dict = store.manifest()
@@ -138,10 +138,10 @@ class RunFolder:
         return self.n_layers
 
 
-def load_run(run_dir: str | Path) -> RunFolder:
+def load_run(run_dir: str | Path) -> StoredRun:
     """A run folder whose finding statistics can be computed (base-seed results and the model's depth), or
     an AtlasError naming the fix."""
-    run = RunFolder(run_dir)
+    run = StoredRun(run_dir)
     if not run.experiments:
         raise AtlasError(f"run folder {run.root} holds no experiment results; run `atlas run --out {run.root}`")
     run.require_n_layers()

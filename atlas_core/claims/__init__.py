@@ -48,7 +48,7 @@ from atlas_core.claims.files import (
     same_model,
 )
 from atlas_core.claims.writing import write_claims
-from atlas_core.runs import RunFolder, load_run
+from atlas_core.runs import StoredRun, load_run
 
 __all__ = [
     "CLAIMS_DIR",
@@ -58,7 +58,7 @@ __all__ = [
     "ClaimsFile",
     "ComparisonRow",
     "Evaluation",
-    "RunFolder",
+    "StoredRun",
     "compare_runs",
     "compare_stats",
     "default_claims_files",

@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 from atlas_core import AtlasError
 from atlas_core.claims.evaluation import evaluate
 from atlas_core.claims.files import Claim, ClaimsFile, load_claims, same_model
-from atlas_core.runs import RunFolder, load_run
+from atlas_core.runs import StoredRun, load_run
 from atlas_core.spec import experiments
 from atlas_core.verdicts import Stat, model_statistics
 
@@ -184,7 +184,7 @@ def orders(n: int, seeds: Sequence[int]) -> dict[str, list[int]]:
     return out
 
 
-def relayered_stats(run: RunFolder, order: Sequence[int]) -> dict[str, Stat]:
+def relayered_stats(run: StoredRun, order: Sequence[int]) -> dict[str, Stat]:
     """The run's finding statistics with every per-layer array reordered by ``order`` (each experiment's
     declared ``relayer``; experiments without one have no per-layer arrays and stay as they are)."""
     specs = experiments()
@@ -195,9 +195,9 @@ def relayered_stats(run: RunFolder, order: Sequence[int]) -> dict[str, Stat]:
     return model_statistics(results, run.require_n_layers())
 
 
-def find_evidence(cf: ClaimsFile, dirs: Sequence[str | Path]) -> dict[str, RunFolder]:
+def find_evidence(cf: ClaimsFile, dirs: Sequence[str | Path]) -> dict[str, StoredRun]:
     """Model name -> run, for the runs in ``dirs`` of the claims file's profile (one per model)."""
-    out: dict[str, RunFolder] = {}
+    out: dict[str, StoredRun] = {}
     for d in dirs:
         try:
             r = load_run(d)
@@ -215,7 +215,7 @@ def audit(path: str | Path, runs: Sequence[str | Path], seeds: Sequence[int] = (
     cf = load_claims(path)
     pool = find_evidence(cf, runs)
 
-    def run_of(model: str) -> RunFolder | None:
+    def run_of(model: str) -> StoredRun | None:
         return next((r for name, r in pool.items() if same_model(model, name)), None)
 
     claimed = [m for m in cf.models if run_of(m) is not None]
@@ -228,7 +228,7 @@ def audit(path: str | Path, runs: Sequence[str | Path], seeds: Sequence[int] = (
     others = [r for name, r in pool.items() if not any(same_model(m, name) for m in cf.models)]
     relayered: dict[tuple[str, str], dict] = {}
 
-    def shuffled(r: RunFolder) -> dict[str, dict]:
+    def shuffled(r: StoredRun) -> dict[str, dict]:
         out = {}
         for label, order in orders(r.require_n_layers(), seeds).items():
             key = (r.name, label)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from atlas_core import AtlasError
 from atlas_core.claims.evaluation import tolerance
-from atlas_core.runs import RunFolder, load_run
+from atlas_core.runs import StoredRun, load_run
 from atlas_core.spec import groups, statistic_experiments
 from atlas_core.verdicts import Stat
 
@@ -124,8 +124,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, **kw) -> list[ComparisonR
 class RunComparison:
     """Two runs compared: the rows, and the experiments of the baseline that the candidate lacks."""
 
-    baseline: RunFolder
-    candidate: RunFolder
+    baseline: StoredRun
+    candidate: StoredRun
     rows: list[ComparisonRow]
     selected: list[str] | None  # the experiments compared (None: every one the baseline holds)
     missing_experiments: list[str]
@@ -168,7 +168,7 @@ def compare_folders(
     """Compare the candidate run with the baseline run: every statistic the baseline holds, or, with
     ``experiments``, only the statistics computed from those experiments (which the baseline must hold)."""
     base = load_run(baseline)
-    cand = RunFolder(candidate)
+    cand = StoredRun(candidate)
     if experiments is not None:
         lacking = [e for e in experiments if not base.has(e)]
         if lacking:

@@ -50,7 +50,7 @@ from atlas_core.experiments.lora_fit import MAX_GRAD_NORM, pair_losses, train
 from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, estimate_stat, finite, series
 from atlas_core.metrics import kl_divergence
-from atlas_core.results import RunStore, config_hash
+from atlas_core.results import RecordStore, config_hash
 from atlas_core.runner import Runner
 
 NAME = "lora_training"
@@ -251,7 +251,7 @@ def ensure_adapter(ctx: Context) -> Path:
 
 
 def adapter_lock_name(seed: int) -> str:
-    """The run folder's lock (``RunStore.lock``) held while the seed's adapter is trained and saved."""
+    """The run folder's lock (``RecordStore.lock``) held while the seed's adapter is trained and saved."""
     return f"lora_adapter_seed{seed}"
 
 
@@ -269,7 +269,7 @@ def _adapter_lock(ctx: Context, wait: bool) -> Iterator[None]:
     if ctx.out_dir is None:
         yield
         return
-    lock = RunStore(ctx.out_dir).lock(adapter_lock_name(ctx.seed))
+    lock = RecordStore(ctx.out_dir).lock(adapter_lock_name(ctx.seed))
     try:
         lock.acquire(timeout=0)
     except Timeout:

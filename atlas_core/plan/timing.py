@@ -14,7 +14,7 @@ from pathlib import Path
 
 from atlas_core import AtlasError
 from atlas_core.plan.workload import ExperimentWork
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,14 @@ class RecordedRun:
 
 
 def read_run(folder: str | Path) -> RecordedRun:
-    """A run folder's per-experiment measurements (records read through ``RunStore``, checked)."""
+    """A run folder's per-experiment measurements (records read through ``RecordStore``, checked)."""
     root = Path(folder)
     if not (root / "manifest.json").is_file():
         raise AtlasError(
             f"calibration run {root} has no manifest.json: pass a run folder (reports/runs/...) or a "
             "committed baseline (atlas_core/data/baselines/<run>)"
         )
-    store = RunStore(root)
+    store = RecordStore(root)
     records = store.records()
     if not records:
         raise AtlasError(f"calibration run {root} holds no records: run `atlas run` into it first")

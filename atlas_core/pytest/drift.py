@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from atlas_core.runs import RunFolder
+    from atlas_core.runs import StoredRun
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class DriftCheck:
         return self.statistic
 
 
-def parametrize_drift(metafunc, base: RunFolder | None, candidate: str | None, known: dict) -> None:
+def parametrize_drift(metafunc, base: StoredRun | None, candidate: str | None, known: dict) -> None:
     """``drift``: one parameter per statistic of the baseline run ``base`` (ranking statistics aside), each with
     its finding marker, to compare with ``candidate``'s; one skipped parameter without a baseline. ``known``: the
     claims-test markers."""
@@ -51,7 +51,7 @@ def parametrize_drift(metafunc, base: RunFolder | None, candidate: str | None, k
     metafunc.parametrize("drift", params)
 
 
-def drift_row(check: DriftCheck, base: RunFolder, cand: dict[str, Any]):
+def drift_row(check: DriftCheck, base: StoredRun, cand: dict[str, Any]):
     """The comparison row of one statistic of the baseline run ``base`` against the candidate's statistics."""
     from atlas_core.claims import ComparisonRow, compare_stats
 

@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from atlas_core import AtlasError
 from atlas_core.baselines import baseline_runs
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.results import atomic_write_text
 
 __all__ = ["write_report", "write_comparison", "write_replication", "render_report", "render_comparison"]
@@ -56,7 +56,7 @@ def render_report(run_dir: str | Path) -> str:
     """The HTML of one run's atlas (see :func:`write_report`)."""
     from atlas_core.report import sections as S
 
-    run = Run(run_dir)
+    run = ReportedRun(run_dir)
     run.require_records()  # a manifest alone must not be drawn as a finished run
     toc = []
     for sid, key, title, what in S.sections():
@@ -105,7 +105,7 @@ def render_comparison(run_dirs: list[str | Path], title: str | None = None, repl
     if len(run_dirs) < 2:
         raise AtlasError("a comparison needs at least two run folders")
     labels = "abcdefghijklmnopqrstuvwxyz"
-    runs = [Run(d, label=labels[i]) for i, d in enumerate(run_dirs)]
+    runs = [ReportedRun(d, label=labels[i]) for i, d in enumerate(run_dirs)]
     return C.render(_env(), _common(title or " vs ".join(r.name for r in runs)), runs, replication=replication)
 
 
@@ -127,6 +127,6 @@ def write_replication(baselines_dir: str | Path, out: str | Path | None = None) 
         html = render_report(runs[0])
     else:
         html = render_comparison(
-            runs, title="Atlas replication · " + ", ".join(Run(r).name for r in runs), replication=True
+            runs, title="Atlas replication · " + ", ".join(ReportedRun(r).name for r in runs), replication=True
         )
     return atomic_write_text(Path(out) if out else Path(baselines_dir) / "replication.html", html)

@@ -11,7 +11,7 @@ import numpy as np
 from atlas_core.experiments.layer_ablation import primary_sweep
 from atlas_core.report import plots
 from atlas_core.report import sections as S
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.spec import experiments, resolve
 from atlas_core.stat import finite
 
@@ -19,11 +19,11 @@ DEPTH = "relative depth (layer / (n_layers − 1))"
 XLIM = (-0.03, 1.03)
 
 
-def _depths(run: Run, layers) -> list[float | None]:
+def _depths(run: ReportedRun, layers) -> list[float | None]:
     return [run.depth(layer) for layer in layers]
 
 
-def _name(run: Run) -> str:
+def _name(run: ReportedRun) -> str:
     return f"{run.label.upper()}: {run.name}"
 
 
@@ -32,7 +32,7 @@ def run_color(i: int) -> str:
     return plots.RUN_COLORS[i % len(plots.RUN_COLORS)]
 
 
-def overlay(sid: str, runs: list[Run]) -> list[dict]:
+def overlay(sid: str, runs: list[ReportedRun]) -> list[dict]:
     """The section's figures over every run: per-layer curves on one relative-depth axis, heatmaps
     with one row per run on a shared colour scale, grouped bars per family (the builder its spec names,
     ``overlay``; the statistics' series on one axis without one). Each item is ``{"svg", "wide"}`` (wide:
@@ -45,7 +45,7 @@ def overlay(sid: str, runs: list[Run]) -> list[dict]:
     return [{"svg": f, "wide": getattr(f, "_fn", None) is plots.heatmaps.draw} for f in figs]
 
 
-def generic_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def generic_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     """One figure per statistic series of the experiment, every run's on it."""
     group = experiments()[sid].group
     per_run = [
@@ -78,7 +78,7 @@ def _nums(xs) -> list[float | None]:
     return [finite(x) for x in xs]
 
 
-def clean_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def clean_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     fams = _families(f.family for _, run in have for f in run.typed("clean").families)
     out = []
     for field, ylabel, title in (
@@ -93,7 +93,7 @@ def clean_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     return out
 
 
-def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def sweeps_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     out = []
     for target in dict.fromkeys(s.target for _, run in have for s in run.typed(sid).sweeps):
         modes = list(dict.fromkeys(s.mode for _, run in have for s in run.typed(sid).sweeps if s.target == target))
@@ -173,7 +173,7 @@ def sweeps_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     return out
 
 
-def heads_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def heads_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     fams = _families(f for _, run in have for f in run.typed(sid).families)
     panels, series = [], []
     for i, run in have:
@@ -198,7 +198,7 @@ def heads_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     ]
 
 
-def steering_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def steering_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     series = [
         {
             "name": _name(run),
@@ -220,7 +220,7 @@ def steering_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     ]
 
 
-def knockout_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def knockout_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     series = [
         {
             "name": _name(run),
@@ -243,7 +243,7 @@ def knockout_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     ]
 
 
-def lora_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def lora_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     series = [
         {
             "name": _name(run),
@@ -264,7 +264,7 @@ def lora_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     ]
 
 
-def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def transfer_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     series = []
     for i, run in have:
         r = run.typed(sid)
@@ -282,7 +282,7 @@ def transfer_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     return [plots.lines(series, DEPTH, "mean KL recovery", "transfer recovery per layer (95% CI)", xlim=XLIM)]
 
 
-def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def adapter_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     series, groups = [], []
     for i, run in have:
         r = run.typed(sid)
@@ -311,7 +311,7 @@ def adapter_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
     ]
 
 
-def efficiency_overlay(sid: str, have: list[tuple[int, Run]]) -> list:
+def efficiency_overlay(sid: str, have: list[tuple[int, ReportedRun]]) -> list:
     series, exits = [], []
     for i, run in have:
         r = run.typed(sid)

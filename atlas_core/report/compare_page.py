@@ -10,13 +10,13 @@ import math
 from jinja2 import Environment
 
 from atlas_core.report import sections as S
-from atlas_core.report.data import Est, Run, derived
+from atlas_core.report.data import Est, ReportedRun, derived
 from atlas_core.spec import default_thresholds, experiments, hypotheses
 from atlas_core.verdicts import decide
 from atlas_core.report.compare import overlay, run_color
 
 
-def delta_rows(sid: str, runs: list[Run], stats: list[dict]) -> list[dict]:
+def delta_rows(sid: str, runs: list[ReportedRun], stats: list[dict]) -> list[dict]:
     """The section's finding statistics for every run; for a pair, B − A and B / A, flagged where both
     have intervals that do not overlap."""
     spec = experiments().get(sid)
@@ -50,13 +50,13 @@ def delta_rows(sid: str, runs: list[Run], stats: list[dict]) -> list[dict]:
     return rows
 
 
-def model_size(run: Run) -> float:
+def model_size(run: ReportedRun) -> float:
     """What orders runs by model size: layers x d_model^2."""
     m = run.model
     return float(m.get("n_layers") or 0) * float(m.get("d_model") or 0) ** 2
 
 
-def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
+def verdict_rows(runs: list[ReportedRun], stats: list[dict]) -> tuple[list[dict], dict]:
     """H001–H008 for a pair with ``atlas_core.verdicts.decide`` and its default thresholds; the smaller
     model (layers x d_model^2) is the "small" side."""
     rows = []
@@ -98,7 +98,7 @@ def verdict_rows(runs: list[Run], stats: list[dict]) -> tuple[list[dict], dict]:
     return rows, info
 
 
-def card_rows(runs: list[Run], cards: list[dict]) -> list[dict]:
+def card_rows(runs: list[ReportedRun], cards: list[dict]) -> list[dict]:
     """The model cards as one table (property x run), rows whose values differ flagged."""
     rows: list[dict] = []
 
@@ -135,7 +135,7 @@ def card_rows(runs: list[Run], cards: list[dict]) -> list[dict]:
     return rows
 
 
-def render(env: Environment, common: dict, runs: list[Run], replication: bool = False) -> str:
+def render(env: Environment, common: dict, runs: list[ReportedRun], replication: bool = False) -> str:
     stats = [S.statistics(run) for run in runs]
     cards = [S.model_card(run) for run in runs]
     toc = []

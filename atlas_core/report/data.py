@@ -18,7 +18,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from atlas_core.runs import RunFolder
+from atlas_core.runs import StoredRun
 
 
 def fmt(value: Any, kind: str = "auto") -> str:
@@ -164,8 +164,8 @@ def resolve(doc: Any, ptr: str) -> Any:
     return cur
 
 
-class Run(RunFolder):
-    """A run folder as the report reads it: the shared reader (:class:`atlas_core.runs.RunFolder`) with the
+class ReportedRun(StoredRun):
+    """A run folder as the report reads it: the shared reader (:class:`atlas_core.runs.StoredRun`) with the
     run's label in a comparison and the provenance pointers (``data-src``) of the numbers the page shows."""
 
     def __init__(self, root: str | Path, label: str | None = None):

@@ -13,7 +13,7 @@ from atlas_core.profiles import PROFILES
 from atlas_core.report import cells
 from atlas_core.report.compare_page import model_size
 from atlas_core.report import sections as S
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.report.study import ROLES, Study
 from atlas_core.verdicts import Stat
 
@@ -22,7 +22,7 @@ from atlas_core.verdicts import Stat
 class Baseline:
     """One committed run with its finding statistics and the study model it stands beside (if any)."""
 
-    run: Run
+    run: ReportedRun
     card: dict
     role: str | None = None
 
@@ -76,7 +76,7 @@ def load_baselines(baselines_dir: str | Path, study: Study) -> list[Baseline]:
     architecture and depth match a study model gets that role."""
     out = []
     for root in baseline_runs(baselines_dir):
-        run = Run(root)
+        run = ReportedRun(root)
         out.append(Baseline(run, S.model_card(run)))
     arch = {role: (study[role]["architecture"], study.n_layers(role)) for role in ROLES}
     for b in out:

@@ -21,7 +21,7 @@ from atlas_core.experiments import lora_fit
 from atlas_core.integrity import torch_load_sealed
 from atlas_core.interventions import Ablate, Variant
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.results import RunStore, atomic_write, atomic_write_text
+from atlas_core.results import RecordStore, atomic_write, atomic_write_text
 from atlas_core.runner import Runner
 from atlas_core.sites import Site, dims
 
@@ -170,7 +170,7 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
     monkeypatch.setattr(Runner, "sweep", sweep_then_stop)
     with pytest.raises(Interrupt):
         run_plan(plan())
-    store = RunStore(out)
+    store = RecordStore(out)
     assert store.load("layer_ablation") is None  # no partial record
     partial = list((out / ".partial").iterdir())
     assert len(partial) == 1 and partial[0].name.startswith("layer_ablation-")
@@ -210,7 +210,7 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
         )
     )
     assert resumed_rows < sum(forwarded)  # the two saved sweeps were read back, not recomputed
-    full = RunStore(fresh).load("layer_ablation")
+    full = RecordStore(fresh).load("layer_ablation")
     a, b = resumed.result, full.result
     assert json.dumps(a["primary"]) == json.dumps(b["primary"])
     for sa, sb in zip(a["sweeps"], b["sweeps"]):
@@ -218,7 +218,7 @@ def test_atlas_run_resumes_an_interrupted_experiment_from_its_saved_sweeps(tmp_p
 
 
 def test_a_changed_config_drops_the_stale_checkpoints(tmp_path):
-    store = RunStore(tmp_path)
+    store = RecordStore(tmp_path)
     stale = store.partial_dir("layer_ablation", "0123456789abcdef")
     stale.mkdir(parents=True)
     (stale / "sweep-001.safetensors").write_bytes(b"x")
@@ -271,12 +271,12 @@ def test_atlas_run_resumes_lora_training_where_it_stopped(tmp_path, monkeypatch)
     p = plan(out)
     run_plan(p)
     assert any("resuming" in msg for msg in p.log) and not (out / ".partial").exists()
-    resumed = RunStore(out).load("lora_training").result
+    resumed = RecordStore(out).load("lora_training").result
     trained_after_resume = steps["n"]
 
     steps["n"] = 0
     run_plan(plan(tmp_path / "fresh"))
-    fresh = RunStore(tmp_path / "fresh").load("lora_training").result
+    fresh = RecordStore(tmp_path / "fresh").load("lora_training").result
     assert trained_after_resume == steps["n"] - 7  # the seven saved steps were not trained again
     assert resumed["loss_curve"] == fresh["loss_curve"] and resumed["steps"] == fresh["steps"]
     assert resumed["final_loss"] == fresh["final_loss"]

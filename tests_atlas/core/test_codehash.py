@@ -12,7 +12,7 @@ from atlas_core import AtlasError, codehash, orchestrate
 from atlas_core.codehash import UNRECORDED, baseline_stands, closure, fingerprint, syntax
 from atlas_core.integrity import seal_doc
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 
 def test_the_fingerprint_ignores_comments_and_docstrings_but_not_code():
@@ -92,7 +92,7 @@ def test_a_record_of_other_code_is_reused_only_when_the_golden_slice_vouches_for
     monkeypatch.setattr(orchestrate, "verified_codes", lambda e: [fingerprint(e)])
     run_plan(p)
     assert any("clean: running" in m for m in p.log)
-    assert RunStore(out).load("clean").provenance["code"] == fingerprint("clean")
+    assert RecordStore(out).load("clean").provenance["code"] == fingerprint("clean")
 
 
 @pytest.mark.real_model

@@ -25,7 +25,7 @@ from atlas_core.spec import experiments
 from atlas_core.models import load
 from atlas_core.models.adapters import supported_model_types
 from atlas_core.models.registry import TINY_FAMILIES
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 _MODELS: dict[str, tuple] = {}
 
@@ -258,7 +258,7 @@ def test_every_experiment_runs_from_a_model_dir(family, tmp_path, capsys):
     tok.save_pretrained(model_dir)
     out = tmp_path / "run"
     assert main(["run", "--model", str(model_dir), "--profile", "smoke", "--out", str(out), "--no-report"]) == 0
-    store = RunStore(out)
+    store = RecordStore(out)
     manifest = store.manifest()
     assert manifest["model"]["architecture"] == model.config.model_type
     assert manifest["model"]["source"] == "local-dir"

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
         pass
     saved = sorted(p.name for p in out.glob(".partial/*/sweep-*.safetensors"))
     print(f"driver killed after saving {saved}")
-    assert not (out / "layer_ablation.json").exists() and not RunStore(out).load("layer_ablation")
+    assert not (out / "layer_ablation.json").exists() and not RecordStore(out).load("layer_ablation")
 
     second = _atlas(out, "--ray", "--ray-shard", "1")
     log = second.communicate(timeout=300)[0]
@@ -72,7 +72,7 @@ def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
     print(resumed[0])
     assert resumed
 
-    a, b = RunStore(tmp_path / "local").load("layer_ablation"), RunStore(out).load("layer_ablation")
+    a, b = RecordStore(tmp_path / "local").load("layer_ablation"), RecordStore(out).load("layer_ablation")
     assert a.config_hash == b.config_hash
     na, nb = _numbers(a.result), _numbers(b.result)
     assert na.keys() == nb.keys() and len(na) > 100
@@ -88,7 +88,7 @@ def test_every_experiment_with_ray_equals_local(tmp_path):
         proc = _atlas(tmp_path / name, *extra, args=ALL)
         log = proc.communicate(timeout=300)[0]
         assert proc.returncode == 0, log
-        runs[name] = RunStore(tmp_path / name)
+        runs[name] = RecordStore(tmp_path / name)
     assert "ray shards" in log
     for key in (
         "clean",

@@ -25,7 +25,7 @@ from atlas_core.interventions import Patch, Variant
 from atlas_core.models import offline
 from atlas_core.models.loader import load
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 from atlas_core.runner import Runner
 from atlas_core.sites import Site
 
@@ -69,7 +69,7 @@ def tensor_span(path: Path, name: str) -> tuple[int, int]:
 def results(out: Path) -> dict:
     """Every record's result, less what differs between two identical computations (time, folder)."""
     varying = ("train_seconds", "adapter_dir")
-    return {k: {f: v for f, v in r.result.items() if f not in varying} for k, r in RunStore(out).records().items()}
+    return {k: {f: v for f, v in r.result.items() if f not in varying} for k, r in RecordStore(out).records().items()}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_a_record_and_its_manifest_entry_share_one_finishing_time(tmp_path, monk
     monkeypatch.setattr(orchestrate, "now", lambda: f"2026-01-01T00:00:{next(ticks):05d}Z")
     out = tmp_path / "run"
     run_plan(plan(out, ["layer_ablation"]))
-    store = RunStore(out)
+    store = RecordStore(out)
     entry = store.manifest()["experiments"]["layer_ablation"]
     assert entry["finished"] == store.records()["layer_ablation"].provenance["finished"]
     assert store.rebuilt_manifest()["experiments"] == store.manifest()["experiments"]
@@ -189,12 +189,12 @@ def test_a_damaged_manifest_is_rebuilt_from_the_records(damage, tmp_path, refere
         man.write_text(text[:i] + "9" + text[i:])  # a wrong number in valid JSON
     else:
         man.write_text("[1, 2]")
-    manifest = RunStore(out).manifest()
-    expected = RunStore(reference).manifest()
+    manifest = RecordStore(out).manifest()
+    expected = RecordStore(reference).manifest()
     assert manifest["experiments"] == {k: {f: v for f, v in e.items()} for k, e in expected["experiments"].items()}
     assert manifest["model"] == expected["model"]
     run_plan(plan(out, ["layer_ablation"]))  # a run on it works and writes a sound manifest again
-    assert RunStore(out).manifest()["experiments"].keys() == expected["experiments"].keys()
+    assert RecordStore(out).manifest()["experiments"].keys() == expected["experiments"].keys()
 
 
 def test_a_tampered_record_fails_its_hash_even_when_it_parses(tmp_path, reference):
@@ -206,10 +206,10 @@ def test_a_tampered_record_fails_its_hash_even_when_it_parses(tmp_path, referenc
     doc["result"]["n_layers"] += 1
     rec.write_text(json.dumps(doc))
     with pytest.raises(CorruptFile, match="does not match the SHA-256"):
-        RunStore(out).load("layer_ablation")
+        RecordStore(out).load("layer_ablation")
     doc.pop("sha256")  # an unsealed (committed-baseline style) record is parsed and trusted as data
     rec.write_text(json.dumps(doc))
-    assert RunStore(out).load("layer_ablation").result["n_layers"] == doc["result"]["n_layers"]
+    assert RecordStore(out).load("layer_ablation").result["n_layers"] == doc["result"]["n_layers"]
 
 
 # ---- the adapter ---------------------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ def make_ctx_for(out: Path):
 def test_training_an_adapter_another_run_is_training_fails_at_once_naming_the_lock(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    holder = _hold(RunStore(out).lock("lora_adapter_seed0").lock_file)
+    holder = _hold(RecordStore(out).lock("lora_adapter_seed0").lock_file)
     try:
         with pytest.raises(
             AtlasError, match=r"another atlas run .* is training the seed-0 LoRA adapter .*lora_adapter_seed0"
@@ -389,7 +389,7 @@ def test_training_an_adapter_another_run_is_training_fails_at_once_naming_the_lo
 def test_transfer_waits_for_the_run_training_the_adapter_and_reuses_it(tmp_path, monkeypatch, reference):
     out = tmp_path / "run"
     out.mkdir()
-    lock = RunStore(out).lock("lora_adapter_seed0").lock_file
+    lock = RecordStore(out).lock("lora_adapter_seed0").lock_file
     src, dst = reference / "lora_adapter_seed0", out / "lora_adapter_seed0"
     holder = _hold(lock, then=f"shutil.copytree({str(src)!r}, {str(dst)!r})")  # its run saves the adapter
     trained = []
@@ -406,7 +406,7 @@ def test_transfer_waits_for_the_run_training_the_adapter_and_reuses_it(tmp_path,
 
 
 def test_clearing_checkpoints_tolerates_another_run_clearing_at_once(tmp_path, monkeypatch):
-    store = RunStore(tmp_path)
+    store = RecordStore(tmp_path)
     for key in ("layer_ablation", "mlp_ablation"):
         store.partial_dir(key, "0123456789abcdef").mkdir(parents=True)
     real_rmtree, real_rmdir = shutil.rmtree, Path.rmdir

@@ -16,7 +16,7 @@ import pytest
 import atlas_core.orchestrate as orchestrate
 from atlas_core import AtlasError
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,10 +70,10 @@ def test_a_held_experiment_is_waited_for_and_its_record_read_instead_of_recomput
     run_plan(plan(out, ["clean"]))
     holder_code = (
         "import sys; sys.path.insert(0, sys.argv[2])\n"
-        "from atlas_core.results import RunStore\n"
+        "from atlas_core.results import RecordStore\n"
         "from atlas_core.orchestrate import RunPlan, run_plan\n"
         "from pathlib import Path\n"
-        "out = Path(sys.argv[1]); lock = RunStore(out).lock('layer_ablation'); lock.acquire()\n"
+        "out = Path(sys.argv[1]); lock = RecordStore(out).lock('layer_ablation'); lock.acquire()\n"
         "print('held', flush=True); sys.stdin.readline()\n"
         "p = RunPlan(model='tiny-qwen2', experiments=['clean', 'layer_ablation'], profile='smoke', out=out,"
         " device='cpu', families=['copying', 'arithmetic'], progress=False, report=False)\n"
@@ -106,4 +106,4 @@ def test_a_held_experiment_is_waited_for_and_its_record_read_instead_of_recomput
         holder.communicate("")
     assert not any("layer_ablation: running" in m for m in waiting.log), waiting.log  # read, not recomputed
     assert any("layer_ablation: done already" in m for m in waiting.log), waiting.log
-    assert set(RunStore(out).manifest()["experiments"]) == {"clean", "layer_ablation"}
+    assert set(RecordStore(out).manifest()["experiments"]) == {"clean", "layer_ablation"}

@@ -14,7 +14,7 @@ from atlas_core import AtlasError
 import atlas_core.orchestrate as orchestrate
 from atlas_core.claims import load_run
 from atlas_core.orchestrate import RunPlan, run_plan
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 
 
 def plan(out, experiments, seed=0) -> RunPlan:
@@ -62,7 +62,7 @@ def test_rerun_skips_finished_experiments_and_feeds_their_results_forward(tmp_pa
         next(s for s in stored_layer["sweeps"] if (s["target"], s["mode"]) == ("resid", "zero"))["family_mean_kl"]
     )
     assert stats["heads.layer_head_gap"].value == pytest.approx(top / head["max_head"]["kl"])
-    manifest = RunStore(out).manifest()
+    manifest = RecordStore(out).manifest()
     assert set(manifest["experiments"]) == {"clean", "layer_ablation", "head_ablation"}
     assert manifest["updated"] >= manifest["experiments"]["head_ablation"]["finished"]
 
@@ -89,7 +89,7 @@ def test_the_orchestrator_hands_a_result_to_the_experiment_that_reuses_it(tmp_pa
     assert (sum("layer_ablation: done already" in m for m in p.log) == 1) == earlier
     assert len(seen) == 1 and list(seen[0]) == ["layer_ablation"]
     assert isinstance(seen[0]["layer_ablation"], LayerAblationResult)
-    stored = RunStore(out).load("layer_ablation").result
+    stored = RecordStore(out).load("layer_ablation").result
     assert seen[0]["layer_ablation"].n_layers == stored["n_layers"]
     notes = json.loads((out / "efficiency.json").read_text())["result"]["notes"]
     assert "over the middle layers in this run" in notes  # it reused the sweep it was handed
@@ -128,7 +128,7 @@ def test_two_runs_into_one_folder_keep_each_others_manifest_entries(tmp_path, mo
 
     patch_run(monkeypatch, "mlp_ablation", with_a_neighbour)
     run_plan(plan(out, ["clean", "mlp_ablation"]))
-    manifest = RunStore(out).manifest()
+    manifest = RecordStore(out).manifest()
     assert set(manifest["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}
     assert set(snapshot(out)) == {"clean.json", "layer_ablation.json", "mlp_ablation.json"}
 
@@ -138,7 +138,7 @@ def test_an_experiment_another_process_is_computing_is_refused_before_any_work(t
     lock and the fix; other experiments in the same folder still run; the lock dies with its process."""
     out = tmp_path / "run"
     run_plan(plan(out, ["clean"]))
-    lock = RunStore(out).lock("mlp_ablation").lock_file
+    lock = RecordStore(out).lock("mlp_ablation").lock_file
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -166,7 +166,7 @@ def test_an_experiment_another_process_is_computing_is_refused_before_any_work(t
     finally:
         holder.communicate("")
     run_plan(plan(out, ["clean", "layer_ablation", "mlp_ablation"]))  # the OS released the lock with its holder
-    assert set(RunStore(out).manifest()["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}
+    assert set(RecordStore(out).manifest()["experiments"]) == {"clean", "layer_ablation", "mlp_ablation"}
 
 
 def test_changed_config_reruns_the_experiment(tmp_path):
@@ -204,7 +204,7 @@ def test_stored_only_runs_nothing_and_names_what_is_missing_or_stale(tmp_path):
 
     p = stored_only(["clean"])
     run_plan(p)
-    assert p.log == ["[atlas] clean: done already (config %s), skipped" % RunStore(out).load("clean").config_hash]
+    assert p.log == ["[atlas] clean: done already (config %s), skipped" % RecordStore(out).load("clean").config_hash]
     assert snapshot(out) == before[0]
 
 

@@ -19,9 +19,9 @@ from atlas_core.cli import main
 from atlas_core.experiments.schema import load_result, migrate
 from atlas_core.integrity import CorruptFile, seal_doc
 from atlas_core.profiles import PROFILES
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.results import unstructure
-from atlas_core.runs import RunFolder, load_run, run_path
+from atlas_core.runs import StoredRun, load_run, run_path
 from atlas_core.verdicts import model_statistics, relative_depth
 
 GEMMA = BASELINES_DIR / "gemma-3-270m-full"  # the smallest committed baseline: 18 layers, every experiment
@@ -48,7 +48,7 @@ def write_doc(path: Path, doc: dict) -> None:
 
 
 def test_the_reader_gives_what_the_files_hold():
-    run = RunFolder(GEMMA)
+    run = StoredRun(GEMMA)
     manifest = json.loads((GEMMA / "manifest.json").read_text())
     assert (
         (run.name, run.n_layers, run.profile)
@@ -63,8 +63,8 @@ def test_the_reader_gives_what_the_files_hold():
     assert type(run.results["steering"]).__name__ == "SteeringResult"
     assert same_stats(run.stats, model_statistics(raw_results(GEMMA), 18))
     assert run.stats is run.stats  # computed once
-    report_run = Run(GEMMA, "a")  # the report's view reads through the same reader and adds its pointers
-    assert isinstance(report_run, RunFolder) and same_stats(report_run.stats, run.stats)
+    report_run = ReportedRun(GEMMA, "a")  # the report's view reads through the same reader and adds its pointers
+    assert isinstance(report_run, StoredRun) and same_stats(report_run.stats, run.stats)
     assert (
         report_run.num("steering", "result", "best_boost", "value").value
         == run.records["steering"].result["best_boost"]["value"]
@@ -73,20 +73,20 @@ def test_the_reader_gives_what_the_files_hold():
 
 def test_a_changed_result_changes_the_statistics(gemma):
     """The statistics follow the stored results: a stored steering boost three times as large is read so."""
-    before = RunFolder(gemma).stats["steering.best_boost"]
+    before = StoredRun(gemma).stats["steering.best_boost"]
     doc = json.loads((gemma / "steering.json").read_text())
     doc["result"]["best_boost"].update({k: 3 * doc["result"]["best_boost"][k] for k in ("value", "lo", "hi")})
     write_doc(gemma / "steering.json", doc)
-    after = RunFolder(gemma).stats["steering.best_boost"]
+    after = StoredRun(gemma).stats["steering.best_boost"]
     assert before.value > 0 and (after.value, after.lo, after.hi) == (3 * before.value, 3 * before.lo, 3 * before.hi)
 
 
 def test_a_damaged_manifest_is_rebuilt_from_the_records(gemma):
     (gemma / "manifest.json").write_text('{"experiments": ')
-    run = RunFolder(gemma)
+    run = StoredRun(gemma)
     assert run.manifest["rebuilt"] and set(run.manifest["experiments"]) == set(run.experiments)
     assert (run.name, run.n_layers, run.profile) == ("gemma-3-270m", 18, "full")
-    assert same_stats(run.stats, RunFolder(GEMMA).stats)
+    assert same_stats(run.stats, StoredRun(GEMMA).stats)
 
 
 def test_extra_seeds_are_kept_apart_from_the_base_seed(gemma):
@@ -94,12 +94,12 @@ def test_extra_seeds_are_kept_apart_from_the_base_seed(gemma):
     other = {**doc, "seed": 1, "config": {**doc["config"], "base_seed": 0}}
     other["result"] = {**doc["result"], "best_boost": {**doc["result"]["best_boost"], "value": 99.0}}
     write_doc(gemma / "steering.seed1.json", other)
-    run = RunFolder(gemma)
+    run = StoredRun(gemma)
     assert run.extra_seeds("steering") == ["steering.seed1"] and run.extra_seeds("knockout") == []
     assert "steering.seed1" not in run.experiments and run.typed("steering.seed1").best_boost.value == 99.0
-    assert same_stats(run.stats, RunFolder(GEMMA).stats)  # the statistics are the base seed's
+    assert same_stats(run.stats, StoredRun(GEMMA).stats)  # the statistics are the base seed's
     write_doc(gemma / "steering.json", other | {"seed": 0})  # the same change at the base seed does show
-    assert RunFolder(gemma).stats["steering.best_boost"].value == 99.0
+    assert StoredRun(gemma).stats["steering.best_boost"].value == 99.0
 
 
 def test_bad_folders_are_clear_errors(tmp_path, gemma):
@@ -107,24 +107,24 @@ def test_bad_folders_are_clear_errors(tmp_path, gemma):
     with pytest.raises(
         AtlasError, match=f"run folder {missing} does not exist; make one with `atlas run --out {missing}`"
     ):
-        RunFolder(missing)
+        StoredRun(missing)
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtlasError, match="holds no atlas results .* run `atlas run --out"):
-        RunFolder(tmp_path / "empty")
+        StoredRun(tmp_path / "empty")
 
     manifest_only = tmp_path / "manifest-only"
     manifest_only.mkdir()
     shutil.copy(GEMMA / "manifest.json", manifest_only)
-    assert RunFolder(manifest_only).n_layers == 18  # the report shows its card ...
+    assert StoredRun(manifest_only).n_layers == 18  # the report shows its card ...
     with pytest.raises(AtlasError, match="holds no experiment results; run `atlas run --out"):
         load_run(manifest_only)  # ... but there is nothing to compute statistics from
 
     man = json.loads((gemma / "manifest.json").read_text())
     del man["model"]["n_layers"]
     write_doc(gemma / "manifest.json", man)
-    assert RunFolder(gemma).n_layers == 18  # the layer sweep says the depth too
+    assert StoredRun(gemma).n_layers == 18  # the layer sweep says the depth too
     (gemma / "layer_ablation.json").unlink()
-    no_depth = RunFolder(gemma)
+    no_depth = StoredRun(gemma)
     assert no_depth.n_layers is None and no_depth.depth(3) is None
     for read in (lambda: load_run(gemma), lambda: no_depth.stats):
         with pytest.raises(AtlasError, match=r"lacks the model's facts \(n_layers\)"):
@@ -132,7 +132,7 @@ def test_bad_folders_are_clear_errors(tmp_path, gemma):
 
     (gemma / "notes.json").write_text(json.dumps({"written by": "someone else"}))
     with pytest.raises(CorruptFile, match="notes.json is not an Atlas record: .* delete it"):
-        RunFolder(gemma)
+        StoredRun(gemma)
 
 
 @given(n=st.integers(1, 200), data=st.data())
@@ -147,7 +147,7 @@ def test_relative_depth_runs_from_the_first_layer_to_the_last(n, data):
 @pytest.mark.parametrize("model", ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"])
 def test_the_report_and_the_statistics_share_one_depth(model):
     """The depth the report prints beside a layer is the statistic's: both are verdicts.relative_depth."""
-    run = Run(run_path(model, "full", BASELINES_DIR))
+    run = ReportedRun(run_path(model, "full", BASELINES_DIR))
     for index, depth in (
         ("hub.top_layer", "hub.top_layer_depth"),
         ("steering.best_layer", "steering.best_layer_depth"),
@@ -202,7 +202,7 @@ def test_a_field_path_of_the_typed_result_is_its_json_pointer(root):
     """One representation: walking a typed result by field names, keys and indices (what the report does for each
     number it shows) reaches the value the stored JSON holds at the same pointer (what ``data-src`` names), for
     every leaf of every committed record; a null reads back as NaN."""
-    run = Run(root, "a")
+    run = ReportedRun(root, "a")
     checked = 0
     for key, rec in run.records.items():
         for path, stored in _leaves(migrate(rec.experiment, rec.result)):

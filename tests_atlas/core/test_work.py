@@ -19,7 +19,7 @@ from atlas_core.cli import main
 from atlas_core.orchestrate import RunPlan
 from atlas_core.report import render_report
 from atlas_core.report.check import verify_numbers
-from atlas_core.results import RunStore
+from atlas_core.results import RecordStore
 from atlas_core.runner import Runner
 from atlas_core.sites import Site
 from atlas_core import work as work_mod
@@ -134,7 +134,7 @@ def test_atlas_run_records_work_in_provenance_outside_the_config(tmp_path, monke
         )
         == 0
     )
-    store = RunStore(tmp_path / "run")
+    store = RecordStore(tmp_path / "run")
     for key in ("clean", "layer_ablation"):
         rec = store.load(key)
         w = rec.provenance["work"]

@@ -188,7 +188,7 @@ def test_screened_and_exhaustive_records_differ_in_config_only_when_screened(tin
 
 def test_a_screened_run_says_what_it_verified_and_never_becomes_a_baseline(tmp_path):
     from atlas_core.baselines import export_baseline
-    from atlas_core.results import RunStore
+    from atlas_core.results import RecordStore
 
     out = tmp_path / "run"
     run_plan(
@@ -203,7 +203,7 @@ def test_a_screened_run_says_what_it_verified_and_never_becomes_a_baseline(tmp_p
             report=False,
         )
     )
-    rec = RunStore(out).records()["head_ablation"]
+    rec = RecordStore(out).records()["head_ablation"]
     assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]
     grid = np.array([rec.result["kl"][f] for f in rec.result["families"]], dtype=float)  # null -> NaN
     assert np.isnan(grid).any() == (len(rec.result["screen"]["verified"]) < len(rec.result["layers"]))
@@ -219,7 +219,7 @@ def test_the_plugin_computes_head_ablation_screened_with_atlas_screen(pytester):
     says so), and the claims read the verified heads; the option is checked at start (test_plugin_integrity)."""
     from pathlib import Path
 
-    from atlas_core.results import RunStore
+    from atlas_core.results import RecordStore
     from atlas_core.runs import run_path
 
     findings = Path(__file__).resolve().parents[1] / "findings" / "test_findings.py"
@@ -252,5 +252,5 @@ def test_the_plugin_computes_head_ablation_screened_with_atlas_screen(pytester):
         timeout=600,
     )
     result.assert_outcomes(passed=1)
-    rec = RunStore(run_path("tiny-qwen2", "smoke", runs)).records()["head_ablation"]
+    rec = RecordStore(run_path("tiny-qwen2", "smoke", runs)).records()["head_ablation"]
     assert rec.config["extra"]["screen"] == "atp" and rec.result["screen"]["verified"]

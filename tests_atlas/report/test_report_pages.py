@@ -19,7 +19,7 @@ from atlas_core.report import sections as S
 from atlas_core.report import write_comparison, write_replication, write_report
 from atlas_core.report.check import external_references, numbers, verify_numbers
 from atlas_core.report.compare_page import delta_rows
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.report.screenshot import chromium, find_chromium
 from atlas_core.spec import experiments
 from atlas_core.verdicts import VERDICTS, model_statistics
@@ -110,7 +110,7 @@ def test_every_section_present(full_page, full_run):
     for hid, *_ in S.hypothesis_table():
         row = re.search(rf'<tr data-hypothesis="{hid}">.*?</tr>', hyp, flags=re.S).group(0)
         assert 'data-stat="' in row, f"{hid} shows no evidence"
-    assert Run(full_run).name in full_page and "smoke" in full_page
+    assert ReportedRun(full_run).name in full_page and "smoke" in full_page
     # the LoRA pairs still above the target loss are named (smoke training is too short to fit them all)
     above = json.loads((full_run / "lora_training.json").read_text())["result"]["above_target"]
     lora = section_html(full_page, "lora_training")
@@ -188,7 +188,7 @@ def test_shown_text_is_three_significant_digits(full_page):
 
 
 def test_statistics_equal_atlas_core_verdicts(full_page, full_run):
-    run = Run(full_run)
+    run = ReportedRun(full_run)
     stats = model_statistics(run.results, run.n_layers)
     seen = 0
     for n in numbers(full_page):
@@ -255,7 +255,7 @@ def test_comparison(compare_page, partial_run, full_run):
 
 
 def test_comparison_deltas(partial_run, full_run, compare_page):
-    runs = [Run(partial_run, "a"), Run(full_run, "b")]
+    runs = [ReportedRun(partial_run, "a"), ReportedRun(full_run, "b")]
     stats = [S.statistics(r) for r in runs]
     flagged = 0
     for sid in experiments():

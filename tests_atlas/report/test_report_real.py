@@ -12,7 +12,7 @@ from atlas_core.orchestrate import RunPlan, run_plan
 from atlas_core.report import sections as S
 from atlas_core.report import write_report
 from atlas_core.report.check import external_references, numbers, verify_numbers
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.verdicts import model_statistics
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -44,7 +44,7 @@ def test_real_model_atlas(real_run):
     states = dict(re.findall(r'data-section="([^"]+)" data-state="([^"]+)"', page))
     for sid, key, *_ in S.sections():
         assert states[sid] == ("present" if key is None or key in EXPERIMENTS else "not-run"), sid
-    run = Run(real_run)
+    run = ReportedRun(real_run)
     assert run.n_layers == 24 and run.name == MODEL
     checked, problems = verify_numbers(page, {None: real_run})
     assert problems == [] and checked >= 100, (checked, problems[:5])

@@ -218,11 +218,11 @@ def test_exported_paths_are_portable(tmp_path):
 def test_seeding_skips_a_baseline_of_another_dtype_or_families(tmp_path):
     """A baseline computed at another dtype or over other families would not be reused, and copied into the
     run folder it would make the folder hold two runs (refused by `atlas run`): it is not copied."""
-    from atlas_core.results import RunStore
+    from atlas_core.results import RecordStore
 
     src = tmp_path / "baselines" / "m-ci"
     src.mkdir(parents=True)
-    RunStore(src).write_manifest(
+    RecordStore(src).write_manifest(
         {"model": {"name": "m", "dtype": "float32"}, "families": {"copying": "0" * 64}, "experiments": {}}
     )
     (src / "clean.json").write_text("{}")

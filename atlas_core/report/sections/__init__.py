@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.report.sections.common import TOP_K, UNFIT_ROWS
 from atlas_core.report.sections.model import model_card
 from atlas_core.report.sections.stats import (
@@ -55,7 +55,7 @@ def macro(sid: str) -> str:
     return "model" if sid == "model" else (spec.macro if spec and spec.section else "generic")
 
 
-def builder(key: str) -> Callable[[Run], dict | None]:
+def builder(key: str) -> Callable[[ReportedRun], dict | None]:
     """The section builder an experiment's spec names (the generic statistics section without one)."""
     spec = experiments()[key]
     return resolve(spec.section) if spec.section else (lambda run: generic(run, key))

@@ -9,11 +9,11 @@ from atlas_core.experiments.layer_ablation import LayerAblationResult
 from atlas_core.experiments.mlp_ablation import MLPAblationResult
 from atlas_core.metrics import is_tie
 from atlas_core.report import plots
-from atlas_core.report.data import Run, defined, derived
+from atlas_core.report.data import ReportedRun, defined, derived
 from atlas_core.report.sections.common import TOP_K, L, depth_cmap
 
 
-def clean(run: Run) -> dict | None:
+def clean(run: ReportedRun) -> dict | None:
     if not run.has("clean"):
         return None
     r = run.typed("clean")
@@ -82,7 +82,7 @@ def sweep_index(r: LayerAblationResult | MLPAblationResult) -> int:
     return keys.index(r.primary) if r.primary in keys else 0
 
 
-def sweeps(run: Run, key: str) -> dict | None:
+def sweeps(run: ReportedRun, key: str) -> dict | None:
     """Layer or MLP ablation: heatmaps (layer x family) per target with the modes side by side on one
     colour scale, mean-KL-per-layer curves of every sweep, the top layers of the primary sweep."""
     if not run.has(key):
@@ -181,7 +181,7 @@ def sweeps(run: Run, key: str) -> dict | None:
     }
 
 
-def heads(run: Run) -> dict | None:
+def heads(run: ReportedRun) -> dict | None:
     if not run.has("head_ablation"):
         return None
     r = run.typed("head_ablation")
@@ -248,7 +248,7 @@ def _screen(r: HeadAblationResult) -> dict | None:
     }
 
 
-def _max_layer_kl(run: Run):
+def _max_layer_kl(run: ReportedRun):
     """The strongest whole-layer KL (the primary sweep of this run's layer ablation), or None."""
     if not run.has("layer_ablation"):
         return None
@@ -259,9 +259,9 @@ def _max_layer_kl(run: Run):
     return run.rnum("layer_ablation", "sweeps", p, "family_mean_kl", fmk.index(max(vals))) if vals else None
 
 
-def layer_sweeps(run: Run) -> dict | None:
+def layer_sweeps(run: ReportedRun) -> dict | None:
     return sweeps(run, "layer_ablation")
 
 
-def mlp_sweeps(run: Run) -> dict | None:
+def mlp_sweeps(run: ReportedRun) -> dict | None:
     return sweeps(run, "mlp_ablation")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from atlas_core.report import plots
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.report.sections.common import L
 
 
-def efficiency(run: Run) -> dict | None:
+def efficiency(run: ReportedRun) -> dict | None:
     if not run.has("efficiency"):
         return None
     r = run.typed("efficiency")

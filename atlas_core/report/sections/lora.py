@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from atlas_core.report import plots
-from atlas_core.report.data import Run, defined
+from atlas_core.report.data import ReportedRun, defined
 from atlas_core.report.sections.common import TOP_K, UNFIT_ROWS, L, depth_cmap
 
 
-def lora(run: Run) -> dict | None:
+def lora(run: ReportedRun) -> dict | None:
     if not run.has("lora_training"):
         return None
     r = run.typed("lora_training")
@@ -97,7 +97,7 @@ def lora(run: Run) -> dict | None:
     }
 
 
-def transfer(run: Run) -> dict | None:
+def transfer(run: ReportedRun) -> dict | None:
     if not run.has("transfer"):
         return None
     r = run.typed("transfer")
@@ -152,7 +152,7 @@ def transfer(run: Run) -> dict | None:
     }
 
 
-def adapter(run: Run) -> dict | None:
+def adapter(run: ReportedRun) -> dict | None:
     if not run.has("adapter_ablation"):
         return None
     r = run.typed("adapter_ablation")

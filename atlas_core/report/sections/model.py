@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from atlas_core.report.data import Run, derived
+from atlas_core.report.data import ReportedRun, derived
 
 
-def model_card(run: Run) -> dict:
+def model_card(run: ReportedRun) -> dict:
     m = run.model
     man = run.manifest
     src = (

@@ -4,14 +4,14 @@ read), and the generic section of an experiment that names no builder."""
 from __future__ import annotations
 
 from atlas_core.report import plots
-from atlas_core.report.data import Est, Run, derived
+from atlas_core.report.data import Est, ReportedRun, derived
 from atlas_core.spec import declaration, experiments, hypotheses
 
 
 EXTRA_STATS = ("clean.accuracy", "lora.final_loss")
 
 
-def statistics(run: Run) -> dict:
+def statistics(run: ReportedRun) -> dict:
     """The run's finding statistics (name -> verdicts.Stat), ``{}`` when the run does not say its depth."""
     return {} if run.n_layers is None else run.stats
 
@@ -22,7 +22,7 @@ def stat_kind(name: str) -> str:
     return "auto" if d is None else d.fmt
 
 
-def stat_view(run: Run, name: str, stat) -> dict:
+def stat_view(run: ReportedRun, name: str, stat) -> dict:
     """One statistic as Nums (derived: recomputable with ``verdicts.model_statistics``)."""
     kind = "auto" if stat.kind == "index" else stat_kind(name)
     how = f"atlas_core.verdicts.model_statistics: {name}"
@@ -39,7 +39,7 @@ def stat_view(run: Run, name: str, stat) -> dict:
     return {"name": name, "value": v, "est": est, "label": stat.label or "", "kind": stat.kind}
 
 
-def hypothesis_rows(run: Run) -> list[dict]:
+def hypothesis_rows(run: ReportedRun) -> list[dict]:
     stats = statistics(run)
     rows = []
     for hid, text, study, marker in hypothesis_table():
@@ -49,7 +49,7 @@ def hypothesis_rows(run: Run) -> list[dict]:
     return rows
 
 
-def generic(run: Run, key: str) -> dict | None:
+def generic(run: ReportedRun, key: str) -> dict | None:
     """The section of an experiment that names no builder: its statistics, and a plot of each series."""
     if not run.has(key):
         return None

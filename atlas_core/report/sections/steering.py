@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from atlas_core.report import plots
-from atlas_core.report.data import Run
+from atlas_core.report.data import ReportedRun
 from atlas_core.report.sections.common import L, depth_cmap
 
 
-def steering(run: Run) -> dict | None:
+def steering(run: ReportedRun) -> dict | None:
     if not run.has("steering"):
         return None
     r = run.typed("steering")
@@ -105,7 +105,7 @@ def steering(run: Run) -> dict | None:
     }
 
 
-def knockout(run: Run) -> dict | None:
+def knockout(run: ReportedRun) -> dict | None:
     if not run.has("knockout"):
         return None
     r = run.typed("knockout")
