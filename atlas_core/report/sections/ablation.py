@@ -10,7 +10,7 @@ from atlas_core.experiments.mlp_ablation import MLPAblationResult
 from atlas_core.metrics import is_tie
 from atlas_core.report import plots
 from atlas_core.report.data import ReportedRun, defined, derived
-from atlas_core.report.sections.common import TOP_K, L, depth_cmap
+from atlas_core.report.sections.common import L, TOP_K, depth_cmap, interval
 
 
 def clean(run: ReportedRun) -> dict | None:
@@ -34,9 +34,7 @@ def clean(run: ReportedRun) -> dict | None:
         [
             {
                 "name": run.name,
-                "values": [a.value for a in acc],
-                "lo": [a.lo for a in acc],
-                "hi": [a.hi for a in acc],
+                **interval(acc, "values"),
             }
         ],
         "top-1 accuracy",
@@ -48,9 +46,7 @@ def clean(run: ReportedRun) -> dict | None:
         [
             {
                 "name": run.name,
-                "values": [a.value for a in prob],
-                "lo": [a.lo for a in prob],
-                "hi": [a.hi for a in prob],
+                **interval(prob, "values"),
                 "color": plots.RUN_COLORS[2],
             }
         ],

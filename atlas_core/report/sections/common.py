@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from matplotlib import colormaps
+
+from atlas_core.metrics import Estimate
 
 TOP_K = 5
 UNFIT_ROWS = 10  # LoRA pairs above the target loss listed (worst first)
@@ -21,3 +23,9 @@ def depth_cmap(n: int) -> list[str]:
 
 def hex_colour(rgba) -> str:
     return "#" + "".join(f"{int(round(c * 255)):02x}" for c in rgba[:3])
+
+
+def interval(estimates: Sequence[Estimate], key: str = "y") -> dict[str, list[float]]:
+    """The values of ``estimates`` under ``key`` (``"values"`` for bars) with their intervals' ``lo`` and ``hi``:
+    a plotted series' error bars."""
+    return {key: [e.value for e in estimates], "lo": [e.lo for e in estimates], "hi": [e.hi for e in estimates]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from atlas_core.report import plots
 from atlas_core.report.data import ReportedRun
-from atlas_core.report.sections.common import L
+from atlas_core.report.sections.common import L, interval
 
 
 def efficiency(run: ReportedRun) -> dict | None:
@@ -48,9 +48,7 @@ def efficiency(run: ReportedRun) -> dict | None:
                 {
                     "name": "mean KL",
                     "x": [e.layer for e in ex],
-                    "y": [e.mean_kl.value for e in ex],
-                    "lo": [e.mean_kl.lo for e in ex],
-                    "hi": [e.mean_kl.hi for e in ex],
+                    **interval([e.mean_kl for e in ex]),
                 }
             ],
             "exit layer",

@@ -6,7 +6,7 @@ import numpy as np
 
 from atlas_core.report import plots
 from atlas_core.report.data import ReportedRun, defined
-from atlas_core.report.sections.common import TOP_K, UNFIT_ROWS, L, depth_cmap
+from atlas_core.report.sections.common import L, TOP_K, UNFIT_ROWS, depth_cmap, interval
 
 
 def lora(run: ReportedRun) -> dict | None:
@@ -46,9 +46,7 @@ def lora(run: ReportedRun) -> dict | None:
         [
             {
                 "name": run.name,
-                "values": [r.kl_per_family[f].value for f in order],
-                "lo": [r.kl_per_family[f].lo for f in order],
-                "hi": [r.kl_per_family[f].hi for f in order],
+                **interval([r.kl_per_family[f] for f in order], "values"),
                 "color": plots.RUN_COLORS[3],
             }
         ],
@@ -110,9 +108,7 @@ def transfer(run: ReportedRun) -> dict | None:
         {
             "name": "mean (95% CI)",
             "x": layers,
-            "y": [e.value for e in r.mean_recovery],
-            "lo": [e.lo for e in r.mean_recovery],
-            "hi": [e.hi for e in r.mean_recovery],
+            **interval(r.mean_recovery),
             "lw": 2.4,
             "color": plots.RUN_COLORS[1],
         }

@@ -6,7 +6,7 @@ import numpy as np
 
 from atlas_core.report import plots
 from atlas_core.report.data import ReportedRun
-from atlas_core.report.sections.common import L, depth_cmap
+from atlas_core.report.sections.common import L, depth_cmap, interval
 
 
 def steering(run: ReportedRun) -> dict | None:
@@ -125,16 +125,12 @@ def knockout(run: ReportedRun) -> dict | None:
             {
                 "name": "skill drop",
                 "x": x,
-                "y": [k.skill_drop.value for k in ls],
-                "lo": [k.skill_drop.lo for k in ls],
-                "hi": [k.skill_drop.hi for k in ls],
+                **interval([k.skill_drop for k in ls]),
             },
             {
                 "name": "non-skill drop",
                 "x": x,
-                "y": [k.nonskill_drop.value for k in ls],
-                "lo": [k.nonskill_drop.lo for k in ls],
-                "hi": [k.nonskill_drop.hi for k in ls],
+                **interval([k.nonskill_drop for k in ls]),
                 "color": plots.RUN_COLORS[1],
             },
         ],
