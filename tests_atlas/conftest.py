@@ -13,6 +13,9 @@ pytester test, it stays one module.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import cattrs  # noqa: F401
@@ -72,6 +75,41 @@ def forward_counter(model):
 
     with hooked([(m, "pre", counter(n)) for n, m in mods.items()]):
         yield calls
+
+
+def atlas_cli(out, *extra, args, **kw) -> subprocess.Popen:
+    """``python -m atlas_core.cli run *args --out OUT *extra`` in a subprocess on one thread (stdout and stderr
+    together, as text); ``kw`` goes to ``Popen`` (``start_new_session=True`` for a driver a test kills)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "atlas_core.cli", "run", *args, "--out", str(out), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def record_numbers(obj, path: str = "") -> dict:
+    """Every number of a record's result, by its JSON path (the end-to-end tests compare two runs' records)."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in record_numbers(val, f"{path}.{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in record_numbers(val, f"{path}[{i}]").items()}
+    return {path: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+
+
+@pytest.fixture(scope="session", name="atlas_cli")
+def _atlas_cli():
+    """:func:`atlas_cli`: an ``atlas run`` subprocess (the Ray end-to-end tests)."""
+    return atlas_cli
+
+
+@pytest.fixture(scope="session", name="record_numbers")
+def _record_numbers():
+    """:func:`record_numbers`: a record's numbers by JSON path."""
+    return record_numbers
 
 
 @pytest.fixture(scope="session")

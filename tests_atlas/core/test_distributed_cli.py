@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,33 +20,12 @@ ARGS = ["--model", "tiny-qwen2", "--experiments", "layer_ablation", "--profile",
 ALL = ["--model", "tiny-qwen2", "--experiments", "all", "--profile", "smoke", "--no-report"]
 
 
-def _atlas(out, *extra, args=ARGS, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "atlas_core.cli", "run", *args, "--out", str(out), *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
-
-
-def _numbers(obj, path=""):
-    """Every number of a record's result, by its JSON path."""
-    if isinstance(obj, dict):
-        return {k: v for key, val in obj.items() for k, v in _numbers(val, f"{path}.{key}").items()}
-    if isinstance(obj, list):
-        return {k: v for i, val in enumerate(obj) for k, v in _numbers(val, f"{path}[{i}]").items()}
-    return {path: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
-
-
-def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
-    local = _atlas(tmp_path / "local")
+def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path, atlas_cli, record_numbers):
+    local = atlas_cli(tmp_path / "local", args=ARGS)
     assert local.wait(timeout=300) == 0, local.stdout.read()
 
     out = tmp_path / "ray"
-    first = _atlas(out, "--ray", "--ray-shard", "1", start_new_session=True)
+    first = atlas_cli(out, "--ray", "--ray-shard", "1", args=ARGS, start_new_session=True)
     deadline = time.monotonic() + 240
     while not list(out.glob(".partial/*/sweep-*.safetensors")):
         assert first.poll() is None, "the run ended before saving a shard:\n" + first.stdout.read()
@@ -65,7 +42,7 @@ def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
     print(f"driver killed after saving {saved}")
     assert not (out / "layer_ablation.json").exists() and not RecordStore(out).load("layer_ablation")
 
-    second = _atlas(out, "--ray", "--ray-shard", "1")
+    second = atlas_cli(out, "--ray", "--ray-shard", "1", args=ARGS)
     log = second.communicate(timeout=300)[0]
     assert second.returncode == 0, log
     resumed = [line for line in log.splitlines() if "resuming from" in line]
@@ -74,18 +51,18 @@ def test_driver_killed_mid_run_resumes_to_the_local_result(tmp_path):
 
     a, b = RecordStore(tmp_path / "local").load("layer_ablation"), RecordStore(out).load("layer_ablation")
     assert a.config_hash == b.config_hash
-    na, nb = _numbers(a.result), _numbers(b.result)
+    na, nb = record_numbers(a.result), record_numbers(b.result)
     assert na.keys() == nb.keys() and len(na) > 100
     bad = [k for k in na if not np.isclose(na[k], nb[k], rtol=1e-5, atol=1e-7)]
     assert not bad, [(k, na[k], nb[k]) for k in bad[:5]]
 
 
-def test_every_experiment_with_ray_equals_local(tmp_path):
+def test_every_experiment_with_ray_equals_local(tmp_path, atlas_cli, record_numbers):
     """All nine experiments (smoke profile): every number of every record is the local run's, timings
     aside; the sweeps of the base model go to the actors, LoRA training and the adapted model's stay local."""
     runs = {}
     for name, extra in (("local", []), ("ray", ["--ray"])):
-        proc = _atlas(tmp_path / name, *extra, args=ALL)
+        proc = atlas_cli(tmp_path / name, *extra, args=ALL)
         log = proc.communicate(timeout=300)[0]
         assert proc.returncode == 0, log
         runs[name] = RecordStore(tmp_path / name)
@@ -104,7 +81,7 @@ def test_every_experiment_with_ray_equals_local(tmp_path):
     ):
         a, b = runs["local"].load(key), runs["ray"].load(key)
         assert a.config_hash == b.config_hash, key
-        na, nb = _numbers(a.result), _numbers(b.result)
+        na, nb = record_numbers(a.result), record_numbers(b.result)
         timed = [k for k in na if "seconds" in k or "speedup" in k]  # measured wall time, not a result
         bad = [k for k in na if k not in timed and not np.isclose(na[k], nb[k], rtol=1e-5, atol=1e-7)]
         assert na.keys() == nb.keys() and not bad, (key, [(k, na[k], nb[k]) for k in bad[:5]])
