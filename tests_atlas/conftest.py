@@ -1,5 +1,6 @@
 """What only the tests share: the helpers that several test modules use (one thread for tiny-model tests, a
-forward counter, the experiment context, the body of the claims tests).
+forward counter, an ``atlas run`` subprocess and a record's numbers, the experiment context, the body of the claims
+tests).
 
 The repository-wide fixtures, the real models (``tiny``, ``coder05``, ``coder15``, ``gemma270``, ``load_cached``)
 and the one model cache, are in the root ``conftest.py``; the plugin provides the ``atlas`` session, the run store
