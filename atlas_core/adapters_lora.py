@@ -284,7 +284,6 @@ def save_adapter(peft_model: nn.Module, adapter_dir: str | Path, meta: dict) -> 
     """Save the adapter (peft's format) plus ``atlas_meta.json`` (``meta`` and each file's SHA-256, checked by
     ``read_meta``) atomically: written to a temporary sibling folder, then renamed over ``adapter_dir``. Callers
     sharing a folder with other processes hold its adapter lock (``lora_training``)."""
-    import os
     import shutil
     import tempfile
 
@@ -298,13 +297,59 @@ def save_adapter(peft_model: nn.Module, adapter_dir: str | Path, meta: dict) -> 
             peft_model.save_pretrained(str(tmp))
         files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / "atlas_meta.json").write_text(json.dumps({**meta, "files": files}, indent=2, sort_keys=True))
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
-            os.replace(target, old / "adapter")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` over ``target`` (a reader sees the old adapter or the new one)."""
+    import os
+    import shutil
+    import tempfile
+
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+        os.replace(target, old / "adapter")
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def adapter_files(adapter_dir: str | Path) -> dict[str, bytes]:
+    """A saved adapter's files by name (checked by ``read_meta`` first): the adapter handed to a process that
+    does not share the run folder (a Ray worker on another node, or back from one)."""
+    folder = Path(adapter_dir)
+    meta = read_meta(folder)
+    if meta is None:
+        raise AtlasError(f"no saved LoRA adapter in {folder}")
+    return {name: (folder / name).read_bytes() for name in [*meta["files"], "atlas_meta.json"]}
+
+
+def place_adapter(adapter_dir: str | Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (``adapter_files``' output) as the adapter in ``adapter_dir``, atomically, and check it;
+    an adapter already there with the same ``atlas_meta.json`` (the same files, by their hashes) is kept as it is.
+    Callers sharing the folder hold its adapter lock, as for ``save_adapter``."""
+    import shutil
+    import tempfile
+
+    target = Path(adapter_dir)
+    if (target / "atlas_meta.json").is_file() and (target / "atlas_meta.json").read_bytes() == files["atlas_meta.json"]:
+        if read_meta(target) is not None:  # its files match the hashes (a damaged one raises)
+            return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for name, data in files.items():
+            if name != Path(name).name or name.startswith("."):
+                raise AtlasError(f"adapter file name {name!r} is not a plain file name")
+            (tmp / name).write_bytes(data)
+        if read_meta(tmp) is None:
+            raise AtlasError(f"the adapter handed over for {target} lacks atlas_meta.json or its config")
+        _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,7 +18,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -114,13 +114,22 @@ class RayPool:
     ``runner.SweepBackend``: lent to a run's ``Sweeping`` (``sweeping.lent(backend=pool)``), the sweeps of
     ``lm.model`` are sharded over them."""
 
-    def __init__(self, config: RayConfig, model: str, lm, on_shard: Callable[[ShardEvent], None] | None = None):
+    def __init__(
+        self,
+        config: RayConfig,
+        model: str,
+        lm,
+        on_shard: Callable[[ShardEvent], None] | None = None,
+        worker: type = SweepWorker,
+    ):
         self.config = config
         self.model = model
         self.lm = lm
         self.on_shard = on_shard
+        self.worker = worker  # the actor class: SweepWorker, or a subclass that also runs whole experiments
         self.actors: list = []
         self.live: list[int] = []
+        self.reserved: set[int] = set()  # actors lent to a whole experiment (``reserve``), out of the sweeps
         self.pids: list[int] = []
         self.dispatched = 0  # shards sent to actors (a test reads how many a resumed run sent)
         self._started = False
@@ -145,7 +154,7 @@ class RayPool:
                 ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
             self._started = True
         try:
-            actor = ray.remote(SweepWorker).options(
+            actor: Any = ray.remote(self.worker).options(
                 num_cpus=cfg.threads,
                 num_gpus=cfg.gpus_per_worker,
                 max_restarts=cfg.max_restarts,
@@ -180,16 +189,38 @@ class RayPool:
                 ray.kill(a)
             except Exception:  # an actor already gone
                 pass
-        self.actors, self.live = [], []
+        self.actors, self.live, self.reserved = [], [], set()
         if self._started:
             ray.shutdown()
             self._started = False
+
+    # ---- actors lent out ---------------------------------------------------------------------------------
+    def free(self) -> list[int]:
+        """The live actors the sweeps may use (not reserved)."""
+        return [w for w in self.live if w not in self.reserved]
+
+    def reserve(self) -> int:
+        """Take a free actor out of the sweeps' rotation (for a whole experiment) until ``release``."""
+        free = self.free()
+        if not free:
+            raise AtlasError("no free Ray worker to reserve")
+        self.reserved.add(free[0])
+        return free[0]
+
+    def release(self, worker: int) -> None:
+        self.reserved.discard(worker)
+
+    def drop(self, worker: int) -> None:
+        """An actor gone for good (its restarts spent)."""
+        self.release(worker)
+        if worker in self.live:
+            self.live.remove(worker)
 
     # ---- sharded sweeps --------------------------------------------------------------------------------
     def takes(self, runner) -> bool:
         """Whether ``runner`` sweeps this pool's model as loaded: a runner over an adapted copy (LoRA, a
         changed model) stays local, since the actors hold only the base weights."""
-        if not self.actors or runner.model is not self.lm.model:
+        if not self.free() or runner.model is not self.lm.model:
             return False
         return not any(type(m).__module__.startswith("peft.") for m in runner.model.modules())  # adapter injected
 
@@ -209,7 +240,7 @@ class RayPool:
         tgt = None if targets is None else [int(t) for t in targets]
         ref = None if reference_logprobs is None else ray.put(reference_logprobs.detach().float().cpu())
         queue = deque(enumerate(shards(todo, self.shard_size(len(todo)))))
-        idle = deque(self.live)
+        idle = deque(self.free())
         inflight: dict = {}
         bar = tqdm(total=len(queue), desc="ray shards", unit="shard", disable=not runner.progress, leave=False)
         while queue or inflight:
@@ -229,7 +260,7 @@ class RayPool:
             try:
                 st = ray.get(done)
             except ray.exceptions.RayActorError:  # restarts exhausted: its shard goes to the others
-                self.live.remove(w)
+                self.drop(w)
                 queue.appendleft((si, rows))
                 continue
             for name, got in (

@@ -4,7 +4,6 @@ write each result atomically as it finishes, skip those already done with the sa
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +13,12 @@ import torch
 from filelock import Timeout
 
 from atlas_core import AtlasError
-from atlas_core.checkpoints import Checkpoints
+from atlas_core.adapters_lora import adapter_files, place_adapter
 from atlas_core.codehash import baseline_stands, fingerprint
-from atlas_core.experiments import parse_experiments, run_experiment
+from atlas_core.experiment_tasks import Computed, RemoteJob, RemoteJobs, Schedule, compute, needed, run_schedule
+from atlas_core.experiments import lora_training, parse_experiments
 from atlas_core.experiments.context import Context
 from atlas_core.experiments.schema import load_result
-from atlas_core.integrity import NonFiniteMetric
 from atlas_core.models import load, resolve_device
 from atlas_core.models.loader import check_model_source, resolve_dtype
 from atlas_core.models.registry import OFFLINE_MODELS, TINY_MODELS
@@ -40,7 +39,6 @@ from atlas_core.run_records import (
     verified_codes,
 )
 from atlas_core.tasks import check_targets, load_families, max_positions
-from atlas_core.work import matmul_peak, metering
 
 if TYPE_CHECKING:
     from atlas_core.distributed import RayConfig
@@ -195,10 +193,13 @@ def run_plan(plan: RunPlan) -> RecordStore:
     store.root.mkdir(parents=True, exist_ok=True)
     with ExitStack() as held:
         _lock_pending(plan, store, jobs, held)
+        pool = None
         if plan.ray is not None and not all(job.done for job in jobs):
             from atlas_core.distributed import RayPool
+            from atlas_core.experiment_tasks import ExperimentWorker
 
-            held.enter_context(sweeping.lent(backend=held.enter_context(RayPool(plan.ray, plan.model, lm))))
+            pool = held.enter_context(RayPool(plan.ray, plan.model, lm, worker=ExperimentWorker))
+            held.enter_context(sweeping.lent(backend=pool))
             _say(
                 plan,
                 f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
@@ -217,11 +218,7 @@ def run_plan(plan: RunPlan) -> RecordStore:
             manifest.setdefault("experiments", {})
 
         store.update_manifest(start)
-        results: dict[int, dict[str, object]] = {}  # seed -> experiment -> typed result, computed or stored
-        for job in jobs:
-            results.setdefault(job.seed, {})[job.name] = _run_job(
-                plan, store, job, _visible(results, job.seed, plan.seed)
-            )
+        _run_jobs(plan, store, jobs, pool)
     if plan.report:
         from atlas_core.report import write_report
 
@@ -310,6 +307,59 @@ def _lock_pending(plan: RunPlan, store: RecordStore, jobs: list[_Job], held: Exi
                 job.stored = store.load(job.key)
 
 
+def _run_jobs(plan: RunPlan, store: RecordStore, jobs: list[_Job], pool) -> None:
+    """Every job, each after the jobs whose results it reads; with a Ray pool of two or more actors, the
+    ``on_worker`` experiments run whole on a reserved actor beside the driver's jobs (``experiment_tasks``)."""
+    results: dict[int, dict[str, object]] = {}  # seed -> experiment -> typed result, computed or stored
+    by_key = {(job.name, job.seed): job for job in jobs}
+    names = list(dict.fromkeys(job.name for job in jobs))
+
+    def needs(job: _Job) -> list[_Job]:
+        found = [by_key.get((dep, job.seed)) or by_key.get((dep, plan.seed)) for dep in needed(job.name, names)]
+        return [dep for dep in found if dep is not None]
+
+    def keep(job: _Job, result: object) -> None:
+        results.setdefault(job.seed, {})[job.name] = result
+
+    def here(job: _Job) -> None:
+        keep(job, _run_job(plan, store, job, _visible(results, job.seed, plan.seed)))
+
+    def payload(job: _Job) -> RemoteJob:
+        adapter = None
+        if lora_training.NAME in spec_of(job.name).requires:  # finished by now: its saved adapter, sent along
+            adapter = adapter_files(lora_training.ensure_adapter(job.ctx))
+        ctx = job.ctx
+        return RemoteJob(
+            job.name,
+            job.key,
+            job.seed,
+            ctx.families,
+            ctx.profile,
+            str(store.root),
+            str(_partial(plan, store, job)),
+            dict(ctx.drive),
+            ctx.screen,
+            {n: r for n, r in _visible(results, job.seed, plan.seed).items() if n in needed(job.name, names)},
+            adapter,
+        )
+
+    def fallback(job: _Job) -> tuple[Computed, None]:
+        results_in = _visible(results, job.seed, plan.seed)
+        return compute(job.ctx, spec_of(job.name), job.key, results_in, _partial(plan, store, job)), None
+
+    def finished(job: _Job, outcome: tuple[Computed, dict[str, bytes] | None]) -> None:
+        computed, adapter = outcome
+        if adapter is not None:  # a worker on another node: the adapter comes to the run folder with the record
+            job.ctx.artifacts.lora_adapter_dir = place_adapter(lora_training.adapter_dir(job.ctx), adapter)
+        keep(job, _write(plan, store, job, computed))
+
+    remote = None
+    if pool is not None and len(pool.live) >= 2:
+        remote = RemoteJobs(pool, payload, fallback, lambda msg: _say(plan, msg))
+    on_worker = lambda job: spec_of(job.name).on_worker and not job.done  # noqa: E731
+    run_schedule(Schedule(jobs, needs, on_worker), here, finished, remote)
+
+
 def _visible(results: dict[int, dict[str, object]], seed: int, run_seed: int) -> dict[str, object]:
     """The results a job at ``seed`` may read: its own seed's, over the run seed's (a seed-independent
     experiment runs at the run seed only)."""
@@ -317,43 +367,45 @@ def _visible(results: dict[int, dict[str, object]], seed: int, run_seed: int) ->
 
 
 def _run_job(plan: RunPlan, store: RecordStore, job: _Job, results: dict[str, object]) -> object:
-    """Run one experiment with the ``results`` it may read, write its record and add it to the manifest;
+    """Run one experiment here with the ``results`` it may read, write its record and add it to the manifest;
     returns its typed result (a reused record's, read back, when it is done already)."""
-    key, chash = job.key, job.config_hash
     if job.done and job.stored is not None:
-        _say(plan, f"[atlas] {key}: done already (config {chash}), skipped")
+        _say(plan, f"[atlas] {job.key}: done already (config {job.config_hash}), skipped")
         return load_result(job.name, job.stored.result)
-    lm, profile = job.ctx.lm, job.ctx.profile
-    _say(plan, f"[atlas] {key}: running on {lm.info.name} ({profile.name} profile)")
-    partial = store.partial_dir(key, chash)
-    store.clear_partial(key, keep=partial)
+    _say(plan, f"[atlas] {job.key}: running on {job.ctx.lm.info.name} ({job.ctx.profile.name} profile)")
+    return _write(plan, store, job, compute(job.ctx, spec_of(job.name), job.key, results, _partial(plan, store, job)))
+
+
+def _partial(plan: RunPlan, store: RecordStore, job: _Job) -> Path:
+    """The experiment's checkpoint folder (``RUN/.partial/``), other configs' debris cleared."""
+    partial = store.partial_dir(job.key, job.config_hash)
+    store.clear_partial(job.key, keep=partial)
     if partial.is_dir():
-        _say(plan, f"[atlas] {key}: resuming from the sweeps and training state saved in {partial}")
-    peak = matmul_peak(next(lm.model.parameters()).device, next(lm.model.parameters()).dtype)
-    t0 = time.perf_counter()
-    ck = Checkpoints(partial)  # this experiment's sweeps and training save here, and resume from it
-    with job.ctx.sweeping.lent(checkpoints=ck), metering(lm.model) as work:
-        try:
-            result = run_experiment(spec_of(job.name), job.ctx, results)
-        except NonFiniteMetric as exc:  # nothing is stored; the message gains the experiment's name
-            raise NonFiniteMetric(f"{key}: {exc}") from None
-    run_s = time.perf_counter() - t0
-    wall = run_s + ck.prior_seconds  # earlier attempts' time, up to their last save
+        _say(plan, f"[atlas] {job.key}: resuming from the sweeps and training state saved in {partial}")
+    return partial
+
+
+def _write(plan: RunPlan, store: RecordStore, job: _Job, done: Computed) -> object:
+    """Write ``done``'s record and its manifest entry, clear its checkpoints; returns its typed result."""
+    key, chash, lm = job.key, job.config_hash, job.ctx.lm
+    wall = done.run_seconds + done.prior_seconds  # earlier attempts' time, up to their last save
     finished = now()  # one instant: the record and its manifest entry must agree
     prov = {
         "model": lm.info.to_dict(),
         "seed": job.seed,
-        "profile": profile.name,
+        "profile": job.ctx.profile.name,
         "versions": versions(),
         "task_sha256": {n: f.sha256 for n, f in job.ctx.families.items()},
         "wall_seconds": round(wall, 3),
-        "resumed_after_seconds": round(ck.prior_seconds, 3),
-        "torch_threads": torch.get_num_threads(),
+        "resumed_after_seconds": round(done.prior_seconds, 3),
+        "torch_threads": done.torch_threads,
         "code": fingerprint(job.name),
-        "work": work.record(run_s, peak),
+        "work": done.work,
         "finished": finished,
     }
-    store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, unstructure(result)))
+    if done.worker is not None:
+        prov["worker"] = done.worker
+    store.write(ExperimentRecord(job.name, job.seed, job.config, chash, prov, unstructure(done.result)))
 
     def add_entry(manifest: dict) -> None:  # another `atlas run` may be adding its own entries meanwhile
         manifest.setdefault("experiments", {})[key] = {
@@ -365,8 +417,11 @@ def _run_job(plan: RunPlan, store: RecordStore, job: _Job, results: dict[str, ob
 
     store.update_manifest(add_entry)
     store.clear_partial(key)
-    _say(plan, f"[atlas] {key}: finished in {wall:.1f}s -> {store.path(key)}")
-    return result
+    _say(
+        plan,
+        f"[atlas] {key}: finished in {wall:.1f}s{' on ' + done.worker if done.worker else ''} -> {store.path(key)}",
+    )
+    return done.result
 
 
 def _stored_only_error(plan: RunPlan, root: Path, stale: list[_Job]) -> str:

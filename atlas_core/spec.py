@@ -155,6 +155,9 @@ class ExperimentSpec:
     families: tuple[str, ...] = ()  # task families it needs loaded, with contrast prompts (checked before a run)
     reuses: tuple[str, ...] = ()  # experiments whose results it reuses when present (an identical computation)
     seed_dependent: bool = False  # repeated by --seeds
+    # under --ray, runs whole on one Ray worker beside the driver's sharded sweeps (atlas_core.experiment_tasks):
+    # its work is serial, or sweeps a model the pool's replicas do not hold (an adapted one)
+    on_worker: bool = False
     profile_fields: tuple[str, ...] = ()  # the Profile fields it reads (documentation and checks)
     knobs: tuple[Knob, ...] = ()  # settings of its own, by profile
     group: str | None = None  # the prefix of its statistics (``hub`` -> ``hub.top_layer``); None: no statistics

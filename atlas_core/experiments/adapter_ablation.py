@@ -145,6 +145,7 @@ SPEC = ExperimentSpec(
     result=AdapterAblationResult,
     requires=("lora_training",),
     seed_dependent=True,
+    on_worker=True,
     group="adapter",
     statistics=statistics,
     finding="adapter ablation, the layers where the trained adapter acts",

@@ -344,6 +344,7 @@ SPEC = ExperimentSpec(
     config=config,
     result=LoraResult,
     seed_dependent=True,
+    on_worker=True,
     group="lora",
     statistics=statistics,
     claims=("lora.kl.*",),

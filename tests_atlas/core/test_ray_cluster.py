@@ -76,13 +76,13 @@ class TwoNodes:
         return node.all_processes["raylet"][0].process.pid
 
     def actors(self) -> dict[int, str]:
-        """The live ``SweepWorker`` actors' processes, pid -> node ("head", "second")."""
+        """The live ``SweepWorker``/``ExperimentWorker`` actors' processes, pid -> node ("head", "second")."""
         nodes = {self.raylet(self.cluster.head_node): "head"}  # type: ignore[attr-defined]
         if self.second is not None:
             nodes[self.raylet(self.second)] = "second"
         found = {}
         for pid, cmd in ray_processes(self.tag).items():
-            if cmd.startswith("ray::SweepWorker"):
+            if cmd.startswith(("ray::SweepWorker", "ray::ExperimentWorker")):
                 try:
                     found[pid] = nodes.get(psutil.Process(pid).ppid(), "?")
                 except psutil.NoSuchProcess:
