@@ -116,6 +116,45 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _execution_device(module: nn.Module) -> torch.device | None:
+    """The device accelerate runs ``module`` on (its ``AlignDevicesHook``), None when it placed no hook there."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in [hook, *getattr(hook, "hooks", [])] if hook is not None else []:
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return None
+
+
+@contextmanager
+def _adapters_on_execution_devices(model: nn.Module) -> Iterator[None]:
+    """peft creates each adapter on the CPU (where it is initialised, so its seeded values do not depend on the
+    placement), then moves it to the device of its base layer's weight. A layer accelerate offloaded
+    (``--device-map`` with disk offload) holds its weight on the meta device and loads it only for its forward,
+    so the adapter moved there would lose its values. For the block, each such weight is replaced by a
+    one-element placeholder (expanded to its shape) on the device accelerate runs the layer on, where peft then
+    puts the adapter; on exit the offloaded weights are back, with the ``requires_grad`` peft gave the
+    placeholders. Models not placed by accelerate are left alone."""
+    if not getattr(model, "hf_device_map", None):
+        yield
+        return
+    swapped = []
+    for module in model.modules():
+        device = _execution_device(module)
+        for name, param in list(module.named_parameters(recurse=False)):
+            if device is not None and param.device.type == "meta":
+                stand_in = nn.Parameter(torch.zeros(1, dtype=param.dtype, device=device).expand(param.shape))
+                stand_in.requires_grad_(param.requires_grad)
+                setattr(module, name, stand_in)
+                swapped.append((module, name, param, stand_in))
+    try:
+        yield
+    finally:
+        for module, name, param, stand_in in swapped:
+            param.requires_grad_(stand_in.requires_grad)
+            setattr(module, name, param)
+
+
 @contextmanager
 def _peft_scope(model: nn.Module, make: Callable[[], nn.Module]) -> Iterator[nn.Module]:
     """Yield ``make()`` (a PeftModel over ``model``); restore ``model`` exactly on exit."""
@@ -129,7 +168,7 @@ def _peft_scope(model: nn.Module, make: Callable[[], nn.Module]) -> Iterator[nn.
     had_attrs = set(vars(model))
     peft_model = None
     try:
-        with _quiet():
+        with _quiet(), _adapters_on_execution_devices(model):
             peft_model = make()
         yield peft_model
     finally:
@@ -189,9 +228,36 @@ def attached_adapter(model: nn.Module, adapter_dir: str | Path) -> Iterator[nn.M
 
     path = check_adapter_dir(adapter_dir)
     read_meta(path)  # its files as saved, or a CorruptFile
-    with _peft_scope(model, lambda: PeftModel.from_pretrained(model, str(path), is_trainable=False)) as peft_model:
+    if getattr(model, "hf_device_map", None):
+        make = lambda: _load_placed(model, path)  # noqa: E731
+    else:
+        make = lambda: PeftModel.from_pretrained(model, str(path), is_trainable=False)  # noqa: E731
+    with _peft_scope(model, make) as peft_model:
         peft_model.eval()
         yield peft_model
+
+
+def _load_placed(model: nn.Module, path: Path) -> nn.Module:
+    """``PeftModel.from_pretrained`` without its re-dispatch: on a model accelerate placed over the CPU or disk,
+    peft removes every placement hook and places the model again by its own memory balance, which would leave
+    the base model placed otherwise after the block. Here the saved config builds the adapter where each layer
+    runs (``_adapters_on_execution_devices``) and the saved weights are loaded into it, every one accounted for."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    config = LoraConfig.from_pretrained(str(path))
+    config.inference_mode = True
+    with torch.random.fork_rng(devices=[]):  # the throwaway initial values draw from the RNG: leave it as it was
+        peft_model = get_peft_model(model, config)
+    weights = load_file(str(path / "adapter_model.safetensors"))
+    loaded = set_peft_model_state_dict(peft_model, weights)
+    missing = [k for k in loaded.missing_keys if "lora_" in k]
+    if loaded.unexpected_keys or missing:
+        raise AtlasError(
+            f"the LoRA adapter in {path} does not fit this model ({len(loaded.unexpected_keys)} unexpected and "
+            f"{len(missing)} missing tensors, e.g. {(loaded.unexpected_keys or missing)[0]}): train it on this model"
+        )
+    return peft_model
 
 
 def _checkpointing(model: nn.Module, enable: bool) -> None:

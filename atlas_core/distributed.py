@@ -37,6 +37,10 @@ class RayConfig:
     gpus_per_worker: float = 0.0  # 1 on a GPU cluster: one replica per GPU
     shard_variants: int | None = None  # variants per shard; default: about four shards per worker
     max_restarts: int = 2  # Ray restarts a dead actor this often and retries its tasks as often
+    # each replica placed over its actor's devices as ``--device-map`` places the driver's (accelerate): "auto",
+    # implied by more than one GPU per worker; ``max_memory`` as ``--max-memory`` ("0=20GiB,1=20GiB,cpu=60GiB")
+    device_map: str | None = None
+    max_memory: str | None = None
 
     def __post_init__(self):
         if self.workers < 1:
@@ -49,6 +53,15 @@ class RayConfig:
             raise AtlasError(f"--ray-shard must be at least 1 variant (got {self.shard_variants})")
         if self.max_restarts < 0:
             raise AtlasError(f"max_restarts must be 0 or more (got {self.max_restarts})")
+        if self.device_map not in (None, "auto"):
+            raise AtlasError(f"--device-map {self.device_map!r}: only 'auto' is supported")
+        if self.max_memory is not None and self.placement is None:
+            raise AtlasError("--max-memory places a replica: add --device-map auto (or give each worker 2+ GPUs)")
+
+    @property
+    def placement(self) -> str | None:
+        """How each actor places its replica: "auto" (over its devices) or None (whole on one device)."""
+        return self.device_map or ("auto" if self.gpus_per_worker > 1 else None)
 
 
 @dataclass(frozen=True)
@@ -69,16 +82,32 @@ class RunnerSpec:
 class SweepWorker:
     """The actor body: one model replica and a runner per prompt set (the clean pass runs once per actor)."""
 
-    def __init__(self, model: str, device: str, dtype: str, threads: int):
+    def __init__(
+        self,
+        model: str,
+        device: str,
+        dtype: str,
+        threads: int,
+        device_map: str | None = None,
+        max_memory: str | None = None,
+    ):
         from atlas_core.models import load
+        from atlas_core.models.placement import parse_max_memory, place
 
         torch.set_num_threads(threads)
-        self.lm = load(model, device=device, dtype=dtype, progress=False)
+        self.lm = load(model, device="cpu" if device_map else device, dtype=dtype, progress=False)
+        self.devices = [str(next(self.lm.model.parameters()).device)]
+        if device_map:  # loaded on the CPU, then dispatched over this actor's devices (Ray sets which GPUs it sees)
+            self.devices = place(self.lm.model, device_map, parse_max_memory(max_memory)).devices
         self._runners: dict[RunnerSpec, Runner] = {}
 
     def identity(self) -> tuple[str, int]:
         """(weights sha256, process id): the driver checks the replica is its model."""
         return self.lm.info.weights_sha256, os.getpid()
+
+    def placed_on(self) -> list[str]:
+        """The devices this replica spans (accelerate's device names: GPU indices, cpu, disk)."""
+        return self.devices
 
     def sweep(self, spec: RunnerSpec, variants, targets, k, reference_logprobs):
         runner = self._runners.get(spec)
@@ -131,6 +160,7 @@ class RayPool:
         self.live: list[int] = []
         self.reserved: set[int] = set()  # actors lent to a whole experiment (``reserve``), out of the sweeps
         self.pids: list[int] = []
+        self.placed: list[list[str]] = []  # the devices each actor's replica spans
         self.dispatched = 0  # shards sent to actors (a test reads how many a resumed run sent)
         self._started = False
 
@@ -162,7 +192,8 @@ class RayPool:
             )
             device = "cuda" if cfg.gpus_per_worker else "cpu"
             self.actors = [
-                actor.remote(self.model, device, self.lm.info.dtype, cfg.threads) for _ in range(cfg.workers)
+                actor.remote(self.model, device, self.lm.info.dtype, cfg.threads, cfg.placement, cfg.max_memory)
+                for _ in range(cfg.workers)
             ]
             ids = ray.get([a.identity.remote() for a in self.actors])
             bad = {sha for sha, _ in ids if sha != self.lm.info.weights_sha256}
@@ -172,6 +203,7 @@ class RayPool:
                     f"{self.lm.info.weights_sha256}: install the same model (same cache) on every node"
                 )
             self.pids = [pid for _, pid in ids]
+            self.placed = ray.get([a.placed_on.remote() for a in self.actors])
             self.live = list(range(len(self.actors)))
         except BaseException:
             self._close()

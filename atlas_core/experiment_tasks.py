@@ -93,8 +93,8 @@ class ExperimentWorker(SweepWorker):
     """A ``SweepWorker`` that also computes whole experiments (``run_job``) on its replica. A context per
     (run folder, seed, profile, families) is kept, so the clean pass runs once per actor and seed."""
 
-    def __init__(self, model: str, device: str, dtype: str, threads: int):
-        super().__init__(model, device, dtype, threads)
+    def __init__(self, model: str, device: str, dtype: str, threads: int, device_map=None, max_memory=None):
+        super().__init__(model, device, dtype, threads, device_map, max_memory)
         self._contexts: dict[tuple, Context] = {}
 
     def run_job(self, job: RemoteJob) -> tuple[Computed, dict[str, bytes] | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,10 +122,8 @@ def run_plan(plan: RunPlan) -> RecordStore:
     check_screen(plan.screen, names)
     if plan.device_map is not None and plan.device_map != "auto":
         raise AtlasError(f"--device-map {plan.device_map!r}: only 'auto' is supported")
-    if plan.device_map and plan.ray is not None:
-        raise AtlasError(
-            "--ray runs one whole replica per actor and --device-map splits one model across devices; use one of them"
-        )
+    if plan.device_map and plan.ray is not None:  # each actor places its replica as the driver places its own
+        plan.ray = replace(plan.ray, device_map=plan.device_map, max_memory=plan.max_memory)
     max_memory = parse_max_memory(plan.max_memory)
     _preflight(plan, names)
     dtype = resolve_dtype(plan.dtype, torch.device("cpu") if plan.device_map else resolve_device(plan.device))
@@ -200,10 +198,11 @@ def run_plan(plan: RunPlan) -> RecordStore:
 
             pool = held.enter_context(RayPool(plan.ray, plan.model, lm, worker=ExperimentWorker))
             held.enter_context(sweeping.lent(backend=pool))
+            where = sorted({d for devices in pool.placed for d in devices})
             _say(
                 plan,
                 f"[atlas] sweeps sharded over {plan.ray.workers} Ray worker(s) "
-                f"({plan.ray.address or 'a local cluster'})",
+                f"({plan.ray.address or 'a local cluster'}; replicas placed across {', '.join(where)})",
             )
         run_info = {
             "model": lm.info.to_dict(),

@@ -26,20 +26,23 @@ class Placement:
         return sorted({str(d) for d in self.device_map.values()})
 
 
-def parse_max_memory(text: str | None) -> dict[str | int, str] | None:
-    """``"0=20GiB,cpu=60GiB"`` -> ``{0: "20GiB", "cpu": "60GiB"}`` (accelerate's ``max_memory``)."""
+def parse_max_memory(text: str | None) -> dict[str | int, str | int] | None:
+    """``"0=20GiB,cpu=60GiB"`` -> ``{0: "20GiB", "cpu": "60GiB"}`` (accelerate's ``max_memory``); a size in bytes
+    (``cpu=362880`` or ``362880B``) becomes an int, the form accelerate takes bytes in."""
     if not text:
         return None
-    out: dict[str | int, str] = {}
+    out: dict[str | int, str | int] = {}
     for part in text.split(","):
         dev, sep, size = part.partition("=")
         dev, size = dev.strip(), size.strip()
-        if not sep or not dev or not _SIZE.match(size):
+        sized = _SIZE.match(size)
+        if not sep or not dev or sized is None:
             raise AtlasError(f"--max-memory entry {part!r} is not DEVICE=SIZE (e.g. 0=20GiB,cpu=60GiB)")
         key: str | int = int(dev.removeprefix("cuda:")) if dev.removeprefix("cuda:").isdigit() else dev
         if key not in ("cpu", "disk") and not isinstance(key, int):
             raise AtlasError(f"--max-memory device {dev!r}: use a GPU index (0, cuda:1), cpu or disk")
-        out[key] = size
+        number, unit = sized.groups()
+        out[key] = int(float(number)) if unit in (None, "B", "b") else size
     return out
 
 

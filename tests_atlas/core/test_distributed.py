@@ -228,13 +228,16 @@ def test_bad_ray_config_fails_before_work(tmp_path, capsys):
     ]
     assert main(base + ["--ray", "--ray-workers", "0"]) == 2
     assert "--ray-workers must be at least 1" in capsys.readouterr().err
-    assert main(base + ["--ray", "--device-map", "auto"]) == 2
-    assert "use one of them" in capsys.readouterr().err
+    assert main(base + ["--ray", "--max-memory", "cpu=1GB"]) == 2
+    assert "--max-memory is given without --device-map" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     with pytest.raises(AtlasError, match="--ray-workers must be at least 1"):
         RayConfig(workers=0)
     with pytest.raises(AtlasError, match="--ray-shard must be at least 1"):
         RayConfig(shard_variants=0)
+    with pytest.raises(AtlasError, match="add --device-map auto"):
+        RayConfig(max_memory="cpu=1GB")
+    assert RayConfig(gpus_per_worker=2).placement == "auto" and RayConfig(gpus_per_worker=1).placement is None
 
 
 def test_no_ray_import_without_ray(tmp_path):
