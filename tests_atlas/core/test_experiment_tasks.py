@@ -5,10 +5,11 @@ training, adapter ablation, by their specs) leave at once for a worker while the
 worker to spare they wait for one, and with no pool at all the run order is the plain one. A hypothesis property
 checks the order on random dependency graphs and random finishing orders.
 
-End to end (a local Ray cluster, default tier, ~30 s): ``atlas run --ray`` sends LoRA training to a worker before
+End to end (a local Ray cluster, default tier, ~27 s; the worker-kill test, slow tier, ~31 s): ``atlas run --ray`` sends LoRA training to a worker before
 the driver's first experiment, the records of LoRA training and adapter ablation say which actor computed them,
 and every record equals the plain local run's: bit for bit at one thread on both sides, the sharded sweeps within
-the 1e-5 their batch composition moves them (as ``test_distributed_cli`` states)."""
+the 1e-5 their batch composition moves them (as ``test_distributed_cli`` states). A worker killed while it trains
+is restarted by Ray, and the retried experiment writes the same record."""
 
 from __future__ import annotations
 
@@ -215,3 +216,41 @@ def test_the_adapter_travels_as_its_files_and_a_damaged_one_is_refused(tmp_path)
     with pytest.raises(CorruptFile, match="damaged"):
         place_adapter(tmp_path / "other", damaged)
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow  # ~30 s of fault injection, beside test_distributed_cli's
+def test_a_worker_killed_while_training_is_restarted_and_the_record_is_the_local_one(
+    tmp_path, atlas_cli, record_numbers
+):
+    """SIGKILL of the actor process while it runs LoRA training (``ray::ExperimentWorker.run_job``): Ray restarts
+    the actor and retries the experiment (``max_restarts``), which a new process computes to the local record."""
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
+    import signal
+    import time
+
+    args = ["--model", "tiny-qwen2", "--profile", "ci", "--no-report", "--experiments", "clean,lora_training"]
+    local = atlas_cli(tmp_path / "local", args=args)
+    assert local.wait(timeout=300) == 0, local.stdout.read()
+    proc = atlas_cli(tmp_path / "ray", "--ray", "--ray-workers", "2", args=args, start_new_session=True)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if cmd.startswith("ray::ExperimentWorker.run_job") and p.pid not in (os.getpid(), proc.pid):
+                try:  # only this test's cluster: its raylet descends from the driver's session
+                    if os.getsid(p.pid) == proc.pid:
+                        os.kill(p.pid, signal.SIGKILL)
+                        killed = p.pid
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.002)
+    log = proc.communicate(timeout=300)[0]
+    assert killed is not None, "the worker finished before it could be killed:\n" + log
+    assert proc.returncode == 0, log
+    a, b = RecordStore(tmp_path / "local").load("lora_training"), RecordStore(tmp_path / "ray").load("lora_training")
+    worker = b.provenance["worker"]
+    assert worker.startswith("ray actor ") and f"actor {killed} " not in worker, (killed, worker)  # a new process
+    na, nb = record_numbers(a.result), record_numbers(b.result)
+    assert {k: v for k, v in na.items() if "seconds" not in k} == {k: v for k, v in nb.items() if "seconds" not in k}
