@@ -5,11 +5,11 @@ training, adapter ablation, by their specs) leave at once for a worker while the
 worker to spare they wait for one, and with no pool at all the run order is the plain one. A hypothesis property
 checks the order on random dependency graphs and random finishing orders.
 
-End to end (a local Ray cluster, default tier, ~27 s; the worker-kill test, slow tier, ~31 s): ``atlas run --ray`` sends LoRA training to a worker before
+End to end (a local Ray cluster; default tier, ~27 s): ``atlas run --ray`` sends LoRA training to a worker before
 the driver's first experiment, the records of LoRA training and adapter ablation say which actor computed them,
 and every record equals the plain local run's: bit for bit at one thread on both sides, the sharded sweeps within
 the 1e-5 their batch composition moves them (as ``test_distributed_cli`` states). A worker killed while it trains
-is restarted by Ray, and the retried experiment writes the same record."""
+is restarted by Ray, and the retried experiment writes the same record (slow tier, ~31 s)."""
 
 from __future__ import annotations
 
