@@ -109,6 +109,10 @@ class SweepWorker:
         """The devices this replica spans (accelerate's device names: GPU indices, cpu, disk)."""
         return self.devices
 
+    def apply(self, fn: Callable, payload, items: list) -> list:
+        """``fn(lm, payload, items)`` on this replica (``RayPool.spread``)."""
+        return fn(self.lm, payload, items)
+
     def sweep(self, spec: RunnerSpec, variants, targets, k, reference_logprobs):
         runner = self._runners.get(spec)
         if runner is None:
@@ -263,7 +267,6 @@ class RayPool:
         """``Runner.sweep`` of ``variants`` on the actors; same arrays, same checkpoint slot, same statistics
         (``Runner.stats`` on the driver)."""
         import ray
-        from tqdm.auto import tqdm
 
         nv = len(variants)
         arrays, slot = runner.saved(variants, targets, k, reference_logprobs)
@@ -271,31 +274,12 @@ class RayPool:
         spec = ray.put(RunnerSpec.of(runner))
         tgt = None if targets is None else [int(t) for t in targets]
         ref = None if reference_logprobs is None else ray.put(reference_logprobs.detach().float().cpu())
-        queue = deque(enumerate(shards(todo, self.shard_size(len(todo)))))
-        idle = deque(self.free())
-        inflight: dict = {}
-        bar = tqdm(total=len(queue), desc="ray shards", unit="shard", disable=not runner.progress, leave=False)
-        while queue or inflight:
-            while queue and idle:
-                w = idle.popleft()
-                si, rows = queue.popleft()
-                task = self.actors[w].sweep.remote(spec, [variants[i] for i in rows], tgt, k, ref)
-                inflight[task] = (w, si, rows)
-                self.dispatched += 1
-            if not inflight:
-                raise AtlasError(
-                    f"every Ray worker died; {len(queue)} shard(s) of {nv} variants left undone "
-                    "(their finished shards are saved: rerun to resume)"
-                )
-            (done,), _ = ray.wait(list(inflight), num_returns=1)
-            w, si, rows = inflight.pop(done)
-            try:
-                st = ray.get(done)
-            except ray.exceptions.RayActorError:  # restarts exhausted: its shard goes to the others
-                self.drop(w)
-                queue.appendleft((si, rows))
-                continue
-            for name, got in (
+
+        def send(actor, rows: list[int]):
+            return actor.sweep.remote(spec, [variants[i] for i in rows], tgt, k, ref)
+
+        def got(si: int, rows: list[int], w: int, st) -> None:
+            for name, values in (
                 ("kl", st.kl),
                 ("argmax_match", st.argmax_match),
                 ("topk_overlap", st.topk_overlap),
@@ -303,13 +287,73 @@ class RayPool:
                 ("target_prob", st.target_prob),
             ):
                 if name in arrays:
-                    arrays[name][rows] = got
+                    arrays[name][rows] = values
             arrays["done"][rows] = 1
             if slot is not None:
                 slot.save(arrays, force=True)  # each finished shard is durable: a restarted driver skips it
-            idle.append(w)
-            bar.update(1)
             if self.on_shard is not None:
                 self.on_shard(ShardEvent(si, rows, w))
-        bar.close()
+
+        self._dispatch(shards(todo, self.shard_size(len(todo))), send, got, f"of {nv} variants", runner.progress)
         return runner.stats(variants, arrays, targets, reference_logprobs)
+
+    def spread(self, fn: Callable, payload, items: Sequence) -> list:
+        """``fn(lm, payload, chunk)`` on the free actors' replicas, ``items`` cut into one contiguous chunk per
+        actor; its per-item results in item order. Work that is not a variant sweep of the base model (an adapted
+        model's, measured layer by layer): ``fn`` is a module-level function, and its results are exactly what it
+        returns on the driver at the same thread count. A chunk whose actor is lost for good goes to another."""
+        import ray
+
+        out: list = [None] * len(items)
+        ref = ray.put(payload)
+
+        def send(actor, idx: list[int]):
+            return actor.apply.remote(fn, ref, [items[i] for i in idx])
+
+        def got(_: int, idx: list[int], __: int, values) -> None:
+            if len(values) != len(idx):
+                raise AtlasError(f"{fn.__qualname__} returned {len(values)} results for {len(idx)} items")
+            for i, value in zip(idx, values):
+                out[i] = value
+
+        size = max(1, math.ceil(len(items) / max(1, len(self.free()))))
+        self._dispatch(shards(range(len(items)), size), send, got, f"of {len(items)} items", False)
+        return out
+
+    def _dispatch(self, chunks: list[list[int]], send: Callable, got: Callable, what: str, progress: bool) -> None:
+        """Each chunk to a free actor (``send(actor, chunk)`` -> its task), ``got(index, chunk, actor, result)``
+        as each finishes; a chunk whose actor is gone for good (restarts spent) goes back on the queue."""
+        import ray
+        from tqdm.auto import tqdm
+
+        queue = deque(enumerate(chunks))
+        idle = deque(self.free())
+        inflight: dict = {}
+        bar = tqdm(total=len(queue), desc="ray shards", unit="shard", disable=not progress, leave=False)
+        while queue or inflight:
+            while queue and idle:
+                w = idle.popleft()
+                si, rows = queue.popleft()
+                inflight[send(self.actors[w], rows)] = (w, si, rows)
+                self.dispatched += 1
+            if not inflight:
+                raise AtlasError(
+                    f"every Ray worker died; {len(queue)} shard(s) {what} left undone "
+                    "(their finished shards are saved: rerun to resume)"
+                )
+            (done,), _ = ray.wait(list(inflight), num_returns=1)
+            w, si, rows = inflight.pop(done)
+            try:
+                result = ray.get(done)
+            except ray.exceptions.RayActorError:  # restarts exhausted: its shard goes to the others
+                self.drop(w)
+                queue.appendleft((si, rows))
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, AtlasError):  # one `atlas: error:` line, as on the driver
+                    raise exc.cause from None
+                raise
+            got(si, rows, w, result)
+            idle.append(w)
+            bar.update(1)
+        bar.close()

@@ -2,9 +2,9 @@
 specs declare, the serial ones on a worker of their own while the driver's sweeps are sharded over the others.
 
 Which experiment runs where is declared once, in its spec: ``on_worker`` (LoRA training, whose steps are serial at
-batch size 1, and adapter ablation, which sweeps an adapted model the pool's replicas do not hold) runs whole on
-one Ray actor, reserved for it; everything else runs on the driver, whose base-model sweeps the pool shards over
-the actors not reserved. An experiment starts once every experiment it ``requires`` or ``reuses`` in this run has
+batch size 1) runs whole on one Ray actor, reserved for it; everything else runs on the driver, whose base-model
+sweeps the pool shards over the actors not reserved (transfer's patched sweep among them), and adapter ablation
+spreads its layers over them, each actor attaching the adapter to its own replica (``RayPool.spread``). An experiment starts once every experiment it ``requires`` or ``reuses`` in this run has
 its result, so LoRA training starts with the run and the base-model sweeps run beside it; transfer waits for the
 adapter. At least one actor always stays for the sweeps: with one worker everything runs on the driver.
 

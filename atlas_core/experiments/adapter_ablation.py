@@ -6,6 +6,10 @@ with a Pearson correlation and a bootstrap interval over layers (the study: 0.85
 Switching the adapter off at L leaves layers below L as in the trained run, so each layer's variant
 starts from the trained runner's cached residual entering L (clean-prefix reuse) and runs L and up
 with peft's per-module disable flag set on layer L's LoRA modules.
+
+Under ``atlas run --ray`` the layers are cut into one chunk per free actor (``RayPool.spread``); each actor attaches
+the adapter (sent as its files) to its own replica and measures its chunk as the driver would, bit for bit at the
+same thread count, checkpointing in a subfolder of the experiment's per chunk.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from atlas_core.spec import GOLDEN_REL_TRAINED, ExperimentSpec, StatDecl
 from atlas_core.stat import Stat, finite, series
 from atlas_core.interventions import Noop, Variant
 from atlas_core.metrics import correlation_ci, pearson, spearman
+from atlas_core.runner import Runner
 from atlas_core.sites import Site
 
 NAME = "adapter_ablation"
@@ -48,6 +53,76 @@ def config(ctx: Context) -> dict:
     return {"lora": lora_training.config(ctx), "n_top": N_TOP, "disable": "per-layer peft flag"}
 
 
+def layer_kls(peft_model, trained: Runner, layers: list[int], progress: bool = False) -> list[np.ndarray]:
+    """KL per prompt of the adapted model against itself with the adapter off at each of ``layers`` (``trained``:
+    a runner over ``peft_model``, whose cached run gives each layer's prefix)."""
+    trained.residuals  # cache the full trained run (the reference and every layer's prefix)
+    out = []
+    for layer in tqdm(layers, desc="adapter ablation", unit="layer", disable=not progress, leave=False):
+        with adapter_disabled_at(peft_model, layer):
+            stats = trained.sweep([Variant(f"L{layer}", (Noop(Site("resid", layer)),))], progress=False)
+        out.append(stats.kl[0])
+    return out
+
+
+@dataclass(frozen=True)
+class AdaptedLayers:
+    """What a replica of the base model needs to measure layers of the adapter as the driver would: the
+    trained runner's prompts and settings, the adapter's files, and the folder its sweeps checkpoint in."""
+
+    prompts: tuple[str, ...]
+    memory_mb: int
+    seed: int
+    adapter: dict[str, bytes]
+    partial: str | None  # the experiment's checkpoints folder (None: none lent)
+
+
+def layer_kls_on(lm, job: AdaptedLayers, layers: list[int]) -> list[np.ndarray]:
+    """``layer_kls`` for ``layers`` on ``lm`` (a Ray actor's replica, ``RayPool.spread``): the adapter placed in a
+    temporary folder and attached for the call; the sweeps checkpoint in a subfolder of the experiment's, one per
+    chunk of layers, so a rerun with the same workers resumes them."""
+    import tempfile
+    from pathlib import Path
+
+    from atlas_core.adapters_lora import place_adapter
+    from atlas_core.checkpoints import Checkpoints
+    from atlas_core.runner import Sweeping
+
+    ck = None if job.partial is None else Checkpoints(Path(job.partial) / f"layers-{layers[0]}-{layers[-1]}")
+    with tempfile.TemporaryDirectory(prefix="atlas-adapter-") as tmp:
+        path = place_adapter(Path(tmp) / "adapter", job.adapter)
+        with attached_adapter(lm.model, path) as peft_model:
+            trained = Runner(
+                peft_model,
+                lm.tokenizer,
+                list(job.prompts),
+                memory_mb=job.memory_mb,
+                seed=job.seed,
+                sweeping=Sweeping(checkpoints=ck),
+            )
+            return layer_kls(peft_model, trained, layers)
+
+
+def _on_replicas(ctx: Context, adapter, layers: list[int]) -> list[np.ndarray] | None:
+    """The layers measured on the Ray pool's replicas, spread over its free actors (``atlas run --ray``); None
+    when no pool takes the run's model (then the driver measures them)."""
+    backend = ctx.sweeping.backend
+    spread = getattr(backend, "spread", None)
+    if backend is None or spread is None or not backend.takes(ctx.runner):
+        return None
+    from atlas_core.adapters_lora import adapter_files
+
+    ck = ctx.sweeping.checkpoints
+    job = AdaptedLayers(
+        tuple(ctx.prompts),
+        ctx.profile.memory_mb,
+        ctx.seed,
+        adapter_files(adapter),
+        None if ck is None else str(ck.directory),
+    )
+    return spread(layer_kls_on, job, layers)
+
+
 def run(ctx: Context) -> AdapterAblationResult:
     model = ctx.lm.model
     ctx.runner.clean_logprobs  # the shared base clean pass happens before any adapter is attached
@@ -55,15 +130,14 @@ def run(ctx: Context) -> AdapterAblationResult:
     n_layers = ctx.runner.dims.n_layers
     layer_ids = list(range(n_layers))
 
-    per_layer_kl = []
+    spread = _on_replicas(ctx, adapter, layer_ids)
     with attached_adapter(model, adapter) as peft_model:
         norms = adapter_norms(peft_model)
-        trained = lora_training.trained_runner(ctx, peft_model)
-        trained.residuals  # cache the full trained run (the reference and every layer's prefix)
-        for layer in tqdm(layer_ids, desc="adapter ablation", unit="layer", disable=not ctx.progress, leave=False):
-            with adapter_disabled_at(peft_model, layer):
-                stats = trained.sweep([Variant(f"L{layer}", (Noop(Site("resid", layer)),))], progress=False)
-            per_layer_kl.append(stats.kl[0])
+        if spread is not None:
+            per_layer_kl = spread
+        else:
+            trained = lora_training.trained_runner(ctx, peft_model)
+            per_layer_kl = layer_kls(peft_model, trained, layer_ids, ctx.progress)
 
     kl = [ctx.estimate(v) for v in per_layer_kl]
     means = np.array([e.value for e in kl])
@@ -145,7 +219,6 @@ SPEC = ExperimentSpec(
     result=AdapterAblationResult,
     requires=("lora_training",),
     seed_dependent=True,
-    on_worker=True,
     group="adapter",
     statistics=statistics,
     finding="adapter ablation, the layers where the trained adapter acts",

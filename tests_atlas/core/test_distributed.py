@@ -260,3 +260,19 @@ def test_no_ray_import_without_ray(tmp_path):
     )
     assert bad.returncode != 0 and "AssertionError: ['ray'" in bad.stderr, bad.stderr[-2000:]
     print(bad.stderr.strip().splitlines()[-1])
+
+
+def test_adapter_ablation_is_spread_over_the_replicas_with_the_local_result(lm, pool, smoke_ctx):
+    """The adapted model's per-layer measurement, cut into one chunk of layers per actor (``RayPool.spread``),
+    gives the driver's arrays bit for bit (one thread everywhere), and the actors did the work."""
+    from atlas_core.experiments import adapter_ablation, lora_training
+
+    ctx = smoke_ctx(lm)
+    lora_training.run(ctx)
+    local = adapter_ablation.run(ctx)
+    before = pool.dispatched
+    with ctx.sweeping.lent(backend=pool):
+        spread = adapter_ablation.run(ctx)
+    assert pool.dispatched - before == len(pool.free()) == 2
+    assert [k.value for k in spread.kl] == [k.value for k in local.kl] and spread.norm == local.norm
+    assert spread.pearson == local.pearson and spread.top_layers == local.top_layers

@@ -1,12 +1,12 @@
 """Whole experiments as Ray tasks (``atlas_core.experiment_tasks``).
 
 The schedule (no Ray): every experiment runs once and after everything it reads; the ``on_worker`` ones (LoRA
-training, adapter ablation, by their specs) leave at once for a worker while the driver runs the rest; with no
+training, by its spec) leave at once for a worker while the driver runs the rest; with no
 worker to spare they wait for one, and with no pool at all the run order is the plain one. A hypothesis property
 checks the order on random dependency graphs and random finishing orders.
 
 End to end (a local Ray cluster; default tier, ~27 s): ``atlas run --ray`` sends LoRA training to a worker before
-the driver's first experiment, the records of LoRA training and adapter ablation say which actor computed them,
+the driver's first experiment, LoRA training's record says which actor computed it,
 and every record equals the plain local run's: bit for bit at one thread on both sides, the sharded sweeps within
 the 1e-5 their batch composition moves them (as ``test_distributed_cli`` states). A worker killed while it trains
 is restarted by Ray, and the retried experiment writes the same record (slow tier, ~31 s)."""
@@ -81,14 +81,18 @@ def completion(log) -> dict[str, int]:
 
 
 def test_the_specs_declare_which_experiments_run_on_a_worker():
-    assert [n for n in ALL if spec_of(n).on_worker] == ["lora_training", "adapter_ablation"]
+    assert [n for n in ALL if spec_of(n).on_worker] == ["lora_training"]  # adapter ablation spreads its layers
     assert needed("transfer", ALL) == ["lora_training"] and needed("efficiency", ALL) == ["layer_ablation"]
     assert needed("efficiency", ["clean", "efficiency"]) == []  # reuses only what this run computes
 
 
 def test_lora_training_leaves_for_a_worker_before_the_driver_starts():
+    """With the specs' placement, and with adapter ablation (which needs the adapter) also sent to a worker."""
+    log, finished = run(ALL, FakeRemote(workers=2, log=[]))
+    assert log[0] == ("submit", "lora_training") and log[1] == ("here", "clean")
+    assert finished == {"lora_training": "outcome of lora_training"}
     remote = FakeRemote(workers=2, log=[])
-    log, finished = run(ALL, remote)
+    log, finished = run(ALL, remote, schedule_of(ALL, on_worker=lambda n: n in ("lora_training", "adapter_ablation")))
     assert log[0] == ("submit", "lora_training") and log[1] == ("here", "clean")
     done = completion(log)
     assert sorted(done) == sorted(ALL)  # every experiment once
@@ -154,7 +158,7 @@ RUN = ["--model", "tiny-qwen2", "--profile", "smoke", "--no-report"]
 EXPERIMENTS = "clean,layer_ablation,lora_training,transfer,adapter_ablation"
 
 
-def test_lora_training_and_adapter_ablation_run_on_a_worker_with_the_local_result(tmp_path, atlas_cli, record_numbers):
+def test_lora_training_runs_on_a_worker_with_the_local_result(tmp_path, atlas_cli, record_numbers):
     pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
     args = [*RUN, "--experiments", EXPERIMENTS]
     local = atlas_cli(tmp_path / "local", args=args)
