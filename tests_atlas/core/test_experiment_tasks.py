@@ -258,3 +258,56 @@ def test_a_worker_killed_while_training_is_restarted_and_the_record_is_the_local
     assert worker.startswith("ray actor ") and f"actor {killed} " not in worker, (killed, worker)  # a new process
     na, nb = record_numbers(a.result), record_numbers(b.result)
     assert {k: v for k, v in na.items() if "seconds" not in k} == {k: v for k, v in nb.items() if "seconds" not in k}
+
+
+@pytest.mark.slow
+def test_a_worker_lost_for_good_hands_its_experiment_to_the_driver(tmp_path, record_numbers):
+    """No restarts left (``max_restarts=0``): the actor SIGKILLed while it trains is gone, and the driver computes
+    LoRA training itself, to the record a plain run writes (one thread everywhere)."""
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    from atlas_core.distributed import RayConfig
+    from atlas_core.orchestrate import RunPlan, run_plan
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_the_trainer() -> None:
+        while not stop.is_set() and not killed:
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if " ".join(child.cmdline()).startswith("ray::ExperimentWorker.run_job"):
+                        os.kill(child.pid, signal.SIGKILL)
+                        killed.append(child.pid)
+                        break
+                except (psutil.NoSuchProcess, ProcessLookupError):
+                    pass
+            time.sleep(0.002)
+
+    def plan(out, ray=None) -> RunPlan:
+        exps = ["clean", "lora_training"]
+        return RunPlan("tiny-qwen2", exps, "ci", out, progress=False, report=False, ray=ray)
+
+    try:
+        run_plan(plan(tmp_path / "local"))
+        watcher = threading.Thread(target=kill_the_trainer, daemon=True)
+        watcher.start()
+        p = plan(tmp_path / "ray", RayConfig(workers=2, threads=1, max_restarts=0))
+        run_plan(p)
+    finally:
+        stop.set()
+        torch.set_num_threads(threads)
+    assert killed, "the worker finished before it could be killed"
+    assert any("the driver computes its experiment" in line for line in p.log), p.log
+    a, b = RecordStore(tmp_path / "local").load("lora_training"), RecordStore(tmp_path / "ray").load("lora_training")
+    assert b.provenance.get("worker") is None  # computed here
+    na, nb = record_numbers(a.result), record_numbers(b.result)
+    assert {k: v for k, v in na.items() if "seconds" not in k} == {k: v for k, v in nb.items() if "seconds" not in k}
