@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 
 import pytest
 import torch
@@ -154,6 +155,7 @@ def test_atlas_run_records_work_in_provenance_outside_the_config(tmp_path, monke
 
 def test_matmul_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
+    monkeypatch.setattr(work_mod, "_load1", lambda: 0.0)  # a quiet machine (a busy one is remeasured: below)
     monkeypatch.setattr(work_mod, "PEAK_SECONDS", 0.05)
     monkeypatch.setitem(work_mod.PEAK_N, "cpu", 64)
     first = matmul_peak("cpu", torch.float32)
@@ -167,6 +169,52 @@ def test_matmul_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     (tmp_path / "matmul-peak.json").write_text("{not json")
     with pytest.raises(AssertionError, match="measured again"):  # a damaged cache is remeasured
         matmul_peak("cpu", torch.float32)
+
+
+def test_a_peak_measured_under_load_is_measured_again_once_the_machine_is_quiet(tmp_path, monkeypatch):
+    """The load is stored with the peak; a busy one is remeasured by the first quiet call and the higher rate kept,
+    then read from the cache; a quiet one is never remeasured."""
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
+    cores = os.cpu_count() or 1
+    load = {"now": float(cores + 2)}  # two more runnable threads than cores: busy whatever the thread count
+    rates = iter([100.0, 250.0, 999.0])
+    measured = []
+
+    def fake_measure(device, dtype):
+        measured.append(load["now"])
+        return {
+            "gflops": next(rates),
+            "n": 8,
+            "key": "k",
+            "measured": len(measured),
+            "load1": load["now"],
+            "busy": work_mod.busy(load["now"]),
+        }
+
+    monkeypatch.setattr(work_mod, "_load1", lambda: load["now"])
+    monkeypatch.setattr(work_mod, "measure_peak", fake_measure)
+    first = matmul_peak("cpu", torch.float32)
+    assert first["busy"] and first["gflops"] == 100.0 and first["load1"] == cores + 2
+    assert matmul_peak("cpu", torch.float32) == first and len(measured) == 1  # still busy: not remeasured
+    load["now"] = 0.0
+    quiet = matmul_peak("cpu", torch.float32)
+    assert not quiet["busy"] and quiet["gflops"] == 250.0 and len(measured) == 2
+    assert matmul_peak("cpu", torch.float32) == quiet and len(measured) == 2  # quiet: cached for good
+    assert work_mod.busy(None) and not work_mod.busy(0.0)
+
+
+def test_a_quiet_remeasure_keeps_the_higher_rate(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
+    key = work_mod.peak_key(torch.device("cpu"), torch.float32)
+    (tmp_path / "matmul-peak.json").write_text(json.dumps({key: {"gflops": 500.0, "n": 8, "key": key}}))  # no load
+    monkeypatch.setattr(work_mod, "_load1", lambda: 0.0)
+    monkeypatch.setattr(
+        work_mod,
+        "measure_peak",
+        lambda d, t: {"gflops": 400.0, "n": 8, "key": key, "measured": 1.0, "load1": 0.0, "busy": False},
+    )
+    peak = matmul_peak("cpu", torch.float32)
+    assert peak["gflops"] == 500.0 and peak["busy"] is False and peak["remeasured_load1"] == 0.0
 
 
 def test_peak_rejects_a_bad_size():
