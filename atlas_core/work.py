@@ -268,7 +268,9 @@ def metering(model: nn.Module) -> Iterator[Work]:
     mem = MemoryMeter(next(model.parameters()).device)
     mem.start()
     try:
-        with hooked([(dec, "pre", meter._pre), (dec, "forward", meter._post), (lm_head(model), "forward", meter._head)]):
+        with hooked(
+            [(dec, "pre", meter._pre), (dec, "forward", meter._post), (lm_head(model), "forward", meter._head)]
+        ):
             yield meter.work
     finally:
         meter.work.memory = mem.reading()

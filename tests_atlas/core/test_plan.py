@@ -199,7 +199,11 @@ def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tin
     assert head.split()[-5:] == ["ratio", "peak", "GiB", "measured", "ratio"]
     for r in plan.rows:
         line = next(ln for ln in out.splitlines() if ln.startswith(r.experiment + " ")).split()
-        assert line[-3:] == [f"{r.peak_bytes / 2**30:.2f}", f"{run.experiments[r.experiment].peak_bytes / 2**30:.2f}", "1.00"]
+        assert line[-3:] == [
+            f"{r.peak_bytes / 2**30:.2f}",
+            f"{run.experiments[r.experiment].peak_bytes / 2**30:.2f}",
+            "1.00",
+        ]
     # without a calibration, the prediction is the plan's bytes alone, and the ratio shows how far they are
     assert main([*argv, "--check", str(tiny_run)]) == 0
     out = capsys.readouterr().out
