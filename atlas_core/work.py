@@ -26,6 +26,8 @@ and adds up, for each forward, from the shapes it was called with:
   in some containers: the high-water mark would then be the whole process's, including earlier
   experiments'), the three are ``None`` and ``unknown`` says why. The CPU figure is the process's: another
   thread allocating at the same time would be counted (``atlas run`` runs one experiment at a time).
+- ``load``: the machine's load averages (1, 5 and 15 minutes, ``os.getloadavg``) at the block's start and end,
+  so that a measured time can be read beside what else the machine ran (``None`` where the OS has none).
 
 ``matmul_peak`` measures the machine's dense matmul rate once per (device, dtype, threads, torch) and
 caches it, so a rate can be read as a fraction of what the hardware does on the kernel that dominates.
@@ -89,10 +91,11 @@ class Work:
     forwards: int = 0
     forward_seconds: float = 0.0
     memory: dict | None = None  # set when the metered block ends (``MemoryMeter.reading``); not summed
+    load: dict | None = None  # load averages at the block's start and end (``metering``); not summed
 
     def add(self, other: "Work") -> None:
         for k, v in asdict(other).items():
-            if k != "memory":
+            if k not in _MEASURED:
                 setattr(self, k, getattr(self, k) + v)
 
     def record(self, wall_seconds: float, peak: dict | None = None) -> dict:
@@ -104,12 +107,23 @@ class Work:
             "gflops_wall": _rate(self.flop, wall_seconds),
             "gflops_forward": _rate(self.flop, self.forward_seconds),
         }
-        if self.memory is None:
-            out.pop("memory")  # not measured (a Work added up by hand): unknown, as in older records
+        for k in _MEASURED:
+            if out[k] is None:
+                out.pop(k)  # not measured (a Work added up by hand): unknown, as in older records
         if peak:
             out["peak_gflops"] = peak["gflops"]
             out["peak_fraction_wall"] = round(out["gflops_wall"] / peak["gflops"], 4) if out["gflops_wall"] else 0.0
         return out
+
+
+_MEASURED = ("memory", "load")  # Work's fields measured over the block, not counted per forward
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _rate(flop: int, seconds: float) -> float:
@@ -261,11 +275,13 @@ class MemoryMeter:
 
 @contextmanager
 def metering(model: nn.Module) -> Iterator[Work]:
-    """Count the work of every forward of ``model`` inside the block and measure its peak memory on the
-    model's device (``Work.memory``, set when the block ends); yields the live ``Work``."""
+    """Count the work of every forward of ``model`` inside the block, measure its peak memory on the model's
+    device and read the load averages (``Work.memory`` and ``Work.load``, set when the block ends); yields the
+    live ``Work``."""
     meter = Meter(model)
     dec = decoder(model)
     mem = MemoryMeter(next(model.parameters()).device)
+    load_start = _loadavg()
     mem.start()
     try:
         with hooked(
@@ -274,6 +290,7 @@ def metering(model: nn.Module) -> Iterator[Work]:
             yield meter.work
     finally:
         meter.work.memory = mem.reading()
+        meter.work.load = {"start": load_start, "end": _loadavg()}
 
 
 # ---- the machine's matmul peak ----------------------------------------------------------------------

@@ -121,6 +121,8 @@ def test_a_runs_records_carry_each_experiments_peak_memory(tiny_run):
         assert mem["device"] == "cpu" and mem["measure"] == "VmHWM after clear_refs", mem
         assert mem["peak_bytes"] >= mem["start_bytes"] > 0
         assert mem["rise_bytes"] == mem["peak_bytes"] - mem["start_bytes"]
+        load = rec.provenance["work"]["load"]  # the load averages beside the time
+        assert len(load["start"]) == len(load["end"]) == 3 and min(load["start"] + load["end"]) >= 0
     run = read_run(tiny_run)
     assert all(m.peak_bytes and m.memory_device == "cpu" for m in run.experiments.values())
 
