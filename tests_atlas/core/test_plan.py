@@ -159,6 +159,29 @@ def test_no_resettable_peak_is_recorded_as_unknown(tiny, monkeypatch, tmp_path):
     assert w.record(1.0)["memory"]["peak_bytes"] is None
 
 
+def test_on_cuda_the_peak_is_the_allocators_reset_at_the_start(monkeypatch):
+    """The CUDA branch's wiring, with torch.cuda's counters stood in (no GPU here): reset on the model's device
+    at the start, the allocator's peak at the end. A GPU run records the real ones."""
+    from atlas_core.work import MemoryMeter
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5000)
+    meter = MemoryMeter(torch.device("cuda:1"))
+    meter.start()
+    reading = meter.reading()
+    assert calls == [("reset", torch.device("cuda:1"))]
+    assert reading == {
+        "device": "cuda:1",
+        "start_bytes": 1000,
+        "peak_bytes": 5000,
+        "rise_bytes": 4000,
+        "measure": "torch.cuda.max_memory_allocated",
+    }
+
+
 def test_older_records_without_memory_read_as_unknown(tiny_run, tmp_path, capsys):
     """A record written before the memory metering has no ``work.memory``: it reads, its peak is unknown, and
     ``--check`` leaves its memory columns empty."""
