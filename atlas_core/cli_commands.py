@@ -305,13 +305,19 @@ def cmd_plan(args) -> int:
         f"{'time s':>10s}"
     )
     checks, mem_checks = {}, {}
-    if args.check is not None:
-        measured = read_run(args.check)
+    measured = read_run(args.check) if args.check is not None else None
+    # the predicted peak: with a calibration that measured memory, or beside a measured run
+    show_peak = measured is not None or any(r.unplanned_bytes is not None for r in plan.rows)
+    if measured is not None:
         checks = {c.experiment: c for c in compare({r.experiment: r.seconds for r in plan.rows}, measured)}
         head += f" {'measured':>9s} {'ratio':>6s}"
-        peaks = {r.experiment: r.peak_bytes for r in plan.rows}
-        mem_checks = {c.experiment: c for c in compare_memory(peaks, measured)}
-        head += f" {'peak GiB':>8s} {'measured':>8s} {'ratio':>6s}"
+        mem_checks = {
+            c.experiment: c for c in compare_memory({r.experiment: r.peak_bytes for r in plan.rows}, measured)
+        }
+    if show_peak:
+        head += f" {'peak GiB':>8s}"
+    if measured is not None:
+        head += f" {'measured':>8s} {'ratio':>6s}"
     print(head)
     for r in plan.rows:
         m = r.memory
@@ -323,14 +329,12 @@ def cmd_plan(args) -> int:
             f"{_gib(m.total):>8s} {r.gpus_per_replica:5d} {r.rate.flops_per_s / 1e9:9.1f} {frac:>7s} "
             f"{r.seconds:10.1f}"
         )
-        c = checks.get(r.experiment)
-        if c is not None:
-            line += f" {c.measured_s:9.1f} {c.ratio:6.2f}"
-        elif args.check is not None:
-            line += f" {'-':>9s} {'-':>6s}"
-        mc = mem_checks.get(r.experiment)
-        if args.check is not None:  # the predicted peak; the measured one where the record has it
+        c, mc = checks.get(r.experiment), mem_checks.get(r.experiment)
+        if measured is not None:
+            line += f" {c.measured_s:9.1f} {c.ratio:6.2f}" if c is not None else f" {'-':>9s} {'-':>6s}"
+        if show_peak:
             line += f" {_gib(r.peak_bytes):>8s}"
+        if measured is not None:  # the measured peak where the record has it (older records: none)
             line += f" {_gib(mc.measured_bytes):>8s} {mc.ratio:6.2f}" if mc is not None else f" {'-':>8s} {'-':>6s}"
         print(line)
     gpus = max(r.gpus_per_replica for r in plan.rows)

@@ -229,6 +229,12 @@ def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tin
             f"{run.experiments[r.experiment].peak_bytes / 2**30:.2f}",
             "1.00",
         ]
+    # calibrated, without a run to check: the predicted peak alone
+    assert main([*argv, "--calibrate", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert next(ln for ln in out.splitlines() if ln.startswith("experiment")).split()[-2:] == ["peak", "GiB"]
+    line = next(ln for ln in out.splitlines() if ln.startswith("clean ")).split()
+    assert line[-1] == f"{plan.rows[0].peak_bytes / 2**30:.2f}"
     # without a calibration, the prediction is the plan's bytes alone, and the ratio shows how far they are
     assert main([*argv, "--check", str(tiny_run)]) == 0
     out = capsys.readouterr().out
