@@ -1,5 +1,6 @@
-"""``atlas plan``: per experiment of a profile, the work, the memory per replica, the GPUs it takes and the
-predicted time, for any Hugging Face config (built on the meta device). Every input is checked before any work."""
+"""``atlas plan``: per experiment of a profile, the work, the memory per replica, the GPUs it takes, the
+predicted time and, with a calibration run that measured memory, the predicted peak memory (``timing``), for any
+Hugging Face config (built on the meta device). Every input is checked before any work."""
 
 from __future__ import annotations
 
