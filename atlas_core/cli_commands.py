@@ -269,7 +269,7 @@ def _gib(n: float) -> str:
 
 def cmd_plan(args) -> int:
     from atlas_core.plan.build import make_plan
-    from atlas_core.plan.timing import compare, read_run
+    from atlas_core.plan.timing import compare, compare_memory, read_run
 
     if args.check is not None:
         read_run(args.check)  # a bad folder fails before the plan's work
@@ -298,15 +298,26 @@ def cmd_plan(args) -> int:
         f"GPU memory {plan.gpu_bytes / 1e9:.0f} GB, {100 * plan.usable:.0f}% usable; {plan.workers} worker(s) "
         f"(replicas); rate: {plan.rows[0].rate.source}"
     )
+    print(f"peak memory: {plan.memory_source}")
     head = (
         f"{'experiment':18s} {'variants':>8s} {'tokens':>10s} {'GFLOP':>11s} {'sharded':>8s} {'weights':>8s} "
         f"{'caches':>7s} {'activ':>7s} {'LoRA':>6s} {'GiB':>8s} {'GPUs':>5s} {'GFLOP/s':>9s} {'of peak':>7s} "
         f"{'time s':>10s}"
     )
-    checks = {}
-    if args.check is not None:
-        checks = {c.experiment: c for c in compare({r.experiment: r.seconds for r in plan.rows}, read_run(args.check))}
+    checks, mem_checks = {}, {}
+    measured = read_run(args.check) if args.check is not None else None
+    # the predicted peak: with a calibration that measured memory, or beside a measured run
+    show_peak = measured is not None or any(r.unplanned_bytes is not None for r in plan.rows)
+    if measured is not None:
+        checks = {c.experiment: c for c in compare({r.experiment: r.seconds for r in plan.rows}, measured)}
         head += f" {'measured':>9s} {'ratio':>6s}"
+        mem_checks = {
+            c.experiment: c for c in compare_memory({r.experiment: r.peak_bytes for r in plan.rows}, measured)
+        }
+    if show_peak:
+        head += f" {'peak GiB':>8s}"
+    if measured is not None:
+        head += f" {'measured':>8s} {'ratio':>6s}"
     print(head)
     for r in plan.rows:
         m = r.memory
@@ -318,9 +329,13 @@ def cmd_plan(args) -> int:
             f"{_gib(m.total):>8s} {r.gpus_per_replica:5d} {r.rate.flops_per_s / 1e9:9.1f} {frac:>7s} "
             f"{r.seconds:10.1f}"
         )
-        c = checks.get(r.experiment)
-        if c is not None:
-            line += f" {c.measured_s:9.1f} {c.ratio:6.2f}"
+        c, mc = checks.get(r.experiment), mem_checks.get(r.experiment)
+        if measured is not None:
+            line += f" {c.measured_s:9.1f} {c.ratio:6.2f}" if c is not None else f" {'-':>9s} {'-':>6s}"
+        if show_peak:
+            line += f" {_gib(r.peak_bytes):>8s}"
+        if measured is not None:  # the measured peak where the record has it (older records: none)
+            line += f" {_gib(mc.measured_bytes):>8s} {mc.ratio:6.2f}" if mc is not None else f" {'-':>8s} {'-':>6s}"
         print(line)
     gpus = max(r.gpus_per_replica for r in plan.rows)
     print(

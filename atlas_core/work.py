@@ -16,6 +16,18 @@ and adds up, for each forward, from the shapes it was called with:
 - ``tokens``: real tokens entering a decoder forward; ``token_layers``: real tokens times the layers they
   run through (prefix reuse lowers this, not ``tokens``); ``rows``: rows reaching the LM head.
 - ``forward_seconds``: time inside decoder forwards (device synchronized on CUDA).
+- ``memory``: the experiment's peak memory, measured (not counted) by ``MemoryMeter`` on the model's device: on
+  CPU the process's resident set (Linux: writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM``, the
+  high-water mark of ``VmRSS``, to the current RSS at the start; ``VmHWM`` is read at the end), on CUDA
+  ``torch.cuda``'s allocator peak (``reset_peak_memory_stats`` at the start, ``max_memory_allocated`` at the
+  end; the caching allocator's reserved-but-free blocks and the CUDA context are not in it). It holds
+  ``start_bytes`` (at the start), ``peak_bytes`` (the most during the block) and ``rise_bytes`` (their
+  difference). Where the peak cannot be reset (no ``/proc/self/clear_refs``, not Linux, or not writable, as
+  in some containers: the high-water mark would then be the whole process's, including earlier
+  experiments'), the three are ``None`` and ``unknown`` says why. The CPU figure is the process's: another
+  thread allocating at the same time would be counted (``atlas run`` runs one experiment at a time).
+- ``load``: the machine's load averages (1, 5 and 15 minutes, ``os.getloadavg``) at the block's start and end,
+  so that a measured time can be read beside what else the machine ran (``None`` where the OS has none).
 
 ``matmul_peak`` measures the machine's dense matmul rate once per (device, dtype, threads, torch) and
 caches it, so a rate can be read as a fraction of what the hardware does on the kernel that dominates.
@@ -78,10 +90,13 @@ class Work:
     rows: int = 0
     forwards: int = 0
     forward_seconds: float = 0.0
+    memory: dict | None = None  # set when the metered block ends (``MemoryMeter.reading``); not summed
+    load: dict | None = None  # load averages at the block's start and end (``metering``); not summed
 
     def add(self, other: "Work") -> None:
         for k, v in asdict(other).items():
-            setattr(self, k, getattr(self, k) + v)
+            if k not in _MEASURED:
+                setattr(self, k, getattr(self, k) + v)
 
     def record(self, wall_seconds: float, peak: dict | None = None) -> dict:
         """The provenance entry: the counts, the formula's name, the achieved rates and their share of ``peak``."""
@@ -92,10 +107,23 @@ class Work:
             "gflops_wall": _rate(self.flop, wall_seconds),
             "gflops_forward": _rate(self.flop, self.forward_seconds),
         }
+        for k in _MEASURED:
+            if out[k] is None:
+                out.pop(k)  # not measured (a Work added up by hand): unknown, as in older records
         if peak:
             out["peak_gflops"] = peak["gflops"]
             out["peak_fraction_wall"] = round(out["gflops_wall"] / peak["gflops"], 4) if out["gflops_wall"] else 0.0
         return out
+
+
+_MEASURED = ("memory", "load")  # Work's fields measured over the block, not counted per forward
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _rate(flop: int, seconds: float) -> float:
@@ -188,13 +216,81 @@ class Meter:
         return None
 
 
+_KIB = 1024
+CLEAR_REFS = "/proc/self/clear_refs"
+PROC_STATUS = "/proc/self/status"
+
+
+def _status_bytes(field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` of this process from ``/proc/self/status`` (reported in kB = KiB)."""
+    with open(PROC_STATUS) as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * _KIB
+    raise OSError(f"{PROC_STATUS} has no {field}")
+
+
+class MemoryMeter:
+    """Peak memory of one block on ``device`` (see the module docstring): ``start()`` then ``reading()``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start_bytes: int | None = None
+        self.unknown: str | None = None
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_bytes = torch.cuda.memory_allocated(self.device)
+            return
+        if self.device.type != "cpu":
+            self.unknown = f"no peak memory measurement for device type {self.device.type!r}"
+            return
+        try:
+            with open(CLEAR_REFS, "w") as fh:  # 5: reset the peak RSS (VmHWM) to the current RSS
+                fh.write("5")
+            self.start_bytes = _status_bytes("VmRSS")
+        except OSError as exc:
+            self.unknown = f"cannot reset the process's peak RSS ({CLEAR_REFS}: {exc.strerror or exc})"
+
+    def reading(self) -> dict:
+        out: dict = {"device": str(self.device), "start_bytes": None, "peak_bytes": None, "rise_bytes": None}
+        if self.start_bytes is not None:
+            try:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                    peak = torch.cuda.max_memory_allocated(self.device)
+                    out["measure"] = "torch.cuda.max_memory_allocated"
+                else:
+                    peak = _status_bytes("VmHWM")
+                    out["measure"] = "VmHWM after clear_refs"
+                out.update(start_bytes=self.start_bytes, peak_bytes=peak, rise_bytes=peak - self.start_bytes)
+                return out
+            except OSError as exc:
+                self.unknown = f"cannot read the process's peak RSS ({PROC_STATUS}: {exc.strerror or exc})"
+        out["unknown"] = self.unknown or "not measured"
+        return out
+
+
 @contextmanager
 def metering(model: nn.Module) -> Iterator[Work]:
-    """Count the work of every forward of ``model`` inside the block; yields the live ``Work``."""
+    """Count the work of every forward of ``model`` inside the block, measure its peak memory on the model's
+    device and read the load averages (``Work.memory`` and ``Work.load``, set when the block ends); yields the
+    live ``Work``."""
     meter = Meter(model)
     dec = decoder(model)
-    with hooked([(dec, "pre", meter._pre), (dec, "forward", meter._post), (lm_head(model), "forward", meter._head)]):
-        yield meter.work
+    mem = MemoryMeter(next(model.parameters()).device)
+    load_start = _loadavg()
+    mem.start()
+    try:
+        with hooked(
+            [(dec, "pre", meter._pre), (dec, "forward", meter._post), (lm_head(model), "forward", meter._head)]
+        ):
+            yield meter.work
+    finally:
+        meter.work.memory = mem.reading()
+        meter.work.load = {"start": load_start, "end": _loadavg()}
 
 
 # ---- the machine's matmul peak ----------------------------------------------------------------------

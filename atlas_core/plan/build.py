@@ -1,5 +1,6 @@
-"""``atlas plan``: per experiment of a profile, the work, the memory per replica, the GPUs it takes and the
-predicted time, for any Hugging Face config (built on the meta device). Every input is checked before any work."""
+"""``atlas plan``: per experiment of a profile, the work, the memory per replica, the GPUs it takes, the
+predicted time and, with a calibration run that measured memory, the predicted peak memory (``timing``), for any
+Hugging Face config (built on the meta device). Every input is checked before any work."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from atlas_core import AtlasError
 from atlas_core.plan.memory import Memory, dtype_bytes, experiment_memory, gpus_per_replica, parse_size, rows_per_chunk
 from atlas_core.plan.models import Shape, resolve, stand_in_tokenizer
-from atlas_core.plan.timing import Rate, RecordedRun, calibrate, predict_seconds, read_run
+from atlas_core.plan.timing import Rate, RecordedRun, calibrate, calibrate_memory, predict_seconds, read_run
 from atlas_core.plan.workload import ExperimentWork, PromptSet, prompt_set, workload
 from atlas_core.profiles import Profile, get_profile
 
@@ -27,6 +28,12 @@ class PlanRow:
     gpus_per_replica: int
     seconds: float
     rate: Rate
+    unplanned_bytes: int | None = None  # the calibration run's measured peak minus its planned bytes (timing)
+
+    @property
+    def peak_bytes(self) -> int:
+        """The predicted peak: the planned bytes plus the calibration's unplanned bytes (none without one)."""
+        return self.memory.total + (self.unplanned_bytes or 0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Plan:
     tokenizer: str  # whose tokenizer counted the prompts
     lora_steps: str  # where the LoRA step count comes from
     rows: tuple[PlanRow, ...]
+    memory_source: str = "the plan's bytes alone (no calibration run with measured memory)"
 
     @property
     def seconds(self) -> float:
@@ -131,19 +139,31 @@ def make_plan(
         else f"the profile's maximum ({prof.lora_max_steps} steps)"
     )
     works = workload(pm.shape.flop, pm.shape.n_layers, pm.shape.n_heads, prompts, prof, losses)
-    cal_works = None
-    if run is not None and flops_per_s is None:
+    cal_works, unplanned, memory_source = None, {}, Plan.memory_source
+    if run is not None:
         cal = resolve(run.model)
         cal_prof = get_profile(run.profile)
         cal_tok = cal.tokenizer if cal.tokenizer is not None else stand_in_tokenizer(tokenizer)[0]
-        cal_works = workload(
-            cal.shape.flop,
-            cal.shape.n_layers,
-            cal.shape.n_heads,
-            prompt_set(cal_tok, cal_prof, families),
-            cal_prof,
-            run.lora_losses,
-        )
+        cal_prompts = prompt_set(cal_tok, cal_prof, families)
+        if flops_per_s is None:
+            cal_works = workload(
+                cal.shape.flop, cal.shape.n_layers, cal.shape.n_heads, cal_prompts, cal_prof, run.lora_losses
+            )
+        # the calibration model's planned bytes, at the chunk its runner used, against its measured peaks
+        cal_chunk = rows_per_chunk(cal.model, cal.shape, max(cal_prompts.all), cal_prof.memory_mb)
+        cal_planned = {
+            name: experiment_memory(
+                name, cal.model, cal.shape, cal_prompts, run.dtype, cal_chunk, cal_prof.ablation_modes
+            ).total
+            for name in run.experiments
+        }
+        unplanned = calibrate_memory(cal_planned, run)
+        if unplanned:
+            devices = sorted({str(m.memory_device) for m in run.experiments.values() if m.peak_bytes is not None})
+            memory_source = (
+                f"planned bytes + what {run.model} {run.profile} measured beyond its own planned bytes "
+                f"(peak {'process RSS' if devices == ['cpu'] else 'memory'} on {', '.join(devices)})"
+            )
     rates = _rates(works, flops_per_s, run, cal_works, dtype)
     rows_chunk = chunk or rows_per_chunk(pm.model, pm.shape, max(prompts.all), prof.memory_mb)
     rows = []
@@ -160,9 +180,12 @@ def make_plan(
                 gpus_per_replica(mem.total, gpu, usable),
                 predict_seconds(w, rates[name], workers),
                 rates[name],
+                unplanned.get(name),
             )
         )
-    return Plan(pm.shape, prof.name, dtype, gpu, usable, workers, rows_chunk, tok_name, steps_from, tuple(rows))
+    return Plan(
+        pm.shape, prof.name, dtype, gpu, usable, workers, rows_chunk, tok_name, steps_from, tuple(rows), memory_source
+    )
 
 
 def planned_work(

@@ -7,7 +7,9 @@ adapted model's runner); the activations of one sweep chunk, by the runner's own
 (``Runner.bytes_per_row``, what sizes its chunks); and for LoRA training the adapter with its gradient and AdamW
 moments (fp32) and the training activations (gradient checkpointing keeps each layer's input; one layer is
 recomputed at a time). Not counted: the allocator's slack, the CUDA context, torch's workspace; the usable share
-of a GPU (``usable``) is the margin for those.
+of a GPU (``usable``) is the margin for those. Nor the process's runtime on CPU (python, torch, the tokenizer).
+A measured peak is predicted from these bytes plus what a calibration run measured beyond its own planned bytes,
+experiment by experiment (``timing.calibrate_memory``); the GPUs per replica are sized from the bytes here.
 """
 
 from __future__ import annotations

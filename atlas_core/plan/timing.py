@@ -1,10 +1,24 @@
-"""Achieved FLOP/s from measured runs, and predicted times.
+"""Achieved FLOP/s and unplanned memory from measured runs, and predicted times and peak memory.
 
 A calibration run is a run folder (or a committed baseline) of one model at one profile: per experiment, its wall
-seconds, and where the run metered it (``provenance.work``) the FLOP it counted and the machine's matmul peak. The
-plan counts the calibration model's FLOP at that profile (``workload``) and divides: the achieved FLOP/s of each
-experiment on that machine. A prediction for another model divides its FLOP by that rate; sharded work (the
-base model's sweeps) also by the number of workers.
+seconds, and where the run metered it (``provenance.work``) the FLOP it counted, the machine's matmul peak and the
+experiment's measured peak memory (``work.memory``: on CPU the process's peak RSS, on CUDA the allocator's peak;
+records made before the memory metering have none: unknown). The plan counts the calibration model's FLOP at that
+profile (``workload``) and divides: the achieved FLOP/s of each experiment on that machine. A prediction for
+another model divides its FLOP by that rate; sharded work (the base model's sweeps) also by the number of workers.
+
+Peak memory is calibrated the same way, per experiment, but additively: the plan's bytes (``memory``: weights,
+caches, one chunk's activation budget, LoRA state) are what the model's size sets; what the measured peak holds
+beyond them, or short of them, does not grow with the model in the same way: the process's runtime (python,
+torch, the tokenizer, the task data: about 0.5 GB on CPU, none on CUDA, where the allocator counts tensors
+only), the part of the activation budget a chunk leaves unused (the budget is the profile's ``memory_mb`` for
+every model, and so, roughly, is its unused part), the weights' pages never touched (safetensors of the run's
+dtype are memory-mapped: the input embedding's rows of tokens no prompt holds never become resident), and the
+heap an earlier experiment left to the process (a peak is measured from the RSS at the experiment's start).
+So ``unplanned = measured peak - planned bytes`` of each calibration experiment (both of the calibration
+model), and the predicted peak of another model's experiment is its planned bytes plus that. The error this
+leaves is the change of those terms with the model: the untouched embedding rows grow with vocab x d_model, the
+carried heap with the earlier experiments' sizes.
 """
 
 from __future__ import annotations
@@ -25,6 +39,9 @@ class Measured:
     wall_seconds: float
     metered_flop: int | None  # provenance.work.flop where the run metered it
     peak_gflops: float | None  # the recording machine's matmul peak, where recorded
+    peak_bytes: int | None = None  # provenance.work.memory.peak_bytes: the measured peak; None: unknown
+    start_bytes: int | None = None  # the memory at the experiment's start (the same measure)
+    memory_device: str | None = None  # where the peak was measured (cpu: process RSS; cuda:N: allocator)
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,16 @@ def read_run(folder: str | Path) -> RecordedRun:
         prov = rec.provenance
         model = model or prov["model"]
         w = prov.get("work") or {}
-        out[rec.experiment] = Measured(rec.experiment, float(prov["wall_seconds"]), w.get("flop"), w.get("peak_gflops"))
+        mem = w.get("memory") or {}  # older records: no memory measured (unknown)
+        out[rec.experiment] = Measured(
+            rec.experiment,
+            float(prov["wall_seconds"]),
+            w.get("flop"),
+            w.get("peak_gflops"),
+            mem.get("peak_bytes"),
+            mem.get("start_bytes"),
+            mem.get("device"),
+        )
         if rec.experiment == "lora_training":
             losses = tuple(float(v) for v in rec.result["loss_curve"])
     profile = next(iter(records.values())).provenance["profile"]
@@ -82,6 +108,16 @@ def calibrate(planned: dict[str, ExperimentWork], run: RecordedRun) -> dict[str,
         frac = achieved / (m.peak_gflops * 1e9) if m.peak_gflops else None
         rates[name] = Rate(achieved, f"{run.model} {run.profile} on {run.device}", frac)
     return rates
+
+
+def calibrate_memory(planned: dict[str, int], run: RecordedRun) -> dict[str, int]:
+    """Per experiment of ``run`` that measured its peak: the measured peak bytes minus ``planned[name]``, the
+    calibration model's planned bytes (the memory the plan does not count; see the module docstring)."""
+    return {
+        name: m.peak_bytes - planned[name]
+        for name, m in run.experiments.items()
+        if name in planned and m.peak_bytes is not None
+    }
 
 
 def predict_seconds(work: ExperimentWork, rate: Rate, workers: int) -> float:
@@ -111,4 +147,29 @@ def compare(predicted: dict[str, float], measured: RecordedRun) -> list[Check]:
         Check(name, predicted[name], m.wall_seconds)
         for name, m in measured.experiments.items()
         if name in predicted and m.wall_seconds > 0
+    ]
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """A predicted peak beside a measured one (bytes)."""
+
+    experiment: str
+    predicted_bytes: int
+    measured_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted_bytes / self.measured_bytes
+
+    def within(self, tolerance: float) -> bool:
+        return abs(self.ratio - 1.0) <= tolerance
+
+
+def compare_memory(predicted: dict[str, int], measured: RecordedRun) -> list[MemoryCheck]:
+    """The experiments of ``measured`` that recorded their peak memory (older records did not: left out)."""
+    return [
+        MemoryCheck(name, predicted[name], m.peak_bytes)
+        for name, m in measured.experiments.items()
+        if name in predicted and m.peak_bytes
     ]

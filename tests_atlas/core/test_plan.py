@@ -16,10 +16,10 @@ from atlas_core.plan import workload as workload_mod
 from atlas_core.plan.build import make_plan, planned_work
 from atlas_core.plan.memory import parse_size
 from atlas_core.plan.models import resolve
-from atlas_core.plan.timing import compare, read_run
+from atlas_core.plan.timing import compare, compare_memory, read_run
 from atlas_core.plan.workload import prompt_set
 from atlas_core.profiles import get_profile
-from atlas_core.work import FlopModel
+from atlas_core.work import FlopModel, metering
 
 FAMILIES = ["factual_recall", "copying"]  # steering's family and one more (knockout compares two)
 RATE = 1e9  # --flops-per-s in the tests that need no rate of their own: no matmul peak measured
@@ -107,6 +107,140 @@ def test_calibration_on_a_run_reproduces_its_own_times(tiny_run):
     assert len(checks) == 10
     for c in checks:
         assert c.ratio == pytest.approx(1.0, rel=1e-9), c.experiment
+
+
+def test_a_runs_records_carry_each_experiments_peak_memory(tiny_run):
+    """``metering`` measures the process's peak RSS per experiment (VmHWM after a clear_refs reset): the RSS at
+    the start, the peak and the rise are in every record (read back through the record schema)."""
+    from atlas_core.results import RecordStore
+
+    records = RecordStore(tiny_run).records()
+    assert len(records) == 10
+    for rec in records.values():
+        mem = rec.provenance["work"]["memory"]
+        assert mem["device"] == "cpu" and mem["measure"] == "VmHWM after clear_refs", mem
+        assert mem["peak_bytes"] >= mem["start_bytes"] > 0
+        assert mem["rise_bytes"] == mem["peak_bytes"] - mem["start_bytes"]
+        load = rec.provenance["work"]["load"]  # the load averages beside the time
+        assert len(load["start"]) == len(load["end"]) == 3 and min(load["start"] + load["end"]) >= 0
+    run = read_run(tiny_run)
+    assert all(m.peak_bytes and m.memory_device == "cpu" for m in run.experiments.values())
+
+
+def test_a_bigger_allocation_inside_metering_raises_the_recorded_peak(tiny):
+    """The perturbation: 256 MiB written inside the metered block shows in its peak (and its rise); the same
+    block without it does not reach that."""
+
+    def metered(extra_mib: int) -> dict:
+        with metering(tiny.model) as w, torch.no_grad():
+            tiny.model(input_ids=torch.tensor([[1, 2, 3]]))
+            if extra_mib:
+                block = torch.ones(extra_mib << 18)  # float32: 4 bytes each, every page written
+                del block
+        assert w.memory is not None
+        return w.memory
+
+    quiet, loud = metered(0), metered(256)
+    assert loud["rise_bytes"] >= 240 << 20  # the block, less any free heap the process already held
+    assert quiet["rise_bytes"] < 128 << 20
+    assert loud["peak_bytes"] - loud["start_bytes"] > quiet["peak_bytes"] - quiet["start_bytes"] + (128 << 20)
+    assert metered(0)["rise_bytes"] < 128 << 20  # the reset: the earlier block's high-water mark is gone
+
+
+def test_no_resettable_peak_is_recorded_as_unknown(tiny, monkeypatch, tmp_path):
+    from atlas_core import work as work_mod
+
+    monkeypatch.setattr(work_mod, "CLEAR_REFS", str(tmp_path / "no" / "clear_refs"))
+    with metering(tiny.model) as w:
+        pass
+    assert w.memory is not None
+    assert w.memory["peak_bytes"] is None and w.memory["start_bytes"] is None and w.memory["rise_bytes"] is None
+    assert "cannot reset the process's peak RSS" in w.memory["unknown"]
+    assert w.record(1.0)["memory"]["peak_bytes"] is None
+
+
+def test_on_cuda_the_peak_is_the_allocators_reset_at_the_start(monkeypatch):
+    """The CUDA branch's wiring, with torch.cuda's counters stood in (no GPU here): reset on the model's device
+    at the start, the allocator's peak at the end. A GPU run records the real ones."""
+    from atlas_core.work import MemoryMeter
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5000)
+    meter = MemoryMeter(torch.device("cuda:1"))
+    meter.start()
+    reading = meter.reading()
+    assert calls == [("reset", torch.device("cuda:1"))]
+    assert reading == {
+        "device": "cuda:1",
+        "start_bytes": 1000,
+        "peak_bytes": 5000,
+        "rise_bytes": 4000,
+        "measure": "torch.cuda.max_memory_allocated",
+    }
+
+
+def test_older_records_without_memory_read_as_unknown(tiny_run, tmp_path, capsys):
+    """A record written before the memory metering has no ``work.memory``: it reads, its peak is unknown, and
+    ``--check`` leaves its memory columns empty."""
+    import json
+    import shutil
+
+    from atlas_core.integrity import seal_doc
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    for path in old.glob("*.json"):
+        doc = json.loads(path.read_text())
+        if "provenance" in doc:
+            doc["provenance"]["work"].pop("memory")
+            path.write_text(json.dumps(seal_doc(doc)))  # resealed: as such a record was written
+    run = read_run(old)
+    assert all(m.peak_bytes is None for m in run.experiments.values())
+    plan = make_plan("tiny-qwen2", "smoke", dtype="float32", calibration=old)
+    assert all(r.unplanned_bytes is None and r.peak_bytes == r.memory.total for r in plan.rows)
+    assert compare_memory({r.experiment: r.peak_bytes for r in plan.rows}, run) == []
+    assert main(["plan", "tiny-qwen2", "--profile", "smoke", "--dtype", "float32", "--check", str(old)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("layer_ablation"))
+    assert line.split()[-2:] == ["-", "-"]  # the predicted peak stands; no measured one, no ratio
+
+
+def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tiny_run, capsys):
+    """Calibrated on itself, each experiment's predicted peak is its measured one (planned bytes plus what
+    the run measured beyond them); ``--check`` prints the predicted and measured peak and their ratio."""
+    plan = make_plan("tiny-qwen2", "smoke", dtype="float32", calibration=tiny_run)
+    run = read_run(tiny_run)
+    checks = compare_memory({r.experiment: r.peak_bytes for r in plan.rows}, run)
+    assert len(checks) == 10
+    for c in checks:
+        assert c.predicted_bytes == run.experiments[c.experiment].peak_bytes and c.ratio == 1.0
+    argv = ["plan", "tiny-qwen2", "--profile", "smoke", "--dtype", "float32"]
+    assert main([*argv, "--calibrate", str(tiny_run), "--check", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "peak memory: planned bytes + what tiny-qwen2 smoke measured" in out
+    head = next(ln for ln in out.splitlines() if ln.startswith("experiment"))
+    assert head.split()[-5:] == ["ratio", "peak", "GiB", "measured", "ratio"]
+    for r in plan.rows:
+        line = next(ln for ln in out.splitlines() if ln.startswith(r.experiment + " ")).split()
+        assert line[-3:] == [
+            f"{r.peak_bytes / 2**30:.2f}",
+            f"{run.experiments[r.experiment].peak_bytes / 2**30:.2f}",
+            "1.00",
+        ]
+    # calibrated, without a run to check: the predicted peak alone
+    assert main([*argv, "--calibrate", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert next(ln for ln in out.splitlines() if ln.startswith("experiment")).split()[-2:] == ["peak", "GiB"]
+    line = next(ln for ln in out.splitlines() if ln.startswith("clean ")).split()
+    assert line[-1] == f"{plan.rows[0].peak_bytes / 2**30:.2f}"
+    # without a calibration, the prediction is the plan's bytes alone, and the ratio shows how far they are
+    assert main([*argv, "--check", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "peak memory: the plan's bytes alone" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("clean ")).split()
+    assert line[-3] == line[-10] and float(line[-1]) > 0  # predicted peak = the planned GiB column
 
 
 def test_memory_rises_with_chunk_and_model_size():
