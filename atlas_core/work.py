@@ -112,6 +112,7 @@ class Work:
                 out.pop(k)  # not measured (a Work added up by hand): unknown, as in older records
         if peak:
             out["peak_gflops"] = peak["gflops"]
+            out["peak_busy"] = bool(peak.get("busy", True))  # measured beside other work: the fraction reads high
             out["peak_fraction_wall"] = round(out["gflops_wall"] / peak["gflops"], 4) if out["gflops_wall"] else 0.0
         return out
 
@@ -358,10 +359,8 @@ def busy(load1: float | None) -> bool:
 
 
 def _load1() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
+    load = _loadavg()
+    return None if load is None else load[0]
 
 
 def matmul_peak(device: torch.device | str, dtype: torch.dtype, refresh: bool = False) -> dict:
@@ -396,14 +395,21 @@ def matmul_peak(device: torch.device | str, dtype: torch.dtype, refresh: bool = 
 def summary(rows: list[tuple[str, dict | None, float]]) -> str:
     """The table ``atlas run`` prints at the end: (experiment, work record or None, wall seconds) per row."""
     lines = [f"{'experiment':20s} {'wall s':>8s} {'useful GFLOP':>13s} {'GFLOP/s':>8s} {'of peak':>8s} {'padding':>8s}"]
+    busy_peak = False
     for key, w, wall in rows:
         if not w:
             lines.append(f"{key:20s} {wall:8.1f} {'(not recorded)':>13s}")
             continue
         frac = w.get("peak_fraction_wall")
         pad = w["executed_flop"] / w["flop"] if w["flop"] else 1.0
+        mark = "*" if frac is not None and w.get("peak_busy") else ""
+        busy_peak = busy_peak or bool(mark)
         lines.append(
             f"{key:20s} {wall:8.1f} {w['flop'] / 1e9:13.1f} {w['gflops_wall']:8.2f} "
-            f"{(f'{100 * frac:.1f}%' if frac is not None else '—'):>8s} {pad:7.2f}x"
+            f"{(f'{100 * frac:.1f}%{mark}' if frac is not None else '—'):>8s} {pad:7.2f}x"
+        )
+    if busy_peak:
+        lines.append(
+            "* of a matmul peak measured beside other work (it reads low): remeasured by a run on a quiet machine"
         )
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from atlas_core.results import RecordStore
 from atlas_core.runner import Runner
 from atlas_core.sites import Site
 from atlas_core import work as work_mod
-from atlas_core.work import FlopModel, Work, forward_work, matmul_peak, measure_peak, metering
+from atlas_core.work import FlopModel, Work, forward_work, matmul_peak, measure_peak, metering, summary
 
 PROMPTS = ["ab", "hello there", "x", "a longer prompt here"]
 
@@ -227,3 +227,11 @@ def test_work_record_rates():
     rec = w.record(2.0, {"gflops": 4.0})
     assert rec["gflops_wall"] == 2.0 and rec["gflops_forward"] == 4.0 and rec["peak_fraction_wall"] == 0.5
     assert Work().record(0.0)["gflops_wall"] == 0.0
+
+
+def test_the_summary_marks_rates_set_against_a_busy_peak():
+    w = Work(flop=4_000_000_000, executed_flop=4_000_000_000, forward_seconds=1.0)
+    busy = summary([("clean", w.record(1.0, {"gflops": 2.0, "busy": True}), 1.0)])
+    quiet = summary([("clean", w.record(1.0, {"gflops": 8.0, "busy": False}), 1.0)])
+    assert "200.0%*" in busy and "measured beside other work" in busy
+    assert "50.0%" in quiet and "*" not in quiet
