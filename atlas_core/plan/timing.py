@@ -42,6 +42,10 @@ class Measured:
     peak_bytes: int | None = None  # provenance.work.memory.peak_bytes: the measured peak; None: unknown
     start_bytes: int | None = None  # the memory at the experiment's start (the same measure)
     memory_device: str | None = None  # where the peak was measured (cpu: process RSS; cuda:N: allocator)
+    load: float | None = None  # the machine's 1-minute load average, mean of the experiment's start and end
+
+    def load_text(self) -> str:
+        return f"{self.load:.1f}" if self.load is not None else "-"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ def read_run(folder: str | Path) -> RecordedRun:
         model = model or prov["model"]
         w = prov.get("work") or {}
         mem = w.get("memory") or {}  # older records: no memory measured (unknown)
+        ends = [v[0] for v in ((w.get("load") or {}).get(k) for k in ("start", "end")) if v]  # older: none
         out[rec.experiment] = Measured(
             rec.experiment,
             float(prov["wall_seconds"]),
@@ -81,6 +86,7 @@ def read_run(folder: str | Path) -> RecordedRun:
             mem.get("peak_bytes"),
             mem.get("start_bytes"),
             mem.get("device"),
+            sum(ends) / len(ends) if ends else None,
         )
         if rec.experiment == "lora_training":
             losses = tuple(float(v) for v in rec.result["loss_curve"])
