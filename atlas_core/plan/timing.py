@@ -43,6 +43,7 @@ class Measured:
     start_bytes: int | None = None  # the memory at the experiment's start (the same measure)
     memory_device: str | None = None  # where the peak was measured (cpu: process RSS; cuda:N: allocator)
     load: float | None = None  # the machine's 1-minute load average, mean of the experiment's start and end
+    forward_seconds: float | None = None  # provenance.work.forward_seconds: inside decoder forwards
 
     def load_text(self) -> str:
         return f"{self.load:.1f}" if self.load is not None else "-"
@@ -87,6 +88,7 @@ def read_run(folder: str | Path) -> RecordedRun:
             mem.get("start_bytes"),
             mem.get("device"),
             sum(ends) / len(ends) if ends else None,
+            w.get("forward_seconds"),
         )
         if rec.experiment == "lora_training":
             losses = tuple(float(v) for v in rec.result["loss_curve"])
@@ -99,9 +101,14 @@ def read_run(folder: str | Path) -> RecordedRun:
 class Rate:
     """The FLOP/s an experiment is predicted at, and where it comes from."""
 
-    flops_per_s: float
+    flops_per_s: float  # the whole experiment's: its FLOP over its seconds
     source: str
     fraction_of_peak: float | None = None
+    # where the calibration timed its decoder forwards apart (``work.forward_seconds``): the decoder layers'
+    # forward FLOP over those seconds, and the rest (LM head, training's backward, what runs between forwards)
+    # over the rest of the seconds
+    forward_flops_per_s: float | None = None
+    rest_flops_per_s: float | None = None
 
 
 def calibrate(planned: dict[str, ExperimentWork], run: RecordedRun) -> dict[str, Rate]:
@@ -110,9 +117,14 @@ def calibrate(planned: dict[str, ExperimentWork], run: RecordedRun) -> dict[str,
     for name, m in run.experiments.items():
         if name not in planned or m.wall_seconds <= 0 or planned[name].flop <= 0:
             continue
-        achieved = planned[name].flop / m.wall_seconds
+        w = planned[name]
+        achieved = w.flop / m.wall_seconds
         frac = achieved / (m.peak_gflops * 1e9) if m.peak_gflops else None
-        rates[name] = Rate(achieved, f"{run.model} {run.profile} on {run.device}", frac)
+        fwd = rest = None
+        fs = m.forward_seconds
+        if fs is not None and 0 < fs < m.wall_seconds and 0 < w.forward_flop < w.flop:
+            fwd, rest = w.forward_flop / fs, (w.flop - w.forward_flop) / (m.wall_seconds - fs)
+        rates[name] = Rate(achieved, f"{run.model} {run.profile} on {run.device}", frac, fwd, rest)
     return rates
 
 
@@ -127,9 +139,19 @@ def calibrate_memory(planned: dict[str, int], run: RecordedRun) -> dict[str, int
 
 
 def predict_seconds(work: ExperimentWork, rate: Rate, workers: int) -> float:
-    """Seconds of ``work`` at ``rate``: its sharded part split over ``workers`` replicas, the rest serial."""
-    serial = work.flop - work.sharded_flop
-    return (serial + work.sharded_flop / workers) / rate.flops_per_s
+    """Seconds of ``work`` at ``rate``: its sharded parts split over ``workers`` replicas, the rest serial. With
+    split rates, a part's decoder-forward FLOP at the forward rate and its other FLOP (LM head, backward) at the
+    rest's: their shares differ between models (the head's FLOP grows with d_model x vocab, the layers' with
+    d_model x width x layers), and so do their rates (a vocab-wide head over few rows, and the metrics and
+    softmax beside it, run far below the layers' matmul rate)."""
+    total = 0.0
+    for p in work.parts:
+        if rate.forward_flops_per_s is not None and rate.rest_flops_per_s is not None:
+            seconds = p.forward_flop / rate.forward_flops_per_s + (p.flop - p.forward_flop) / rate.rest_flops_per_s
+        else:
+            seconds = p.flop / rate.flops_per_s
+        total += seconds / workers if p.sharded else seconds
+    return total
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,41 @@ def test_a_wrong_formula_or_head_count_fails_the_meter_check(tiny_run, monkeypat
     assert kv["head_ablation"].flop != run.experiments["head_ablation"].metered_flop
 
 
+def test_plan_forward_flop_is_the_meters_decoder_flop(tiny_run):
+    """The decoder layers' forward FLOP the plan times apart (the split rates) is the metered FLOP less the LM
+    head's (rows x 2 d_model vocab), for every experiment without a backward or value-dependent skips."""
+    planned, run = _planned(tiny_run), read_run(tiny_run)
+    fm = FlopModel.of(resolve("tiny-qwen2").model)
+    from atlas_core.results import RecordStore
+
+    records = RecordStore(tiny_run).records()
+    for name, w in planned.items():
+        if name in ("lora_training", "efficiency"):
+            continue
+        rec = next(r for r in records.values() if r.experiment == name)
+        metered = rec.provenance["work"]
+        assert w.forward_flop == metered["flop"] - fm.head_flop(metered["rows"]), name
+        assert 0 < w.forward_flop < w.flop
+        assert run.experiments[name].forward_seconds == metered["forward_seconds"]
+
+
+def test_split_rates_time_forwards_and_the_rest_apart(tiny_run):
+    """Calibrated where the run timed its decoder forwards: each part's forward FLOP at the forward rate, the rest
+    at the rest's; on the calibration's own work, forward and rest seconds add up to the measured wall."""
+    from atlas_core.plan.timing import calibrate, predict_seconds
+
+    planned, run = _planned(tiny_run), read_run(tiny_run)
+    rates = calibrate(planned, run)
+    for name, r in rates.items():
+        m, w = run.experiments[name], planned[name]
+        assert r.forward_flops_per_s == pytest.approx(w.forward_flop / m.forward_seconds)
+        assert r.rest_flops_per_s == pytest.approx((w.flop - w.forward_flop) / (m.wall_seconds - m.forward_seconds))
+        assert predict_seconds(w, r, 1) == pytest.approx(m.wall_seconds, rel=1e-9)
+    # the split matters: the rest (LM head, metrics) runs at another rate than the whole experiment
+    r = rates["layer_ablation"]
+    assert r.rest_flops_per_s != pytest.approx(r.flops_per_s)
+
+
 def test_calibration_on_a_run_reproduces_its_own_times(tiny_run):
     plan = make_plan("tiny-qwen2", "smoke", dtype="float32", calibration=tiny_run)
     checks = compare({r.experiment: r.seconds for r in plan.rows}, read_run(tiny_run))
