@@ -6,6 +6,12 @@ experiment's measured peak memory (``work.memory``: on CPU the process's peak RS
 records made before the memory metering have none: unknown). The plan counts the calibration model's FLOP at that
 profile (``workload``) and divides: the achieved FLOP/s of each experiment on that machine. A prediction for
 another model divides its FLOP by that rate; sharded work (the base model's sweeps) also by the number of workers.
+Where the run timed its decoder forwards apart (``work.forward_seconds``), the rate is split in two: the decoder
+layers' forward FLOP over those seconds, and the rest of the FLOP (the LM head, training's backward) over the rest
+of the wall seconds (which also hold the metrics, hooks and optimizer steps between forwards). The head's share
+of the FLOP shrinks as a model grows (its d_model x vocab against the layers' weights), and it runs far below
+the layers' rate, so one rate for both overestimates a larger model (on Coder-0.5B -> 1.5B at the ci profile:
+1.06-1.24 with one rate, 1.02-1.23 split, README).
 
 Peak memory is calibrated the same way, per experiment, but additively: the plan's bytes (``memory``: weights,
 caches, one chunk's activation budget, LoRA state) are what the model's size sets; what the measured peak holds
