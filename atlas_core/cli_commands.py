@@ -268,7 +268,7 @@ def _gib(n: float) -> str:
 
 
 def cmd_plan(args) -> int:
-    from atlas_core.plan.build import make_plan
+    from atlas_core.plan.build import lora_seconds_at, make_plan
     from atlas_core.plan.timing import compare, compare_memory, read_run
 
     if args.check is not None:
@@ -316,8 +316,8 @@ def cmd_plan(args) -> int:
         }
     if show_peak:
         head += f" {'peak GiB':>8s}"
-    if measured is not None:
-        head += f" {'measured':>8s} {'ratio':>6s}"
+    if measured is not None:  # and the 1-minute load averages the calibration's and the checked experiment ran at
+        head += f" {'measured':>8s} {'ratio':>6s} {'load cal/run':>12s}"
     print(head)
     for r in plan.rows:
         m = r.memory
@@ -336,7 +336,20 @@ def cmd_plan(args) -> int:
             line += f" {_gib(r.peak_bytes):>8s}"
         if measured is not None:  # the measured peak where the record has it (older records: none)
             line += f" {_gib(mc.measured_bytes):>8s} {mc.ratio:6.2f}" if mc is not None else f" {'-':>8s} {'-':>6s}"
+            cal = plan.calibration.experiments.get(r.experiment) if plan.calibration is not None else None
+            run = measured.experiments.get(r.experiment)
+            load = f"{cal.load_text() if cal else '-'}/{run.load_text() if run else '-'}"
+            line += f" {load:>12s}"
         print(line)
+    checked_losses = measured.lora_losses if measured is not None else None
+    if checked_losses is not None and len(checked_losses) != plan.lora_step_count and "lora_training" in checks:
+        at = lora_seconds_at(plan, args.model, checked_losses, args.tokenizer)
+        if at is not None:
+            print(
+                f"LoRA steps: the checked run trained {len(checked_losses)} (the plan counted {plan.lora_step_count}); "
+                f"at its {len(checked_losses)} the prediction is {at:.1f} s, ratio "
+                f"{at / checks['lora_training'].measured_s:.2f} (a diagnosis: when training stops is measured, not planned)"
+            )
     gpus = max(r.gpus_per_replica for r in plan.rows)
     print(
         f"total {plan.seconds:.0f} s ({plan.seconds / 3600:.2f} h) on {plan.workers} replica(s) of {gpus} GPU(s) "

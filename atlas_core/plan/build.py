@@ -49,6 +49,8 @@ class Plan:
     lora_steps: str  # where the LoRA step count comes from
     rows: tuple[PlanRow, ...]
     memory_source: str = "the plan's bytes alone (no calibration run with measured memory)"
+    lora_step_count: int | None = None  # the LoRA steps the plan counted
+    calibration: RecordedRun | None = None  # the run the rates (and unplanned bytes) came from
 
     @property
     def seconds(self) -> float:
@@ -184,8 +186,36 @@ def make_plan(
             )
         )
     return Plan(
-        pm.shape, prof.name, dtype, gpu, usable, workers, rows_chunk, tok_name, steps_from, tuple(rows), memory_source
+        pm.shape,
+        prof.name,
+        dtype,
+        gpu,
+        usable,
+        workers,
+        rows_chunk,
+        tok_name,
+        steps_from,
+        tuple(rows),
+        memory_source,
+        prof.lora_max_steps if losses is None else len(losses),
+        run,
     )
+
+
+def lora_seconds_at(plan: Plan, model: str, losses: tuple[float, ...], tokenizer: str | None = None) -> float | None:
+    """LoRA training's predicted seconds had the plan counted the recorded loss curve ``losses`` (its steps and
+    confirmation passes) instead of its own, at the same rate: for a check against a run that trained another
+    number of steps (when training stops is a measured value, not a shape: a plan takes the calibration's).
+    None when the plan has no LoRA training row."""
+    row = next((r for r in plan.rows if r.experiment == "lora_training"), None)
+    if row is None:
+        return None
+    pm = resolve(model)
+    tok = pm.tokenizer if pm.tokenizer is not None else stand_in_tokenizer(tokenizer)[0]
+    prof = get_profile(plan.profile)
+    s = pm.shape
+    work = workload(s.flop, s.n_layers, s.n_heads, prompt_set(tok, prof), prof, losses)["lora_training"]
+    return predict_seconds(work, row.rate, plan.workers)
 
 
 def planned_work(

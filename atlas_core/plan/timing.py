@@ -6,6 +6,12 @@ experiment's measured peak memory (``work.memory``: on CPU the process's peak RS
 records made before the memory metering have none: unknown). The plan counts the calibration model's FLOP at that
 profile (``workload``) and divides: the achieved FLOP/s of each experiment on that machine. A prediction for
 another model divides its FLOP by that rate; sharded work (the base model's sweeps) also by the number of workers.
+Where the run timed its decoder forwards apart (``work.forward_seconds``), the rate is split in two: the decoder
+layers' forward FLOP over those seconds, and the rest of the FLOP (the LM head, training's backward) over the rest
+of the wall seconds (which also hold the metrics, hooks and optimizer steps between forwards). The head's share
+of the FLOP shrinks as a model grows (its d_model x vocab against the layers' weights), and it runs far below
+the layers' rate, so one rate for both overestimates a larger model (on Coder-0.5B -> 1.5B at the ci profile:
+1.06-1.24 with one rate, 1.02-1.23 split, README).
 
 Peak memory is calibrated the same way, per experiment, but additively: the plan's bytes (``memory``: weights,
 caches, one chunk's activation budget, LoRA state) are what the model's size sets; what the measured peak holds
@@ -42,6 +48,11 @@ class Measured:
     peak_bytes: int | None = None  # provenance.work.memory.peak_bytes: the measured peak; None: unknown
     start_bytes: int | None = None  # the memory at the experiment's start (the same measure)
     memory_device: str | None = None  # where the peak was measured (cpu: process RSS; cuda:N: allocator)
+    load: float | None = None  # the machine's 1-minute load average, mean of the experiment's start and end
+    forward_seconds: float | None = None  # provenance.work.forward_seconds: inside decoder forwards
+
+    def load_text(self) -> str:
+        return f"{self.load:.1f}" if self.load is not None else "-"
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ def read_run(folder: str | Path) -> RecordedRun:
         model = model or prov["model"]
         w = prov.get("work") or {}
         mem = w.get("memory") or {}  # older records: no memory measured (unknown)
+        ends = [v[0] for v in ((w.get("load") or {}).get(k) for k in ("start", "end")) if v]  # older: none
         out[rec.experiment] = Measured(
             rec.experiment,
             float(prov["wall_seconds"]),
@@ -81,6 +93,8 @@ def read_run(folder: str | Path) -> RecordedRun:
             mem.get("peak_bytes"),
             mem.get("start_bytes"),
             mem.get("device"),
+            sum(ends) / len(ends) if ends else None,
+            w.get("forward_seconds"),
         )
         if rec.experiment == "lora_training":
             losses = tuple(float(v) for v in rec.result["loss_curve"])
@@ -93,9 +107,14 @@ def read_run(folder: str | Path) -> RecordedRun:
 class Rate:
     """The FLOP/s an experiment is predicted at, and where it comes from."""
 
-    flops_per_s: float
+    flops_per_s: float  # the whole experiment's: its FLOP over its seconds
     source: str
     fraction_of_peak: float | None = None
+    # where the calibration timed its decoder forwards apart (``work.forward_seconds``): the decoder layers'
+    # forward FLOP over those seconds, and the rest (LM head, training's backward, what runs between forwards)
+    # over the rest of the seconds
+    forward_flops_per_s: float | None = None
+    rest_flops_per_s: float | None = None
 
 
 def calibrate(planned: dict[str, ExperimentWork], run: RecordedRun) -> dict[str, Rate]:
@@ -104,9 +123,14 @@ def calibrate(planned: dict[str, ExperimentWork], run: RecordedRun) -> dict[str,
     for name, m in run.experiments.items():
         if name not in planned or m.wall_seconds <= 0 or planned[name].flop <= 0:
             continue
-        achieved = planned[name].flop / m.wall_seconds
+        w = planned[name]
+        achieved = w.flop / m.wall_seconds
         frac = achieved / (m.peak_gflops * 1e9) if m.peak_gflops else None
-        rates[name] = Rate(achieved, f"{run.model} {run.profile} on {run.device}", frac)
+        fwd = rest = None
+        fs = m.forward_seconds
+        if fs is not None and 0 < fs < m.wall_seconds and 0 < w.forward_flop < w.flop:
+            fwd, rest = w.forward_flop / fs, (w.flop - w.forward_flop) / (m.wall_seconds - fs)
+        rates[name] = Rate(achieved, f"{run.model} {run.profile} on {run.device}", frac, fwd, rest)
     return rates
 
 
@@ -121,9 +145,19 @@ def calibrate_memory(planned: dict[str, int], run: RecordedRun) -> dict[str, int
 
 
 def predict_seconds(work: ExperimentWork, rate: Rate, workers: int) -> float:
-    """Seconds of ``work`` at ``rate``: its sharded part split over ``workers`` replicas, the rest serial."""
-    serial = work.flop - work.sharded_flop
-    return (serial + work.sharded_flop / workers) / rate.flops_per_s
+    """Seconds of ``work`` at ``rate``: its sharded parts split over ``workers`` replicas, the rest serial. With
+    split rates, a part's decoder-forward FLOP at the forward rate and its other FLOP (LM head, backward) at the
+    rest's: their shares differ between models (the head's FLOP grows with d_model x vocab, the layers' with
+    d_model x width x layers), and so do their rates (a vocab-wide head over few rows, and the metrics and
+    softmax beside it, run far below the layers' matmul rate)."""
+    total = 0.0
+    for p in work.parts:
+        if rate.forward_flops_per_s is not None and rate.rest_flops_per_s is not None:
+            seconds = p.forward_flop / rate.forward_flops_per_s + (p.flop - p.forward_flop) / rate.rest_flops_per_s
+        else:
+            seconds = p.flop / rate.flops_per_s
+        total += seconds / workers if p.sharded else seconds
+    return total
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class Part:
     flop: int
     tokens: int  # real tokens entering decoder forwards
     sharded: bool
+    forward_flop: int = 0  # of ``flop``, the decoder layers' forward passes (what ``work``'s forward_seconds times)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class ExperimentWork:
     @property
     def sharded_flop(self) -> int:
         return sum(p.flop for p in self.parts if p.sharded)
+
+    @property
+    def forward_flop(self) -> int:
+        """The decoder layers' forward passes: the rest of ``flop`` is the LM head and training's backward."""
+        return sum(p.forward_flop for p in self.parts)
 
     @property
     def variants(self) -> int:
@@ -104,13 +110,15 @@ def _layer(fm: FlopModel, lengths: Sequence[int]) -> int:
 def sweep(fm: FlopModel, lengths: Sequence[int], windows: Sequence[int], what: str, sharded: bool = True) -> Part:
     """Variants running ``windows[i]`` layers each (0: only the head; ``UNTOUCHED``: nothing) over ``lengths``."""
     ran = [w for w in windows if w != UNTOUCHED]
-    flop = sum(ran) * _layer(fm, lengths) + len(ran) * fm.head_flop(len(lengths))
-    return Part(what, len(windows), flop, sum(lengths) * sum(1 for w in ran if w > 0), sharded)
+    layers = sum(ran) * _layer(fm, lengths)
+    flop = layers + len(ran) * fm.head_flop(len(lengths))
+    return Part(what, len(windows), flop, sum(lengths) * sum(1 for w in ran if w > 0), sharded, layers)
 
 
 def clean_pass(fm: FlopModel, lengths: Sequence[int], n_layers: int, what: str, head: bool = True) -> Part:
-    flop = n_layers * _layer(fm, lengths) + (fm.head_flop(len(lengths)) if head else 0)
-    return Part(what, 0, flop, sum(lengths), False)
+    layers = n_layers * _layer(fm, lengths)
+    flop = layers + (fm.head_flop(len(lengths)) if head else 0)
+    return Part(what, 0, flop, sum(lengths), False, layers)
 
 
 def _resid(n: int, layers: Sequence[int]) -> list[int]:
@@ -156,12 +164,28 @@ def training_order(n_pairs: int, steps: int, seed: int) -> list[int]:
 def _training(fm: FlopModel, p: PromptSet, n: int, steps: int, checks: int, seed: int) -> list[Part]:
     """``steps`` steps cycling over the pairs (a step: forward and backward, counted twice), ``checks``
     confirmation passes and one final pass over every pair, and the adapted model's clean pass."""
-    per_pair = [n * fm.layer_flop(a + b, (a + b) * (a + b + 1) // 2) + fm.head_flop(b) for a, b in p.pairs]
+    layers = [n * fm.layer_flop(a + b, (a + b) * (a + b + 1) // 2) for a, b in p.pairs]
+    per_pair = [lay + fm.head_flop(b) for lay, (a, b) in zip(layers, p.pairs)]
     seen = training_order(len(p.pairs), steps, seed)
     tokens = [a + b for a, b in p.pairs]
+    passes = 1 + checks
     return [
-        Part(f"{steps} training steps", 0, 2 * sum(per_pair[i] for i in seen), sum(tokens[i] for i in seen), False),
-        Part(f"loss on every pair x{1 + checks}", 0, (1 + checks) * sum(per_pair), (1 + checks) * sum(tokens), False),
+        Part(
+            f"{steps} training steps",
+            0,
+            2 * sum(per_pair[i] for i in seen),
+            sum(tokens[i] for i in seen),
+            False,
+            sum(layers[i] for i in seen),  # the forward; the backward is the rest
+        ),
+        Part(
+            f"loss on every pair x{passes}",
+            0,
+            passes * sum(per_pair),
+            passes * sum(tokens),
+            False,
+            passes * sum(layers),
+        ),
         clean_pass(fm, p.all, n, "adapted clean pass"),
     ]
 
@@ -221,6 +245,8 @@ def workload(
                 max(1, profile.timing_repeats) * sum(clean_pass(fm, timed, d, "").flop for d in range(1, n + 1)),
                 max(1, profile.timing_repeats) * n * sum(timed),
                 False,
+                max(1, profile.timing_repeats)
+                * sum(clean_pass(fm, timed, d, "").forward_flop for d in range(1, n + 1)),
             ),
         ],
     }

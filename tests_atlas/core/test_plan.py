@@ -101,6 +101,41 @@ def test_a_wrong_formula_or_head_count_fails_the_meter_check(tiny_run, monkeypat
     assert kv["head_ablation"].flop != run.experiments["head_ablation"].metered_flop
 
 
+def test_plan_forward_flop_is_the_meters_decoder_flop(tiny_run):
+    """The decoder layers' forward FLOP the plan times apart (the split rates) is the metered FLOP less the LM
+    head's (rows x 2 d_model vocab), for every experiment without a backward or value-dependent skips."""
+    planned, run = _planned(tiny_run), read_run(tiny_run)
+    fm = FlopModel.of(resolve("tiny-qwen2").model)
+    from atlas_core.results import RecordStore
+
+    records = RecordStore(tiny_run).records()
+    for name, w in planned.items():
+        if name in ("lora_training", "efficiency"):
+            continue
+        rec = next(r for r in records.values() if r.experiment == name)
+        metered = rec.provenance["work"]
+        assert w.forward_flop == metered["flop"] - fm.head_flop(metered["rows"]), name
+        assert 0 < w.forward_flop < w.flop
+        assert run.experiments[name].forward_seconds == metered["forward_seconds"]
+
+
+def test_split_rates_time_forwards_and_the_rest_apart(tiny_run):
+    """Calibrated where the run timed its decoder forwards: each part's forward FLOP at the forward rate, the rest
+    at the rest's; on the calibration's own work, forward and rest seconds add up to the measured wall."""
+    from atlas_core.plan.timing import calibrate, predict_seconds
+
+    planned, run = _planned(tiny_run), read_run(tiny_run)
+    rates = calibrate(planned, run)
+    for name, r in rates.items():
+        m, w = run.experiments[name], planned[name]
+        assert r.forward_flops_per_s == pytest.approx(w.forward_flop / m.forward_seconds)
+        assert r.rest_flops_per_s == pytest.approx((w.flop - w.forward_flop) / (m.wall_seconds - m.forward_seconds))
+        assert predict_seconds(w, r, 1) == pytest.approx(m.wall_seconds, rel=1e-9)
+    # the split matters: the rest (LM head, metrics) runs at another rate than the whole experiment
+    r = rates["layer_ablation"]
+    assert r.rest_flops_per_s != pytest.approx(r.flops_per_s)
+
+
 def test_calibration_on_a_run_reproduces_its_own_times(tiny_run):
     plan = make_plan("tiny-qwen2", "smoke", dtype="float32", calibration=tiny_run)
     checks = compare({r.experiment: r.seconds for r in plan.rows}, read_run(tiny_run))
@@ -125,6 +160,7 @@ def test_a_runs_records_carry_each_experiments_peak_memory(tiny_run):
         assert len(load["start"]) == len(load["end"]) == 3 and min(load["start"] + load["end"]) >= 0
     run = read_run(tiny_run)
     assert all(m.peak_bytes and m.memory_device == "cpu" for m in run.experiments.values())
+    assert all(m.load is not None and m.load >= 0 for m in run.experiments.values())
 
 
 def test_a_bigger_allocation_inside_metering_raises_the_recorded_peak(tiny):
@@ -196,15 +232,16 @@ def test_older_records_without_memory_read_as_unknown(tiny_run, tmp_path, capsys
         doc = json.loads(path.read_text())
         if "provenance" in doc:
             doc["provenance"]["work"].pop("memory")
+            doc["provenance"]["work"].pop("load")
             path.write_text(json.dumps(seal_doc(doc)))  # resealed: as such a record was written
     run = read_run(old)
-    assert all(m.peak_bytes is None for m in run.experiments.values())
+    assert all(m.peak_bytes is None and m.load is None for m in run.experiments.values())
     plan = make_plan("tiny-qwen2", "smoke", dtype="float32", calibration=old)
     assert all(r.unplanned_bytes is None and r.peak_bytes == r.memory.total for r in plan.rows)
     assert compare_memory({r.experiment: r.peak_bytes for r in plan.rows}, run) == []
     assert main(["plan", "tiny-qwen2", "--profile", "smoke", "--dtype", "float32", "--check", str(old)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("layer_ablation"))
-    assert line.split()[-2:] == ["-", "-"]  # the predicted peak stands; no measured one, no ratio
+    assert line.split()[-3:-1] == ["-", "-"]  # the predicted peak stands; no measured one, no ratio
 
 
 def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tiny_run, capsys):
@@ -221,10 +258,12 @@ def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tin
     out = capsys.readouterr().out
     assert "peak memory: planned bytes + what tiny-qwen2 smoke measured" in out
     head = next(ln for ln in out.splitlines() if ln.startswith("experiment"))
-    assert head.split()[-5:] == ["ratio", "peak", "GiB", "measured", "ratio"]
+    assert head.split()[-7:] == ["ratio", "peak", "GiB", "measured", "ratio", "load", "cal/run"]
     for r in plan.rows:
         line = next(ln for ln in out.splitlines() if ln.startswith(r.experiment + " ")).split()
-        assert line[-3:] == [
+        cal_load = f"{run.experiments[r.experiment].load:.1f}"
+        assert line[-1] == f"{cal_load}/{cal_load}"  # the same run: the same load
+        assert line[-4:-1] == [
             f"{r.peak_bytes / 2**30:.2f}",
             f"{run.experiments[r.experiment].peak_bytes / 2**30:.2f}",
             "1.00",
@@ -240,7 +279,40 @@ def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tin
     out = capsys.readouterr().out
     assert "peak memory: the plan's bytes alone" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("clean ")).split()
-    assert line[-3] == line[-10] and float(line[-1]) > 0  # predicted peak = the planned GiB column
+    assert line[-4] == line[-11] and float(line[-2]) > 0  # predicted peak = the planned GiB column
+    assert line[-1].startswith("-/")  # no calibration: no calibration load
+
+
+def test_check_says_what_lora_would_take_at_the_checked_runs_step_count(tiny_run, tmp_path, capsys):
+    """When the checked run trained another number of steps than the plan counted (the calibration's), --check
+    prints the prediction at the checked run's count, at the same rate (a diagnosis, not the prediction)."""
+    import json
+    import shutil
+
+    from atlas_core.integrity import seal_doc
+    from atlas_core.plan.build import lora_seconds_at
+
+    plan = make_plan("tiny-qwen2", "smoke", dtype="float32", calibration=tiny_run)
+    losses = read_run(tiny_run).lora_losses
+    assert losses is not None and len(losses) > 3
+    lora = next(r for r in plan.rows if r.experiment == "lora_training")
+    assert lora_seconds_at(plan, "tiny-qwen2", losses) == pytest.approx(lora.seconds, rel=1e-12)
+    short = tmp_path / "short"
+    shutil.copytree(tiny_run, short)
+    doc = json.loads((short / "lora_training.json").read_text())
+    doc["result"]["loss_curve"] = doc["result"]["loss_curve"][:3]
+    (short / "lora_training.json").write_text(json.dumps(seal_doc(doc)))
+    at3 = lora_seconds_at(plan, "tiny-qwen2", tuple(losses[:3]))
+    assert at3 is not None and at3 < lora.seconds
+    argv = ["plan", "tiny-qwen2", "--profile", "smoke", "--dtype", "float32", "--calibrate", str(tiny_run)]
+    assert main([*argv, "--check", str(short)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"LoRA steps: the checked run trained 3 (the plan counted {len(losses)}); at its 3 the prediction is {at3:.1f} s"
+        in out
+    )
+    assert main([*argv, "--check", str(tiny_run)]) == 0
+    assert "LoRA steps: the checked run" not in capsys.readouterr().out  # the same count: nothing to say
 
 
 def test_memory_rises_with_chunk_and_model_size():
