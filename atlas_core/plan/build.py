@@ -54,7 +54,25 @@ class Plan:
 
     @property
     def seconds(self) -> float:
-        return sum(r.seconds for r in self.rows)
+        """The run's predicted wall time. One worker: the experiments one after another. Two or more (``atlas run
+        --ray``, ``atlas_core.experiment_tasks``): the ``on_worker`` experiments (LoRA training) run on a worker of
+        their own beside the experiments that do not read them, and those that do (transfer, adapter ablation) wait
+        for them. The sweeps beside LoRA training then share one worker fewer than the rows count: a lower bound
+        by that much."""
+        if self.workers < 2:
+            return sum(r.seconds for r in self.rows)
+        from atlas_core.spec import experiment as spec_of
+
+        names = {r.experiment for r in self.rows}
+        away = {n for n in names if spec_of(n).on_worker}
+        waits = set(away)
+        for r in self.rows:  # run order: an experiment's inputs come before it
+            spec = spec_of(r.experiment)
+            if r.experiment not in away and waits & set(spec.requires + spec.reuses):
+                waits.add(r.experiment)
+        beside = sum(r.seconds for r in self.rows if r.experiment not in waits)
+        after = sum(r.seconds for r in self.rows if r.experiment in waits - away)
+        return max(beside, sum(r.seconds for r in self.rows if r.experiment in away)) + after
 
 
 def _check(

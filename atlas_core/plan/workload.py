@@ -234,7 +234,7 @@ def workload(
         "knockout": [sweep(fm, p.all, _resid(n, knock), "knockout")],
         "lora_training": _training(fm, p, n, steps, checks, seed),
         "transfer": [adapted, sweep(fm, p.all, _resid(n, range(n)), "patches")],
-        "adapter_ablation": [adapted, sweep(fm, p.all, _inside(n, range(n)), "adapter off per layer", sharded=False)],
+        "adapter_ablation": [adapted, sweep(fm, p.all, _inside(n, range(n)), "adapter off per layer")],
         "efficiency": [
             sweep(fm, p.all, [n - 1, n - mid, n - 1, n - 1], "skip sets (3 bounded)"),
             sweep(fm, p.all, [0] * (n - 1) + [UNTOUCHED], "early exits"),

@@ -335,15 +335,24 @@ def test_gpus_per_replica_is_memory_over_usable_gpu_memory():
 
 def test_double_workers_halve_the_sharded_experiments():
     """The base model's sweeps shard over workers (head ablation, knockout: wholly; layer and MLP ablation, steering,
-    transfer and efficiency: their sweeps); LoRA training and adapter ablation run on the driver."""
+    transfer and efficiency: their sweeps; adapter ablation: its layers, spread); LoRA training does not, but runs on
+    a worker of its own beside every experiment that does not read its adapter."""
     one = make_plan("tiny-qwen2", "smoke", workers=1, flops_per_s=RATE)
     two = make_plan("tiny-qwen2", "smoke", workers=2, flops_per_s=RATE)
     for a, b in zip(one.rows, two.rows):
         assert b.seconds == pytest.approx(a.seconds - a.sharded_flop / RATE / 2)
         if a.experiment in ("head_ablation", "knockout"):  # layer and MLP too where no mean/resample pass (ci)
             assert b.seconds == pytest.approx(a.seconds / 2)
-        if a.experiment in ("lora_training", "adapter_ablation", "clean"):
+        if a.experiment in ("lora_training", "clean"):
             assert b.seconds == a.seconds
+        if a.experiment == "adapter_ablation":
+            assert a.seconds / 2 < b.seconds < a.seconds  # its adapted clean pass stays on the driver
+    assert one.seconds == pytest.approx(sum(r.seconds for r in one.rows))
+    row = {r.experiment: r.seconds for r in two.rows}
+    waiting = row["lora_training"] + row["transfer"] + row["adapter_ablation"]
+    beside = sum(row.values()) - waiting
+    assert two.seconds == pytest.approx(max(beside, row["lora_training"]) + row["transfer"] + row["adapter_ablation"])
+    assert two.seconds < sum(row.values())  # the overlap: LoRA training beside the base model's experiments
 
 
 def test_the_70b_config_builds_on_meta_without_allocating():
