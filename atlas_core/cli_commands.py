@@ -353,6 +353,6 @@ def cmd_plan(args) -> int:
     gpus = max(r.gpus_per_replica for r in plan.rows)
     print(
         f"total {plan.seconds:.0f} s ({plan.seconds / 3600:.2f} h) on {plan.workers} replica(s) of {gpus} GPU(s) "
-        f"({plan.workers * gpus} GPUs); 'sharded': the share of FLOP split over the workers (the base model's sweeps)"
+        f"({plan.workers * gpus} GPUs); 'sharded': the share of FLOP split over the workers"
     )
     return 0
