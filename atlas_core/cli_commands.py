@@ -331,11 +331,11 @@ def cmd_plan(args) -> int:
         )
         c, mc = checks.get(r.experiment), mem_checks.get(r.experiment)
         if measured is not None:
-            line += f" {c.measured_s:9.1f} {c.ratio:6.2f}" if c is not None else f" {'-':>9s} {'-':>6s}"
+            line += f" {c.measured:9.1f} {c.ratio:6.2f}" if c is not None else f" {'-':>9s} {'-':>6s}"
         if show_peak:
             line += f" {_gib(r.peak_bytes):>8s}"
         if measured is not None:  # the measured peak where the record has it (older records: none)
-            line += f" {_gib(mc.measured_bytes):>8s} {mc.ratio:6.2f}" if mc is not None else f" {'-':>8s} {'-':>6s}"
+            line += f" {_gib(mc.measured):>8s} {mc.ratio:6.2f}" if mc is not None else f" {'-':>8s} {'-':>6s}"
             cal = plan.calibration.experiments.get(r.experiment) if plan.calibration is not None else None
             run = measured.experiments.get(r.experiment)
             load = f"{cal.load_text() if cal else '-'}/{run.load_text() if run else '-'}"
@@ -348,7 +348,7 @@ def cmd_plan(args) -> int:
             print(
                 f"LoRA steps: the checked run trained {len(checked_losses)} (the plan counted {plan.lora_step_count}); "
                 f"at its {len(checked_losses)} the prediction is {at:.1f} s, ratio "
-                f"{at / checks['lora_training'].measured_s:.2f} (a diagnosis: when training stops is measured, not planned)"
+                f"{at / checks['lora_training'].measured:.2f} (a diagnosis: when training stops is measured, not planned)"
             )
     gpus = max(r.gpus_per_replica for r in plan.rows)
     print(

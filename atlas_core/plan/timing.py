@@ -162,21 +162,22 @@ def predict_seconds(work: ExperimentWork, rate: Rate, workers: int) -> float:
 
 @dataclass(frozen=True)
 class Check:
-    """A prediction beside a measurement."""
+    """A prediction beside a measurement of the same quantity (seconds: ``compare``; bytes: ``compare_memory``)."""
 
     experiment: str
-    predicted_s: float
-    measured_s: float
+    predicted: float
+    measured: float
 
     @property
     def ratio(self) -> float:
-        return self.predicted_s / self.measured_s
+        return self.predicted / self.measured
 
     def within(self, tolerance: float) -> bool:
         return abs(self.ratio - 1.0) <= tolerance
 
 
 def compare(predicted: dict[str, float], measured: RecordedRun) -> list[Check]:
+    """Predicted seconds beside each measured experiment's wall seconds."""
     return [
         Check(name, predicted[name], m.wall_seconds)
         for name, m in measured.experiments.items()
@@ -184,26 +185,11 @@ def compare(predicted: dict[str, float], measured: RecordedRun) -> list[Check]:
     ]
 
 
-@dataclass(frozen=True)
-class MemoryCheck:
-    """A predicted peak beside a measured one (bytes)."""
-
-    experiment: str
-    predicted_bytes: int
-    measured_bytes: int
-
-    @property
-    def ratio(self) -> float:
-        return self.predicted_bytes / self.measured_bytes
-
-    def within(self, tolerance: float) -> bool:
-        return abs(self.ratio - 1.0) <= tolerance
-
-
-def compare_memory(predicted: dict[str, int], measured: RecordedRun) -> list[MemoryCheck]:
-    """The experiments of ``measured`` that recorded their peak memory (older records did not: left out)."""
+def compare_memory(predicted: dict[str, int], measured: RecordedRun) -> list[Check]:
+    """Predicted peak bytes beside the experiments of ``measured`` that recorded their peak memory (older records
+    did not: left out)."""
     return [
-        MemoryCheck(name, predicted[name], m.peak_bytes)
+        Check(name, predicted[name], m.peak_bytes)
         for name, m in measured.experiments.items()
         if name in predicted and m.peak_bytes
     ]

@@ -252,7 +252,7 @@ def test_calibration_on_a_run_reproduces_its_own_peaks_and_check_prints_them(tin
     checks = compare_memory({r.experiment: r.peak_bytes for r in plan.rows}, run)
     assert len(checks) == 10
     for c in checks:
-        assert c.predicted_bytes == run.experiments[c.experiment].peak_bytes and c.ratio == 1.0
+        assert c.predicted == run.experiments[c.experiment].peak_bytes and c.ratio == 1.0
     argv = ["plan", "tiny-qwen2", "--profile", "smoke", "--dtype", "float32"]
     assert main([*argv, "--calibrate", str(tiny_run), "--check", str(tiny_run)]) == 0
     out = capsys.readouterr().out
@@ -410,7 +410,7 @@ def _predict_15b():
 @pytest.mark.real_model
 def test_coder15_full_times_predicted_from_coder05(monkeypatch):
     checks = _predict_15b()
-    total = sum(c.predicted_s for c in checks) / sum(c.measured_s for c in checks)
+    total = sum(c.predicted for c in checks) / sum(c.measured for c in checks)
     assert abs(total - 1) <= TOTAL_TOLERANCE
     assert all(PER_EXPERIMENT[0] <= c.ratio <= PER_EXPERIMENT[1] for c in checks), [
         (c.experiment, c.ratio) for c in checks
@@ -418,7 +418,7 @@ def test_coder15_full_times_predicted_from_coder05(monkeypatch):
     # a formula whose layer cost forgets the weights' size (tokens x attention width) misses by far
     monkeypatch.setattr(FlopModel, "layer_flop", lambda self, tokens, pairs: 2 * self.attn_width * tokens)
     bad = _predict_15b()
-    assert abs(sum(c.predicted_s for c in bad) / sum(c.measured_s for c in bad) - 1) > TOTAL_TOLERANCE
+    assert abs(sum(c.predicted for c in bad) / sum(c.measured for c in bad) - 1) > TOTAL_TOLERANCE
 
 
 def test_a_config_json_folder_plans_and_a_bad_one_is_an_error(tmp_path):
