@@ -142,6 +142,19 @@ class ShardEvent:
     worker: int  # position of the actor in ``RayPool.actors``
 
 
+def result_of(ref):
+    """``ray.get(ref)``, an ``AtlasError`` raised on the worker re-raised as itself (one ``atlas: error:`` line, as
+    on the driver) rather than wrapped in Ray's ``RayTaskError``; a lost actor's ``RayActorError`` passes through."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, AtlasError):
+            raise exc.cause from None
+        raise
+
+
 class RayPool:
     """Actors holding replicas of ``lm`` (loaded by each actor from ``model``), alive while entered. A
     ``runner.SweepBackend``: lent to a run's ``Sweeping`` (``sweeping.lent(backend=pool)``), the sweeps of
@@ -344,15 +357,11 @@ class RayPool:
             (done,), _ = ray.wait(list(inflight), num_returns=1)
             w, si, rows = inflight.pop(done)
             try:
-                result = ray.get(done)
+                result = result_of(done)
             except ray.exceptions.RayActorError:  # restarts exhausted: its shard goes to the others
                 self.drop(w)
                 queue.appendleft((si, rows))
                 continue
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, AtlasError):  # one `atlas: error:` line, as on the driver
-                    raise exc.cause from None
-                raise
             got(si, rows, w, result)
             idle.append(w)
             bar.update(1)

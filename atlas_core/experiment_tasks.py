@@ -29,10 +29,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
-from atlas_core import AtlasError
-from atlas_core.adapters_lora import adapter_files, place_adapter
+from atlas_core.adapters_lora import adapter_files
 from atlas_core.checkpoints import Checkpoints
-from atlas_core.distributed import SweepWorker
+from atlas_core.distributed import SweepWorker, result_of
 from atlas_core.experiments import run_experiment
 from atlas_core.experiments import lora_training
 from atlas_core.experiments.context import Context
@@ -85,8 +84,7 @@ class RemoteJob:
     partial: str
     drive: dict[str, str]
     screen: str | None
-    results: dict[str, Any]  # the typed results it declares it reads
-    adapter: dict[str, bytes] | None  # the trained adapter's files, for an experiment that requires it
+    results: dict[str, Any]  # the typed results it declares it reads (its artifacts: none, see ``spec``)
 
 
 class ExperimentWorker(SweepWorker):
@@ -106,8 +104,6 @@ class ExperimentWorker(SweepWorker):
                 self.lm, dict(job.families), job.profile, seed=job.seed, out_dir=Path(job.out_dir), progress=False
             )
         ctx.drive, ctx.screen = dict(job.drive), job.screen
-        if job.adapter is not None:
-            ctx.artifacts.lora_adapter_dir = place_adapter(lora_training.adapter_dir(ctx), job.adapter)
         computed = compute(ctx, spec_of(job.name), job.key, job.results, Path(job.partial))
         computed.worker = f"ray actor {os.getpid()} on {socket.gethostname()}"
         trained = ctx.artifacts.lora_adapter_dir if job.name == lora_training.NAME else None
@@ -229,15 +225,11 @@ class RemoteJobs(Generic[J]):
             job, actor = self._running.pop(ref)
             self.pool.release(actor)
             try:
-                out.append((job, ray.get(ref)))
+                out.append((job, result_of(ref)))
             except ray.exceptions.RayActorError:  # its restarts are spent: the driver computes it
                 self.pool.drop(actor)
                 self.say(f"[atlas] Ray worker {actor} is gone; the driver computes its experiment, resuming it")
                 out.append((job, self.fallback(job)))
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, AtlasError):  # one `atlas: error:` line, as on the driver
-                    raise exc.cause from None
-                raise
         return out
 
 

@@ -13,7 +13,7 @@ import torch
 from filelock import Timeout
 
 from atlas_core import AtlasError
-from atlas_core.adapters_lora import adapter_files, place_adapter
+from atlas_core.adapters_lora import place_adapter
 from atlas_core.codehash import baseline_stands, fingerprint
 from atlas_core.experiment_tasks import Computed, RemoteJob, RemoteJobs, Schedule, compute, needed, run_schedule
 from atlas_core.experiments import lora_training, parse_experiments
@@ -324,10 +324,7 @@ def _run_jobs(plan: RunPlan, store: RecordStore, jobs: list[_Job], pool) -> None
         keep(job, _run_job(plan, store, job, _visible(results, job.seed, plan.seed)))
 
     def payload(job: _Job) -> RemoteJob:
-        adapter = None
-        if lora_training.NAME in spec_of(job.name).requires:  # finished by now: its saved adapter, sent along
-            adapter = adapter_files(lora_training.ensure_adapter(job.ctx))
-        ctx = job.ctx
+        ctx, reads = job.ctx, needed(job.name, names)
         return RemoteJob(
             job.name,
             job.key,
@@ -338,8 +335,7 @@ def _run_jobs(plan: RunPlan, store: RecordStore, jobs: list[_Job], pool) -> None
             str(_partial(plan, store, job)),
             dict(ctx.drive),
             ctx.screen,
-            {n: r for n, r in _visible(results, job.seed, plan.seed).items() if n in needed(job.name, names)},
-            adapter,
+            {n: r for n, r in _visible(results, job.seed, plan.seed).items() if n in reads},
         )
 
     def fallback(job: _Job) -> tuple[Computed, None]:

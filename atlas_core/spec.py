@@ -156,7 +156,8 @@ class ExperimentSpec:
     reuses: tuple[str, ...] = ()  # experiments whose results it reuses when present (an identical computation)
     seed_dependent: bool = False  # repeated by --seeds
     # under --ray, runs whole on one Ray worker beside the driver's sharded sweeps (atlas_core.experiment_tasks):
-    # its work is serial, or sweeps a model the pool's replicas do not hold (an adapted one)
+    # its work is serial. A worker is sent the results it reads, never another experiment's artifacts (files in
+    # the run folder, such as the trained adapter): an experiment that ``requires`` one stays on the driver
     on_worker: bool = False
     profile_fields: tuple[str, ...] = ()  # the Profile fields it reads (documentation and checks)
     knobs: tuple[Knob, ...] = ()  # settings of its own, by profile
@@ -334,6 +335,12 @@ def _check_experiments(specs: Mapping[str, ExperimentSpec]) -> None:
                 raise AtlasError(
                     f"experiment {s.name} names {dep!r}, which is not a known experiment ({', '.join(order)})"
                 )
+        if s.on_worker and s.requires:
+            raise AtlasError(
+                f"experiment {s.name} runs on a Ray worker (on_worker=True) and requires the artifacts of "
+                f"{', '.join(s.requires)}, which a worker is not sent: declare on_worker=False (it then runs on the "
+                "driver, whose sweeps the workers still share)"
+            )
         for dep in s.requires + s.reuses:
             if order.index(dep) > order.index(s.name):
                 raise AtlasError(

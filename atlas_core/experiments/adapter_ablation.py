@@ -9,7 +9,8 @@ with peft's per-module disable flag set on layer L's LoRA modules.
 
 Under ``atlas run --ray`` the layers are cut into one chunk per free actor (``RayPool.spread``); each actor attaches
 the adapter (sent as its files) to its own replica and measures its chunk as the driver would, bit for bit at the
-same thread count, checkpointing in a subfolder of the experiment's per chunk.
+same thread count, checkpointing in a subfolder of the experiment's per chunk. Each actor runs the adapted model's
+clean pass for its chunk (its reference and prefixes): one pass per actor, side by side, where the driver runs one.
 """
 
 from __future__ import annotations

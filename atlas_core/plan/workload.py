@@ -15,8 +15,11 @@ What a run does, as the experiments and the runner do it, for one process runnin
 
 Two counts depend on values, not shapes: LoRA steps (to loss < target; the plan takes them from a calibration
 record or the profile's maximum) and which layers three of efficiency's four skip sets start at (the weakest
-layers; counted from layer 1, an upper bound). Sharded: the sweeps of the base model (``atlas run --ray``); clean
-passes, directions, training, the sweeps of the adapted model and the exit timings run on the driver.
+layers; counted from layer 1, an upper bound). Sharded: the sweeps of the base model (``atlas run --ray``) and
+adapter ablation's per-layer sweep (spread over the actors); clean passes, directions, training, transfer's adapted
+sweep and the exit timings run on the driver. Under ``--ray`` each actor of adapter ablation's spread runs the adapted
+clean pass itself, for its chunk of layers: those passes run side by side, so the plan counts the wall time of one,
+serial, and its FLOP once (the other actors' copies are repeated work, not useful work).
 """
 
 from __future__ import annotations

@@ -148,6 +148,17 @@ def test_an_experiment_ordered_before_what_it_requires_is_refused(registered):
         registered(unknown)
 
 
+def test_an_experiment_on_a_worker_that_requires_an_artifact_is_refused(registered):
+    """A Ray worker is sent the results an experiment reads, never an artifact (the trained adapter's folder): an
+    ``on_worker`` experiment that requires one is refused at declaration; one that only reuses results is kept."""
+    adapted = replace(experiment("adapter_ablation"), name="adapter2", order=500, on_worker=True, group=None)
+    with pytest.raises(AtlasError, match=r"adapter2 runs on a Ray worker.*lora_training.*declare on_worker=False"):
+        registered(adapted)
+    reading = replace(experiment("knockout"), name="knock5", order=500, on_worker=True, reuses=("clean",), group=None)
+    registered(reading)
+    assert experiment("knock5").on_worker
+
+
 def test_a_hypothesis_reading_an_unknown_experiment_is_refused(registered):
     registered(replace(H010, id="H011", experiments=("layer_ablaton",)))
     with pytest.raises(AtlasError, match="H011 reads unknown experiment"):
