@@ -113,6 +113,30 @@ def test_shapes_and_ranges(smoke, tiny):
     assert "unchanged" in r.notes and "9.5" in r.notes
 
 
+def test_the_timed_forward_feeds_the_head_one_contiguous_position_per_prompt(smoke):
+    """The exit timing's stock forward keeps the last position by index: the LM head gets a contiguous [rows, 1, d]
+    input (``logits_to_keep=1`` hands it a strided view, which F.linear runs as a batched matmul over a copied
+    weight: ~200x the head's time in bf16 on CPU) and gives the logits the slice would."""
+    import torch
+
+    from atlas_core.models.adapters import lm_head
+
+    ctx, _ = smoke
+    model, batch = ctx.lm.model, efficiency._timing_batch(ctx)
+    seen = []
+    hook = lm_head(model).register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with torch.inference_mode():
+            kept = model(**batch).logits
+            sliced = model(**{**batch, "logits_to_keep": 1}).logits
+    finally:
+        hook.remove()
+    rows, t = batch["input_ids"].shape
+    assert t > 1 and seen[0].shape == (rows, 1, model.config.hidden_size) and seen[0].is_contiguous()
+    assert not seen[1].is_contiguous()  # the slice it replaces
+    torch.testing.assert_close(kept, sliced, rtol=1e-5, atol=1e-5)  # the same logits up to the matmul path's rounding
+
+
 def test_skip_matches_its_single_layer_sweep(smoke):
     """The weakest-1 configuration is the same intervention as that layer's single skip."""
     _, r = smoke
