@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from atlas_core import AtlasError
+from atlas_core.forward import logprobs_of_hidden
 from atlas_core.hooks import hooked
-from atlas_core.models.adapters import adapter_for, decoder, embeddings, layer_part, lm_head, text_config
+from atlas_core.models.adapters import adapter_for, decoder, embeddings, layer_part
 from atlas_core.runner import Runner
 from atlas_core.sites import Site
 
@@ -101,11 +102,7 @@ def atp_estimates(runner: Runner, layers: Sequence[int], targets: Sequence[int],
                 position_ids=enc.position_ids[rows],
                 use_cache=False,
             ).last_hidden_state[:, -1]
-            logits = lm_head(model)(hidden).float()
-            cap = getattr(text_config(model), "final_logit_softcapping", None)
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            metric = torch.log_softmax(logits, dim=-1).gather(-1, tid[rows, None]).sum()
+            metric = logprobs_of_hidden(model, hidden).gather(-1, tid[rows, None]).sum()
             grads = torch.autograd.grad(metric, [acts[layer] for layer in layers])  # no weight's .grad is touched
         mask = enc.attention_mask[rows].float().cpu()[:, :, None, None]
         for li, (layer, g) in enumerate(zip(layers, grads)):
