@@ -19,6 +19,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from atlas_core.runs import StoredRun
+from atlas_core.stat import finite
 
 
 def fmt(value: Any, kind: str = "auto") -> str:
@@ -56,12 +57,12 @@ def _g(v: float) -> str:
 
 def defined(value: Any) -> bool:
     """Whether a stored number is measured: not null, and not NaN (what the converter reads null as)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    return finite(value) is not None
 
 
 def exact(value: Any) -> str:
     """The exact value as written in ``data-value`` (``repr`` of a float round-trips)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not defined(value):
         return "null"  # NaN is how an undefined number, stored as null, reads back
     if isinstance(value, bool):
         return "true" if value else "false"
