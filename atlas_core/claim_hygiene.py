@@ -133,8 +133,11 @@ def refusal(claim, thresholds: Mapping[str, Mapping] | None = None, head_layers_
 def _location_refusal(claim) -> str | None:
     """Location, top-k and profile claims that admit every profile."""
     n = claim.n_items
-    if claim.kind == "location" and claim.layer is not None and n is not None and claim.within >= n - 1:
-        return f"within ± {claim.within} layers of {n} admits every layer; claim a smaller distance"
+    if claim.kind == "location" and claim.layer is not None and n is not None:
+        # the distance is in layers, from the claimed item's layer: L21 +- 21 of 28 reaches both ends, as +- 27 does
+        layers, at = (n // claim.n_heads, claim.layer // claim.n_heads) if claim.n_heads else (n, claim.layer)
+        if claim.within >= max(at, layers - 1 - at) and (claim.within > 0 or not claim.n_heads):
+            return f"within ± {claim.within} layers of L{at} admits every layer of {layers}; claim a smaller distance"
     if claim.kind == "location" and claim.depth is not None and claim.tolerance >= 0.5:
         return (
             f"a depth of {claim.depth:.3g} ± {claim.tolerance:.3g} admits most of the model; claim a smaller tolerance"

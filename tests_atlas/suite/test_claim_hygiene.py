@@ -142,6 +142,52 @@ CASES = [
         },
         "max_rank 8 admits every one of the 8 families",
     ),
+    (
+        "a location admitting every layer off centre (written from Coder-1.5B's full baseline: L21 +- 21 of 28)",
+        {
+            "id": f"{M}:adapter.layer_profile.top",
+            "statistic": "adapter.layer_profile",
+            "model": M,
+            "kind": "location",
+            "layer": 21,
+            "within": 21,
+            "n_items": 28,
+        },
+        {
+            "id": f"{M}:adapter.layer_profile.top",
+            "statistic": "adapter.layer_profile",
+            "model": M,
+            "kind": "location",
+            "layer": 21,
+            "within": 20,
+            "n_items": 28,
+        },
+        "within ± 21 layers of L21 admits every layer of 28",
+    ),
+    (
+        "a head location admitting every layer",
+        {
+            "id": f"{M}:heads.head_profile.top",
+            "statistic": "heads.head_profile",
+            "model": M,
+            "kind": "location",
+            "layer": 2 * 12 + 5,
+            "within": 25,
+            "n_items": 28 * 12,
+            "n_heads": 12,
+        },
+        {
+            "id": f"{M}:heads.head_profile.top",
+            "statistic": "heads.head_profile",
+            "model": M,
+            "kind": "location",
+            "layer": 2 * 12 + 5,
+            "within": 24,
+            "n_items": 28 * 12,
+            "n_heads": 12,
+        },
+        "within ± 25 layers of L2 admits every layer of 28",
+    ),
 ]
 
 
