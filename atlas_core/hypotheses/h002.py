@@ -44,7 +44,7 @@ def rule(small, large, th) -> Verdict:
     s, l = need(small, "heads.max_kl", "small"), need(large, "heads.max_kl", "large")
     r = ratio_stat(l, s)  # the interval: (lo_large / hi_small, hi_large / lo_small), where both carry one
     v = h002(s.value, l.value, min_ratio=th["min_ratio"], lo=r.lo, hi=r.hi)
-    if r.lo is None:  # records of schema 2 (the committed full-profile baselines) keep no per-prompt head KL
+    if r.lo is None:  # records of schema 2 (baselines made before 2026-12) keep no per-prompt head KL
         missing = [role for role, st in (("small", s), ("large", l)) if st.lo is None]
         who = "both models' records keep" if len(missing) == 2 else f"the {missing[0]} model's record keeps"
         v = replace(

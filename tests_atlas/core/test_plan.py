@@ -400,7 +400,7 @@ def test_cli_prints_the_plan(capsys):
 # ---- the real-model check: Coder-1.5B's full-profile times from the Coder-0.5B calibration -------------------
 BASELINES = "atlas_core/data/baselines"
 TOTAL_TOLERANCE = 0.25  # the whole run's predicted time within 25% of the measured
-PER_EXPERIMENT = (0.55, 1.5)  # each experiment's ratio: around the measured 0.61-1.38 (README, atlas plan); not the aim
+PER_EXPERIMENT = (0.85, 1.5)  # each experiment's ratio: around the measured 0.97-1.38 (README, atlas plan); not the aim
 
 
 def _predict_15b():
