@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from dataclasses import fields, is_dataclass, replace
 
 import pytest
@@ -230,22 +231,34 @@ def test_a_field_the_type_lacks_is_an_error_naming_it_and_the_fix():
         load_result("steering", {k: v for k, v in doc["result"].items() if k != "best_layer"})
 
 
+# Gemma-3-270M's head ablation as its baseline held it until 2026-12-07, written under schema 1: the record that
+# the migrations read (the committed baselines are of the current schema now)
+SCHEMA_1 = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "head_ablation-schema1.json"
+
+
 def test_a_field_an_earlier_schema_had_is_dropped_on_reading():
     assert SCHEMA == 4 and REMOVED[2] == {"head_ablation": ("max_layer_kl",)}
-    doc = json.loads(next(p for p in _records() if p.name == "head_ablation.json").read_text())
-    assert "max_layer_kl" in doc["result"]  # committed under schema 1
+    doc = json.loads(SCHEMA_1.read_text())
+    assert doc["schema"] == 1 and "max_layer_kl" in doc["result"]
     assert not hasattr(load_result("head_ablation", doc["result"]), "max_layer_kl")
+    # the record otherwise reads whole, as the current baseline's of the same model and profile does
+    now = json.loads((BASELINES_DIR / "gemma-3-270m-full" / "head_ablation.json").read_text())
+    assert "max_layer_kl" not in now["result"]
+    assert load_result("head_ablation", doc["result"]).layers == load_result("head_ablation", now["result"]).layers
 
 
 def test_a_field_a_later_schema_added_reads_as_its_default_from_older_records():
-    """Schema 3 added the strongest head's KL interval (``HeadAblationResult.max_kl``): a committed record
-    lacks it and reads None; a record that has it reads it back."""
+    """Schema 3 added the strongest head's KL interval (``HeadAblationResult.max_kl``): a record of schema 1
+    lacks it and reads None; a record that has it (every committed baseline now) reads it back."""
     assert ADDED[3] == {"head_ablation": ("max_kl",)}
-    doc = json.loads(next(p for p in _records() if p.name == "head_ablation.json").read_text())
+    doc = json.loads(SCHEMA_1.read_text())
     assert "max_kl" not in doc["result"]
     assert load_result("head_ablation", doc["result"]).max_kl is None
     new = {**doc["result"], "max_kl": {"value": 0.9, "lo": 0.7, "hi": 1.1, "n": 12}}
     assert load_result("head_ablation", new).max_kl.hi == 1.1
+    for path in (p for p in _records() if p.name == "head_ablation.json"):
+        got = load_result("head_ablation", json.loads(path.read_text())["result"]).max_kl
+        assert got is not None and got.lo <= got.value <= got.hi, path
 
 
 def test_schema_4_screen_reads_none_from_exhaustive_records():
