@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from atlas_core.layers import item_layer
 from atlas_core.stat import INCONCLUSIVE
 from atlas_core.spec import declaration, hypotheses
 from atlas_core.tasks import FAMILIES
@@ -135,7 +136,8 @@ def _location_refusal(claim) -> str | None:
     n = claim.n_items
     if claim.kind == "location" and claim.layer is not None and n is not None:
         # the distance is in layers, from the claimed item's layer: L21 +- 21 of 28 reaches both ends, as +- 27 does
-        layers, at = (n // claim.n_heads, claim.layer // claim.n_heads) if claim.n_heads else (n, claim.layer)
+        heads = {"n_heads": claim.n_heads}
+        layers, at = item_layer(n, heads), item_layer(claim.layer, heads)
         if claim.within >= max(at, layers - 1 - at) and (claim.within > 0 or not claim.n_heads):
             return f"within ± {claim.within} layers of L{at} admits every layer of {layers}; claim a smaller distance"
     if claim.kind == "location" and claim.depth is not None and claim.tolerance >= 0.5:
