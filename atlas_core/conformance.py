@@ -234,10 +234,14 @@ def check_exit_at(model, tokenizer, atol: float) -> float:
 
 
 def check_steer_zero(model, tokenizer, atol: float) -> float:
-    """Steering at strength 0, at every layer, is the identity."""
+    """Steering at strength 0, at every layer, is the identity. One variant per sweep, so that each forward has
+    the clean pass's shapes and the comparison is bit for bit (several variants share a chunk's forward, whose
+    larger matmuls round differently: ``check_batched`` bounds that)."""
     r = Runner(model, tokenizer, PROMPTS)
     n = dims(model).n_layers
-    got = r.logprobs([Variant(f"L{layer}", (Steer(layer, _direction(model, layer), 0.0),)) for layer in range(n)])
+    got = torch.cat(
+        [r.logprobs([Variant(f"L{layer}", (Steer(layer, _direction(model, layer), 0.0),))]) for layer in range(n)]
+    )
     return _close("steering at strength 0 vs clean", got, r.clean_logprobs.expand_as(got), atol)
 
 

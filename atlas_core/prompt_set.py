@@ -30,7 +30,7 @@ from atlas_core.interventions import (
     sites_of,
 )
 from atlas_core.integrity import check_finite
-from atlas_core.models.adapters import decoder, entry_hook, final_norm, layer_window, text_config
+from atlas_core.models.adapters import decoder, entry_hook, final_norm, hidden_arg, layer_window, text_config
 from atlas_core.sites import Site, dims, site_hook, validate_site
 from atlas_core.work import declared
 
@@ -205,56 +205,85 @@ class PromptSet:
             for b in range(0, len(order), step)
         ]
 
-    def forward_chunk(self, plans, chunk, start, end, resid, untouched: bool) -> torch.Tensor:
+    def forward_chunk(self, plans, chunk, end, resid, untouched: bool) -> torch.Tensor:
         """Last-position log-probabilities of a chunk's rows: each (variant index, prompt indices, first column)
-        segment of ``chunk`` run per its plan in ``plans`` from the cached residual ``resid`` entering layer
-        ``start`` through layer ``end - 1``."""
-        enc = self.enc
+        segment of ``chunk`` run per its plan in ``plans`` from the cached residual ``resid`` entering its start
+        layer through layer ``end - 1``. Segments of several start layers share a chunk (``chunk`` is in order
+        of start): a segment's rows join the forward at its start layer, each stretch between two start layers
+        one stock forward over that layer window, so a sweep whose variants each start at their own layer (a
+        layer sweep) still runs full chunks."""
         if untouched and end == self.dims.n_layers:  # nothing touched: the clean run itself, bit for bit
             return torch.cat([self.clean_logprobs[idx.to(self.device)] for _, idx, *_ in chunk])
+        starts = [plans[vi].start for vi, *_ in chunk]
+        if starts != sorted(starts):
+            raise AssertionError("a chunk's segments must come in order of their start layer")
         t0 = min(seg[2] for seg in chunk)  # columns before t0 are padding in every row of this chunk
-        at = [idx.to(self.device) for _, idx, *_ in chunk]
+        x: torch.Tensor | None = None
+        joined = 0
+        layers_in = sorted(set(starts))
+        for k, start in enumerate(layers_in):
+            new = [seg for seg in chunk if plans[seg[0]].start == start]
+            entering = self._enter(plans, new, start, resid, t0)
+            carried = 0 if x is None else x.shape[0]
+            x = entering if x is None else torch.cat([x, entering])
+            joined += len(new)
+            if k + 1 == len(layers_in):
+                return self._forward_window(plans, chunk, start, end, x, carried, final=True)
+            x = self._forward_window(plans, chunk[:joined], start, layers_in[k + 1], x, carried, final=False)
+        raise AssertionError("unreachable: a chunk has at least one segment")
+
+    def _enter(self, plans, segments, start, resid, t0) -> torch.Tensor:
+        """The cached residual entering ``start`` for ``segments``' rows from column ``t0`` on, with each plan's
+        ``pre`` interventions (residual interventions after layer ``start - 1``) applied."""
         with torch.inference_mode():
-            x = torch.cat([resid[start, i, t0:] for i in at])
+            x = torch.cat([resid[start, idx.to(self.device), t0:] for _, idx, *_ in segments])
             r0 = 0
-            for vi, idx, *_ in chunk:  # residual interventions after layer start-1, on its cached output
+            for vi, idx, *_ in segments:
                 for iv in plans[vi].pre:
                     new = act_fn(iv, slice(r0, r0 + len(idx)), idx)(x)
                     x = x if new is None else new
                 r0 += len(idx)
-            if start == end:  # nothing to run: the residual after layer end-1 goes to the final norm
-                return logprobs_of_hidden(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
-        if PACK_TOKENS:
-            return self._forward_packed(plans, chunk, start, end, x)
-        mask = torch.cat([enc.attention_mask[i, t0:] for i in at])
-        pos = torch.cat([enc.position_ids[i, t0:] for i in at])
-        specs = []
-        r0 = 0
-        for vi, idx, *_ in chunk:
-            specs += hook_specs(self.model, plans[vi].hooks, rows=slice(r0, r0 + len(idx)), prompts=idx)
-            r0 += len(idx)
-        with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs):
-            hidden = decoder(self.model)(
-                inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False
-            ).last_hidden_state[:, -1]
-            return logprobs_of_hidden(self.model, hidden)
+        return x
 
-    def _forward_packed(self, plans, chunk, start, end, x) -> torch.Tensor:
-        """Layers ``start..end-1`` over the chunk's left-padded residual ``x`` [B, T, d], its sequences packed
-        without padding; the hooked interventions see the padded layout (``Packing.wrap``)."""
-        lengths = [self.enc.lengths[i] for _, idx, *_ in chunk for i in idx.tolist()]
-        pk = packing.plan(lengths, x.shape[1], PACK_TOKENS, self.device)
+    def _forward_window(self, plans, segments, start, stop, x, carried: int, *, final: bool) -> torch.Tensor:
+        """Layers ``start..stop-1`` over ``segments``' left-padded residual ``x`` [B, T, d] (its first ``carried``
+        rows continue from the chunk's previous window), packed unless ``PACK_TOKENS`` is 0, each plan's hooks
+        on its rows. ``final``: each row's last hidden state after the
+        final norm, through the LM head to log-probabilities; else the residual after layer ``stop - 1``
+        (what the final norm receives) [B, T, d], zero at padding when packed."""
+        if start == stop:  # nothing to run: the residual after layer stop-1 goes to the final norm
+            with torch.inference_mode():
+                return logprobs_of_hidden(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
+        at = [idx.to(self.device) for _, idx, *_ in segments]
+        lengths = [self.enc.lengths[i] for idx in at for i in idx.tolist()]
+        pk = packing.plan(lengths, x.shape[1], PACK_TOKENS, self.device) if PACK_TOKENS else None
         specs = []
         r0 = 0
-        for vi, idx, *_ in chunk:
-            for iv in plans[vi].hooks:
-                specs += [
-                    site_hook(self.model, site, pk.wrap(act_fn(iv, slice(r0, r0 + len(idx)), idx)))
-                    for site in sites_of(iv)
-                ]
+        for vi, idx, *_ in segments:
+            rows = slice(r0, r0 + len(idx))
+            if pk is None:
+                specs += hook_specs(self.model, plans[vi].hooks, rows=rows, prompts=idx)
+            else:
+                for iv in plans[vi].hooks:
+                    specs += [site_hook(self.model, s, pk.wrap(act_fn(iv, rows, idx))) for s in sites_of(iv)]
             r0 += len(idx)
-        with torch.inference_mode(), layer_window(self.model, start, end), hooked(specs), declared(lengths):
-            hidden = decoder(self.model)(
-                inputs_embeds=pk.pack(x), position_ids=pk.position_ids, use_cache=False
-            ).last_hidden_state
-            return logprobs_of_hidden(self.model, hidden.reshape(-1, hidden.shape[-1])[pk.last])
+        seen: list[torch.Tensor] = []
+        if not final:
+            specs.append(
+                (final_norm(self.model), "pre", lambda module, args, kwargs: seen.append(hidden_arg(args, kwargs)))
+            )
+        if pk is None:
+            t0 = self.enc.seq - x.shape[1]
+            inputs = {
+                "inputs_embeds": x,
+                "attention_mask": torch.cat([self.enc.attention_mask[i, t0:] for i in at]),
+                "position_ids": torch.cat([self.enc.position_ids[i, t0:] for i in at]),
+            }
+        else:
+            inputs = {"inputs_embeds": pk.pack(x), "position_ids": pk.position_ids}
+        with torch.inference_mode(), layer_window(self.model, start, stop), hooked(specs), declared(lengths, carried):
+            hidden = decoder(self.model)(**inputs, use_cache=False).last_hidden_state
+            if not final:
+                return seen[0] if pk is None else pk.unpack(seen[0])
+            last = hidden[:, -1] if pk is None else hidden.reshape(-1, hidden.shape[-1])[pk.last]
+            return logprobs_of_hidden(self.model, last)

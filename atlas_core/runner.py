@@ -9,6 +9,10 @@
   entering L and runs only layers L and up (the stock forward over a layer window); when only residual
   ablations/steers/patches touch L, they are applied to the cached residual after L and the run starts at
   L + 1.
+- Staggered entry: variants that end at the same layer share chunks whatever their start layers; a variant's
+  rows join the chunk's forward at their start layer (one stock forward per stretch between two start layers),
+  so a layer sweep, one variant per start layer, still runs chunks of many variants: larger matmuls, and the
+  LM head on a chunk's rows at once, with no layer run for a row that the clean prefix already gives.
 - Packing: each sweep forward (and the clean pass) runs its prompts' sequences back to back in a few rows,
   without padding (``atlas_core.packing``: the stock decoder's packed-sequence mask keeps them apart);
   interventions still see the padded layout. Rows go shortest prompt first and a chunk drops the padding
@@ -371,9 +375,10 @@ class Runner(PromptSet):
         resolved = [self.resolve(v) for v in variants]
         resid = self.residuals
         plans = [self.plan(v, stop) for v, stop in zip(resolved, exits)]
-        groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
+        # variants that end at one layer share chunks, in order of their start layer (see forward_chunk)
+        groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
         for i, plan in enumerate(plans):
-            groups[(plan.start, plan.end, plan.untouched)].append(i)
+            groups[(plan.end, plan.untouched)].append(i)
         per_chunk = self.rows_per_chunk()
         blocks = self.blocks()
         total = len(variants) * self.enc.n
@@ -384,8 +389,9 @@ class Runner(PromptSet):
             disable=not (self.progress if progress is None else progress),
             leave=False,
         )
-        for (start, end, untouched), idxs in sorted(groups.items()):
-            segments = [(vi, idx, t0) for idx, t0 in blocks for vi in idxs]
+        for (end, untouched), idxs in sorted(groups.items()):
+            starts = sorted({plans[vi].start for vi in idxs})
+            segments = [(vi, idx, t0) for s in starts for idx, t0 in blocks for vi in idxs if plans[vi].start == s]
             chunk: list[tuple[int, torch.Tensor, int]] = []
             rows = 0
             for seg in segments + [None]:
@@ -394,7 +400,7 @@ class Runner(PromptSet):
                     rows += len(seg[1])
                     continue
                 if chunk:
-                    lp = self.forward_chunk(plans, chunk, start, end, resid, untouched)
+                    lp = self.forward_chunk(plans, chunk, end, resid, untouched)
                     r0 = 0
                     for vi, idx, *_ in chunk:
                         yield vi, idx, lp[r0 : r0 + len(idx)]

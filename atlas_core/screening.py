@@ -13,8 +13,9 @@ through; the head site is after the softmax and enters the output projection lin
 it takes one backward pass per layer (24-28 here instead of one) to temper cancellation between paths, and the
 verification below already measures how far the estimate falls short and widens by that much.
 
-The verification (:func:`settle`). Exact ablation runs whole layers (every head of a layer in one sweep, as the
-exhaustive sweep batches them, so a verified head's KL is the exhaustive sweep's bit for bit). The claimed cells
+The verification (:func:`settle`). Exact ablation runs whole layers (every head of a layer, as the exhaustive
+sweep does; a verified head's KL is the exhaustive sweep's up to the rounding of other chunk shapes, ~1e-7
+relative, since the runner's chunks hold the variants of several layers). The claimed cells
 are the ``k`` strongest verified (family, layer, head) cells and each family's strongest verified cell. The
 margin ``ρ`` is the largest ratio exact KL / estimate over the claimed cells: how far the estimate under-states
 a cell strong enough to be claimed, measured on this run. An unverified cell's bound is ``ρ x`` its estimate;

@@ -13,8 +13,9 @@ and adds up, for each forward, from the shapes it was called with:
 - A forward whose output requires gradients (training) counts twice: the backward through frozen weights computes
   the inputs' gradients only, one matmul per forward matmul (the LoRA matrices are not counted, nor is the
   forward that gradient checkpointing recomputes: it is not useful work).
-- ``tokens``: real tokens entering a decoder forward; ``token_layers``: real tokens times the layers they
-  run through (prefix reuse lowers this, not ``tokens``); ``rows``: rows reaching the LM head.
+- ``tokens``: real tokens entering a decoder forward (a sequence carried on from the sweep's previous forward,
+  as staggered entry does, entered there: ``declared``'s ``carried``); ``token_layers``: real tokens times the
+  layers they run through (prefix reuse lowers this, not ``tokens``); ``rows``: rows reaching the LM head.
 - ``forward_seconds``: time inside decoder forwards (device synchronized on CUDA).
 - ``memory``: the experiment's peak memory, measured (not counted) by ``MemoryMeter`` on the model's device: on
   CPU the process's resident set (Linux: writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM``, the
@@ -132,14 +133,16 @@ def _rate(flop: int, seconds: float) -> float:
 
 
 # Real sequence lengths of the next decoder forward when its inputs cannot say (a packed forward: no
-# attention mask, and the filler at a row's end looks like a sequence); set by ``declared``.
-_DECLARED: ContextVar[list[int] | None] = ContextVar("declared_lengths", default=None)
+# attention mask, and the filler at a row's end looks like a sequence), and how many of the first of them
+# continue from an earlier forward; set by ``declared``.
+_DECLARED: ContextVar[tuple[list[int], int] | None] = ContextVar("declared_lengths", default=None)
 
 
 @contextmanager
-def declared(lengths: list[int]) -> Iterator[None]:
-    """Tell a meter the real sequence lengths of the forwards inside the block."""
-    token = _DECLARED.set(list(lengths))
+def declared(lengths: list[int], carried: int = 0) -> Iterator[None]:
+    """Tell a meter the real sequence lengths of the forwards inside the block, of which the first ``carried``
+    continue from an earlier forward (their tokens entered there)."""
+    token = _DECLARED.set((list(lengths), carried))
     try:
         yield
     finally:
@@ -147,18 +150,27 @@ def declared(lengths: list[int]) -> Iterator[None]:
 
 
 def forward_work(
-    fm: FlopModel, mask: torch.Tensor, n_layers: int, grad: bool = False, real: list[int] | None = None
+    fm: FlopModel,
+    mask: torch.Tensor,
+    n_layers: int,
+    grad: bool = False,
+    real: list[int] | None = None,
+    carried: int = 0,
 ) -> Work:
     """The work of one decoder forward over a batch with attention ``mask`` [B, T] (1 = real token); ``real``:
-    the sequence lengths when the rows hold several sequences each (packed), instead of the mask's counts."""
+    the sequence lengths when the rows hold several sequences each (packed), instead of the mask's counts;
+    ``carried``: how many of the first sequences entered an earlier forward (their tokens are not counted)."""
     real = mask.sum(-1).tolist() if real is None else real
     b, t = mask.shape
     useful = n_layers * sum(fm.layer_flop(n, n * (n + 1) // 2) for n in real)
     executed = n_layers * b * fm.layer_flop(t, t * t)
     times = 2 if grad else 1
-    tokens = int(sum(real))
     return Work(
-        flop=times * useful, executed_flop=times * executed, tokens=tokens, token_layers=tokens * n_layers, forwards=1
+        flop=times * useful,
+        executed_flop=times * executed,
+        tokens=int(sum(real[carried:])),
+        token_layers=int(sum(real)) * n_layers,
+        forwards=1,
     )
 
 
@@ -189,7 +201,8 @@ class Meter:
         mask = kwargs.get("attention_mask")
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
             mask = torch.ones((b, t), dtype=torch.long)
-        self._pending = forward_work(self.fm, mask.detach().cpu(), len(layers(self.model)), real=_DECLARED.get())
+        real, carried = _DECLARED.get() or (None, 0)
+        self._pending = forward_work(self.fm, mask.detach().cpu(), len(layers(self.model)), real=real, carried=carried)
         self._sync()
         self._t0 = time.perf_counter()
         return None

@@ -7,25 +7,32 @@ are checked for agreement so that a fast wrong path cannot pass).
 2. Full layer-ablation sweep (zero-ablate the residual after every layer): ``Runner`` (clean pass, then
    prefix-reusing, packed, last-position-only forwards) vs the naive loop (one hooked stock forward per
    variant over all positions, plus a clean forward for the reference) (aim: >= 3x), with the bound: the
-   ratio of the FLOP the two paths execute (``atlas_core.work``), and each path's GFLOP/s.
+   ratio of the FLOP the two paths execute (``atlas_core.work``), and each path's GFLOP/s, also as a fraction
+   of the fp32 matmul peak measured in this process just before and after the sweep (the better of the two:
+   ``work.measure_peak``, the calibration's kernel), so that the fraction reads against what the cores did then.
 3. The same sweep with nnsight (optional: skipped when it is not installed), one trace per variant
    zeroing ``model.model.layers[L].output``.
-4. The runner's sweep with packed vs left-padded chunks.
+4. The runner's sweep with packed vs left-padded chunks, alone and beside a one-thread matmul loop in another
+   process (load: torch threads + 1).
 
 Measurement design for a shared CPU: the paths being compared are interleaved in small steps (one
-forward, or one layer's variant, at a time, the order alternating), so a burst of load from another
-process hits both alike; each path's time is the sum of its steps. For the sweep, each layer variant
-has its own layer window, so ``Runner.sweep`` runs exactly one forward per variant either way: timing
-``runner.sweep([v])`` per variant measures the same work as one ``runner.sweep(all variants)`` call.
-``benchmark`` times one whole interleaved round (both paths); the per-path seconds and the ratio are in
-``extra_info``, with the load average and thread count seen.
+forward, or one chunk's worth of layer variants, at a time, the order alternating), so a burst of load from
+another process hits both alike; each path's time is the sum of its steps. ``Runner.sweep`` fills each chunk
+with consecutive layer variants (staggered entry: each variant's rows join the forward at its own start
+layer), so timing ``runner.sweep`` on one chunk's variants at a time (``rows_per_chunk // prompts`` of them)
+runs the same forwards as one ``runner.sweep(all variants)`` call, and the naive loop runs the same variants
+in the same step. ``benchmark`` times one whole interleaved round (both paths); the per-path seconds and the
+ratio are in ``extra_info``, with the load average and thread count seen.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -37,7 +44,7 @@ from atlas_core.metrics import kl_divergence
 from atlas_core.runner import Runner
 from atlas_core.sites import Site, dims
 from atlas_core.tasks import load_families
-from atlas_core.work import Work, metering
+from atlas_core.work import Work, measure_peak, metering
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -124,24 +131,32 @@ def test_bench_hook_overhead(benchmark, coder05):
 
 
 class _RunnerPath:
-    """The runner's sweep, split per variant so it can be interleaved (same work; see module docstring)."""
+    """The runner's sweep, split into one chunk's variants per step so it can be interleaved (the same forwards
+    as one whole sweep; see the module docstring)."""
 
     def __init__(self, model, tok, variants):
         self.model, self.tok, self.variants = model, tok, variants
-        self.runner: Runner | None = None
+        self.runner = Runner(model, tok, PROMPTS)
+        per = max(1, self.runner.rows_per_chunk() // len(PROMPTS))
+        self.steps = [list(range(i, min(i + per, len(variants)))) for i in range(0, len(variants), per)]
         self.kl: dict[int, np.ndarray] = {}
 
     def clean(self):
-        self.runner = Runner(self.model, self.tok, PROMPTS)
         self.runner.clean_logprobs  # the clean pass: residuals at every layer + clean log-probs
 
-    def variant(self, i):
-        return lambda: self.kl.__setitem__(i, self.runner.sweep([self.variants[i]]).kl[0])
+    def variant_step(self, step):
+        def run():
+            kl = self.runner.sweep([self.variants[i] for i in step]).kl
+            self.kl.update(zip(step, kl))
+
+        return run
 
 
-def _sweep_steps(runner_path: _RunnerPath, other_clean, other_variant, n, other="naive"):
+def _sweep_steps(runner_path: _RunnerPath, other_clean, other_variants, other="naive"):
+    """The clean step, then one step per runner chunk: the runner's sweep of its variants, and ``other`` on the
+    same variants (``other_variants(indices)``)."""
     steps = [{"runner": runner_path.clean, other: other_clean}]
-    steps += [{"runner": runner_path.variant(i), other: other_variant(i)} for i in range(n)]
+    steps += [{"runner": runner_path.variant_step(s), other: other_variants(s)} for s in runner_path.steps]
     return steps
 
 
@@ -156,21 +171,24 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
     def naive_clean():
         naive["clean"] = plain_logprobs(model, enc)
 
-    def naive_variant(i):
+    def naive_variants(step):
         def run():
-            lp = naive_logprobs(model, tok, PROMPTS, [variants[i]])[0]
-            naive["lp"][i], naive["kl"][i] = lp, kl_divergence(naive["clean"], lp).numpy()
+            for i in step:
+                lp = naive_logprobs(model, tok, PROMPTS, [variants[i]])[0]
+                naive["lp"][i], naive["kl"][i] = lp, kl_divergence(naive["clean"], lp).numpy()
 
         return run
 
     env0 = _environment()
+    peaks = [measure_peak(torch.device("cpu"), torch.float32)["gflops"]]
     work = {"runner": Work(), "naive": Work()}
     steps = [
         {k: metered(model, fn, work[k]) for k, fn in step.items()}
-        for step in _sweep_steps(runner_path, naive_clean, naive_variant, n)
+        for step in _sweep_steps(runner_path, naive_clean, naive_variants)
     ]
     times = benchmark.pedantic(lambda: _interleave(steps), rounds=1, iterations=1)
     runner_s, naive_s = sum(times["runner"]), sum(times["naive"])
+    peaks.append(measure_peak(torch.device("cpu"), torch.float32)["gflops"])
 
     spot = list(range(0, n, 6))
     swept = runner_path.runner.logprobs([variants[i] for i in spot])  # agreement, outside the timing
@@ -188,6 +206,7 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
             "useful_gflops": round(work[k].flop / t / 1e9, 2),
             "executed_gflops": round(work[k].executed_flop / t / 1e9, 2),
             "executed_over_useful": round(work[k].executed_flop / work[k].flop, 3),
+            "useful_of_peak": round(work[k].flop / t / 1e9 / max(peaks), 3),
         }
         for k, t in (("runner", runner_s), ("naive", naive_s))
     }
@@ -197,14 +216,16 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
             "bound_flop_ratio": round(bound, 3),
             "fraction_of_bound": round(speedup / bound, 3),
             "rates": rates,
+            "fp32_peak_gflops_before_after": peaks,
             "prompts": len(PROMPTS),
             "variants": n,
             "runner_s": round(runner_s, 3),
             "naive_s": round(naive_s, 3),
             "runner_clean_pass_s": round(times["runner"][0], 3),
             "naive_clean_forward_s": round(times["naive"][0], 3),
-            "runner_per_layer_s": [round(t, 3) for t in times["runner"][1:]],
-            "naive_per_layer_s": [round(t, 3) for t in times["naive"][1:]],
+            "variants_per_step": [len(step) for step in runner_path.steps],
+            "runner_per_step_s": [round(t, 3) for t in times["runner"][1:]],
+            "naive_per_step_s": [round(t, 3) for t in times["naive"][1:]],
             "speedup_vs_naive": round(naive_s / runner_s, 3),
             "aim": ">= 3",
             "before": env0,
@@ -215,7 +236,8 @@ def test_bench_layer_sweep_runner_vs_naive(benchmark, coder05):
         f"\nlayer sweep ({n} layers x {len(PROMPTS)} prompts, interleaved): naive {naive_s:.2f}s, "
         f"runner {runner_s:.2f}s, speedup {speedup:.2f}x; bound (executed FLOP ratio) {bound:.2f}x, "
         f"{100 * speedup / bound:.0f}% of it; useful GFLOP/s runner {rates['runner']['useful_gflops']}, "
-        f"naive {rates['naive']['useful_gflops']}; executed/useful runner "
+        f"naive {rates['naive']['useful_gflops']} (runner {100 * rates['runner']['useful_of_peak']:.1f}% of the fp32 "
+        f"peak measured here, {max(peaks):.1f}); executed/useful runner "
         f"{rates['runner']['executed_over_useful']}, naive {rates['naive']['executed_over_useful']}"
     )
 
@@ -238,19 +260,20 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
             last = wrapped.output.logits[:, -1].save()
         nns["clean"] = torch.log_softmax(last.float(), -1)
 
-    def nnsight_variant(layer):
+    def nnsight_variants(step):
         def run():
-            with torch.inference_mode(), wrapped.trace(inputs, use_cache=False):
-                wrapped.model.layers[layer].output[:] = 0
-                last = wrapped.output.logits[:, -1].save()
-            lp = torch.log_softmax(last.float(), -1)
-            nns["lp"][layer], nns["kl"][layer] = lp, kl_divergence(nns["clean"], lp).numpy()
+            for layer in step:
+                with torch.inference_mode(), wrapped.trace(inputs, use_cache=False):
+                    wrapped.model.layers[layer].output[:] = 0
+                    last = wrapped.output.logits[:, -1].save()
+                lp = torch.log_softmax(last.float(), -1)
+                nns["lp"][layer], nns["kl"][layer] = lp, kl_divergence(nns["clean"], lp).numpy()
 
         return run
 
     env0 = _environment()
     times = benchmark.pedantic(
-        lambda: _interleave(_sweep_steps(runner_path, nnsight_clean, nnsight_variant, n, other="nnsight")),
+        lambda: _interleave(_sweep_steps(runner_path, nnsight_clean, nnsight_variants, other="nnsight")),
         rounds=1,
         iterations=1,
     )
@@ -280,10 +303,33 @@ def test_bench_layer_sweep_runner_vs_nnsight(benchmark, coder05):
     )
 
 
-def test_bench_packing(benchmark, coder05, monkeypatch):
+# A competing process for the packing comparison under load: one thread of matmuls, so that with the sweep's
+# own threads the machine's load is one more than its torch threads (3 on the 2-core CI machine).
+_BUSY = "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a @ a\n"
+
+
+@contextmanager
+def _competing(load: str):
+    """``load`` "busy": a one-thread matmul loop in another process for the block; "quiet": nothing."""
+    if load == "quiet":
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", _BUSY])
+    try:
+        time.sleep(2.0)  # its start (torch's import) is over before the timing
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("load", ["quiet", "busy"])
+def test_bench_packing(benchmark, coder05, monkeypatch, load):
     """The whole 24-layer sweep in one ``Runner.sweep`` call, its chunks packed (``PACK_TOKENS``, the default)
-    vs left-padded (``PACK_TOKENS = 0``), alternating, one runner. (Bucketing prompts by length, the other way
-    to cut padding, measured 0.75x the padded chunks here: the runner packs instead.)"""
+    vs left-padded (``PACK_TOKENS = 0``), alternating, one runner; alone ("quiet") and with a one-thread
+    matmul loop in another process ("busy"), so that how each degrades under load is measured side by side.
+    (Bucketing prompts by length, the other way to cut padding, measured 0.75x the padded chunks here: the
+    runner packs instead.)"""
     import atlas_core.prompt_set as prompt_set
 
     model, tok = coder05.model, coder05.tokenizer
@@ -300,13 +346,15 @@ def test_bench_packing(benchmark, coder05, monkeypatch):
 
         return metered(model, run, work[name])
 
-    env0 = _environment()
     step = {"packed": sweep("packed", prompt_set.PACK_TOKENS), "padded": sweep("padded", 0)}
-    times = benchmark.pedantic(lambda: _interleave([step] * 2), rounds=1, iterations=1)
+    with _competing(load):
+        env0 = _environment()
+        times = benchmark.pedantic(lambda: _interleave([step] * 2), rounds=1, iterations=1)
+        env1 = _environment()
     np.testing.assert_allclose(out["packed"], out["padded"], rtol=1e-3, atol=1e-4)  # same sweep, other shapes
     pk, pd = sum(times["packed"]), sum(times["padded"])
     flop = {k: {"executed_over_useful": round(w.executed_flop / w.flop, 3)} for k, w in work.items()}
-    benchmark.group = "packing"
+    benchmark.group = f"packing-{load}"
     benchmark.extra_info.update(
         {
             "prompts": len(PROMPTS),
@@ -315,11 +363,12 @@ def test_bench_packing(benchmark, coder05, monkeypatch):
             "padded_s": round(pd, 3),
             "speedup": round(pd / pk, 3),
             "flop": flop,
+            "load": load,
             "before": env0,
-            "after": _environment(),
+            "after": env1,
         }
     )
     print(
-        f"\nwhole sweep x2: padded {pd:.2f}s, packed {pk:.2f}s, ratio {pd / pk:.2f}x; executed/useful FLOP "
+        f"\nwhole sweep x2 ({load}, load {env0['loadavg_1m']} -> {env1['loadavg_1m']}): padded {pd:.2f}s, packed {pk:.2f}s, ratio {pd / pk:.2f}x; executed/useful FLOP "
         f"padded {flop['padded']['executed_over_useful']}, packed {flop['packed']['executed_over_useful']}"
     )

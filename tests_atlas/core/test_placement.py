@@ -172,7 +172,8 @@ def test_lora_transfer_and_adapter_ablation_on_a_placed_model_equal_the_whole(tm
 def test_ray_replicas_placed_over_their_devices_equal_the_whole_model(tmp_path, atlas_cli, record_numbers):
     """`atlas run --ray --device-map auto`: every actor places its replica as the driver does (here over the
     CPU and disk); the sharded sweeps and LoRA training on a placed replica on a worker write the plain local
-    run's records (sweeps within the 1e-5 that batch composition moves them, the rest bit for bit)."""
+    run's records (the sweeps of layer ablation and transfer within the 1e-5 that batch composition moves them:
+    shards change which variants share a chunk; LoRA training bit for bit)."""
     pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
     from atlas_core.spec import experiment as spec_of
 
@@ -190,7 +191,7 @@ def test_ray_replicas_placed_over_their_devices_equal_the_whole_model(tmp_path, 
         ra, rb = RecordStore(tmp_path / "whole").load(key), RecordStore(tmp_path / "ray").load(key)
         assert (rb.provenance.get("worker") is not None) == spec_of(key).on_worker, key
         na, nb = record_numbers(ra.result), record_numbers(rb.result)
-        exact = key != "layer_ablation"
+        exact = key not in ("layer_ablation", "transfer")
         bad = [
             k
             for k in na

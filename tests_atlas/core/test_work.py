@@ -72,7 +72,8 @@ def test_a_wrong_formula_is_caught(tiny):
 
 def test_meter_counts_a_prefix_reusing_sweep_by_hand(tiny):
     """Clean pass: every layer over each prompt's real tokens; a zero-ablation of the residual after layer L
-    runs layers L+1.. from the cached residual; every (variant, prompt) row reaches the LM head once."""
+    runs layers L+1.. from the cached residual (the three share a chunk, each joining its forward at layer L+1,
+    and its tokens are counted once, where they enter); every (variant, prompt) row reaches the LM head once."""
     model, tok = tiny.model, tiny.tokenizer
     fm = FlopModel.of(model)
     runner = Runner(model, tok, PROMPTS)
@@ -91,7 +92,7 @@ def test_meter_counts_a_prefix_reusing_sweep_by_hand(tiny):
     assert w.tokens == 4 * sum(lengths)
     assert w.token_layers == sum(lengths) * (4 + 3 + 2 + 1)
     assert w.executed_flop > w.flop  # the prompts are padded to the longest
-    assert w.forwards == 4
+    assert w.forwards == 4  # the clean pass, then one forward per stretch between start layers
 
 
 def test_training_forward_counts_its_backward(tiny):

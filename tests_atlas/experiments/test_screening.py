@@ -1,7 +1,7 @@
 """Screened head ablation (``--screen atp``, ``atlas_core.screening``): AtP's estimate is the first-order change it
-claims to be; verified heads are the exhaustive sweep's numbers bit for bit and the exact top-k is the exhaustive
-one; the planted copy head, which AtP under-states (saturation), is put first by verification; without the margin
-the stopping rule misses a head; bad input fails before any work."""
+claims to be; verified heads are the exhaustive sweep's numbers (up to the rounding of other batch shapes) and
+the exact top-k is the exhaustive one; the planted copy head, which AtP under-states (saturation), is put first
+by verification; without the margin the stopping rule misses a head; bad input fails before any work."""
 
 from __future__ import annotations
 
@@ -39,23 +39,32 @@ def _grid(result) -> np.ndarray:
     return np.array([result.kl[f] for f in result.families])
 
 
+# The screened run's sweep holds the verified layers' heads only, the exhaustive run's every head: their chunks
+# (several start layers share one, staggered entry) have other shapes, so the same ablations round differently
+# by ~1e-7 relative; a wrong or missing head differs in full.
+SAME = {"rtol": 1e-5, "atol": 1e-7}
+
+
 @pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-gpt2"])
-def test_verified_heads_are_the_exhaustive_sweep_bit_for_bit(load_cached, name):
+def test_verified_heads_are_the_exhaustive_sweep(load_cached, name):
     full, screened = _pair(load_cached(name))
     ex, sc = _grid(full), _grid(screened)
     li = [full.layers.index(layer) for layer in screened.screen.verified]
-    assert screened.screen.verified and np.array_equal(sc[:, li], ex[:, li])  # exactly, not within a tolerance
+    assert screened.screen.verified
+    np.testing.assert_allclose(sc[:, li], ex[:, li], **SAME)
     rest = [i for i in range(len(full.layers)) if i not in li]
     assert np.isnan(sc[:, rest]).all()  # an unverified head has no number in the record
-    assert [dataclasses.astuple(t) for t in screened.top] == [dataclasses.astuple(t) for t in full.top]
-    assert screened.max_kl == full.max_kl
+    assert [(t.family, t.layer, t.head) for t in screened.top] == [(t.family, t.layer, t.head) for t in full.top]
+    np.testing.assert_allclose([t.kl for t in screened.top], [t.kl for t in full.top], **SAME)
+    (a, b) = (dataclasses.astuple(e.max_kl) for e in (screened, full))
+    np.testing.assert_allclose(a, b, **SAME)
     stats = head_ablation.statistics(screened, full.n_layers, {})
     heads = stats["heads.head_profile"].series
     assert {x // full.n_heads for x in heads["x"]} == set(screened.screen.verified)
     assert all(math.isfinite(y) for y in heads["y"])
     for key, value in head_ablation.statistics(full, full.n_layers, {}).items():
         if key.startswith(("heads.max_", "heads.family_max_kl")):
-            assert stats[key].value == value.value, key
+            np.testing.assert_allclose(stats[key].value, value.value, **SAME, err_msg=key)
 
 
 def test_atp_estimate_is_the_first_order_change_of_the_target_log_prob(tiny):
