@@ -248,9 +248,9 @@ class PromptSet:
     def _forward_window(self, plans, segments, start, stop, x, carried: int, *, final: bool) -> torch.Tensor:
         """Layers ``start..stop-1`` over ``segments``' left-padded residual ``x`` [B, T, d] (its first ``carried``
         rows continue from the chunk's previous window), packed unless ``PACK_TOKENS`` is 0, each plan's hooks
-        on its rows. ``final``: each row's last hidden state after the
-        final norm, through the LM head to log-probabilities; else the residual after layer ``stop - 1``
-        (what the final norm receives) [B, T, d], zero at padding when packed."""
+        on its rows. ``final``: each row's last hidden state after the final norm, through the LM head to
+        log-probabilities; else the residual after layer ``stop - 1`` (what the final norm receives) [B, T, d],
+        zero at padding when packed."""
         if start == stop:  # nothing to run: the residual after layer stop-1 goes to the final norm
             with torch.inference_mode():
                 return logprobs_of_hidden(self.model, final_norm(self.model)(x[:, -1:]))[:, -1]
